@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what evalgap needs and is missing; safe to run again (each step skips what is there):
+#   npm packages (node_modules), the TypeScript build (dist/), the Kafka broker's jars
+#   (~/.cache/evalgap), the embedding model (models/all-MiniLM-L6-v2).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+command -v node >/dev/null || die "Node.js 20+ is required"
+if [ ! -f node_modules/.evalgap-lock ] || ! cmp -s package-lock.json node_modules/.evalgap-lock; then
+  log "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  cp package-lock.json node_modules/.evalgap-lock
+fi
+if [ ! -f dist/.build-stamp ] || [ -n "$(find src tsconfig.json package.json -newer dist/.build-stamp -print -quit)" ]; then
+  log "building (tsc)"
+  npx tsc -p tsconfig.json
+  touch dist/.build-stamp
+fi
+bash scripts/kafka.sh install
+bash scripts/install-model.sh

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# npm test: install what is missing, start the services the integration tests use, run vitest.
+# A broker this script starts is stopped again at the end; one that was already running is left alone.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+bash scripts/setup.sh
+started=0
+if ! bash scripts/kafka.sh status >/dev/null 2>&1; then bash scripts/kafka.sh start; started=1; fi
+cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka.sh stop; fi; }
+trap cleanup EXIT
+npx vitest run "$@"

@@ -1,0 +1,68 @@
+/** kafkajs wiring shared by the consumer, the producer helpers and the CLI. */
+import { Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+
+/**
+ * kafkajs logs through pino. kafkajs reports retried, transient conditions (a new topic without a
+ * leader yet, a coordinator still loading) at ERROR; they are logged one level lower here, since
+ * kafkajs raises the real failures to the caller anyway.
+ */
+function kafkaLogCreator(logger?: Logger) {
+  return () => (entry: LogEntry) => {
+    if (!logger) return;
+    const { message, ...extra } = entry.log;
+    const fields = { ...extra, kafkajs: entry.namespace };
+    if (entry.level === logLevel.ERROR) logger.warn(fields, message);
+    else if (entry.level === logLevel.WARN) logger.info(fields, message);
+    else logger.debug(fields, message);
+  };
+}
+
+export function createKafka(cfg: Config['kafka'], clientId = cfg.clientId, logger?: Logger): Kafka {
+  return new Kafka({
+    clientId,
+    brokers: cfg.brokers,
+    logLevel: logLevel.WARN,
+    logCreator: kafkaLogCreator(logger),
+    retry: { initialRetryTime: 200, retries: 8 },
+    connectionTimeout: 5000,
+  });
+}
+
+/** Create topics that do not exist yet (no-op for existing ones). */
+export async function ensureTopics(kafka: Kafka, topics: { topic: string; numPartitions?: number }[]): Promise<void> {
+  const admin: Admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t.topic));
+    if (missing.length) {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.numPartitions ?? 1, replicationFactor: 1 })),
+      });
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Produce JSON values in chunks; keys (when given) pick the partition. */
+export async function produceJson(
+  producer: Producer,
+  topic: string,
+  values: unknown[],
+  key?: (v: unknown, i: number) => string,
+  chunk = 500,
+): Promise<void> {
+  for (let i = 0; i < values.length; i += chunk) {
+    await producer.send({
+      topic,
+      messages: values.slice(i, i + chunk).map((v, j) => ({
+        key: key ? key(v, i + j) : null,
+        value: typeof v === 'string' || Buffer.isBuffer(v) ? (v as string | Buffer) : JSON.stringify(v),
+      })),
+    });
+  }
+}

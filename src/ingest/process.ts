@@ -1,0 +1,100 @@
+/**
+ * The transform in the middle of `evalgap run`: Kafka messages in, assigned rows and dead letters
+ * out. Pure apart from the embedder call; knows nothing of Kafka clients or ClickHouse.
+ */
+import { createHash } from 'node:crypto';
+import type { Embedder } from '../embed/embedder.js';
+import type { CoverageAssigner } from '../coverage/model.js';
+import { decodeRequest, type RequestLog } from '../schema/request.js';
+import type { RequestRow } from '../store/store.js';
+
+export interface SourceMessage {
+  topic: string;
+  partition: number;
+  offset: string;
+  value: Buffer | null;
+  key?: Buffer | null;
+  timestamp?: string;
+}
+
+export interface DeadLetter {
+  source: SourceMessage;
+  reason: string;
+}
+
+export interface ProcessDeps {
+  embedder: Embedder;
+  assigner: CoverageAssigner;
+  redactText: boolean;
+  /** called between embedding chunks (kafkajs heartbeat) */
+  onChunk?: () => Promise<void>;
+  /** messages embedded and assigned per chunk */
+  chunkSize?: number;
+}
+
+export interface ProcessResult {
+  rows: RequestRow[];
+  dead: DeadLetter[];
+  embedMs: number;
+  assignMs: number;
+  truncated: number;
+}
+
+function toRow(m: SourceMessage, r: RequestLog, deps: ProcessDeps): Omit<RequestRow, 'cluster' | 'similarity' | 'coverage' | 'covered' | 'truncated'> {
+  return {
+    request_id: r.request_id,
+    ts: new Date(r.ts).toISOString(),
+    agent: r.agent,
+    session_id: r.session_id,
+    turn: r.turn,
+    query: deps.redactText ? createHash('sha256').update(r.query).digest('hex') : r.query,
+    query_redacted: deps.redactText ? 1 : 0,
+    escalated: r.escalated ? 1 : 0,
+    outcome: r.outcome,
+    latency_ms: r.latency_ms,
+    cost_usd: r.cost_usd,
+    tools: r.tools,
+    metadata: JSON.stringify(r.metadata),
+    model_version: deps.assigner.version,
+    kafka_topic: m.topic,
+    kafka_partition: m.partition,
+    kafka_offset: m.offset,
+  };
+}
+
+export async function processMessages(messages: readonly SourceMessage[], deps: ProcessDeps): Promise<ProcessResult> {
+  const dead: DeadLetter[] = [];
+  const valid: { m: SourceMessage; r: RequestLog }[] = [];
+  for (const m of messages) {
+    const d = decodeRequest(m.value);
+    if (d.ok) valid.push({ m, r: d.value });
+    else dead.push({ source: m, reason: d.reason });
+  }
+  const rows: RequestRow[] = [];
+  let embedMs = 0;
+  let assignMs = 0;
+  let truncated = 0;
+  const chunk = deps.chunkSize ?? 256;
+  for (let i = 0; i < valid.length; i += chunk) {
+    const part = valid.slice(i, i + chunk);
+    let t = performance.now();
+    const emb = await deps.embedder.embed(part.map((v) => v.r.query));
+    embedMs += performance.now() - t;
+    t = performance.now();
+    const a = deps.assigner.assign(emb.vectors, part.length);
+    assignMs += performance.now() - t;
+    part.forEach((v, j) => {
+      truncated += emb.truncated[j];
+      rows.push({
+        ...toRow(v.m, v.r, deps),
+        truncated: emb.truncated[j] ? 1 : 0,
+        cluster: a.cluster[j],
+        similarity: a.similarity[j],
+        coverage: a.coverage[j],
+        covered: a.covered[j] ? 1 : 0,
+      } as RequestRow);
+    });
+    await deps.onChunk?.();
+  }
+  return { rows, dead, embedMs, assignMs, truncated };
+}

@@ -1,0 +1,51 @@
+/**
+ * One ClickHouse client API for both deployments: a server over HTTP when a URL is configured,
+ * otherwise the embedded engine (chdb) through @clickhouse/client's `connection` option.
+ * Settings whose defaults differ between chdb and a server are set explicitly here, so the
+ * same SQL returns the same shapes from both.
+ */
+import { createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import fs from 'node:fs';
+import type { Config } from '../config/index.js';
+
+export const CLICKHOUSE_SETTINGS: ClickHouseSettings = {
+  date_time_input_format: 'best_effort',
+  date_time_output_format: 'simple',
+  output_format_json_quote_64bit_integers: 1,
+  output_format_json_quote_64bit_floats: 0,
+  input_format_skip_unknown_fields: 0,
+  deduplicate_blocks_in_dependent_materialized_views: 1,
+  async_insert: 0,
+};
+
+export type StoreKind = 'server' | 'embedded';
+
+export interface StoreClient {
+  client: ClickHouseClient;
+  kind: StoreKind;
+  /** Where the data lives: the server URL (without credentials) or the embedded data folder. */
+  location: string;
+}
+
+export async function createStoreClient(cfg: Config['clickhouse']): Promise<StoreClient> {
+  if (cfg.url) {
+    const client = createClient({
+      url: cfg.url,
+      username: cfg.username,
+      password: cfg.password,
+      clickhouse_settings: CLICKHOUSE_SETTINGS,
+      request_timeout: 60_000,
+    });
+    const u = new URL(cfg.url);
+    u.username = '';
+    u.password = '';
+    return { client, kind: 'server', location: u.toString() };
+  }
+  fs.mkdirSync(cfg.path, { recursive: true });
+  const { createChdbConnection } = await import('chdb/connection');
+  const client = createClient({
+    connection: createChdbConnection({ path: cfg.path }) as never,
+    clickhouse_settings: CLICKHOUSE_SETTINGS,
+  });
+  return { client, kind: 'embedded', location: cfg.path };
+}
