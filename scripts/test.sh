@@ -9,4 +9,4 @@ started=0
 if ! bash scripts/kafka.sh status >/dev/null 2>&1; then bash scripts/kafka.sh start; started=1; fi
 cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka.sh stop; fi; }
 trap cleanup EXIT
-npx vitest run "$@"
+npx vitest run --config test/vitest.config.ts "$@"

@@ -1,0 +1,49 @@
+/** The installed sentence-embedding model (real weights, local files). */
+import { describe, expect, it } from 'vitest';
+import { dotRows } from '../../src/coverage/vec.js';
+import { loadConfig } from '../../src/config/index.js';
+import { loadEmbedder, ModelNotInstalledError } from '../../src/embed/embedder.js';
+import { realEmbedder, tmpDir } from '../helpers/fixtures.js';
+
+describe('local embedding model', () => {
+  it('gives related sentences clearly higher cosine similarity than unrelated ones', async () => {
+    const e = await realEmbedder();
+    expect(e.dim).toBe(384);
+    expect(e.modelChecksum).toMatch(/^[0-9a-f]{64}$/);
+    const { vectors } = await e.embed([
+      'I lost my credit card',
+      'my bank card was stolen',
+      'what will the weather be like in Paris tomorrow',
+      'how do I reset my password',
+      'I forgot my login password',
+    ]);
+    const sim = (a: number, b: number) => dotRows(vectors, a, vectors, b, e.dim);
+    for (let i = 0; i < 5; i++) expect(sim(i, i)).toBeCloseTo(1, 4); // unit length
+    expect(sim(0, 1)).toBeGreaterThan(0.5);
+    expect(sim(3, 4)).toBeGreaterThan(0.6);
+    expect(sim(0, 1) - sim(0, 2)).toBeGreaterThan(0.4);
+    expect(sim(3, 4) - sim(3, 2)).toBeGreaterThan(0.4);
+  });
+
+  it('returns vectors in input order whatever the batching', async () => {
+    const e = await realEmbedder();
+    const texts = ['short', 'a much longer sentence about delivery of a parcel to my home', 'medium length text here'];
+    const all = await e.embed(texts);
+    for (let i = 0; i < texts.length; i++) {
+      const one = await e.embed([texts[i]]);
+      expect(dotRows(all.vectors, i, one.vectors, 0, e.dim)).toBeCloseTo(1, 4);
+    }
+  });
+
+  it('flags text over the token limit as truncated and still embeds it', async () => {
+    const e = await realEmbedder();
+    const long = 'refund '.repeat(400);
+    const r = await e.embed(['short text', long]);
+    expect(Array.from(r.truncated)).toEqual([0, 1]);
+    expect(dotRows(r.vectors, 1, r.vectors, 1, e.dim)).toBeCloseTo(1, 4);
+  });
+
+  it('refuses clearly when the model is not installed', async () => {
+    await expect(loadEmbedder({ ...loadConfig().embed, modelsDir: tmpDir() })).rejects.toBeInstanceOf(ModelNotInstalledError);
+  });
+});
