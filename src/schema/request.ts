@@ -9,6 +9,10 @@ const KNOWN = [
   'latency_ms', 'cost_usd', 'tools', 'metadata',
 ] as const;
 
+/** The range every timestamp must fall in (ClickHouse DateTime64 holds 1900–2299; Kafka logs are after 1970). */
+const TS_MIN = 0;
+const TS_MAX = Date.UTC(2299, 11, 31, 23, 59, 59, 999);
+
 const tsSchema = z.unknown().transform((v, ctx) => {
   if (v === undefined || v === null) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'required (ISO-8601 string or epoch milliseconds)' });
@@ -19,6 +23,10 @@ const tsSchema = z.unknown().transform((v, ctx) => {
   else if (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}/.test(v)) ms = Date.parse(v);
   if (!Number.isFinite(ms)) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'expected an ISO-8601 string or epoch milliseconds' });
+    return z.NEVER;
+  }
+  if (ms < TS_MIN || ms > TS_MAX) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'outside the storable range 1970-01-01 to 2299-12-31' });
     return z.NEVER;
   }
   return Math.round(ms);

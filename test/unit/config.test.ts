@@ -1,0 +1,176 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, PACKAGE_ROOT, loadConfig, redactConfig } from '../../src/config/index.js';
+
+describe('loadConfig', () => {
+  it('uses documented defaults for an empty environment', () => {
+    const c = loadConfig({});
+    expect(c.kafka).toEqual({
+      brokers: ['127.0.0.1:9092'],
+      clientId: 'evalgap',
+      topic: 'evalgap.requests',
+      dlqTopic: 'evalgap.requests.dlq',
+      group: 'evalgap',
+    });
+    expect(c.clickhouse).toEqual({
+      url: undefined,
+      path: path.join(PACKAGE_ROOT, '.evalgap', 'chdb'),
+      database: 'evalgap',
+      username: 'default',
+      password: '',
+      retentionDays: 90,
+    });
+    expect(c.embed).toEqual({
+      modelsDir: path.join(PACKAGE_ROOT, 'models'),
+      model: 'all-MiniLM-L6-v2',
+      batchSize: 8,
+      threads: 0,
+      maxTokens: 256,
+    });
+    expect(c.ingest).toEqual({ redactText: false, metricsPort: 9464, maxBatchMessages: 2000 });
+    expect(c.logLevel).toBe('info');
+  });
+
+  it('PACKAGE_ROOT is the folder holding package.json', () => {
+    expect(path.resolve(PACKAGE_ROOT)).toBe(path.resolve(new URL('../..', import.meta.url).pathname));
+  });
+
+  it('applies environment overrides and coerces numbers and booleans', () => {
+    const c = loadConfig({
+      EVALGAP_KAFKA_BROKERS: ' a:1, b.example:9093 ,',
+      EVALGAP_KAFKA_CLIENT_ID: 'cid',
+      EVALGAP_TOPIC: 't',
+      EVALGAP_DLQ_TOPIC: 't.dlq',
+      EVALGAP_GROUP: 'g',
+      EVALGAP_CLICKHOUSE_URL: 'http://ch:8123',
+      EVALGAP_DATA_DIR: '/tmp/data',
+      EVALGAP_CLICKHOUSE_DATABASE: 'db_2',
+      EVALGAP_CLICKHOUSE_USER: 'u',
+      EVALGAP_CLICKHOUSE_PASSWORD: 's3cret',
+      EVALGAP_RETENTION_DAYS: '7',
+      EVALGAP_MODELS_DIR: '/m',
+      EVALGAP_EMBED_MODEL: 'other',
+      EVALGAP_EMBED_BATCH: '64',
+      EVALGAP_EMBED_THREADS: '2',
+      EVALGAP_EMBED_MAX_TOKENS: '128',
+      EVALGAP_REDACT_TEXT: 'yes',
+      EVALGAP_METRICS_PORT: '0',
+      EVALGAP_MAX_BATCH: '10',
+      EVALGAP_LOG_LEVEL: 'debug',
+    });
+    expect(c.kafka).toEqual({ brokers: ['a:1', 'b.example:9093'], clientId: 'cid', topic: 't', dlqTopic: 't.dlq', group: 'g' });
+    expect(c.clickhouse).toEqual({
+      url: 'http://ch:8123',
+      path: '/tmp/data',
+      database: 'db_2',
+      username: 'u',
+      password: 's3cret',
+      retentionDays: 7,
+    });
+    expect(c.embed).toEqual({ modelsDir: '/m', model: 'other', batchSize: 64, threads: 2, maxTokens: 128 });
+    expect(c.ingest).toEqual({ redactText: true, metricsPort: 0, maxBatchMessages: 10 });
+    expect(c.logLevel).toBe('debug');
+  });
+
+  it.each([
+    ['1', true],
+    ['true', true],
+    ['yes', true],
+    ['0', false],
+    ['false', false],
+    ['no', false],
+    ['', false], // empty = unset = default false
+  ])('EVALGAP_REDACT_TEXT=%j → %s', (v, expected) => {
+    expect(loadConfig({ EVALGAP_REDACT_TEXT: v }).ingest.redactText).toBe(expected);
+  });
+
+  it('treats empty-string variables as unset', () => {
+    const c = loadConfig({ EVALGAP_TOPIC: '', EVALGAP_EMBED_BATCH: '' });
+    expect(c.kafka.topic).toBe('evalgap.requests');
+    expect(c.embed.batchSize).toBe(8);
+  });
+
+  it('applies overrides over the environment (deep merge)', () => {
+    const c = loadConfig(
+      { EVALGAP_TOPIC: 'from-env', EVALGAP_GROUP: 'g-env' },
+      { kafka: { topic: 'from-flag', brokers: ['x:1', 'y:2'] }, ingest: { redactText: true } },
+    );
+    expect(c.kafka.topic).toBe('from-flag');
+    expect(c.kafka.group).toBe('g-env');
+    expect(c.kafka.brokers).toEqual(['x:1', 'y:2']);
+    expect(c.ingest.redactText).toBe(true);
+    expect(c.ingest.metricsPort).toBe(9464);
+  });
+
+  it('ignores undefined override values', () => {
+    const c = loadConfig({ EVALGAP_TOPIC: 'env' }, { kafka: { topic: undefined } });
+    expect(c.kafka.topic).toBe('env');
+  });
+
+  it('rejects an invalid broker string with a path-qualified message', () => {
+    let err: unknown;
+    try {
+      loadConfig({ EVALGAP_KAFKA_BROKERS: 'localhost' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const ce = err as ConfigError;
+    expect(ce.name).toBe('ConfigError');
+    expect(ce.message).toMatch(/^invalid configuration:\n/);
+    expect(ce.message).toContain('kafka.brokers.0: expected host:port');
+    expect(ce.zodError.issues[0].path).toEqual(['kafka', 'brokers', 0]);
+  });
+
+  it('rejects a broker list that is only separators', () => {
+    expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: ' , ,' })).toThrow(/kafka\.brokers/);
+  });
+
+  it('rejects a port with too many digits and a host with spaces', () => {
+    expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: 'h:123456' })).toThrow(ConfigError);
+    expect(() => loadConfig({}, { kafka: { brokers: ['bad host:1'] } })).toThrow(/expected host:port/);
+  });
+
+  it('rejects out-of-range and non-numeric integers', () => {
+    expect(() => loadConfig({ EVALGAP_EMBED_BATCH: '0' })).toThrow(/embed\.batchSize/);
+    expect(() => loadConfig({ EVALGAP_EMBED_BATCH: 'abc' })).toThrow(/embed\.batchSize/);
+    expect(() => loadConfig({ EVALGAP_METRICS_PORT: '70000' })).toThrow(/ingest\.metricsPort/);
+    expect(() => loadConfig({ EVALGAP_EMBED_MAX_TOKENS: '4' })).toThrow(/embed\.maxTokens/);
+    expect(() => loadConfig({ EVALGAP_RETENTION_DAYS: '1.5' })).toThrow(/clickhouse\.retentionDays/);
+  });
+
+  it('rejects a non-identifier database, a bad URL, an unknown log level and a bad boolean', () => {
+    expect(() => loadConfig({ EVALGAP_CLICKHOUSE_DATABASE: 'evil; DROP' })).toThrow(/clickhouse\.database: a plain identifier/);
+    expect(() => loadConfig({ EVALGAP_CLICKHOUSE_URL: 'not a url' })).toThrow(/clickhouse\.url/);
+    expect(() => loadConfig({ EVALGAP_LOG_LEVEL: 'verbose' })).toThrow(/logLevel/);
+    expect(() => loadConfig({ EVALGAP_REDACT_TEXT: 'maybe' })).toThrow(/ingest\.redactText/);
+  });
+
+  it('lists every invalid setting in one error', () => {
+    try {
+      loadConfig({ EVALGAP_KAFKA_BROKERS: 'nope', EVALGAP_LOG_LEVEL: 'loud' });
+      expect.unreachable();
+    } catch (e) {
+      const msg = (e as Error).message;
+      expect(msg).toContain('kafka.brokers');
+      expect(msg).toContain('logLevel');
+      expect((e as ConfigError).zodError.issues.length).toBeGreaterThanOrEqual(2);
+    }
+  });
+});
+
+describe('redactConfig', () => {
+  it('replaces a set password and leaves the original untouched', () => {
+    const c = loadConfig({ EVALGAP_CLICKHOUSE_PASSWORD: 'hunter2' });
+    const r = redactConfig(c);
+    expect(r.clickhouse.password).toBe('[redacted]');
+    expect(JSON.stringify(r)).not.toContain('hunter2');
+    expect(c.clickhouse.password).toBe('hunter2');
+    expect(r.clickhouse.username).toBe(c.clickhouse.username);
+    expect(r.kafka).toEqual(c.kafka);
+  });
+
+  it('keeps an empty password empty', () => {
+    expect(redactConfig(loadConfig({})).clickhouse.password).toBe('');
+  });
+});

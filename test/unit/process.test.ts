@@ -1,0 +1,378 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { EvalCase } from '../../src/coverage/evalset.js';
+import { DEFAULT_FIT, buildCoverageModel, evalSetHash, type EmbeddingInfo } from '../../src/coverage/fit.js';
+import { CoverageAssigner } from '../../src/coverage/model.js';
+import { normalizeRows, rng } from '../../src/coverage/vec.js';
+import type { EmbedBatch, Embedder } from '../../src/embed/embedder.js';
+import { processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
+import { dayRuns } from '../../src/ingest/service.js';
+import type { RequestRow } from '../../src/store/store.js';
+
+// ---------------------------------------------------------------- a deterministic fake embedding space
+
+const DIM = 24;
+const TOPICS = ['refund', 'password', 'shipping', 'invoice'];
+const SIGMA = 0.1;
+
+function gaussian(r: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r());
+}
+
+/** TOPICS.length + 1 orthonormal directions; the last is for text about none of the topics. */
+const DIRS = (() => {
+  const k = TOPICS.length + 1;
+  const g = gaussian(rng(2024));
+  const c = new Float64Array(k * DIM);
+  for (let i = 0; i < k; i++) {
+    for (let d = 0; d < DIM; d++) c[i * DIM + d] = g();
+    for (let j = 0; j < i; j++) {
+      let dot = 0;
+      for (let d = 0; d < DIM; d++) dot += c[i * DIM + d] * c[j * DIM + d];
+      for (let d = 0; d < DIM; d++) c[i * DIM + d] -= dot * c[j * DIM + d];
+    }
+    let n = 0;
+    for (let d = 0; d < DIM; d++) n += c[i * DIM + d] ** 2;
+    for (let d = 0; d < DIM; d++) c[i * DIM + d] /= Math.sqrt(n);
+  }
+  return Float32Array.from(c);
+})();
+
+function topicOf(text: string): number {
+  const t = TOPICS.findIndex((w) => text.toLowerCase().includes(w));
+  return t < 0 ? TOPICS.length : t;
+}
+
+/** Topic direction plus noise seeded by the text's hash, normalised. */
+function embedOne(text: string, out: Float32Array, o: number): void {
+  const t = topicOf(text);
+  const seed = createHash('sha256').update(text).digest().readUInt32LE(0);
+  const g = gaussian(rng(seed));
+  for (let d = 0; d < DIM; d++) out[o + d] = DIRS[t * DIM + d] + SIGMA * g();
+  normalizeRows(out.subarray(o, o + DIM), DIM);
+}
+
+class FakeEmbedder implements Embedder {
+  readonly modelName = 'fake-topic-embedder';
+  readonly modelChecksum = createHash('sha256').update('fake-topic-embedder').digest('hex');
+  readonly dim = DIM;
+  readonly maxTokens = 16;
+  readonly calls: string[][] = [];
+  async embed(texts: readonly string[]): Promise<EmbedBatch> {
+    this.calls.push([...texts]);
+    const vectors = new Float32Array(texts.length * DIM);
+    const truncated = new Uint8Array(texts.length);
+    texts.forEach((t, i) => {
+      embedOne(t, vectors, i * DIM);
+      truncated[i] = t.split(/\s+/).length > this.maxTokens ? 1 : 0;
+    });
+    return { vectors, truncated };
+  }
+}
+
+async function makeAssigner(embedder: FakeEmbedder): Promise<CoverageAssigner> {
+  const cases: EvalCase[] = [];
+  TOPICS.forEach((w) => {
+    for (let i = 0; i < 30; i++) cases.push({ id: `${w}-${i}`, text: `${w} case${i}`, tags: [w] });
+  });
+  const { vectors } = await embedder.embed(cases.map((c) => c.text));
+  embedder.calls.length = 0;
+  const emb: EmbeddingInfo = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: DIM, maxTokens: embedder.maxTokens };
+  expect(emb.checksum).toMatch(/^[0-9a-f]{64}$/);
+  const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), vectors, emb, {
+    ...DEFAULT_FIT,
+    k: TOPICS.length,
+    source: 'fake',
+    textField: 'query',
+  });
+  return new CoverageAssigner({ manifest: { ...built.draft, files: {} as never }, ...built.arrays });
+}
+
+/** cluster id whose top term is the topic word */
+function clusterOf(assigner: CoverageAssigner, topic: string): number {
+  const c = assigner.model.manifest.clusters.find((cl) => cl.terms[0] === topic);
+  if (!c) throw new Error(`no cluster labelled ${topic}`);
+  return c.id;
+}
+
+let offset = 100;
+function msg(value: unknown, partition = 0): SourceMessage {
+  const v = value === null ? null : Buffer.isBuffer(value) ? value : Buffer.from(typeof value === 'string' ? value : JSON.stringify(value));
+  return { topic: 'evalgap.requests', partition, offset: String(offset++), value: v, key: null };
+}
+
+async function setup(over: Partial<ProcessDeps> = {}) {
+  const embedder = new FakeEmbedder();
+  const assigner = await makeAssigner(embedder);
+  const deps: ProcessDeps = { embedder, assigner, redactText: false, ...over };
+  return { embedder, assigner, deps };
+}
+
+const TS = Date.UTC(2024, 4, 6, 9, 15, 0);
+
+// ---------------------------------------------------------------- processMessages
+
+describe('processMessages', () => {
+  it('turns valid messages into assigned rows carrying their Kafka position', async () => {
+    const { deps, assigner } = await setup();
+    const m1 = msg({
+      request_id: 'r1',
+      ts: TS,
+      query: 'I want a refund for my order',
+      agent: 'support',
+      session_id: 's1',
+      turn: 2,
+      outcome: 'escalated',
+      latency_ms: 120,
+      cost_usd: 0.01,
+      tools: ['orders'],
+      region: 'eu',
+    });
+    const m2 = msg({ request_id: 'r2', ts: '2024-05-06T10:00:00Z', query: 'forgot my password again' }, 3);
+    const m3 = msg({ request_id: 'r3', ts: TS, query: 'what is the meaning of life' });
+    const res = await processMessages([m1, m2, m3], deps);
+    expect(res.dead).toEqual([]);
+    expect(res.rows.length).toBe(3);
+    expect(res.truncated).toBe(0);
+    expect(res.embedMs).toBeGreaterThanOrEqual(0);
+    expect(res.assignMs).toBeGreaterThanOrEqual(0);
+
+    const [a, b, c] = res.rows;
+    expect(a).toMatchObject({
+      request_id: 'r1',
+      ts: '2024-05-06T09:15:00.000Z',
+      agent: 'support',
+      session_id: 's1',
+      turn: 2,
+      query: 'I want a refund for my order',
+      query_redacted: 0,
+      truncated: 0,
+      escalated: 1,
+      outcome: 'escalated',
+      latency_ms: 120,
+      cost_usd: 0.01,
+      tools: ['orders'],
+      model_version: assigner.version,
+      kafka_topic: 'evalgap.requests',
+      kafka_partition: 0,
+      kafka_offset: m1.offset,
+      cluster: clusterOf(assigner, 'refund'),
+      covered: 1,
+    });
+    expect(JSON.parse(a.metadata)).toEqual({ region: 'eu' });
+    expect(b).toMatchObject({
+      request_id: 'r2',
+      ts: '2024-05-06T10:00:00.000Z',
+      agent: '',
+      session_id: '',
+      turn: 0,
+      escalated: 0,
+      outcome: 'ok',
+      latency_ms: null,
+      cost_usd: null,
+      tools: [],
+      metadata: '{}',
+      kafka_partition: 3,
+      kafka_offset: m2.offset,
+      cluster: clusterOf(assigner, 'password'),
+      covered: 1,
+    });
+    // off-topic text lands far from every eval case
+    expect(c.covered).toBe(0);
+    expect(c.coverage).toBeLessThan(assigner.threshold);
+    expect(a.coverage).toBeGreaterThanOrEqual(assigner.threshold);
+
+    // the numbers are exactly what the assigner gives for the embedder's vectors
+    const emb = await new FakeEmbedder().embed(res.rows.map((r) => r.query));
+    const direct = assigner.assign(emb.vectors, 3);
+    res.rows.forEach((r, i) => {
+      expect(r.cluster).toBe(direct.cluster[i]);
+      expect(r.similarity).toBe(direct.similarity[i]);
+      expect(r.coverage).toBe(direct.coverage[i]);
+      expect(r.covered).toBe(direct.covered[i]);
+    });
+  });
+
+  it('dead-letters invalid messages with reasons and keeps the valid ones in order', async () => {
+    const { deps, embedder } = await setup();
+    const good1 = msg({ request_id: 'g1', ts: TS, query: 'shipping to Canada?' });
+    const empty = msg(null);
+    const badUtf8 = msg(Buffer.from([0xff, 0xfe, 0x00]));
+    const badJson = msg('{"request_id":');
+    const arr = msg('[1,2]');
+    const noQuery = msg({ request_id: 'x', ts: TS });
+    const blank = msg({ request_id: 'y', ts: TS, query: '   ' });
+    const badTs = msg({ request_id: 'z', ts: 'soon', query: 'invoice copy' });
+    const good2 = msg({ request_id: 'g2', ts: TS, query: 'invoice copy please' });
+    const all = [good1, empty, badUtf8, badJson, arr, noQuery, blank, badTs, good2];
+    const res = await processMessages(all, deps);
+    expect(res.rows.map((r) => r.request_id)).toEqual(['g1', 'g2']);
+    expect(res.rows.map((r) => r.kafka_offset)).toEqual([good1.offset, good2.offset]);
+    expect(res.dead.map((d) => d.source)).toEqual([empty, badUtf8, badJson, arr, noQuery, blank, badTs]);
+    expect(res.dead[0].source).toBe(empty);
+    const reasons = res.dead.map((d) => d.reason);
+    expect(reasons[0]).toBe('empty message');
+    expect(reasons[1]).toBe('message is not valid UTF-8');
+    expect(reasons[2]).toMatch(/^invalid JSON: /);
+    expect(reasons[3]).toBe('expected a JSON object');
+    expect(reasons[4]).toBe('query: Required');
+    expect(reasons[5]).toBe('query: query must not be empty');
+    expect(reasons[6]).toBe('ts: expected an ISO-8601 string or epoch milliseconds');
+    // only valid queries reach the embedder
+    expect(embedder.calls).toEqual([['shipping to Canada?', 'invoice copy please']]);
+  });
+
+  it('stores the sha256 hex of the query when redactText is on, but embeds the real text', async () => {
+    const { deps } = await setup();
+    const q = 'refund for order 1234, card ending 9876';
+    const plain = await processMessages([msg({ request_id: 'r', ts: TS, query: q })], deps);
+    const redacted = await processMessages([msg({ request_id: 'r', ts: TS, query: q })], { ...deps, redactText: true });
+    const row = redacted.rows[0];
+    expect(row.query).toBe(createHash('sha256').update(q).digest('hex'));
+    expect(row.query).toMatch(/^[0-9a-f]{64}$/);
+    expect(row.query_redacted).toBe(1);
+    expect(JSON.stringify(row)).not.toContain('9876');
+    expect(row.coverage).toBe(plain.rows[0].coverage);
+    expect(row.cluster).toBe(plain.rows[0].cluster);
+    expect(row.covered).toBe(1);
+    expect(plain.rows[0].query).toBe(q);
+    expect(plain.rows[0].query_redacted).toBe(0);
+  });
+
+  it('embeds in chunks, calling onChunk after each, with the same rows as one chunk', async () => {
+    let chunks = 0;
+    const { deps, embedder } = await setup({ chunkSize: 2, onChunk: async () => void chunks++ });
+    const texts = ['refund now', 'password reset', 'shipping cost', 'invoice missing', 'refund status'];
+    const messages = texts.map((q, i) => msg({ request_id: `r${i}`, ts: TS, query: q }));
+    messages.splice(2, 0, msg('not json'));
+    const res = await processMessages(messages, deps);
+    expect(chunks).toBe(3); // 5 valid messages in chunks of 2
+    expect(embedder.calls).toEqual([texts.slice(0, 2), texts.slice(2, 4), texts.slice(4)]);
+    expect(res.rows.map((r) => r.query)).toEqual(texts);
+    expect(res.dead.length).toBe(1);
+    const whole = await processMessages(messages, { ...deps, chunkSize: undefined, onChunk: undefined });
+    expect(whole.rows).toEqual(res.rows);
+  });
+
+  it('awaits onChunk before embedding the next chunk', async () => {
+    const order: string[] = [];
+    const embedder = new FakeEmbedder();
+    const assigner = await makeAssigner(embedder);
+    const spy: Embedder = {
+      modelName: embedder.modelName,
+      modelChecksum: embedder.modelChecksum,
+      dim: embedder.dim,
+      maxTokens: embedder.maxTokens,
+      embed: async (t) => {
+        order.push(`embed:${t.length}`);
+        return embedder.embed(t);
+      },
+    };
+    const onChunk = async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      order.push('chunk');
+    };
+    const messages = ['refund a', 'refund b', 'refund c'].map((q, i) => msg({ request_id: `r${i}`, ts: TS, query: q }));
+    await processMessages(messages, { embedder: spy, assigner, redactText: false, chunkSize: 2, onChunk });
+    expect(order).toEqual(['embed:2', 'chunk', 'embed:1', 'chunk']);
+  });
+
+  it('does not call the embedder or onChunk when nothing is valid', async () => {
+    let chunks = 0;
+    const { deps, embedder } = await setup({ onChunk: async () => void chunks++ });
+    const res = await processMessages([msg(null), msg('{}')], deps);
+    expect(res.rows).toEqual([]);
+    expect(res.dead.length).toBe(2);
+    expect(embedder.calls).toEqual([]);
+    expect(chunks).toBe(0);
+    expect(await processMessages([], deps)).toMatchObject({ rows: [], dead: [], truncated: 0 });
+  });
+
+  it('counts and flags truncated queries', async () => {
+    const { deps } = await setup();
+    const long = 'refund ' + Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ');
+    const res = await processMessages(
+      [msg({ request_id: 'a', ts: TS, query: long }), msg({ request_id: 'b', ts: TS, query: 'refund' })],
+      deps,
+    );
+    expect(res.truncated).toBe(1);
+    expect(res.rows.map((r) => r.truncated)).toEqual([1, 0]);
+  });
+
+  // Suspected bug: the schema accepts any finite non-negative epoch-ms number, but toRow calls
+  // new Date(ts).toISOString(), which throws RangeError beyond 8.64e15 ms. One such message makes
+  // processMessages reject for the whole batch (a poison message) instead of dead-lettering it.
+  it('dead-letters a message whose epoch ts is outside the Date range instead of throwing', async () => {
+    const { deps } = await setup();
+    const res = await processMessages(
+      [msg({ request_id: 'ok', ts: TS, query: 'refund' }), msg({ request_id: 'huge', ts: 1e16, query: 'refund' })],
+      deps,
+    );
+    expect(res.rows.map((r) => r.request_id)).toEqual(['ok']);
+    expect(res.dead.length).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------- dayRuns
+
+function row(id: string, ts: string): RequestRow {
+  return {
+    request_id: id,
+    ts,
+    agent: '',
+    session_id: '',
+    turn: 0,
+    query: 'q',
+    query_redacted: 0,
+    truncated: 0,
+    cluster: 0,
+    similarity: 1,
+    coverage: 1,
+    covered: 1,
+    escalated: 0,
+    outcome: 'ok',
+    latency_ms: null,
+    cost_usd: null,
+    tools: [],
+    metadata: '{}',
+    model_version: 'cm-000000000000',
+    kafka_topic: 't',
+    kafka_partition: 0,
+    kafka_offset: id,
+  };
+}
+
+describe('dayRuns', () => {
+  it('splits at every day change, preserving order', () => {
+    const rows = [
+      row('1', '2024-05-06T00:00:00.000Z'),
+      row('2', '2024-05-06T23:59:59.999Z'),
+      row('3', '2024-05-07T00:00:00.000Z'),
+      row('4', '2024-05-06T12:00:00.000Z'), // back to an earlier day: a new run, not merged
+      row('5', '2024-05-06T13:00:00.000Z'),
+      row('6', '2025-01-01T00:00:00.000Z'),
+    ];
+    const runs = dayRuns(rows);
+    expect(runs.map((r) => r.map((x) => x.request_id))).toEqual([['1', '2'], ['3'], ['4', '5'], ['6']]);
+    expect(runs.flat()).toEqual(rows);
+    expect(runs[0][0]).toBe(rows[0]);
+  });
+
+  it('keeps one day in one run and returns no runs for no rows', () => {
+    const rows = ['a', 'b', 'c'].map((id, i) => row(id, `2024-05-06T0${i}:00:00.000Z`));
+    expect(dayRuns(rows)).toEqual([rows]);
+    expect(dayRuns([])).toEqual([]);
+    expect(dayRuns([rows[0]])).toEqual([[rows[0]]]);
+  });
+
+  it('splits rows produced by processMessages across midnight', async () => {
+    const { deps } = await setup();
+    const ms = [
+      '2024-05-06T23:59:00Z',
+      '2024-05-07T00:01:00Z',
+      '2024-05-07T08:00:00Z',
+    ].map((ts, i) => msg({ request_id: `r${i}`, ts, query: 'refund please' }));
+    const res = await processMessages(ms, deps);
+    expect(dayRuns(res.rows).map((r) => r.map((x) => x.request_id))).toEqual([['r0'], ['r1', 'r2']]);
+  });
+});
