@@ -517,8 +517,8 @@ describe('buildCoverageModel', () => {
     expect(r.draft.params.nprobe).toBe(2);
     expect(defaultNprobe(1)).toBe(1);
     expect(defaultNprobe(16)).toBe(16);
-    expect(defaultNprobe(17)).toBe(8);
-    expect(defaultNprobe(100)).toBe(13);
+    expect(defaultNprobe(17)).toBe(4);
+    expect(defaultNprobe(100)).toBe(10);
   });
 
   it('drops clusters k-means leaves empty and renumbers the rest', () => {
