@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import { redactConfig, type Config } from '../config/index.js';
 import { CoverageAssigner, loadCoverageModel } from '../coverage/model.js';
-import { loadEmbedder } from '../embed/embedder.js';
+import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { Store } from '../store/store.js';
@@ -15,7 +15,8 @@ export interface Running {
 
 export async function startRun(cfg: Config, modelDir: string, logger: Logger, over: Partial<IngestOptions> = {}): Promise<Running> {
   logger.info({ config: redactConfig(cfg) }, 'starting');
-  const embedder = await loadEmbedder(cfg.embed);
+  // embedding runs in a worker thread: inference would otherwise hold this event loop for seconds
+  const embedder = await loadThreadedEmbedder(cfg.embed);
   const model = loadCoverageModel(modelDir, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum } });
   const assigner = new CoverageAssigner(model);
   const store = await Store.open(cfg.clickhouse);
@@ -28,6 +29,7 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
     stop: async () => {
       await service.stop();
       await store.close();
+      await embedder.close();
     },
   };
 }

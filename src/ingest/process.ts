@@ -75,12 +75,21 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
   let assignMs = 0;
   let truncated = 0;
   const chunk = deps.chunkSize ?? 256;
-  for (let i = 0; i < valid.length; i += chunk) {
-    const part = valid.slice(i, i + chunk);
-    let t = performance.now();
-    const emb = await deps.embedder.embed(part.map((v) => v.r.query));
-    embedMs += performance.now() - t;
-    t = performance.now();
+  const chunks: (typeof valid)[] = [];
+  for (let i = 0; i < valid.length; i += chunk) chunks.push(valid.slice(i, i + chunk));
+  // pipelined: the next chunk is already embedding (in the worker thread, for evalgap run)
+  // while this one is assigned and turned into rows
+  const embedChunk = (part: typeof valid) => {
+    const t = performance.now();
+    return deps.embedder.embed(part.map((v) => v.r.query)).then((emb) => ({ emb, ms: performance.now() - t }));
+  };
+  let next = chunks.length ? embedChunk(chunks[0]) : null;
+  for (let c = 0; c < chunks.length; c++) {
+    const part = chunks[c];
+    const { emb, ms } = await next!;
+    next = c + 1 < chunks.length ? embedChunk(chunks[c + 1]) : null;
+    embedMs += ms;
+    const t = performance.now();
     const a = deps.assigner.assign(emb.vectors, part.length);
     assignMs += performance.now() - t;
     part.forEach((v, j) => {

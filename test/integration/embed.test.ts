@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { dotRows } from '../../src/coverage/vec.js';
 import { loadConfig } from '../../src/config/index.js';
 import { loadEmbedder, ModelNotInstalledError } from '../../src/embed/embedder.js';
+import { loadThreadedEmbedder } from '../../src/embed/threaded.js';
 import { realEmbedder, tmpDir } from '../helpers/fixtures.js';
 
 describe('local embedding model', () => {
@@ -45,5 +46,25 @@ describe('local embedding model', () => {
 
   it('refuses clearly when the model is not installed', async () => {
     await expect(loadEmbedder({ ...loadConfig().embed, modelsDir: tmpDir() })).rejects.toBeInstanceOf(ModelNotInstalledError);
+  });
+
+  it('embeds identically in a worker thread, which leaves the event loop free', async () => {
+    const e = await realEmbedder();
+    const w = await loadThreadedEmbedder(loadConfig().embed);
+    try {
+      expect(w.modelChecksum).toBe(e.modelChecksum);
+      const texts = Array.from({ length: 300 }, (_, i) => `question number ${i} about my card payment and refund`);
+      const ticks: number[] = [];
+      const timer = setInterval(() => ticks.push(Date.now()), 10);
+      const r = await w.embed(texts);
+      clearInterval(timer);
+      const local = await e.embed(texts);
+      for (let i = 0; i < texts.length; i += 37) expect(dotRows(r.vectors, i, local.vectors, i, e.dim)).toBeCloseTo(1, 5);
+      // the timer kept firing while the worker embedded 300 texts (~1 s)
+      expect(ticks.length).toBeGreaterThan(20);
+    } finally {
+      await w.close();
+    }
+    await expect(loadThreadedEmbedder({ ...loadConfig().embed, modelsDir: tmpDir() })).rejects.toBeInstanceOf(ModelNotInstalledError);
   });
 });

@@ -254,7 +254,7 @@ describe('processMessages', () => {
     expect(whole.rows).toEqual(res.rows);
   });
 
-  it('awaits onChunk before embedding the next chunk', async () => {
+  it('pipelines: the next chunk is sent for embedding before this chunk\'s onChunk, and every chunk ends in onChunk', async () => {
     const order: string[] = [];
     const embedder = new FakeEmbedder();
     const assigner = await makeAssigner(embedder);
@@ -274,7 +274,7 @@ describe('processMessages', () => {
     };
     const messages = ['refund a', 'refund b', 'refund c'].map((q, i) => msg({ request_id: `r${i}`, ts: TS, query: q }));
     await processMessages(messages, { embedder: spy, assigner, redactText: false, chunkSize: 2, onChunk });
-    expect(order).toEqual(['embed:2', 'chunk', 'embed:1', 'chunk']);
+    expect(order).toEqual(['embed:2', 'embed:1', 'chunk', 'chunk']);
   });
 
   it('does not call the embedder or onChunk when nothing is valid', async () => {

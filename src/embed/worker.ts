@@ -1,0 +1,33 @@
+/**
+ * Worker-thread side of the threaded embedder: onnxruntime-node 1.14 (the one transformers.js 2.17
+ * runs) executes inference synchronously on the calling thread, so `evalgap run` embeds here to
+ * keep its event loop free for Kafka heartbeats, /metrics and ClickHouse I/O.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadEmbedder, type EmbedderOptions } from './embedder.js';
+
+type Request = { id: number; texts: string[] };
+
+async function main() {
+  if (!parentPort) throw new Error('embed worker started outside a worker thread');
+  const port = parentPort;
+  try {
+    const e = await loadEmbedder(workerData as EmbedderOptions);
+    port.postMessage({ type: 'ready', modelName: e.modelName, modelChecksum: e.modelChecksum, dim: e.dim, maxTokens: e.maxTokens });
+    port.on('message', async (req: Request) => {
+      try {
+        const r = await e.embed(req.texts);
+        port.postMessage({ type: 'result', id: req.id, vectors: r.vectors, truncated: r.truncated }, [
+          r.vectors.buffer as ArrayBuffer,
+          r.truncated.buffer as ArrayBuffer,
+        ]);
+      } catch (err) {
+        port.postMessage({ type: 'error', id: req.id, message: (err as Error).message });
+      }
+    });
+  } catch (err) {
+    port.postMessage({ type: 'fatal', message: (err as Error).message, name: (err as Error).name });
+  }
+}
+
+void main();

@@ -1,0 +1,133 @@
+/**
+ * End-to-end `evalgap run` on the local broker and the embedded engine (npm run bench; JSON).
+ * 1. throughput: N Banking77 queries already on the topic; messages/s from the first consumed
+ *    message to the last stored row, against the bare embedding throughput of the same model,
+ *    batch size and texts, measured in the same run;
+ * 2. latency: paced traffic at half that rate; p50/p99 from produce (ts) to stored (ingested_at);
+ * peak RSS of the whole process and the event-loop delay seen by the service.
+ */
+import path from 'node:path';
+import { loadConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/config/logger.js';
+import { DEFAULT_FIT, buildCoverageModel, dedupeCases, evalSetHash } from '../../src/coverage/fit.js';
+import { CoverageAssigner, saveCoverageModel, loadCoverageModel } from '../../src/coverage/model.js';
+import { loadEmbedder } from '../../src/embed/embedder.js';
+import { loadThreadedEmbedder } from '../../src/embed/threaded.js';
+import { createKafka, ensureTopics, produceJson } from '../../src/ingest/kafka.js';
+import { IngestService, ingestOptionsFrom } from '../../src/ingest/service.js';
+import { Store } from '../../src/store/store.js';
+import { BANKING77_MISSING, hasBanking77, loadBanking77 } from '../helpers/banking77.js';
+import { tmpDir, uniqueName } from '../helpers/fixtures.js';
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const N = Number(args.get('n') ?? 3000);
+const paceSeconds = Number(args.get('pace-seconds') ?? 15);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  if (!hasBanking77()) {
+    console.log(JSON.stringify({ bench: 'ingest', skipped: BANKING77_MISSING }));
+    return;
+  }
+  let peak = process.memoryUsage().rss;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100);
+  const dir = tmpDir('evalgap-bench-');
+  const cfg = loadConfig({ ...process.env, EVALGAP_DATA_DIR: path.join(dir, 'chdb') });
+  const embedder = await loadEmbedder(cfg.embed);
+  const logger = createLogger('warn');
+
+  // a coverage model from 3000 train queries
+  const train = dedupeCases(loadBanking77('train').slice(0, 3000).map((r, i) => ({ id: String(i), text: r.text, tags: [] }))).unique;
+  const tv = (await embedder.embed(train.map((c) => c.text))).vectors;
+  const info = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens };
+  const built = buildCoverageModel(train, train.length, evalSetHash(train), tv, info, { ...DEFAULT_FIT, k: 60, source: 'banking77', textField: 'text' });
+  saveCoverageModel(path.join(dir, 'model'), built.draft, built.arrays);
+  const assigner = new CoverageAssigner(loadCoverageModel(path.join(dir, 'model')));
+
+  const test = loadBanking77('test');
+  const texts = Array.from({ length: N }, (_, i) => test[i % test.length].text);
+
+  // bare embedding throughput: same texts, same batch size, same 256-message chunks as the service
+  await embedder.embed(texts.slice(0, 256));
+  let t = performance.now();
+  for (let i = 0; i < texts.length; i += 256) await embedder.embed(texts.slice(i, i + 256));
+  const bareSps = texts.length / ((performance.now() - t) / 1000);
+
+  const store = await Store.open(cfg.clickhouse);
+  const kafka = createKafka(cfg.kafka, 'evalgap-bench', logger);
+  const topic = uniqueName('evalgap.bench');
+  await ensureTopics(kafka, [{ topic }, { topic: `${topic}.dlq` }]);
+  const producer = kafka.producer();
+  await producer.connect();
+  const now = Date.now();
+  await produceJson(producer, topic, texts.map((q, i) => ({ request_id: `b-${i}`, ts: now, query: q, agent: 'bench' })));
+
+  const c = { ...cfg, kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group: uniqueName('bench') } };
+  // as evalgap run does: the service embeds in a worker thread
+  const threaded = await loadThreadedEmbedder(cfg.embed);
+  const service = new IngestService(
+    { kafka, store, embedder: threaded, assigner, logger },
+    ingestOptionsFrom(c, { metricsPort: -1 }),
+  );
+  const total = async (name: 'consumed' | 'stored') =>
+    (await service.metrics[name].get()).values.reduce((a, v) => a + v.value, 0);
+  await service.start();
+  while ((await total('consumed')) === 0) await sleep(5);
+  t = performance.now();
+  while ((await total('stored')) < N) await sleep(20);
+  const e2eSps = N / ((performance.now() - t) / 1000);
+
+  // paced traffic at half the measured rate
+  const rate = Math.max(1, Math.floor(e2eSps / 2));
+  const paced = Math.floor(rate * paceSeconds);
+  const tickMs = 100;
+  const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
+  const start = Date.now();
+  let sent = 0;
+  while (sent < paced) {
+    const batch = [];
+    for (let j = 0; j < perTick && sent < paced; j++, sent++) {
+      batch.push({ request_id: `p-${sent}`, ts: Date.now(), query: texts[sent % texts.length], agent: 'bench-paced' });
+    }
+    await produceJson(producer, topic, batch);
+    const next = start + ((sent / perTick) * tickMs);
+    await sleep(Math.max(0, next - Date.now()));
+  }
+  while ((await total('stored')) < N + paced) await sleep(20);
+  const [lat] = await store.query<{ p50: number; p99: number; max: number }>(
+    `SELECT quantileExact(0.5)(d) AS p50, quantileExact(0.99)(d) AS p99, max(d) AS max
+     FROM (SELECT toFloat64(dateDiff('millisecond', ts, ingested_at)) AS d FROM ${store.t('requests')} WHERE agent = 'bench-paced')`,
+  );
+  const loop = service.eventLoopDelay();
+  await service.stop();
+  await threaded.close();
+  await producer.disconnect();
+  await store.close();
+  clearInterval(sampler);
+  console.log(
+    JSON.stringify(
+      {
+        bench: 'ingest',
+        store: 'embedded (chdb)',
+        messages: N,
+        batchSize: cfg.embed.batchSize,
+        threads: cfg.embed.threads || 'runtime default',
+        endToEndMessagesPerSecond: Math.round(e2eSps),
+        bareEmbeddingSentencesPerSecond: Math.round(bareSps),
+        endToEndOverBareEmbedding: Number((e2eSps / bareSps).toFixed(3)),
+        paced: { messagesPerSecond: rate, messages: paced, produceToStoredMs: lat },
+        eventLoopDelayMs: Object.fromEntries(Object.entries(loop).map(([k, v]) => [k, Number(v.toFixed(1))])),
+        peakRssMB: Math.round(peak / 2 ** 20),
+      },
+      null,
+      2,
+    ),
+  );
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
