@@ -34,7 +34,9 @@ export interface EmbedderOptions {
   maxTokens: number;
 }
 
-export class ModelNotInstalledError extends Error {}
+export class ModelNotInstalledError extends Error {
+  override name = 'ModelNotInstalledError';
+}
 
 const checksumCache = new Map<string, string>();
 function fileChecksum(file: string): string {
