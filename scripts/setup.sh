@@ -8,7 +8,9 @@ cd "$ROOT"
 command -v node >/dev/null || die "Node.js 20+ is required"
 if [ ! -f node_modules/.evalgap-lock ] || ! cmp -s package-lock.json node_modules/.evalgap-lock; then
   log "installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  # npm install, not npm ci: npm 11 writes chdb's optional per-platform packages only for this
+  # platform into the lock, and npm ci then refuses the lock as out of sync
+  npm install --no-audit --no-fund --loglevel=error >&2
   cp package-lock.json node_modules/.evalgap-lock
 fi
 if [ ! -f dist/.build-stamp ] || [ -n "$(find src tsconfig.json package.json -newer dist/.build-stamp -print -quit)" ]; then
