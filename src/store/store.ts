@@ -95,7 +95,27 @@ export class Store {
       });
       applied.push(m.version);
     }
+    await this.applyRetention();
     return applied;
+  }
+
+  /** Make the TTL of the tables match the configured retention (it may change after creation). */
+  private async applyRetention(): Promise<void> {
+    const ttl: Record<string, string> = {
+      requests: `toDateTime(ts) + toIntervalDay(${this.retentionDays})`,
+      coverage_5m: `bucket + toIntervalDay(${this.retentionDays})`,
+    };
+    const rows = await this.query<{ name: string; q: string }>(
+      `SELECT name, create_table_query AS q FROM system.tables WHERE database = {db:String} AND name IN ('requests', 'coverage_5m')`,
+      { db: this.database },
+    );
+    for (const r of rows) {
+      if (r.q.includes(`toIntervalDay(${this.retentionDays})`) || r.q.includes(`INTERVAL ${this.retentionDays} DAY`)) continue;
+      await this.client.command({
+        query: `ALTER TABLE ${this.t(r.name)} MODIFY TTL ${ttl[r.name]}`,
+        clickhouse_settings: { materialize_ttl_after_modify: 0 },
+      });
+    }
   }
 
   async schemaVersion(): Promise<number> {
