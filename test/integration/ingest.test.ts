@@ -47,6 +47,18 @@ async function produce(topic: string, values: unknown[], key?: (v: unknown, i: n
   await p.disconnect();
 }
 
+/** Run one instance until the group has committed every offset of the topic, then stop it. */
+async function consumeAll(topic: string, group: string): Promise<IngestService> {
+  const s = service(topic, group);
+  await s.start();
+  try {
+    await waitFor(() => groupCaughtUp(kafka, group, topic), 60_000, 'the group to commit every offset');
+  } finally {
+    await s.stop();
+  }
+  return s;
+}
+
 async function countFor(topic: string) {
   const [r] = await store.query<{ n: string; ids: string }>(
     `SELECT count() AS n, uniqExact(request_id) AS ids FROM ${store.t('requests')} WHERE kafka_topic = {t:String}`,
@@ -89,13 +101,7 @@ describe('evalgap run (in-process)', () => {
     expect(badCount).toBe(7);
     await ensureTopics(kafka, [{ topic }]);
     await produce(topic, mixed);
-    const s = service(topic, group);
-    await s.start();
-    try {
-      await waitFor(() => groupCaughtUp(kafka, group, topic), 60_000, 'the group to commit every offset');
-    } finally {
-      await s.stop();
-    }
+    await consumeAll(topic, group);
     expect(await countFor(topic)).toEqual({ n: 60, ids: 60 });
     const dlq = await readTopic(kafka, `${topic}.dlq`, badCount);
     expect(dlq).toHaveLength(badCount);
@@ -121,13 +127,7 @@ describe('evalgap run (in-process)', () => {
     // two hours of traffic so rows fall in many 5-minute buckets
     await ensureTopics(kafka, [{ topic }]);
     await produce(topic, sampleTraffic(150, { seed: 5, stepMs: 48_000, start: Date.UTC(2026, 10, 23, 23, 0), idPrefix: topic }));
-    const s = service(topic, group);
-    await s.start();
-    try {
-      await waitFor(() => groupCaughtUp(kafka, group, topic), 60_000, 'the group to commit every offset');
-    } finally {
-      await s.stop();
-    }
+    await consumeAll(topic, group);
     const raw = await store.query(
       `SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster,
               count() AS requests, countIf(covered = 0) AS uncovered, countIf(escalated = 1) AS escalated
@@ -156,13 +156,7 @@ describe('evalgap run (in-process)', () => {
       { embedder, assigner, redactText: false },
     );
     await store.insertRequests(prev.rows, `${topic}:0:0-29`);
-    const s = service(topic, group);
-    await s.start();
-    try {
-      await waitFor(() => groupCaughtUp(kafka, group, topic), 60_000, 'the group to commit every offset');
-    } finally {
-      await s.stop();
-    }
+    const s = await consumeAll(topic, group);
     expect(await countFor(topic)).toEqual({ n: 80, ids: 80 });
     const skipped = (await s.metrics.skipped.get()).values.reduce((a, v) => a + v.value, 0);
     expect(skipped).toBe(30);
