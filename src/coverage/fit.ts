@@ -1,0 +1,247 @@
+/**
+ * `evalgap fit`: eval cases → embeddings → clusters → labels, examples and a calibrated coverage
+ * threshold → a versioned coverage model. `buildCoverageModel` is pure (embeddings in, model out);
+ * `fitCoverageModel` adds the embedding step.
+ */
+import { createHash } from 'node:crypto';
+import type { Embedder } from '../embed/embedder.js';
+import { chooseK, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
+import type { EvalCase } from './evalset.js';
+import { CoverageIndex } from './index.js';
+import { ctfidfTerms } from './labels.js';
+import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
+import { quantile } from './vec.js';
+
+export interface FitOptions {
+  k: number | 'auto';
+  seed: number;
+  restarts: number;
+  /** nearest eval cases averaged by the coverage score */
+  neighbours: number;
+  /** clusters searched per query; default: all when k ≤ 16, else max(4, ⌈k/10⌉) */
+  nprobe?: number;
+  /** share of in-distribution queries allowed to be called uncovered (the calibration target) */
+  targetRate: number;
+  examples: number;
+  source: string;
+  textField: string;
+  maxK?: number;
+}
+
+export const DEFAULT_FIT: Omit<FitOptions, 'source' | 'textField'> = {
+  k: 'auto',
+  seed: 42,
+  restarts: 5,
+  neighbours: 5,
+  targetRate: 0.05,
+  examples: 3,
+};
+
+export const MIN_CASES = 10;
+
+export class FitError extends Error {}
+
+export interface FitTimings {
+  embedMs: number;
+  chooseKMs: number;
+  clusterMs: number;
+  calibrateMs: number;
+  totalMs: number;
+}
+
+export interface FitOutput {
+  draft: ManifestDraft;
+  arrays: Omit<CoverageModel, 'manifest'>;
+  kChoice: KChoice | null;
+  duplicates: number;
+  timings: FitTimings;
+}
+
+/** Drop exact duplicate texts (case and spacing folded): they would inflate leave-one-out scores. */
+export function dedupeCases(cases: readonly EvalCase[]): { unique: EvalCase[]; duplicates: number } {
+  const seen = new Set<string>();
+  const unique: EvalCase[] = [];
+  for (const c of cases) {
+    const key = c.text.toLowerCase().replace(/\s+/g, ' ').trim();
+    if (seen.has(key)) continue;
+    seen.add(key);
+    unique.push(c);
+  }
+  return { unique, duplicates: cases.length - unique.length };
+}
+
+export function evalSetHash(cases: readonly EvalCase[]): string {
+  const h = createHash('sha256');
+  for (const c of cases) h.update(JSON.stringify([c.id, c.text]) + '\n');
+  return h.digest('hex');
+}
+
+export interface EmbeddingInfo {
+  model: string;
+  checksum: string;
+  dim: number;
+  maxTokens: number;
+}
+
+export function defaultNprobe(k: number): number {
+  return k <= 16 ? k : Math.max(4, Math.ceil(k / 10));
+}
+
+/** Pure part of the fit: from unique cases and their unit embeddings to a model draft. */
+export function buildCoverageModel(
+  unique: readonly EvalCase[],
+  allCases: number,
+  evalHash: string,
+  vectors: Float32Array,
+  emb: EmbeddingInfo,
+  opts: FitOptions,
+  now = new Date(),
+): Omit<FitOutput, 'duplicates' | 'timings'> & { timings: Omit<FitTimings, 'embedMs' | 'totalMs'> } {
+  const n = unique.length;
+  const dim = emb.dim;
+  if (n < MIN_CASES) {
+    throw new FitError(`the eval set has ${n} distinct case(s); at least ${MIN_CASES} are needed to cluster it`);
+  }
+  let t = performance.now();
+  let kChoice: KChoice | null = null;
+  let k: number;
+  if (opts.k === 'auto') {
+    kChoice = chooseK(vectors, n, dim, opts.seed, 1500, opts.maxK ?? 150);
+    k = kChoice.k;
+  } else {
+    k = opts.k;
+    if (k < 1 || k * 2 > n) {
+      throw new FitError(`k=${k} needs at least ${2 * k} distinct eval cases (there are ${n}); lower --k`);
+    }
+  }
+  const chooseKMs = performance.now() - t;
+  t = performance.now();
+  const cl = clusterEmbeddings(vectors, n, dim, k, {
+    seed: opts.seed,
+    restarts: opts.restarts,
+    maxIterations: 60,
+    restartSample: 2000,
+  });
+  // drop clusters that k-means left empty, renumbering the rest
+  const sizes = new Int32Array(k);
+  for (const l of cl.labels) sizes[l]++;
+  const keep = [...sizes.keys()].filter((c) => sizes[c] > 0);
+  let centroids = cl.centroids;
+  let labels = cl.labels;
+  if (keep.length < k) {
+    centroids = new Float32Array(keep.length * dim);
+    keep.forEach((c, i) => centroids.set(cl.centroids.subarray(c * dim, c * dim + dim), i * dim));
+    k = keep.length;
+    labels = nearestCentroids(vectors, n, dim, centroids, k).labels;
+  }
+  const { sims } = nearestCentroids(vectors, n, dim, centroids, k);
+  const clusterMs = performance.now() - t;
+
+  t = performance.now();
+  const params = {
+    neighbours: Math.max(1, Math.min(opts.neighbours, n - 1)),
+    nprobe: Math.min(k, opts.nprobe ?? defaultNprobe(k)),
+  };
+  const index = new CoverageIndex(centroids, k, vectors, labels, dim, params);
+  const loo = index.leaveOneOutScores(vectors);
+  const sorted = Float32Array.from(loo).sort();
+  const threshold = quantile(sorted, opts.targetRate);
+  let below = 0;
+  for (const s of loo) if (s < threshold) below++;
+  const calibrateMs = performance.now() - t;
+
+  const texts = unique.map((c) => c.text);
+  const terms = ctfidfTerms(texts, labels, k, 3);
+  const members: number[][] = Array.from({ length: k }, () => []);
+  labels.forEach((l, i) => members[l].push(i));
+  const clusters = members.map((rows, c) => {
+    const bySim = [...rows].sort((a, b) => sims[b] - sims[a]);
+    const medSims = rows.map((r) => sims[r]).sort((a, b) => a - b);
+    const examples = bySim.slice(0, opts.examples).map((r) => texts[r]);
+    return {
+      id: c,
+      label: terms[c].length ? terms[c].join(' / ') : examples[0].slice(0, 60),
+      terms: terms[c],
+      size: rows.length,
+      share: rows.length / n,
+      examples,
+      medianSimilarity: quantile(medSims, 0.5),
+    };
+  });
+
+  const paramsAll = {
+    k,
+    kMode: opts.k === 'auto' ? ('auto' as const) : ('fixed' as const),
+    kCriterion: kChoice ? kChoice.criterion : 'given with --k',
+    kScores: kChoice ? kChoice.scores : [],
+    seed: opts.seed,
+    restarts: opts.restarts,
+    ...params,
+  };
+  const version =
+    'cm-' +
+    createHash('sha256')
+      .update(JSON.stringify([evalHash, emb.checksum, paramsAll, opts.targetRate]))
+      .digest('hex')
+      .slice(0, 12);
+  const draft: ManifestDraft = {
+    format: MODEL_FORMAT,
+    formatVersion: MODEL_FORMAT_VERSION,
+    version,
+    createdAt: now.toISOString(),
+    embedding: emb,
+    evalSet: { source: opts.source, sha256: evalHash, cases: allCases, uniqueCases: n, textField: opts.textField },
+    params: paramsAll,
+    calibration: {
+      method: `leave-one-out: each eval case scored against the others; threshold = the ${opts.targetRate} quantile of those scores`,
+      threshold,
+      targetFalseUncoveredRate: opts.targetRate,
+      looFalseUncoveredRate: below / n,
+      scoreQuantiles: Object.fromEntries([0.01, 0.05, 0.1, 0.25, 0.5].map((q) => [`p${Math.round(q * 100)}`, quantile(sorted, q)])),
+    },
+    clusters,
+  };
+  return {
+    draft,
+    arrays: { centroids, embeddings: vectors, labels, cases: unique.map((c) => ({ id: c.id, text: c.text })) },
+    kChoice,
+    timings: { chooseKMs, clusterMs, calibrateMs },
+  };
+}
+
+export async function fitCoverageModel(
+  cases: readonly EvalCase[],
+  embedder: Embedder,
+  opts: FitOptions,
+  progress?: (done: number, total: number) => void,
+): Promise<FitOutput> {
+  const t0 = performance.now();
+  const { unique, duplicates } = dedupeCases(cases);
+  if (unique.length < MIN_CASES) {
+    throw new FitError(
+      `the eval set has ${unique.length} distinct case(s); at least ${MIN_CASES} are needed to cluster it`,
+    );
+  }
+  const vectors = new Float32Array(unique.length * embedder.dim);
+  const chunk = 512;
+  for (let i = 0; i < unique.length; i += chunk) {
+    const part = unique.slice(i, i + chunk);
+    const { vectors: v } = await embedder.embed(part.map((c) => c.text));
+    vectors.set(v, i * embedder.dim);
+    progress?.(Math.min(unique.length, i + chunk), unique.length);
+  }
+  const embedMs = performance.now() - t0;
+  const built = buildCoverageModel(
+    unique,
+    cases.length,
+    evalSetHash(cases),
+    vectors,
+    { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens },
+    opts,
+  );
+  return {
+    ...built,
+    duplicates,
+    timings: { ...built.timings, embedMs, totalMs: performance.now() - t0 },
+  };
+}

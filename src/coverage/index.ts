@@ -1,0 +1,149 @@
+/**
+ * The coverage index: eval embeddings grouped by cluster (an inverted file), so that the k nearest
+ * eval cases of a query are searched in its `nprobe` most similar clusters instead of the whole
+ * eval set. The same scorer serves fit-time calibration (leave-one-out) and stream assignment, so
+ * the calibrated threshold holds for exactly the scores the stream computes.
+ *
+ * coverage score = mean cosine similarity to the `neighbours` nearest eval cases.
+ */
+import { dotAt } from './vec.js';
+export interface IndexParams {
+  /** how many nearest eval cases the coverage score averages */
+  neighbours: number;
+  /** how many of the most similar clusters are searched for them */
+  nprobe: number;
+}
+
+export interface AssignResult {
+  /** nearest cluster (by centroid cosine), also for uncovered queries */
+  cluster: Int32Array;
+  /** cosine similarity to that centroid */
+  similarity: Float32Array;
+  /** coverage score */
+  coverage: Float32Array;
+  /** 1 when coverage ≥ threshold */
+  covered: Uint8Array;
+}
+
+export class CoverageIndex {
+  readonly n: number;
+  private readonly offsets: Int32Array;
+  private readonly grouped: Float32Array;
+  private readonly groupedRow: Int32Array;
+  // scratch, reused by every call: no allocation per query
+  private readonly cSims: Float32Array;
+  private readonly probe: Int32Array;
+  private readonly top: Float32Array;
+  private lastCluster = 0;
+  private lastSim = 0;
+
+  constructor(
+    readonly centroids: Float32Array,
+    readonly k: number,
+    embeddings: Float32Array,
+    labels: Int32Array,
+    readonly dim: number,
+    readonly params: IndexParams,
+  ) {
+    this.n = labels.length;
+    this.offsets = new Int32Array(k + 1);
+    for (let i = 0; i < this.n; i++) this.offsets[labels[i] + 1]++;
+    for (let c = 0; c < k; c++) this.offsets[c + 1] += this.offsets[c];
+    const fill = this.offsets.slice(0, k);
+    this.grouped = new Float32Array(this.n * dim);
+    this.groupedRow = new Int32Array(this.n);
+    for (let i = 0; i < this.n; i++) {
+      const pos = fill[labels[i]]++;
+      this.grouped.set(embeddings.subarray(i * dim, i * dim + dim), pos * dim);
+      this.groupedRow[pos] = i;
+    }
+    this.cSims = new Float32Array(k);
+    this.probe = new Int32Array(Math.min(k, Math.max(1, params.nprobe)));
+    this.top = new Float32Array(Math.max(1, params.neighbours));
+  }
+
+  /** Score row `qi` of `q`; `excludeRow` (an eval row index) is skipped, for leave-one-out. */
+  score(q: Float32Array, qi: number, excludeRow = -1): number {
+    const { dim, k } = this;
+    const qo = qi * dim;
+    const cs = this.cSims;
+    const C = this.centroids;
+    let best = -Infinity;
+    let bestC = 0;
+    for (let c = 0; c < k; c++) {
+      const s = dotAt(q, qo, C, c * dim, dim);
+      cs[c] = s;
+      if (s > best) {
+        best = s;
+        bestC = c;
+      }
+    }
+    this.lastCluster = bestC;
+    this.lastSim = best;
+    // the nprobe most similar clusters (selection; nprobe and k are small)
+    const P = this.probe;
+    for (let p = 0; p < P.length; p++) {
+      let bi = -1;
+      let bv = -Infinity;
+      for (let c = 0; c < k; c++) {
+        if (cs[c] > bv) {
+          bv = cs[c];
+          bi = c;
+        }
+      }
+      P[p] = bi;
+      cs[bi] = -Infinity;
+    }
+    // top-m similarities among the probed clusters' members
+    const T = this.top;
+    const m = T.length;
+    T.fill(-Infinity);
+    let found = 0;
+    const G = this.grouped;
+    for (let p = 0; p < P.length; p++) {
+      const c = P[p];
+      for (let pos = this.offsets[c]; pos < this.offsets[c + 1]; pos++) {
+        if (this.groupedRow[pos] === excludeRow) continue;
+        const s = dotAt(q, qo, G, pos * dim, dim);
+        found++;
+        if (s <= T[m - 1]) continue;
+        let j = m - 1;
+        while (j > 0 && T[j - 1] < s) {
+          T[j] = T[j - 1];
+          j--;
+        }
+        T[j] = s;
+      }
+    }
+    const use = Math.min(m, found);
+    if (use === 0) return 0;
+    let sum = 0;
+    for (let j = 0; j < use; j++) sum += T[j];
+    return sum / use;
+  }
+
+  /** Assign a batch of unit vectors (count × dim, row-major). */
+  assign(vectors: Float32Array, count: number, threshold: number, out?: AssignResult): AssignResult {
+    const r = out ?? {
+      cluster: new Int32Array(count),
+      similarity: new Float32Array(count),
+      coverage: new Float32Array(count),
+      covered: new Uint8Array(count),
+    };
+    for (let i = 0; i < count; i++) {
+      const s = this.score(vectors, i);
+      r.cluster[i] = this.lastCluster;
+      r.similarity[i] = this.lastSim;
+      r.coverage[i] = s;
+      r.covered[i] = s >= threshold ? 1 : 0;
+    }
+    return r;
+  }
+
+  /** Leave-one-out coverage score of every eval case (its own row excluded). */
+  leaveOneOutScores(embeddings: Float32Array): Float32Array {
+    const out = new Float32Array(this.n);
+    for (let i = 0; i < this.n; i++) out[i] = this.score(embeddings, i, i);
+    return out;
+  }
+}

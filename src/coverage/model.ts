@@ -1,0 +1,196 @@
+/**
+ * The coverage model on disk: a folder with manifest.json (validated with zod on load) and the
+ * arrays as little-endian binary files whose sha256 the manifest records.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { CoverageIndex, type AssignResult } from './index.js';
+
+export const MODEL_FORMAT = 'evalgap.coverage-model';
+export const MODEL_FORMAT_VERSION = 1;
+
+const ClusterSchema = z.object({
+  id: z.number().int().nonnegative(),
+  label: z.string(),
+  terms: z.array(z.string()),
+  size: z.number().int().positive(),
+  share: z.number().min(0).max(1),
+  examples: z.array(z.string()),
+  medianSimilarity: z.number(),
+});
+
+const FileSchema = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
+
+export const ManifestSchema = z.object({
+  format: z.literal(MODEL_FORMAT),
+  formatVersion: z.literal(MODEL_FORMAT_VERSION),
+  version: z.string().regex(/^cm-[0-9a-f]{12}$/),
+  createdAt: z.string().datetime(),
+  embedding: z.object({
+    model: z.string(),
+    checksum: z.string().regex(/^[0-9a-f]{64}$/),
+    dim: z.number().int().positive(),
+    maxTokens: z.number().int().positive(),
+  }),
+  evalSet: z.object({
+    source: z.string(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    cases: z.number().int().positive(),
+    uniqueCases: z.number().int().positive(),
+    textField: z.string(),
+  }),
+  params: z.object({
+    k: z.number().int().positive(),
+    kMode: z.enum(['auto', 'fixed']),
+    kCriterion: z.string(),
+    kScores: z.array(z.object({ k: z.number().int(), silhouette: z.number() })),
+    seed: z.number().int(),
+    restarts: z.number().int().positive(),
+    neighbours: z.number().int().positive(),
+    nprobe: z.number().int().positive(),
+  }),
+  calibration: z.object({
+    method: z.string(),
+    threshold: z.number(),
+    targetFalseUncoveredRate: z.number().gt(0).lt(1),
+    looFalseUncoveredRate: z.number().min(0).max(1),
+    scoreQuantiles: z.record(z.number()),
+  }),
+  clusters: z.array(ClusterSchema).min(1),
+  files: z.object({
+    'centroids.f32': FileSchema,
+    'embeddings.f32': FileSchema,
+    'labels.i32': FileSchema,
+    'cases.jsonl': FileSchema,
+  }),
+});
+
+export type Manifest = z.infer<typeof ManifestSchema>;
+export type ClusterInfo = z.infer<typeof ClusterSchema>;
+
+export interface CoverageModel {
+  manifest: Manifest;
+  centroids: Float32Array;
+  embeddings: Float32Array;
+  labels: Int32Array;
+  cases: { id: string; text: string }[];
+}
+
+export class ModelLoadError extends Error {}
+
+function sha256(b: Uint8Array | string): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+function bytesOf(a: Float32Array | Int32Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+export type ManifestDraft = Omit<Manifest, 'files'>;
+
+export function saveCoverageModel(dir: string, draft: ManifestDraft, m: Omit<CoverageModel, 'manifest'>): Manifest {
+  fs.mkdirSync(dir, { recursive: true });
+  const blobs: Record<keyof Manifest['files'], Buffer> = {
+    'centroids.f32': bytesOf(m.centroids),
+    'embeddings.f32': bytesOf(m.embeddings),
+    'labels.i32': bytesOf(m.labels),
+    'cases.jsonl': Buffer.from(m.cases.map((c) => JSON.stringify(c)).join('\n') + '\n'),
+  };
+  const files = {} as Manifest['files'];
+  for (const [name, buf] of Object.entries(blobs) as [keyof Manifest['files'], Buffer][]) {
+    fs.writeFileSync(path.join(dir, name), buf);
+    files[name] = { sha256: sha256(buf), bytes: buf.length };
+  }
+  const manifest = ManifestSchema.parse({ ...draft, files });
+  // the manifest is written last: a folder without one is not a model
+  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
+
+export interface LoadOptions {
+  /** refuse a model fitted with another embedding model */
+  expectEmbedding?: { model: string; checksum: string };
+}
+
+export function loadCoverageModel(dir: string, opts: LoadOptions = {}): CoverageModel {
+  const mf = path.join(dir, 'manifest.json');
+  if (!fs.existsSync(mf)) throw new ModelLoadError(`no coverage model in ${dir} (missing manifest.json; run evalgap fit)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(mf, 'utf8'));
+  } catch (e) {
+    throw new ModelLoadError(`${mf} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (raw && typeof raw === 'object' && (raw as { formatVersion?: unknown }).formatVersion !== MODEL_FORMAT_VERSION &&
+    (raw as { format?: unknown }).format === MODEL_FORMAT) {
+    throw new ModelLoadError(
+      `${dir} is coverage-model format ${(raw as { formatVersion?: unknown }).formatVersion}; this evalgap reads format ${MODEL_FORMAT_VERSION}: refit it`,
+    );
+  }
+  const parsed = ManifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new ModelLoadError(
+      `${mf} is not a valid coverage model manifest:\n` +
+        parsed.error.issues.map((i) => `  - ${i.path.join('.')}: ${i.message}`).join('\n'),
+    );
+  }
+  const manifest = parsed.data;
+  const read = (name: keyof Manifest['files']): Buffer => {
+    const p = path.join(dir, name);
+    if (!fs.existsSync(p)) throw new ModelLoadError(`coverage model ${dir} is missing ${name}`);
+    const buf = fs.readFileSync(p);
+    if (sha256(buf) !== manifest.files[name].sha256) {
+      throw new ModelLoadError(`coverage model file ${p} does not match its checksum (corrupt or edited)`);
+    }
+    return buf;
+  };
+  const f32 = (b: Buffer) => new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  const centroids = f32(read('centroids.f32'));
+  const embeddings = f32(read('embeddings.f32'));
+  const lb = read('labels.i32');
+  const labels = new Int32Array(lb.buffer.slice(lb.byteOffset, lb.byteOffset + lb.byteLength));
+  const cases = read('cases.jsonl')
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { id: string; text: string });
+  const { dim } = manifest.embedding;
+  const { k } = manifest.params;
+  const n = manifest.evalSet.uniqueCases;
+  if (centroids.length !== k * dim || embeddings.length !== n * dim || labels.length !== n || cases.length !== n) {
+    throw new ModelLoadError(`coverage model ${dir} has arrays whose sizes do not match its manifest`);
+  }
+  if (manifest.clusters.length !== k) throw new ModelLoadError(`coverage model ${dir} lists ${manifest.clusters.length} clusters for k=${k}`);
+  const e = opts.expectEmbedding;
+  if (e && (e.model !== manifest.embedding.model || e.checksum !== manifest.embedding.checksum)) {
+    throw new ModelLoadError(
+      `coverage model ${manifest.version} was fitted with embedding model ${manifest.embedding.model} ` +
+        `(sha256 ${manifest.embedding.checksum.slice(0, 12)}…) but the installed one is ${e.model} ` +
+        `(sha256 ${e.checksum.slice(0, 12)}…): its vectors are not comparable; run evalgap fit again`,
+    );
+  }
+  return { manifest, centroids, embeddings, labels, cases };
+}
+
+/** A loaded model ready to assign query embeddings. */
+export class CoverageAssigner {
+  readonly index: CoverageIndex;
+  constructor(readonly model: CoverageModel) {
+    const { manifest } = model;
+    this.index = new CoverageIndex(model.centroids, manifest.params.k, model.embeddings, model.labels, manifest.embedding.dim, {
+      neighbours: manifest.params.neighbours,
+      nprobe: manifest.params.nprobe,
+    });
+  }
+  get version(): string {
+    return this.model.manifest.version;
+  }
+  get threshold(): number {
+    return this.model.manifest.calibration.threshold;
+  }
+  assign(vectors: Float32Array, count: number, out?: AssignResult): AssignResult {
+    return this.index.assign(vectors, count, this.threshold, out);
+  }
+}
