@@ -83,7 +83,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       modelsDir: e('EVALGAP_MODELS_DIR') ?? path.join(PACKAGE_ROOT, 'models'),
       model: e('EVALGAP_EMBED_MODEL') ?? 'all-MiniLM-L6-v2',
       batchSize: e('EVALGAP_EMBED_BATCH') ?? 8,
-      threads: e('EVALGAP_EMBED_THREADS') ?? 0,
+      threads: e('EVALGAP_EMBED_THREADS') ?? 1,
       maxTokens: e('EVALGAP_EMBED_MAX_TOKENS') ?? 256,
     },
     ingest: {

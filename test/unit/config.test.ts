@@ -24,7 +24,7 @@ describe('loadConfig', () => {
       modelsDir: path.join(PACKAGE_ROOT, 'models'),
       model: 'all-MiniLM-L6-v2',
       batchSize: 8,
-      threads: 0,
+      threads: 1,
       maxTokens: 256,
     });
     expect(c.ingest).toEqual({ redactText: false, metricsPort: 9464, maxBatchMessages: 2000 });
