@@ -184,14 +184,24 @@ export function kGrid(n: number, maxK = 200): number[] {
   return [...ks].sort((a, b) => a - b);
 }
 
+export const CHOOSE_K_SAMPLE = 1500;
+
+/** Cases that `chooseK` scores: a seeded sample of at most `sample` row indices, ascending. */
+export function chooseKSample(n: number, seed: number, sample = CHOOSE_K_SAMPLE): Int32Array {
+  return sampleIndices(n, Math.min(n, sample), seed);
+}
+
 /**
  * Choose k by the mean cosine silhouette of k-means (best of 2 restarts) on a seeded sample (≤ 1500 cases).
  * The largest silhouette wins; ties within 0.005 go to the smaller k.
  */
-export function chooseK(x: Float32Array, n: number, dim: number, seed: number, sample = 1500, maxK = 150): KChoice {
-  const idx = sampleIndices(n, Math.min(n, sample), seed);
-  const sx = gatherRows(x, dim, idx);
-  const sn = idx.length;
+export function chooseK(x: Float32Array, n: number, dim: number, seed: number, sample = CHOOSE_K_SAMPLE, maxK = 150): KChoice {
+  const idx = chooseKSample(n, seed, sample);
+  return chooseKOnSample(gatherRows(x, dim, idx), idx.length, dim, seed, maxK);
+}
+
+/** `chooseK` on rows already sampled (sx: sn × dim): what a fit runs in a worker thread while it embeds the rest. */
+export function chooseKOnSample(sx: Float32Array, sn: number, dim: number, seed: number, maxK = 150): KChoice {
   const dist = cosineDistanceMatrix(sx, sn, dim);
   const scores: { k: number; silhouette: number }[] = [];
   for (const k of kGrid(sn, maxK)) {

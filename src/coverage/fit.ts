@@ -1,11 +1,13 @@
 /**
  * `evalgap fit`: eval cases → embeddings → clusters → labels, examples and a calibrated coverage
  * threshold → a versioned coverage model. `buildCoverageModel` is pure (embeddings in, model out);
- * `fitCoverageModel` adds the embedding step.
+ * `fitCoverageModel` adds the embedding step, and with `--k auto` chooses k in a worker thread on
+ * the embedded sample while the rest of the eval set is embedded.
  */
 import { createHash } from 'node:crypto';
 import type { Embedder } from '../embed/embedder.js';
-import { chooseK, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
+import { chooseKInWorker } from './choosek-thread.js';
+import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
 import type { EvalCase } from './evalset.js';
 import { CoverageIndex } from './index.js';
 import { ctfidfTerms } from './labels.js';
@@ -39,11 +41,17 @@ export const DEFAULT_FIT: Omit<FitOptions, 'source' | 'textField'> = {
 
 export const MIN_CASES = 10;
 
+/** texts per embed call in a fit (progress is reported after each) */
+const CHUNK = 512;
+
 export class FitError extends Error {}
 
 export interface FitTimings {
   embedMs: number;
+  /** time spent choosing k after embedding (with k auto on more than 1500 cases, only the wait for the worker) */
   chooseKMs: number;
+  /** with k auto on more than 1500 cases: chooseK's time in its worker thread, overlapped with embedding */
+  chooseKInWorkerMs?: number;
   clusterMs: number;
   calibrateMs: number;
   totalMs: number;
@@ -96,6 +104,8 @@ export function buildCoverageModel(
   emb: EmbeddingInfo,
   opts: FitOptions,
   now = new Date(),
+  /** with k auto: a choice already made by chooseK on these vectors (as fitCoverageModel does) */
+  precomputedK?: KChoice,
 ): Omit<FitOutput, 'duplicates' | 'timings'> & { timings: Omit<FitTimings, 'embedMs' | 'totalMs'> } {
   const n = unique.length;
   const dim = emb.dim;
@@ -106,7 +116,7 @@ export function buildCoverageModel(
   let kChoice: KChoice | null = null;
   let k: number;
   if (opts.k === 'auto') {
-    kChoice = chooseK(vectors, n, dim, opts.seed, 1500, opts.maxK ?? 150);
+    kChoice = precomputedK ?? chooseK(vectors, n, dim, opts.seed, CHOOSE_K_SAMPLE, opts.maxK ?? 150);
     k = kChoice.k;
   } else {
     k = opts.k;
@@ -222,15 +232,35 @@ export async function fitCoverageModel(
       `the eval set has ${unique.length} distinct case(s); at least ${MIN_CASES} are needed to cluster it`,
     );
   }
-  const vectors = new Float32Array(unique.length * embedder.dim);
-  const chunk = 512;
-  for (let i = 0; i < unique.length; i += chunk) {
-    const part = unique.slice(i, i + chunk);
-    const { vectors: v } = await embedder.embed(part.map((c) => c.text));
-    vectors.set(v, i * embedder.dim);
-    progress?.(Math.min(unique.length, i + chunk), unique.length);
+  const n = unique.length;
+  const dim = embedder.dim;
+  const vectors = new Float32Array(n * dim);
+  let done = 0;
+  const embedRows = async (rows: ArrayLike<number>) => {
+    const { vectors: v } = await embedder.embed(Array.from(rows, (r) => unique[r].text));
+    for (let i = 0; i < rows.length; i++) vectors.set(v.subarray(i * dim, i * dim + dim), rows[i] * dim);
+    done += rows.length;
+    progress?.(done, n);
+  };
+  // With k auto, embed chooseK's sample first and choose k on it in a worker thread meanwhile.
+  const sample = opts.k === 'auto' ? chooseKSample(n, opts.seed) : new Int32Array(0);
+  let kChoice: Promise<{ choice: KChoice; ms: number }> | undefined;
+  if (sample.length > 0 && sample.length < n) {
+    for (let i = 0; i < sample.length; i += CHUNK) await embedRows(sample.subarray(i, i + CHUNK));
+    const sx = new Float32Array(sample.length * dim);
+    sample.forEach((r, i) => sx.set(vectors.subarray(r * dim, r * dim + dim), i * dim));
+    kChoice = chooseKInWorker({ sx, sn: sample.length, dim, seed: opts.seed, maxK: opts.maxK ?? 150 });
+    kChoice.catch(() => {}); // awaited below; keep an early failure from being unhandled meanwhile
   }
+  // the rest in length order, so each sub-batch pads to texts of similar length
+  const inSample = new Uint8Array(n);
+  if (kChoice) for (const r of sample) inSample[r] = 1;
+  const rest = [...Array(n).keys()].filter((r) => !inSample[r]).sort((a, b) => unique[a].text.length - unique[b].text.length);
+  for (let i = 0; i < rest.length; i += CHUNK) await embedRows(rest.slice(i, i + CHUNK));
   const embedMs = performance.now() - t0;
+  const tk = performance.now();
+  const chosen = kChoice ? await kChoice : undefined;
+  const waitMs = performance.now() - tk;
   const built = buildCoverageModel(
     unique,
     cases.length,
@@ -238,10 +268,17 @@ export async function fitCoverageModel(
     vectors,
     { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens },
     opts,
+    new Date(),
+    chosen?.choice,
   );
   return {
     ...built,
     duplicates,
-    timings: { ...built.timings, embedMs, totalMs: performance.now() - t0 },
+    timings: {
+      ...built.timings,
+      ...(chosen ? { chooseKMs: waitMs, chooseKInWorkerMs: chosen.ms } : {}),
+      embedMs,
+      totalMs: performance.now() - t0,
+    },
   };
 }

@@ -1,26 +1,14 @@
 /** An Embedder that runs the model in a worker thread (see worker.ts for why). */
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { workerScript } from '../config/workers.js';
 import { ModelNotInstalledError, type EmbedBatch, type Embedder, type EmbedderOptions } from './embedder.js';
-
-function workerPath(): string {
-  const here = fileURLToPath(import.meta.url);
-  const js = here.replace(/threaded\.(ts|js)$/, 'worker.js');
-  if (here.endsWith('.js')) return js;
-  // running from TypeScript sources (tests): use the build of the worker
-  const built = path.resolve(path.dirname(here), '..', '..', 'dist', 'embed', 'worker.js');
-  if (!fs.existsSync(built)) throw new Error(`embed worker not built (${built}); run npm run build`);
-  return built;
-}
 
 export interface ThreadedEmbedder extends Embedder {
   close(): Promise<void>;
 }
 
 export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<ThreadedEmbedder> {
-  const worker = new Worker(workerPath(), { workerData: opts });
+  const worker = new Worker(workerScript(import.meta.url, 'embed/worker.js'), { workerData: opts });
   const pending = new Map<number, { resolve: (b: EmbedBatch) => void; reject: (e: Error) => void }>();
   let nextId = 0;
   let failed: Error | null = null;

@@ -20,6 +20,7 @@ import {
   dedupeCases,
   defaultNprobe,
   evalSetHash,
+  fitCoverageModel,
   type EmbeddingInfo,
   type FitOptions,
 } from '../../src/coverage/fit.js';
@@ -552,6 +553,51 @@ describe('buildCoverageModel', () => {
     expect(call(6)).toThrow('k=6 needs at least 12 distinct eval cases (there are 11); lower --k');
     expect(call(0)).toThrow(FitError);
     expect(call(5)).not.toThrow();
+  });
+});
+
+describe('fitCoverageModel', () => {
+  // A fake embedder that returns fixed vectors by text, whatever order or batches it is asked in.
+  const b = sampleBlobs(orthoCenters(5, EMB.dim, 700), EMB.dim, 360, 0.1, 701); // 1800 cases > chooseK's sample
+  const cs = casesFor(b.labels);
+  const row = new Map(cs.map((c, i) => [c.text, i]));
+  const calls: number[] = [];
+  const embedder = {
+    modelName: EMB.model,
+    modelChecksum: EMB.checksum,
+    dim: EMB.dim,
+    maxTokens: EMB.maxTokens,
+    async embed(texts: readonly string[]) {
+      calls.push(texts.length);
+      const vectors = new Float32Array(texts.length * EMB.dim);
+      texts.forEach((t, i) => vectors.set(b.x.subarray(row.get(t)! * EMB.dim, (row.get(t)! + 1) * EMB.dim), i * EMB.dim));
+      return { vectors, truncated: new Uint8Array(texts.length) };
+    },
+  };
+
+  it('with k auto, chooses k in a worker thread and gives the model the pure build gives', async () => {
+    const progress: number[] = [];
+    const out = await fitCoverageModel(cs, embedder, fitOpts({ k: 'auto' }), (done) => progress.push(done));
+    const pure = buildCoverageModel(cs, cs.length, evalSetHash(cs), b.x, EMB, fitOpts({ k: 'auto' }));
+    expect(out.kChoice).toEqual(pure.kChoice);
+    expect(out.draft.params).toEqual(pure.draft.params);
+    expect(out.draft.version).toBe(pure.draft.version);
+    expect(out.arrays.embeddings).toEqual(b.x);
+    expect(out.arrays.labels).toEqual(pure.arrays.labels);
+    expect(out.draft.calibration.threshold).toBe(pure.draft.calibration.threshold);
+    expect(out.timings.chooseKInWorkerMs).toBeGreaterThan(0);
+    // the sample first (1500 rows in chunks of at most 512), then the other 300
+    expect(calls.reduce((a, c) => a + c, 0)).toBe(cs.length);
+    expect(calls.every((c) => c <= 512)).toBe(true);
+    expect(progress[progress.length - 1]).toBe(cs.length);
+    expect(progress).toEqual([...progress].sort((x, y) => x - y));
+  });
+
+  it('with a fixed k, runs no worker', async () => {
+    const out = await fitCoverageModel(cs, embedder, fitOpts({ k: 5 }));
+    expect(out.kChoice).toBeNull();
+    expect(out.timings.chooseKInWorkerMs).toBeUndefined();
+    expect(out.draft.params.k).toBe(5);
   });
 });
 
