@@ -105,11 +105,13 @@ export async function runDemo(base: Config): Promise<void> {
   );
   say('\n   nearest eval cluster of production traffic (5-minute aggregates, materialized view):');
   say(table(['eval cluster', 'requests', 'uncovered', 'escalated'], agg.map((r) => [r.label, r.requests, r.uncovered, r.escalated])).replace(/^/gm, '   '));
-  const examples = await store.query<{ query: string; coverage: number }>(
-    `SELECT query, coverage FROM ${R} WHERE covered = 0 ORDER BY coverage ASC LIMIT 6`,
+  const examples = await store.query<{ query: string; coverage: number; n: string }>(
+    `SELECT query, min(coverage) AS coverage, count() AS n FROM ${R} WHERE covered = 0
+     GROUP BY query ORDER BY coverage ASC, query LIMIT 6`,
   );
   say('\n   least-covered production queries (candidates for new eval cases):');
-  for (const e of examples) say(`   ${e.coverage.toFixed(3)}  ${e.query}`);
+  say('   coverage  seen  query');
+  for (const e of examples) say(`   ${e.coverage.toFixed(3)}     ${String(e.n).padEnd(4)}  ${e.query}`);
   await running.stop();
   say(`\ndone. Data: ${path.relative(process.cwd(), dir)}; query it again with evalgap or any ClickHouse client.`);
 }
