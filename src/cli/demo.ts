@@ -18,10 +18,10 @@ import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js'
 
 const say = (s = '') => console.log(s);
 
-export async function runDemo(base: Config): Promise<void> {
+export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.evalgap', 'demo')): Promise<void> {
   const stamp = Date.now().toString(36);
-  const dir = path.join(PACKAGE_ROOT, '.evalgap', 'demo');
-  fs.rmSync(dir, { recursive: true, force: true });
+  // replace only what the demo itself writes there
+  for (const f of ['evalset.jsonl', 'model', 'chdb']) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const cfg: Config = {
     ...base,

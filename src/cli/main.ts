@@ -175,10 +175,10 @@ export function buildProgram(): Command {
   program
     .command('demo')
     .description('end to end on bundled sample data: services, Kafka, model, ClickHouse')
-    .option('--data-dir <dir>', 'embedded ClickHouse folder for the demo')
+    .option('--dir <dir>', "folder of the demo's eval set, coverage model and embedded ClickHouse data; those are replaced on each run", '.evalgap/demo')
     .action(async (opts) => {
       const { runDemo } = await import('./demo.js');
-      await runDemo(configFrom(opts));
+      await runDemo(configFrom(opts), path.resolve(opts.dir));
     });
 
   return program;

@@ -1,0 +1,51 @@
+/** `evalgap demo` end to end (real broker, model and embedded ClickHouse): what `npm run demo` runs. */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PACKAGE_ROOT } from '../../src/config/index.js';
+import { SURPRISE_TOPICS } from '../../src/cli/sample-data.js';
+import { tmpDir } from '../helpers/fixtures.js';
+
+const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('evalgap demo', () => {
+  it('fits, streams 600 requests and 3 malformed messages, and finds the untested topics uncovered', async () => {
+    const dir = path.join(tmpDir(), 'demo');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'keep.txt'), 'not the demo’s'); // a file the demo must leave alone
+    const r = await runCli(['demo', '--dir', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/stored 600 rows, dead-lettered 3 messages/);
+    const rows = [...r.stdout.matchAll(/^\s+(\S+)\s+(yes|no)\s+(\d+)\s+([\d.]+)%$/gm)].map((m) => ({
+      topic: m[1],
+      tested: m[2] === 'yes',
+      n: Number(m[3]),
+      uncovered: Number(m[4]) / 100,
+    }));
+    expect(rows.map((x) => x.topic).sort()).toEqual(expect.arrayContaining([...SURPRISE_TOPICS].sort()));
+    expect(rows.reduce((a, x) => a + x.n, 0)).toBe(600);
+    for (const x of rows) {
+      if (x.tested) expect(x.uncovered, x.topic).toBeLessThan(0.3);
+      else expect(x.uncovered, x.topic).toBeGreaterThan(0.8);
+    }
+    expect(r.stdout).toMatch(/least-covered production queries/);
+    expect(fs.existsSync(path.join(dir, 'model', 'manifest.json'))).toBe(true);
+    expect(fs.readFileSync(path.join(dir, 'keep.txt'), 'utf8')).toBe('not the demo’s');
+    // run again in the same folder: the demo replaces its own files and works again
+    const again = await runCli(['demo', '--dir', dir]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/stored 600 rows, dead-lettered 3 messages/);
+  }, 240_000);
+});
