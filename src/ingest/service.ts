@@ -160,18 +160,18 @@ export class IngestService {
   }
 
   /** Retry a store call with backoff until it succeeds or the service stops (then it throws). */
-  private async withStoreRetry<T>(fn: () => Promise<T>, onFailure: (attempt: number) => boolean): Promise<T> {
+  private async withStoreRetry<T>(fn: () => Promise<T>, onFailure: (attempt: number) => boolean | Promise<boolean>): Promise<T> {
     return pRetry(fn, {
       forever: true,
       retries: 10,
       minTimeout: 200,
       maxTimeout: 10_000,
       factor: 2,
-      onFailedAttempt: (e) => {
+      onFailedAttempt: async (e) => {
         this.metrics.storeErrors.inc();
         this.storeHealthy = false;
         this.deps.logger.warn({ err: e, attempt: e.attemptNumber }, 'ClickHouse write failed; retrying');
-        if (!this.running || !onFailure(e.attemptNumber)) throw new Error('stopping while the store is unavailable');
+        if (!this.running || !(await onFailure(e.attemptNumber))) throw new Error('stopping while the store is unavailable');
       },
     }).then((v) => {
       this.storeHealthy = true;
@@ -204,23 +204,30 @@ export class IngestService {
       if (res.dead.length) await this.deadLetter(res.dead);
       let resume: (() => void) | null = null;
       const t = performance.now();
-      for (const run of dayRuns(res.rows)) {
-        const token = `${topic}:${partition}:${run[0].kafka_offset}-${run[run.length - 1].kafka_offset}`;
-        await this.withStoreRetry(
-          () => this.deps.store.insertRequests(run, token),
-          () => {
-            if (!resume) {
-              resume = pause();
-              m.paused.inc();
-            }
-            void heartbeat().catch(() => {});
-            return true;
-          },
-        );
-      }
-      if (resume) {
-        (resume as () => void)();
-        m.paused.dec();
+      try {
+        // A member that has lost its place in the group (a rebalance, or a session that timed out
+        // during a long store outage) must not insert: another member may own the partition now.
+        // heartbeat() throws then; the batch is given up uncommitted and redelivered to the owner.
+        await heartbeat();
+        for (const run of dayRuns(res.rows)) {
+          const token = `${topic}:${partition}:${run[0].kafka_offset}-${run[run.length - 1].kafka_offset}`;
+          await this.withStoreRetry(
+            () => this.deps.store.insertRequests(run, token),
+            async () => {
+              if (!resume) {
+                resume = pause();
+                m.paused.inc();
+              }
+              await heartbeat();
+              return true;
+            },
+          );
+        }
+      } finally {
+        if (resume) {
+          (resume as () => void)();
+          m.paused.dec();
+        }
       }
       m.storeSeconds.observe((performance.now() - t) / 1000);
       m.stored.inc({ topic }, res.rows.length);

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { EvalCase } from '../../src/coverage/evalset.js';
 import { DEFAULT_FIT, buildCoverageModel, evalSetHash, type EmbeddingInfo } from '../../src/coverage/fit.js';
@@ -6,7 +7,9 @@ import { CoverageAssigner } from '../../src/coverage/model.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import type { EmbedBatch, Embedder } from '../../src/embed/embedder.js';
 import { processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
-import { dayRuns } from '../../src/ingest/service.js';
+import { createIngestMetrics } from '../../src/ingest/metrics.js';
+import { IngestService, dayRuns } from '../../src/ingest/service.js';
+import type { Store } from '../../src/store/store.js';
 import type { RequestRow } from '../../src/store/store.js';
 
 // ---------------------------------------------------------------- a deterministic fake embedding space
@@ -374,5 +377,87 @@ describe('dayRuns', () => {
     ].map((ts, i) => msg({ request_id: `r${i}`, ts, query: 'refund please' }));
     const res = await processMessages(ms, deps);
     expect(dayRuns(res.rows).map((r) => r.map((x) => x.request_id))).toEqual([['r0'], ['r1', 'r2']]);
+  });
+});
+
+// ---------------------------------------------------------------- IngestService batches, store outages and lost membership
+
+describe('IngestService batch handling while the store fails', () => {
+  /** A service with fakes around one eachBatch call: the store fails `failures` times, then works. */
+  async function harness(failures: number, heartbeat: () => Promise<void>) {
+    const { embedder, assigner } = await setup();
+    const inserted: { rows: RequestRow[]; token?: string }[] = [];
+    let attempts = 0;
+    const store = {
+      storedHighWatermark: async () => -1n,
+      insertRequests: async (rows: RequestRow[], token?: string) => {
+        if (attempts++ < failures) throw new Error('ClickHouse is down');
+        inserted.push({ rows, token });
+      },
+    } as unknown as Store;
+    const commits: unknown[] = [];
+    const service = new IngestService(
+      { kafka: {} as never, store, embedder, assigner, logger: pino({ level: 'silent' }), metrics: createIngestMetrics(false) },
+      { topic: 'evalgap.requests', dlqTopic: 'dlq', group: 'g', redactText: false, maxBatchMessages: 100, metricsPort: -1 },
+    );
+    const internals = service as unknown as { running: boolean; consumer: unknown; handleBatch: (p: unknown) => Promise<void> };
+    internals.running = true;
+    internals.consumer = { commitOffsets: async (c: unknown) => void commits.push(c) };
+    const messages = [0, 1, 2].map((i) => ({
+      offset: String(10 + i),
+      value: Buffer.from(JSON.stringify({ request_id: `hb-${i}`, ts: TS, query: `refund question ${i}` })),
+      key: null,
+      timestamp: String(TS),
+    }));
+    const paused = { pauses: 0, resumes: 0 };
+    const resolved: string[] = [];
+    const payload = {
+      batch: { topic: 'evalgap.requests', partition: 0, messages, highWatermark: '13' },
+      heartbeat: () => heartbeat(),
+      resolveOffset: (o: string) => void resolved.push(o),
+      isRunning: () => true,
+      isStale: () => false,
+      pause: () => {
+        paused.pauses++;
+        return () => void paused.resumes++;
+      },
+    };
+    return { run: () => internals.handleBatch(payload), inserted, commits, paused, resolved, attempts: () => attempts };
+  }
+
+  it('retries the insert while paused, then stores once, resumes the partition and commits', async () => {
+    const h = await harness(2, async () => {});
+    await h.run();
+    expect(h.attempts()).toBe(3);
+    expect(h.inserted).toHaveLength(1);
+    expect(h.inserted[0].rows.map((r) => r.request_id)).toEqual(['hb-0', 'hb-1', 'hb-2']);
+    expect(h.inserted[0].token).toBe('evalgap.requests:0:10-12');
+    expect(h.paused).toEqual({ pauses: 1, resumes: 1 });
+    expect(h.commits).toEqual([[{ topic: 'evalgap.requests', partition: 0, offset: '13' }]]);
+  });
+
+  it('gives the batch up, uncommitted and unstored, once a heartbeat says the member lost its place', async () => {
+    const lost = new Error('The coordinator is not aware of this member');
+    // heartbeats pass until the store has failed once; the one after that failed attempt fails
+    let failedOnce = () => false;
+    const h = await harness(5, async () => {
+      if (failedOnce()) throw lost;
+    });
+    failedOnce = () => h.attempts() > 0;
+    await expect(h.run()).rejects.toBe(lost);
+    expect(h.attempts()).toBe(1);
+    expect(h.inserted).toHaveLength(0);
+    expect(h.commits).toHaveLength(0);
+    expect(h.resolved).toHaveLength(0);
+    expect(h.paused).toEqual({ pauses: 1, resumes: 1 });
+  });
+
+  it('does not insert when the heartbeat before the insert fails (a rebalance during embedding)', async () => {
+    const h = await harness(0, async () => {
+      throw new Error('The group is rebalancing, so a rejoin is needed');
+    });
+    await expect(h.run()).rejects.toThrow(/rebalancing/);
+    expect(h.attempts()).toBe(0);
+    expect(h.commits).toHaveLength(0);
   });
 });
