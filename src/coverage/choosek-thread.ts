@@ -8,10 +8,16 @@ import { workerScript } from '../config/workers.js';
 import type { KChoice } from './cluster.js';
 import type { ChooseKJob } from './choosek-worker.js';
 
-/** Resolves with the choice and the worker's own compute time. */
-export function chooseKInWorker(job: ChooseKJob): Promise<{ choice: KChoice; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(workerScript(import.meta.url, 'coverage/choosek-worker.js'), { workerData: job });
+export interface ChooseKRun {
+  /** the choice and the worker's own compute time */
+  result: Promise<{ choice: KChoice; ms: number }>;
+  /** stop the worker (when the fit fails meanwhile); result then rejects */
+  cancel(): void;
+}
+
+export function chooseKInWorker(job: ChooseKJob): ChooseKRun {
+  const worker = new Worker(workerScript(import.meta.url, 'coverage/choosek-worker.js'), { workerData: job });
+  const result = new Promise<{ choice: KChoice; ms: number }>((resolve, reject) => {
     let settled = false;
     worker.once('message', (m: { ok: true; choice: KChoice; ms: number } | { ok: false; message: string }) => {
       settled = true;
@@ -26,4 +32,6 @@ export function chooseKInWorker(job: ChooseKJob): Promise<{ choice: KChoice; ms:
       if (!settled) reject(new Error(`chooseK worker exited (${code}) without a result`));
     });
   });
+  result.catch(() => {}); // the caller awaits it later; an early failure must not go unhandled meanwhile
+  return { result, cancel: () => void worker.terminate() };
 }

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Embedder } from '../embed/embedder.js';
-import { chooseKInWorker } from './choosek-thread.js';
+import { chooseKInWorker, type ChooseKRun } from './choosek-thread.js';
 import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
 import type { EvalCase } from './evalset.js';
 import { CoverageIndex } from './index.js';
@@ -244,22 +244,26 @@ export async function fitCoverageModel(
   };
   // With k auto, embed chooseK's sample first and choose k on it in a worker thread meanwhile.
   const sample = opts.k === 'auto' ? chooseKSample(n, opts.seed) : new Int32Array(0);
-  let kChoice: Promise<{ choice: KChoice; ms: number }> | undefined;
+  let kChoice: ChooseKRun | undefined;
   if (sample.length > 0 && sample.length < n) {
     for (let i = 0; i < sample.length; i += CHUNK) await embedRows(sample.subarray(i, i + CHUNK));
     const sx = new Float32Array(sample.length * dim);
     sample.forEach((r, i) => sx.set(vectors.subarray(r * dim, r * dim + dim), i * dim));
     kChoice = chooseKInWorker({ sx, sn: sample.length, dim, seed: opts.seed, maxK: opts.maxK ?? 150 });
-    kChoice.catch(() => {}); // awaited below; keep an early failure from being unhandled meanwhile
   }
   // the rest in length order, so each sub-batch pads to texts of similar length
   const inSample = new Uint8Array(n);
   if (kChoice) for (const r of sample) inSample[r] = 1;
   const rest = [...Array(n).keys()].filter((r) => !inSample[r]).sort((a, b) => unique[a].text.length - unique[b].text.length);
-  for (let i = 0; i < rest.length; i += CHUNK) await embedRows(rest.slice(i, i + CHUNK));
+  try {
+    for (let i = 0; i < rest.length; i += CHUNK) await embedRows(rest.slice(i, i + CHUNK));
+  } catch (e) {
+    kChoice?.cancel();
+    throw e;
+  }
   const embedMs = performance.now() - t0;
   const tk = performance.now();
-  const chosen = kChoice ? await kChoice : undefined;
+  const chosen = kChoice ? await kChoice.result : undefined;
   const waitMs = performance.now() - tk;
   const built = buildCoverageModel(
     unique,

@@ -593,6 +593,19 @@ describe('fitCoverageModel', () => {
     expect(progress).toEqual([...progress].sort((x, y) => x - y));
   });
 
+  it('fails with the embedder\'s error when embedding fails after the sample (the chooseK worker is stopped)', async () => {
+    let calls = 0;
+    const failing = {
+      ...embedder,
+      async embed(texts: readonly string[]) {
+        if (++calls > 3) throw new Error('embedding model crashed');
+        return embedder.embed(texts);
+      },
+    };
+    await expect(fitCoverageModel(cs, failing, fitOpts({ k: 'auto' }))).rejects.toThrow('embedding model crashed');
+    expect(calls).toBe(4); // the 1500-case sample in 3 chunks, then the first chunk of the rest
+  });
+
   it('with a fixed k, runs no worker', async () => {
     const out = await fitCoverageModel(cs, embedder, fitOpts({ k: 5 }));
     expect(out.kChoice).toBeNull();
