@@ -62,7 +62,10 @@ start() {
   install
   write_props
   if [ ! -f "$DATA/meta.properties" ]; then
-    local id; id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # a random cluster id (base64url of 16 bytes), not starting with '-' (the format tool would
+    # read it as an option; Kafka's own generator avoids those too)
+    local id="-"
+    while [ "${id:0:1}" = "-" ]; do id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='); done
     log "formatting KRaft storage in $DATA (cluster $id)"
     java $JAVA_LOG -cp "$CP" kafka.tools.StorageTool format -t "$id" -c "$PROPS" >"$KAFKA_HOME/format.log" 2>&1 \
       || { cat "$KAFKA_HOME/format.log" >&2; die "could not format Kafka storage"; }
