@@ -1,0 +1,132 @@
+/**
+ * The contract between the monitor's pure core (src/monitor: detectors and the rules that combine
+ * them) and the alert lifecycle (src/alert). Everything here is plain, JSON-serialisable data.
+ *
+ * Flow, once per closed evaluation window:
+ *   store (window counts) → Monitor.evaluate(state, window, context) → { state, findings, trends }
+ *   findings → alert lifecycle (firing / resolved / reminders, dedup) → outbox → webhooks
+ *   state → durable checkpoint (after the outbox write)
+ */
+
+/** Counts of one eval cluster (or of the uncovered share inside it) in one window, for one agent. */
+export interface ClusterCounts {
+  /** nearest eval cluster id; the uncovered rows are counted inside their nearest cluster too */
+  cluster: number;
+  requests: number;
+  uncovered: number;
+  escalated: number;
+  refused: number;
+  failed: number;
+}
+
+/** One closed evaluation window of one agent ('' = traffic with no agent) under one coverage model. */
+export interface WindowCounts {
+  /** ISO-8601 UTC, inclusive */
+  start: string;
+  /** ISO-8601 UTC, exclusive */
+  end: string;
+  agent: string;
+  modelVersion: string;
+  clusters: ClusterCounts[];
+  /** distinct sessions seen in the window, when known (for overdispersion-aware tests) */
+  sessions?: number;
+}
+
+/** What the monitor knows about the coverage model in force (from its manifest). */
+export interface MonitorContext {
+  modelVersion: string;
+  /** the false-uncovered rate calibrated at fit time (and its interval when the fit reports one) */
+  calibratedRate: number;
+  calibratedRateInterval?: [number, number];
+  /** each eval cluster's share of the eval set (cluster id → share) */
+  evalShares: Record<number, number>;
+  /** optional cluster labels for summaries */
+  labels?: Record<number, string>;
+}
+
+export type RuleName =
+  | 'uncovered_share' // uncovered share rises against the production reference
+  | 'uncovered_vs_calibrated' // uncovered share above the rate calibrated at fit time
+  | 'uncovered_budget' // more than X% of traffic untested, established with confidence
+  | 'cluster_mix' // the mix of nearest clusters (uncovered as its own category) shifts
+  | 'eval_mismatch' // production share per cluster vs eval-set share changed materially (static fact)
+  | 'escalation' // escalation / refusal / failure rate of a cluster rises against its own history
+  | 'uncovered_escalation'; // uncovered traffic escalates more than covered traffic
+
+/** Who an alert is about: agent '*' = all agents together; cluster null = not cluster-specific. */
+export interface Scope {
+  agent: string;
+  cluster: number | null;
+}
+
+export interface ClusterShare {
+  cluster: number;
+  label?: string;
+  shareNow: number;
+  shareReference: number;
+  shareEval: number;
+  /** filled by the alert layer from the store (hashes when the text is redacted) */
+  examples?: string[];
+}
+
+export interface Effect {
+  /** e.g. 'uncovered_share_diff', 'total_variation', 'rate_ratio' */
+  name: string;
+  value: number;
+  lo: number;
+  hi: number;
+}
+
+/** The verdict of one rule for one scope after a window. */
+export interface Finding {
+  rule: RuleName;
+  scope: Scope;
+  /** true while the condition holds (detector alarmed and not yet cleared with hysteresis) */
+  firing: boolean;
+  severity: 'info' | 'warning' | 'critical';
+  /** the window in which the detector first alarmed for this episode (ISO), when firing */
+  onset?: string;
+  windowStart: string;
+  windowEnd: string;
+  statistic: number;
+  threshold: number;
+  effect: Effect;
+  /** one sentence a person can act on */
+  summary: string;
+  /** the clusters that drive it, most important first */
+  clusters: ClusterShare[];
+}
+
+/** One row per rule and scope per evaluated window: the trend table users plot. */
+export interface TrendRow {
+  windowStart: string;
+  windowEnd: string;
+  rule: RuleName;
+  agent: string;
+  cluster: number | null;
+  modelVersion: string;
+  shareNow: number;
+  shareReference: number;
+  shareEval: number;
+  escalationRate: number;
+  statistic: number;
+  threshold: number;
+}
+
+/** Serialisable detector state (checkpointed durably by the runner). */
+export type MonitorState = { version: 1; modelVersion: string; [key: string]: unknown };
+
+export interface MonitorEvaluation {
+  state: MonitorState;
+  findings: Finding[];
+  trends: TrendRow[];
+  /** notices that are not alerts, e.g. "coverage model changed: references restart" */
+  notices: string[];
+}
+
+/**
+ * The pure monitor: given the previous state (null on first start), every agent's counts of one
+ * closed window, and the model context, returns the new state, the findings (firing or not, one per
+ * rule and scope evaluated), trend rows and notices. Deterministic; no I/O, no clock.
+ */
+export type EvaluateWindow = (state: MonitorState | null, windows: WindowCounts[], ctx: MonitorContext) => MonitorEvaluation;
