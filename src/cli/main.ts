@@ -131,7 +131,7 @@ export function buildProgram(): Command {
     .option('--group <id>', 'consumer group; run more instances with the same group to scale (EVALGAP_GROUP)')
     .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
     .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
-    .option('--redact-text', 'store a sha256 of the query text instead of the text')
+    .option('--redact-text', 'store a keyed HMAC-SHA256 of the query text instead of the text (key: EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE)')
     .option('--batch-size <n>', 'embedding sub-batch size (EVALGAP_EMBED_BATCH)', intArg('--batch-size', 1))
     .option('--metrics-port <n>', 'port of /metrics and /healthz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0))
     .option('--partitions <n>', 'partitions when evalgap creates the topic', intArg('--partitions', 1), 1)
@@ -140,13 +140,23 @@ export function buildProgram(): Command {
       const { createLogger } = await import('../config/logger.js');
       const { startRun } = await import('./run.js');
       const logger = createLogger(cfg.logLevel);
-      const running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions });
       let stopping = false;
+      let running: Awaited<ReturnType<typeof startRun>> | null = null;
+      // a consumer that crashed for good: exit non-zero (a supervisor restarts it), never linger
+      const onFatal = () => {
+        if (stopping) return;
+        stopping = true;
+        process.exitCode = 1;
+        const force = setTimeout(() => process.exit(1), 10_000);
+        force.unref();
+        void (running?.stop() ?? Promise.resolve()).finally(() => process.exit(1));
+      };
+      running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal });
       const shutdown = async (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, 'stopping: finishing the batch in hand, committing, leaving the group');
-        await running.stop();
+        await running!.stop();
         logger.info('stopped');
         process.exit(0);
       };
@@ -190,6 +200,10 @@ export async function main(argv = process.argv): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
+    if ((e as Error)?.name === 'StartupError') {
+      console.error(`evalgap: ${(e as Error).message}`);
+      process.exit(1); // the embedding worker or kafkajs timers must not keep the process up
+    }
     if (KNOWN_ERRORS.some((k) => e instanceof k)) {
       console.error(`evalgap: ${(e as Error).message}`);
       process.exitCode = 2;

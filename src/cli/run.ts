@@ -1,6 +1,6 @@
 /** Wiring for `evalgap run`: config → embedder, coverage model, store, Kafka → IngestService. */
 import type { Logger } from 'pino';
-import { redactConfig, type Config } from '../config/index.js';
+import { maskUrl, redactConfig, type Config } from '../config/index.js';
 import { CoverageAssigner, loadCoverageModel } from '../coverage/model.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
@@ -13,16 +13,39 @@ export interface Running {
   stop: () => Promise<void>;
 }
 
+/** A start-up failure with a one-line explanation (printed without a stack trace). */
+export class StartupError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StartupError';
+  }
+}
+
 export async function startRun(cfg: Config, modelDir: string, logger: Logger, over: Partial<IngestOptions> = {}): Promise<Running> {
   logger.info({ config: redactConfig(cfg) }, 'starting');
   // embedding runs in a worker thread: inference would otherwise hold this event loop for seconds
   const embedder = await loadThreadedEmbedder(cfg.embed);
   const model = loadCoverageModel(modelDir, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum } });
   const assigner = new CoverageAssigner(model);
-  const store = await Store.open(cfg.clickhouse);
+  const where = cfg.clickhouse.url ? maskUrl(cfg.clickhouse.url) : cfg.clickhouse.path;
+  const store = await Store.open(cfg.clickhouse).catch(async (e) => {
+    await embedder.close();
+    throw new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
+  });
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);
   const service = new IngestService({ kafka, store, embedder, assigner, logger }, ingestOptionsFrom(cfg, over));
-  await service.start();
+  try {
+    await service.start();
+  } catch (e) {
+    await service.stop().catch(() => {});
+    await store.close().catch(() => {});
+    await embedder.close();
+    const kafkaError = (e as Error)?.name?.startsWith('KafkaJS');
+    throw new StartupError(
+      kafkaError ? `cannot reach Kafka at ${cfg.kafka.brokers.join(',')}: ${oneLine(e)}` : `cannot start: ${oneLine(e)}`,
+      { cause: e },
+    );
+  }
   return {
     service,
     store,
@@ -32,4 +55,11 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
       await embedder.close();
     },
   };
+}
+
+function oneLine(e: unknown): string {
+  const err = e as Error & { cause?: Error };
+  const msg = String(err?.message ?? e).split('\n')[0];
+  const cause = err?.cause?.message ? ` (${String(err.cause.message).split('\n')[0]})` : '';
+  return msg + cause;
 }

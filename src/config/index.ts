@@ -4,6 +4,7 @@
  * use `redactConfig` before printing a config.
  */
 import { fileURLToPath } from 'node:url';
+import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -21,22 +22,53 @@ export const ConfigSchema = z.object({
     brokers: z
       .union([z.string(), z.array(z.string())])
       .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean))
-      .pipe(z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')).min(1)),
+      .pipe(
+        z
+          .array(
+            z
+              .string()
+              .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
+              .refine((b) => Number(b.split(':')[1]) >= 1 && Number(b.split(':')[1]) <= 65535, 'port must be 1-65535'),
+          )
+          .min(1),
+      ),
     clientId: z.string().min(1),
     topic: z.string().min(1),
     dlqTopic: z.string().min(1),
     group: z.string().min(1),
+    /** TLS to the brokers; `ca` is a PEM bundle read from EVALGAP_KAFKA_SSL_CA_FILE */
+    ssl: boolish,
+    sslCa: z.string().optional(),
+    sasl: z
+      .object({
+        mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+        username: z.string().min(1),
+        password: z.string(),
+      })
+      .optional(),
   }),
   clickhouse: z
     .object({
       /** http(s)://host:port of a ClickHouse server; when absent the embedded engine (chdb) is used. */
-      url: z.string().url().optional(),
+      url: z
+        .string()
+        .url()
+        .refine((u) => /^https?:\/\//i.test(u), 'expected an http:// or https:// URL')
+        .refine((u) => {
+          const p = new URL(u).port;
+          return p === '' || (Number(p) >= 1 && Number(p) <= 65535);
+        }, 'port must be 1-65535')
+        .optional(),
       /** Data folder of the embedded engine. */
       path: z.string().min(1),
       database: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'a plain identifier'),
       username: z.string().min(1),
       password: z.string(),
       retentionDays: intish(1, 3650),
+      /** PEM files for TLS to a server (EVALGAP_CLICKHOUSE_CA_FILE, _CERT_FILE, _KEY_FILE) */
+      caCert: z.string().optional(),
+      cert: z.string().optional(),
+      key: z.string().optional(),
     })
     .strict(),
   embed: z.object({
@@ -46,11 +78,28 @@ export const ConfigSchema = z.object({
     threads: intish(0, 64),
     maxTokens: intish(8, 512),
   }),
-  ingest: z.object({
-    redactText: boolish,
-    metricsPort: intish(0, 65535),
-    maxBatchMessages: intish(1, 100000),
-  }),
+  ingest: z
+    .object({
+      redactText: boolish,
+      /** HMAC key of --redact-text (EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE) */
+      redactKey: z.string().min(32, 'the redaction key must have at least 32 characters').optional(),
+      metricsPort: intish(0, 65535),
+      maxBatchMessages: intish(1, 100000),
+      /** larger messages are dead-lettered unread */
+      maxMessageBytes: intish(1024, 64 * 1_048_576),
+      /** deeper JSON nesting is dead-lettered unparsed */
+      maxDepth: intish(2, 1000),
+      /** ts further ahead of the clock than this is dead-lettered */
+      maxFutureHours: intish(0, 24 * 365),
+      /** a consumer with waiting messages and no progress for this long is not ready */
+      stallSeconds: intish(5, 86_400),
+      /** how often lag is read from the broker's high watermarks */
+      lagIntervalSeconds: intish(1, 3600),
+    })
+    .refine((i) => !i.redactText || i.redactKey, {
+      message: '--redact-text needs a key: set EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE (at least 32 characters)',
+      path: ['redactKey'],
+    }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
 });
 
@@ -62,7 +111,23 @@ type Env = Record<string, string | undefined>;
 
 /** Build the config from environment variables, then apply overrides (e.g. CLI flags). */
 export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
-  const e = (k: string) => (env[k] === undefined || env[k] === '' ? undefined : env[k]);
+  const plain = (k: string) => (env[k] === undefined || env[k] === '' ? undefined : env[k]);
+  /** KEY, or the content of the file named by KEY_FILE (trailing newline dropped) */
+  const fromFile = (k: string, trim = true) => {
+    const f = plain(`${k}_FILE`);
+    if (f === undefined) return undefined;
+    try {
+      const v = fs.readFileSync(f, 'utf8');
+      return trim ? v.replace(/\r?\n$/, '') : v;
+    } catch (err) {
+      throw new ConfigError(
+        new z.ZodError([{ code: 'custom', path: [`${k}_FILE`], message: `cannot read ${f}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]),
+      );
+    }
+  };
+  const e = (k: string) => plain(k) ?? (k.endsWith('_FILE') ? undefined : fromFile(k));
+  const file = (k: string) => fromFile(k, false);
+  const saslUser = e('EVALGAP_KAFKA_SASL_USERNAME');
   const base = {
     kafka: {
       brokers: e('EVALGAP_KAFKA_BROKERS') ?? '127.0.0.1:9092',
@@ -70,6 +135,15 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       topic: e('EVALGAP_TOPIC') ?? 'evalgap.requests',
       dlqTopic: e('EVALGAP_DLQ_TOPIC') ?? 'evalgap.requests.dlq',
       group: e('EVALGAP_GROUP') ?? 'evalgap',
+      ssl: e('EVALGAP_KAFKA_SSL') ?? false,
+      sslCa: file('EVALGAP_KAFKA_SSL_CA'),
+      sasl: saslUser
+        ? {
+            mechanism: e('EVALGAP_KAFKA_SASL_MECHANISM') ?? 'scram-sha-512',
+            username: saslUser,
+            password: e('EVALGAP_KAFKA_SASL_PASSWORD') ?? '',
+          }
+        : undefined,
     },
     clickhouse: {
       url: e('EVALGAP_CLICKHOUSE_URL'),
@@ -78,6 +152,9 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       username: e('EVALGAP_CLICKHOUSE_USER') ?? 'default',
       password: e('EVALGAP_CLICKHOUSE_PASSWORD') ?? '',
       retentionDays: e('EVALGAP_RETENTION_DAYS') ?? 90,
+      caCert: file('EVALGAP_CLICKHOUSE_CA'),
+      cert: file('EVALGAP_CLICKHOUSE_CERT'),
+      key: file('EVALGAP_CLICKHOUSE_KEY'),
     },
     embed: {
       modelsDir: e('EVALGAP_MODELS_DIR') ?? path.join(PACKAGE_ROOT, 'models'),
@@ -90,6 +167,12 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       redactText: e('EVALGAP_REDACT_TEXT') ?? false,
       metricsPort: e('EVALGAP_METRICS_PORT') ?? 9464,
       maxBatchMessages: e('EVALGAP_MAX_BATCH') ?? 2000,
+      redactKey: e('EVALGAP_REDACT_KEY'),
+      maxMessageBytes: e('EVALGAP_MAX_MESSAGE_BYTES') ?? 1_048_576,
+      maxDepth: e('EVALGAP_MAX_DEPTH') ?? 32,
+      maxFutureHours: e('EVALGAP_MAX_FUTURE_HOURS') ?? 24,
+      stallSeconds: e('EVALGAP_STALL_SECONDS') ?? 120,
+      lagIntervalSeconds: e('EVALGAP_LAG_INTERVAL_SECONDS') ?? 10,
     },
     logLevel: e('EVALGAP_LOG_LEVEL') ?? 'info',
   };
@@ -109,9 +192,34 @@ export class ConfigError extends Error {
   }
 }
 
-/** A copy safe to print: secrets replaced. */
+/** A URL safe to print: user and password inside it replaced. Unparseable input is hidden whole. */
+export function maskUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username) u.username = '***';
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '[unparseable URL]';
+  }
+}
+
+/** A copy safe to print: secrets replaced, credentials in URLs masked, key material left out. */
 export function redactConfig(c: Config): Config {
-  return { ...c, clickhouse: { ...c.clickhouse, password: c.clickhouse.password ? '[redacted]' : '' } };
+  const r = (v: string | undefined) => (v ? '[redacted]' : v);
+  return {
+    ...c,
+    kafka: { ...c.kafka, sslCa: c.kafka.sslCa ? '[pem]' : undefined, sasl: c.kafka.sasl ? { ...c.kafka.sasl, password: '[redacted]' } : undefined },
+    clickhouse: {
+      ...c.clickhouse,
+      url: c.clickhouse.url ? maskUrl(c.clickhouse.url) : undefined,
+      password: c.clickhouse.password ? '[redacted]' : '',
+      caCert: c.clickhouse.caCert ? '[pem]' : undefined,
+      cert: c.clickhouse.cert ? '[pem]' : undefined,
+      key: r(c.clickhouse.key),
+    },
+    ingest: { ...c.ingest, redactKey: r(c.ingest.redactKey) },
+  };
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {

@@ -1,5 +1,5 @@
 /** kafkajs wiring shared by the consumer, the producer helpers and the CLI. */
-import { Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 
@@ -23,6 +23,8 @@ export function createKafka(cfg: Config['kafka'], clientId = cfg.clientId, logge
   return new Kafka({
     clientId,
     brokers: cfg.brokers,
+    ssl: cfg.ssl ? (cfg.sslCa ? { ca: [cfg.sslCa] } : true) : undefined,
+    sasl: cfg.sasl ? ({ mechanism: cfg.sasl.mechanism, username: cfg.sasl.username, password: cfg.sasl.password } as never) : undefined,
     logLevel: logLevel.WARN,
     logCreator: kafkaLogCreator(logger),
     retry: { initialRetryTime: 200, retries: 8 },
@@ -31,7 +33,10 @@ export function createKafka(cfg: Config['kafka'], clientId = cfg.clientId, logge
 }
 
 /** Create topics that do not exist yet (no-op for existing ones). */
-export async function ensureTopics(kafka: Kafka, topics: { topic: string; numPartitions?: number }[]): Promise<void> {
+export async function ensureTopics(
+  kafka: Kafka,
+  topics: { topic: string; numPartitions?: number; configEntries?: { name: string; value: string }[] }[],
+): Promise<void> {
   const admin: Admin = kafka.admin();
   await admin.connect();
   try {
@@ -40,9 +45,33 @@ export async function ensureTopics(kafka: Kafka, topics: { topic: string; numPar
     if (missing.length) {
       await admin.createTopics({
         waitForLeaders: true,
-        topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.numPartitions ?? 1, replicationFactor: 1 })),
+        topics: missing.map((t) => ({
+          topic: t.topic,
+          numPartitions: t.numPartitions ?? 1,
+          replicationFactor: 1,
+          ...(t.configEntries ? { configEntries: t.configEntries } : {}),
+        })),
       });
     }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * The largest record batch a topic accepts (its max.message.bytes, else the broker's
+ * message.max.bytes), or null when the broker does not say.
+ */
+export async function topicMaxMessageBytes(kafka: Kafka, topic: string): Promise<number | null> {
+  const admin: Admin = kafka.admin();
+  await admin.connect();
+  try {
+    const r = await admin.describeConfigs({
+      includeSynonyms: false,
+      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
+    });
+    const v = r.resources[0]?.configEntries.find((c) => c.configName === 'max.message.bytes')?.configValue;
+    return v ? Number(v) : null;
   } finally {
     await admin.disconnect();
   }

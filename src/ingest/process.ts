@@ -2,10 +2,10 @@
  * The transform in the middle of `evalgap run`: Kafka messages in, assigned rows and dead letters
  * out. Pure apart from the embedder call; knows nothing of Kafka clients or ClickHouse.
  */
-import { createHash } from 'node:crypto';
 import type { Embedder } from '../embed/embedder.js';
 import type { CoverageAssigner } from '../coverage/model.js';
-import { decodeRequest, type RequestLog } from '../schema/request.js';
+import { redactText } from '../schema/redact.js';
+import { decodeRequest, type DecodeOptions, type RequestLog } from '../schema/request.js';
 import type { RequestRow } from '../store/store.js';
 
 export interface SourceMessage {
@@ -26,6 +26,10 @@ export interface ProcessDeps {
   embedder: Embedder;
   assigner: CoverageAssigner;
   redactText: boolean;
+  /** the HMAC key of --redact-text (required when redactText is set) */
+  redactKey?: string;
+  /** size, depth and ts-window bounds of the message contract */
+  decode?: DecodeOptions;
   /** called between embedding chunks (kafkajs heartbeat) */
   onChunk?: () => Promise<void>;
   /** messages embedded and assigned per chunk */
@@ -47,7 +51,7 @@ function toRow(m: SourceMessage, r: RequestLog, deps: ProcessDeps): Omit<Request
     agent: r.agent,
     session_id: r.session_id,
     turn: r.turn,
-    query: deps.redactText ? createHash('sha256').update(r.query).digest('hex') : r.query,
+    query: deps.redactText ? redactText(r.query, deps.redactKey ?? '') : r.query,
     query_redacted: deps.redactText ? 1 : 0,
     escalated: r.escalated ? 1 : 0,
     outcome: r.outcome,
@@ -59,16 +63,25 @@ function toRow(m: SourceMessage, r: RequestLog, deps: ProcessDeps): Omit<Request
     kafka_topic: m.topic,
     kafka_partition: m.partition,
     kafka_offset: m.offset,
+    repaired: r.repaired ? 1 : 0,
   };
 }
 
 export async function processMessages(messages: readonly SourceMessage[], deps: ProcessDeps): Promise<ProcessResult> {
   const dead: DeadLetter[] = [];
-  const valid: { m: SourceMessage; r: RequestLog }[] = [];
+  const valid: { m: SourceMessage; r: RequestLog; base: ReturnType<typeof toRow> }[] = [];
   for (const m of messages) {
-    const d = decodeRequest(m.value);
-    if (d.ok) valid.push({ m, r: d.value });
-    else dead.push({ source: m, reason: d.reason });
+    const d = decodeRequest(m.value, deps.decode);
+    if (!d.ok) {
+      dead.push({ source: m, reason: d.reason });
+      continue;
+    }
+    try {
+      // anything a row cannot be built from is this message's fault alone
+      valid.push({ m, r: d.value, base: toRow(m, d.value, deps) });
+    } catch (e) {
+      dead.push({ source: m, reason: `cannot build the row: ${(e as Error).name}` });
+    }
   }
   const rows: RequestRow[] = [];
   let embedMs = 0;
@@ -95,7 +108,7 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
     part.forEach((v, j) => {
       truncated += emb.truncated[j];
       rows.push({
-        ...toRow(v.m, v.r, deps),
+        ...v.base,
         truncated: emb.truncated[j] ? 1 : 0,
         cluster: a.cluster[j],
         similarity: a.similarity[j],

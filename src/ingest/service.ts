@@ -2,23 +2,26 @@
  * `evalgap run`: a kafkajs consumer-group member that turns request logs into stored, assigned rows.
  *
  * Delivery: offsets are committed only after the batch's rows are in ClickHouse. Each row carries
- * its Kafka topic/partition/offset; after every rebalance an instance reads the highest offset
- * already stored for each partition it owns and skips redelivered messages at or below it, so a
- * crash between insert and commit neither loses nor duplicates rows. Rows of one partition are
- * inserted in offset order, one insert per day-partition run, so what is stored is always an
- * offset prefix. Each insert also carries a deduplication token (topic/partition/offset range), so
- * a retried insert is a no-op, in the table and the aggregates' view alike.
+ * its Kafka topic/partition/offset. Per batch slice: one insert of the raw rows (all days at once),
+ * the 'raw' progress mark, the slice's aggregates, the 'agg' mark, then the commit. After every
+ * rebalance an instance repairs each partition it owns (store.repairPartition: rows above the
+ * 'raw' mark are an unfinished insert and are deleted; missing aggregates are recomputed from raw
+ * rows under the token the interrupted insert had) and skips redelivered messages at or below the
+ * 'raw' mark. So a crash anywhere neither loses nor duplicates rows or aggregates. An insert that
+ * fails on its data (a ClickHouse data error, not an outage) is split in halves until the rows the
+ * engine refuses are isolated; those are dead-lettered with the reason and the rest stored.
  */
+import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
-import type { Config } from '../config/index.js';
+import { maskUrl, type Config } from '../config/index.js';
 import type { CoverageAssigner } from '../coverage/model.js';
 import type { Embedder } from '../embed/embedder.js';
-import type { RequestRow, Store } from '../store/store.js';
-import { ensureTopics } from './kafka.js';
+import { aggregateRows, aggToken, dataError, type IngestProgress, type RequestRow, type Store } from '../store/store.js';
+import { ensureTopics, topicMaxMessageBytes } from './kafka.js';
 import { createIngestMetrics, type IngestMetrics } from './metrics.js';
 import { processMessages, type DeadLetter, type SourceMessage } from './process.js';
 
@@ -43,7 +46,21 @@ export interface IngestOptions {
   /** partitions for the topics when evalgap creates them */
   partitions?: number;
   sessionTimeout?: number;
+  /** HMAC key of redactText */
+  redactKey?: string;
+  maxMessageBytes?: number;
+  maxDepth?: number;
+  /** rows older than this are dead-lettered (the TTL would delete them on arrival) */
+  retentionDays?: number;
+  maxFutureHours?: number;
+  stallSeconds?: number;
+  lagIntervalSeconds?: number;
+  /** called once when the consumer crashed for good: the process should exit non-zero */
+  onFatal?: (err: Error) => void;
 }
+
+/** Headroom kept below a topic's max.message.bytes for the key, headers and record-batch overhead. */
+const DLQ_HEADROOM = 64 * 1024;
 
 export function ingestOptionsFrom(cfg: Config, over: Partial<IngestOptions> = {}): IngestOptions {
   return {
@@ -53,26 +70,15 @@ export function ingestOptionsFrom(cfg: Config, over: Partial<IngestOptions> = {}
     redactText: cfg.ingest.redactText,
     maxBatchMessages: cfg.ingest.maxBatchMessages,
     metricsPort: cfg.ingest.metricsPort,
+    redactKey: cfg.ingest.redactKey,
+    maxMessageBytes: cfg.ingest.maxMessageBytes,
+    maxDepth: cfg.ingest.maxDepth,
+    retentionDays: cfg.clickhouse.retentionDays,
+    maxFutureHours: cfg.ingest.maxFutureHours,
+    stallSeconds: cfg.ingest.stallSeconds,
+    lagIntervalSeconds: cfg.ingest.lagIntervalSeconds,
     ...over,
   };
-}
-
-/** Split rows (already in offset order) into runs sharing a day, each inserted as one block. */
-export function dayRuns(rows: RequestRow[]): RequestRow[][] {
-  const runs: RequestRow[][] = [];
-  let cur: RequestRow[] = [];
-  let day = '';
-  for (const r of rows) {
-    const d = r.ts.slice(0, 10);
-    if (cur.length && d !== day) {
-      runs.push(cur);
-      cur = [];
-    }
-    day = d;
-    cur.push(r);
-  }
-  if (cur.length) runs.push(cur);
-  return runs;
 }
 
 export class IngestService {
@@ -80,13 +86,23 @@ export class IngestService {
   private consumer: Consumer | null = null;
   private producer: Producer | null = null;
   private server: http.Server | null = null;
-  private readonly watermarks = new Map<string, bigint>();
+  private readonly watermarks = new Map<string, IngestProgress>();
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   private running = false;
   private stopping: Promise<void> | null = null;
   /** partitions this instance has been assigned (across rebalances), for tests and logs */
   readonly assigned = new Set<string>();
   private storeHealthy = true;
+  /** set when the consumer crashed for good: liveness fails, the process is expected to exit */
+  private crashed: Error | null = null;
+  private brokerOk = true;
+  private brokerError = '';
+  /** messages waiting (high watermark − committed), from the broker, by the lag timer */
+  private waiting = 0;
+  private lastProgress = Date.now();
+  private lagTimer: NodeJS.Timeout | null = null;
+  /** the largest dead-letter value that fits the dead-letter topic */
+  private dlqValueCap = 1_048_576 - DLQ_HEADROOM;
   port = 0;
 
   constructor(
@@ -99,10 +115,15 @@ export class IngestService {
   async start(): Promise<void> {
     const { kafka, logger, store, assigner } = this.deps;
     const o = this.opts;
+    const maxBytes = o.maxMessageBytes ?? 1_048_576;
     await ensureTopics(kafka, [
       { topic: o.topic, numPartitions: o.partitions ?? 1 },
-      { topic: o.dlqTopic, numPartitions: 1 },
+      // a dead letter carries the original bytes: the topic takes the largest accepted message
+      { topic: o.dlqTopic, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: String(maxBytes + DLQ_HEADROOM) }] },
     ]);
+    // an existing dead-letter topic may be smaller: larger values are truncated to fit, with size and hash
+    const dlqMax = await topicMaxMessageBytes(kafka, o.dlqTopic).catch(() => null);
+    this.dlqValueCap = Math.max(1024, (dlqMax ?? 1_048_588) - DLQ_HEADROOM);
     await store.registerClusters(
       assigner.model.manifest.clusters.map((c) => ({
         model_version: assigner.version,
@@ -131,12 +152,24 @@ export class IngestService {
       }
       logger.info({ assignment: e.payload.memberAssignment, group: o.group }, 'joined consumer group');
     });
-    c.on(c.events.CRASH, (e) => logger.error({ err: e.payload.error, restart: e.payload.restart }, 'consumer crashed'));
+    c.on(c.events.CRASH, (e) => {
+      logger.error({ err: e.payload.error, restart: e.payload.restart }, 'consumer crashed');
+      // kafkajs restarts the consumer after retriable errors; any other crash leaves a member that
+      // consumes nothing: that is fatal (liveness fails, the process exits non-zero), never a zombie
+      if (!e.payload.restart && this.running) this.fatal(e.payload.error);
+    });
+    c.on(c.events.FETCH, () => {
+      this.brokerOk = true;
+    });
     await c.connect();
     await c.subscribe({ topic: o.topic, fromBeginning: o.fromBeginning ?? true });
     this.loopDelay.enable();
     if (o.metricsPort >= 0) await this.startHttp(o.metricsPort);
     this.running = true;
+    this.lastProgress = Date.now();
+    this.lagTimer = setInterval(() => void this.measureLag(), (o.lagIntervalSeconds ?? 10) * 1000);
+    this.lagTimer.unref();
+    void this.measureLag();
     await c.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
@@ -144,19 +177,73 @@ export class IngestService {
       eachBatch: (p) => this.handleBatch(p),
     });
     logger.info(
-      { topic: o.topic, group: o.group, model: assigner.version, store: store.location, metricsPort: this.port },
+      { topic: o.topic, group: o.group, model: assigner.version, store: maskUrl(store.location), metricsPort: this.port },
       'evalgap run started',
     );
   }
 
-  private async watermark(topic: string, partition: number): Promise<bigint> {
+  /** The partition's progress marks, repaired once after each (re)assignment. */
+  private async watermark(topic: string, partition: number): Promise<IngestProgress> {
     const key = `${topic}:${partition}`;
     let w = this.watermarks.get(key);
     if (w === undefined) {
-      w = await this.withStoreRetry(() => this.deps.store.storedHighWatermark(topic, partition), () => true);
+      const r = await this.withStoreRetry(() => this.deps.store.repairPartition(topic, partition), () => true);
+      if (r.deleted || r.aggregated) {
+        this.deps.logger.info({ topic, partition, deletedUnfinished: r.deleted, aggregatesRepaired: r.aggregated, raw: String(r.raw) }, 'partition repaired');
+      }
+      w = { raw: r.raw, agg: r.agg };
       this.watermarks.set(key, w);
     }
     return w;
+  }
+
+  private fatal(err: Error): void {
+    if (this.crashed) return;
+    this.crashed = err;
+    this.running = false;
+    this.deps.logger.fatal({ err }, 'the consumer stopped for good; exiting so that a supervisor restarts it');
+    this.opts.onFatal?.(err);
+  }
+
+  /** Lag from the broker's high watermarks and the group's committed offsets, on a timer. */
+  private async measureLag(): Promise<void> {
+    if (!this.running) return;
+    const admin = this.deps.kafka.admin();
+    try {
+      await admin.connect();
+      const ends = await admin.fetchTopicOffsets(this.opts.topic);
+      const [committed] = await admin.fetchOffsets({ groupId: this.opts.group, topics: [this.opts.topic] });
+      let waiting = 0;
+      for (const e of ends) {
+        const c = committed?.partitions.find((p) => p.partition === e.partition);
+        const done = c && BigInt(c.offset) >= 0n ? BigInt(c.offset) : BigInt(e.low);
+        const lag = Math.max(0, Number(BigInt(e.high) - done));
+        waiting += lag;
+        this.metrics.lag.set({ topic: this.opts.topic, partition: String(e.partition) }, lag);
+      }
+      // the stall clock starts when messages start waiting, not at the last batch of an idle stream
+      if (this.waiting === 0) this.lastProgress = Date.now();
+      this.waiting = waiting;
+      this.brokerOk = true;
+      this.brokerError = '';
+    } catch (e) {
+      this.brokerOk = false;
+      this.brokerError = (e as Error).message;
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
+  /** Liveness and readiness, with the reasons. */
+  health(): { live: boolean; ready: boolean; reasons: string[]; stalledSeconds: number } {
+    const reasons: string[] = [];
+    if (this.crashed) reasons.push(`consumer crashed: ${this.crashed.message}`);
+    else if (!this.running) reasons.push('not running');
+    if (!this.storeHealthy) reasons.push('store failing');
+    if (!this.brokerOk) reasons.push(`broker unreachable: ${this.brokerError}`);
+    const stalledSeconds = this.waiting > 0 ? (Date.now() - this.lastProgress) / 1000 : 0;
+    if (stalledSeconds > (this.opts.stallSeconds ?? 120)) reasons.push(`no progress for ${Math.round(stalledSeconds)} s with ${this.waiting} messages waiting`);
+    return { live: this.running && !this.crashed, ready: reasons.length === 0, reasons, stalledSeconds };
   }
 
   /** Retry a store call with backoff until it succeeds or the service stops (then it throws). */
@@ -167,6 +254,8 @@ export class IngestService {
       minTimeout: 200,
       maxTimeout: 10_000,
       factor: 2,
+      // a data error is not an outage: no retry can fix it (the caller isolates the rows)
+      shouldRetry: (e) => dataError(e) === null,
       onFailedAttempt: async (e) => {
         this.metrics.storeErrors.inc();
         this.storeHealthy = false;
@@ -184,7 +273,10 @@ export class IngestService {
     const { topic, partition } = batch;
     const m = this.metrics;
     if (batch.messages.length === 0) return;
-    const stored = await this.watermark(topic, partition);
+    this.lastProgress = Date.now();
+    const key = `${topic}:${partition}`;
+    let prog = await this.watermark(topic, partition);
+    const stored = prog.raw;
     for (let i = 0; i < batch.messages.length && isRunning() && !isStale(); i += this.opts.maxBatchMessages) {
       const slice = batch.messages.slice(i, i + this.opts.maxBatchMessages);
       const fresh: SourceMessage[] = [];
@@ -194,34 +286,66 @@ export class IngestService {
       }
       m.consumed.inc({ topic }, slice.length);
       m.batchSize.observe(slice.length);
+      const now = Date.now();
+      const retention = this.opts.retentionDays ?? 90;
+      const future = this.opts.maxFutureHours ?? 24;
       const res = await processMessages(fresh, {
         embedder: this.deps.embedder,
         assigner: this.deps.assigner,
         redactText: this.opts.redactText,
+        redactKey: this.opts.redactKey,
+        decode: {
+          maxBytes: this.opts.maxMessageBytes,
+          maxDepth: this.opts.maxDepth,
+          window: {
+            // a row older than the retention would be deleted by the TTL on arrival: refused instead
+            min: now - retention * 86_400_000 + 3_600_000,
+            max: now + future * 3_600_000,
+            minReason: `is older than the retention of ${retention} days (EVALGAP_RETENTION_DAYS)`,
+            maxReason: `is more than ${future} h in the future (EVALGAP_MAX_FUTURE_HOURS)`,
+          },
+        },
         onChunk: () => heartbeat(),
       });
       m.embedSeconds.observe((res.embedMs + res.assignMs) / 1000);
-      if (res.dead.length) await this.deadLetter(res.dead);
+      const bySource = new Map(fresh.map((f) => [f.offset, f]));
+      const dead: DeadLetter[] = [...res.dead];
+      let good: RequestRow[] = res.rows;
       let resume: (() => void) | null = null;
+      const onStoreFailure = async () => {
+        if (!resume) {
+          resume = pause();
+          m.paused.inc();
+        }
+        await heartbeat();
+        return true;
+      };
       const t = performance.now();
+      const hi = BigInt(slice[slice.length - 1].offset);
       try {
         // A member that has lost its place in the group (a rebalance, or a session that timed out
         // during a long store outage) must not insert: another member may own the partition now.
         // heartbeat() throws then; the batch is given up uncommitted and redelivered to the owner.
         await heartbeat();
-        for (const run of dayRuns(res.rows)) {
-          const token = `${topic}:${partition}:${run[0].kafka_offset}-${run[run.length - 1].kafka_offset}`;
-          await this.withStoreRetry(
-            () => this.deps.store.insertRequests(run, token),
-            async () => {
-              if (!resume) {
-                resume = pause();
-                m.paused.inc();
-              }
-              await heartbeat();
-              return true;
-            },
-          );
+        if (res.rows.length) {
+          // one insert for the whole slice, whatever days it spans; the nonce keeps a token of a
+          // deleted unfinished insert from swallowing the same offsets consumed again
+          const token = `raw:${topic}:${partition}:${res.rows[0].kafka_offset}-${hi}:${randomUUID()}`;
+          const out = await this.insertIsolating(res.rows, token, onStoreFailure);
+          good = out.stored;
+          for (const r of out.rejected) {
+            dead.push({ source: bySource.get(r.row.kafka_offset)!, reason: r.reason });
+          }
+        }
+        // dead letters are durable before the raw mark moves past them (a crash re-sends them)
+        if (dead.length) await this.deadLetter(dead);
+        if (good.length) {
+          await this.withStoreRetry(() => this.deps.store.setProgress(topic, partition, 'raw', hi), onStoreFailure);
+          const agg = aggregateRows(good);
+          const token = aggToken(topic, partition, prog.agg, hi);
+          await this.withStoreRetry(() => this.deps.store.insertAggregates(agg, token), onStoreFailure);
+          await this.withStoreRetry(() => this.deps.store.setProgress(topic, partition, 'agg', hi), onStoreFailure);
+          prog = { raw: hi, agg: hi };
         }
       } finally {
         if (resume) {
@@ -230,35 +354,88 @@ export class IngestService {
         }
       }
       m.storeSeconds.observe((performance.now() - t) / 1000);
-      m.stored.inc({ topic }, res.rows.length);
-      m.deadLettered.inc({ topic }, res.dead.length);
-      m.uncovered.inc({ topic }, res.rows.filter((r) => r.covered === 0).length);
+      m.stored.inc({ topic }, good.length);
+      m.deadLettered.inc({ topic }, dead.length);
+      m.uncovered.inc({ topic }, good.filter((r) => r.covered === 0).length);
       const last = slice[slice.length - 1].offset;
-      this.watermarks.set(`${topic}:${partition}`, BigInt(last) > stored ? BigInt(last) : stored);
+      this.watermarks.set(key, prog);
       resolveOffset(last);
       // rows are durable: now, and only now, the offset may be committed
       await this.consumer!.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
+      this.lastProgress = Date.now();
       m.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last) - 1n)));
       await heartbeat();
     }
   }
 
+  /**
+   * Insert rows as one block; when ClickHouse refuses the data (not an outage), split in halves
+   * until the refused rows are isolated. Outages are retried (with the partition paused).
+   */
+  private async insertIsolating(
+    rows: RequestRow[],
+    token: string,
+    onStoreFailure: () => Promise<boolean>,
+  ): Promise<{ stored: RequestRow[]; rejected: { row: RequestRow; reason: string }[] }> {
+    try {
+      await this.withStoreRetry(() => this.deps.store.insertRequests(rows, token), onStoreFailure);
+      return { stored: rows, rejected: [] };
+    } catch (e) {
+      const d = dataError(e);
+      if (!d) throw e;
+      if (rows.length === 1) {
+        // the engine's message may quote the data: only its name and code are kept
+        return { stored: [], rejected: [{ row: rows[0], reason: `ClickHouse refused the row: ${d.type} (code ${d.code})` }] };
+      }
+      const mid = rows.length >> 1;
+      const a = await this.insertIsolating(rows.slice(0, mid), `${token}/a`, onStoreFailure);
+      const b = await this.insertIsolating(rows.slice(mid), `${token}/b`, onStoreFailure);
+      return { stored: [...a.stored, ...b.stored], rejected: [...a.rejected, ...b.rejected] };
+    }
+  }
+
   private async deadLetter(dead: DeadLetter[]): Promise<void> {
-    await this.producer!.send({
-      topic: this.opts.dlqTopic,
-      acks: -1,
-      messages: dead.map((d) => ({
-        key: d.source.key ?? null,
-        value: d.source.value,
-        headers: {
-          'evalgap-error': d.reason.slice(0, 2000),
-          'evalgap-source-topic': d.source.topic,
-          'evalgap-source-partition': String(d.source.partition),
-          'evalgap-source-offset': d.source.offset,
-          'evalgap-failed-at': new Date().toISOString(),
-        },
-      })),
+    const cap = this.dlqValueCap;
+    const messages = dead.map((d) => {
+      const value = d.source.value ?? null;
+      const headers: Record<string, string> = {
+        'evalgap-error': d.reason.slice(0, 2000),
+        'evalgap-source-topic': d.source.topic,
+        'evalgap-source-partition': String(d.source.partition),
+        'evalgap-source-offset': d.source.offset,
+        'evalgap-failed-at': new Date().toISOString(),
+      };
+      let v = value;
+      if (value && value.length > cap) {
+        // too large for the dead-letter topic: the head is kept, with the size and hash of the whole
+        headers['evalgap-truncated'] = 'true';
+        headers['evalgap-original-bytes'] = String(value.length);
+        headers['evalgap-original-sha256'] = createHash('sha256').update(value).digest('hex');
+        v = value.subarray(0, cap);
+      }
+      let k = d.source.key ?? null;
+      if (k && k.length > 1024) {
+        headers['evalgap-original-key-sha256'] = createHash('sha256').update(k).digest('hex');
+        k = null;
+      }
+      return { key: k, value: v, headers };
     });
+    // one produce request per group of messages that fits the topic's record-batch limit
+    let group: typeof messages = [];
+    let bytes = 0;
+    const flush = async () => {
+      if (!group.length) return;
+      await this.producer!.send({ topic: this.opts.dlqTopic, acks: -1, messages: group });
+      group = [];
+      bytes = 0;
+    };
+    for (const msg of messages) {
+      const size = (msg.value?.length ?? 0) + 1024;
+      if (group.length && bytes + size > cap) await flush();
+      group.push(msg);
+      bytes += size;
+    }
+    await flush();
     for (const d of dead) {
       this.deps.logger.warn(
         { topic: d.source.topic, partition: d.source.partition, offset: d.source.offset, reason: d.reason },
@@ -272,11 +449,23 @@ export class IngestService {
       if (req.url === '/metrics') {
         res.setHeader('content-type', this.metrics.registry.contentType);
         res.end(await this.metrics.registry.metrics());
-      } else if (req.url === '/healthz') {
-        const ok = this.running && this.storeHealthy;
+      } else if (req.url === '/healthz' || req.url === '/readyz') {
+        // /healthz: liveness (the consumer is alive; restart me when not); /readyz: readiness
+        // (broker reachable, store writing, no stall while messages wait)
+        const h = this.health();
+        const ok = req.url === '/healthz' ? h.live : h.ready;
         res.statusCode = ok ? 200 : 503;
         res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ status: ok ? 'ok' : 'unhealthy', running: this.running, store: this.storeHealthy }));
+        res.end(
+          JSON.stringify({
+            status: ok ? 'ok' : 'unhealthy',
+            running: this.running,
+            store: this.storeHealthy,
+            broker: this.brokerOk,
+            waiting: this.waiting,
+            reasons: h.reasons,
+          }),
+        );
       } else {
         res.statusCode = 404;
         res.end('not found\n');
@@ -303,6 +492,7 @@ export class IngestService {
     if (!this.stopping) {
       this.stopping = (async () => {
         this.running = false;
+        if (this.lagTimer) clearInterval(this.lagTimer);
         await this.consumer?.disconnect();
         await this.producer?.disconnect();
         this.loopDelay.disable();

@@ -35,6 +35,9 @@ export async function createStoreClient(cfg: Config['clickhouse']): Promise<Stor
       password: cfg.password,
       clickhouse_settings: CLICKHOUSE_SETTINGS,
       request_timeout: 60_000,
+      ...(cfg.caCert
+        ? { tls: cfg.cert && cfg.key ? { ca_cert: Buffer.from(cfg.caCert), cert: Buffer.from(cfg.cert), key: Buffer.from(cfg.key) } : { ca_cert: Buffer.from(cfg.caCert) } }
+        : {}),
     });
     const u = new URL(cfg.url);
     u.username = '';

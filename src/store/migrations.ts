@@ -93,4 +93,33 @@ export const MIGRATIONS: Migration[] = [
        ORDER BY (model_version, cluster)`,
     ],
   },
+  {
+    version: 2,
+    name: 'repaired flag, offset index, ingest progress ledger; aggregates written by evalgap (no view)',
+    statements: [
+      `ALTER TABLE {db}.requests ADD COLUMN IF NOT EXISTS repaired UInt8 DEFAULT 0
+       COMMENT '1 when lone UTF-16 surrogates in the message were replaced by U+FFFD'`,
+      `ALTER TABLE {db}.requests ADD INDEX IF NOT EXISTS kafka_position (kafka_partition, kafka_offset) TYPE minmax GRANULARITY 1`,
+      // per topic partition: the highest offset whose raw rows ('raw') and aggregates ('agg') are
+      // complete. Rows above 'raw' are an unfinished insert (removed on assignment); 'agg' below
+      // 'raw' is an aggregate insert to repeat from the raw rows, with the same deduplication token.
+      `CREATE TABLE IF NOT EXISTS {db}.ingest_progress
+       (
+         kafka_topic     LowCardinality(String),
+         kafka_partition UInt32,
+         stage           LowCardinality(String),
+         offset          Int64,
+         at              DateTime64(3, 'UTC') DEFAULT now64(3)
+       )
+       ENGINE = ReplacingMergeTree(offset)
+       ORDER BY (kafka_topic, kafka_partition, stage)`,
+      // what the view aggregated so far is complete up to the highest stored offset (seed once)
+      `INSERT INTO {db}.ingest_progress (kafka_topic, kafka_partition, stage, offset)
+       SELECT kafka_topic, kafka_partition, stage, toInt64(max(kafka_offset))
+       FROM {db}.requests ARRAY JOIN ['raw', 'agg'] AS stage
+       WHERE (SELECT count() FROM {db}.ingest_progress) = 0
+       GROUP BY kafka_topic, kafka_partition, stage`,
+      `DROP VIEW IF EXISTS {db}.coverage_5m_mv`,
+    ],
+  },
 ];

@@ -31,6 +31,86 @@ export interface RequestRow {
   kafka_topic: string;
   kafka_partition: number;
   kafka_offset: string; // UInt64 as a decimal string
+  /** 1 when lone surrogates were replaced by U+FFFD (migration 2) */
+  repaired?: 0 | 1;
+}
+
+/** One row of {db}.coverage_5m as inserted. */
+export interface CoverageAggRow {
+  bucket: string;
+  agent: string;
+  model_version: string;
+  cluster: number;
+  requests: number;
+  uncovered: number;
+  escalated: number;
+  refused: number;
+  failed: number;
+  truncated: number;
+  latency_ms_sum: number;
+  cost_usd_sum: number;
+}
+
+/** The 5-minute aggregates of some rows, exactly as the repair query computes them from raw rows. */
+export function aggregateRows(rows: readonly RequestRow[]): CoverageAggRow[] {
+  const out = new Map<string, CoverageAggRow>();
+  for (const r of rows) {
+    const ms = Date.parse(r.ts);
+    const bucket = new Date(ms - (((ms % 300_000) + 300_000) % 300_000)).toISOString().slice(0, 19).replace('T', ' ');
+    const key = JSON.stringify([bucket, r.agent, r.model_version, r.cluster]);
+    let a = out.get(key);
+    if (!a) {
+      a = { bucket, agent: r.agent, model_version: r.model_version, cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, truncated: 0, latency_ms_sum: 0, cost_usd_sum: 0 };
+      out.set(key, a);
+    }
+    a.requests++;
+    a.uncovered += r.covered === 0 ? 1 : 0;
+    a.escalated += r.escalated === 1 ? 1 : 0;
+    a.refused += r.outcome === 'refused' ? 1 : 0;
+    a.failed += r.outcome === 'failed' ? 1 : 0;
+    a.truncated += r.truncated === 1 ? 1 : 0;
+    a.latency_ms_sum += r.latency_ms ?? 0;
+    a.cost_usd_sum += r.cost_usd ?? 0;
+  }
+  return [...out.values()];
+}
+
+/**
+ * ClickHouse exception codes that mean the data of an insert is bad (a retry cannot help), as
+ * opposed to an outage: the rows are isolated and dead-lettered instead of retried.
+ */
+const DATA_ERROR_CODES = new Set([
+  6, // CANNOT_PARSE_TEXT
+  25, // CANNOT_PARSE_ESCAPE_SEQUENCE (e.g. a lone surrogate)
+  26, // CANNOT_PARSE_QUOTED_STRING
+  27, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+  32, // ATTEMPT_TO_READ_AFTER_EOF
+  33, // CANNOT_READ_ALL_DATA
+  38, // CANNOT_PARSE_DATE
+  41, // CANNOT_PARSE_DATETIME
+  53, // TYPE_MISMATCH
+  69, // ARGUMENT_OUT_OF_BOUND
+  70, // CANNOT_CONVERT_TYPE
+  72, // CANNOT_PARSE_NUMBER
+  117, // INCORRECT_DATA
+  131, // TOO_LARGE_STRING_SIZE
+  321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+  349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+  407, // DECIMAL_OVERFLOW
+]);
+
+/** The error's ClickHouse code and name when it is a data error, else null (an outage: retry). */
+export function dataError(e: unknown): { code: number; type: string } | null {
+  const code = Number((e as { code?: unknown })?.code);
+  if (!Number.isInteger(code) || !DATA_ERROR_CODES.has(code)) return null;
+  return { code, type: String((e as { type?: unknown }).type ?? 'DATA_ERROR') };
+}
+
+export interface IngestProgress {
+  /** highest offset whose raw rows are complete, -1 when none */
+  raw: bigint;
+  /** highest offset whose aggregates are complete, -1 when none */
+  agg: bigint;
 }
 
 export interface ClusterRow {
@@ -40,6 +120,13 @@ export interface ClusterRow {
   size: number;
   share: number;
   examples: string[];
+}
+
+const ONE_BLOCK = { max_insert_block_size: '10000000', min_insert_block_size_rows: '0', min_insert_block_size_bytes: '0' } as const;
+
+/** The deduplication token of the aggregates of the offsets (from, to]: the same for the insert and its repair. */
+export function aggToken(topic: string, partition: number, from: bigint, to: bigint): string {
+  return `agg:${topic}:${partition}:${from}:${to}`;
 }
 
 export class Store {
@@ -102,7 +189,8 @@ export class Store {
   /** Make the TTL of the tables match the configured retention (it may change after creation). */
   private async applyRetention(): Promise<void> {
     const ttl: Record<string, string> = {
-      requests: `toDateTime(ts) + toIntervalDay(${this.retentionDays})`,
+      // clamped: toDateTime(ts) wraps after 2106-02-07 (a 2299 row got a 2027 expiry)
+      requests: `toDateTime(least(ts, toDateTime64('2105-12-31 23:59:59', 3, 'UTC'))) + toIntervalDay(${this.retentionDays})`,
       coverage_5m: `bucket + toIntervalDay(${this.retentionDays})`,
     };
     const rows = await this.query<{ name: string; q: string }>(
@@ -110,7 +198,8 @@ export class Store {
       { db: this.database },
     );
     for (const r of rows) {
-      if (r.q.includes(`toIntervalDay(${this.retentionDays})`) || r.q.includes(`INTERVAL ${this.retentionDays} DAY`)) continue;
+      const sameDays = r.q.includes(`toIntervalDay(${this.retentionDays})`) || r.q.includes(`INTERVAL ${this.retentionDays} DAY`);
+      if (sameDays && (r.name !== 'requests' || r.q.includes('least('))) continue;
       await this.client.command({
         query: `ALTER TABLE ${this.t(r.name)} MODIFY TTL ${ttl[r.name]}`,
         clickhouse_settings: { materialize_ttl_after_modify: 0 },
@@ -140,11 +229,90 @@ export class Store {
       format: 'JSONEachRow',
       clickhouse_settings: {
         ...(dedupToken ? { insert_deduplication_token: dedupToken } : {}),
-        max_insert_block_size: '10000000',
-        min_insert_block_size_rows: '0',
-        min_insert_block_size_bytes: '0',
+        ...ONE_BLOCK,
+        // one insert per batch may span every day of the retention (a part per day)
+        max_partitions_per_insert_block: String(Math.max(100, this.retentionDays + 2)),
       },
     });
+  }
+
+  /** Insert aggregate rows as one block; the token makes a repeat (or the repair) a no-op. */
+  async insertAggregates(rows: CoverageAggRow[], dedupToken: string): Promise<void> {
+    if (rows.length === 0) return;
+    await this.client.insert({
+      table: this.t('coverage_5m'),
+      values: rows,
+      format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: dedupToken, ...ONE_BLOCK, max_partitions_per_insert_block: '0' },
+    });
+  }
+
+  async progress(topic: string, partition: number): Promise<IngestProgress> {
+    const r = await this.query<{ raw: string; agg: string }>(
+      `SELECT toString(maxIf(offset, stage = 'raw')) AS raw, toString(maxIf(offset, stage = 'agg')) AS agg,
+              countIf(stage = 'raw') AS nr, countIf(stage = 'agg') AS na
+       FROM ${this.t('ingest_progress')} WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32}`,
+      { topic, partition },
+    );
+    const row = r[0] as { raw: string; agg: string; nr?: string; na?: string } | undefined;
+    return {
+      raw: row && Number(row.nr) > 0 ? BigInt(row.raw) : -1n,
+      agg: row && Number(row.na) > 0 ? BigInt(row.agg) : -1n,
+    };
+  }
+
+  async setProgress(topic: string, partition: number, stage: 'raw' | 'agg', offset: bigint): Promise<void> {
+    await this.client.insert({
+      table: this.t('ingest_progress'),
+      values: [{ kafka_topic: topic, kafka_partition: partition, stage, offset: offset.toString() }],
+      format: 'JSONEachRow',
+    });
+  }
+
+  /**
+   * Make a partition consistent before consuming it (after a crash or a rebalance): raw rows above
+   * the 'raw' mark are an unfinished insert and are deleted (their messages are consumed again);
+   * aggregates missing between 'agg' and 'raw' are computed from the raw rows and inserted with the
+   * very token the interrupted insert had, so whatever part of it landed is not counted twice.
+   * Returns the progress after repair: messages at or below `raw` are already stored.
+   */
+  async repairPartition(topic: string, partition: number): Promise<IngestProgress & { deleted: number; aggregated: boolean }> {
+    const p = await this.progress(topic, partition);
+    let deleted = 0;
+    const from = (p.raw + 1n).toString();
+    const [above] = await this.query<{ n: string }>(
+      `SELECT count() AS n FROM ${this.t('requests')}
+       WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} AND kafka_offset >= {from:UInt64}`,
+      { topic, partition, from },
+    );
+    if (Number(above?.n ?? 0) > 0) {
+      deleted = Number(above.n);
+      await this.client.command({
+        query: `DELETE FROM ${this.t('requests')}
+                WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} AND kafka_offset >= {from:UInt64}`,
+        query_params: { topic, partition, from },
+      });
+    }
+    let aggregated = false;
+    if (p.agg < p.raw) {
+      await this.client.command({
+        query: `INSERT INTO ${this.t('coverage_5m')}
+                  (bucket, agent, model_version, cluster, requests, uncovered, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum)
+                SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster,
+                       count(), countIf(covered = 0), countIf(escalated = 1), countIf(outcome = 'refused'),
+                       countIf(outcome = 'failed'), countIf(truncated = 1), sum(ifNull(latency_ms, 0)), sum(ifNull(cost_usd, 0))
+                FROM ${this.t('requests')}
+                WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32}
+                  AND kafka_offset >= {lo:UInt64} AND kafka_offset <= {hi:UInt64}
+                GROUP BY bucket, agent, model_version, cluster
+                ORDER BY bucket, agent, model_version, cluster`,
+        query_params: { topic, partition, lo: (p.agg + 1n).toString(), hi: p.raw.toString() },
+        clickhouse_settings: { insert_deduplication_token: aggToken(topic, partition, p.agg, p.raw), ...ONE_BLOCK, max_partitions_per_insert_block: '0' },
+      });
+      await this.setProgress(topic, partition, 'agg', p.raw);
+      aggregated = true;
+    }
+    return { raw: p.raw, agg: p.raw, deleted, aggregated };
   }
 
   /** The highest Kafka offset stored for a topic partition, or -1 when none is. */

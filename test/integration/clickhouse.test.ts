@@ -1,6 +1,6 @@
 /** The embedded ClickHouse engine (chdb) through @clickhouse/client: migrations, inserts, parameters, views. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Store, type RequestRow } from '../../src/store/store.js';
+import { Store, aggToken, aggregateRows, dataError, type RequestRow } from '../../src/store/store.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { testConfig, tmpDir } from '../helpers/fixtures.js';
 
@@ -48,13 +48,16 @@ describe('Store on the embedded engine', () => {
       { db: store.database },
     );
     expect(tables.map((t) => t.name)).toEqual(
-      expect.arrayContaining(['requests', 'coverage_5m', 'coverage_5m_mv', 'coverage_clusters', 'schema_migrations']),
+      expect.arrayContaining(['requests', 'coverage_5m', 'coverage_clusters', 'ingest_progress', 'schema_migrations']),
     );
+    // aggregates are written by evalgap with the raw rows' progress marks, not by a view
+    expect(tables.map((t) => t.name)).not.toContain('coverage_5m_mv');
   });
 
   it('inserts rows, binds parameters, and keeps aggregates equal to the raw rows', async () => {
     const rows = Array.from({ length: 40 }, (_, i) => row(i));
     await store.insertRequests(rows, 't:0:0-39');
+    await store.insertAggregates(aggregateRows(rows), aggToken('t', 0, -1n, 39n));
     const hit = await store.query<{ request_id: string; query: string }>(
       `SELECT request_id, query FROM ${store.t('requests')} WHERE query = {q:String}`,
       { q: "text 7 with 'quotes' and {braces}" },
@@ -70,10 +73,12 @@ describe('Store on the embedded engine', () => {
     expect(agg).toEqual(raw);
   });
 
-  it('makes a retried insert with the same token a no-op, in the table and in the view', async () => {
+  it('makes a retried insert with the same token a no-op, in the table and in the aggregates', async () => {
     const rows = Array.from({ length: 5 }, (_, i) => row(100 + i, { kafka_partition: 3 }));
     await store.insertRequests(rows, 't:3:100-104');
     await store.insertRequests(rows, 't:3:100-104');
+    await store.insertAggregates(aggregateRows(rows), aggToken('t', 3, 99n, 104n));
+    await store.insertAggregates(aggregateRows(rows), aggToken('t', 3, 99n, 104n));
     const [raw] = await store.query<{ n: string }>(`SELECT count() n FROM ${store.t('requests')} WHERE kafka_partition = 3`);
     const [agg] = await store.query<{ n: string }>(`SELECT sum(requests) n FROM ${store.t('coverage_5m')}`);
     expect(raw.n).toBe('5');
@@ -85,5 +90,70 @@ describe('Store on the embedded engine', () => {
     expect(await store.storedHighWatermark('t', 3)).toBe(104n);
     expect(await store.storedHighWatermark('t', 9)).toBe(-1n);
     expect(await store.storedHighWatermark('other', 0)).toBe(-1n);
+  });
+  const totals = async (topic: string, partition: number) => {
+    const [raw] = await store.query<{ n: string; u: string }>(
+      `SELECT count() n, countIf(covered = 0) u FROM ${store.t('requests')} WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}`,
+      { t: topic, p: partition },
+    );
+    return raw;
+  };
+  const aggTotal = async () =>
+    (await store.query<{ n: string }>(`SELECT toString(sum(requests)) n FROM ${store.t('coverage_5m')}`))[0].n;
+
+  it('repairs a partition after a crash at each step: raw rows past the mark deleted, missing aggregates recomputed once', async () => {
+    const T = 'crash';
+    const before = BigInt(await aggTotal());
+    // slice 1 completed: raw, raw mark, aggregates, agg mark
+    const s1 = Array.from({ length: 10 }, (_, i) => row(i, { kafka_topic: T, kafka_partition: 1, kafka_offset: String(i) }));
+    await store.insertRequests(s1, 'raw:1');
+    await store.setProgress(T, 1, 'raw', 9n);
+    await store.insertAggregates(aggregateRows(s1), aggToken(T, 1, -1n, 9n));
+    await store.setProgress(T, 1, 'agg', 9n);
+    // slice 2: raw rows landed, crash before the raw mark (spanning two days: one insert)
+    const s2 = Array.from({ length: 6 }, (_, i) =>
+      row(10 + i, { kafka_topic: T, kafka_partition: 1, kafka_offset: String(10 + i), ts: new Date(Date.UTC(2026, 10, 20 + (i % 2), 1)).toISOString() }),
+    );
+    await store.insertRequests(s2, 'raw:2');
+    let r = await store.repairPartition(T, 1);
+    expect(r).toMatchObject({ raw: 9n, agg: 9n, deleted: 6, aggregated: false });
+    expect((await totals(T, 1)).n).toBe('10');
+    // the same offsets consumed again under a new token, raw mark set, crash before the aggregates
+    await store.insertRequests(s2, 'raw:2-again');
+    await store.setProgress(T, 1, 'raw', 15n);
+    r = await store.repairPartition(T, 1);
+    expect(r).toMatchObject({ raw: 15n, agg: 15n, deleted: 0, aggregated: true });
+    expect(BigInt(await aggTotal()) - before).toBe(16n);
+    // slice 3: aggregates inserted, crash before the agg mark: the repair's insert is a no-op
+    const s3 = Array.from({ length: 4 }, (_, i) => row(16 + i, { kafka_topic: T, kafka_partition: 1, kafka_offset: String(16 + i) }));
+    await store.insertRequests(s3, 'raw:3');
+    await store.setProgress(T, 1, 'raw', 19n);
+    await store.insertAggregates(aggregateRows(s3), aggToken(T, 1, 15n, 19n));
+    r = await store.repairPartition(T, 1);
+    expect(r).toMatchObject({ raw: 19n, agg: 19n, aggregated: true });
+    expect(BigInt(await aggTotal()) - before).toBe(20n);
+    expect((await totals(T, 1)).n).toBe('20');
+    // nothing to do the next time
+    expect(await store.repairPartition(T, 1)).toMatchObject({ deleted: 0, aggregated: false });
+  });
+
+  it('tells data errors (a lone surrogate) from outages', async () => {
+    const bad = row(500, { kafka_topic: 'bad', query: 'cut \ud83d' });
+    const err = await store.insertRequests([bad], 'bad:1').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(dataError(err)).toEqual({ code: 25, type: 'CANNOT_PARSE_ESCAPE_SEQUENCE' });
+    expect((await totals('bad', 0)).n).toBe('0');
+    expect(dataError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBeNull();
+    expect(dataError(Object.assign(new Error('Too many parts'), { code: '252' }))).toBeNull();
+  });
+
+  it('clamps the TTL so that dates after 2106 cannot wrap to an early expiry', async () => {
+    const [t] = await store.query<{ q: string }>(
+      `SELECT create_table_query AS q FROM system.tables WHERE database = {db:String} AND name = 'requests'`,
+      { db: store.database },
+    );
+    expect(t.q).toMatch(/TTL toDateTime\(least\(ts/);
   });
 });

@@ -9,7 +9,7 @@ import { CoverageAssigner, loadCoverageModel } from '../../src/coverage/model.js
 import { createKafka, ensureTopics, produceJson } from '../../src/ingest/kafka.js';
 import { processMessages } from '../../src/ingest/process.js';
 import { IngestService, ingestOptionsFrom } from '../../src/ingest/service.js';
-import { Store } from '../../src/store/store.js';
+import { Store, aggToken, aggregateRows } from '../../src/store/store.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import type { Config } from '../../src/config/index.js';
 import type { Embedder } from '../../src/embed/embedder.js';
@@ -126,7 +126,7 @@ describe('evalgap run (in-process)', () => {
     const group = uniqueName('g');
     // two hours of traffic so rows fall in many 5-minute buckets
     await ensureTopics(kafka, [{ topic }]);
-    await produce(topic, sampleTraffic(150, { seed: 5, stepMs: 48_000, start: Date.UTC(2026, 10, 23, 23, 0), idPrefix: topic }));
+    await produce(topic, sampleTraffic(150, { seed: 5, stepMs: 48_000, start: Math.floor(Date.now() / 86_400_000) * 86_400_000 - 3_600_000, idPrefix: topic }));
     await consumeAll(topic, group);
     const raw = await store.query(
       `SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster,
@@ -156,6 +156,9 @@ describe('evalgap run (in-process)', () => {
       { embedder, assigner, redactText: false },
     );
     await store.insertRequests(prev.rows, `${topic}:0:0-29`);
+    await store.setProgress(topic, 0, 'raw', 29n);
+    await store.insertAggregates(aggregateRows(prev.rows), aggToken(topic, 0, -1n, 29n));
+    await store.setProgress(topic, 0, 'agg', 29n);
     const s = await consumeAll(topic, group);
     expect(await countFor(topic)).toEqual({ n: 80, ids: 80 });
     const skipped = (await s.metrics.skipped.get()).values.reduce((a, v) => a + v.value, 0);

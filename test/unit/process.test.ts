@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { EvalCase } from '../../src/coverage/evalset.js';
@@ -8,7 +8,7 @@ import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import type { EmbedBatch, Embedder } from '../../src/embed/embedder.js';
 import { processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
 import { createIngestMetrics } from '../../src/ingest/metrics.js';
-import { IngestService, dayRuns } from '../../src/ingest/service.js';
+import { IngestService } from '../../src/ingest/service.js';
 import type { Store } from '../../src/store/store.js';
 import type { RequestRow } from '../../src/store/store.js';
 
@@ -225,13 +225,17 @@ describe('processMessages', () => {
     expect(embedder.calls).toEqual([['shipping to Canada?', 'invoice copy please']]);
   });
 
-  it('stores the sha256 hex of the query when redactText is on, but embeds the real text', async () => {
+  it('stores a keyed HMAC-SHA256 of the query when redactText is on (not a guessable sha256), but embeds the real text', async () => {
     const { deps } = await setup();
     const q = 'refund for order 1234, card ending 9876';
+    const key = 'k'.repeat(32);
     const plain = await processMessages([msg({ request_id: 'r', ts: TS, query: q })], deps);
-    const redacted = await processMessages([msg({ request_id: 'r', ts: TS, query: q })], { ...deps, redactText: true });
+    const redacted = await processMessages([msg({ request_id: 'r', ts: TS, query: q })], { ...deps, redactText: true, redactKey: key });
     const row = redacted.rows[0];
-    expect(row.query).toBe(createHash('sha256').update(q).digest('hex'));
+    expect(row.query).toBe(createHmac('sha256', key).update(q).digest('hex'));
+    expect(row.query).not.toBe(createHash('sha256').update(q).digest('hex'));
+    const other = await processMessages([msg({ request_id: 'r', ts: TS, query: q })], { ...deps, redactText: true, redactKey: 'x'.repeat(32) });
+    expect(other.rows[0].query).not.toBe(row.query);
     expect(row.query).toMatch(/^[0-9a-f]{64}$/);
     expect(row.query_redacted).toBe(1);
     expect(JSON.stringify(row)).not.toContain('9876');
@@ -316,71 +320,9 @@ describe('processMessages', () => {
   });
 });
 
-// ---------------------------------------------------------------- dayRuns
-
-function row(id: string, ts: string): RequestRow {
-  return {
-    request_id: id,
-    ts,
-    agent: '',
-    session_id: '',
-    turn: 0,
-    query: 'q',
-    query_redacted: 0,
-    truncated: 0,
-    cluster: 0,
-    similarity: 1,
-    coverage: 1,
-    covered: 1,
-    escalated: 0,
-    outcome: 'ok',
-    latency_ms: null,
-    cost_usd: null,
-    tools: [],
-    metadata: '{}',
-    model_version: 'cm-000000000000',
-    kafka_topic: 't',
-    kafka_partition: 0,
-    kafka_offset: id,
-  };
-}
-
-describe('dayRuns', () => {
-  it('splits at every day change, preserving order', () => {
-    const rows = [
-      row('1', '2024-05-06T00:00:00.000Z'),
-      row('2', '2024-05-06T23:59:59.999Z'),
-      row('3', '2024-05-07T00:00:00.000Z'),
-      row('4', '2024-05-06T12:00:00.000Z'), // back to an earlier day: a new run, not merged
-      row('5', '2024-05-06T13:00:00.000Z'),
-      row('6', '2025-01-01T00:00:00.000Z'),
-    ];
-    const runs = dayRuns(rows);
-    expect(runs.map((r) => r.map((x) => x.request_id))).toEqual([['1', '2'], ['3'], ['4', '5'], ['6']]);
-    expect(runs.flat()).toEqual(rows);
-    expect(runs[0][0]).toBe(rows[0]);
-  });
-
-  it('keeps one day in one run and returns no runs for no rows', () => {
-    const rows = ['a', 'b', 'c'].map((id, i) => row(id, `2024-05-06T0${i}:00:00.000Z`));
-    expect(dayRuns(rows)).toEqual([rows]);
-    expect(dayRuns([])).toEqual([]);
-    expect(dayRuns([rows[0]])).toEqual([[rows[0]]]);
-  });
-
-  it('splits rows produced by processMessages across midnight', async () => {
-    const { deps } = await setup();
-    const ms = [
-      '2024-05-06T23:59:00Z',
-      '2024-05-07T00:01:00Z',
-      '2024-05-07T08:00:00Z',
-    ].map((ts, i) => msg({ request_id: `r${i}`, ts, query: 'refund please' }));
-    const res = await processMessages(ms, deps);
-    expect(dayRuns(res.rows).map((r) => r.map((x) => x.request_id))).toEqual([['r0'], ['r1', 'r2']]);
-  });
-});
-
 // ---------------------------------------------------------------- IngestService batches, store outages and lost membership
+
+const NOW = Date.now();
 
 describe('IngestService batch handling while the store fails', () => {
   /** A service with fakes around one eachBatch call: the store fails `failures` times, then works. */
@@ -388,12 +330,16 @@ describe('IngestService batch handling while the store fails', () => {
     const { embedder, assigner } = await setup();
     const inserted: { rows: RequestRow[]; token?: string }[] = [];
     let attempts = 0;
+    const marks: string[] = [];
+    const aggs: { rows: unknown[]; token: string }[] = [];
     const store = {
-      storedHighWatermark: async () => -1n,
+      repairPartition: async () => ({ raw: -1n, agg: -1n, deleted: 0, aggregated: false }),
       insertRequests: async (rows: RequestRow[], token?: string) => {
         if (attempts++ < failures) throw new Error('ClickHouse is down');
         inserted.push({ rows, token });
       },
+      setProgress: async (_t: string, _p: number, stage: string, o: bigint) => void marks.push(`${stage}:${o}`),
+      insertAggregates: async (rows: unknown[], token: string) => void aggs.push({ rows, token }),
     } as unknown as Store;
     const commits: unknown[] = [];
     const service = new IngestService(
@@ -405,7 +351,7 @@ describe('IngestService batch handling while the store fails', () => {
     internals.consumer = { commitOffsets: async (c: unknown) => void commits.push(c) };
     const messages = [0, 1, 2].map((i) => ({
       offset: String(10 + i),
-      value: Buffer.from(JSON.stringify({ request_id: `hb-${i}`, ts: TS, query: `refund question ${i}` })),
+      value: Buffer.from(JSON.stringify({ request_id: `hb-${i}`, ts: NOW, query: `refund question ${i}` })),
       key: null,
       timestamp: String(TS),
     }));
@@ -422,7 +368,7 @@ describe('IngestService batch handling while the store fails', () => {
         return () => void paused.resumes++;
       },
     };
-    return { run: () => internals.handleBatch(payload), inserted, commits, paused, resolved, attempts: () => attempts };
+    return { run: () => internals.handleBatch(payload), inserted, commits, paused, resolved, attempts: () => attempts, marks, aggs };
   }
 
   it('retries the insert while paused, then stores once, resumes the partition and commits', async () => {
@@ -431,9 +377,13 @@ describe('IngestService batch handling while the store fails', () => {
     expect(h.attempts()).toBe(3);
     expect(h.inserted).toHaveLength(1);
     expect(h.inserted[0].rows.map((r) => r.request_id)).toEqual(['hb-0', 'hb-1', 'hb-2']);
-    expect(h.inserted[0].token).toBe('evalgap.requests:0:10-12');
+    expect(h.inserted[0].token).toMatch(/^raw:evalgap.requests:0:10-12:[0-9a-f-]{36}$/);
     expect(h.paused).toEqual({ pauses: 1, resumes: 1 });
     expect(h.commits).toEqual([[{ topic: 'evalgap.requests', partition: 0, offset: '13' }]]);
+    // raw mark, the slice's aggregates under the token a repair would use, then the agg mark
+    expect(h.marks).toEqual(['raw:12', 'agg:12']);
+    expect(h.aggs).toHaveLength(1);
+    expect(h.aggs[0].token).toBe('agg:evalgap.requests:0:-1:12');
   });
 
   it('gives the batch up, uncommitted and unstored, once a heartbeat says the member lost its place', async () => {
@@ -459,5 +409,129 @@ describe('IngestService batch handling while the store fails', () => {
     await expect(h.run()).rejects.toThrow(/rebalancing/);
     expect(h.attempts()).toBe(0);
     expect(h.commits).toHaveLength(0);
+  });
+});
+
+// ---------------------------------------------------------------- poison pills (issue 8)
+
+describe('IngestService: no message can stop the stream', () => {
+  /** One eachBatch over `values` with a store that refuses rows whose request_id starts with "bad". */
+  async function poisonHarness(values: Buffer[], dlqCap?: number) {
+    const { embedder, assigner } = await setup();
+    const inserts: { ids: string[]; token?: string }[] = [];
+    const stored: RequestRow[] = [];
+    const aggs: { rows: { requests: number }[]; token: string }[] = [];
+    const marks: string[] = [];
+    const store = {
+      repairPartition: async () => ({ raw: -1n, agg: -1n, deleted: 0, aggregated: false }),
+      insertRequests: async (rows: RequestRow[], token?: string) => {
+        inserts.push({ ids: rows.map((r) => r.request_id), token });
+        if (rows.some((r) => r.request_id.startsWith('bad'))) {
+          throw Object.assign(new Error('Cannot parse escape sequence: missing second part of surrogate pair "secret text"'), {
+            code: '25',
+            type: 'CANNOT_PARSE_ESCAPE_SEQUENCE',
+          });
+        }
+        stored.push(...rows);
+      },
+      setProgress: async (_t: string, _p: number, stage: string, o: bigint) => void marks.push(`${stage}:${o}`),
+      insertAggregates: async (rows: { requests: number }[], token: string) => void aggs.push({ rows, token }),
+    } as unknown as Store;
+    const sent: { messages: { key: Buffer | null; value: Buffer | null; headers: Record<string, string> }[] }[] = [];
+    const service = new IngestService(
+      { kafka: {} as never, store, embedder, assigner, logger: pino({ level: 'silent' }), metrics: createIngestMetrics(false) },
+      { topic: 't', dlqTopic: 'dlq', group: 'g', redactText: false, maxBatchMessages: 1000, metricsPort: -1 },
+    );
+    const internals = service as unknown as {
+      running: boolean;
+      consumer: unknown;
+      producer: unknown;
+      dlqValueCap: number;
+      handleBatch: (p: unknown) => Promise<void>;
+    };
+    internals.running = true;
+    if (dlqCap) internals.dlqValueCap = dlqCap;
+    internals.producer = { send: async (r: (typeof sent)[number]) => void sent.push(r) };
+    const commits: unknown[] = [];
+    internals.consumer = { commitOffsets: async (c: unknown) => void commits.push(c) };
+    const messages = values.map((v, i) => ({ offset: String(i), value: v, key: null, timestamp: '0' }));
+    await internals.handleBatch({
+      batch: { topic: 't', partition: 0, messages, highWatermark: String(values.length) },
+      heartbeat: async () => {},
+      resolveOffset: () => {},
+      isRunning: () => true,
+      isStale: () => false,
+      pause: () => () => {},
+    });
+    return { inserts, stored, aggs, marks, sent, commits, service };
+  }
+  const v = (o: unknown) => Buffer.from(JSON.stringify(o));
+  const now = Date.now();
+
+  it('isolates the rows ClickHouse refuses by halving, dead-letters them with a text-free reason, stores the rest', async () => {
+    const ids = Array.from({ length: 16 }, (_, i) => (i === 5 || i === 11 ? `bad-${i}` : `ok-${i}`));
+    const h = await poisonHarness(ids.map((id) => v({ request_id: id, ts: now, query: `refund ${id}` })));
+    expect(h.stored.map((r) => r.request_id)).toEqual(ids.filter((id) => id.startsWith('ok')));
+    const dead = h.sent.flatMap((s) => s.messages);
+    expect(dead.map((d) => d.headers['evalgap-source-offset'])).toEqual(['5', '11']);
+    expect(dead[0].headers['evalgap-error']).toBe('ClickHouse refused the row: CANNOT_PARSE_ESCAPE_SEQUENCE (code 25)');
+    expect(dead[0].headers['evalgap-error']).not.toContain('secret');
+    // a handful of inserts, not one per row: 1 + 2 levels per bad row at most
+    expect(h.inserts.length).toBeLessThanOrEqual(1 + 2 * 2 * Math.ceil(Math.log2(16)));
+    // aggregates count exactly the stored rows; then marks and the commit
+    expect(h.aggs[0].rows.reduce((a, r) => a + r.requests, 0)).toBe(14);
+    expect(h.marks).toEqual(['raw:15', 'agg:15']);
+    expect(h.commits).toEqual([[{ topic: 't', partition: 0, offset: '16' }]]);
+  });
+
+  it('dead-letters deep nesting, oversized and out-of-window messages, and the stream goes on', async () => {
+    const deep = Buffer.from('{"request_id":"d","ts":' + now + ',"query":"q","x":' + '['.repeat(50_000) + ']'.repeat(50_000) + '}');
+    const h = await poisonHarness([
+      deep,
+      v({ request_id: 'old', ts: now - 400 * 86_400_000, query: 'refund' }),
+      v({ request_id: 'future', ts: now + 30 * 86_400_000, query: 'refund' }),
+      v({ request_id: 'secs', ts: Math.floor(now / 1000), query: 'refund' }),
+      v({ request_id: 'fine', ts: now, query: 'refund' }),
+    ]);
+    expect(h.stored.map((r) => r.request_id)).toEqual(['fine']);
+    const reasons = h.sent.flatMap((s) => s.messages.map((m) => m.headers['evalgap-error']));
+    expect(reasons[0]).toBe('JSON nested deeper than the limit of 32');
+    expect(reasons[1]).toMatch(/older than the retention of 90 days/);
+    expect(reasons[2]).toMatch(/more than 24 h in the future/);
+    expect(reasons[3]).toMatch(/looks like seconds/);
+  });
+
+  it('truncates a dead letter too large for the dead-letter topic, recording its size and sha256', async () => {
+    const big = Buffer.from(JSON.stringify({ request_id: 'big', ts: now, query: 'x'.repeat(5000) }) + 'junk');
+    const h = await poisonHarness([big, Buffer.from('not json'), Buffer.from('also not json')], 2048);
+    const all = h.sent.flatMap((s) => s.messages);
+    expect(all).toHaveLength(3);
+    const d = all[0];
+    expect(d.value!.length).toBe(2048);
+    expect(d.headers['evalgap-truncated']).toBe('true');
+    expect(d.headers['evalgap-original-bytes']).toBe(String(big.length));
+    expect(d.headers['evalgap-original-sha256']).toBe(createHash('sha256').update(big).digest('hex'));
+    // every produce request fits the topic: the big one goes alone
+    for (const s of h.sent) expect(s.messages.reduce((a, m) => a + (m.value?.length ?? 0), 0)).toBeLessThanOrEqual(2048);
+    expect(all[1].headers['evalgap-truncated']).toBeUndefined();
+  });
+
+  it('a consumer that crashed for good fails liveness and calls onFatal once', async () => {
+    const { embedder, assigner } = await setup();
+    const fatal: Error[] = [];
+    const service = new IngestService(
+      { kafka: {} as never, store: {} as Store, embedder, assigner, logger: pino({ level: 'silent' }), metrics: createIngestMetrics(false) },
+      { topic: 't', dlqTopic: 'dlq', group: 'g', redactText: false, maxBatchMessages: 10, metricsPort: -1, onFatal: (e) => void fatal.push(e) },
+    );
+    const internals = service as unknown as { running: boolean; fatal: (e: Error) => void };
+    internals.running = true;
+    expect(service.health().live).toBe(true);
+    internals.fatal(new RangeError('Maximum call stack size exceeded'));
+    internals.fatal(new Error('again'));
+    expect(fatal.map((e) => e.message)).toEqual(['Maximum call stack size exceeded']);
+    const h = service.health();
+    expect(h.live).toBe(false);
+    expect(h.ready).toBe(false);
+    expect(h.reasons[0]).toMatch(/^consumer crashed/);
   });
 });

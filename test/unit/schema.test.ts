@@ -52,7 +52,6 @@ describe('decodeRequest: valid messages', () => {
 
   it('accepts epoch milliseconds, rounding fractions', () => {
     expect(ok(decodeRequest(buf({ request_id: 'r', ts: 1_700_000_000_123.6, query: 'q' }))).ts).toBe(1_700_000_000_124);
-    expect(ok(decodeRequest(buf({ request_id: 'r', ts: 0, query: 'q' }))).ts).toBe(0);
   });
 
   it('accepts ISO-8601 strings with Z, offsets and date-only', () => {
@@ -102,7 +101,7 @@ describe('decodeRequest: rejected messages', () => {
   it('rejects invalid UTF-8', () => {
     expect(decodeRequest(Buffer.from([0xff, 0xfe, 0x00]))).toEqual({ ok: false, reason: 'message is not valid UTF-8' });
     // a valid JSON object with one invalid byte inside a string
-    const b = Buffer.concat([Buffer.from('{"request_id":"r","ts":0,"query":"a'), Buffer.from([0xc3]), Buffer.from('"}')]);
+    const b = Buffer.concat([Buffer.from('{"request_id":"r","ts":1700000000000,"query":"a'), Buffer.from([0xc3]), Buffer.from('"}')]);
     expect(reason(decodeRequest(b))).toBe('message is not valid UTF-8');
   });
 
@@ -143,7 +142,6 @@ describe('decodeRequest: rejected messages', () => {
     ['negative epoch', -1],
     ['non-date string', 'yesterday'],
     ['numeric string', '1700000000000'],
-    ['impossible date', '2024-13-45T00:00:00Z'],
     ['boolean', true],
     ['object', { $date: 1 }],
   ])('rejects ts as %s', (_n, ts) => {
@@ -184,6 +182,84 @@ describe('RequestLogSchema', () => {
   });
 
   it('does not trim the query (stored as sent)', () => {
-    expect(RequestLogSchema.parse({ request_id: 'r', ts: 0, query: '  hi  ' }).query).toBe('  hi  ');
+    expect(RequestLogSchema.parse({ request_id: 'r', ts: TS, query: '  hi  ' }).query).toBe('  hi  ');
+  });
+});
+
+describe('decodeRequest: hostile messages (issue 8)', () => {
+  it('rejects deep nesting before parsing, without recursing (no stack overflow at 100k levels)', () => {
+    const deep = '{"request_id":"r","ts":1700000000000,"query":"q","x":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}';
+    expect(reason(decodeRequest(buf(deep)))).toBe('JSON nested deeper than the limit of 32');
+    // brackets inside strings do not count
+    const s = { request_id: 'r', ts: 1_700_000_000_000, query: '[[[[{{{{'.repeat(100) };
+    expect(ok(decodeRequest(buf(s))).query).toBe(s.query);
+    expect(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', a: { b: { c: 1 } } }), { maxDepth: 2 }).ok).toBe(false);
+    expect(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', a: { b: 1 } }), { maxDepth: 2 }).ok).toBe(true);
+  });
+
+  it('rejects messages over the size limit before decoding', () => {
+    const big = buf({ request_id: 'r', ts: TS, query: 'x'.repeat(2000) });
+    expect(reason(decodeRequest(big, { maxBytes: 1000 }))).toBe(`message of ${big.length} bytes exceeds the limit of 1000`);
+    expect(decodeRequest(big, { maxBytes: big.length }).ok).toBe(true);
+  });
+
+  it('repairs lone surrogates with U+FFFD and flags the row', () => {
+    const v = ok(decodeRequest(buf('{"request_id":"r","ts":1700000000000,"query":"cut \\ud83d emoji \\udc00","m\\ud800":"\\udfff"}')));
+    expect(v.query).toBe('cut \ufffd emoji \ufffd');
+    expect(v.metadata).toEqual({ 'm\ufffd': '\ufffd' });
+    expect(v.repaired).toBe(true);
+    const good = ok(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'ok 🚀' })));
+    expect(good.repaired).toBeUndefined();
+  });
+
+  it('keeps __proto__, constructor and prototype keys in metadata as plain keys', () => {
+    const v = ok(
+      decodeRequest(buf('{"request_id":"r","ts":1700000000000,"query":"q","__proto__":{"polluted":1},"constructor":"c","metadata":{"__proto__":"m","prototype":2}}')),
+    );
+    expect(Object.keys(v.metadata).sort()).toEqual(['__proto__', 'constructor', 'prototype']);
+    expect(JSON.parse(JSON.stringify(v.metadata))).toEqual(JSON.parse('{"__proto__":{"polluted":1},"constructor":"c","prototype":2}'));
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.getPrototypeOf(v.metadata)).toBe(Object.prototype);
+  });
+
+  it.each([
+    ['2024-02-30', 'impossible date or time "2024-02-30"'],
+    ['2023-02-29T00:00:00Z', 'impossible date or time "2023-02-29T00:00:00Z"'],
+    ['2024-13-45T00:00:00Z', 'impossible date or time "2024-13-45T00:00:00Z"'],
+    ['2024-05-06T24:00:00Z', 'impossible date or time "2024-05-06T24:00:00Z"'],
+    ['2024-05-06T12:00:60Z', 'impossible date or time "2024-05-06T12:00:60Z"'],
+  ])('rejects the impossible date %s', (ts, r) => {
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts, query: 'q' })))).toBe(`ts: ${r}`);
+  });
+
+  it('accepts 2024-02-29 and reads an ISO time without offset as UTC', () => {
+    expect(ok(decodeRequest(buf({ request_id: 'r', ts: '2024-02-29', query: 'q' }))).ts).toBe(Date.UTC(2024, 1, 29));
+    expect(ok(decodeRequest(buf({ request_id: 'r', ts: '2024-05-06T12:30:00', query: 'q' }))).ts).toBe(TS);
+  });
+
+  it('rejects epoch seconds, micro- and nanoseconds as ambiguous', () => {
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: 1_700_000_000, query: 'q' })))).toBe(
+      'ts: ambiguous epoch 1700000000: looks like seconds (2023-11-14T22:13:20.000Z); send epoch milliseconds',
+    );
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: 0, query: 'q' })))).toMatch(/^ts: ambiguous epoch 0/);
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: 1_700_000_000_000_000, query: 'q' })))).toMatch(/micro- or nanoseconds/);
+  });
+
+  it('rejects dates the TTL cannot hold (after 2105)', () => {
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: '2299-01-01T00:00:00Z', query: 'q' })))).toMatch(/outside the storable range/);
+  });
+
+  it('applies the accepted window with its reasons', () => {
+    const window = { min: TS - 1000, max: TS + 1000, minReason: 'is older than the retention', maxReason: 'is too far in the future' };
+    expect(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q' }), { window }).ok).toBe(true);
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: TS - 2000, query: 'q' }), { window }))).toBe(
+      'ts: 2024-05-06T12:29:58.000Z is older than the retention',
+    );
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: TS + 2000, query: 'q' }), { window }))).toMatch(/too far in the future$/);
+  });
+
+  it('never quotes message text in a JSON error', () => {
+    expect(reason(decodeRequest(buf('{"query": "my card was stolen" oops')))).toMatch(/^invalid JSON: syntax error( at position \d+)?$/);
+    expect(reason(decodeRequest(buf('{"query": "my card')))).toMatch(/^invalid JSON: truncated( at position \d+)?$/);
   });
 });
