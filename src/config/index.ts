@@ -55,8 +55,12 @@ export const ConfigSchema = z.object({
         .url()
         .refine((u) => /^https?:\/\//i.test(u), 'expected an http:// or https:// URL')
         .refine((u) => {
-          const p = new URL(u).port;
-          return p === '' || (Number(p) >= 1 && Number(p) <= 65535);
+          try {
+            const p = new URL(u).port;
+            return p === '' || (Number(p) >= 1 && Number(p) <= 65535);
+          } catch {
+            return true; // reported by .url()
+          }
         }, 'port must be 1-65535')
         .optional(),
       /** Data folder of the embedded engine. */
@@ -95,6 +99,8 @@ export const ConfigSchema = z.object({
       stallSeconds: intish(5, 86_400),
       /** how often lag is read from the broker's high watermarks */
       lagIntervalSeconds: intish(1, 3600),
+      /** consumer-group session timeout: how soon a dead member's partitions move (broker minimum 6000) */
+      sessionTimeoutMs: intish(6000, 300_000),
     })
     .refine((i) => !i.redactText || i.redactKey, {
       message: '--redact-text needs a key: set EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE (at least 32 characters)',
@@ -173,6 +179,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       maxFutureHours: e('EVALGAP_MAX_FUTURE_HOURS') ?? 24,
       stallSeconds: e('EVALGAP_STALL_SECONDS') ?? 120,
       lagIntervalSeconds: e('EVALGAP_LAG_INTERVAL_SECONDS') ?? 10,
+      sessionTimeoutMs: e('EVALGAP_SESSION_TIMEOUT_MS') ?? 30_000,
     },
     logLevel: e('EVALGAP_LOG_LEVEL') ?? 'info',
   };

@@ -77,6 +77,7 @@ export function ingestOptionsFrom(cfg: Config, over: Partial<IngestOptions> = {}
     maxFutureHours: cfg.ingest.maxFutureHours,
     stallSeconds: cfg.ingest.stallSeconds,
     lagIntervalSeconds: cfg.ingest.lagIntervalSeconds,
+    sessionTimeout: cfg.ingest.sessionTimeoutMs,
     ...over,
   };
 }
@@ -139,7 +140,8 @@ export class IngestService {
     this.consumer = kafka.consumer({
       groupId: o.group,
       sessionTimeout: o.sessionTimeout ?? 30_000,
-      heartbeatInterval: 3_000,
+      rebalanceTimeout: Math.max(o.sessionTimeout ?? 30_000, 10_000),
+      heartbeatInterval: Math.min(3_000, Math.floor((o.sessionTimeout ?? 30_000) / 3)),
       maxBytesPerPartition: 1_048_576,
       retry: { retries: 10 },
     });

@@ -1,6 +1,8 @@
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, PACKAGE_ROOT, loadConfig, redactConfig } from '../../src/config/index.js';
+import { ConfigError, PACKAGE_ROOT, loadConfig, maskUrl, redactConfig } from '../../src/config/index.js';
 
 describe('loadConfig', () => {
   it('uses documented defaults for an empty environment', () => {
@@ -11,6 +13,7 @@ describe('loadConfig', () => {
       topic: 'evalgap.requests',
       dlqTopic: 'evalgap.requests.dlq',
       group: 'evalgap',
+      ssl: false,
     });
     expect(c.clickhouse).toEqual({
       url: undefined,
@@ -27,7 +30,17 @@ describe('loadConfig', () => {
       threads: 1,
       maxTokens: 256,
     });
-    expect(c.ingest).toEqual({ redactText: false, metricsPort: 9464, maxBatchMessages: 2000 });
+    expect(c.ingest).toEqual({
+      redactText: false,
+      metricsPort: 9464,
+      maxBatchMessages: 2000,
+      maxMessageBytes: 1_048_576,
+      maxDepth: 32,
+      maxFutureHours: 24,
+      stallSeconds: 120,
+      lagIntervalSeconds: 10,
+      sessionTimeoutMs: 30_000,
+    });
     expect(c.logLevel).toBe('info');
   });
 
@@ -54,11 +67,12 @@ describe('loadConfig', () => {
       EVALGAP_EMBED_THREADS: '2',
       EVALGAP_EMBED_MAX_TOKENS: '128',
       EVALGAP_REDACT_TEXT: 'yes',
+      EVALGAP_REDACT_KEY: 'k'.repeat(32),
       EVALGAP_METRICS_PORT: '0',
       EVALGAP_MAX_BATCH: '10',
       EVALGAP_LOG_LEVEL: 'debug',
     });
-    expect(c.kafka).toEqual({ brokers: ['a:1', 'b.example:9093'], clientId: 'cid', topic: 't', dlqTopic: 't.dlq', group: 'g' });
+    expect(c.kafka).toEqual({ brokers: ['a:1', 'b.example:9093'], clientId: 'cid', topic: 't', dlqTopic: 't.dlq', group: 'g', ssl: false });
     expect(c.clickhouse).toEqual({
       url: 'http://ch:8123',
       path: '/tmp/data',
@@ -68,7 +82,7 @@ describe('loadConfig', () => {
       retentionDays: 7,
     });
     expect(c.embed).toEqual({ modelsDir: '/m', model: 'other', batchSize: 64, threads: 2, maxTokens: 128 });
-    expect(c.ingest).toEqual({ redactText: true, metricsPort: 0, maxBatchMessages: 10 });
+    expect(c.ingest).toMatchObject({ redactText: true, redactKey: 'k'.repeat(32), metricsPort: 0, maxBatchMessages: 10 });
     expect(c.logLevel).toBe('debug');
   });
 
@@ -81,7 +95,7 @@ describe('loadConfig', () => {
     ['no', false],
     ['', false], // empty = unset = default false
   ])('EVALGAP_REDACT_TEXT=%j → %s', (v, expected) => {
-    expect(loadConfig({ EVALGAP_REDACT_TEXT: v }).ingest.redactText).toBe(expected);
+    expect(loadConfig({ EVALGAP_REDACT_TEXT: v, EVALGAP_REDACT_KEY: 'k'.repeat(32) }).ingest.redactText).toBe(expected);
   });
 
   it('treats empty-string variables as unset', () => {
@@ -92,7 +106,7 @@ describe('loadConfig', () => {
 
   it('applies overrides over the environment (deep merge)', () => {
     const c = loadConfig(
-      { EVALGAP_TOPIC: 'from-env', EVALGAP_GROUP: 'g-env' },
+      { EVALGAP_TOPIC: 'from-env', EVALGAP_GROUP: 'g-env', EVALGAP_REDACT_KEY: 'k'.repeat(32) },
       { kafka: { topic: 'from-flag', brokers: ['x:1', 'y:2'] }, ingest: { redactText: true } },
     );
     expect(c.kafka.topic).toBe('from-flag');
@@ -172,5 +186,58 @@ describe('redactConfig', () => {
 
   it('keeps an empty password empty', () => {
     expect(redactConfig(loadConfig({})).clickhouse.password).toBe('');
+  });
+});
+
+describe('issue 8: secrets, schemes, ports, files', () => {
+  it('masks credentials inside the ClickHouse URL wherever the config is printed', () => {
+    const c = loadConfig({ EVALGAP_CLICKHOUSE_URL: 'https://admin:hunter2@ch.example:8443/' });
+    const printed = JSON.stringify(redactConfig(c));
+    expect(printed).not.toContain('hunter2');
+    expect(printed).not.toContain('admin');
+    expect(redactConfig(c).clickhouse.url).toBe('https://***:***@ch.example:8443/');
+    expect(maskUrl('http://u:p@h:1/')).toBe('http://***:***@h:1/');
+    expect(maskUrl('not a url')).toBe('[unparseable URL]');
+  });
+
+  it('rejects non-http ClickHouse URLs and out-of-range ports with one clear line each', () => {
+    expect(() => loadConfig({ EVALGAP_CLICKHOUSE_URL: 'ftp://ch:21' })).toThrow(/clickhouse.url: expected an http:\/\/ or https:\/\/ URL/);
+    expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: '127.0.0.1:99999' })).toThrow(/kafka.brokers.0: port must be 1-65535/);
+    expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: '127.0.0.1:0' })).toThrow(/port must be 1-65535/);
+  });
+
+  it('requires a key of at least 32 characters for --redact-text, from the environment or a file', () => {
+    expect(() => loadConfig({ EVALGAP_REDACT_TEXT: '1' })).toThrow(/needs a key: set EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE/);
+    expect(() => loadConfig({ EVALGAP_REDACT_TEXT: '1', EVALGAP_REDACT_KEY: 'short' })).toThrow(/at least 32/);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-'));
+    const f = path.join(dir, 'key');
+    fs.writeFileSync(f, 'z'.repeat(40) + '\n');
+    const c = loadConfig({ EVALGAP_REDACT_TEXT: '1', EVALGAP_REDACT_KEY_FILE: f });
+    expect(c.ingest.redactKey).toBe('z'.repeat(40));
+    expect(JSON.stringify(redactConfig(c))).not.toContain('zzzz');
+    expect(() => loadConfig({ EVALGAP_REDACT_KEY_FILE: path.join(dir, 'missing') })).toThrow(/EVALGAP_REDACT_KEY_FILE: cannot read .*ENOENT/);
+  });
+
+  it('reads the ClickHouse password and TLS files, and Kafka SASL/SSL settings', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-'));
+    const w = (n: string, v: string) => {
+      fs.writeFileSync(path.join(dir, n), v);
+      return path.join(dir, n);
+    };
+    const c = loadConfig({
+      EVALGAP_CLICKHOUSE_URL: 'https://ch:8443',
+      EVALGAP_CLICKHOUSE_PASSWORD_FILE: w('pw', 'from-file\n'),
+      EVALGAP_CLICKHOUSE_CA_FILE: w('ca.pem', 'CA'),
+      EVALGAP_KAFKA_SSL: '1',
+      EVALGAP_KAFKA_SSL_CA_FILE: w('kca.pem', 'KCA'),
+      EVALGAP_KAFKA_SASL_USERNAME: 'svc',
+      EVALGAP_KAFKA_SASL_PASSWORD_FILE: w('kpw', 'kafka-secret'),
+    });
+    expect(c.clickhouse.password).toBe('from-file');
+    expect(c.clickhouse.caCert).toBe('CA');
+    expect(c.kafka).toMatchObject({ ssl: true, sslCa: 'KCA', sasl: { mechanism: 'scram-sha-512', username: 'svc', password: 'kafka-secret' } });
+    const printed = JSON.stringify(redactConfig(c));
+    expect(printed).not.toContain('from-file');
+    expect(printed).not.toContain('kafka-secret');
   });
 });
