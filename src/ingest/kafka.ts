@@ -27,7 +27,9 @@ export function createKafka(cfg: Config['kafka'], clientId = cfg.clientId, logge
     sasl: cfg.sasl ? ({ mechanism: cfg.sasl.mechanism, username: cfg.sasl.username, password: cfg.sasl.password } as never) : undefined,
     logLevel: logLevel.WARN,
     logCreator: kafkaLogCreator(logger),
-    retry: { initialRetryTime: 200, retries: 8 },
+    // about 10 s of retries before a broker is declared unreachable (start-up fails with one line;
+    // mid-stream the consumer's own retries and kafkajs restarts take over)
+    retry: { initialRetryTime: 300, retries: 5 },
     connectionTimeout: 5000,
   });
 }
