@@ -60,6 +60,7 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
 function oneLine(e: unknown): string {
   const err = e as Error & { cause?: Error };
   const msg = String(err?.message ?? e).split('\n')[0];
-  const cause = err?.cause?.message ? ` (${String(err.cause.message).split('\n')[0]})` : '';
+  const c = err?.cause?.message ? String(err.cause.message).split('\n')[0] : '';
+  const cause = c && c !== msg ? ` (${c})` : '';
   return msg + cause;
 }

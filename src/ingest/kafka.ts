@@ -1,5 +1,5 @@
 /** kafkajs wiring shared by the consumer, the producer helpers and the CLI. */
-import { ConfigResourceTypes, Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
+import kafkajs, { Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 
@@ -70,7 +70,7 @@ export async function topicMaxMessageBytes(kafka: Kafka, topic: string): Promise
   try {
     const r = await admin.describeConfigs({
       includeSynonyms: false,
-      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
+      resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
     });
     const v = r.resources[0]?.configEntries.find((c) => c.configName === 'max.message.bytes')?.configValue;
     return v ? Number(v) : null;
