@@ -6,7 +6,7 @@ import { DEFAULT_FIT, buildCoverageModel, evalSetHash, type EmbeddingInfo } from
 import { CoverageAssigner } from '../../src/coverage/model.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import type { EmbedBatch, Embedder } from '../../src/embed/embedder.js';
-import { processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
+import { EMBED_TEXT_CAP, processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
 import { createIngestMetrics } from '../../src/ingest/metrics.js';
 import { IngestService } from '../../src/ingest/service.js';
 import type { Store } from '../../src/store/store.js';
@@ -533,5 +533,16 @@ describe('IngestService: no message can stop the stream', () => {
     expect(h.live).toBe(false);
     expect(h.ready).toBe(false);
     expect(h.reasons[0]).toMatch(/^consumer crashed/);
+  });
+});
+
+describe('processMessages: the largest accepted message', () => {
+  it('sends at most EMBED_TEXT_CAP characters to the tokenizer and flags the row truncated', async () => {
+    const { deps, embedder } = await setup();
+    const query = 'refund '.repeat(30_000);
+    const res = await processMessages([msg({ request_id: 'long', ts: TS, query })], { ...deps, decode: { maxBytes: 1_048_576 } });
+    expect(res.rows[0].truncated).toBe(1);
+    expect(res.rows[0].query).toBe(query); // stored as sent
+    expect(embedder.calls[0][0].length).toBe(EMBED_TEXT_CAP);
   });
 });
