@@ -10,3 +10,6 @@ if ! bash scripts/kafka.sh status >/dev/null 2>&1; then bash scripts/kafka.sh st
 cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka.sh stop; fi; }
 trap cleanup EXIT
 npx vitest run --config test/vitest.config.ts "$@"
+# the fault suite (~5 min) on a broker of its own; skipped when vitest was given arguments or
+# EVALGAP_SKIP_FAULTS=1
+if [ $# -eq 0 ] && [ "${EVALGAP_SKIP_FAULTS:-0}" != 1 ]; then bash scripts/faults.sh; fi

@@ -305,6 +305,9 @@ describe('fault suite', () => {
     await reader.disconnect();
 
     const stored = new Map<string, number>();
+    /** rows per (partition, offset) beyond the first, within one store: the exactly-once target */
+    let duplicated = 0;
+    const perStore: Set<string>[] = [];
     let aggMismatch = -1;
     let rawRows = 0;
     let aggRows = 0;
@@ -317,7 +320,13 @@ describe('fault suite', () => {
            FROM ${store.t('requests')} WHERE kafka_topic = {t:String} GROUP BY k`,
           { t: topic },
         );
-        for (const r of rows) stored.set(r.k, (stored.get(r.k) ?? 0) + Number(r.n));
+        const keys = new Set<string>();
+        for (const r of rows) {
+          stored.set(r.k, (stored.get(r.k) ?? 0) + Number(r.n));
+          duplicated += Number(r.n) - 1;
+          keys.add(r.k);
+        }
+        perStore.push(keys);
         const [m] = await store.query<{ bad: string; raw: string; agg: string }>(
           `WITH raw AS (
              SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster, count() AS requests,
@@ -340,8 +349,13 @@ describe('fault suite', () => {
         await store.close();
       }
     }
-    let duplicated = 0;
-    for (const n of stored.values()) if (n > 1) duplicated += n - 1;
+    // The second instance has its own embedded data folder (one process per folder), so it cannot
+    // see the first one's progress marks: a batch the first stored but could not commit during the
+    // rebalance is stored again in the second folder. With one shared ClickHouse server the repair
+    // reads those marks and skips it (tested in-process in test/integration/ingest.test.ts).
+    let inBothStores = 0;
+    if (perStore.length === 2) for (const k of perStore[1]) if (perStore[0].has(k)) inBothStores++;
+    rebalance = { ...rebalance, rowsOfSecondInstance: perStore[1]?.size ?? 0, rowsInBothStores: inBothStores };
     let both = 0;
     for (const k of dead.keys()) if (stored.has(k)) both++;
     const accounted = new Set([...stored.keys(), ...dead.keys()]).size;
