@@ -368,17 +368,13 @@ describe('CoverageIndex', () => {
     const threshold = 0.6;
     const r = index.assign(queries, nq, threshold);
     for (let i = 0; i < nq; i++) {
-      let best = -Infinity;
-      let bc = -1;
-      for (let c = 0; c < K; c++) {
-        const s = naiveDot(queries, i * dim, cl.centroids, c * dim, dim);
-        if (s > best) {
-          best = s;
-          bc = c;
-        }
-      }
-      expect(r.cluster[i]).toBe(bc);
-      expect(r.similarity[i]).toBeCloseTo(best, 5);
+      const bySim = Array.from({ length: K }, (_, c) => [c, naiveDot(queries, i * dim, cl.centroids, c * dim, dim)] as const).sort(
+        (a, b) => b[1] - a[1],
+      );
+      expect(r.cluster[i]).toBe(bySim[0][0]);
+      expect(r.similarity[i]).toBeCloseTo(bySim[0][1], 5);
+      expect(r.runnerUp[i]).toBe(bySim[1][0]);
+      expect(r.runnerUpSimilarity[i]).toBeCloseTo(bySim[1][1], 5);
       expect(r.coverage[i]).toBeCloseTo(bruteForceCoverage(queries, i, fit.x, fit.n, dim, 5), 5);
       expect(r.covered[i]).toBe(r.coverage[i] >= threshold ? 1 : 0);
     }
@@ -395,6 +391,8 @@ describe('CoverageIndex', () => {
     const out = {
       cluster: new Int32Array(nq),
       similarity: new Float32Array(nq),
+      runnerUp: new Int32Array(nq),
+      runnerUpSimilarity: new Float32Array(nq),
       coverage: new Float32Array(nq),
       covered: new Uint8Array(nq),
     };
@@ -409,6 +407,11 @@ describe('CoverageIndex', () => {
     const index = new CoverageIndex(c, 1, e, Int32Array.from([0, 0]), 2, { neighbours: 5, nprobe: 1 });
     const q = Float32Array.from([1, 0]);
     expect(index.score(q, 0)).toBeCloseTo((1 + e[2]) / 2, 6);
+    // one cluster: no runner-up
+    const r1 = index.assign(q, 1, 0.5);
+    expect(r1.cluster[0]).toBe(0);
+    expect(r1.runnerUp[0]).toBe(-1);
+    expect(r1.runnerUpSimilarity[0]).toBe(-Infinity);
     const single = new CoverageIndex(c, 1, Float32Array.from([1, 0]), Int32Array.from([0]), 2, { neighbours: 3, nprobe: 1 });
     expect(Array.from(single.leaveOneOutScores(Float32Array.from([1, 0])))).toEqual([0]);
   });
