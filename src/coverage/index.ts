@@ -138,8 +138,11 @@ export class CoverageIndex {
     return sum / use;
   }
 
-  /** Assign a batch of unit vectors (count × dim, row-major). */
-  assign(vectors: Float32Array, count: number, threshold: number, out?: AssignResult): AssignResult {
+  /**
+   * Assign a batch of unit vectors (count × dim, row-major). `threshold`: one for all queries, or
+   * one per cluster (a query is covered when its score reaches its nearest cluster's threshold).
+   */
+  assign(vectors: Float32Array, count: number, threshold: number | ArrayLike<number>, out?: AssignResult): AssignResult {
     const r = out ?? {
       cluster: new Int32Array(count),
       similarity: new Float32Array(count),
@@ -155,9 +158,20 @@ export class CoverageIndex {
       r.runnerUp[i] = this.lastRunnerUp;
       r.runnerUpSimilarity[i] = this.lastRunnerUpSim;
       r.coverage[i] = s;
-      r.covered[i] = s >= threshold ? 1 : 0;
+      r.covered[i] = s >= (typeof threshold === 'number' ? threshold : threshold[this.lastCluster]) ? 1 : 0;
     }
     return r;
+  }
+
+  /**
+   * Calibration score of every eval case: scored against the others, leaving out itself and its
+   * near-duplicates (cases at cosine ≥ `nearDuplicateCosine`), so that it stands for an unseen
+   * query of its intent rather than a paraphrase of a case in the eval set.
+   */
+  calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number): Float32Array {
+    const out = new Float32Array(this.n);
+    for (let i = 0; i < this.n; i++) out[i] = this.score(embeddings, i, i, nearDuplicateCosine);
+    return out;
   }
 
   /** Leave-one-out coverage score of every eval case (its own row excluded). */
