@@ -3,11 +3,14 @@
  * calibration scores, and the uncovered rate each threshold implies, with an interval.
  *
  * Guarantee (per region, under exchangeability of the region's calibration scores and the scores
- * of its future queries): with n calibration scores and l = ⌊(n + 1)·α⌋ ≥ 1, a threshold at the
- * l-th smallest score marks a new query uncovered with probability l / (n + 1) ≤ α, and the rate
- * realised over many future queries (conditional on the calibration set) follows
- * Beta(l, n + 1 − l). That Beta's quantiles are the stored interval. Regions too small for
- * l ≥ 1 at `minRegion` cases fall back to the threshold of all calibration scores pooled.
+ * of its future queries): with n calibration scores s₍₁₎ ≤ … ≤ s₍ₙ₎ and position p = (n + 1)·α,
+ * l = ⌊p⌋ ≥ 1, the threshold is s₍ₗ₎ + (p − l)·(s₍ₗ₊₁₎ − s₍ₗ₎). A threshold at s₍ₗ₎ marks a new
+ * query uncovered with probability l / (n + 1), one at s₍ₗ₊₁₎ with (l + 1) / (n + 1); interpolating
+ * puts the expected rate at about p / (n + 1) = α instead of the conservative ⌊p⌋ / (n + 1) (on a
+ * cluster of 130 cases: 5.0% instead of 4.6%). The rate realised over many future queries,
+ * conditional on the calibration set, lies between Beta(l, n + 1 − l) and Beta(l + 1, n − l); the
+ * stored interval runs from the lower quantile of the first to the upper quantile of the second.
+ * Regions under `minRegion` cases (or with l < 1) use the threshold of all scores pooled.
  */
 import jstatPkg from 'jstat';
 
@@ -39,10 +42,17 @@ export interface Calibration {
   expectedRateInterval: [number, number];
 }
 
-/** The l-th smallest score (1-based) of a sorted array, l = ⌊(n + 1)·α⌋; -Infinity when l < 1. */
+/**
+ * The score at 1-based position p = (n + 1)·α of a sorted array, interpolated between the ⌊p⌋-th
+ * and the next; -Infinity when ⌊p⌋ < 1.
+ */
 export function conformalThreshold(sorted: ArrayLike<number>, alpha: number): number {
-  const l = Math.floor((sorted.length + 1) * alpha);
-  return l < 1 ? -Infinity : sorted[l - 1];
+  const n = sorted.length;
+  const p = (n + 1) * alpha;
+  const l = Math.floor(p);
+  if (l < 1) return -Infinity;
+  if (l >= n) return sorted[n - 1];
+  return sorted[l - 1] + (sorted[l] - sorted[l - 1]) * (p - l);
 }
 
 /** Central `level` interval of Beta(a, b). */
@@ -73,14 +83,15 @@ export function calibrateMondrian(
   const out: RegionCalibration[] = by.map((a) => {
     a.sort((x, y) => x - y);
     const m = a.length;
-    const l = Math.floor((m + 1) * alpha);
-    if (m >= opts.minRegion && l >= 1) {
+    const p = (m + 1) * alpha;
+    const l = Math.floor(p);
+    if (m >= opts.minRegion && l >= 1 && l < m) {
       return {
         n: m,
-        threshold: a[l - 1],
+        threshold: conformalThreshold(a, alpha),
         own: true,
-        expectedRate: l / (m + 1),
-        expectedRateInterval: betaInterval(l, m + 1 - l, level),
+        expectedRate: p / (m + 1),
+        expectedRateInterval: [betaInterval(l, m + 1 - l, level)[0], betaInterval(l + 1, m - l, level)[1]],
       };
     }
     // pooled threshold: the region's rate is estimated from its own scores (Jeffreys interval)
@@ -105,9 +116,9 @@ export function calibrateMondrian(
     // the variance of the region's realised rate, from its interval's Beta (own) or the binomial estimate
     const v = r.own
       ? (() => {
-          const l = Math.floor((r.n + 1) * alpha);
-          const a = l;
-          const b = r.n + 1 - l;
+          // Beta(p, n + 1 − p): between the two Betas the realised rate lies between
+          const a = (r.n + 1) * alpha;
+          const b = r.n + 1 - a;
           return (a * b) / ((a + b) ** 2 * (a + b + 1));
         })()
       : r.n > 0

@@ -27,9 +27,10 @@ describe('betaInterval', () => {
 });
 
 describe('conformalThreshold', () => {
-  it('is the ⌊(n+1)α⌋-th smallest score, and -Infinity when that is 0', () => {
-    const s = Float64Array.from({ length: 99 }, (_, i) => i); // n = 99: l = ⌊100·0.05⌋ = 5
-    expect(conformalThreshold(s, 0.05)).toBe(4);
+  it('is the score at position (n+1)α, interpolated, and -Infinity when ⌊(n+1)α⌋ is 0', () => {
+    const s = Float64Array.from({ length: 200 }, (_, i) => 10 * i);
+    expect(conformalThreshold(s.subarray(0, 99), 0.05)).toBe(40); // n = 99: p = 100·0.05 = 5
+    expect(conformalThreshold(s.subarray(0, 129), 0.05)).toBeCloseTo(55, 9); // n = 129: p = 6.5, between 50 and 60
     expect(conformalThreshold(s.subarray(0, 18), 0.05)).toBe(-Infinity); // ⌊19·0.05⌋ = 0
     expect(conformalThreshold(s.subarray(0, 19), 0.05)).toBe(0);
   });
@@ -48,16 +49,16 @@ describe('calibrateMondrian', () => {
     expect(c.regions[1].own).toBe(true);
     expect(c.regions[0].threshold).toBeLessThan(0.1);
     expect(c.regions[1].threshold).toBeGreaterThan(2);
-    expect(c.regions[0].expectedRate).toBeCloseTo(10 / 201, 12);
+    expect(c.regions[0].expectedRate).toBeCloseTo(0.05, 12);
     expect(c.regions[2].own).toBe(false);
     expect(c.regions[2].threshold).toBe(c.threshold);
     expect(c.regions[2].expectedRate).toBe(1); // all 10 below the pooled threshold
     expect(c.regions[2].expectedRateInterval[1]).toBeLessThanOrEqual(1);
     const w = [200 / 410, 200 / 410, 10 / 410];
-    expect(c.expectedRate).toBeCloseTo(w[0] * (10 / 201) + w[1] * (10 / 201) + w[2] * 1, 12);
+    expect(c.expectedRate).toBeCloseTo(w[0] * 0.05 + w[1] * 0.05 + w[2] * 1, 12);
   });
 
-  it('holds its guarantee in simulation: per-region rate l/(n+1), and the realised rate inside the 90% interval about 90% of the time', () => {
+  it('holds its guarantee in simulation: per-region rate ≈ α, and the realised rate inside the 90% interval at least about 90% of the time', () => {
     const r = rng(7);
     const g = gaussian(r);
     // three regions with different score distributions; exchangeable calibration and fresh queries
@@ -89,14 +90,13 @@ describe('calibrateMondrian', () => {
       const [lo, hi] = cal.expectedRateInterval;
       if (allBelow >= lo && allBelow <= hi) insideAll++;
     }
-    nCal.forEach((n, c) => {
-      const l = Math.floor((n + 1) * alpha);
-      expect(Math.abs(meanRate[c] - l / (n + 1))).toBeLessThan(0.006);
-      // 300 trials: binomial sd of the coverage ≈ 1.7 points; the fresh-sample noise widens it a little
-      expect(inside[c] / trials).toBeGreaterThan(0.83);
-      expect(inside[c] / trials).toBeLessThan(0.97);
+    nCal.forEach((_, c) => {
+      expect(Math.abs(meanRate[c] - alpha)).toBeLessThan(0.006);
+      // 300 trials: binomial sd of the coverage ≈ 1.7 points; the interval spans two Betas, so it may over-cover
+      expect(inside[c] / trials).toBeGreaterThan(0.85);
+      expect(inside[c] / trials).toBeLessThan(0.995);
     });
-    expect(insideAll / trials).toBeGreaterThan(0.83);
-    expect(insideAll / trials).toBeLessThan(0.97);
+    expect(insideAll / trials).toBeGreaterThan(0.85);
+    expect(insideAll / trials).toBeLessThan(0.99);
   });
 });

@@ -478,21 +478,22 @@ describe('buildCoverageModel', () => {
     // recompute with the same scorer: near-duplicates left out
     const index = new CoverageIndex(built.arrays.centroids, K, fit.x, built.arrays.labels, dim, m.params);
     const cal = index.calibrationScores(fit.x, c.nearDuplicateCosine);
-    const l = Math.floor((50 + 1) * target); // 5
+    const pos = (50 + 1) * target; // 5.1: between the 5th and 6th smallest
+    const l = Math.floor(pos);
     for (const cl of m.clusters) {
       const own = Array.from(cal)
         .filter((_, i) => built.arrays.labels[i] === cl.id)
         .sort((a, b) => a - b);
       expect(cl.calibrationCases).toBe(50);
       expect(cl.ownThreshold).toBe(true);
-      expect(cl.threshold).toBe(Math.fround(own[l - 1]));
-      expect(own.filter((s) => s < cl.threshold).length).toBe(l - 1);
-      expect(cl.expectedRate).toBeCloseTo(l / 51, 12);
+      expect(cl.threshold).toBeCloseTo(own[l - 1] + (pos - l) * (own[l] - own[l - 1]), 12);
+      expect(own.filter((s) => s < cl.threshold).length).toBe(l);
+      expect(cl.expectedRate).toBeCloseTo(target, 12);
       expect(cl.expectedRateInterval[0]).toBeLessThan(cl.expectedRate);
       expect(cl.expectedRateInterval[1]).toBeGreaterThan(cl.expectedRate);
       expect(cl.tags).toEqual([{ tag: TOPICS[fit.labels[built.arrays.labels.indexOf(cl.id)]], count: 50 }]);
     }
-    expect(c.expectedRate).toBeCloseTo(l / 51, 12);
+    expect(c.expectedRate).toBeCloseTo(target, 12);
     // the pooled interval is narrower than one cluster's (6 independent clusters)
     const w = (x: readonly [number, number]) => x[1] - x[0];
     expect(w(c.expectedRateInterval)).toBeLessThan(w(m.clusters[0].expectedRateInterval));
