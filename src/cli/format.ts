@@ -14,19 +14,49 @@ export function pct(x: number, digits = 1): string {
   return `${(x * 100).toFixed(digits)}%`;
 }
 
+export function rateWithInterval(rate: number, interval: readonly [number, number]): string {
+  return `${pct(rate)} [${pct(interval[0])}–${pct(interval[1])}]`;
+}
+
+/** A cluster's tags as "tag×count" (the first `max`, then how many more). */
+export function tagList(tags: readonly { tag: string; count: number }[], max = 3): string {
+  if (tags.length === 0) return '-';
+  const shown = tags.slice(0, max).map((t) => `${t.tag}×${t.count}`);
+  return tags.length > max ? `${shown.join(' ')} +${tags.length - max}` : shown.join(' ');
+}
+
 export function modelSummary(m: Manifest): string {
   const c = m.calibration;
+  const own = m.clusters.filter((cl) => cl.ownThreshold).length;
   const head = [
     `coverage model ${m.version}  (format ${m.formatVersion}, created ${m.createdAt})`,
     `eval set:   ${m.evalSet.source}  ${m.evalSet.cases} cases, ${m.evalSet.uniqueCases} distinct  sha256 ${m.evalSet.sha256.slice(0, 12)}…`,
     `embedding:  ${m.embedding.model}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
     `k:          ${m.params.k} (${m.params.kMode}: ${m.params.kCriterion})`,
-    `coverage:   mean cosine to the ${m.params.neighbours} nearest eval cases, searched in the ${m.params.nprobe} nearest clusters`,
-    `threshold:  ${c.threshold.toFixed(4)}  (target false-uncovered rate ${pct(c.targetFalseUncoveredRate)}, leave-one-out ${pct(c.looFalseUncoveredRate)})`,
+    `coverage:   ${m.scorer.description}  (scorer ${m.scorer.kind}: ${m.scorer.reason})`,
+    `threshold:  per cluster (${own} of ${m.clusters.length} their own, the rest the pooled ${c.threshold.toFixed(4)}); ` +
+      `near-duplicates at cosine ≥ ${c.nearDuplicateCosine} left out when calibrating`,
+    `expected uncovered rate under no shift: ${rateWithInterval(c.expectedRate, c.expectedRateInterval)} ` +
+      `(${Math.round(c.intervalLevel * 100)}% interval; target ${pct(c.targetFalseUncoveredRate)})`,
     '',
   ];
   const rows = [...m.clusters]
     .sort((a, b) => b.size - a.size)
-    .map((cl) => [cl.id, cl.label, cl.size, pct(cl.share), cl.examples[0] ?? '']);
-  return head.join('\n') + table(['cluster', 'label', 'size', 'share', 'example'], rows, 48) + '\n';
+    .map((cl) => [
+      cl.id,
+      cl.label,
+      cl.size,
+      pct(cl.share),
+      rateWithInterval(cl.expectedRate, cl.expectedRateInterval) + (cl.ownThreshold ? '' : ' *'),
+      tagList(cl.tags),
+      cl.examples[0] ?? '',
+    ]);
+  const foot = m.clusters.some((cl) => !cl.ownThreshold)
+    ? `\n* fewer than ${c.minClusterCases} cases: pooled threshold; rate estimated from its own cases\n`
+    : '\n';
+  return (
+    head.join('\n') +
+    table(['cluster', 'label', 'size', 'share', 'expected uncovered [interval]', 'tags', 'example'], rows, 40) +
+    foot
+  );
 }

@@ -122,6 +122,44 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('score')
+    .description('score a JSONL file of queries offline: one JSON line per input line (cluster, runner-up, coverage, covered)')
+    .argument('<queries>', 'JSONL file, one query object per line ("-" for standard input)')
+    .requiredOption('--model <dir>', 'coverage model folder (from evalgap fit)')
+    .option('--text-field <name>', 'field holding the query text', 'query')
+    .option('--out <file>', 'write the results there instead of standard output')
+    .action(async (file: string, opts) => {
+      const cfg = configFrom(opts);
+      const { CoverageAssigner } = await import('../coverage/model.js');
+      const { parseQueryLine, scoreQueries } = await import('../coverage/score.js');
+      if (file !== '-' && !fs.existsSync(file)) throw new EvalSetError(`queries file ${file} does not exist`);
+      const model = loadCoverageModel(opts.model);
+      const embedder = await loadEmbedder(cfg.embed);
+      if (embedder.modelChecksum !== model.manifest.embedding.checksum) {
+        loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum } });
+      }
+      const content = fs.readFileSync(file === '-' ? 0 : file, 'utf8').replace(/^\uFEFF/, '');
+      const items = content
+        .split(/\r?\n/)
+        .map((raw, i) => (raw.trim() ? parseQueryLine(raw, i + 1, opts.textField) : null))
+        .filter((x) => x !== null);
+      const out = opts.out ? fs.openSync(opts.out, 'w') : 1;
+      const name = file === '-' ? 'stdin' : file;
+      const res = await scoreQueries(items, embedder, new CoverageAssigner(model), (r) => {
+        fs.writeSync(out, JSON.stringify(r) + '\n');
+        if ('error' in r) console.error(`${name}:${r.line}: ${r.error}`);
+      });
+      if (opts.out) fs.closeSync(out);
+      console.error(
+        `scored ${res.scored} quer${res.scored === 1 ? 'y' : 'ies'} with model ${model.manifest.version}: ` +
+          `${res.uncovered} uncovered (${res.scored ? ((100 * res.uncovered) / res.scored).toFixed(1) : '0.0'}%; ` +
+          `expected under no shift ${(100 * model.manifest.calibration.expectedRate).toFixed(1)}%)` +
+          (res.bad ? `; ${res.bad} bad line(s), reported above and as {"line","error"} results` : ''),
+      );
+      if (res.bad) process.exitCode = 1;
+    });
+
+  program
     .command('run')
     .description('consume request logs from Kafka, assign each to eval coverage, store in ClickHouse')
     .requiredOption('--model <dir>', 'coverage model folder (from evalgap fit)')

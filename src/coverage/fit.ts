@@ -9,6 +9,7 @@ import type { Embedder } from '../embed/embedder.js';
 import { chooseKInWorker, type ChooseKRun } from './choosek-thread.js';
 import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
 import type { EvalCase } from './evalset.js';
+import { calibrateMondrian } from './calibrate.js';
 import { CoverageIndex } from './index.js';
 import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
@@ -24,6 +25,10 @@ export interface FitOptions {
   nprobe?: number;
   /** share of in-distribution queries allowed to be called uncovered (the calibration target) */
   targetRate: number;
+  /** calibration leaves out an eval case's neighbours at cosine ≥ this (near-duplicates), not only itself */
+  nearDuplicateCosine: number;
+  /** clusters with fewer eval cases than this use the pooled threshold instead of their own */
+  minClusterCases: number;
   examples: number;
   source: string;
   textField: string;
@@ -36,8 +41,13 @@ export const DEFAULT_FIT: Omit<FitOptions, 'source' | 'textField'> = {
   restarts: 5,
   neighbours: 5,
   targetRate: 0.05,
+  nearDuplicateCosine: 0.9,
+  minClusterCases: 30,
   examples: 3,
 };
+
+/** level of the expected-rate intervals stored in the model */
+export const INTERVAL_LEVEL = 0.9;
 
 export const MIN_CASES = 10;
 
@@ -65,15 +75,23 @@ export interface FitOutput {
   timings: FitTimings;
 }
 
-/** Drop exact duplicate texts (case and spacing folded): they would inflate leave-one-out scores. */
+/**
+ * Drop exact duplicate texts (case and spacing folded): they would inflate calibration scores.
+ * The first occurrence is kept, with the tags of all its duplicates.
+ */
 export function dedupeCases(cases: readonly EvalCase[]): { unique: EvalCase[]; duplicates: number } {
-  const seen = new Set<string>();
+  const seen = new Map<string, EvalCase>();
   const unique: EvalCase[] = [];
   for (const c of cases) {
     const key = c.text.toLowerCase().replace(/\s+/g, ' ').trim();
-    if (seen.has(key)) continue;
-    seen.add(key);
-    unique.push(c);
+    const first = seen.get(key);
+    if (first) {
+      for (const t of c.tags) if (!first.tags.includes(t)) first.tags.push(t);
+      continue;
+    }
+    const kept = { ...c, tags: [...c.tags] };
+    seen.set(key, kept);
+    unique.push(kept);
   }
   return { unique, duplicates: cases.length - unique.length };
 }
@@ -81,6 +99,13 @@ export function dedupeCases(cases: readonly EvalCase[]): { unique: EvalCase[]; d
 export function evalSetHash(cases: readonly EvalCase[]): string {
   const h = createHash('sha256');
   for (const c of cases) h.update(JSON.stringify([c.id, c.text]) + '\n');
+  return h.digest('hex');
+}
+
+/** Hash of the tags of the cases (they change the manifest, so they are part of the model version). */
+function tagsHash(cases: readonly EvalCase[]): string {
+  const h = createHash('sha256');
+  for (const c of cases) h.update(JSON.stringify(c.tags) + '\n');
   return h.digest('hex');
 }
 
@@ -153,11 +178,9 @@ export function buildCoverageModel(
     nprobe: Math.min(k, opts.nprobe ?? defaultNprobe(k)),
   };
   const index = new CoverageIndex(centroids, k, vectors, labels, dim, params);
-  const loo = index.leaveOneOutScores(vectors);
-  const sorted = Float32Array.from(loo).sort();
-  const threshold = quantile(sorted, opts.targetRate);
-  let below = 0;
-  for (const s of loo) if (s < threshold) below++;
+  const calScores = index.calibrationScores(vectors, opts.nearDuplicateCosine);
+  const sorted = Float32Array.from(calScores).sort();
+  const cal = calibrateMondrian(calScores, labels, k, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
   const calibrateMs = performance.now() - t;
 
   const texts = unique.map((c) => c.text);
@@ -168,6 +191,9 @@ export function buildCoverageModel(
     const bySim = [...rows].sort((a, b) => sims[b] - sims[a]);
     const medSims = rows.map((r) => sims[r]).sort((a, b) => a - b);
     const examples = bySim.slice(0, opts.examples).map((r) => texts[r]);
+    const tagCount = new Map<string, number>();
+    for (const r of rows) for (const tg of unique[r].tags) tagCount.set(tg, (tagCount.get(tg) ?? 0) + 1);
+    const rc = cal.regions[c];
     return {
       id: c,
       label: terms[c].length ? terms[c].join(' / ') : examples[0].slice(0, 60),
@@ -176,8 +202,17 @@ export function buildCoverageModel(
       share: rows.length / n,
       examples,
       medianSimilarity: quantile(medSims, 0.5),
+      threshold: rc.threshold,
+      ownThreshold: rc.own,
+      calibrationCases: rc.n,
+      expectedRate: rc.expectedRate,
+      expectedRateInterval: rc.expectedRateInterval,
+      tags: [...tagCount]
+        .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+        .map(([tag, count]) => ({ tag, count })),
     };
   });
+  const tagged = unique.filter((c) => c.tags.length > 0).length;
 
   const paramsAll = {
     k,
@@ -191,7 +226,7 @@ export function buildCoverageModel(
   const version =
     'cm-' +
     createHash('sha256')
-      .update(JSON.stringify([evalHash, emb.checksum, paramsAll, opts.targetRate]))
+      .update(JSON.stringify([evalHash, tagsHash(unique), emb.checksum, paramsAll, opts.targetRate, opts.nearDuplicateCosine, opts.minClusterCases]))
       .digest('hex')
       .slice(0, 12);
   const draft: ManifestDraft = {
@@ -202,18 +237,32 @@ export function buildCoverageModel(
     embedding: emb,
     evalSet: { source: opts.source, sha256: evalHash, cases: allCases, uniqueCases: n, textField: opts.textField },
     params: paramsAll,
+    scorer: {
+      kind: 'knn',
+      description: `mean cosine to the ${params.neighbours} nearest eval cases, searched in the ${params.nprobe} nearest clusters`,
+      reason: tagged
+        ? `${tagged} of ${n} cases are tagged; the tag-conditional scorers measured no better on Banking77 intents (README), so the unsupervised one is used`
+        : 'no tags in the eval set',
+    },
     calibration: {
-      method: `leave-one-out: each eval case scored against the others; threshold = the ${opts.targetRate} quantile of those scores`,
-      threshold,
+      method:
+        `Mondrian split-conformal per cluster: each eval case is scored against the others, leaving out its near-duplicates ` +
+        `(cosine ≥ ${opts.nearDuplicateCosine}); a cluster's threshold is the ⌊(n+1)·${opts.targetRate}⌋-th smallest score of its ` +
+        `n cases (clusters under ${opts.minClusterCases} cases: the pooled threshold); intervals: Beta quantiles of the realised rate`,
+      threshold: cal.threshold,
       targetFalseUncoveredRate: opts.targetRate,
-      looFalseUncoveredRate: below / n,
+      nearDuplicateCosine: opts.nearDuplicateCosine,
+      minClusterCases: opts.minClusterCases,
+      expectedRate: cal.expectedRate,
+      expectedRateInterval: cal.expectedRateInterval,
+      intervalLevel: INTERVAL_LEVEL,
       scoreQuantiles: Object.fromEntries([0.01, 0.05, 0.1, 0.25, 0.5].map((q) => [`p${Math.round(q * 100)}`, quantile(sorted, q)])),
     },
     clusters,
   };
   return {
     draft,
-    arrays: { centroids, embeddings: vectors, labels, cases: unique.map((c) => ({ id: c.id, text: c.text })) },
+    arrays: { centroids, embeddings: vectors, labels, cases: unique.map((c) => ({ id: c.id, text: c.text, tags: c.tags })) },
     kChoice,
     timings: { chooseKMs, clusterMs, calibrateMs },
   };

@@ -19,6 +19,10 @@ export interface AssignResult {
   cluster: Int32Array;
   /** cosine similarity to that centroid */
   similarity: Float32Array;
+  /** second-nearest cluster by centroid cosine (-1 when the model has one cluster) */
+  runnerUp: Int32Array;
+  /** cosine similarity to the runner-up's centroid (-Infinity when there is none) */
+  runnerUpSimilarity: Float32Array;
   /** coverage score */
   coverage: Float32Array;
   /** 1 when coverage ≥ threshold */
@@ -36,6 +40,8 @@ export class CoverageIndex {
   private readonly top: Float32Array;
   private lastCluster = 0;
   private lastSim = 0;
+  private lastRunnerUp = -1;
+  private lastRunnerUpSim = -Infinity;
 
   constructor(
     readonly centroids: Float32Array,
@@ -63,23 +69,32 @@ export class CoverageIndex {
   }
 
   /** Score row `qi` of `q`; `excludeRow` (an eval row index) is skipped, for leave-one-out. */
-  score(q: Float32Array, qi: number, excludeRow = -1): number {
+  score(q: Float32Array, qi: number, excludeRow = -1, excludeAbove = Infinity): number {
     const { dim, k } = this;
     const qo = qi * dim;
     const cs = this.cSims;
     const C = this.centroids;
     let best = -Infinity;
     let bestC = 0;
+    let second = -Infinity;
+    let secondC = -1;
     for (let c = 0; c < k; c++) {
       const s = dotAt(q, qo, C, c * dim, dim);
       cs[c] = s;
       if (s > best) {
+        second = best;
+        secondC = c === 0 ? -1 : bestC;
         best = s;
         bestC = c;
+      } else if (s > second) {
+        second = s;
+        secondC = c;
       }
     }
     this.lastCluster = bestC;
     this.lastSim = best;
+    this.lastRunnerUp = secondC;
+    this.lastRunnerUpSim = second;
     // the nprobe most similar clusters (selection; nprobe and k are small)
     const P = this.probe;
     for (let p = 0; p < P.length; p++) {
@@ -105,6 +120,7 @@ export class CoverageIndex {
       for (let pos = this.offsets[c]; pos < this.offsets[c + 1]; pos++) {
         if (this.groupedRow[pos] === excludeRow) continue;
         const s = dotAt(q, qo, G, pos * dim, dim);
+        if (s >= excludeAbove) continue;
         found++;
         if (s <= T[m - 1]) continue;
         let j = m - 1;
@@ -122,11 +138,16 @@ export class CoverageIndex {
     return sum / use;
   }
 
-  /** Assign a batch of unit vectors (count × dim, row-major). */
-  assign(vectors: Float32Array, count: number, threshold: number, out?: AssignResult): AssignResult {
+  /**
+   * Assign a batch of unit vectors (count × dim, row-major). `threshold`: one for all queries, or
+   * one per cluster (a query is covered when its score reaches its nearest cluster's threshold).
+   */
+  assign(vectors: Float32Array, count: number, threshold: number | ArrayLike<number>, out?: AssignResult): AssignResult {
     const r = out ?? {
       cluster: new Int32Array(count),
       similarity: new Float32Array(count),
+      runnerUp: new Int32Array(count),
+      runnerUpSimilarity: new Float32Array(count),
       coverage: new Float32Array(count),
       covered: new Uint8Array(count),
     };
@@ -134,10 +155,23 @@ export class CoverageIndex {
       const s = this.score(vectors, i);
       r.cluster[i] = this.lastCluster;
       r.similarity[i] = this.lastSim;
+      r.runnerUp[i] = this.lastRunnerUp;
+      r.runnerUpSimilarity[i] = this.lastRunnerUpSim;
       r.coverage[i] = s;
-      r.covered[i] = s >= threshold ? 1 : 0;
+      r.covered[i] = s >= (typeof threshold === 'number' ? threshold : threshold[this.lastCluster]) ? 1 : 0;
     }
     return r;
+  }
+
+  /**
+   * Calibration score of every eval case: scored against the others, leaving out itself and its
+   * near-duplicates (cases at cosine ≥ `nearDuplicateCosine`), so that it stands for an unseen
+   * query of its intent rather than a paraphrase of a case in the eval set.
+   */
+  calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number): Float32Array {
+    const out = new Float32Array(this.n);
+    for (let i = 0; i < this.n; i++) out[i] = this.score(embeddings, i, i, nearDuplicateCosine);
+    return out;
   }
 
   /** Leave-one-out coverage score of every eval case (its own row excluded). */

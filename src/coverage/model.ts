@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { CoverageIndex, type AssignResult } from './index.js';
 
 export const MODEL_FORMAT = 'evalgap.coverage-model';
-export const MODEL_FORMAT_VERSION = 1;
+export const MODEL_FORMAT_VERSION = 2;
 
 const ClusterSchema = z.object({
   id: z.number().int().nonnegative(),
@@ -19,6 +19,17 @@ const ClusterSchema = z.object({
   share: z.number().min(0).max(1),
   examples: z.array(z.string()),
   medianSimilarity: z.number(),
+  /** covered threshold for queries whose nearest cluster this is */
+  threshold: z.number(),
+  /** whether the threshold is the cluster's own (Mondrian) or the pooled one (too few cases) */
+  ownThreshold: z.boolean(),
+  /** calibration scores the threshold was set from */
+  calibrationCases: z.number().int().nonnegative(),
+  /** expected uncovered rate of this cluster's queries under no shift, and its interval */
+  expectedRate: z.number().min(0).max(1),
+  expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+  /** eval-set tags of the cluster's cases, most frequent first */
+  tags: z.array(z.object({ tag: z.string(), count: z.number().int().positive() })),
 });
 
 const FileSchema = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
@@ -51,11 +62,27 @@ export const ManifestSchema = z.object({
     neighbours: z.number().int().positive(),
     nprobe: z.number().int().positive(),
   }),
+  /** how the coverage score of a query is computed */
+  scorer: z.object({
+    kind: z.enum(['knn']),
+    description: z.string(),
+    /** why this scorer: e.g. tags present or not */
+    reason: z.string(),
+  }),
   calibration: z.object({
     method: z.string(),
+    /** pooled threshold (all calibration scores); clusters with too few cases use it */
     threshold: z.number(),
     targetFalseUncoveredRate: z.number().gt(0).lt(1),
-    looFalseUncoveredRate: z.number().min(0).max(1),
+    /** an eval case's neighbours at cosine ≥ this are left out when it is scored for calibration */
+    nearDuplicateCosine: z.number(),
+    /** clusters with fewer calibration cases than this use the pooled threshold */
+    minClusterCases: z.number().int().positive(),
+    /** expected uncovered rate of production queries under no shift (clusters weighted by eval share) */
+    expectedRate: z.number().min(0).max(1),
+    expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+    /** coverage level of the intervals */
+    intervalLevel: z.number().gt(0).lt(1),
     scoreQuantiles: z.record(z.number()),
   }),
   clusters: z.array(ClusterSchema).min(1),
@@ -75,8 +102,17 @@ export interface CoverageModel {
   centroids: Float32Array;
   embeddings: Float32Array;
   labels: Int32Array;
-  cases: { id: string; text: string }[];
+  cases: ModelCase[];
 }
+
+/** One eval case as kept in cases.jsonl (the eval set the model was fitted on, deduplicated). */
+export interface ModelCase {
+  id: string;
+  text: string;
+  tags: string[];
+}
+
+const CaseLineSchema = z.object({ id: z.string(), text: z.string(), tags: z.array(z.string()).default([]) });
 
 export class ModelLoadError extends Error {}
 
@@ -155,7 +191,11 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
     .toString('utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as { id: string; text: string });
+    .map((l, i) => {
+      const c = CaseLineSchema.safeParse(JSON.parse(l));
+      if (!c.success) throw new ModelLoadError(`coverage model ${dir}: cases.jsonl line ${i + 1} is not a case (${c.error.issues[0]?.message})`);
+      return c.data;
+    });
   const { dim } = manifest.embedding;
   const { k } = manifest.params;
   const n = manifest.evalSet.uniqueCases;
@@ -177,20 +217,24 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
 /** A loaded model ready to assign query embeddings. */
 export class CoverageAssigner {
   readonly index: CoverageIndex;
+  /** covered threshold per cluster (Mondrian calibration) */
+  readonly thresholds: Float32Array;
   constructor(readonly model: CoverageModel) {
     const { manifest } = model;
     this.index = new CoverageIndex(model.centroids, manifest.params.k, model.embeddings, model.labels, manifest.embedding.dim, {
       neighbours: manifest.params.neighbours,
       nprobe: manifest.params.nprobe,
     });
+    this.thresholds = Float32Array.from(manifest.clusters, (c) => c.threshold);
   }
   get version(): string {
     return this.model.manifest.version;
   }
+  /** the pooled threshold (each cluster's own is in `thresholds`) */
   get threshold(): number {
     return this.model.manifest.calibration.threshold;
   }
   assign(vectors: Float32Array, count: number, out?: AssignResult): AssignResult {
-    return this.index.assign(vectors, count, this.threshold, out);
+    return this.index.assign(vectors, count, this.thresholds, out);
   }
 }

@@ -368,17 +368,13 @@ describe('CoverageIndex', () => {
     const threshold = 0.6;
     const r = index.assign(queries, nq, threshold);
     for (let i = 0; i < nq; i++) {
-      let best = -Infinity;
-      let bc = -1;
-      for (let c = 0; c < K; c++) {
-        const s = naiveDot(queries, i * dim, cl.centroids, c * dim, dim);
-        if (s > best) {
-          best = s;
-          bc = c;
-        }
-      }
-      expect(r.cluster[i]).toBe(bc);
-      expect(r.similarity[i]).toBeCloseTo(best, 5);
+      const bySim = Array.from({ length: K }, (_, c) => [c, naiveDot(queries, i * dim, cl.centroids, c * dim, dim)] as const).sort(
+        (a, b) => b[1] - a[1],
+      );
+      expect(r.cluster[i]).toBe(bySim[0][0]);
+      expect(r.similarity[i]).toBeCloseTo(bySim[0][1], 5);
+      expect(r.runnerUp[i]).toBe(bySim[1][0]);
+      expect(r.runnerUpSimilarity[i]).toBeCloseTo(bySim[1][1], 5);
       expect(r.coverage[i]).toBeCloseTo(bruteForceCoverage(queries, i, fit.x, fit.n, dim, 5), 5);
       expect(r.covered[i]).toBe(r.coverage[i] >= threshold ? 1 : 0);
     }
@@ -395,6 +391,8 @@ describe('CoverageIndex', () => {
     const out = {
       cluster: new Int32Array(nq),
       similarity: new Float32Array(nq),
+      runnerUp: new Int32Array(nq),
+      runnerUpSimilarity: new Float32Array(nq),
       coverage: new Float32Array(nq),
       covered: new Uint8Array(nq),
     };
@@ -409,6 +407,11 @@ describe('CoverageIndex', () => {
     const index = new CoverageIndex(c, 1, e, Int32Array.from([0, 0]), 2, { neighbours: 5, nprobe: 1 });
     const q = Float32Array.from([1, 0]);
     expect(index.score(q, 0)).toBeCloseTo((1 + e[2]) / 2, 6);
+    // one cluster: no runner-up
+    const r1 = index.assign(q, 1, 0.5);
+    expect(r1.cluster[0]).toBe(0);
+    expect(r1.runnerUp[0]).toBe(-1);
+    expect(r1.runnerUpSimilarity[0]).toBe(-Infinity);
     const single = new CoverageIndex(c, 1, Float32Array.from([1, 0]), Int32Array.from([0]), 2, { neighbours: 3, nprobe: 1 });
     expect(Array.from(single.leaveOneOutScores(Float32Array.from([1, 0])))).toEqual([0]);
   });
@@ -438,7 +441,7 @@ describe('buildCoverageModel', () => {
     expect(m.params).toMatchObject({ k: K, kMode: 'fixed', kCriterion: 'given with --k', kScores: [], seed: 42, restarts: 5, neighbours: 5, nprobe: K });
     expect(built.kChoice).toBeNull();
     expect(built.arrays.embeddings).toBe(fit.x);
-    expect(built.arrays.cases).toEqual(cases.map((c) => ({ id: c.id, text: c.text })));
+    expect(built.arrays.cases).toEqual(cases.map((c) => ({ id: c.id, text: c.text, tags: c.tags })));
     expect(built.arrays.centroids.length).toBe(K * dim);
     expect(built.arrays.labels.length).toBe(fit.n);
   });
@@ -468,21 +471,52 @@ describe('buildCoverageModel', () => {
     expect(other.draft.version).not.toBe(m.version);
   });
 
-  it('calibrates: the leave-one-out uncovered rate on the fit data is the target', () => {
+  it('calibrates per cluster: each threshold is the conformal order statistic of its cases\' calibration scores', () => {
     const c = m.calibration;
     expect(c.targetFalseUncoveredRate).toBe(target);
-    expect(Math.abs(c.looFalseUncoveredRate - target)).toBeLessThanOrEqual(1 / fit.n + 1e-9);
-    // recompute with the same scorer
+    expect(c.nearDuplicateCosine).toBe(DEFAULT_FIT.nearDuplicateCosine);
+    // recompute with the same scorer: near-duplicates left out
     const index = new CoverageIndex(built.arrays.centroids, K, fit.x, built.arrays.labels, dim, m.params);
-    const loo = index.leaveOneOutScores(fit.x);
-    const below = Array.from(loo).filter((s) => s < c.threshold).length;
-    expect(below / fit.n).toBe(c.looFalseUncoveredRate);
-    const sorted = Float32Array.from(loo).sort();
-    expect(c.threshold).toBeCloseTo(quantile(sorted, target), 6);
-    expect(c.scoreQuantiles.p10).toBeCloseTo(c.threshold, 6);
+    const cal = index.calibrationScores(fit.x, c.nearDuplicateCosine);
+    const pos = (50 + 1) * target; // 5.1: between the 5th and 6th smallest
+    const l = Math.floor(pos);
+    for (const cl of m.clusters) {
+      const own = Array.from(cal)
+        .filter((_, i) => built.arrays.labels[i] === cl.id)
+        .sort((a, b) => a - b);
+      expect(cl.calibrationCases).toBe(50);
+      expect(cl.ownThreshold).toBe(true);
+      expect(cl.threshold).toBeCloseTo(own[l - 1] + (pos - l) * (own[l] - own[l - 1]), 12);
+      expect(own.filter((s) => s < cl.threshold).length).toBe(l);
+      expect(cl.expectedRate).toBeCloseTo(target, 12);
+      expect(cl.expectedRateInterval[0]).toBeLessThan(cl.expectedRate);
+      expect(cl.expectedRateInterval[1]).toBeGreaterThan(cl.expectedRate);
+      expect(cl.tags).toEqual([{ tag: TOPICS[fit.labels[built.arrays.labels.indexOf(cl.id)]], count: 50 }]);
+    }
+    expect(c.expectedRate).toBeCloseTo(target, 12);
+    // the pooled interval is narrower than one cluster's (6 independent clusters)
+    const w = (x: readonly [number, number]) => x[1] - x[0];
+    expect(w(c.expectedRateInterval)).toBeLessThan(w(m.clusters[0].expectedRateInterval));
+    expect(c.expectedRateInterval[0]).toBeLessThan(c.expectedRate);
+    expect(c.expectedRateInterval[1]).toBeGreaterThan(c.expectedRate);
+    const sorted = Float32Array.from(cal).sort();
+    expect(c.scoreQuantiles.p10).toBeCloseTo(quantile(sorted, 0.1), 6);
     expect(c.scoreQuantiles.p1).toBeLessThanOrEqual(c.scoreQuantiles.p5);
-    expect(c.scoreQuantiles.p5).toBeLessThanOrEqual(c.scoreQuantiles.p10);
     expect(c.scoreQuantiles.p25).toBeLessThanOrEqual(c.scoreQuantiles.p50);
+  });
+
+  it('leaves near-duplicates out of calibration: a case with a paraphrase in the set scores as if it had none', () => {
+    const index = new CoverageIndex(built.arrays.centroids, K, fit.x, built.arrays.labels, dim, m.params);
+    // add an exact copy of row 0 under another id: leave-one-out would score row 0 at ≥ its copy's cosine 1
+    const x2 = new Float32Array(fit.x.length + dim);
+    x2.set(fit.x);
+    x2.set(fit.x.subarray(0, dim), fit.x.length);
+    const labels2 = Int32Array.from([...built.arrays.labels, built.arrays.labels[0]]);
+    const idx2 = new CoverageIndex(built.arrays.centroids, K, x2, labels2, dim, m.params);
+    const loo = idx2.leaveOneOutScores(x2);
+    const nd = idx2.calibrationScores(x2, 0.999);
+    expect(loo[0]).toBeGreaterThan(index.leaveOneOutScores(fit.x)[0]);
+    expect(nd[0]).toBeCloseTo(index.calibrationScores(fit.x, 0.999)[0], 6);
   });
 
   it('held-out points from the same blobs are uncovered at about the target rate; a far blob is all uncovered', () => {
@@ -626,8 +660,19 @@ describe('dedupeCases and evalSetHash', () => {
     const r = dedupeCases(cs);
     expect(r.duplicates).toBe(2);
     expect(r.unique.map((c) => c.id)).toEqual(['1', '4', '5']);
-    expect(r.unique[0]).toBe(cs[0]);
+    expect(r.unique[0]).toEqual(cs[0]);
     expect(dedupeCases([])).toEqual({ unique: [], duplicates: 0 });
+  });
+
+  it('keeps the tags of all duplicates on the case it keeps, without changing the input', () => {
+    const cs: EvalCase[] = [
+      { id: '1', text: 'reset my pin', tags: ['pin'] },
+      { id: '2', text: 'Reset my PIN', tags: ['pin', 'security'] },
+      { id: '3', text: 'reset  my pin', tags: ['card'] },
+    ];
+    const r = dedupeCases(cs);
+    expect(r.unique).toEqual([{ id: '1', text: 'reset my pin', tags: ['pin', 'security', 'card'] }]);
+    expect(cs[0].tags).toEqual(['pin']);
   });
 
   it('hashes ids and texts in order', () => {
@@ -746,9 +791,11 @@ describe('coverage model on disk', () => {
 
   it('refuses another format version with a clear message', () => {
     const dir = save();
-    editManifest(dir, (m) => (m.formatVersion = 2));
+    editManifest(dir, (m) => (m.formatVersion = 1));
     expect(() => loadCoverageModel(dir)).toThrow(ModelLoadError);
-    expect(() => loadCoverageModel(dir)).toThrow(`${dir} is coverage-model format 2; this evalgap reads format 1: refit it`);
+    expect(() => loadCoverageModel(dir)).toThrow(`${dir} is coverage-model format 1; this evalgap reads format 2: refit it`);
+    editManifest(dir, (m) => (m.formatVersion = 3));
+    expect(() => loadCoverageModel(dir)).toThrow(`${dir} is coverage-model format 3; this evalgap reads format 2: refit it`);
   });
 
   it('refuses a manifest that is not JSON or not a manifest', () => {

@@ -1,0 +1,139 @@
+/**
+ * Calibration of the covered threshold: Mondrian (per-region) split-conformal thresholds on
+ * calibration scores, and the uncovered rate each threshold implies, with an interval.
+ *
+ * Guarantee (per region, under exchangeability of the region's calibration scores and the scores
+ * of its future queries): with n calibration scores s₍₁₎ ≤ … ≤ s₍ₙ₎ and position p = (n + 1)·α,
+ * l = ⌊p⌋ ≥ 1, the threshold is s₍ₗ₎ + (p − l)·(s₍ₗ₊₁₎ − s₍ₗ₎). A threshold at s₍ₗ₎ marks a new
+ * query uncovered with probability l / (n + 1), one at s₍ₗ₊₁₎ with (l + 1) / (n + 1); interpolating
+ * puts the expected rate at about p / (n + 1) = α instead of the conservative ⌊p⌋ / (n + 1) (on a
+ * cluster of 130 cases: 5.0% instead of 4.6%). The rate realised over many future queries,
+ * conditional on the calibration set, lies between Beta(l, n + 1 − l) and Beta(l + 1, n − l); the
+ * stored interval runs from the lower quantile of the first to the upper quantile of the second.
+ * Regions under `minRegion` cases (or with l < 1) use the threshold of all scores pooled.
+ */
+import jstatPkg from 'jstat';
+
+const { jStat } = jstatPkg as unknown as {
+  jStat: { beta: { inv(p: number, a: number, b: number): number }; normal: { inv(p: number, mean: number, sd: number): number } };
+};
+
+export interface RegionCalibration {
+  /** calibration scores in the region */
+  n: number;
+  /** covered threshold applied to queries assigned to the region */
+  threshold: number;
+  /** whether the region has its own threshold (false: the pooled one, too few cases) */
+  own: boolean;
+  /** probability that an exchangeable new query of the region is uncovered */
+  expectedRate: number;
+  /** central interval of the realised rate (level `level`) */
+  expectedRateInterval: [number, number];
+}
+
+export interface Calibration {
+  alpha: number;
+  level: number;
+  /** pooled threshold (all calibration scores) */
+  threshold: number;
+  regions: RegionCalibration[];
+  /** share-weighted over regions */
+  expectedRate: number;
+  expectedRateInterval: [number, number];
+}
+
+/**
+ * The score at 1-based position p = (n + 1)·α of a sorted array, interpolated between the ⌊p⌋-th
+ * and the next; -Infinity when ⌊p⌋ < 1.
+ */
+export function conformalThreshold(sorted: ArrayLike<number>, alpha: number): number {
+  const n = sorted.length;
+  const p = (n + 1) * alpha;
+  const l = Math.floor(p);
+  if (l < 1) return -Infinity;
+  if (l >= n) return sorted[n - 1];
+  return sorted[l - 1] + (sorted[l] - sorted[l - 1]) * (p - l);
+}
+
+/** Central `level` interval of Beta(a, b). */
+export function betaInterval(a: number, b: number, level: number): [number, number] {
+  const t = (1 - level) / 2;
+  return [jStat.beta.inv(t, a, b), jStat.beta.inv(1 - t, a, b)];
+}
+
+/**
+ * Mondrian conformal calibration: one threshold per region from that region's calibration
+ * scores; regions with fewer than `minRegion` scores use the pooled threshold (their expected
+ * rate is then estimated from their own scores below it, with a Beta(x + ½, n − x + ½) interval).
+ * `weights` (default: each region's share of the calibration scores) weight the overall rate.
+ */
+export function calibrateMondrian(
+  scores: ArrayLike<number>,
+  region: ArrayLike<number>,
+  regions: number,
+  alpha: number,
+  opts: { minRegion: number; level?: number; weights?: ArrayLike<number> },
+): Calibration {
+  const level = opts.level ?? 0.9;
+  const n = scores.length;
+  const all = Float64Array.from(scores).sort();
+  const pooled = conformalThreshold(all, alpha);
+  const by: number[][] = Array.from({ length: regions }, () => []);
+  for (let i = 0; i < n; i++) by[region[i]].push(scores[i]);
+  const out: RegionCalibration[] = by.map((a) => {
+    a.sort((x, y) => x - y);
+    const m = a.length;
+    const p = (m + 1) * alpha;
+    const l = Math.floor(p);
+    if (m >= opts.minRegion && l >= 1 && l < m) {
+      return {
+        n: m,
+        threshold: conformalThreshold(a, alpha),
+        own: true,
+        expectedRate: p / (m + 1),
+        expectedRateInterval: [betaInterval(l, m + 1 - l, level)[0], betaInterval(l + 1, m - l, level)[1]],
+      };
+    }
+    // pooled threshold: the region's rate is estimated from its own scores (Jeffreys interval)
+    let x = 0;
+    for (const s of a) if (s < pooled) x++;
+    const rate = m > 0 ? x / m : alpha;
+    return {
+      n: m,
+      threshold: pooled,
+      own: false,
+      expectedRate: m > 0 ? rate : alpha,
+      expectedRateInterval: m > 0 ? betaInterval(x + 0.5, m - x + 0.5, level) : [0, 1],
+    };
+  });
+  const w = Float64Array.from({ length: regions }, (_, c) => (opts.weights ? opts.weights[c] : by[c].length / Math.max(1, n)));
+  const wsum = w.reduce((s, v) => s + v, 0) || 1;
+  let mean = 0;
+  let variance = 0;
+  out.forEach((r, c) => {
+    const wc = w[c] / wsum;
+    mean += wc * r.expectedRate;
+    // the variance of the region's realised rate, from its interval's Beta (own) or the binomial estimate
+    const v = r.own
+      ? (() => {
+          // Beta(p, n + 1 − p): between the two Betas the realised rate lies between
+          const a = (r.n + 1) * alpha;
+          const b = r.n + 1 - a;
+          return (a * b) / ((a + b) ** 2 * (a + b + 1));
+        })()
+      : r.n > 0
+        ? (r.expectedRate * (1 - r.expectedRate) + 0.25 / r.n) / (r.n + 1)
+        : 0;
+    variance += wc * wc * v;
+  });
+  const z = jStat.normal.inv(1 - (1 - level) / 2, 0, 1);
+  const sd = Math.sqrt(variance);
+  return {
+    alpha,
+    level,
+    threshold: pooled,
+    regions: out,
+    expectedRate: mean,
+    expectedRateInterval: [Math.max(0, mean - z * sd), Math.min(1, mean + z * sd)],
+  };
+}
