@@ -39,6 +39,12 @@ export interface MonitorOptions {
   budget: number | null;
   /** a firing finding resolves after this many windows without a new alarm (and statistic < h/2) */
   resolveWindows: number;
+  /**
+   * while a production-relative rule fires, the scope's reference is frozen, for at most this many
+   * hours of the episode; after that the new level is learnt (the alert resolves once the reference
+   * has caught up)
+   */
+  freezeHours: number;
   /** pseudo-requests shrinking an hour-of-day reference toward the pooled reference */
   hourShrink: number;
   /** half-life (windows) of the "now" shares shown in findings and trends */
@@ -64,6 +70,7 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   concentration: 1000,
   budget: 0.2,
   resolveWindows: 12,
+  freezeHours: 24,
   hourShrink: 200,
   recentHalfLifeWindows: 6,
   mismatchRatio: 2,
@@ -102,8 +109,11 @@ interface Agg {
 interface Block extends Agg {
   key: number;
   hour: number;
-  /** Pearson sums and degrees of freedom per detector family, against the reference in force */
-  disp: Record<string, [number, number]>;
+  /**
+   * per detector family, moments of the windows' Pearson statistics (X²/df, against the reference
+   * in force): [windows, Σn, Σn², Σr, Σn·r], fitted as E[r] = φ0 + κ·n
+   */
+  disp: Record<string, number[]>;
   /** a production-relative rule fired during the block: kept out of the reference */
   tainted: boolean;
 }
@@ -163,7 +173,7 @@ interface Reference {
   blocks: number;
   pooled: Agg;
   byHour: Agg[];
-  disp: Record<string, [number, number]>;
+  disp: Record<string, number[]>;
 }
 
 /** reference sums, cached per (immutable) blocks array */
@@ -176,20 +186,42 @@ function reference(blocks: Block[], k: number): Reference {
   for (const b of blocks) {
     addAgg(r.pooled, b);
     addAgg(r.byHour[b.hour], b);
-    for (const [f, [s, d]] of Object.entries(b.disp)) {
-      const t = (r.disp[f] ??= [0, 0]);
-      t[0] += s;
-      t[1] += d;
+    for (const [f, m] of Object.entries(b.disp)) {
+      const t = (r.disp[f] ??= [0, 0, 0, 0, 0]);
+      for (let i = 0; i < 5; i++) t[i] += m[i];
     }
   }
   refCache.set(blocks, r);
   return r;
 }
 
-function dispersion(r: Reference, family: string, o: MonitorOptions): number {
+/**
+ * The dispersion φ(n) at a window of n requests (or n requests of a cluster, for rates), from the
+ * reference windows' Pearson statistics r (X²/df, mean 1 for binomial / multinomial counts):
+ * E[r] = φ0 + κ·n. φ0 > 1 is clustering at any volume (sessions repeating a query: a design
+ * effect); κ > 0 is the true rate itself wandering between windows (bursts, within-hour cycles),
+ * whose weight grows with the volume. When the reference's window sizes vary too little to
+ * separate the two (coefficient of variation < 0.2), φ(n) = max(r̄, 1 + (r̄ − 1)·n/n̄): the larger
+ * of the two readings, conservative on both sides. Floor 1, cap maxDispersion.
+ */
+function dispersion(r: Reference, family: string, o: MonitorOptions): (n: number) => number {
   const d = r.disp[family];
-  if (!d || d[1] < 20) return 1;
-  return Math.min(o.maxDispersion, Math.max(1, d[0] / d[1]));
+  if (!d || d[0] < 20) return () => 1;
+  const [w, sn, sn2, sr, snr] = d;
+  const mn = sn / w;
+  const mr = sr / w;
+  const vn = sn2 / w - mn * mn;
+  const cap = (x: number) => Math.min(o.maxDispersion, Math.max(1, x));
+  if (vn > (0.2 * mn) ** 2) {
+    let kappa = Math.max(0, (snr / w - mn * mr) / vn);
+    let phi0 = mr - kappa * mn;
+    if (phi0 < 1) {
+      phi0 = 1;
+      kappa = Math.max(0, (mr - 1) / Math.max(mn, 1e-9));
+    }
+    return (n) => cap(phi0 + kappa * n);
+  }
+  return (n) => cap(Math.max(mr, 1 + ((mr - 1) * n) / Math.max(mn, 1e-9)));
 }
 
 /** the scope's counts of one window, on the cluster index */
@@ -325,30 +357,35 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const rateP0 = (m: Metric, i: number) => rateTable[m][i];
 
       // ---- dispersion from the reference's window-to-window variability ----
-      const phi = (f: string) => dispersion(ref, f, o);
-      const pearson = (f: string, s: number, d: number) => {
-        if (!(d > 0) || !Number.isFinite(s)) return;
-        const t = (cur!.disp[f] ??= [0, 0]);
-        t[0] += s;
-        t[1] += d;
+      const models = new Map<string, (n: number) => number>();
+      const phi = (f: string, volume: number) => {
+        let m = models.get(f);
+        if (!m) models.set(f, (m = dispersion(ref, f, o)));
+        return m(volume);
+      };
+      const pearson = (f: string, x2: number, df: number, volume: number) => {
+        if (!(df > 0) || !(volume > 0) || !Number.isFinite(x2)) return;
+        const t = (cur!.disp[f] ??= [0, 0, 0, 0, 0]);
+        const r = x2 / df;
+        t[0] += 1;
+        t[1] += volume;
+        t[2] += volume * volume;
+        t[3] += r;
+        t[4] += volume * r;
       };
       const nowUnc = sum(now.unc);
       const mixNow = Array.from({ length: K + 1 }, (_, i) => (i < K ? now.req[i] - now.unc[i] : nowUnc));
       if (ref.blocks > 0 && n > 0) {
-        pearson('unc', (nowUnc - n * p0Unc) ** 2 / (n * p0Unc * (1 - p0Unc)), 1);
+        pearson('unc', (nowUnc - n * p0Unc) ** 2 / (n * p0Unc * (1 - p0Unc)), 1, n);
         let x2 = 0;
         for (let i = 0; i <= K; i++) x2 += (mixNow[i] - n * mixP0[i]) ** 2 / (n * mixP0[i]);
-        pearson('mix', x2, K);
+        pearson('mix', x2, K, n);
         for (const m of METRICS) {
-          let s = 0;
-          let d = 0;
           for (let i = 0; i < K; i++) {
             if (now.req[i] <= 0) continue;
             const p = rateP0(m, i);
-            s += (now[m][i] - now.req[i] * p) ** 2 / (now.req[i] * p * (1 - p));
-            d++;
+            pearson(m, (now[m][i] - now.req[i] * p) ** 2 / (now.req[i] * p * (1 - p)), 1, now.req[i]);
           }
-          pearson(m, s, d);
         }
       }
 
@@ -356,25 +393,31 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const verdicts = new Map<string, { rule: RuleName; cluster: number | null; v: Verdict; extra?: Metric }>();
       const run = (key: string, rule: RuleName, cluster: number | null, v: Verdict, extra?: Metric) => verdicts.set(key, { rule, cluster, v, extra });
       const idle = (h: number): Verdict => ({ alarm: false, statistic: 0, threshold: h, segmentRequests: 0, segmentEvents: 0, ratio: 1 });
-      const phiUnc = phi('unc');
-      const phiMix = phi('mix');
+      const phiUnc = phi('unc', n);
+      const phiMix = phi('mix', n);
       if (ready) {
         const unc = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.unc ?? undefined);
-        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, p0Unc, phiUnc));
+        // the reference is an estimate: rising detectors test against its upper standard-error
+        // bound (dispersion-aware), so a reference that happens to sit low does not read as a rise
+        const refN = HN + a;
+        const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
+        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), phiUnc));
         sc.det.unc = unc.toJSON();
         const mix = new DirichletMultinomialCusum({ concentration: o.concentration, threshold: hMixOmni, minRequests: o.minRequests }, sc.det.mix ?? undefined);
-        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix));
+        // the omnibus test carries the reference's own noise as extra dispersion: about one hour of
+        // evidence against the reference hours it is compared with
+        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + (n * (3600000 / windowMs)) / refN)));
         sc.det.mix = mix.toJSON();
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
-          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, shareP0[i], phiMix));
+          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), phiMix));
           sc.det.share[key] = d.toJSON();
           for (const m of METRICS) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], rateP0(m, i), phi(m)), m);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), phi(m, now.req[i])), m);
             sc.det.rate[rk] = r.toJSON();
           }
         }
@@ -389,7 +432,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const orRef = Math.max(1, (refEscU / (1 - refEscU)) / (refUShare / (1 - refUShare)));
           const p0 = Math.min(0.999, Math.max(1e-4, (orRef * uShare) / (1 - uShare + orRef * uShare)));
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.uncEsc ?? undefined);
-          run('uncovered_escalation', 'uncovered_escalation', null, uShare > 0 && uShare < 1 ? d.update(now.uncEsc, escAll, p0, phi('escalated')) : idle(hOne));
+          run('uncovered_escalation', 'uncovered_escalation', null, uShare > 0 && uShare < 1 ? d.update(now.uncEsc, escAll, p0, phi('escalated', escAll)) : idle(hOne));
           sc.det.uncEsc = d.toJSON();
         }
       }
@@ -417,7 +460,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           delete e.onset;
         }
         st.episodes[key] = e;
-        if (e.firing && RELATIVE.includes(rule)) relativeFiring = true;
+        if (e.firing && RELATIVE.includes(rule) && t0 - Date.parse(e.onset ?? start) < o.freezeHours * 3600000) relativeFiring = true;
         return e;
       };
       let relativeFiring = false;
@@ -426,9 +469,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const RN = sum(recent.req);
       const shareNow = (i: number) => (RN > 0 ? at(recent.req, i) / RN : 0);
       const shareRef = (i: number) => (PN > 0 ? at(P.req, i) / PN : 0);
-      const cs = (i: number): ClusterShare => {
+      const cs = (i: number, refShare = shareRef(i)): ClusterShare => {
         const l = label(i);
-        return { cluster: ids[i], ...(l !== undefined ? { label: l } : {}), shareNow: shareNow(i), shareReference: shareRef(i), shareEval: evalShare(i) };
+        return { cluster: ids[i], ...(l !== undefined ? { label: l } : {}), shareNow: shareNow(i), shareReference: refShare, shareEval: evalShare(i) };
       };
       const escRate = RN > 0 ? sum(recent.escalated) / RN : 0;
       const trend = (rule: RuleName, cluster: number | null, sNow: number, sRef: number, sEval: number, esc: number, stat: number, h: number) =>
@@ -537,7 +580,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           .filter((i) => shareNow(i) > shareP0[i] || alarmed.has(ids[i]))
           .sort((x, y) => Number(alarmed.has(ids[y])) - Number(alarmed.has(ids[x])) || (statOf.get(ids[y]) ?? 0) - (statOf.get(ids[x]) ?? 0) || Math.abs(shareNow(y) - shareP0[y]) - Math.abs(shareNow(x) - shareP0[x]))
           .slice(0, o.drivers)
-          .map(cs);
+          .map((i) => cs(i, shareP0[i]));
         const top = drivers[0];
         finding(
           'cluster_mix',
@@ -549,7 +592,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           warming
             ? `Cluster mix of ${scopeName(agent)}: ${warmNote}.`
             : e.firing && top
-              ? `The topic mix of ${scopeName(agent)} has shifted (total variation ${tv.toFixed(3)}, 95% ${lo.toFixed(3)}–${hi.toFixed(3)}): ${top.label ? `"${top.label}"` : `cluster ${top.cluster}`} is ${pct(top.shareNow)} of traffic against ${pct(top.shareReference)} in the reference and ${pct(top.shareEval)} of the eval set.`
+              ? `The topic mix of ${scopeName(agent)} has shifted (total variation ${tv.toFixed(3)}, 95% ${lo.toFixed(3)}–${hi.toFixed(3)}): ${top.label ? `"${top.label}"` : `cluster ${top.cluster}`} is ${pct(top.shareNow)} of traffic against ${pct(top.shareReference)} in the reference at this hour and ${pct(top.shareEval)} of the eval set.`
               : `Topic mix of ${scopeName(agent)} is in line with the production reference (total variation ${tv.toFixed(3)}).`,
           drivers,
         );
@@ -573,7 +616,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const rn = at(recent.req, i);
         const rx = at(recent[m], i);
         const p0 = rateP0(m, i);
-        const [lo, hi] = klInterval(rx, rn, CI_LEVEL, phi(m));
+        const [lo, hi] = klInterval(rx, rn, CI_LEVEL, phi(m, now.req[i]));
         const rate = rn > 0 ? rx / rn : 0;
         const share = cs(i);
         const name = share.label ? `"${share.label}"` : `cluster ${ids[i]}`;
@@ -602,7 +645,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const ce = sum(recent.escalated) - ue;
         const ru_rate = ru > 0 ? ue / ru : 0;
         const rc_rate = rc > 0 ? ce / rc : 0;
-        const [lo, hi] = klInterval(ue, ru, CI_LEVEL, phi('escalated'));
+        const [lo, hi] = klInterval(ue, ru, CI_LEVEL, phi('escalated', sum(now.escalated)));
         const ratio = rc_rate > 0 ? ru_rate / rc_rate : 0;
         finding(
           'uncovered_escalation',
