@@ -17,6 +17,8 @@ export interface ClusterCounts {
   escalated: number;
   refused: number;
   failed: number;
+  /** escalated requests among the uncovered ones (for the uncovered_escalation rule; optional) */
+  uncoveredEscalated?: number;
 }
 
 /** One closed evaluation window of one agent ('' = traffic with no agent) under one coverage model. */

@@ -1,0 +1,712 @@
+/**
+ * The rules: detectors combined per rule and scope (each agent and '*' = all agents), rolling
+ * production references, dispersion, multiplicity, hysteresis, findings and trend rows. Pure: the
+ * state goes in and comes out as plain JSON; no I/O, no clock (hours come from window timestamps).
+ */
+import { BernoulliCusum, DirichletMultinomialCusum, type BernoulliCusumState, type DirichletCusumState, type Verdict } from './detectors.js';
+import { klInterval, totalVariation, tvInterval, tvIntervalApprox } from './stats.js';
+import type {
+  ClusterCounts,
+  ClusterShare,
+  Effect,
+  Finding,
+  MonitorContext,
+  MonitorEvaluation,
+  MonitorState,
+  RuleName,
+  TrendRow,
+  WindowCounts,
+} from './types.js';
+
+export interface MonitorOptions {
+  /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
+  arlDays: number;
+  /** production reference: the last `referenceDays` of closed blocks */
+  referenceDays: number;
+  /** no rule fires before this many hours of reference */
+  warmupHours: number;
+  /** reference block length (minutes); blocks carry their hour of day for like-hour comparison */
+  blockMinutes: number;
+  /** minimum evidence before any alarm: requests in the detector's segment */
+  minRequests: number;
+  /** and events (uncovered / escalated / in-cluster requests) in the segment */
+  minEvents: number;
+  /** odds ratios watched by every rate detector */
+  ratios: number[];
+  /** Dirichlet prior concentration of the cluster-mix mixture test */
+  concentration: number;
+  /** budget rule: alert once the uncovered share is established above this (null: off) */
+  budget: number | null;
+  /** a firing finding resolves after this many windows without a new alarm (and statistic < h/2) */
+  resolveWindows: number;
+  /**
+   * while a production-relative rule fires, the scope's reference is frozen, for at most this many
+   * hours of the episode; after that the new level is learnt (the alert resolves once the reference
+   * has caught up)
+   */
+  freezeHours: number;
+  /** pseudo-requests shrinking an hour-of-day reference toward the pooled reference */
+  hourShrink: number;
+  /** half-life (windows) of the "now" shares shown in findings and trends */
+  recentHalfLifeWindows: number;
+  /** eval-set mismatch: production share at least this multiple of the eval-set share… */
+  mismatchRatio: number;
+  /** …and at least this share of traffic */
+  mismatchMinShare: number;
+  /** cap on the estimated dispersion */
+  maxDispersion: number;
+  /** clusters named per finding */
+  drivers: number;
+}
+
+export const DEFAULT_MONITOR: MonitorOptions = {
+  arlDays: 30,
+  referenceDays: 7,
+  warmupHours: 24,
+  blockMinutes: 60,
+  minRequests: 200,
+  minEvents: 10,
+  ratios: [1.25, 1.5, 2, 3, 5],
+  concentration: 1000,
+  budget: 0.2,
+  resolveWindows: 12,
+  freezeHours: 24,
+  hourShrink: 200,
+  recentHalfLifeWindows: 6,
+  mismatchRatio: 2,
+  mismatchMinShare: 0.01,
+  maxDispersion: 100,
+  drivers: 5,
+};
+
+const METRICS = ['escalated', 'refused', 'failed'] as const;
+type Metric = (typeof METRICS)[number];
+const METRIC_NAME: Record<Metric, string> = { escalated: 'escalation', refused: 'refusal', failed: 'failure' };
+/** rules whose reference is production itself (their alarms freeze the scope's reference) */
+const RELATIVE: RuleName[] = ['uncovered_share', 'cluster_mix', 'escalation', 'uncovered_escalation'];
+const SEVERITY: Record<RuleName, Finding['severity']> = {
+  uncovered_share: 'warning',
+  uncovered_vs_calibrated: 'warning',
+  uncovered_budget: 'critical',
+  cluster_mix: 'warning',
+  eval_mismatch: 'info',
+  escalation: 'critical',
+  uncovered_escalation: 'warning',
+};
+/** two-sided 95% Chernoff level for effect intervals */
+const CI_LEVEL = Math.log(1 / 0.025);
+
+interface Agg {
+  req: number[];
+  unc: number[];
+  escalated: number[];
+  refused: number[];
+  failed: number[];
+  /** escalated among uncovered; null when the store does not report it */
+  uncEsc: number | null;
+}
+
+interface Block extends Agg {
+  key: number;
+  hour: number;
+  /**
+   * per detector family, moments of the windows' Pearson statistics (X²/df, against the reference
+   * in force): [windows, Σn, Σn², Σr, Σn·r], fitted as E[r] = φ0 + κ·n
+   */
+  disp: Record<string, number[]>;
+  /** a production-relative rule fired during the block: kept out of the reference */
+  tainted: boolean;
+}
+
+interface ScopeState {
+  blocks: Block[];
+  current: Block | null;
+  recent: Agg;
+  det: {
+    unc: BernoulliCusumState | null;
+    cal: BernoulliCusumState | null;
+    budget: BernoulliCusumState | null;
+    uncEsc: BernoulliCusumState | null;
+    mix: DirichletCusumState | null;
+    share: Record<string, BernoulliCusumState>;
+    rate: Record<string, BernoulliCusumState>;
+  };
+  /** eval-mismatch: the under-tested clusters last reported (null until the reference is ready) */
+  mismatch: number[] | null;
+}
+
+interface Episode {
+  firing: boolean;
+  onset?: string;
+  lastAlarm: number;
+}
+
+interface State extends MonitorState {
+  version: 1;
+  modelVersion: string;
+  clusterIds: number[];
+  scopes: Record<string, ScopeState>;
+  episodes: Record<string, Episode>;
+  lastWindow: string | null;
+}
+
+const zeros = (k: number) => new Array<number>(k).fill(0);
+const emptyAgg = (k: number): Agg => ({ req: zeros(k), unc: zeros(k), escalated: zeros(k), refused: zeros(k), failed: zeros(k), uncEsc: null });
+const sum = (a: number[]) => a.reduce((s, v) => s + v, 0);
+const at = (a: number[], i: number) => a[i] ?? 0;
+
+function addAgg(into: Agg, from: Agg, w = 1): void {
+  for (const f of ['req', 'unc', 'escalated', 'refused', 'failed'] as const) {
+    const a = into[f];
+    const b = from[f];
+    for (let i = 0; i < b.length; i++) a[i] = at(a, i) + w * b[i];
+  }
+  if (from.uncEsc !== null) into.uncEsc = (into.uncEsc ?? 0) + w * from.uncEsc;
+}
+
+function scaleAgg(a: Agg, w: number): void {
+  for (const f of ['req', 'unc', 'escalated', 'refused', 'failed'] as const) for (let i = 0; i < a[f].length; i++) a[f][i] *= w;
+  if (a.uncEsc !== null) a.uncEsc *= w;
+}
+
+interface Reference {
+  blocks: number;
+  pooled: Agg;
+  byHour: Agg[];
+  disp: Record<string, number[]>;
+}
+
+/** reference sums, cached per (immutable) blocks array */
+const refCache = new WeakMap<Block[], Reference>();
+
+function reference(blocks: Block[], k: number): Reference {
+  const hit = refCache.get(blocks);
+  if (hit) return hit;
+  const r: Reference = { blocks: blocks.length, pooled: emptyAgg(k), byHour: Array.from({ length: 24 }, () => emptyAgg(k)), disp: {} };
+  for (const b of blocks) {
+    addAgg(r.pooled, b);
+    addAgg(r.byHour[b.hour], b);
+    for (const [f, m] of Object.entries(b.disp)) {
+      const t = (r.disp[f] ??= [0, 0, 0, 0, 0]);
+      for (let i = 0; i < 5; i++) t[i] += m[i];
+    }
+  }
+  refCache.set(blocks, r);
+  return r;
+}
+
+/**
+ * The dispersion φ(n) at a window of n requests (or n requests of a cluster, for rates), from the
+ * reference windows' Pearson statistics r (X²/df, mean 1 for binomial / multinomial counts):
+ * E[r] = φ0 + κ·n. φ0 > 1 is clustering at any volume (sessions repeating a query: a design
+ * effect); κ > 0 is the true rate itself wandering between windows (bursts, within-hour cycles),
+ * whose weight grows with the volume. When the reference's window sizes vary too little to
+ * separate the two (coefficient of variation < 0.2), φ(n) = max(r̄, 1 + (r̄ − 1)·n/n̄): the larger
+ * of the two readings, conservative on both sides. Floor 1, cap maxDispersion.
+ */
+function dispersion(r: Reference, family: string, o: MonitorOptions): (n: number) => number {
+  const d = r.disp[family];
+  if (!d || d[0] < 20) return () => 1;
+  const [w, sn, sn2, sr, snr] = d;
+  const mn = sn / w;
+  const mr = sr / w;
+  const vn = sn2 / w - mn * mn;
+  const cap = (x: number) => Math.min(o.maxDispersion, Math.max(1, x));
+  if (vn > (0.2 * mn) ** 2) {
+    let kappa = Math.max(0, (snr / w - mn * mr) / vn);
+    let phi0 = mr - kappa * mn;
+    if (phi0 < 1) {
+      phi0 = 1;
+      kappa = Math.max(0, (mr - 1) / Math.max(mn, 1e-9));
+    }
+    return (n) => cap(phi0 + kappa * n);
+  }
+  return (n) => cap(Math.max(mr, 1 + ((mr - 1) * n) / Math.max(mn, 1e-9)));
+}
+
+/** the scope's counts of one window, on the cluster index */
+function aggregate(windows: WindowCounts[], index: Map<number, number>, k: number): { agg: Agg; n: number } {
+  const a = emptyAgg(k);
+  let known = true;
+  let ue = 0;
+  for (const w of windows)
+    for (const c of w.clusters as ClusterCounts[]) {
+      const i = index.get(c.cluster)!;
+      a.req[i] += c.requests;
+      a.unc[i] += c.uncovered;
+      a.escalated[i] += c.escalated;
+      a.refused[i] += c.refused;
+      a.failed[i] += c.failed;
+      if (c.uncoveredEscalated === undefined) known = false;
+      else ue += c.uncoveredEscalated;
+    }
+  a.uncEsc = known ? ue : null;
+  return { agg: a, n: sum(a.req) };
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const scopeName = (agent: string) => (agent === '*' ? 'all agents' : agent === '' ? 'traffic with no agent' : `agent "${agent}"`);
+
+export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
+  const o: MonitorOptions = { ...DEFAULT_MONITOR, ...options };
+  const G = o.ratios.length;
+  const cusumOpts = { ratios: o.ratios, minRequests: o.minRequests, minEvents: o.minEvents };
+
+  function fresh(ctx: MonitorContext): State {
+    const ids = Object.keys(ctx.evalShares)
+      .map(Number)
+      .sort((a, b) => a - b);
+    return { version: 1, modelVersion: ctx.modelVersion, clusterIds: ids, scopes: {}, episodes: {}, lastWindow: null };
+  }
+
+  function freshScope(): ScopeState {
+    return { blocks: [], current: null, recent: emptyAgg(0), det: { unc: null, cal: null, budget: null, uncEsc: null, mix: null, share: {}, rate: {} }, mismatch: null };
+  }
+
+  return function evaluateWindow(prev: MonitorState | null, windows: WindowCounts[], ctx: MonitorContext): MonitorEvaluation {
+    const notices: string[] = [];
+    let st: State;
+    if (prev && prev.modelVersion !== ctx.modelVersion) {
+      notices.push(
+        `coverage model changed from ${prev.modelVersion} to ${ctx.modelVersion}: production references and detectors restart (no rule fires for the first ${o.warmupHours} h)`,
+      );
+      st = fresh(ctx);
+    } else st = prev ? { ...(prev as State), scopes: { ...(prev as State).scopes }, episodes: { ...(prev as State).episodes } } : fresh(ctx);
+
+    const mine = windows.filter((w) => w.modelVersion === ctx.modelVersion);
+    if (mine.length < windows.length)
+      notices.push(`${windows.length - mine.length} window(s) of another coverage model version ignored (the monitor runs model ${ctx.modelVersion})`);
+    const findings: Finding[] = [];
+    const trends: TrendRow[] = [];
+    if (mine.length === 0) return { state: st, findings, trends, notices };
+
+    const start = mine[0].start;
+    const end = mine[0].end;
+    const t0 = Date.parse(start);
+    const windowMs = Math.max(1000, Date.parse(end) - t0);
+    const widx = Math.floor(t0 / windowMs);
+    const arlWindows = (o.arlDays * 86400000) / windowMs;
+    const blockMs = o.blockMinutes * 60000;
+    const bkey = Math.floor(t0 / blockMs);
+    const hour = new Date(bkey * blockMs).getUTCHours();
+    const maxBlocks = Math.round((o.referenceDays * 24 * 60) / o.blockMinutes);
+    const warmBlocks = Math.ceil((o.warmupHours * 60) / o.blockMinutes);
+    const decay = Math.pow(0.5, 1 / o.recentHalfLifeWindows);
+
+    // clusters: the model's, plus any id the counts name that the context did not
+    const ids = st.clusterIds.slice();
+    for (const w of mine) for (const c of w.clusters) if (!ids.includes(c.cluster)) ids.push(c.cluster);
+    st.clusterIds = ids;
+    const K = ids.length;
+    const index = new Map(ids.map((c, i) => [c, i]));
+    const evalShare = (i: number) => ctx.evalShares[ids[i]] ?? 0;
+    const label = (i: number) => ctx.labels?.[ids[i]];
+
+    const agents = [...new Set(mine.map((w) => w.agent))].sort();
+    const knownAgents = new Set([...Object.keys(st.scopes).filter((a) => a !== '*'), ...agents]);
+    const S = knownAgents.size + 1;
+    // thresholds: each rule's alarm budget 1/ARL split over its scopes and alternatives
+    const hOne = Math.log(arlWindows * S * G);
+    const hMixCluster = Math.log(arlWindows * S * (K + 1) * G);
+    const hMixOmni = Math.log(arlWindows * S * (K + 1));
+    const hRate = Math.log(arlWindows * S * K * METRICS.length * G);
+
+    for (const agent of ['*', ...agents]) {
+      const scopeWindows = agent === '*' ? mine : mine.filter((w) => w.agent === agent);
+      const { agg: now, n } = aggregate(scopeWindows, index, K);
+      const prevScope = st.scopes[agent] ?? freshScope();
+      const sc: ScopeState = {
+        ...prevScope,
+        det: { ...prevScope.det, share: { ...prevScope.det.share }, rate: { ...prevScope.det.rate } },
+      };
+      st.scopes[agent] = sc;
+      // close the block in progress when the window starts a new one
+      let blocks = sc.blocks;
+      let cur = sc.current ? structuredClone(sc.current) : null;
+      if (cur && cur.key !== bkey) {
+        if (!cur.tainted && sum(cur.req) > 0) blocks = [...blocks, cur].slice(-maxBlocks);
+        cur = null;
+      }
+      cur ??= { ...emptyAgg(K), key: bkey, hour, disp: {}, tainted: false };
+      sc.blocks = blocks;
+      const ref = reference(blocks, K);
+      const ready = ref.blocks >= warmBlocks;
+      const recent = structuredClone(sc.recent);
+      scaleAgg(recent, decay);
+      addAgg(recent, now);
+      sc.recent = recent;
+
+      // ---- references for this hour of day (shrunk toward the pooled reference) ----
+      const P = ref.pooled;
+      const H = ref.byHour[hour];
+      const PN = sum(P.req);
+      const HN = sum(H.req);
+      const a = o.hourShrink;
+      const pooledUnc = (sum(P.unc) + 0.5) / (PN + 1);
+      const p0Unc = (sum(H.unc) + a * pooledUnc) / (HN + a);
+      // cluster mix: K covered categories + uncovered
+      const mixPooled = Array.from({ length: K + 1 }, (_, i) => ((i < K ? at(P.req, i) - at(P.unc, i) : sum(P.unc)) + 0.5) / (PN + 0.5 * (K + 1)));
+      const mixP0 = mixPooled.map((p, i) => ((i < K ? at(H.req, i) - at(H.unc, i) : sum(H.unc)) + a * p) / (HN + a));
+      const sharePooled = Array.from({ length: K }, (_, i) => (at(P.req, i) + 0.5) / (PN + 0.5 * K));
+      const shareP0 = sharePooled.map((p, i) => (at(H.req, i) + a * p) / (HN + a));
+      const rateTable = {} as Record<Metric, number[]>;
+      for (const m of METRICS) {
+        const all = (sum(P[m]) + 0.5) / (PN + 1);
+        rateTable[m] = Array.from({ length: K }, (_, i) => Math.min(0.999, Math.max(1e-4, (at(P[m], i) + 20 * all) / (at(P.req, i) + 20))));
+      }
+      const rateP0 = (m: Metric, i: number) => rateTable[m][i];
+
+      // ---- dispersion from the reference's window-to-window variability ----
+      const models = new Map<string, (n: number) => number>();
+      const phi = (f: string, volume: number) => {
+        let m = models.get(f);
+        if (!m) models.set(f, (m = dispersion(ref, f, o)));
+        return m(volume);
+      };
+      const pearson = (f: string, x2: number, df: number, volume: number) => {
+        if (!(df > 0) || !(volume > 0) || !Number.isFinite(x2)) return;
+        const t = (cur!.disp[f] ??= [0, 0, 0, 0, 0]);
+        const r = x2 / df;
+        t[0] += 1;
+        t[1] += volume;
+        t[2] += volume * volume;
+        t[3] += r;
+        t[4] += volume * r;
+      };
+      const nowUnc = sum(now.unc);
+      const mixNow = Array.from({ length: K + 1 }, (_, i) => (i < K ? now.req[i] - now.unc[i] : nowUnc));
+      if (ref.blocks > 0 && n > 0) {
+        pearson('unc', (nowUnc - n * p0Unc) ** 2 / (n * p0Unc * (1 - p0Unc)), 1, n);
+        let x2 = 0;
+        for (let i = 0; i <= K; i++) x2 += (mixNow[i] - n * mixP0[i]) ** 2 / (n * mixP0[i]);
+        pearson('mix', x2, K, n);
+        for (const m of METRICS) {
+          for (let i = 0; i < K; i++) {
+            if (now.req[i] <= 0) continue;
+            const p = rateP0(m, i);
+            pearson(m, (now[m][i] - now.req[i] * p) ** 2 / (now.req[i] * p * (1 - p)), 1, now.req[i]);
+          }
+        }
+      }
+
+      // ---- detectors ----
+      const verdicts = new Map<string, { rule: RuleName; cluster: number | null; v: Verdict; extra?: Metric }>();
+      const run = (key: string, rule: RuleName, cluster: number | null, v: Verdict, extra?: Metric) => verdicts.set(key, { rule, cluster, v, extra });
+      const idle = (h: number): Verdict => ({ alarm: false, statistic: 0, threshold: h, segmentRequests: 0, segmentEvents: 0, ratio: 1 });
+      const phiUnc = phi('unc', n);
+      const phiMix = phi('mix', n);
+      if (ready) {
+        const unc = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.unc ?? undefined);
+        // the reference is an estimate: rising detectors test against its upper standard-error
+        // bound (dispersion-aware), so a reference that happens to sit low does not read as a rise
+        const refN = HN + a;
+        const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
+        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), phiUnc));
+        sc.det.unc = unc.toJSON();
+        const mix = new DirichletMultinomialCusum({ concentration: o.concentration, threshold: hMixOmni, minRequests: o.minRequests }, sc.det.mix ?? undefined);
+        // the omnibus test carries the reference's own noise as extra dispersion: about one hour of
+        // evidence against the reference hours it is compared with
+        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + (n * (3600000 / windowMs)) / refN)));
+        sc.det.mix = mix.toJSON();
+        for (let i = 0; i < K; i++) {
+          const key = String(ids[i]);
+          if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
+          const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
+          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), phiMix));
+          sc.det.share[key] = d.toJSON();
+          for (const m of METRICS) {
+            const rk = `${key}|${m}`;
+            const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), phi(m, now.req[i])), m);
+            sc.det.rate[rk] = r.toJSON();
+          }
+        }
+        if (now.uncEsc !== null && P.uncEsc !== null) {
+          // conditional test: given all escalations of the window, are they more often uncovered
+          // than the uncovered share of traffic (times the reference's own odds ratio, ≥ 1)?
+          const escAll = sum(now.escalated);
+          const uShare = n > 0 ? nowUnc / n : 0;
+          const refEsc = sum(P.escalated);
+          const refUShare = (sum(P.unc) + 0.5) / (PN + 1);
+          const refEscU = (P.uncEsc + 0.5) / (refEsc + 1);
+          const orRef = Math.max(1, (refEscU / (1 - refEscU)) / (refUShare / (1 - refUShare)));
+          const p0 = Math.min(0.999, Math.max(1e-4, (orRef * uShare) / (1 - uShare + orRef * uShare)));
+          const d = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.uncEsc ?? undefined);
+          run('uncovered_escalation', 'uncovered_escalation', null, uShare > 0 && uShare < 1 ? d.update(now.uncEsc, escAll, p0, phi('escalated', escAll)) : idle(hOne));
+          sc.det.uncEsc = d.toJSON();
+        }
+      }
+      // fixed references need no production history
+      const cal = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.cal ?? undefined);
+      const pCal = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
+      run('uncovered_vs_calibrated', 'uncovered_vs_calibrated', null, cal.update(nowUnc, n, pCal, phiUnc));
+      sc.det.cal = cal.toJSON();
+      if (o.budget !== null) {
+        const b = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.budget ?? undefined);
+        run('uncovered_budget', 'uncovered_budget', null, b.update(nowUnc, n, o.budget, phiUnc));
+        sc.det.budget = b.toJSON();
+      }
+
+      // ---- episodes (hysteresis) ----
+      const episode = (rule: RuleName, cluster: number | null, alarm: boolean, stat: number, h: number) => {
+        const key = `${rule}|${agent}|${cluster ?? ''}`;
+        const e: Episode = { ...(st.episodes[key] ?? { firing: false, lastAlarm: -Infinity }) };
+        if (alarm) {
+          if (!e.firing) e.onset = start;
+          e.firing = true;
+          e.lastAlarm = widx;
+        } else if (e.firing && widx - e.lastAlarm >= o.resolveWindows && stat < h / 2) {
+          e.firing = false;
+          delete e.onset;
+        }
+        st.episodes[key] = e;
+        if (e.firing && RELATIVE.includes(rule) && t0 - Date.parse(e.onset ?? start) < o.freezeHours * 3600000) relativeFiring = true;
+        return e;
+      };
+      let relativeFiring = false;
+
+      // shares shown: recent (exponentially weighted) now, reference, eval set
+      const RN = sum(recent.req);
+      const shareNow = (i: number) => (RN > 0 ? at(recent.req, i) / RN : 0);
+      const shareRef = (i: number) => (PN > 0 ? at(P.req, i) / PN : 0);
+      const cs = (i: number, refShare = shareRef(i)): ClusterShare => {
+        const l = label(i);
+        return { cluster: ids[i], ...(l !== undefined ? { label: l } : {}), shareNow: shareNow(i), shareReference: refShare, shareEval: evalShare(i) };
+      };
+      const escRate = RN > 0 ? sum(recent.escalated) / RN : 0;
+      const trend = (rule: RuleName, cluster: number | null, sNow: number, sRef: number, sEval: number, esc: number, stat: number, h: number) =>
+        trends.push({ windowStart: start, windowEnd: end, rule, agent, cluster, modelVersion: ctx.modelVersion, shareNow: sNow, shareReference: sRef, shareEval: sEval, escalationRate: esc, statistic: stat, threshold: h });
+      const finding = (rule: RuleName, cluster: number | null, e: Episode, stat: number, h: number, effect: Effect, summary: string, clusters: ClusterShare[]) =>
+        findings.push({
+          rule,
+          scope: { agent, cluster },
+          firing: e.firing,
+          severity: SEVERITY[rule],
+          ...(e.firing && e.onset ? { onset: e.onset } : {}),
+          windowStart: start,
+          windowEnd: end,
+          statistic: stat,
+          threshold: h,
+          effect,
+          summary,
+          clusters,
+        });
+      const warming = !ready;
+      const warmNote = `reference warming up (${ref.blocks} of ${warmBlocks} blocks)`;
+
+      // uncovered share (vs production, vs calibrated, budget)
+      const rUnc = sum(recent.unc);
+      const uNow = RN > 0 ? rUnc / RN : 0;
+      const [uLo, uHi] = klInterval(rUnc, RN, CI_LEVEL, phiUnc);
+      const uncDrivers = () =>
+        Array.from({ length: K }, (_, i) => i)
+          .map((i) => ({ i, d: (RN > 0 ? at(recent.unc, i) / RN : 0) - (PN > 0 ? at(P.unc, i) / PN : 0) }))
+          .filter((x) => x.d > 0)
+          .sort((x, y) => y.d - x.d)
+          .slice(0, o.drivers)
+          .map((x) => cs(x.i));
+      {
+        const v = verdicts.get('uncovered_share')?.v ?? idle(hOne);
+        const e = episode('uncovered_share', null, v.alarm, v.statistic, hOne);
+        const drivers = uncDrivers();
+        const names = drivers.filter((d) => d.label).map((d) => `"${d.label}"`);
+        finding(
+          'uncovered_share',
+          null,
+          e,
+          v.statistic,
+          hOne,
+          { name: 'uncovered_share_diff', value: uNow - p0Unc, lo: uLo - p0Unc, hi: uHi - p0Unc },
+          warming
+            ? `Uncovered share for ${scopeName(agent)} is ${pct(uNow)}; ${warmNote}.`
+            : `Uncovered share for ${scopeName(agent)} is ${pct(uNow)} against ${pct(p0Unc)} in the production reference` +
+                (e.firing ? ` and rising: traffic the eval set does not test is growing${names.length ? `, mostly near ${names.slice(0, 3).join(', ')}` : ''}.` : '.'),
+          drivers,
+        );
+        trend('uncovered_share', null, uNow, p0Unc, 0, escRate, v.statistic, hOne);
+      }
+      {
+        const v = verdicts.get('uncovered_vs_calibrated')!.v;
+        const e = episode('uncovered_vs_calibrated', null, v.alarm, v.statistic, hOne);
+        finding(
+          'uncovered_vs_calibrated',
+          null,
+          e,
+          v.statistic,
+          hOne,
+          { name: 'uncovered_share_diff', value: uNow - pCal, lo: uLo - pCal, hi: uHi - pCal },
+          `Uncovered share for ${scopeName(agent)} is ${pct(uNow)} (95% ${pct(uLo)}–${pct(uHi)}) against ${pct(pCal)} calibrated at fit time` +
+            (e.firing ? ': production meets more untested traffic than the fit promised; refit or add eval cases.' : '.'),
+          uncDrivers(),
+        );
+        trend('uncovered_vs_calibrated', null, uNow, pCal, 0, escRate, v.statistic, hOne);
+      }
+      if (o.budget !== null) {
+        const v = verdicts.get('uncovered_budget')!.v;
+        const e = episode('uncovered_budget', null, v.alarm, v.statistic, hOne);
+        finding(
+          'uncovered_budget',
+          null,
+          e,
+          v.statistic,
+          hOne,
+          { name: 'uncovered_share', value: uNow, lo: uLo, hi: uHi },
+          e.firing
+            ? `More than ${pct(o.budget)} of ${scopeName(agent)}'s traffic is untested (now ${pct(uNow)}, 95% ${pct(uLo)}–${pct(uHi)}), established with confidence.`
+            : `Untested share of ${scopeName(agent)} is ${pct(uNow)} against a budget of ${pct(o.budget)}.`,
+          uncDrivers(),
+        );
+        trend('uncovered_budget', null, uNow, o.budget, 0, escRate, v.statistic, hOne);
+      }
+
+      // cluster mix: omnibus mixture test and per-cluster share CUSUMs
+      {
+        const omni = verdicts.get('cluster_mix')?.v ?? idle(hMixOmni);
+        const per = [...verdicts.values()].filter((x) => x.rule === 'cluster_mix' && x.cluster !== null);
+        const alarmed = new Set(per.filter((x) => x.v.alarm).map((x) => x.cluster!));
+        const worst = per.reduce<{ r: number; v: Verdict } | null>((b, x) => (b && b.r >= x.v.statistic / hMixCluster ? b : { r: x.v.statistic / hMixCluster, v: x.v }), null);
+        const useOmni = !worst || omni.statistic / hMixOmni >= worst.r;
+        const stat = useOmni ? omni.statistic : worst!.v.statistic;
+        const h = useOmni ? hMixOmni : hMixCluster;
+        const alarm = omni.alarm || alarmed.size > 0;
+        const e = episode('cluster_mix', null, alarm, stat / h, 1);
+        const recentMix = Array.from({ length: K + 1 }, (_, i) => (i < K ? at(recent.req, i) - at(recent.unc, i) : rUnc));
+        const nowShares = recentMix.map((c) => (RN > 0 ? c / RN : 0));
+        const tv = totalVariation(nowShares, mixP0);
+        // the seeded Dirichlet interval when firing; its normal approximation otherwise (cheaper)
+        const [lo, hi] = RN <= 0 ? [0, 1] : e.firing ? tvInterval(recentMix, mixP0, phiMix, 100, widx >>> 0) : tvIntervalApprox(recentMix, mixP0, phiMix);
+        const statOf = new Map(per.map((x) => [x.cluster!, x.v.statistic]));
+        const drivers = Array.from({ length: K }, (_, i) => i)
+          .filter((i) => shareNow(i) > shareP0[i] || alarmed.has(ids[i]))
+          .sort((x, y) => Number(alarmed.has(ids[y])) - Number(alarmed.has(ids[x])) || (statOf.get(ids[y]) ?? 0) - (statOf.get(ids[x]) ?? 0) || Math.abs(shareNow(y) - shareP0[y]) - Math.abs(shareNow(x) - shareP0[x]))
+          .slice(0, o.drivers)
+          .map((i) => cs(i, shareP0[i]));
+        const top = drivers[0];
+        finding(
+          'cluster_mix',
+          null,
+          e,
+          stat,
+          h,
+          { name: 'total_variation', value: tv, lo, hi },
+          warming
+            ? `Cluster mix of ${scopeName(agent)}: ${warmNote}.`
+            : e.firing && top
+              ? `The topic mix of ${scopeName(agent)} has shifted (total variation ${tv.toFixed(3)}, 95% ${lo.toFixed(3)}–${hi.toFixed(3)}): ${top.label ? `"${top.label}"` : `cluster ${top.cluster}`} is ${pct(top.shareNow)} of traffic against ${pct(top.shareReference)} in the reference at this hour and ${pct(top.shareEval)} of the eval set.`
+              : `Topic mix of ${scopeName(agent)} is in line with the production reference (total variation ${tv.toFixed(3)}).`,
+          drivers,
+        );
+        trend('cluster_mix', null, tv, 0, 0, escRate, stat, h);
+        for (let i = 0; i < K; i++) trend('cluster_mix', ids[i], shareNow(i), shareP0[i], evalShare(i), RN > 0 && at(recent.req, i) > 0 ? at(recent.escalated, i) / at(recent.req, i) : 0, statOf.get(ids[i]) ?? 0, hMixCluster);
+      }
+
+      // escalation / refusal / failure per cluster
+      for (let i = 0; i < K; i++) {
+        const vs = METRICS.map((m) => verdicts.get(`rate|${ids[i]}|${m}`));
+        if (vs.every((x) => x === undefined)) continue;
+        let best = 0;
+        vs.forEach((x, j) => {
+          const b = vs[best];
+          if (x && (x.v.alarm && !b?.v.alarm ? true : (x.v.statistic > (b?.v.statistic ?? -1) && x.v.alarm === (b?.v.alarm ?? false)))) best = j;
+        });
+        const m = METRICS[best];
+        const v = vs[best]?.v ?? idle(hRate);
+        const alarm = vs.some((x) => x?.v.alarm);
+        const e = episode('escalation', ids[i], alarm, v.statistic, hRate);
+        const rn = at(recent.req, i);
+        const rx = at(recent[m], i);
+        const p0 = rateP0(m, i);
+        const [lo, hi] = klInterval(rx, rn, CI_LEVEL, phi(m, now.req[i]));
+        const rate = rn > 0 ? rx / rn : 0;
+        const share = cs(i);
+        const name = share.label ? `"${share.label}"` : `cluster ${ids[i]}`;
+        finding(
+          'escalation',
+          ids[i],
+          e,
+          v.statistic,
+          hRate,
+          { name: `${METRIC_NAME[m]}_rate_ratio`, value: rate / p0, lo: lo / p0, hi: hi / p0 },
+          e.firing
+            ? `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} rose to ${pct(rate)} (95% ${pct(lo)}–${pct(hi)}) from ${pct(p0)} in its own history.`
+            : `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} is ${pct(rate)} (its history: ${pct(p0)}).`,
+          [share],
+        );
+        trend('escalation', ids[i], share.shareNow, share.shareReference, share.shareEval, rn > 0 ? at(recent.escalated, i) / rn : 0, v.statistic, hRate);
+      }
+
+      // uncovered traffic escalating more than covered traffic
+      if (verdicts.has('uncovered_escalation')) {
+        const v = verdicts.get('uncovered_escalation')!.v;
+        const e = episode('uncovered_escalation', null, v.alarm, v.statistic, hOne);
+        const ru = rUnc;
+        const rc = RN - rUnc;
+        const ue = recent.uncEsc ?? 0;
+        const ce = sum(recent.escalated) - ue;
+        const ru_rate = ru > 0 ? ue / ru : 0;
+        const rc_rate = rc > 0 ? ce / rc : 0;
+        const [lo, hi] = klInterval(ue, ru, CI_LEVEL, phi('escalated', sum(now.escalated)));
+        const ratio = rc_rate > 0 ? ru_rate / rc_rate : 0;
+        finding(
+          'uncovered_escalation',
+          null,
+          e,
+          v.statistic,
+          hOne,
+          { name: 'rate_ratio', value: ratio, lo: rc_rate > 0 ? lo / rc_rate : 0, hi: rc_rate > 0 ? hi / rc_rate : 0 },
+          `Uncovered requests of ${scopeName(agent)} escalate at ${pct(ru_rate)} against ${pct(rc_rate)} for covered ones` +
+            (e.firing ? ', more than their history: the untested traffic is where the agent fails.' : '.'),
+          uncDrivers(),
+        );
+        trend('uncovered_escalation', null, ru_rate, rc_rate, 0, escRate, v.statistic, hOne);
+      }
+
+      // eval-set mismatch: a standing fact, reported when it changes materially
+      if (ready) {
+        const lv = Math.log(arlWindows * S * K);
+        const under = new Set(sc.mismatch ?? []);
+        const before = new Set(under);
+        for (let i = 0; i < K; i++) {
+          const [lo, hi] = klInterval(at(P.req, i), PN, lv, phiMix);
+          const bar = Math.max(o.mismatchMinShare, o.mismatchRatio * evalShare(i));
+          if (lo > bar) under.add(ids[i]);
+          else if (hi < bar) under.delete(ids[i]);
+        }
+        const changed = sc.mismatch !== null && (under.size !== before.size || [...under].some((c) => !before.has(c)));
+        const added = [...under].filter((c) => !before.has(c));
+        const removed = [...before].filter((c) => !under.has(c));
+        sc.mismatch = [...under].sort((x, y) => x - y);
+        const key = `eval_mismatch|${agent}|`;
+        const e: Episode = changed ? { firing: true, onset: start, lastAlarm: widx } : { firing: false, lastAlarm: st.episodes[key]?.lastAlarm ?? -Infinity };
+        st.episodes[key] = e;
+        const list = sc.mismatch.map((c) => cs(index.get(c)!)).sort((x, y) => y.shareReference / Math.max(y.shareEval, 1e-9) - x.shareReference / Math.max(x.shareEval, 1e-9));
+        const prodU = sum(sc.mismatch.map((c) => shareRef(index.get(c)!)));
+        const evalU = sum(sc.mismatch.map((c) => evalShare(index.get(c)!)));
+        const nm = (c: number) => (label(index.get(c)!) ? `"${label(index.get(c)!)}"` : `cluster ${c}`);
+        finding(
+          'eval_mismatch',
+          null,
+          e,
+          sc.mismatch.length,
+          0,
+          { name: 'under_tested_traffic_share', value: prodU, lo: evalU, hi: prodU },
+          (changed
+            ? `The under-tested clusters of ${scopeName(agent)} changed (${added.length ? `now under-tested: ${added.map(nm).join(', ')}` : ''}${added.length && removed.length ? '; ' : ''}${removed.length ? `no longer: ${removed.map(nm).join(', ')}` : ''}): `
+            : '') + `${sc.mismatch.length} cluster(s) carry ${pct(prodU)} of production traffic but ${pct(evalU)} of the eval set (at least ${o.mismatchRatio}× their eval share).`,
+          list.slice(0, Math.max(o.drivers, added.length)),
+        );
+        for (let i = 0; i < K; i++) trend('eval_mismatch', ids[i], shareNow(i), shareRef(i), evalShare(i), 0, shareRef(i) / Math.max(evalShare(i), 1e-9), o.mismatchRatio);
+      }
+
+      // the window joins the block in progress; a firing production-relative rule taints it
+      addAgg(cur, now);
+      if (relativeFiring) cur.tainted = true;
+      sc.current = cur;
+    }
+    st.lastWindow = start;
+    return { state: st, findings, trends, notices };
+  };
+}
+
+/** The monitor with default options. */
+export const evaluateWindow = createEvaluateWindow();
