@@ -11,6 +11,7 @@ import { detectFormat, EvalSetError, parseEvalSet } from '../coverage/evalset.js
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
 import { loadEmbedder, ModelNotInstalledError } from '../embed/embedder.js';
+import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { modelSummary } from './format.js';
 import { progressReporter } from './progress.js';
 
@@ -173,11 +174,16 @@ export function buildProgram(): Command {
     .option('--batch-size <n>', 'embedding sub-batch size (EVALGAP_EMBED_BATCH)', intArg('--batch-size', 1))
     .option('--metrics-port <n>', 'port of /metrics and /healthz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0))
     .option('--partitions <n>', 'partitions when evalgap creates the topic', intArg('--partitions', 1), 1)
+    .option('--monitor', 'also run the monitor (alerts) in this process; see evalgap monitor')
+    .option('--monitor-config <file>', 'monitor config file (JSON: rules, receivers) for --monitor (EVALGAP_MONITOR_CONFIG)')
     .action(async (opts) => {
       const cfg = configFrom(opts);
       const { createLogger } = await import('../config/logger.js');
       const { startRun } = await import('./run.js');
       const logger = createLogger(cfg.logLevel);
+      // a bad monitor config fails before anything starts
+      const mc = opts.monitor ? loadMonitorConfig(opts.monitorConfig ?? process.env.EVALGAP_MONITOR_CONFIG) : null;
+      let monitor: Awaited<ReturnType<typeof import('./monitor.js').startMonitor>> | null = null;
       let stopping = false;
       let running: Awaited<ReturnType<typeof startRun>> | null = null;
       // a consumer that crashed for good: exit non-zero (a supervisor restarts it), never linger
@@ -190,16 +196,107 @@ export function buildProgram(): Command {
         void (running?.stop() ?? Promise.resolve()).finally(() => process.exit(1));
       };
       running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal });
+      if (mc) {
+        const { startMonitor } = await import('./monitor.js');
+        monitor = await startMonitor(cfg, mc, opts.model, logger, { store: running.store, registry: running.service.metrics.registry });
+      }
       const shutdown = async (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.info({ signal }, 'stopping: finishing the batch in hand, committing, leaving the group');
+        await monitor?.stop();
         await running!.stop();
         logger.info('stopped');
         process.exit(0);
       };
       process.on('SIGINT', () => void shutdown('SIGINT'));
       process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    });
+
+  program
+    .command('monitor')
+    .description('evaluate closed windows of the stored aggregates, alert on coverage drift, deliver signed webhooks')
+    .requiredOption('--model <dir>', 'coverage model folder in force (from evalgap fit)')
+    .option('--config <file>', 'monitor config file (JSON: rules, receivers, lifecycle; EVALGAP_MONITOR_CONFIG)')
+    .option('--once', 'evaluate the windows closed now, wait for the receivers to acknowledge, and exit')
+    .option('--status', 'print the eval-set mismatch (production vs eval share per cluster) and the firing alerts, and exit')
+    .option('--status-days <n>', 'period of --status, in days', intArg('--status-days', 1), 7)
+    .option('--backtest', 'replay stored aggregates through the detectors and print what would have fired (needs --from, --to)')
+    .option('--from <time>', 'backtest start (ISO-8601)')
+    .option('--to <time>', 'backtest end (ISO-8601, exclusive)')
+    .option('--json', 'backtest output as JSON (the notifications in the webhook payload format)')
+    .option('--brokers <list>', 'Kafka brokers, host:port[,host:port] (EVALGAP_KAFKA_BROKERS)')
+    .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
+    .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
+    .option('--metrics-port <n>', 'port of /metrics and /healthz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0), 9465)
+    .action(async (opts) => {
+      const cfg = configFrom({ ...opts, metricsPort: undefined });
+      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG);
+      const { createLogger } = await import('../config/logger.js');
+      const logger = createLogger(cfg.logLevel);
+      const m = await import('./monitor.js');
+      if (opts.status) {
+        console.log(await m.monitorStatus(cfg, opts.model, opts.statusDays));
+        return;
+      }
+      if (opts.backtest) {
+        const t = (v: unknown, name: string) => {
+          if (typeof v !== 'string' || Number.isNaN(Date.parse(v))) throw new InvalidArgumentError(`--backtest needs ${name} as an ISO-8601 time`);
+          return new Date(v).toISOString();
+        };
+        console.log(await m.monitorBacktest(cfg, mc, opts.model, t(opts.from, '--from'), t(opts.to, '--to'), Boolean(opts.json)));
+        return;
+      }
+      if (opts.once) {
+        const n = await m.monitorOnce(cfg, mc, opts.model, logger);
+        console.log(`${n} notification(s) written to ${mc.alertsTopic}`);
+        return;
+      }
+      const running = await m.startMonitor(cfg, mc, opts.model, logger, { metricsPort: opts.metricsPort });
+      let stopping = false;
+      const shutdown = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'stopping the monitor: leaving the election, finishing the delivery in hand');
+        await running.stop();
+        logger.info('stopped');
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void shutdown('SIGINT'));
+      process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    });
+
+  program
+    .command('receive')
+    .description('a local webhook receiver that verifies Standard Webhooks signatures and prints each alert (for trying alerts out)')
+    .option('--port <n>', 'port on 127.0.0.1', intArg('--port', 0), 8787)
+    .option('--secret <whsec>', 'the shared secret (prefer --secret-env or --secret-file)')
+    .option('--secret-env <name>', 'environment variable holding the secret')
+    .option('--secret-file <file>', 'file holding the secret')
+    .action(async (opts) => {
+      const secret = opts.secret ?? (opts.secretEnv ? process.env[opts.secretEnv] : undefined) ?? (opts.secretFile ? fs.readFileSync(opts.secretFile, 'utf8').trim() : undefined);
+      if (!secret || !isValidSecret(secret)) throw new InvalidArgumentError('give the webhook secret (whsec_… base64) with --secret, --secret-env or --secret-file');
+      const { WebhookReceiver } = await import('../alert/receiver.js');
+      const r = new WebhookReceiver({
+        secret,
+        onAlert: (x) => {
+          const b = x.body as { kind?: string; alert?: { rule?: string; agent?: string; status?: string; summary?: string; clusters?: { label?: string; examples?: string[] }[] }; text?: string };
+          const a = b.alert;
+          console.log(`${new Date().toISOString()}  ${x.id}  verified`);
+          if (a) {
+            console.log(`  ${String(b.kind).toUpperCase()} ${a.rule} agent=${a.agent}: ${a.summary}`);
+            for (const c of a.clusters ?? []) console.log(`    ${c.label ?? ''}: ${(c.examples ?? []).map((e) => JSON.stringify(e)).join(', ')}`);
+          } else if (b.text) console.log(`  ${b.text}`);
+        },
+      });
+      await r.start(opts.port);
+      console.log(`listening on ${r.url} (signatures verified with standardwebhooks; duplicates by webhook-id ignored)`);
+      const stop = async () => {
+        await r.stop();
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop());
+      process.on('SIGTERM', () => void stop());
     });
 
   program
@@ -232,7 +329,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-const KNOWN_ERRORS = [ConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
+const KNOWN_ERRORS = [ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
 
 export async function main(argv = process.argv): Promise<void> {
   try {

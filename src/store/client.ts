@@ -16,6 +16,9 @@ export const CLICKHOUSE_SETTINGS: ClickHouseSettings = {
   input_format_skip_unknown_fields: 0,
   deduplicate_blocks_in_dependent_materialized_views: 1,
   async_insert: 0,
+  // The embedded engine keeps a query's settings in its session: without this default, an insert
+  // made after one with a deduplication token would reuse that token and be silently dropped.
+  insert_deduplication_token: '',
 };
 
 export type StoreKind = 'server' | 'embedded';

@@ -1,3 +1,5 @@
+import { MONITOR_MIGRATIONS } from './monitor-migrations.js';
+
 /**
  * Versioned schema. Each migration is applied once, in order, and recorded in schema_migrations.
  * Statements are idempotent (IF NOT EXISTS) so that instances starting together cannot conflict.
@@ -122,4 +124,6 @@ export const MIGRATIONS: Migration[] = [
       `DROP VIEW IF EXISTS {db}.coverage_5m_mv`,
     ],
   },
+  // 8–10: the monitor's tables (src/store/monitor-migrations.ts)
+  ...MONITOR_MIGRATIONS,
 ];

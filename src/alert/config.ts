@@ -1,0 +1,172 @@
+/**
+ * The monitor's config file (JSON): evaluation timing, the rules handed to the detectors, the
+ * alert lifecycle, and the webhook receivers. Validated with zod; a bad file fails at start and
+ * names the key. Webhook secrets come from the environment or a file (or, discouraged, inline);
+ * they are resolved here and never logged (`describeMonitorConfig` prints a safe summary).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+const duration = z.number().int().positive();
+
+export const ReceiverSchema = z
+  .object({
+    /** a short name: it names the dispatcher's consumer group and the metrics label */
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (at most 64)'),
+    url: z.string().url(),
+    /** the Standard Webhooks secret (base64, optionally prefixed whsec_); prefer secretEnv or secretFile */
+    secret: z.string().min(1).optional(),
+    /** name of an environment variable holding the secret */
+    secretEnv: z.string().min(1).optional(),
+    /** a file holding the secret (surrounding whitespace ignored) */
+    secretFile: z.string().min(1).optional(),
+    /** evalgap: the JSON payload documented by schemas/alert-payload.schema.json; slack: a Slack incoming-webhook body */
+    format: z.enum(['evalgap', 'slack']).default('evalgap'),
+    /** per request */
+    timeoutMs: duration.default(10_000),
+    /** first retry delay; each next one doubles (with jitter) up to maxBackoffMs */
+    minBackoffMs: duration.default(1_000),
+    maxBackoffMs: duration.default(300_000),
+    /** a notification older than this (since it was written to the outbox) is given up, with a log line and a metric */
+    maxAgeSeconds: duration.default(86_400),
+    /** extra HTTP headers (e.g. an Authorization for a proxy); values are never logged */
+    headers: z.record(z.string()).default({}),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    const n = [r.secret, r.secretEnv, r.secretFile].filter((v) => v !== undefined).length;
+    if (n !== 1) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret, secretEnv, secretFile' });
+    if (r.maxBackoffMs < r.minBackoffMs) ctx.addIssue({ code: 'custom', path: ['maxBackoffMs'], message: 'must be ≥ minBackoffMs' });
+  });
+
+export const MonitorFileSchema = z
+  .object({
+    /** evaluation window length in minutes: a multiple of the 5-minute aggregates */
+    windowMinutes: z
+      .number()
+      .int()
+      .positive()
+      .refine((m) => m % 5 === 0, 'a multiple of 5 (the aggregates are 5-minute buckets)')
+      .default(5),
+    /** a window is evaluated once its end is this far in the past (event time): rows later than that count in a later window */
+    latenessSeconds: z.number().int().min(0).default(120),
+    /** how often the leader looks for newly closed windows */
+    pollSeconds: z.number().positive().default(15),
+    /** late rows are looked for in buckets up to this far back (per-day totals kept in the checkpoint) */
+    lateHorizonDays: z.number().int().min(1).max(90).default(7),
+    /** where a monitor without a checkpoint starts: the earliest stored bucket, now, or an ISO time */
+    start: z.union([z.enum(['earliest', 'now']), z.string().datetime({ offset: true })]).default('earliest'),
+    /** send notifications for windows that closed before the monitor first started (a backfill); otherwise they are only recorded */
+    notifyBackfill: z.boolean().default(false),
+    /** Kafka topics and groups */
+    controlTopic: z.string().min(1).default('evalgap.monitor.control'),
+    electionGroup: z.string().min(1).default('evalgap-monitor'),
+    alertsTopic: z.string().min(1).default('evalgap.alerts'),
+    /** the dispatcher of receiver R joins group `${dispatchGroupPrefix}.${R}` */
+    dispatchGroupPrefix: z.string().min(1).default('evalgap-dispatch'),
+    /** example queries per cluster in an alert */
+    examples: z.number().int().min(0).max(20).default(3),
+    /** alert lifecycle (Alertmanager-style) */
+    lifecycle: z
+      .object({
+        /** re-send a still-firing alert every so often; 0 = never */
+        repeatIntervalMinutes: z.number().min(0).default(0),
+        /** a global cluster_mix alert mutes the per-cluster alerts of the same agent it explains */
+        inhibit: z.boolean().default(true),
+      })
+      .strict()
+      .default({}),
+    /** rule parameters, passed unchanged to the detectors (see the README's rules section) */
+    rules: z.record(z.unknown()).default({}),
+    receivers: z.array(ReceiverSchema).default([]),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.receivers.forEach((r, i) => {
+      if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: ['receivers', i, 'name'], message: `duplicate receiver name ${r.name}` });
+      seen.add(r.name);
+    });
+  });
+
+export type MonitorFileConfig = z.infer<typeof MonitorFileSchema>;
+export type ReceiverConfig = z.infer<typeof ReceiverSchema>;
+export interface ResolvedReceiver extends Omit<ReceiverConfig, 'secret' | 'secretEnv' | 'secretFile'> {
+  secret: string;
+}
+export interface MonitorConfig extends Omit<MonitorFileConfig, 'receivers'> {
+  receivers: ResolvedReceiver[];
+}
+
+export class MonitorConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MonitorConfigError';
+  }
+}
+
+function fromZod(where: string, e: z.ZodError): MonitorConfigError {
+  return new MonitorConfigError(
+    `invalid monitor config ${where}:\n` + e.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n'),
+  );
+}
+
+/** Validate a parsed config object and resolve the receivers' secrets. */
+export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd()): MonitorConfig {
+  const p = MonitorFileSchema.safeParse(raw ?? {});
+  if (!p.success) throw fromZod(where, p.error);
+  const receivers = p.data.receivers.map((r, i) => {
+    const { secret, secretEnv, secretFile, ...rest } = r;
+    let value = secret;
+    if (secretEnv !== undefined) {
+      value = env[secretEnv];
+      if (!value) throw new MonitorConfigError(`invalid monitor config ${where}:\n  - receivers.${i}.secretEnv: environment variable ${secretEnv} is not set`);
+    }
+    if (secretFile !== undefined) {
+      const f = path.resolve(baseDir, secretFile);
+      try {
+        value = fs.readFileSync(f, 'utf8').trim();
+      } catch (e) {
+        throw new MonitorConfigError(`invalid monitor config ${where}:\n  - receivers.${i}.secretFile: cannot read ${f}: ${(e as Error).message}`);
+      }
+    }
+    if (!value || !isValidSecret(value)) {
+      throw new MonitorConfigError(`invalid monitor config ${where}:\n  - receivers.${i}.secret: not a Standard Webhooks secret (base64 of 24–64 bytes, optionally prefixed whsec_)`);
+    }
+    return { ...rest, secret: value };
+  });
+  return { ...p.data, receivers };
+}
+
+/** Read and validate a JSON config file; no file → all defaults, no receivers. */
+export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env): MonitorConfig {
+  if (!file) return parseMonitorConfig({}, env, '(defaults)');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new MonitorConfigError(`cannot read monitor config ${file}: ${(e as Error).message}`);
+  }
+  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)));
+}
+
+export function isValidSecret(s: string): boolean {
+  const b = s.startsWith('whsec_') ? s.slice(6) : s;
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b)) return false;
+  const n = Buffer.from(b, 'base64').length;
+  return n >= 24 && n <= 64;
+}
+
+/** A new random secret in the whsec_ form. */
+export function newSecret(): string {
+  return 'whsec_' + Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64');
+}
+
+/** Safe to print: no secrets, no header values. */
+export function describeMonitorConfig(c: MonitorConfig): Record<string, unknown> {
+  return {
+    ...c,
+    receivers: c.receivers.map((r) => ({ ...r, secret: '[redacted]', headers: Object.keys(r.headers) })),
+  };
+}

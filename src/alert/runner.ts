@@ -1,0 +1,316 @@
+/**
+ * `evalgap monitor`: the I/O around the pure detectors. While this instance is the elected leader
+ * (src/alert/election.ts), each closed window is evaluated once, in order:
+ *
+ *   1. read the window's counts from coverage_5m, plus late rows of earlier windows (windows.ts)
+ *   2. evaluate (the injected EvaluateWindow: detectors, pure)
+ *   3. lifecycle (inhibit → dedup against the notification log; pure), examples and SQL filled in
+ *   4. outbox: notifications written to Kafka, acks=all
+ *   5. record: alert rows and trend rows into ClickHouse (idempotent inserts)
+ *   6. checkpoint: detector state + notification log + evaluated totals, durably in ClickHouse
+ *
+ * A crash anywhere before 6 evaluates the window again on restart, with the same state, so it
+ * produces the same notifications with the same ids (receivers dedupe on webhook-id). A new leader
+ * starts from the last checkpoint: no evidence forgotten, nothing re-alerted. The webhook
+ * dispatcher (dispatcher.ts) runs in every instance; each receiver's consumer group delivers once.
+ */
+import type { Kafka } from 'kafkajs';
+import type { Logger } from 'pino';
+import { rowsSql, type Notification } from './alert.js';
+import type { MonitorConfig } from './config.js';
+import { Dispatcher } from './dispatcher.js';
+import { Election } from './election.js';
+import { decide, type NotificationLog } from './lifecycle.js';
+import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
+import { Outbox } from './outbox.js';
+import { alignDown, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
+import { MonitorStore, type AlertRow } from '../store/monitor.js';
+import type { Store } from '../store/store.js';
+import type { EvaluateWindow, Finding, MonitorContext, MonitorState } from '../monitor/types.js';
+
+export interface RunnerState {
+  /** the detectors' state (null until the first evaluation) */
+  monitor: MonitorState | null;
+  log: NotificationLog;
+  /** per-day totals already evaluated (late rows are the difference) */
+  evaluated: Totals;
+  /** when the first monitor of this group started: windows closed before it are a backfill */
+  firstStartedAt: string;
+}
+
+export interface RunnerDeps {
+  store: Store;
+  kafka: Kafka;
+  logger: Logger;
+  evaluate: EvaluateWindow;
+  ctx: MonitorContext;
+  config: MonitorConfig;
+  metrics?: MonitorMetrics;
+  /** the wall clock (tests move it) */
+  clock?: () => Date;
+  /** for tests: replace the HTTP POST of the dispatcher */
+  post?: ConstructorParameters<typeof Dispatcher>[2]['post'];
+  /** election session timeout (ms); default 10 s */
+  sessionTimeoutMs?: number;
+}
+
+export interface TickResult {
+  evaluated: number;
+  notifications: Notification[];
+  windowEnd: string | null;
+}
+
+export class MonitorRunner {
+  readonly metrics: MonitorMetrics;
+  readonly ms: MonitorStore;
+  readonly election: Election;
+  readonly outbox: Outbox;
+  readonly dispatcher: Dispatcher;
+  private timer: NodeJS.Timeout | null = null;
+  private ticking: Promise<TickResult> | null = null;
+  private stopped = false;
+  private lastEnd: number | null = null;
+  private readonly clock: () => Date;
+  /** every notification this instance wrote to the outbox (for tests and the CLI's --once) */
+  readonly sent: Notification[] = [];
+
+  constructor(private readonly deps: RunnerDeps) {
+    this.metrics = deps.metrics ?? createMonitorMetrics();
+    this.ms = new MonitorStore(deps.store);
+    this.clock = deps.clock ?? (() => new Date());
+    const c = deps.config;
+    this.election = new Election(deps.kafka, { topic: c.controlTopic, group: c.electionGroup, sessionTimeoutMs: deps.sessionTimeoutMs }, deps.logger);
+    this.outbox = new Outbox(deps.kafka, c.alertsTopic);
+    this.dispatcher = new Dispatcher(deps.kafka, c.receivers, { topic: c.alertsTopic, groupPrefix: c.dispatchGroupPrefix, post: deps.post }, deps.logger, this.metrics);
+    this.election.onChange((leader) => {
+      this.metrics.leader.set(leader ? 1 : 0);
+      if (leader) this.kick();
+    });
+  }
+
+  /** Join the election, start the outbox and the dispatcher, and poll for closed windows. */
+  async start(opts: { dispatch?: boolean; elect?: boolean } = {}): Promise<void> {
+    await this.outbox.start();
+    if (opts.dispatch !== false) await this.dispatcher.start();
+    if (opts.elect !== false) await this.election.start();
+    this.timer = setInterval(() => this.kick(), this.deps.config.pollSeconds * 1000);
+    this.timer.unref();
+  }
+
+  isLeader(): boolean {
+    return this.election.isLeader();
+  }
+
+  private kick(): void {
+    if (this.lastEnd !== null) this.metrics.lag.set((this.clock().getTime() - this.lastEnd) / 1000);
+    if (this.stopped || this.ticking || !this.election.isLeader()) return;
+    void this.tick().catch((e) => this.deps.logger.error({ err: e }, 'monitor evaluation failed; retrying at the next poll'));
+  }
+
+  /** Evaluate every closed window not yet evaluated (leader only, unless `force`). */
+  tick(opts: { force?: boolean; maxWindows?: number } = {}): Promise<TickResult> {
+    if (this.ticking) return this.ticking;
+    this.ticking = this.evaluatePending(opts).finally(() => {
+      this.ticking = null;
+    });
+    return this.ticking;
+  }
+
+  private leading(force?: boolean): boolean {
+    return !this.stopped && (force === true || this.election.isLeader());
+  }
+
+  private async evaluatePending(opts: { force?: boolean; maxWindows?: number }): Promise<TickResult> {
+    const { config: c, logger } = this.deps;
+    const name = c.electionGroup;
+    const result: TickResult = { evaluated: 0, notifications: [], windowEnd: null };
+    const W = c.windowMinutes * 60_000;
+    const now = this.clock().getTime();
+    const closed = closedUntil(now, c.windowMinutes, c.latenessSeconds);
+
+    // always start from the durable checkpoint: another leader may have moved on
+    const cp = await this.ms.loadCheckpoint(name);
+    let seq = cp?.seq ?? 0;
+    let state: RunnerState;
+    let cursor: number;
+    if (cp) {
+      state = JSON.parse(cp.state) as RunnerState;
+      cursor = Date.parse(cp.windowEnd);
+    } else {
+      const first = c.start === 'earliest' ? await this.ms.nextBucket('1970-01-01T00:00:00Z') : c.start === 'now' ? new Date(closed).toISOString() : c.start;
+      if (!first) return result; // nothing stored yet
+      cursor = alignDown(Date.parse(first), c.windowMinutes);
+      // everything before the start counts as evaluated
+      const h = horizonStart(cursor, c.lateHorizonDays);
+      const before = totalsOf(await this.ms.dayTotals(new Date(h).toISOString(), new Date(cursor).toISOString()));
+      state = { monitor: null, log: {}, evaluated: before, firstStartedAt: new Date(now).toISOString() };
+    }
+    this.lastEnd = cursor;
+    let savedEnd = cp ? cursor : -1;
+    const max = opts.maxWindows ?? 10_000;
+    while (cursor + W <= closed && result.evaluated < max && this.leading(opts.force)) {
+      const ws = new Date(cursor).toISOString();
+      const we = new Date(cursor + W).toISOString();
+      const h = horizonStart(cursor + W, c.lateHorizonDays);
+      const stored = totalsOf(await this.ms.dayTotals(new Date(h).toISOString(), we));
+      const { fresh, keep } = newSince(stored, state.evaluated, dayString(h));
+      if (fresh.length === 0) {
+        // an empty window: skip ahead to the next stored bucket (late rows are picked up then)
+        const next = await this.ms.nextBucket(we);
+        const to = next ? Math.min(alignDown(Date.parse(next), c.windowMinutes), closed) : closed;
+        cursor = Math.max(cursor + W, to);
+        continue;
+      }
+      const windows = toWindowCounts(fresh, ws, we);
+      const ev = this.deps.evaluate(state.monitor, windows, this.deps.ctx);
+      for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);
+      const decided = await decide(ev.findings, state.log, c.lifecycle, {
+        windowEnd: we,
+        now: this.clock(),
+        modelVersion: this.deps.ctx.modelVersion,
+        sql: (f, onset) => rowsSql(this.ms.database, f, this.deps.ctx.modelVersion, onset),
+      });
+      if (decided.inhibited.length) this.metrics.inhibited.inc(decided.inhibited.length);
+      const notifications = await this.withExamples(decided.notifications);
+      const backfill = !c.notifyBackfill && cursor + W + c.latenessSeconds * 1000 <= Date.parse(state.firstStartedAt);
+      if (notifications.length && !backfill) {
+        if (!this.leading(opts.force)) break; // lost the election meanwhile: the new leader redoes this window
+        await this.outbox.send(notifications);
+        for (const n of notifications) this.metrics.notifications.inc({ kind: n.kind });
+        this.sent.push(...notifications);
+        result.notifications.push(...notifications);
+      }
+      await this.ms.insertAlerts(notifications.map((n) => alertRow(n, !backfill)), `alerts:${name}:${we}`);
+      await this.ms.insertTrends(
+        ev.trends.map((t) => ({
+          window_start: t.windowStart,
+          window_end: t.windowEnd,
+          rule: t.rule,
+          agent: t.agent,
+          cluster: t.cluster,
+          model_version: t.modelVersion,
+          share_now: fin(t.shareNow),
+          share_reference: fin(t.shareReference),
+          share_eval: fin(t.shareEval),
+          escalation_rate: fin(t.escalationRate),
+          statistic: fin(t.statistic),
+          threshold: fin(t.threshold),
+        })),
+        `trends:${name}:${we}`,
+      );
+      this.observe(ev.findings, decided.log);
+      state = { ...state, monitor: ev.state, log: decided.log, evaluated: keep };
+      seq += 1;
+      await this.ms.saveCheckpoint(name, { seq, windowEnd: we, state: JSON.stringify(state) });
+      cursor += W;
+      savedEnd = cursor;
+      result.evaluated += 1;
+      this.metrics.windows.inc();
+      this.lastEnd = cursor;
+    }
+    if (savedEnd !== cursor && this.leading(opts.force)) {
+      // persist the start, and skipped empty windows (state unchanged), unless another leader moved on
+      const last = await this.ms.loadCheckpoint(name);
+      if ((last?.seq ?? 0) === seq) await this.ms.saveCheckpoint(name, { seq: seq + 1, windowEnd: new Date(cursor).toISOString(), state: JSON.stringify(state) });
+    }
+    this.lastEnd = cursor;
+    this.metrics.lag.set((this.clock().getTime() - cursor) / 1000);
+    result.windowEnd = new Date(cursor).toISOString();
+    return result;
+  }
+
+  private observe(findings: Finding[], log: NotificationLog): void {
+    for (const f of findings) {
+      const l = { rule: f.rule, agent: f.scope.agent, cluster: f.scope.cluster === null ? '*' : String(f.scope.cluster) };
+      this.metrics.statistic.set(l, fin(f.statistic));
+      this.metrics.threshold.set(l, fin(f.threshold));
+    }
+    this.metrics.firing.reset();
+    for (const key of Object.keys(log)) this.metrics.firing.inc({ rule: key.split('|')[0] });
+  }
+
+  /** Fill each notification's clusters with example queries from the rows behind it. */
+  private async withExamples(items: Notification[]): Promise<Notification[]> {
+    const k = this.deps.config.examples;
+    if (k === 0) return items;
+    return Promise.all(
+      items.map(async (n) => {
+        const a = n.alert;
+        const clusters = await Promise.all(
+          a.clusters.map(async (cs) => ({
+            ...cs,
+            examples:
+              cs.examples ??
+              (await this.ms.examples({
+                from: a.status === 'firing' ? a.onset : a.windowStart,
+                to: a.windowEnd,
+                cluster: cs.cluster,
+                agent: a.agent,
+                modelVersion: a.modelVersion,
+                uncoveredOnly: a.rule.startsWith('uncovered'),
+                limit: k,
+              })),
+          })),
+        );
+        return { ...n, alert: { ...a, clusters } };
+      }),
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.ticking?.catch(() => undefined);
+    await this.election.stop();
+    await this.dispatcher.stop();
+    await this.outbox.stop();
+  }
+}
+
+const fin = (x: number) => (Number.isFinite(x) ? x : 0);
+
+export function alertRow(n: Notification, notified: boolean): AlertRow {
+  const a = n.alert;
+  return {
+    id: a.id,
+    webhook_id: n.webhookId,
+    kind: n.kind,
+    status: a.status,
+    rule: a.rule,
+    agent: a.agent,
+    cluster: a.cluster,
+    severity: a.severity,
+    onset: a.onset,
+    window_start: a.windowStart,
+    window_end: a.windowEnd,
+    statistic: fin(a.statistic),
+    threshold: fin(a.threshold),
+    effect_name: a.effect.name,
+    effect: fin(a.effect.value),
+    effect_lo: fin(a.effect.lo),
+    effect_hi: fin(a.effect.hi),
+    summary: a.summary,
+    clusters: JSON.stringify(
+      a.clusters.map((c) => ({ cluster: c.cluster, label: c.label ?? null, share_now: c.shareNow, share_reference: c.shareReference, share_eval: c.shareEval, examples: c.examples ?? [] })),
+    ),
+    sql: a.sql,
+    group_key: n.group.key,
+    notified: notified ? 1 : 0,
+    model_version: a.modelVersion,
+    created_at: n.createdAt.replace('T', ' ').replace('Z', ''),
+  };
+}
+
+/** The monitor's view of the coverage model in force. */
+export function contextFromManifest(m: {
+  version: string;
+  calibration: { targetFalseUncoveredRate: number; looFalseUncoveredRate: number };
+  clusters: { id: number; label: string; share: number }[];
+}): MonitorContext {
+  return {
+    modelVersion: m.version,
+    calibratedRate: m.calibration.looFalseUncoveredRate || m.calibration.targetFalseUncoveredRate,
+    evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
+    labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
+  };
+}

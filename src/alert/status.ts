@@ -1,0 +1,67 @@
+/**
+ * `evalgap monitor --status`: the standing eval-set mismatch (each cluster's production share over
+ * a recent period against its share of the eval set, with 95% Wilson intervals) and the alerts
+ * firing now. A standing fact, printed on demand; it alerts only through the eval_mismatch rule.
+ */
+import type { MonitorStore } from '../store/monitor.js';
+
+export interface MismatchRow {
+  cluster: number;
+  label: string;
+  requests: number;
+  productionShare: number;
+  lo: number;
+  hi: number;
+  evalShare: number;
+  /** production share / eval share (how much more traffic than tests the cluster gets) */
+  ratio: number;
+  /** the interval's lower bound is at least twice the eval share */
+  underTested: boolean;
+}
+
+export function wilson(k: number, n: number, z = 1.96): [number, number] {
+  if (n === 0) return [0, 1];
+  const p = k / n;
+  const d = 1 + (z * z) / n;
+  const c = (p + (z * z) / (2 * n)) / d;
+  const h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
+  return [Math.max(0, c - h), Math.min(1, c + h)];
+}
+
+export async function evalMismatch(ms: MonitorStore, modelVersion: string, from: string, to: string): Promise<{ total: number; rows: MismatchRow[] }> {
+  const [prod, clusters] = await Promise.all([ms.productionByCluster(from, to, modelVersion), ms.clusters(modelVersion)]);
+  const total = prod.reduce((a, p) => a + p.requests, 0);
+  const byId = new Map(prod.map((p) => [p.cluster, p]));
+  const rows = clusters.map((c) => {
+    const k = byId.get(c.cluster)?.requests ?? 0;
+    const [lo, hi] = wilson(k, total);
+    const share = total ? k / total : 0;
+    return {
+      cluster: c.cluster,
+      label: c.label,
+      requests: k,
+      productionShare: share,
+      lo,
+      hi,
+      evalShare: c.share,
+      ratio: c.share > 0 ? share / c.share : Infinity,
+      underTested: total > 0 && lo >= 2 * c.share,
+    };
+  });
+  rows.sort((a, b) => b.ratio - a.ratio);
+  return { total, rows };
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+export function formatMismatch(m: { total: number; rows: MismatchRow[] }, since: string): string {
+  const lines = [`eval-set mismatch: production share per eval cluster since ${since} (${m.total} requests) vs its share of the eval set`];
+  lines.push('  cluster  production (95% CI)          eval set  ratio  label');
+  for (const r of m.rows) {
+    lines.push(
+      `  ${String(r.cluster).padStart(7)}  ${pct(r.productionShare).padStart(6)} [${pct(r.lo)}, ${pct(r.hi)}]`.padEnd(38) +
+        `  ${pct(r.evalShare).padStart(7)}  ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2).padStart(5) : '  inf'}  ${r.label}${r.underTested ? '  ← under-tested' : ''}`,
+    );
+  }
+  return lines.join('\n');
+}

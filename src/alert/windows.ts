@@ -1,0 +1,109 @@
+/**
+ * Windows in event time, and late rows (pure).
+ *
+ * A window [start, end) is evaluated once `end + lateness` has passed. Rows that arrive after their
+ * window was evaluated are not lost: the checkpoint keeps, per day, agent, model version and
+ * cluster, the totals already evaluated; each evaluation reads the stored totals of the days in
+ * the late horizon up to the window's end and evaluates the difference — this window's rows plus
+ * any late rows of earlier windows. Rows later than the horizon are stored but never evaluated.
+ */
+import type { BucketRow, DayTotalRow } from '../store/monitor.js';
+import type { WindowCounts } from '../monitor/types.js';
+
+export type Counts = [requests: number, uncovered: number, escalated: number, refused: number, failed: number];
+/** `${day}|${agent}|${model}|${cluster}` → counts */
+export type Totals = Record<string, Counts>;
+
+const MIN = 60_000;
+const DAY = 86_400_000;
+
+export function alignDown(t: number, windowMinutes: number): number {
+  const w = windowMinutes * MIN;
+  return Math.floor(t / w) * w;
+}
+
+/** The latest window end that is closed at `now` (end + lateness ≤ now). */
+export function closedUntil(now: number, windowMinutes: number, latenessSeconds: number): number {
+  return alignDown(now - latenessSeconds * 1000, windowMinutes);
+}
+
+/** The first day (UTC midnight) inside the late horizon of a window ending at `end`. */
+export function horizonStart(end: number, lateHorizonDays: number): number {
+  return Math.floor((end - lateHorizonDays * DAY) / DAY) * DAY;
+}
+
+export function totalsOf(rows: DayTotalRow[]): Totals {
+  const t: Totals = {};
+  for (const r of rows) {
+    const k = `${r.day}|${r.agent}|${r.model_version}|${r.cluster}`;
+    const c = (t[k] ??= [0, 0, 0, 0, 0]);
+    c[0] += r.requests;
+    c[1] += r.uncovered;
+    c[2] += r.escalated;
+    c[3] += r.refused;
+    c[4] += r.failed;
+  }
+  return t;
+}
+
+/**
+ * What is new since the last evaluation: stored totals minus evaluated totals, per key (never
+ * negative: rows removed by retention are not "un-counted"). Also returns the totals to keep,
+ * pruned to the horizon.
+ */
+export function newSince(stored: Totals, evaluated: Totals, horizonDay: string): { fresh: BucketRow[]; keep: Totals } {
+  const fresh: BucketRow[] = [];
+  const keep: Totals = {};
+  for (const [k, s] of Object.entries(stored)) {
+    const [day, agent, model, cluster] = splitKey(k);
+    if (day < horizonDay) continue;
+    const e = evaluated[k] ?? [0, 0, 0, 0, 0];
+    const d = s.map((v, i) => Math.max(0, v - e[i])) as Counts;
+    keep[k] = s.map((v, i) => Math.max(v, e[i])) as Counts;
+    if (d.some((v) => v > 0)) {
+      fresh.push({ bucket: day, agent, model_version: model, cluster: Number(cluster), requests: d[0], uncovered: d[1], escalated: d[2], refused: d[3], failed: d[4] });
+    }
+  }
+  for (const [k, e] of Object.entries(evaluated)) if (!(k in keep) && splitKey(k)[0] >= horizonDay) keep[k] = e;
+  return { fresh, keep };
+}
+
+function splitKey(k: string): [string, string, string, string] {
+  // agent names may contain '|': the day is first, model and cluster are last
+  const parts = k.split('|');
+  const day = parts[0];
+  const cluster = parts[parts.length - 1];
+  const model = parts[parts.length - 2];
+  const agent = parts.slice(1, parts.length - 2).join('|');
+  return [day, agent, model, cluster];
+}
+
+/** Group aggregate rows into one WindowCounts per agent and model version. */
+export function toWindowCounts(rows: BucketRow[], start: string, end: string): WindowCounts[] {
+  const by = new Map<string, WindowCounts>();
+  for (const r of rows) {
+    const k = `${r.agent}\u0000${r.model_version}`;
+    let w = by.get(k);
+    if (!w) {
+      w = { start, end, agent: r.agent, modelVersion: r.model_version, clusters: [] };
+      by.set(k, w);
+    }
+    let c = w.clusters.find((x) => x.cluster === r.cluster);
+    if (!c) {
+      c = { cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0 };
+      w.clusters.push(c);
+    }
+    c.requests += r.requests;
+    c.uncovered += r.uncovered;
+    c.escalated += r.escalated;
+    c.refused += r.refused;
+    c.failed += r.failed;
+  }
+  const out = [...by.values()].sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : a.modelVersion < b.modelVersion ? -1 : 1));
+  for (const w of out) w.clusters.sort((a, b) => a.cluster - b.cluster);
+  return out;
+}
+
+export function dayString(t: number): string {
+  return new Date(t).toISOString().slice(0, 10);
+}

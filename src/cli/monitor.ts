@@ -1,0 +1,168 @@
+/** Wiring for `evalgap monitor`, `evalgap run --monitor` and `evalgap receive`. */
+import http from 'node:http';
+import type { Kafka } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/index.js';
+import { loadCoverageModel } from '../coverage/model.js';
+import { createKafka } from '../ingest/kafka.js';
+import { describeMonitorConfig, type MonitorConfig } from '../alert/config.js';
+import { createMonitorMetrics } from '../alert/metrics.js';
+import { contextFromManifest, MonitorRunner } from '../alert/runner.js';
+import { runBacktest } from '../alert/backtest.js';
+import { evalMismatch, formatMismatch } from '../alert/status.js';
+import { MonitorStore } from '../store/monitor.js';
+import { Store } from '../store/store.js';
+import { createEvaluator } from '../monitor/index.js';
+import { evalgapPayload } from '../alert/payload.js';
+
+export interface StartedMonitor {
+  runner: MonitorRunner;
+  store: Store;
+  port: number;
+  stop: () => Promise<void>;
+}
+
+/** Start a monitor: election, evaluation of closed windows, outbox, webhook dispatcher. */
+export async function startMonitor(
+  cfg: Config,
+  mc: MonitorConfig,
+  modelDir: string,
+  logger: Logger,
+  opts: { store?: Store; kafka?: Kafka; registry?: Registry; metricsPort?: number } = {},
+): Promise<StartedMonitor> {
+  const model = loadCoverageModel(modelDir);
+  const ownStore = !opts.store;
+  const store = opts.store ?? (await Store.open(cfg.clickhouse));
+  const kafka = opts.kafka ?? createKafka(cfg.kafka, `${cfg.kafka.clientId}-monitor`, logger);
+  const metrics = createMonitorMetrics({ registry: opts.registry, defaultMetrics: !opts.registry });
+  const runner = new MonitorRunner({
+    store,
+    kafka,
+    logger,
+    evaluate: createEvaluator(mc.rules),
+    ctx: contextFromManifest(model.manifest),
+    config: mc,
+    metrics,
+  });
+  logger.info({ monitor: describeMonitorConfig(mc), model: model.manifest.version }, 'starting monitor');
+  await runner.start();
+  let server: http.Server | null = null;
+  let port = 0;
+  if (opts.metricsPort !== undefined && opts.metricsPort >= 0) {
+    server = http.createServer(async (req, res) => {
+      if (req.url === '/metrics') {
+        res.setHeader('content-type', metrics.registry.contentType);
+        res.end(await metrics.registry.metrics());
+      } else if (req.url === '/healthz') {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ status: 'ok', leader: runner.isLeader() }));
+      } else {
+        res.statusCode = 404;
+        res.end('not found\n');
+      }
+    });
+    port = await new Promise<number>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(opts.metricsPort, '127.0.0.1', () => {
+        const a = server!.address();
+        resolve(typeof a === 'object' && a ? a.port : 0);
+      });
+    });
+  }
+  logger.info({ metricsPort: port, controlTopic: mc.controlTopic, alertsTopic: mc.alertsTopic, receivers: mc.receivers.map((r) => r.name) }, 'evalgap monitor started');
+  return {
+    runner,
+    store,
+    port,
+    stop: async () => {
+      await runner.stop();
+      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      if (ownStore) await store.close();
+    },
+  };
+}
+
+/** True when every receiver's dispatch group has committed the end of the alerts topic. */
+export async function dispatchCaughtUp(kafka: Kafka, mc: MonitorConfig): Promise<boolean> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(mc.alertsTopic);
+    for (const r of mc.receivers) {
+      const [committed] = await admin.fetchOffsets({ groupId: `${mc.dispatchGroupPrefix}.${r.name}`, topics: [mc.alertsTopic] });
+      const ok = ends.every((e) => {
+        if (BigInt(e.high) === 0n) return true;
+        const c = committed.partitions.find((p) => p.partition === e.partition);
+        return c !== undefined && BigInt(c.offset) >= BigInt(e.high);
+      });
+      if (!ok) return false;
+    }
+    return true;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** `--once`: evaluate the closed windows now, then wait until the receivers have everything. */
+export async function monitorOnce(cfg: Config, mc: MonitorConfig, modelDir: string, logger: Logger, timeoutMs = 600_000): Promise<number> {
+  const m = await startMonitor(cfg, mc, modelDir, logger);
+  try {
+    const r = await m.runner.tick({ force: true });
+    logger.info({ evaluated: r.evaluated, notifications: r.notifications.length, upTo: r.windowEnd }, 'evaluated the closed windows');
+    const kafka = createKafka(cfg.kafka, `${cfg.kafka.clientId}-monitor-admin`);
+    const deadline = Date.now() + timeoutMs;
+    while (mc.receivers.length && !(await dispatchCaughtUp(kafka, mc))) {
+      if (Date.now() > deadline) {
+        logger.error('receivers have not acknowledged every notification; they stay in the outbox for the next monitor');
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    return r.notifications.length;
+  } finally {
+    await m.stop();
+  }
+}
+
+export async function monitorStatus(cfg: Config, modelDir: string, days = 7): Promise<string> {
+  const model = loadCoverageModel(modelDir);
+  const store = await Store.open(cfg.clickhouse);
+  try {
+    const ms = new MonitorStore(store);
+    const to = new Date();
+    const from = new Date(to.getTime() - days * 86_400_000);
+    const mm = await evalMismatch(ms, model.manifest.version, from.toISOString(), new Date(to.getTime() + 300_000).toISOString());
+    const firing = await ms.firingAlerts();
+    const lines = [`coverage model ${model.manifest.version}`, formatMismatch(mm, from.toISOString()), ''];
+    lines.push(firing.length ? `firing alerts (${firing.length}):` : 'no alert is firing');
+    for (const a of firing) {
+      lines.push(`  ${a.id}  ${a.severity}  ${a.rule}  agent=${a.agent}${a.cluster === null ? '' : ` cluster=${a.cluster}`}  since ${a.onset}\n    ${a.summary}`);
+    }
+    return lines.join('\n');
+  } finally {
+    await store.close();
+  }
+}
+
+export async function monitorBacktest(cfg: Config, mc: MonitorConfig, modelDir: string, from: string, to: string, json: boolean): Promise<string> {
+  const model = loadCoverageModel(modelDir);
+  const store = await Store.open(cfg.clickhouse);
+  try {
+    const r = await runBacktest(new MonitorStore(store), createEvaluator(mc.rules), contextFromManifest(model.manifest), mc, from, to);
+    if (json) {
+      return JSON.stringify({ ...r, notifications: r.notifications.map((n) => evalgapPayload(n)) }, null, 2);
+    }
+    const lines = [`backtest ${r.from} → ${r.to}: ${r.evaluated} of ${r.windows} windows held traffic; ${r.notifications.length} notification(s)`];
+    for (const n of r.notices) lines.push(`  notice ${n}`);
+    for (const n of r.notifications) {
+      const a = n.alert;
+      lines.push(
+        `  ${a.windowEnd}  ${n.kind.padEnd(8)} ${a.rule}  agent=${a.agent}${a.cluster === null ? '' : ` cluster=${a.cluster}`}  onset ${a.onset}  statistic ${a.statistic.toPrecision(4)} (threshold ${a.threshold.toPrecision(4)})\n      ${a.summary}`,
+      );
+    }
+    return lines.join('\n');
+  } finally {
+    await store.close();
+  }
+}

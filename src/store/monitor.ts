@@ -1,0 +1,236 @@
+/**
+ * The monitor's reads and writes: closed windows from coverage_5m, example queries from requests,
+ * alerts, trends and the durable checkpoint. Values always bound as query parameters.
+ * coverage_5m is a SummingMergeTree: rows of one key may not be merged yet, so every read sums.
+ */
+import type { Store } from './store.js';
+
+/** One aggregate row of coverage_5m, already summed over its key. */
+export interface BucketRow {
+  bucket: string; // ISO-8601 UTC
+  agent: string;
+  model_version: string;
+  cluster: number;
+  requests: number;
+  uncovered: number;
+  escalated: number;
+  refused: number;
+  failed: number;
+}
+
+/** Per-day totals (for late rows: compared with what was already evaluated). */
+export interface DayTotalRow extends Omit<BucketRow, 'bucket'> {
+  day: string; // YYYY-MM-DD
+}
+
+export interface AlertRow {
+  id: string;
+  webhook_id: string;
+  kind: string;
+  status: string;
+  rule: string;
+  agent: string;
+  cluster: number | null;
+  severity: string;
+  onset: string;
+  window_start: string;
+  window_end: string;
+  statistic: number;
+  threshold: number;
+  effect_name: string;
+  effect: number;
+  effect_lo: number;
+  effect_hi: number;
+  summary: string;
+  clusters: string;
+  sql: string;
+  group_key: string;
+  notified: 0 | 1;
+  model_version: string;
+  created_at: string;
+}
+
+export interface TrendInsertRow {
+  window_start: string;
+  window_end: string;
+  rule: string;
+  agent: string;
+  cluster: number | null;
+  model_version: string;
+  share_now: number;
+  share_reference: number;
+  share_eval: number;
+  escalation_rate: number;
+  statistic: number;
+  threshold: number;
+}
+
+export interface Checkpoint {
+  seq: number;
+  windowEnd: string;
+  state: string;
+}
+
+export interface ClusterInfo {
+  cluster: number;
+  label: string;
+  share: number;
+}
+
+/** ClickHouse DateTime parameter text from an ISO time (seconds precision, UTC). */
+export function chTime(iso: string | Date): string {
+  return new Date(iso).toISOString().slice(0, 19).replace('T', ' ');
+}
+const fromChTime = (s: string) => new Date(s.replace(' ', 'T') + (s.endsWith('Z') ? '' : 'Z')).toISOString();
+
+type Raw = Record<string, string | number | null>;
+const n = (v: unknown) => Number(v ?? 0);
+
+function toBucket(r: Raw): BucketRow {
+  return {
+    bucket: fromChTime(String(r.bucket)),
+    agent: String(r.agent),
+    model_version: String(r.model_version),
+    cluster: n(r.cluster),
+    requests: n(r.requests),
+    uncovered: n(r.uncovered),
+    escalated: n(r.escalated),
+    refused: n(r.refused),
+    failed: n(r.failed),
+  };
+}
+
+const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed';
+
+export class MonitorStore {
+  constructor(readonly store: Store) {}
+
+  get database(): string {
+    return this.store.database;
+  }
+
+  /** Aggregates of the buckets in [from, to), summed per bucket, agent, model version and cluster. */
+  async windowRows(from: string, to: string): Promise<BucketRow[]> {
+    const rows = await this.store.query<Raw>(
+      `SELECT bucket, agent, model_version, cluster, ${SUMS}
+       FROM ${this.store.t('coverage_5m')}
+       WHERE bucket >= {from:DateTime('UTC')} AND bucket < {to:DateTime('UTC')}
+       GROUP BY bucket, agent, model_version, cluster
+       ORDER BY bucket, agent, model_version, cluster`,
+      { from: chTime(from), to: chTime(to) },
+    );
+    return rows.map(toBucket);
+  }
+
+  /** Per-day totals of the buckets in [from, to): what has been stored so far, late rows included. */
+  async dayTotals(from: string, to: string): Promise<DayTotalRow[]> {
+    const rows = await this.store.query<Raw>(
+      `SELECT toString(toDate(bucket)) AS day, agent, model_version, cluster, ${SUMS}
+       FROM ${this.store.t('coverage_5m')}
+       WHERE bucket >= {from:DateTime('UTC')} AND bucket < {to:DateTime('UTC')}
+       GROUP BY day, agent, model_version, cluster`,
+      { from: chTime(from), to: chTime(to) },
+    );
+    return rows.map((r) => ({ ...toBucket({ ...r, bucket: '1970-01-01 00:00:00' }), day: String(r.day) }));
+  }
+
+  /** The first bucket at or after `from` that holds rows, or null. */
+  async nextBucket(from: string): Promise<string | null> {
+    const [r] = await this.store.query<{ b: string; n: string }>(
+      `SELECT min(bucket) AS b, count() AS n FROM ${this.store.t('coverage_5m')} WHERE bucket >= {from:DateTime('UTC')}`,
+      { from: chTime(from) },
+    );
+    return r && Number(r.n) > 0 ? fromChTime(r.b) : null;
+  }
+
+  /** The most frequent queries of a cluster in [from, to) (hashes when the text was redacted). */
+  async examples(q: { from: string; to: string; cluster: number; agent: string; modelVersion: string; uncoveredOnly: boolean; limit: number }): Promise<string[]> {
+    if (q.limit <= 0) return [];
+    const rows = await this.store.query<{ query: string }>(
+      `SELECT query, count() AS n FROM ${this.store.t('requests')}
+       WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}
+         AND cluster = {cluster:Int32} AND model_version = {mv:String}
+         AND ({agent:String} = '*' OR agent = {agent:String})
+         AND (NOT {unc:Bool} OR covered = 0)
+       GROUP BY query ORDER BY n DESC, query LIMIT {limit:UInt32}`,
+      { from: chTime(q.from), to: chTime(q.to), cluster: q.cluster, mv: q.modelVersion, agent: q.agent, unc: q.uncoveredOnly, limit: q.limit },
+    );
+    return rows.map((r) => r.query);
+  }
+
+  async clusters(modelVersion: string): Promise<ClusterInfo[]> {
+    const rows = await this.store.query<{ cluster: number; label: string; share: number }>(
+      `SELECT cluster, label, share FROM ${this.store.t('coverage_clusters')} FINAL WHERE model_version = {mv:String} ORDER BY cluster`,
+      { mv: modelVersion },
+    );
+    return rows.map((r) => ({ cluster: n(r.cluster), label: r.label, share: n(r.share) }));
+  }
+
+  /** Production requests per cluster in [from, to) for one model version. */
+  async productionByCluster(from: string, to: string, modelVersion: string): Promise<{ cluster: number; requests: number; uncovered: number }[]> {
+    const rows = await this.store.query<Raw>(
+      `SELECT cluster, sum(requests) AS requests, sum(uncovered) AS uncovered FROM ${this.store.t('coverage_5m')}
+       WHERE bucket >= {from:DateTime('UTC')} AND bucket < {to:DateTime('UTC')} AND model_version = {mv:String}
+       GROUP BY cluster ORDER BY cluster`,
+      { from: chTime(from), to: chTime(to), mv: modelVersion },
+    );
+    return rows.map((r) => ({ cluster: n(r.cluster), requests: n(r.requests), uncovered: n(r.uncovered) }));
+  }
+
+  /** Insert alert state changes; a retry with the same token is a no-op (and ReplacingMergeTree collapses repeats). */
+  async insertAlerts(rows: AlertRow[], token: string): Promise<void> {
+    if (rows.length === 0) return;
+    await this.store.client.insert({
+      table: this.store.t('alerts'),
+      values: rows.map((r) => ({ ...r, onset: chTime(r.onset), window_start: chTime(r.window_start), window_end: chTime(r.window_end) })),
+      format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: token },
+    });
+  }
+
+  async insertTrends(rows: TrendInsertRow[], token: string): Promise<void> {
+    if (rows.length === 0) return;
+    await this.store.client.insert({
+      table: this.store.t('monitor_trends'),
+      values: rows.map((r) => ({ ...r, window_start: chTime(r.window_start), window_end: chTime(r.window_end) })),
+      format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: token },
+    });
+  }
+
+  /** The latest alert state of every alert whose last state is firing. */
+  async firingAlerts(): Promise<AlertRow[]> {
+    const rows = await this.store.query<AlertRow>(
+      `SELECT * FROM ${this.store.t('alerts')} FINAL
+       WHERE (id, created_at) IN (SELECT id, max(created_at) FROM ${this.store.t('alerts')} GROUP BY id)
+         AND status = 'firing'
+       ORDER BY onset`,
+    );
+    return rows;
+  }
+
+  async alerts(q: { since?: string } = {}): Promise<AlertRow[]> {
+    return this.store.query<AlertRow>(
+      `SELECT * FROM ${this.store.t('alerts')} FINAL WHERE created_at >= {since:DateTime64(3, 'UTC')} ORDER BY created_at, webhook_id`,
+      { since: chTime(q.since ?? '1970-01-01T00:00:00Z') },
+    );
+  }
+
+  async loadCheckpoint(monitor: string): Promise<Checkpoint | null> {
+    const [r] = await this.store.query<{ seq: string; window_end: string; state: string }>(
+      `SELECT seq, window_end, state FROM ${this.store.t('monitor_checkpoints')}
+       WHERE monitor = {m:String} ORDER BY seq DESC LIMIT 1`,
+      { m: monitor },
+    );
+    return r ? { seq: Number(r.seq), windowEnd: fromChTime(r.window_end), state: r.state } : null;
+  }
+
+  async saveCheckpoint(monitor: string, c: Checkpoint): Promise<void> {
+    await this.store.client.insert({
+      table: this.store.t('monitor_checkpoints'),
+      values: [{ monitor, seq: c.seq, window_end: chTime(c.windowEnd), state: c.state }],
+      format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: `${monitor}:${c.seq}` },
+    });
+  }
+}
