@@ -23,6 +23,10 @@ export interface AssignResult {
   coverage: Float32Array;
   /** 1 when coverage ≥ threshold */
   covered: Uint8Array;
+  /** second most similar cluster (by centroid cosine); -1 when the model has one cluster */
+  runnerUp: Int32Array;
+  /** cosine similarity to the runner-up centroid (-1 when there is none) */
+  runnerUpSimilarity: Float32Array;
 }
 
 export class CoverageIndex {
@@ -36,6 +40,8 @@ export class CoverageIndex {
   private readonly top: Float32Array;
   private lastCluster = 0;
   private lastSim = 0;
+  private lastRunnerUp = -1;
+  private lastRunnerUpSim = -1;
 
   constructor(
     readonly centroids: Float32Array,
@@ -70,16 +76,25 @@ export class CoverageIndex {
     const C = this.centroids;
     let best = -Infinity;
     let bestC = 0;
+    let second = -Infinity;
+    let secondC = -1;
     for (let c = 0; c < k; c++) {
       const s = dotAt(q, qo, C, c * dim, dim);
       cs[c] = s;
       if (s > best) {
+        second = best;
+        secondC = c === 0 ? -1 : bestC;
         best = s;
         bestC = c;
+      } else if (s > second) {
+        second = s;
+        secondC = c;
       }
     }
     this.lastCluster = bestC;
     this.lastSim = best;
+    this.lastRunnerUp = secondC;
+    this.lastRunnerUpSim = secondC < 0 ? -1 : second;
     // the nprobe most similar clusters (selection; nprobe and k are small)
     const P = this.probe;
     for (let p = 0; p < P.length; p++) {
@@ -129,6 +144,8 @@ export class CoverageIndex {
       similarity: new Float32Array(count),
       coverage: new Float32Array(count),
       covered: new Uint8Array(count),
+      runnerUp: new Int32Array(count),
+      runnerUpSimilarity: new Float32Array(count),
     };
     for (let i = 0; i < count; i++) {
       const s = this.score(vectors, i);
@@ -136,6 +153,8 @@ export class CoverageIndex {
       r.similarity[i] = this.lastSim;
       r.coverage[i] = s;
       r.covered[i] = s >= threshold ? 1 : 0;
+      if (r.runnerUp) r.runnerUp[i] = this.lastRunnerUp;
+      if (r.runnerUpSimilarity) r.runnerUpSimilarity[i] = this.lastRunnerUpSim;
     }
     return r;
   }

@@ -7,6 +7,7 @@ import type { Embedder } from '../embed/embedder.js';
 import type { CoverageAssigner } from '../coverage/model.js';
 import { decodeRequest, type RequestLog } from '../schema/request.js';
 import type { RequestRow } from '../store/store.js';
+import { inCoveredSample, quantize, type EmbeddingRow } from '../store/embeddings.js';
 
 export interface SourceMessage {
   topic: string;
@@ -34,6 +35,8 @@ export interface ProcessDeps {
 
 export interface ProcessResult {
   rows: RequestRow[];
+  /** kept embeddings (every uncovered row, a uniform sample of covered ones), in row order */
+  embeddings: EmbeddingRow[];
   dead: DeadLetter[];
   embedMs: number;
   assignMs: number;
@@ -71,6 +74,7 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
     else dead.push({ source: m, reason: d.reason });
   }
   const rows: RequestRow[] = [];
+  const embeddings: EmbeddingRow[] = [];
   let embedMs = 0;
   let assignMs = 0;
   let truncated = 0;
@@ -94,16 +98,48 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
     assignMs += performance.now() - t;
     part.forEach((v, j) => {
       truncated += emb.truncated[j];
-      rows.push({
+      const row = {
         ...toRow(v.m, v.r, deps),
         truncated: emb.truncated[j] ? 1 : 0,
         cluster: a.cluster[j],
         similarity: a.similarity[j],
+        runner_up: a.runnerUp?.[j] ?? -1,
+        runner_up_similarity: a.runnerUpSimilarity?.[j] ?? -1,
         coverage: a.coverage[j],
         covered: a.covered[j] ? 1 : 0,
-      } as RequestRow);
+      } as RequestRow;
+      rows.push(row);
+      if (!row.covered || inCoveredSample(row.request_id)) {
+        embeddings.push(embeddingRow(row, quantize(emb.vectors, j * deps.embedder.dim, deps.embedder.dim)));
+      }
     });
     await deps.onChunk?.();
   }
-  return { rows, dead, embedMs, assignMs, truncated };
+  return { rows, embeddings, dead, embedMs, assignMs, truncated };
+}
+
+function embeddingRow(row: RequestRow, v: { scale: number; q: number[] }): EmbeddingRow {
+  return {
+    request_id: row.request_id,
+    ts: row.ts,
+    agent: row.agent,
+    model_version: row.model_version,
+    covered: row.covered,
+    kafka_topic: row.kafka_topic,
+    kafka_partition: row.kafka_partition,
+    kafka_offset: row.kafka_offset,
+    scale: v.scale,
+    embedding: v.q,
+  };
+}
+
+/** The kept embeddings of one insert run (rows of one partition, contiguous in offset order). */
+export function embeddingsFor(all: readonly EmbeddingRow[], run: readonly RequestRow[]): EmbeddingRow[] {
+  if (run.length === 0) return [];
+  const lo = BigInt(run[0].kafka_offset);
+  const hi = BigInt(run[run.length - 1].kafka_offset);
+  return all.filter((e) => {
+    const o = BigInt(e.kafka_offset);
+    return o >= lo && o <= hi && e.kafka_topic === run[0].kafka_topic && e.kafka_partition === run[0].kafka_partition;
+  });
 }

@@ -20,7 +20,7 @@ import type { Embedder } from '../embed/embedder.js';
 import type { RequestRow, Store } from '../store/store.js';
 import { ensureTopics } from './kafka.js';
 import { createIngestMetrics, type IngestMetrics } from './metrics.js';
-import { processMessages, type DeadLetter, type SourceMessage } from './process.js';
+import { embeddingsFor, processMessages, type DeadLetter, type SourceMessage } from './process.js';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -212,7 +212,8 @@ export class IngestService {
         for (const run of dayRuns(res.rows)) {
           const token = `${topic}:${partition}:${run[0].kafka_offset}-${run[run.length - 1].kafka_offset}`;
           await this.withStoreRetry(
-            () => this.deps.store.insertRequests(run, token),
+            // kept embeddings first, same token: see Store.insertEmbeddings
+            () => this.deps.store.insertEmbeddings(embeddingsFor(res.embeddings, run), token).then(() => this.deps.store.insertRequests(run, token)),
             async () => {
               if (!resume) {
                 resume = pause();

@@ -93,4 +93,31 @@ export const MIGRATIONS: Migration[] = [
        ORDER BY (model_version, cluster)`,
     ],
   },
+  {
+    version: 5,
+    name: 'what gap discovery keeps: runner-up cluster per request, embeddings of uncovered (and sampled covered) requests',
+    statements: [
+      `ALTER TABLE {db}.requests
+         ADD COLUMN IF NOT EXISTS runner_up Int32 DEFAULT -1 COMMENT 'second most similar eval cluster (-1: none)' AFTER similarity,
+         ADD COLUMN IF NOT EXISTS runner_up_similarity Float32 DEFAULT -1 COMMENT 'cosine similarity to its centroid' AFTER runner_up`,
+      `CREATE TABLE IF NOT EXISTS {db}.request_embeddings
+       (
+         request_id      String,
+         ts              DateTime64(3, 'UTC'),
+         agent           LowCardinality(String),
+         model_version   LowCardinality(String),
+         covered         UInt8,
+         kafka_topic     LowCardinality(String),
+         kafka_partition UInt32,
+         kafka_offset    UInt64,
+         scale           Float32 COMMENT 'embedding ≈ scale × q (q: Int8, |q| ≤ 127)',
+         embedding       Array(Int8) COMMENT 'int8-quantised unit embedding of the query'
+       )
+       ENGINE = ReplacingMergeTree
+       PARTITION BY toDate(ts)
+       ORDER BY (agent, covered, ts, request_id)
+       TTL toDateTime(ts) + INTERVAL {retention} DAY
+       SETTINGS non_replicated_deduplication_window = 10000`,
+    ],
+  },
 ];

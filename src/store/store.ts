@@ -6,6 +6,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { Config } from '../config/index.js';
 import { createStoreClient, type StoreKind } from './client.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
+import type { EmbeddingRow } from './embeddings.js';
 
 /** One row of {db}.requests, as inserted (JSONEachRow). */
 export interface RequestRow {
@@ -19,6 +20,9 @@ export interface RequestRow {
   truncated: 0 | 1;
   cluster: number;
   similarity: number;
+  /** second most similar eval cluster and its similarity (columns added by migration 5) */
+  runner_up?: number;
+  runner_up_similarity?: number;
   coverage: number;
   covered: 0 | 1;
   escalated: 0 | 1;
@@ -104,9 +108,10 @@ export class Store {
     const ttl: Record<string, string> = {
       requests: `toDateTime(ts) + toIntervalDay(${this.retentionDays})`,
       coverage_5m: `bucket + toIntervalDay(${this.retentionDays})`,
+      request_embeddings: `toDateTime(ts) + toIntervalDay(${this.retentionDays})`,
     };
     const rows = await this.query<{ name: string; q: string }>(
-      `SELECT name, create_table_query AS q FROM system.tables WHERE database = {db:String} AND name IN ('requests', 'coverage_5m')`,
+      `SELECT name, create_table_query AS q FROM system.tables WHERE database = {db:String} AND name IN ('requests', 'coverage_5m', 'request_embeddings')`,
       { db: this.database },
     );
     for (const r of rows) {
@@ -136,6 +141,27 @@ export class Store {
     if (rows.length === 0) return;
     await this.client.insert({
       table: this.t('requests'),
+      values: rows,
+      format: 'JSONEachRow',
+      clickhouse_settings: {
+        ...(dedupToken ? { insert_deduplication_token: dedupToken } : {}),
+        max_insert_block_size: '10000000',
+        min_insert_block_size_rows: '0',
+        min_insert_block_size_bytes: '0',
+      },
+    });
+  }
+
+  /**
+   * Insert the kept embeddings of a batch, with the same deduplication token as its requests
+   * insert. Called BEFORE that insert: the stored-offset watermark is read from requests, so a
+   * crash in between redelivers the batch and the embeddings are written again (deduplicated by
+   * the token, or by the table's ReplacingMergeTree key and readers' LIMIT 1 BY request_id).
+   */
+  async insertEmbeddings(rows: EmbeddingRow[], dedupToken?: string): Promise<void> {
+    if (rows.length === 0) return;
+    await this.client.insert({
+      table: this.t('request_embeddings'),
       values: rows,
       format: 'JSONEachRow',
       clickhouse_settings: {

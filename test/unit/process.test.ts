@@ -390,6 +390,7 @@ describe('IngestService batch handling while the store fails', () => {
     let attempts = 0;
     const store = {
       storedHighWatermark: async () => -1n,
+      insertEmbeddings: async () => {},
       insertRequests: async (rows: RequestRow[], token?: string) => {
         if (attempts++ < failures) throw new Error('ClickHouse is down');
         inserted.push({ rows, token });
