@@ -183,6 +183,13 @@ export class Store {
     return r[0] && BigInt(r[0].n) > 0n ? BigInt(r[0].o) : -1n;
   }
 
+  /** Insert JSON rows into one of evalgap's tables (a plain identifier; values are data, never SQL). */
+  async insertJson(table: string, rows: object[]): Promise<void> {
+    if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new Error(`not a table name: ${table}`);
+    if (rows.length === 0) return;
+    await this.client.insert({ table: this.t(table), values: rows, format: 'JSONEachRow' });
+  }
+
   async registerClusters(rows: ClusterRow[]): Promise<void> {
     if (rows.length === 0) return;
     await this.client.insert({ table: this.t('coverage_clusters'), values: rows, format: 'JSONEachRow' });
