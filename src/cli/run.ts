@@ -6,6 +6,7 @@ import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { Store } from '../store/store.js';
+import { advertiseQueryEndpoint, queryEndpoint } from '../store/http-query.js';
 
 export interface Running {
   service: IngestService;
@@ -21,13 +22,18 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
   const assigner = new CoverageAssigner(model);
   const store = await Store.open(cfg.clickhouse);
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);
-  const service = new IngestService({ kafka, store, embedder, assigner, logger }, ingestOptionsFrom(cfg, over));
+  const queries = queryEndpoint(cfg.clickhouse);
+  const service = new IngestService({ kafka, store, embedder, assigner, logger, queries }, ingestOptionsFrom(cfg, over));
   await service.start();
+  // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
+  const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
   return {
     service,
     store,
     stop: async () => {
+      unadvertise();
       await service.stop();
+      await queries.close();
       await store.close();
       await embedder.close();
     },

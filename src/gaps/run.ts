@@ -187,6 +187,23 @@ export interface ExportOptions {
   perGap?: number;
   /** cases in all at most (default: no limit) */
   budget?: number;
+  /** gaps of a discovery that was not stored (e.g. read-only); default: the latest stored run */
+  gaps?: Gap[];
+}
+
+type ExportGap = Pick<GapRow, 'gap_id' | 'label' | 'rank' | 'priority' | 'first_seen' | 'example_ids' | 'members' | 'status'>;
+
+function exportGapOf(g: Gap): ExportGap {
+  return {
+    gap_id: g.gapId,
+    label: g.label,
+    rank: g.rank,
+    priority: g.priority,
+    first_seen: g.firstSeen ? iso(g.firstSeen) : '',
+    example_ids: g.exampleIds,
+    members: g.members,
+    status: g.status,
+  };
 }
 
 /** A candidate eval case: the format `evalgap fit` reads, plus the production context for the reviewer. */
@@ -264,7 +281,8 @@ export function allocate(priorities: readonly number[], caps: readonly number[],
  * by priority, deduplicated by normalised text across gaps, redacted ones skipped.
  */
 export async function exportGapCases(store: StoreReader, opts: ExportOptions = {}): Promise<ExportResult> {
-  const gaps = (await readLatestGaps(store, opts.scope ?? '')).filter((g) => g.status !== 'closed' && g.members > 0);
+  const all: ExportGap[] = opts.gaps ? opts.gaps.map(exportGapOf) : await readLatestGaps(store, opts.scope ?? '');
+  const gaps = all.filter((g) => g.status !== 'closed' && g.members > 0);
   const ctx = await requestContext(store, [...new Set(gaps.flatMap((g) => g.example_ids))]);
   const perGap = opts.perGap ?? 10;
   const usable = gaps.map((g) =>
@@ -280,7 +298,7 @@ export async function exportGapCases(store: StoreReader, opts: ExportOptions = {
   );
   const seen = new Set<string>();
   const cases: GapCase[] = [];
-  gaps.forEach((g: GapRow, gi) => {
+  gaps.forEach((g, gi) => {
     let taken = 0;
     for (const c of plain[gi]) {
       if (taken >= alloc[gi]) break;

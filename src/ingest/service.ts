@@ -18,6 +18,7 @@ import type { Config } from '../config/index.js';
 import type { CoverageAssigner } from '../coverage/model.js';
 import type { Embedder } from '../embed/embedder.js';
 import type { RequestRow, Store } from '../store/store.js';
+import type { QueryEndpoint } from '../store/http-query.js';
 import { ensureTopics } from './kafka.js';
 import { createIngestMetrics, type IngestMetrics } from './metrics.js';
 import { embeddingsFor, processMessages, type DeadLetter, type SourceMessage } from './process.js';
@@ -29,6 +30,8 @@ export interface IngestDeps {
   assigner: CoverageAssigner;
   logger: Logger;
   metrics?: IngestMetrics;
+  /** read-only POST /query on the metrics port (src/store/http-query.ts) */
+  queries?: QueryEndpoint;
 }
 
 export interface IngestOptions {
@@ -270,6 +273,7 @@ export class IngestService {
 
   private startHttp(port: number): Promise<void> {
     this.server = http.createServer(async (req, res) => {
+      if (await this.deps.queries?.handle(req, res)) return;
       if (req.url === '/metrics') {
         res.setHeader('content-type', this.metrics.registry.contentType);
         res.end(await this.metrics.registry.metrics());

@@ -288,9 +288,8 @@ export interface GapRow {
   priority: number;
 }
 
-const GAP_COLUMNS = `scope, toString(run_day) AS run_day, gap_id, toString(version) AS version, run_id, toString(period_start) AS period_start,
-  toString(period_end) AS period_end, model_version, status, rank, label, terms, members, share, uncovered_share, escalation_rate,
-  refusal_rate, failure_rate, bad_rate, toString(first_seen) AS first_seen, toString(last_seen) AS last_seen, trend, growth,
+const GAP_COLUMNS = `scope, run_day, gap_id, version, run_id, period_start, period_end, model_version, status, rank, label, terms,
+  members, share, uncovered_share, escalation_rate, refusal_rate, failure_rate, bad_rate, first_seen, last_seen, trend, growth,
   nearest_cluster, nearest_cluster_label, examples, example_ids, redacted_share, cases_needed, priority`;
 
 function gapRow(x: GapRow): GapRow {

@@ -204,31 +204,33 @@ export const MIGRATIONS: Migration[] = [
       `CREATE VIEW IF NOT EXISTS {db}.under_tested_clusters AS
        WITH
          traffic AS (
-           SELECT model_version, cluster, count() AS requests, countIf(covered = 0) AS uncovered,
-                  countIf(escalated = 1) AS escalated,
-                  countIf(escalated = 1 OR outcome IN ('refused', 'failed')) AS bad
+           SELECT model_version, cluster, count() AS n_requests, countIf(covered = 0) AS n_uncovered,
+                  countIf(escalated = 1) AS n_escalated,
+                  countIf(escalated = 1 OR outcome IN ('refused', 'failed')) AS n_bad
            FROM {db}.requests WHERE ts > now() - INTERVAL 7 DAY
            GROUP BY model_version, cluster
          ),
          totals AS (
-           SELECT model_version, sum(requests) AS total, sum(escalated) / sum(requests) AS base_escalation
+           SELECT model_version, sum(n_requests) AS total, sum(n_escalated) / sum(n_requests) AS base_escalation
            FROM traffic GROUP BY model_version
          ),
          1.959964 AS z
        SELECT
          t.model_version AS model_version, t.cluster AS cluster, c.label AS label, c.share AS eval_share,
-         t.requests AS requests, t.uncovered AS uncovered, t.escalated AS escalated, t.bad AS bad,
-         t.requests / s.total AS prod_share,
+         t.n_requests AS requests, t.n_uncovered AS uncovered, t.n_escalated AS escalated, t.n_bad AS bad,
+         t.n_requests / s.total AS prod_share,
          (prod_share + z * z / (2 * s.total) - z * sqrt(prod_share * (1 - prod_share) / s.total + z * z / (4 * s.total * s.total)))
            / (1 + z * z / s.total) AS prod_share_low,
+         (prod_share + z * z / (2 * s.total) + z * sqrt(prod_share * (1 - prod_share) / s.total + z * z / (4 * s.total * s.total)))
+           / (1 + z * z / s.total) AS prod_share_high,
          prod_share / c.share AS ratio,
-         t.escalated / t.requests AS escalation_rate,
-         (escalation_rate + z * z / (2 * t.requests) - z * sqrt(escalation_rate * (1 - escalation_rate) / t.requests + z * z / (4 * t.requests * t.requests)))
-           / (1 + z * z / t.requests) AS escalation_low,
+         t.n_escalated / t.n_requests AS escalation_rate,
+         (escalation_rate + z * z / (2 * t.n_requests) - z * sqrt(escalation_rate * (1 - escalation_rate) / t.n_requests + z * z / (4 * t.n_requests * t.n_requests)))
+           / (1 + z * z / t.n_requests) AS escalation_low,
          s.base_escalation AS base_escalation,
-         t.requests >= 10 AND prod_share_low >= 2 * c.share AS share_flag,
-         t.requests >= 10 AND t.escalated > 0 AND escalation_low > 2 * s.base_escalation AS escalation_flag,
-         t.requests * (1 + 4 * t.bad / t.requests) AS priority
+         t.n_requests >= 10 AND prod_share_low >= 2 * c.share AS share_flag,
+         t.n_requests >= 10 AND t.n_escalated > 0 AND escalation_low > 2 * s.base_escalation AS escalation_flag,
+         t.n_requests * (1 + 4 * t.n_bad / t.n_requests) AS priority
        FROM traffic AS t
        JOIN totals AS s ON s.model_version = t.model_version
        JOIN (SELECT model_version, cluster, argMax(label, registered_at) AS label, argMax(share, registered_at) AS share

@@ -3,6 +3,7 @@
  * Values are always bound as query parameters; only validated identifiers are interpolated.
  */
 import type { ClickHouseClient } from '@clickhouse/client';
+import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { createStoreClient, type StoreKind } from './client.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
@@ -184,10 +185,17 @@ export class Store {
   }
 
   /** Insert JSON rows into one of evalgap's tables (a plain identifier; values are data, never SQL). */
-  async insertJson(table: string, rows: object[]): Promise<void> {
+  async insertJson(table: string, rows: object[], dedupToken: string = randomUUID()): Promise<void> {
     if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new Error(`not a table name: ${table}`);
     if (rows.length === 0) return;
-    await this.client.insert({ table: this.t(table), values: rows, format: 'JSONEachRow' });
+    // always an explicit token: chdb applies per-query settings to its session, so an earlier
+    // insert's token would otherwise still be set and deduplicate this insert away
+    await this.client.insert({
+      table: this.t(table),
+      values: rows,
+      format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: dedupToken },
+    });
   }
 
   async registerClusters(rows: ClusterRow[]): Promise<void> {
