@@ -147,12 +147,15 @@ export function buildProgram(): Command {
     .option('--batch-size <n>', 'embedding sub-batch size (EVALGAP_EMBED_BATCH)', intArg('--batch-size', 1))
     .option('--metrics-port <n>', 'port of /metrics and /healthz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0))
     .option('--partitions <n>', 'partitions when evalgap creates the topic', intArg('--partitions', 1), 1)
+    .option('--gaps-every <duration>', 'discover and store coverage gaps (last 7 days, all agents and each agent) this often; off to disable', (v: string) => (v === 'off' ? v : (parseDuration(v), v)), '1h')
     .action(async (opts) => {
       const cfg = configFrom(opts);
       const { createLogger } = await import('../config/logger.js');
       const { startRun } = await import('./run.js');
       const logger = createLogger(cfg.logLevel);
-      const running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions });
+      const running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions }, {
+        gapsEveryMs: opts.gapsEvery === 'off' ? 0 : parseDuration(opts.gapsEvery),
+      });
       let stopping = false;
       const shutdown = async (signal: string) => {
         if (stopping) return;

@@ -13,6 +13,7 @@ import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/logger.js';
 import { parseEvalSet } from '../../src/coverage/evalset.js';
 import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
+import { scheduleDiscovery } from '../../src/gaps/schedule.js';
 import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun, type Running } from '../../src/cli/run.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
@@ -148,6 +149,14 @@ describe('gap discovery', () => {
     const ut = await store.query<{ cluster: number; prod_share: number }>(`SELECT cluster, prod_share FROM ${store.t('under_tested_clusters')}`);
     expect(ut.length).toBeGreaterThan(0);
     expect(ut.reduce((s, u) => s + u.prod_share, 0)).toBeCloseTo(1, 6);
+  });
+
+  it('the periodic discovery of evalgap run stores a pass for all agents and for each agent', async () => {
+    const sched = scheduleDiscovery(store, { everyMs: 0, logger: createLogger('silent') });
+    await sched.runOnce();
+    await sched.stop();
+    const scopes = await store.query<{ scope: string }>(`SELECT DISTINCT scope FROM ${store.t('coverage_gaps')} ORDER BY scope`);
+    expect(scopes.map((x) => x.scope)).toEqual(['', 'checkout-assistant', 'support-bot']);
   });
 
   it('exports candidate eval cases evalgap fit reads, tagged with gap ids, deduplicated, stratified by priority', async () => {
