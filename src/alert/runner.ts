@@ -304,12 +304,13 @@ export function alertRow(n: Notification, notified: boolean): AlertRow {
 /** The monitor's view of the coverage model in force. */
 export function contextFromManifest(m: {
   version: string;
-  calibration: { targetFalseUncoveredRate: number; looFalseUncoveredRate: number };
+  calibration: { targetFalseUncoveredRate: number; expectedRate: number; expectedRateInterval: [number, number] };
   clusters: { id: number; label: string; share: number }[];
 }): MonitorContext {
   return {
     modelVersion: m.version,
-    calibratedRate: m.calibration.looFalseUncoveredRate || m.calibration.targetFalseUncoveredRate,
+    calibratedRate: m.calibration.expectedRate || m.calibration.targetFalseUncoveredRate,
+    calibratedRateInterval: m.calibration.expectedRateInterval,
     evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
   };

@@ -13,6 +13,7 @@ import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverag
 import { loadEmbedder, ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { modelSummary } from './format.js';
+import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
 
 const intArg = (name: string, min: number) => (v: string) => {
@@ -25,6 +26,17 @@ const rateArg = (v: string) => {
   if (!(n > 0 && n < 0.5)) throw new InvalidArgumentError('must be a rate between 0 and 0.5, e.g. 0.05');
   return n;
 };
+
+const formatArg = (allowed: string[]) => (v: string) => {
+  if (!allowed.includes(v)) throw new InvalidArgumentError(`must be one of ${allowed.join(', ')}`);
+  return v;
+};
+/** "7d", "24h", "90m", "2w" → milliseconds. */
+export function parseDuration(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([mhdw])$/.exec(v.trim());
+  if (!m || Number(m[1]) <= 0) throw new InvalidArgumentError('expected a duration such as 7d, 24h, 90m or 2w');
+  return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
+}
 
 function configFrom(opts: Record<string, unknown>): ReturnType<typeof loadConfig> {
   const o: ConfigOverrides = {
@@ -176,6 +188,7 @@ export function buildProgram(): Command {
     .option('--partitions <n>', 'partitions when evalgap creates the topic', intArg('--partitions', 1), 1)
     .option('--monitor', 'also run the monitor (alerts) in this process; see evalgap monitor')
     .option('--monitor-config <file>', 'monitor config file (JSON: rules, receivers) for --monitor (EVALGAP_MONITOR_CONFIG)')
+    .option('--gaps-every <duration>', 'discover and store coverage gaps (last 7 days, all agents and each agent) this often; off to disable', (v: string) => (v === 'off' ? v : (parseDuration(v), v)), '1h')
     .action(async (opts) => {
       const cfg = configFrom(opts);
       const { createLogger } = await import('../config/logger.js');
@@ -195,7 +208,9 @@ export function buildProgram(): Command {
         force.unref();
         void (running?.stop() ?? Promise.resolve()).finally(() => process.exit(1));
       };
-      running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal });
+      running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal }, {
+        gapsEveryMs: opts.gapsEvery === 'off' ? 0 : parseDuration(opts.gapsEvery),
+      });
       if (mc) {
         const { startMonitor } = await import('./monitor.js');
         monitor = await startMonitor(cfg, mc, opts.model, logger, { store: running.store, registry: running.service.metrics.registry });
@@ -317,6 +332,71 @@ export function buildProgram(): Command {
       console.log(`published ${lines.length} message(s) to ${cfg.kafka.topic}`);
     });
 
+  const storeOptions = (c: Command) =>
+    c
+      .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
+      .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)');
+  const durationArg = (v: string) => (parseDuration(v), v);
+
+  storeOptions(
+    program
+      .command('gaps')
+      .description('group the uncovered traffic of a period into coverage gaps, ranked by priority (volume × risk), and store them')
+      .option('--since <duration>', 'period to look back: 7d, 24h, 90m, 2w', durationArg, '7d')
+      .option('--agent <name>', "one agent's traffic (default: all agents)")
+      .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
+      .option('--model-version <v>', "rows scored by this coverage model: latest (the period's latest request's), all, or a version", 'latest')
+      .option('--examples <n>', 'examples printed per gap', intArg('--examples', 0), 3)
+      .option('--no-store', 'print only; do not write coverage_gaps / gap_members'),
+  ).action(async (opts) => {
+    const { gapsCommand } = await import('./gaps.js');
+    await gapsCommand(configFrom(opts), {
+      since: parseDuration(opts.since),
+      agent: opts.agent,
+      format: opts.format,
+      modelVersion: opts.modelVersion,
+      store: opts.store,
+      examples: opts.examples,
+    });
+  });
+
+  storeOptions(
+    program
+      .command('export-gaps')
+      .description('write candidate eval cases from the coverage gaps (JSONL that evalgap fit reads), deduplicated, stratified by priority')
+      .requiredOption('--out <file>', 'JSONL file to write')
+      .option('--per-gap <n>', 'cases per gap at most (≤ 25, the examples kept per gap)', intArg('--per-gap', 1), 10)
+      .option('--budget <n>', 'cases in all at most, shared across gaps by priority', intArg('--budget', 1))
+      .option('--since <duration>', 'period to look back', durationArg, '7d')
+      .option('--agent <name>', "one agent's gaps (default: all agents)")
+      .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest'),
+  ).action(async (opts) => {
+    const { exportGapsCommand } = await import('./gaps.js');
+    await exportGapsCommand(configFrom(opts), {
+      out: opts.out,
+      perGap: opts.perGap,
+      budget: opts.budget,
+      agent: opts.agent,
+      since: parseDuration(opts.since),
+      modelVersion: opts.modelVersion,
+    });
+  });
+
+  storeOptions(
+    program
+      .command('sql')
+      .description(
+        'run a read-only SQL query against the store (embedded or server); while evalgap run holds the\n' +
+          'embedded data folder, the query goes to its read-only POST /query endpoint instead (said on stderr)',
+      )
+      .argument('<query>', 'SQL, e.g. "SELECT * FROM evalgap.latest_gaps"; bind values with {name:Type} and --param')
+      .option('--format <format>', 'table, json or jsonl', formatArg(['table', 'json', 'jsonl']), 'table')
+      .option('--param <name=value>', 'a query parameter (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[]),
+  ).action(async (query: string, opts) => {
+    const { sqlCommand } = await import('./gaps.js');
+    await sqlCommand(configFrom(opts), query, { format: opts.format, param: opts.param });
+  });
+
   program
     .command('demo')
     .description('end to end on bundled sample data: services, Kafka, model, ClickHouse')
@@ -329,7 +409,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-const KNOWN_ERRORS = [ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
+const KNOWN_ERRORS = [UserError, ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
 
 export async function main(argv = process.argv): Promise<void> {
   try {

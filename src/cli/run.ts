@@ -6,11 +6,15 @@ import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { Store } from '../store/store.js';
+import { advertiseQueryEndpoint, queryEndpoint } from '../store/http-query.js';
+import { scheduleDiscovery, type DiscoverySchedule } from '../gaps/schedule.js';
 
 export interface Running {
   service: IngestService;
   store: Store;
   stop: () => Promise<void>;
+  /** periodic gap discovery, when `gapsEveryMs` > 0 */
+  gaps?: DiscoverySchedule;
 }
 
 /** A start-up failure with a one-line explanation (printed without a stack trace). */
@@ -21,7 +25,13 @@ export class StartupError extends Error {
   }
 }
 
-export async function startRun(cfg: Config, modelDir: string, logger: Logger, over: Partial<IngestOptions> = {}): Promise<Running> {
+export async function startRun(
+  cfg: Config,
+  modelDir: string,
+  logger: Logger,
+  over: Partial<IngestOptions> = {},
+  extra: { gapsEveryMs?: number } = {},
+): Promise<Running> {
   logger.info({ config: redactConfig(cfg) }, 'starting');
   // embedding runs in a worker thread: inference would otherwise hold this event loop for seconds
   const embedder = await loadThreadedEmbedder(cfg.embed);
@@ -33,11 +43,13 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
     throw new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
   });
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);
-  const service = new IngestService({ kafka, store, embedder, assigner, logger }, ingestOptionsFrom(cfg, over));
+  const queries = queryEndpoint(cfg.clickhouse);
+  const service = new IngestService({ kafka, store, embedder, assigner, logger, queries }, ingestOptionsFrom(cfg, over));
   try {
     await service.start();
   } catch (e) {
     await service.stop().catch(() => {});
+    await queries.close().catch(() => {});
     await store.close().catch(() => {});
     await embedder.close();
     const kafkaError = (e as Error)?.name?.startsWith('KafkaJS');
@@ -46,11 +58,18 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
       { cause: e },
     );
   }
+  // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
+  const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
+  const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
   return {
     service,
     store,
+    gaps,
     stop: async () => {
+      await gaps?.stop();
+      unadvertise();
       await service.stop();
+      await queries.close();
       await store.close();
       await embedder.close();
     },

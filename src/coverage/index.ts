@@ -19,14 +19,14 @@ export interface AssignResult {
   cluster: Int32Array;
   /** cosine similarity to that centroid */
   similarity: Float32Array;
-  /** second-nearest cluster by centroid cosine (-1 when the model has one cluster) */
-  runnerUp: Int32Array;
-  /** cosine similarity to the runner-up's centroid (-Infinity when there is none) */
-  runnerUpSimilarity: Float32Array;
   /** coverage score */
   coverage: Float32Array;
   /** 1 when coverage ≥ threshold */
   covered: Uint8Array;
+  /** second most similar cluster (by centroid cosine); -1 when the model has one cluster */
+  runnerUp: Int32Array;
+  /** cosine similarity to the runner-up centroid (-1 when there is none) */
+  runnerUpSimilarity: Float32Array;
 }
 
 export class CoverageIndex {
@@ -41,7 +41,7 @@ export class CoverageIndex {
   private lastCluster = 0;
   private lastSim = 0;
   private lastRunnerUp = -1;
-  private lastRunnerUpSim = -Infinity;
+  private lastRunnerUpSim = -1;
 
   constructor(
     readonly centroids: Float32Array,
@@ -94,7 +94,7 @@ export class CoverageIndex {
     this.lastCluster = bestC;
     this.lastSim = best;
     this.lastRunnerUp = secondC;
-    this.lastRunnerUpSim = second;
+    this.lastRunnerUpSim = secondC < 0 ? -1 : second;
     // the nprobe most similar clusters (selection; nprobe and k are small)
     const P = this.probe;
     for (let p = 0; p < P.length; p++) {

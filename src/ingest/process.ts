@@ -8,6 +8,7 @@ import { toWellFormed } from '../schema/limits.js';
 import { redactText } from '../schema/redact.js';
 import { decodeRequest, type DecodeOptions, type RequestLog } from '../schema/request.js';
 import type { RequestRow } from '../store/store.js';
+import { inCoveredSample, quantize, type EmbeddingRow } from '../store/embeddings.js';
 
 /**
  * Text beyond this many UTF-16 units is not sent to the tokenizer: 256 tokens never need more
@@ -46,6 +47,8 @@ export interface ProcessDeps {
 
 export interface ProcessResult {
   rows: RequestRow[];
+  /** kept embeddings (every uncovered row, a uniform sample of covered ones), in row order */
+  embeddings: EmbeddingRow[];
   dead: DeadLetter[];
   embedMs: number;
   assignMs: number;
@@ -92,6 +95,7 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
     }
   }
   const rows: RequestRow[] = [];
+  const embeddings: EmbeddingRow[] = [];
   let embedMs = 0;
   let assignMs = 0;
   let truncated = 0;
@@ -117,16 +121,48 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
     part.forEach((v, j) => {
       const cut = emb.truncated[j] || v.r.query.length > EMBED_TEXT_CAP ? 1 : 0;
       truncated += cut;
-      rows.push({
+      const row = {
         ...v.base,
         truncated: cut,
         cluster: a.cluster[j],
         similarity: a.similarity[j],
+        runner_up: a.runnerUp?.[j] ?? -1,
+        runner_up_similarity: a.runnerUpSimilarity?.[j] ?? -1,
         coverage: a.coverage[j],
         covered: a.covered[j] ? 1 : 0,
-      } as RequestRow);
+      } as RequestRow;
+      rows.push(row);
+      if (!row.covered || inCoveredSample(row.request_id)) {
+        embeddings.push(embeddingRow(row, quantize(emb.vectors, j * deps.embedder.dim, deps.embedder.dim)));
+      }
     });
     await deps.onChunk?.();
   }
-  return { rows, dead, embedMs, assignMs, truncated };
+  return { rows, embeddings, dead, embedMs, assignMs, truncated };
+}
+
+function embeddingRow(row: RequestRow, v: { scale: number; q: number[] }): EmbeddingRow {
+  return {
+    request_id: row.request_id,
+    ts: row.ts,
+    agent: row.agent,
+    model_version: row.model_version,
+    covered: row.covered,
+    kafka_topic: row.kafka_topic,
+    kafka_partition: row.kafka_partition,
+    kafka_offset: row.kafka_offset,
+    scale: v.scale,
+    embedding: v.q,
+  };
+}
+
+/** The kept embeddings of one insert run (rows of one partition, contiguous in offset order). */
+export function embeddingsFor(all: readonly EmbeddingRow[], run: readonly RequestRow[]): EmbeddingRow[] {
+  if (run.length === 0) return [];
+  const lo = BigInt(run[0].kafka_offset);
+  const hi = BigInt(run[run.length - 1].kafka_offset);
+  return all.filter((e) => {
+    const o = BigInt(e.kafka_offset);
+    return o >= lo && o <= hi && e.kafka_topic === run[0].kafka_topic && e.kafka_partition === run[0].kafka_partition;
+  });
 }

@@ -22,6 +22,7 @@ import type { CoverageAssigner } from '../coverage/model.js';
 import type { Embedder } from '../embed/embedder.js';
 import { aggregateRows, aggToken, dataError, type IngestProgress, type RequestRow, type Store } from '../store/store.js';
 import { ensureTopics, topicMaxMessageBytes } from './kafka.js';
+import type { QueryEndpoint } from '../store/http-query.js';
 import { createIngestMetrics, type IngestMetrics } from './metrics.js';
 import { processMessages, type DeadLetter, type SourceMessage } from './process.js';
 
@@ -32,6 +33,8 @@ export interface IngestDeps {
   assigner: CoverageAssigner;
   logger: Logger;
   metrics?: IngestMetrics;
+  /** read-only POST /query on the metrics port (src/store/http-query.ts) */
+  queries?: QueryEndpoint;
 }
 
 export interface IngestOptions {
@@ -335,6 +338,11 @@ export class IngestService {
           const token = `raw:${topic}:${partition}:${res.rows[0].kafka_offset}-${hi}:${randomUUID()}`;
           const out = await this.insertIsolating(res.rows, token, onStoreFailure);
           good = out.stored;
+          // the kept embeddings of the stored rows, before the raw mark moves (a repair deletes
+          // both above the mark, so a crash in between cannot leave them twice)
+          const kept = new Set(good.map((r) => r.kafka_offset));
+          const embs = res.embeddings.filter((e) => kept.has(e.kafka_offset));
+          if (embs.length) await this.withStoreRetry(() => this.deps.store.insertEmbeddings(embs, `emb:${token}`), onStoreFailure);
           for (const r of out.rejected) {
             dead.push({ source: bySource.get(r.row.kafka_offset)!, reason: r.reason });
           }
@@ -448,6 +456,7 @@ export class IngestService {
 
   private startHttp(port: number): Promise<void> {
     this.server = http.createServer(async (req, res) => {
+      if (await this.deps.queries?.handle(req, res)) return;
       if (req.url === '/metrics') {
         res.setHeader('content-type', this.metrics.registry.contentType);
         res.end(await this.metrics.registry.metrics());

@@ -124,6 +124,152 @@ export const MIGRATIONS: Migration[] = [
       `DROP VIEW IF EXISTS {db}.coverage_5m_mv`,
     ],
   },
+  {
+    version: 5,
+    name: 'what gap discovery keeps: runner-up cluster per request, embeddings of uncovered (and sampled covered) requests',
+    statements: [
+      `ALTER TABLE {db}.requests
+         ADD COLUMN IF NOT EXISTS runner_up Int32 DEFAULT -1 COMMENT 'second most similar eval cluster (-1: none)' AFTER similarity,
+         ADD COLUMN IF NOT EXISTS runner_up_similarity Float32 DEFAULT -1 COMMENT 'cosine similarity to its centroid' AFTER runner_up`,
+      `CREATE TABLE IF NOT EXISTS {db}.request_embeddings
+       (
+         request_id      String,
+         ts              DateTime64(3, 'UTC'),
+         agent           LowCardinality(String),
+         model_version   LowCardinality(String),
+         covered         UInt8,
+         kafka_topic     LowCardinality(String),
+         kafka_partition UInt32,
+         kafka_offset    UInt64,
+         scale           Float32 COMMENT 'embedding ≈ scale × q (q: Int8, |q| ≤ 127)',
+         embedding       Array(Int8) COMMENT 'int8-quantised unit embedding of the query'
+       )
+       ENGINE = ReplacingMergeTree
+       PARTITION BY toDate(ts)
+       ORDER BY (agent, covered, ts, request_id)
+       TTL toDateTime(ts) + INTERVAL {retention} DAY
+       SETTINGS non_replicated_deduplication_window = 10000`,
+    ],
+  },
+  {
+    version: 6,
+    name: 'coverage gaps and their members, one row per gap (or request) per scope and day: the latest discovery run of the day wins',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.coverage_gaps
+       (
+         scope                 LowCardinality(String) COMMENT 'agent, or empty for all agents',
+         run_day               Date,
+         gap_id                String,
+         version               DateTime64(3, 'UTC') COMMENT 'when the run discovered it; the latest of a day wins',
+         run_id                String,
+         period_start          DateTime64(3, 'UTC'),
+         period_end            DateTime64(3, 'UTC'),
+         model_version         LowCardinality(String) COMMENT 'coverage model whose uncovered rows were grouped; empty: all',
+         status                LowCardinality(String) COMMENT 'new | open | reopened | closed',
+         rank                  UInt32,
+         label                 String,
+         terms                 Array(String),
+         members               UInt64,
+         share                 Float64 COMMENT 'members / all requests of the scope and period',
+         uncovered_share       Float64 COMMENT 'members / uncovered requests of the scope and period',
+         escalation_rate       Float64,
+         refusal_rate          Float64,
+         failure_rate          Float64,
+         bad_rate              Float64 COMMENT 'escalated, refused or failed',
+         first_seen            DateTime64(3, 'UTC'),
+         last_seen             DateTime64(3, 'UTC'),
+         trend                 LowCardinality(String),
+         growth                Float64,
+         nearest_cluster       Int32,
+         nearest_cluster_label String,
+         examples              Array(String) COMMENT 'diverse representatives, medoid first (sha256 hex when the text was redacted)',
+         example_ids           Array(String),
+         redacted_share        Float64,
+         cases_needed          UInt32,
+         priority              Float64 COMMENT 'members × (1 + 4 × bad_rate)',
+         centroid              Array(Float32)
+       )
+       ENGINE = ReplacingMergeTree(version)
+       PARTITION BY toYYYYMM(run_day)
+       ORDER BY (scope, run_day, gap_id)
+       TTL run_day + INTERVAL {retention} DAY`,
+      `CREATE TABLE IF NOT EXISTS {db}.gap_members
+       (
+         scope         LowCardinality(String),
+         run_day       Date,
+         request_id    String,
+         version       DateTime64(3, 'UTC'),
+         gap_id        String COMMENT 'empty: noise (uncovered, in no gap)',
+         ts            DateTime64(3, 'UTC'),
+         agent         LowCardinality(String),
+         similarity    Float32 COMMENT 'cosine similarity to the gap centroid'
+       )
+       ENGINE = ReplacingMergeTree(version)
+       PARTITION BY toYYYYMM(run_day)
+       ORDER BY (scope, run_day, request_id)
+       TTL run_day + INTERVAL {retention} DAY`,
+    ],
+  },
+  {
+    version: 7,
+    name: 'views: latest gaps, under-tested clusters, coverage over time',
+    statements: [
+      `CREATE VIEW IF NOT EXISTS {db}.latest_gaps AS
+       SELECT * FROM {db}.coverage_gaps FINAL
+       WHERE (scope, run_day) IN (SELECT scope, max(run_day) FROM {db}.coverage_gaps GROUP BY scope)
+         AND status != 'closed'
+       ORDER BY scope, rank`,
+      `CREATE VIEW IF NOT EXISTS {db}.coverage_over_time AS
+       SELECT
+         toStartOfHour(ts)                                    AS hour,
+         agent,
+         model_version,
+         count()                                              AS requests,
+         countIf(covered = 0)                                 AS uncovered,
+         1 - uncovered / requests                             AS coverage,
+         countIf(escalated = 1 OR outcome IN ('refused', 'failed'))                 AS bad,
+         countIf(covered = 0 AND (escalated = 1 OR outcome IN ('refused', 'failed'))) AS bad_uncovered,
+         if(bad = 0, 1, 1 - bad_uncovered / bad)              AS risk_coverage
+       FROM {db}.requests
+       GROUP BY hour, agent, model_version`,
+      `CREATE VIEW IF NOT EXISTS {db}.under_tested_clusters AS
+       WITH
+         traffic AS (
+           SELECT model_version, cluster, count() AS n_requests, countIf(covered = 0) AS n_uncovered,
+                  countIf(escalated = 1) AS n_escalated,
+                  countIf(escalated = 1 OR outcome IN ('refused', 'failed')) AS n_bad
+           FROM {db}.requests WHERE ts > now() - INTERVAL 7 DAY
+           GROUP BY model_version, cluster
+         ),
+         totals AS (
+           SELECT model_version, sum(n_requests) AS total, sum(n_escalated) / sum(n_requests) AS base_escalation
+           FROM traffic GROUP BY model_version
+         ),
+         1.959964 AS z
+       SELECT
+         t.model_version AS model_version, t.cluster AS cluster, c.label AS label, c.share AS eval_share,
+         t.n_requests AS requests, t.n_uncovered AS uncovered, t.n_escalated AS escalated, t.n_bad AS bad,
+         t.n_requests / s.total AS prod_share,
+         (prod_share + z * z / (2 * s.total) - z * sqrt(prod_share * (1 - prod_share) / s.total + z * z / (4 * s.total * s.total)))
+           / (1 + z * z / s.total) AS prod_share_low,
+         (prod_share + z * z / (2 * s.total) + z * sqrt(prod_share * (1 - prod_share) / s.total + z * z / (4 * s.total * s.total)))
+           / (1 + z * z / s.total) AS prod_share_high,
+         prod_share / c.share AS ratio,
+         t.n_escalated / t.n_requests AS escalation_rate,
+         (escalation_rate + z * z / (2 * t.n_requests) - z * sqrt(escalation_rate * (1 - escalation_rate) / t.n_requests + z * z / (4 * t.n_requests * t.n_requests)))
+           / (1 + z * z / t.n_requests) AS escalation_low,
+         s.base_escalation AS base_escalation,
+         t.n_requests >= 10 AND prod_share_low >= 2 * c.share AS share_flag,
+         t.n_requests >= 10 AND t.n_escalated > 0 AND escalation_low > 2 * s.base_escalation AS escalation_flag,
+         t.n_requests * (1 + 4 * t.n_bad / t.n_requests) AS priority
+       FROM traffic AS t
+       JOIN totals AS s ON s.model_version = t.model_version
+       JOIN (SELECT model_version, cluster, argMax(label, registered_at) AS label, argMax(share, registered_at) AS share
+             FROM {db}.coverage_clusters GROUP BY model_version, cluster) AS c
+         ON c.model_version = t.model_version AND c.cluster = t.cluster
+       ORDER BY share_flag OR escalation_flag DESC, priority DESC`,
+    ],
+  },
   // 8–10: the monitor's tables (src/store/monitor-migrations.ts)
   ...MONITOR_MIGRATIONS,
 ];

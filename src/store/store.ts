@@ -3,9 +3,11 @@
  * Values are always bound as query parameters; only validated identifiers are interpolated.
  */
 import type { ClickHouseClient } from '@clickhouse/client';
+import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { createStoreClient, type StoreKind } from './client.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
+import type { EmbeddingRow } from './embeddings.js';
 
 /** One row of {db}.requests, as inserted (JSONEachRow). */
 export interface RequestRow {
@@ -19,6 +21,9 @@ export interface RequestRow {
   truncated: 0 | 1;
   cluster: number;
   similarity: number;
+  /** second most similar eval cluster and its similarity (columns added by migration 5) */
+  runner_up?: number;
+  runner_up_similarity?: number;
   coverage: number;
   covered: 0 | 1;
   escalated: 0 | 1;
@@ -192,9 +197,10 @@ export class Store {
       // clamped: toDateTime(ts) wraps after 2106-02-07 (a 2299 row got a 2027 expiry)
       requests: `toDateTime(least(ts, toDateTime64('2105-12-31 23:59:59', 3, 'UTC'))) + toIntervalDay(${this.retentionDays})`,
       coverage_5m: `bucket + toIntervalDay(${this.retentionDays})`,
+      request_embeddings: `toDateTime(least(ts, toDateTime64('2105-12-31 23:59:59', 3, 'UTC'))) + toIntervalDay(${this.retentionDays})`,
     };
     const rows = await this.query<{ name: string; q: string }>(
-      `SELECT name, create_table_query AS q FROM system.tables WHERE database = {db:String} AND name IN ('requests', 'coverage_5m')`,
+      `SELECT name, create_table_query AS q FROM system.tables WHERE database = {db:String} AND name IN ('requests', 'coverage_5m', 'request_embeddings')`,
       { db: this.database },
     );
     for (const r of rows) {
@@ -293,6 +299,19 @@ export class Store {
         query_params: { topic, partition, from },
       });
     }
+    // kept embeddings of that unfinished insert go with it (they are written again on redelivery)
+    const [embAbove] = await this.query<{ n: string }>(
+      `SELECT count() AS n FROM ${this.t('request_embeddings')}
+       WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} AND kafka_offset >= {from:UInt64}`,
+      { topic, partition, from },
+    );
+    if (Number(embAbove?.n ?? 0) > 0) {
+      await this.client.command({
+        query: `DELETE FROM ${this.t('request_embeddings')}
+                WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32} AND kafka_offset >= {from:UInt64}`,
+        query_params: { topic, partition, from },
+      });
+    }
     let aggregated = false;
     if (p.agg < p.raw) {
       await this.client.command({
@@ -315,6 +334,27 @@ export class Store {
     return { raw: p.raw, agg: p.raw, deleted, aggregated };
   }
 
+  /**
+   * Insert the kept embeddings of a batch, with the same deduplication token as its requests
+   * insert. Called BEFORE that insert: the stored-offset watermark is read from requests, so a
+   * crash in between redelivers the batch and the embeddings are written again (deduplicated by
+   * the token, or by the table's ReplacingMergeTree key and readers' LIMIT 1 BY request_id).
+   */
+  async insertEmbeddings(rows: EmbeddingRow[], dedupToken?: string): Promise<void> {
+    if (rows.length === 0) return;
+    await this.client.insert({
+      table: this.t('request_embeddings'),
+      values: rows,
+      format: 'JSONEachRow',
+      clickhouse_settings: {
+        ...(dedupToken ? { insert_deduplication_token: dedupToken } : {}),
+        max_insert_block_size: '10000000',
+        min_insert_block_size_rows: '0',
+        min_insert_block_size_bytes: '0',
+      },
+    });
+  }
+
   /** The highest Kafka offset stored for a topic partition, or -1 when none is. */
   async storedHighWatermark(topic: string, partition: number): Promise<bigint> {
     const r = await this.query<{ n: string; o: string }>(
@@ -323,6 +363,20 @@ export class Store {
       { topic, partition },
     );
     return r[0] && BigInt(r[0].n) > 0n ? BigInt(r[0].o) : -1n;
+  }
+
+  /** Insert JSON rows into one of evalgap's tables (a plain identifier; values are data, never SQL). */
+  async insertJson(table: string, rows: object[], dedupToken: string = randomUUID()): Promise<void> {
+    if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new Error(`not a table name: ${table}`);
+    if (rows.length === 0) return;
+    // always an explicit token: chdb applies per-query settings to its session, so an earlier
+    // insert's token would otherwise still be set and deduplicate this insert away
+    await this.client.insert({
+      table: this.t(table),
+      values: rows,
+      format: 'JSONEachRow',
+      clickhouse_settings: { insert_deduplication_token: dedupToken },
+    });
   }
 
   async registerClusters(rows: ClusterRow[]): Promise<void> {

@@ -411,7 +411,7 @@ describe('CoverageIndex', () => {
     const r1 = index.assign(q, 1, 0.5);
     expect(r1.cluster[0]).toBe(0);
     expect(r1.runnerUp[0]).toBe(-1);
-    expect(r1.runnerUpSimilarity[0]).toBe(-Infinity);
+    expect(r1.runnerUpSimilarity[0]).toBe(-1);
     const single = new CoverageIndex(c, 1, Float32Array.from([1, 0]), Int32Array.from([0]), 2, { neighbours: 3, nprobe: 1 });
     expect(Array.from(single.leaveOneOutScores(Float32Array.from([1, 0])))).toEqual([0]);
   });

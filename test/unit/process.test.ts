@@ -334,6 +334,7 @@ describe('IngestService batch handling while the store fails', () => {
     const aggs: { rows: unknown[]; token: string }[] = [];
     const store = {
       repairPartition: async () => ({ raw: -1n, agg: -1n, deleted: 0, aggregated: false }),
+      insertEmbeddings: async () => {},
       insertRequests: async (rows: RequestRow[], token?: string) => {
         if (attempts++ < failures) throw new Error('ClickHouse is down');
         inserted.push({ rows, token });

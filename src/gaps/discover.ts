@@ -1,0 +1,497 @@
+/**
+ * Gap discovery, the pure core: uncovered requests of a period (with their embeddings) in,
+ * ranked coverage gaps out. No I/O; `src/gaps/run.ts` reads and writes through `src/store/`.
+ *
+ * 1. Groups: HDBSCAN (./hdbscan.ts) on a seeded sample of at most `sampleSize` uncovered
+ *    embeddings (cosine distance) chooses how many groups there are and leaves sparse queries as
+ *    noise. Every uncovered request then joins the group whose centroid is most similar, if that
+ *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
+ *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
+ * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
+ *    last seen, trend (second half of the period against the first), the nearest eval cluster
+ *    (most frequent among members), a label (class-based TF-IDF against the other groups and the
+ *    noise), representative examples (the medoid, then farthest-first, skipping near-duplicates),
+ *    and the eval cases it would need.
+ * 3. Stable ids: each group is matched to a previous gap of the same scope whose centroid has
+ *    cosine ≥ `matchSimilarity` (best pairs first); unmatched groups get a new id, previous gaps
+ *    left unmatched are reported closed.
+ * 4. Priority = members × (1 + 4 × bad-outcome rate), the bad-outcome rate being the share of the
+ *    gap's requests that escalated, were refused or failed: volume × risk, where a gap whose every
+ *    request goes wrong weighs five times one of the same size whose requests all went fine.
+ */
+import { createHash } from 'node:crypto';
+import { cosineDistanceMatrix } from '../coverage/cluster.js';
+import { ctfidfTerms } from '../coverage/labels.js';
+import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
+import { hdbscan } from './hdbscan.js';
+
+export interface UncoveredRow {
+  request_id: string;
+  /** epoch ms */
+  ts: number;
+  agent: string;
+  /** the text, or its sha256 hex when `query_redacted` */
+  query: string;
+  query_redacted: 0 | 1;
+  escalated: 0 | 1;
+  outcome: string;
+  /** nearest eval cluster */
+  cluster: number;
+  coverage: number;
+}
+
+export interface PreviousGap {
+  gap_id: string;
+  status: GapStatus;
+  label: string;
+  centroid: Float32Array;
+}
+
+export type GapStatus = 'new' | 'open' | 'reopened' | 'closed';
+
+export interface Gap {
+  gapId: string;
+  status: GapStatus;
+  rank: number;
+  label: string;
+  terms: string[];
+  members: number;
+  /** members / all requests in scope and period */
+  share: number;
+  /** members / uncovered requests in scope and period */
+  uncoveredShare: number;
+  escalationRate: number;
+  refusalRate: number;
+  failureRate: number;
+  /** share of members that escalated, were refused or failed */
+  badRate: number;
+  firstSeen: number;
+  lastSeen: number;
+  trend: 'rising' | 'falling' | 'steady';
+  /** (members in the later half of the period + 1) / (members in the earlier half + 1) */
+  growth: number;
+  nearestCluster: number;
+  nearestClusterLabel: string;
+  /** diverse representatives: medoid first, then farthest-first; texts (hashes when redacted) */
+  examples: string[];
+  exampleIds: string[];
+  /** the share of members whose text is redacted (examples are then hashes) */
+  redactedShare: number;
+  casesNeeded: number;
+  priority: number;
+  centroid: Float32Array;
+  /** gap ids of the previous run this one continues (empty when new) */
+  matchedSimilarity: number;
+}
+
+export interface DiscoveryOptions {
+  sampleSize: number;
+  /** 0 = auto: max(5, ⌈sample / 200⌉) */
+  minClusterSize: number;
+  /** 0 = auto: min(minClusterSize, 5) */
+  minSamples: number;
+  memberQuantile: number;
+  matchSimilarity: number;
+  /** examples kept per gap (export takes prefixes of them) */
+  examples: number;
+  /** two examples with cosine ≥ this are near-duplicates */
+  nearDuplicate: number;
+  /**
+   * When HDBSCAN finds no split (all uncovered traffic may be one topic plus noise), the denser
+   * half of the sample (points leaving the root at λ ≥ its median) is one group if its members'
+   * mean cosine to their centroid reaches this; otherwise everything stays noise.
+   */
+  minCoherence: number;
+  seed: number;
+}
+
+export const DEFAULT_DISCOVERY: DiscoveryOptions = {
+  sampleSize: 2000,
+  minClusterSize: 0,
+  minSamples: 0,
+  memberQuantile: 0.05,
+  matchSimilarity: 0.9,
+  examples: 25,
+  nearDuplicate: 0.95,
+  minCoherence: 0.5,
+  seed: 42,
+};
+
+export interface DiscoveryInput {
+  scope: string;
+  rows: UncoveredRow[];
+  /** rows.length × dim unit vectors */
+  vectors: Float32Array;
+  dim: number;
+  /** every request (covered or not) in scope and period */
+  totalRequests: number;
+  since: number;
+  until: number;
+  previous: PreviousGap[];
+  clusterLabels: Map<number, string>;
+  /** covered threshold of the coverage score (pairwise proxy for the cases-needed estimate) */
+  threshold: number;
+  /** eval cases the coverage score averages */
+  neighbours: number;
+}
+
+export interface DiscoveryResult {
+  /** ranked by priority; closed gaps (members 0) last */
+  gaps: Gap[];
+  /** per row: index into `gaps`, or -1 for noise */
+  membership: Int32Array;
+  /** per row: cosine similarity to the centroid of its group (or of the nearest group, for noise) */
+  similarity: Float32Array;
+  params: { sample: number; minClusterSize: number; minSamples: number; groupsFound: number; noise: number };
+}
+
+export function autoMinClusterSize(sample: number): number {
+  return Math.max(5, Math.ceil(sample / 200));
+}
+
+export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT_DISCOVERY): DiscoveryResult {
+  const { rows, vectors, dim } = input;
+  const n = rows.length;
+  const sIdx = n > opts.sampleSize ? sampleIndices(n, opts.sampleSize, opts.seed) : Int32Array.from({ length: n }, (_, i) => i);
+  const sn = sIdx.length;
+  const mcs = opts.minClusterSize || autoMinClusterSize(sn);
+  const ms = opts.minSamples || Math.min(mcs, 5);
+  const membership = new Int32Array(n).fill(-1);
+  const similarity = new Float32Array(n);
+  let k = 0;
+  let centroids = new Float32Array(0);
+  let cutoff = new Float64Array(0);
+  if (sn >= mcs) {
+    const sx = gatherRows(vectors, dim, sIdx);
+    const h = hdbscan(cosineDistanceMatrix(sx, sn, dim), sn, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
+    if (h.k === 0) singleGroupFallback(h, sx, sn, dim, opts.minCoherence);
+    k = h.k;
+    centroids = new Float32Array(k * dim);
+    for (let i = 0; i < sn; i++) {
+      const c = h.labels[i];
+      if (c < 0) continue;
+      for (let d = 0; d < dim; d++) centroids[c * dim + d] += sx[i * dim + d];
+    }
+    normalizeRows(centroids, dim);
+    const sims: number[][] = Array.from({ length: k }, () => []);
+    for (let i = 0; i < sn; i++) {
+      const c = h.labels[i];
+      if (c >= 0) sims[c].push(dotAt(sx, i * dim, centroids, c * dim, dim));
+    }
+    cutoff = Float64Array.from(sims, (s) => quantile(s.sort((a, b) => a - b), opts.memberQuantile));
+  }
+  // every row joins its most similar group if it passes that group's cutoff
+  const counts = new Int32Array(k);
+  for (let i = 0; i < n; i++) {
+    let best = -Infinity;
+    let bc = -1;
+    for (let c = 0; c < k; c++) {
+      const s = dotAt(vectors, i * dim, centroids, c * dim, dim);
+      if (s > best) {
+        best = s;
+        bc = c;
+      }
+    }
+    similarity[i] = bc < 0 ? 0 : best;
+    if (bc >= 0 && best >= cutoff[bc]) {
+      membership[i] = bc;
+      counts[bc]++;
+    }
+  }
+  // groups that lost their members to others are dropped; renumber the rest
+  const keep: number[] = [];
+  const renum = new Int32Array(k).fill(-1);
+  for (let c = 0; c < k; c++) {
+    if (counts[c] >= Math.min(mcs, 3)) {
+      renum[c] = keep.length;
+      keep.push(c);
+    }
+  }
+  for (let i = 0; i < n; i++) if (membership[i] >= 0) membership[i] = renum[membership[i]];
+  const g = keep.length;
+  const groupCentroids = gatherRows(centroids, dim, keep);
+  const members: number[][] = Array.from({ length: g }, () => []);
+  for (let i = 0; i < n; i++) if (membership[i] >= 0) members[membership[i]].push(i);
+
+  // labels: c-TF-IDF of the groups (and the noise, as one more class) over unredacted texts
+  const labelTexts: string[] = [];
+  const labelOf: number[] = [];
+  for (let c = 0; c <= g; c++) {
+    const idx = c < g ? members[c] : Array.from({ length: n }, (_, i) => i).filter((i) => membership[i] < 0);
+    const plain = idx.filter((i) => !rows[i].query_redacted);
+    const pick = plain.length > 400 ? Array.from(sampleIndices(plain.length, 400, opts.seed + c), (j) => plain[j]) : plain;
+    for (const i of pick) {
+      labelTexts.push(rows[i].query);
+      labelOf.push(c);
+    }
+  }
+  const terms = ctfidfTerms(labelTexts, labelOf, g + 1, 4);
+
+  const half = (input.since + input.until) / 2;
+  const groups: Omit<Gap, 'gapId' | 'status' | 'rank' | 'matchedSimilarity'>[] = [];
+  for (let c = 0; c < g; c++) {
+    const idx = members[c];
+    let esc = 0;
+    let ref = 0;
+    let fail = 0;
+    let bad = 0;
+    let red = 0;
+    let early = 0;
+    let first = Infinity;
+    let last = -Infinity;
+    const near = new Map<number, number>();
+    for (const i of idx) {
+      const r = rows[i];
+      const isRef = r.outcome === 'refused';
+      const isFail = r.outcome === 'failed';
+      esc += r.escalated;
+      ref += isRef ? 1 : 0;
+      fail += isFail ? 1 : 0;
+      bad += r.escalated || isRef || isFail ? 1 : 0;
+      red += r.query_redacted;
+      if (r.ts < half) early++;
+      first = Math.min(first, r.ts);
+      last = Math.max(last, r.ts);
+      near.set(r.cluster, (near.get(r.cluster) ?? 0) + 1);
+    }
+    const m = idx.length;
+    const late = m - early;
+    const growth = (late + 1) / (early + 1);
+    const nearest = [...near.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0][0];
+    const nearestLabel = input.clusterLabels.get(nearest) ?? '';
+    const centroid = groupCentroids.subarray(c * dim, c * dim + dim);
+    const ex = diverseExamples(vectors, dim, idx, centroid, rows, opts);
+    const badRate = bad / m;
+    const t = terms[c];
+    groups.push({
+      label: t.length ? t.slice(0, 3).join(' / ') : `(redacted text) near ${nearestLabel || `cluster ${nearest}`}`,
+      terms: t,
+      members: m,
+      share: input.totalRequests > 0 ? m / input.totalRequests : 0,
+      uncoveredShare: n > 0 ? m / n : 0,
+      escalationRate: esc / m,
+      refusalRate: ref / m,
+      failureRate: fail / m,
+      badRate,
+      firstSeen: first,
+      lastSeen: last,
+      trend: growth >= 1.5 && late >= 5 ? 'rising' : growth <= 1 / 1.5 && early >= 5 ? 'falling' : 'steady',
+      growth,
+      nearestCluster: nearest,
+      nearestClusterLabel: nearestLabel,
+      examples: ex.map((i) => rows[i].query),
+      exampleIds: ex.map((i) => rows[i].request_id),
+      redactedShare: red / m,
+      casesNeeded: casesNeeded(vectors, dim, idx, rows, input.threshold, input.neighbours, opts.seed + c),
+      priority: m * (1 + 4 * badRate),
+      centroid: Float32Array.from(centroid),
+    });
+  }
+
+  // stable ids: best-matching pairs first
+  const pairs: { c: number; p: number; s: number }[] = [];
+  groups.forEach((gr, c) =>
+    input.previous.forEach((pv, p) => {
+      if (pv.centroid.length !== dim) return;
+      const s = dotAt(gr.centroid, 0, pv.centroid, 0, dim);
+      if (s >= opts.matchSimilarity) pairs.push({ c, p, s });
+    }),
+  );
+  pairs.sort((a, b) => b.s - a.s);
+  const matchOf = new Int32Array(g).fill(-1);
+  const matchSim = new Float64Array(g);
+  const prevUsed = new Uint8Array(input.previous.length);
+  for (const { c, p, s } of pairs) {
+    if (matchOf[c] >= 0 || prevUsed[p]) continue;
+    matchOf[c] = p;
+    matchSim[c] = s;
+    prevUsed[p] = 1;
+  }
+  const gaps: Gap[] = groups.map((gr, c) => {
+    const p = matchOf[c];
+    const prev = p >= 0 ? input.previous[p] : null;
+    return {
+      ...gr,
+      gapId: prev ? prev.gap_id : newGapId(input.scope, gr.exampleIds[0] ?? String(c), input.until),
+      status: prev ? (prev.status === 'closed' ? 'reopened' : 'open') : 'new',
+      rank: 0,
+      matchedSimilarity: matchSim[c],
+    };
+  });
+  gaps.sort((a, b) => b.priority - a.priority || b.members - a.members || (a.gapId < b.gapId ? -1 : 1));
+  const order = new Int32Array(g);
+  gaps.forEach((gp, r) => {
+    gp.rank = r + 1;
+    order[groups.findIndex((x) => x.centroid === gp.centroid)] = r;
+  });
+  for (let i = 0; i < n; i++) if (membership[i] >= 0) membership[i] = order[membership[i]];
+  input.previous.forEach((pv, p) => {
+    if (prevUsed[p] || pv.status === 'closed') return;
+    gaps.push(closedGap(pv));
+  });
+  let noise = 0;
+  for (let i = 0; i < n; i++) if (membership[i] < 0) noise++;
+  return { gaps, membership, similarity, params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise } };
+}
+
+function singleGroupFallback(h: { labels: Int32Array; k: number; lambdas: Float64Array }, sx: Float32Array, sn: number, dim: number, minCoherence: number): void {
+  const med = quantile(Float64Array.from(h.lambdas).sort(), 0.5);
+  const c = new Float32Array(dim);
+  const idx: number[] = [];
+  for (let i = 0; i < sn; i++) {
+    if (h.lambdas[i] < med) continue;
+    idx.push(i);
+    for (let d = 0; d < dim; d++) c[d] += sx[i * dim + d];
+  }
+  normalizeRows(c, dim);
+  let mean = 0;
+  for (const i of idx) mean += dotAt(sx, i * dim, c, 0, dim);
+  mean /= Math.max(1, idx.length);
+  if (mean < minCoherence) return;
+  for (const i of idx) h.labels[i] = 0;
+  h.k = 1;
+}
+
+function closedGap(pv: PreviousGap): Gap {
+  return {
+    gapId: pv.gap_id,
+    status: 'closed',
+    rank: 0,
+    label: pv.label,
+    terms: [],
+    members: 0,
+    share: 0,
+    uncoveredShare: 0,
+    escalationRate: 0,
+    refusalRate: 0,
+    failureRate: 0,
+    badRate: 0,
+    firstSeen: 0,
+    lastSeen: 0,
+    trend: 'steady',
+    growth: 1,
+    nearestCluster: -1,
+    nearestClusterLabel: '',
+    examples: [],
+    exampleIds: [],
+    redactedShare: 0,
+    casesNeeded: 0,
+    priority: 0,
+    centroid: pv.centroid,
+    matchedSimilarity: 0,
+  };
+}
+
+export function newGapId(scope: string, seedRequestId: string, until: number): string {
+  return 'gap-' + createHash('sha256').update(`${scope}\u0000${seedRequestId}\u0000${until}`).digest('hex').slice(0, 10);
+}
+
+function normText(t: string): string {
+  return t.toLowerCase().replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * Representatives of a group: its medoid (for unit vectors, the member most similar to the
+ * centroid maximises the summed cosine to all members), then farthest-first among up to 400
+ * members, skipping near-duplicates (cosine ≥ nearDuplicate or the same normalised text).
+ */
+export function diverseExamples(
+  vectors: Float32Array,
+  dim: number,
+  idx: readonly number[],
+  centroid: Float32Array,
+  rows: readonly { query: string }[],
+  opts: Pick<DiscoveryOptions, 'examples' | 'nearDuplicate' | 'seed'>,
+): number[] {
+  if (idx.length === 0) return [];
+  const cand = idx.length > 400 ? Array.from(sampleIndices(idx.length, 400, opts.seed), (j) => idx[j]) : [...idx];
+  let medoid = cand[0];
+  let bestSim = -Infinity;
+  for (const i of cand) {
+    const s = dotAt(vectors, i * dim, centroid, 0, dim);
+    if (s > bestSim) {
+      bestSim = s;
+      medoid = i;
+    }
+  }
+  const chosen = [medoid];
+  const texts = new Set([normText(rows[medoid].query)]);
+  const maxSim = new Float64Array(cand.length).fill(-Infinity);
+  const update = (c: number) => {
+    for (let j = 0; j < cand.length; j++) {
+      const s = dotAt(vectors, cand[j] * dim, vectors, c * dim, dim);
+      if (s > maxSim[j]) maxSim[j] = s;
+    }
+  };
+  update(medoid);
+  while (chosen.length < opts.examples) {
+    let pick = -1;
+    let low = Infinity;
+    for (let j = 0; j < cand.length; j++) {
+      if (maxSim[j] >= opts.nearDuplicate || texts.has(normText(rows[cand[j]].query))) continue;
+      if (maxSim[j] < low) {
+        low = maxSim[j];
+        pick = j;
+      }
+    }
+    if (pick < 0) break;
+    chosen.push(cand[pick]);
+    texts.add(normText(rows[cand[pick]].query));
+    update(cand[pick]);
+  }
+  return chosen;
+}
+
+/**
+ * Eval cases a gap would need: `neighbours` × the centres a greedy cover picks so that 90% of
+ * (a sample of up to 300) members have a centre within cosine `threshold`, at most the number of
+ * distinct member texts. The coverage score averages the `neighbours` nearest eval cases, so each
+ * centre needs about that many cases near it.
+ */
+export function casesNeeded(
+  vectors: Float32Array,
+  dim: number,
+  idx: readonly number[],
+  rows: readonly { query: string }[],
+  threshold: number,
+  neighbours: number,
+  seed: number,
+): number {
+  if (idx.length === 0) return 0;
+  const s = idx.length > 300 ? Array.from(sampleIndices(idx.length, 300, seed), (j) => idx[j]) : [...idx];
+  const m = s.length;
+  const covers: number[][] = Array.from({ length: m }, () => []);
+  for (let a = 0; a < m; a++) {
+    for (let b = a; b < m; b++) {
+      if (a === b || dotAt(vectors, s[a] * dim, vectors, s[b] * dim, dim) >= threshold) {
+        covers[a].push(b);
+        if (a !== b) covers[b].push(a);
+      }
+    }
+  }
+  const done = new Uint8Array(m);
+  let left = m;
+  let centres = 0;
+  while (left > 0.1 * m) {
+    let best = -1;
+    let gain = 0;
+    for (let a = 0; a < m; a++) {
+      let gn = 0;
+      for (const b of covers[a]) if (!done[b]) gn++;
+      if (gn > gain) {
+        gain = gn;
+        best = a;
+      }
+    }
+    if (best < 0) break;
+    for (const b of covers[best]) {
+      if (!done[b]) {
+        done[b] = 1;
+        left--;
+      }
+    }
+    centres++;
+  }
+  const distinct = new Set(idx.map((i) => normText(rows[i].query))).size;
+  return Math.min(distinct, Math.max(1, centres) * neighbours);
+}

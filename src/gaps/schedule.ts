@@ -1,0 +1,50 @@
+/**
+ * Periodic gap discovery inside `evalgap run`: every `everyMs`, one pass over the last `periodMs`
+ * for all agents together and one per agent seen in that period, each stored. A pass that fails
+ * is logged and retried at the next tick; passes never overlap.
+ */
+import type { Logger } from 'pino';
+import { coverageByAgent, type StoreWriter } from '../store/gaps.js';
+import { DAY_MS, discoverGaps } from './run.js';
+
+export interface DiscoverySchedule {
+  /** run one round now (also what the timer calls); resolves when it is done */
+  runOnce(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; periodMs?: number; logger: Logger }): DiscoverySchedule {
+  const periodMs = opts.periodMs ?? 7 * DAY_MS;
+  let current: Promise<void> | null = null;
+  let stopped = false;
+  const round = async () => {
+    const now = Date.now();
+    const agents = (await coverageByAgent(store, { since: now - periodMs, until: now })).map((a) => a.agent);
+    for (const agent of ['', ...agents.filter(Boolean)]) {
+      if (stopped) return;
+      const r = await discoverGaps(store, { since: now - periodMs, now, agent: agent || undefined });
+      opts.logger.info(
+        { scope: agent || '(all agents)', gaps: r.gaps.filter((g) => g.status !== 'closed').length, grouped: r.grouped, ms: r.ms },
+        'gap discovery',
+      );
+    }
+  };
+  const runOnce = () => {
+    current ??= round()
+      .catch((e) => opts.logger.warn({ err: e }, 'gap discovery failed; retrying at the next interval'))
+      .finally(() => {
+        current = null;
+      });
+    return current;
+  };
+  const timer = opts.everyMs > 0 ? setInterval(() => void runOnce(), opts.everyMs) : null;
+  timer?.unref();
+  return {
+    runOnce,
+    async stop() {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      await current;
+    },
+  };
+}

@@ -1,0 +1,346 @@
+/**
+ * Gap discovery's reads and writes. Every function takes a `StoreReader`, which the embedded or
+ * server `Store` is, and so is the read-only client of a running `evalgap run` (./http-query.ts);
+ * writes need the `Store`. Values are always bound as query parameters.
+ */
+import { dequantizeInto } from './embeddings.js';
+
+export interface StoreReader {
+  query<T>(sql: string, params?: Record<string, unknown>): Promise<T[]>;
+  t(table: string): string;
+  readonly location: string;
+}
+
+export interface StoreWriter extends StoreReader {
+  insertJson(table: string, rows: object[]): Promise<void>;
+}
+
+export function canWrite(s: StoreReader): s is StoreWriter {
+  return typeof (s as Partial<StoreWriter>).insertJson === 'function';
+}
+
+export interface Window {
+  /** epoch ms, inclusive */
+  since: number;
+  /** epoch ms, exclusive */
+  until: number;
+  /** one agent, or all when undefined/empty */
+  agent?: string;
+  /** one coverage model's rows, or all when undefined/empty */
+  modelVersion?: string;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+
+function where(w: Window, alias = ''): { sql: string; params: Record<string, unknown> } {
+  const a = alias ? `${alias}.` : '';
+  let sql = `${a}ts >= {since:DateTime64(3, 'UTC')} AND ${a}ts < {until:DateTime64(3, 'UTC')}`;
+  const params: Record<string, unknown> = { since: iso(w.since), until: iso(w.until) };
+  if (w.agent) {
+    sql += ` AND ${a}agent = {agent:String}`;
+    params.agent = w.agent;
+  }
+  if (w.modelVersion) {
+    sql += ` AND ${a}model_version = {modelVersion:String}`;
+    params.modelVersion = w.modelVersion;
+  }
+  return { sql, params };
+}
+
+/** The coverage model that scored the latest request of the window, or null when there is none. */
+export async function latestModelVersion(r: StoreReader, w: Window): Promise<string | null> {
+  const q = where({ ...w, modelVersion: undefined });
+  const rows = await r.query<{ v: string; n: string }>(
+    `SELECT argMax(model_version, ts) AS v, count() AS n FROM ${r.t('requests')} WHERE ${q.sql}`,
+    q.params,
+  );
+  return rows[0] && Number(rows[0].n) > 0 ? rows[0].v : null;
+}
+
+export interface Totals {
+  requests: number;
+  uncovered: number;
+  bad: number;
+  badUncovered: number;
+  /** share of requests in covered regions */
+  coverage: number;
+  /** share of bad outcomes (escalated, refused, failed) in covered regions */
+  riskCoverage: number;
+}
+
+function totalsOf(x: { requests: string; uncovered: string; bad: string; bad_uncovered: string }): Totals {
+  const requests = Number(x.requests);
+  const uncovered = Number(x.uncovered);
+  const bad = Number(x.bad);
+  const badUncovered = Number(x.bad_uncovered);
+  return {
+    requests,
+    uncovered,
+    bad,
+    badUncovered,
+    coverage: requests ? 1 - uncovered / requests : 1,
+    riskCoverage: bad ? 1 - badUncovered / bad : 1,
+  };
+}
+
+const TOTALS = `count() AS requests, countIf(covered = 0) AS uncovered,
+  countIf(escalated = 1 OR outcome IN ('refused', 'failed')) AS bad,
+  countIf(covered = 0 AND (escalated = 1 OR outcome IN ('refused', 'failed'))) AS bad_uncovered`;
+
+export async function readTotals(r: StoreReader, w: Window): Promise<Totals> {
+  const q = where(w);
+  const rows = await r.query<Parameters<typeof totalsOf>[0]>(`SELECT ${TOTALS} FROM ${r.t('requests')} WHERE ${q.sql}`, q.params);
+  return totalsOf(rows[0]);
+}
+
+/** Traffic-weighted coverage per agent over the window. */
+export async function coverageByAgent(r: StoreReader, w: Window): Promise<(Totals & { agent: string })[]> {
+  const q = where(w);
+  const rows = await r.query<Parameters<typeof totalsOf>[0] & { agent: string }>(
+    `SELECT agent, ${TOTALS} FROM ${r.t('requests')} WHERE ${q.sql} GROUP BY agent ORDER BY requests DESC`,
+    q.params,
+  );
+  return rows.map((x) => ({ agent: x.agent, ...totalsOf(x) }));
+}
+
+/** Coverage per hour or day (bucket start as ISO-8601), oldest first. */
+export async function coverageOverTime(
+  r: StoreReader,
+  w: Window & { bucket?: 'hour' | 'day' },
+): Promise<(Totals & { bucket: string })[]> {
+  const q = where(w);
+  const fn = w.bucket === 'day' ? 'toStartOfDay' : 'toStartOfHour';
+  const rows = await r.query<Parameters<typeof totalsOf>[0] & { bucket: string }>(
+    `SELECT formatDateTime(${fn}(ts), '%Y-%m-%dT%H:%i:%SZ') AS bucket, ${TOTALS}
+     FROM ${r.t('requests')} WHERE ${q.sql} GROUP BY bucket ORDER BY bucket`,
+    q.params,
+  );
+  return rows.map((x) => ({ bucket: x.bucket, ...totalsOf(x) }));
+}
+
+export interface UncoveredData {
+  rows: {
+    request_id: string;
+    ts: number;
+    agent: string;
+    query: string;
+    query_redacted: 0 | 1;
+    escalated: 0 | 1;
+    outcome: string;
+    cluster: number;
+    coverage: number;
+  }[];
+  vectors: Float32Array;
+  dim: number;
+  /** uncovered requests of the window without a stored embedding (ingested before migration 5) */
+  missingEmbeddings: number;
+}
+
+/** Uncovered requests of the window with their (dequantised, unit) embeddings. */
+export async function readUncovered(r: StoreReader, w: Window): Promise<UncoveredData> {
+  const q = where(w, 'q');
+  const qe = where({ since: w.since, until: w.until, agent: w.agent });
+  type Raw = {
+    request_id: string;
+    ts: string;
+    agent: string;
+    query: string;
+    query_redacted: number;
+    escalated: number;
+    outcome: string;
+    cluster: number;
+    coverage: number;
+    scale: number;
+    embedding: number[];
+    has: number;
+  };
+  const raw = await r.query<Raw>(
+    `SELECT q.request_id AS request_id, toString(toUnixTimestamp64Milli(q.ts)) AS ts, q.agent AS agent, q.query AS query,
+            q.query_redacted AS query_redacted, q.escalated AS escalated, q.outcome AS outcome, q.cluster AS cluster,
+            q.coverage AS coverage, e.scale AS scale, e.embedding AS embedding, e.request_id != '' AS has
+     FROM ${r.t('requests')} AS q
+     LEFT JOIN (
+       SELECT request_id, scale, embedding FROM ${r.t('request_embeddings')}
+       WHERE covered = 0 AND ${qe.sql} LIMIT 1 BY request_id
+     ) AS e ON e.request_id = q.request_id
+     WHERE q.covered = 0 AND ${q.sql}
+     ORDER BY q.ts, q.request_id`,
+    { ...qe.params, ...q.params },
+  );
+  const kept = raw.filter((x) => Number(x.has) === 1 && x.embedding.length > 0);
+  const dim = kept[0]?.embedding.length ?? 0;
+  const vectors = new Float32Array(kept.length * dim);
+  kept.forEach((x, i) => dequantizeInto(x.scale, x.embedding, vectors, i * dim));
+  return {
+    rows: kept.map((x) => ({
+      request_id: x.request_id,
+      ts: Number(x.ts),
+      agent: x.agent,
+      query: x.query,
+      query_redacted: Number(x.query_redacted) ? 1 : 0,
+      escalated: Number(x.escalated) ? 1 : 0,
+      outcome: x.outcome,
+      cluster: Number(x.cluster),
+      coverage: Number(x.coverage),
+    })),
+    vectors,
+    dim,
+    missingEmbeddings: raw.length - kept.length,
+  };
+}
+
+/** Eval cluster labels of a coverage model (or of every model, latest registration first). */
+export async function clusterLabels(r: StoreReader, modelVersion?: string): Promise<Map<number, string>> {
+  const rows = await r.query<{ cluster: number; label: string }>(
+    `SELECT cluster, argMax(label, registered_at) AS label FROM ${r.t('coverage_clusters')}
+     ${modelVersion ? 'WHERE model_version = {mv:String}' : ''} GROUP BY cluster`,
+    modelVersion ? { mv: modelVersion } : {},
+  );
+  return new Map(rows.map((x) => [Number(x.cluster), x.label]));
+}
+
+/** Requests per eval cluster in the window, with that cluster's eval-set share. */
+export async function clusterTraffic(r: StoreReader, w: Window & { modelVersion: string }) {
+  const q = where(w, 'q');
+  return (
+    await r.query<{
+      model_version: string;
+      cluster: number;
+      label: string;
+      eval_share: number;
+      requests: string;
+      uncovered: string;
+      escalated: string;
+      bad: string;
+    }>(
+      `SELECT q.model_version AS model_version, q.cluster AS cluster, any(c.label) AS label, any(c.share) AS eval_share,
+              count() AS requests, countIf(q.covered = 0) AS uncovered, countIf(q.escalated = 1) AS escalated,
+              countIf(q.escalated = 1 OR q.outcome IN ('refused', 'failed')) AS bad
+       FROM ${r.t('requests')} AS q
+       LEFT JOIN (SELECT model_version, cluster, argMax(label, registered_at) AS label, argMax(share, registered_at) AS share
+                  FROM ${r.t('coverage_clusters')} WHERE model_version = {modelVersion:String} GROUP BY model_version, cluster) AS c
+         ON c.model_version = q.model_version AND c.cluster = q.cluster
+       WHERE ${q.sql}
+       GROUP BY model_version, cluster ORDER BY cluster`,
+      q.params,
+    )
+  ).map((x) => ({
+    model_version: x.model_version,
+    cluster: Number(x.cluster),
+    label: x.label,
+    eval_share: Number(x.eval_share),
+    requests: Number(x.requests),
+    uncovered: Number(x.uncovered),
+    escalated: Number(x.escalated),
+    bad: Number(x.bad),
+  }));
+}
+
+export interface StoredGapRef {
+  gap_id: string;
+  status: 'new' | 'open' | 'reopened' | 'closed';
+  label: string;
+  centroid: Float32Array;
+}
+
+/** The latest state of every gap of a scope seen since `fromDay` (YYYY-MM-DD). */
+export async function previousGaps(r: StoreReader, scope: string, fromDay: string): Promise<StoredGapRef[]> {
+  const rows = await r.query<{ gap_id: string; status: StoredGapRef['status']; label: string; centroid: number[] }>(
+    `SELECT gap_id, argMax(status, version) AS status, argMax(label, version) AS label, argMax(centroid, version) AS centroid
+     FROM ${r.t('coverage_gaps')} WHERE scope = {scope:String} AND run_day >= {fromDay:Date}
+     GROUP BY gap_id ORDER BY gap_id`,
+    { scope, fromDay },
+  );
+  return rows.map((x) => ({ gap_id: x.gap_id, status: x.status, label: x.label, centroid: Float32Array.from(x.centroid) }));
+}
+
+/** One row of {db}.coverage_gaps as read back. */
+export interface GapRow {
+  scope: string;
+  run_day: string;
+  gap_id: string;
+  version: string;
+  run_id: string;
+  period_start: string;
+  period_end: string;
+  model_version: string;
+  status: 'new' | 'open' | 'reopened' | 'closed';
+  rank: number;
+  label: string;
+  terms: string[];
+  members: number;
+  share: number;
+  uncovered_share: number;
+  escalation_rate: number;
+  refusal_rate: number;
+  failure_rate: number;
+  bad_rate: number;
+  first_seen: string;
+  last_seen: string;
+  trend: string;
+  growth: number;
+  nearest_cluster: number;
+  nearest_cluster_label: string;
+  examples: string[];
+  example_ids: string[];
+  redacted_share: number;
+  cases_needed: number;
+  priority: number;
+}
+
+const GAP_COLUMNS = `scope, run_day, gap_id, version, run_id, period_start, period_end, model_version, status, rank, label, terms,
+  members, share, uncovered_share, escalation_rate, refusal_rate, failure_rate, bad_rate, first_seen, last_seen, trend, growth,
+  nearest_cluster, nearest_cluster_label, examples, example_ids, redacted_share, cases_needed, priority`;
+
+function gapRow(x: GapRow): GapRow {
+  return {
+    ...x,
+    rank: Number(x.rank),
+    members: Number(x.members),
+    nearest_cluster: Number(x.nearest_cluster),
+    cases_needed: Number(x.cases_needed),
+  };
+}
+
+/** The gaps of the latest stored run of a scope ('' = all agents), open ones by rank, then closed ones. */
+export async function readLatestGaps(r: StoreReader, scope: string): Promise<GapRow[]> {
+  const rows = await r.query<GapRow>(
+    `SELECT ${GAP_COLUMNS} FROM ${r.t('coverage_gaps')} FINAL
+     WHERE scope = {scope:String} AND run_day = (SELECT max(run_day) FROM ${r.t('coverage_gaps')} WHERE scope = {scope:String})
+     ORDER BY status = 'closed', rank, gap_id`,
+    { scope },
+  );
+  return rows.map(gapRow);
+}
+
+/** A gap's history: one row per day it was (re)discovered in a scope, oldest first. */
+export async function readGapHistory(r: StoreReader, scope: string, gapId: string): Promise<GapRow[]> {
+  const rows = await r.query<GapRow>(
+    `SELECT ${GAP_COLUMNS} FROM ${r.t('coverage_gaps')} FINAL WHERE scope = {scope:String} AND gap_id = {gapId:String} ORDER BY run_day`,
+    { scope, gapId },
+  );
+  return rows.map(gapRow);
+}
+
+export interface GapMemberContext {
+  request_id: string;
+  gap_id: string;
+  query: string;
+  query_redacted: number;
+  agent: string;
+  outcome: string;
+  escalated: number;
+  ts: string;
+}
+
+/** Stored context (text, agent, outcome) of requests by id. */
+export async function requestContext(r: StoreReader, ids: string[]): Promise<Map<string, Omit<GapMemberContext, 'gap_id'>>> {
+  if (ids.length === 0) return new Map();
+  const rows = await r.query<Omit<GapMemberContext, 'gap_id'>>(
+    `SELECT request_id, any(query) AS query, any(query_redacted) AS query_redacted, any(agent) AS agent, any(outcome) AS outcome,
+            any(escalated) AS escalated, toString(any(ts)) AS ts
+     FROM ${r.t('requests')} WHERE request_id IN {ids:Array(String)} GROUP BY request_id`,
+    { ids },
+  );
+  return new Map(rows.map((x) => [x.request_id, x]));
+}

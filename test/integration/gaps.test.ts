@@ -1,0 +1,211 @@
+/**
+ * Gap discovery end to end against the real broker, the embedded engine and the real model:
+ * `evalgap run` in-process streams the sample traffic (20% on two topics the eval set never
+ * covered); then discovery, the tables and views, export, and read-only SQL through the running
+ * instance while it holds the data folder (also from the CLI, in a child process).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
+import { createLogger } from '../../src/config/logger.js';
+import { parseEvalSet } from '../../src/coverage/evalset.js';
+import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
+import { scheduleDiscovery } from '../../src/gaps/schedule.js';
+import { produceJson } from '../../src/ingest/kafka.js';
+import { startRun, type Running } from '../../src/cli/run.js';
+import { sampleTraffic } from '../../src/cli/sample-data.js';
+import { formatGapReport } from '../../src/cli/gaps.js';
+import { readLatestGaps } from '../../src/store/gaps.js';
+import { RemoteReader } from '../../src/store/http-query.js';
+import { Store } from '../../src/store/store.js';
+import { fitSampleModel, groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+
+const run = promisify(execFile);
+const kafka = testKafka();
+let dir: string;
+let cfg: Config;
+let running: Running;
+let store: Store;
+const traffic = sampleTraffic(400, { seed: 21, surpriseShare: 0.25, idPrefix: uniqueName('gap') });
+const topicOf = new Map(traffic.map((t) => [t.request_id, t.topic_hint]));
+
+beforeAll(async () => {
+  dir = tmpDir();
+  const topic = uniqueName('evalgap.test.gaps');
+  cfg = testConfig(path.join(dir, 'chdb'));
+  cfg = { ...cfg, kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group: uniqueName('g') }, ingest: { ...cfg.ingest, metricsPort: 0 } };
+  await fitSampleModel(path.join(dir, 'model'));
+  running = await startRun(cfg, path.join(dir, 'model'), createLogger('silent'));
+  const p = kafka.producer();
+  await p.connect();
+  await produceJson(p, topic, traffic);
+  await p.disconnect();
+  await waitFor(() => groupCaughtUp(kafka, cfg.kafka.group, topic), 120_000, 'the run to store every message');
+  // a second connection to the same folder, in this process (the running instance holds it)
+  store = await Store.open(cfg.clickhouse, { migrate: false });
+});
+afterAll(async () => {
+  await running?.stop();
+  await store?.close();
+});
+
+describe('what evalgap run keeps for gap discovery', () => {
+  it('stores the embedding of every uncovered request and about 1 in 20 covered ones, and the runner-up cluster', async () => {
+    const [r] = await store.query<{ n: string; unc: string; ru: string; rus: string }>(
+      `SELECT count() AS n, countIf(covered = 0) AS unc, countIf(runner_up >= 0 AND runner_up != cluster) AS ru,
+              countIf(runner_up_similarity <= similarity AND runner_up_similarity > -1) AS rus
+       FROM ${store.t('requests')}`,
+    );
+    expect(Number(r.n)).toBe(400);
+    expect(Number(r.ru)).toBe(400);
+    expect(Number(r.rus)).toBe(400);
+    const [e] = await store.query<{ unc: string; cov: string; dims: string; missing: string }>(
+      `SELECT countIf(e.covered = 0) AS unc, countIf(e.covered = 1) AS cov, uniqExact(length(e.embedding)) AS dims,
+              countIf(q.request_id = '') AS missing
+       FROM ${store.t('request_embeddings')} AS e LEFT JOIN ${store.t('requests')} AS q ON q.request_id = e.request_id`,
+    );
+    expect(Number(e.unc)).toBe(Number(r.unc));
+    expect(Number(e.dims)).toBe(1);
+    expect(Number(e.missing)).toBe(0);
+    const covered = Number(r.n) - Number(r.unc);
+    expect(Number(e.cov)).toBeGreaterThan(0);
+    expect(Number(e.cov)).toBeLessThan(covered * 0.15);
+  });
+});
+
+describe('gap discovery', () => {
+  let firstIds: string[] = [];
+
+  it('groups the uncovered traffic: the two untested topics make the top gaps, each gap pure, with diverse examples', async () => {
+    const r = await discoverGaps(store);
+    if (process.env.EVALGAP_TEST_PRINT) console.log(formatGapReport(r, 5));
+    expect(r.stored).toBe(true);
+    const open = r.gaps.filter((g) => g.status !== 'closed');
+    expect(open.length).toBeGreaterThanOrEqual(2);
+    const members = await store.query<{ request_id: string; gap_id: string }>(
+      `SELECT request_id, gap_id FROM ${store.t('gap_members')} FINAL WHERE scope = '' AND gap_id != ''`,
+    );
+    const topicsByGap = new Map<string, string[]>();
+    for (const m of members) topicsByGap.set(m.gap_id, [...(topicsByGap.get(m.gap_id) ?? []), topicOf.get(m.request_id)!]);
+    const majority = new Map<string, string>();
+    for (const g of open) {
+      const ts = topicsByGap.get(g.gapId)!;
+      expect(ts.length).toBe(g.members);
+      const counts = new Map<string, number>();
+      for (const t of ts) counts.set(t, (counts.get(t) ?? 0) + 1);
+      const [name, c] = [...counts.entries()].sort((a, b) => b[1] - a[1])[0];
+      expect(c / ts.length).toBeGreaterThan(0.9); // purity
+      majority.set(g.gapId, name);
+    }
+    const surprise = new Set(['data-privacy', 'gift-cards']);
+    // the untested topics rank first (volume × escalation), and both are found
+    expect(surprise.has(majority.get(open[0].gapId)!) && surprise.has(majority.get(open[1].gapId)!)).toBe(true);
+    expect(new Set([...majority.values()].filter((t) => surprise.has(t)))).toEqual(surprise);
+    // recall: most requests of the untested topics are in gaps of their own topic
+    const surpriseTotal = traffic.filter((t) => surprise.has(t.topic_hint)).length;
+    const inGaps = open.filter((g) => surprise.has(majority.get(g.gapId)!)).reduce((s, g) => s + g.members, 0);
+    expect(inGaps).toBeGreaterThan(0.75 * surpriseTotal);
+    for (const g of open.slice(0, 2)) {
+      expect(g.escalationRate).toBeGreaterThan(0.1);
+      expect(g.examples.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(g.examples).size).toBe(g.examples.length);
+      expect(g.share).toBeCloseTo(g.members / 400, 9);
+      expect(g.casesNeeded).toBeGreaterThan(0);
+      expect(g.status).toBe('new');
+    }
+    expect(r.totals.requests).toBe(400);
+    expect(r.totals.coverage).toBeLessThan(0.85);
+    firstIds = open.map((g) => g.gapId);
+  });
+
+  it('keeps gap ids on a re-run, and the re-run replaces the day’s rows instead of adding to them', async () => {
+    const r = await discoverGaps(store);
+    const open = r.gaps.filter((g) => g.status !== 'closed');
+    expect(open.map((g) => g.gapId).sort()).toEqual([...firstIds].sort());
+    expect(open.every((g) => g.status === 'open')).toBe(true);
+    const latest = await readLatestGaps(store, '');
+    expect(latest.filter((g) => g.status !== 'closed').map((g) => g.gap_id).sort()).toEqual(open.map((g) => g.gapId).sort());
+    const [m] = await store.query<{ n: string; ids: string }>(
+      `SELECT count() AS n, uniqExact(request_id) AS ids FROM ${store.t('gap_members')} FINAL WHERE scope = ''`,
+    );
+    expect(Number(m.n)).toBe(Number(m.ids));
+  });
+
+  it('runs per agent too, and the views answer plain SQL', async () => {
+    const r = await discoverGaps(store, { agent: 'support-bot' });
+    expect(r.scope).toBe('support-bot');
+    expect(r.totals.requests).toBe(traffic.filter((t) => t.agent === 'support-bot').length);
+    const gaps = await store.query<{ scope: string; n: string }>(
+      `SELECT scope, count() AS n FROM ${store.t('latest_gaps')} GROUP BY scope ORDER BY scope`,
+    );
+    expect(gaps.map((g) => g.scope)).toEqual(['', 'support-bot']);
+    const cov = await store.query<{ n: string; coverage: number }>(
+      `SELECT sum(requests) AS n, 1 - sum(uncovered) / n AS coverage FROM ${store.t('coverage_over_time')}`,
+    );
+    expect(Number(cov[0].n)).toBe(400);
+    const ut = await store.query<{ cluster: number; prod_share: number }>(`SELECT cluster, prod_share FROM ${store.t('under_tested_clusters')}`);
+    expect(ut.length).toBeGreaterThan(0);
+    expect(ut.reduce((s, u) => s + u.prod_share, 0)).toBeCloseTo(1, 6);
+  });
+
+  it('the periodic discovery of evalgap run stores a pass for all agents and for each agent', async () => {
+    const sched = scheduleDiscovery(store, { everyMs: 0, logger: createLogger('silent') });
+    await sched.runOnce();
+    await sched.stop();
+    const scopes = await store.query<{ scope: string }>(`SELECT DISTINCT scope FROM ${store.t('coverage_gaps')} ORDER BY scope`);
+    expect(scopes.map((x) => x.scope)).toEqual(['', 'checkout-assistant', 'support-bot']);
+  });
+
+  it('exports candidate eval cases evalgap fit reads, tagged with gap ids, deduplicated, stratified by priority', async () => {
+    const res = await exportGapCases(store, { perGap: 5, budget: 8 });
+    expect(res.cases.length).toBe(8);
+    const file = path.join(dir, 'cases.jsonl');
+    fs.writeFileSync(file, res.cases.map((c) => JSON.stringify(c)).join('\n') + '\n');
+    const parsed = parseEvalSet(fs.readFileSync(file, 'utf8'), 'jsonl');
+    expect(parsed.errors).toEqual([]);
+    expect(parsed.cases).toHaveLength(8);
+    expect(new Set(parsed.cases.map((c) => c.text.toLowerCase())).size).toBe(8);
+    const latest = (await readLatestGaps(store, '')).filter((g) => g.status !== 'closed');
+    for (const c of parsed.cases) expect(latest.map((g) => g.gap_id)).toContain(c.tags[0]);
+    const perGap = res.allocation.map((a) => a.cases);
+    expect(perGap[0]).toBeGreaterThanOrEqual(perGap[perGap.length - 1]);
+    expect(res.cases[0]).toMatchObject({ agent: expect.any(String), outcome: expect.any(String), escalated: expect.any(Boolean) });
+  });
+});
+
+describe('read-only SQL while evalgap run holds the data folder', () => {
+  it('the running instance answers POST /query read-only, and refuses writes without breaking ingestion', async () => {
+    const reader = new RemoteReader(running.service.port, cfg.clickhouse.database);
+    const rows = await reader.query<{ n: string }>(`SELECT count() AS n FROM evalgap.requests WHERE agent = {a:String}`, { a: 'support-bot' });
+    expect(Number(rows[0].n)).toBe(traffic.filter((t) => t.agent === 'support-bot').length);
+    await expect(reader.query('DROP TABLE evalgap.requests')).rejects.toThrow(/readonly/i);
+    await expect(reader.query(`INSERT INTO evalgap.coverage_clusters (model_version) VALUES ('x')`)).rejects.toThrow(/readonly/i);
+    // the run still stores new traffic (readonly stays on the query connection)
+    const more = sampleTraffic(5, { seed: 99, idPrefix: uniqueName('after') });
+    const p = kafka.producer();
+    await p.connect();
+    await produceJson(p, cfg.kafka.topic, more);
+    await p.disconnect();
+    await waitFor(() => groupCaughtUp(kafka, cfg.kafka.group, cfg.kafka.topic), 60_000, 'the run to store 5 more');
+    const [n] = await store.query<{ n: string }>(`SELECT count() AS n FROM ${store.t('requests')}`);
+    expect(Number(n.n)).toBe(405);
+  });
+
+  it('evalgap sql and evalgap gaps in another process use it and say so', async () => {
+    const cli = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
+    const env = { ...process.env, EVALGAP_DATA_DIR: cfg.clickhouse.path, EVALGAP_LOG_LEVEL: 'warn' };
+    const sql = await run('node', [cli, 'sql', 'SELECT count() AS n FROM evalgap.requests', '--format', 'json'], { env });
+    expect(sql.stderr).toContain(`held by a running evalgap run (pid ${process.pid})`);
+    expect(JSON.parse(sql.stdout)).toEqual([{ n: '405' }]);
+    const gaps = await run('node', [cli, 'gaps', '--since', '1d'], { env });
+    expect(gaps.stderr).toContain('the result is printed, not stored');
+    expect(gaps.stdout).toContain('coverage gaps of all agents');
+    expect(gaps.stdout).toMatch(/gap-[0-9a-f]{10}/);
+    const bad = await run('node', [cli, 'sql', 'DROP TABLE evalgap.requests'], { env }).catch((e) => e);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/query failed.*readonly/i);
+  });
+});

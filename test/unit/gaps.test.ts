@@ -1,0 +1,338 @@
+/** Gap discovery's pure core: HDBSCAN against scikit-learn, grouping, examples, stable ids, priorities, intervals. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CoverageIndex } from '../../src/coverage/index.js';
+import { adjustedRandIndex } from '../../src/coverage/metrics.js';
+import { normalizeRows, rng } from '../../src/coverage/vec.js';
+import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
+import { hdbscan } from '../../src/gaps/hdbscan.js';
+import { allocate } from '../../src/gaps/run.js';
+import { underTested, wilson } from '../../src/gaps/undertested.js';
+import { dequantizeInto, inCoveredSample, quantize } from '../../src/store/embeddings.js';
+
+const vectors = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'vectors', 'hdbscan.json'), 'utf8')) as {
+  cases: { n: number; minClusterSize: number; minSamples: number; points: number[][]; labels: number[] }[];
+};
+
+describe('hdbscan', () => {
+  it.each(vectors.cases.map((c, i) => [i, c] as const))('gives scikit-learn 1.5.2 HDBSCAN labels on case %i', (_, c) => {
+    const n = c.n;
+    const dist = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let d = 0; d < c.points[i].length; d++) s += (c.points[i][d] - c.points[j][d]) ** 2;
+        dist[i * n + j] = Math.sqrt(s);
+      }
+    }
+    const r = hdbscan(dist, n, { minClusterSize: c.minClusterSize, minSamples: c.minSamples, minDistance: 1e-9 });
+    expect(r.k).toBe(Math.max(...c.labels) + 1);
+    expect(adjustedRandIndex(r.labels, c.labels)).toBeGreaterThan(0.98);
+    const noise = Array.from(r.labels).filter((l) => l < 0).length;
+    expect(Math.abs(noise - c.labels.filter((l) => l < 0).length)).toBeLessThanOrEqual(2);
+  });
+
+  it('leaves everything as noise when there are fewer points than the minimum cluster size', () => {
+    const r = hdbscan(new Float32Array(9), 3, { minClusterSize: 5, minSamples: 2 });
+    expect(r.k).toBe(0);
+    expect(Array.from(r.labels)).toEqual([-1, -1, -1]);
+  });
+});
+
+// ---------------------------------------------------------------- synthetic traffic on the unit sphere
+const DIM = 32;
+function unit(r: () => number): Float32Array {
+  const v = Float32Array.from({ length: DIM }, () => r() * 2 - 1);
+  return normalizeRows(v, DIM);
+}
+function around(c: Float32Array, spread: number, r: () => number): Float32Array {
+  const v = Float32Array.from(c, (x) => x + (r() * 2 - 1) * spread);
+  return normalizeRows(v, DIM);
+}
+
+interface Topic {
+  name: string;
+  words: string[];
+  n: number;
+  escalate: number;
+}
+
+function traffic(topics: Topic[], noise: number, seed: number, centres?: Float32Array[]) {
+  const r = rng(seed);
+  const cs = centres ?? topics.map(() => unit(r));
+  const rows: UncoveredRow[] = [];
+  const vecs: Float32Array[] = [];
+  const truth: string[] = [];
+  const t0 = Date.UTC(2026, 10, 20);
+  topics.forEach((t, ti) => {
+    for (let i = 0; i < t.n; i++) {
+      vecs.push(around(cs[ti], 0.15, r));
+      truth.push(t.name);
+      rows.push({
+        request_id: `${t.name}-${seed}-${i}`,
+        ts: t0 + Math.floor(r() * 6 * 86_400_000),
+        agent: 'bot',
+        query: `${t.words[i % t.words.length]} ${t.words[(i + 1) % t.words.length]} question ${i}`,
+        query_redacted: 0,
+        escalated: r() < t.escalate ? 1 : 0,
+        outcome: 'ok',
+        cluster: ti,
+        coverage: 0.3,
+      });
+    }
+  });
+  for (let i = 0; i < noise; i++) {
+    vecs.push(unit(r));
+    truth.push('noise');
+    rows.push({
+      request_id: `noise-${seed}-${i}`,
+      ts: t0 + Math.floor(r() * 6 * 86_400_000),
+      agent: 'bot',
+      query: `random thing ${i} zebra${i}`,
+      query_redacted: 0,
+      escalated: 0,
+      outcome: 'ok',
+      cluster: 9,
+      coverage: 0.2,
+    });
+  }
+  const vectors = new Float32Array(rows.length * DIM);
+  vecs.forEach((v, i) => vectors.set(v, i * DIM));
+  const input: DiscoveryInput = {
+    scope: '',
+    rows,
+    vectors,
+    dim: DIM,
+    totalRequests: rows.length * 10,
+    since: t0,
+    until: t0 + 7 * 86_400_000,
+    previous: [],
+    clusterLabels: new Map([
+      [0, 'cards'],
+      [1, 'transfers'],
+      [2, 'fees'],
+    ]),
+    threshold: 0.8,
+    neighbours: 5,
+  };
+  return { input, truth, centres: cs };
+}
+
+const TOPICS: Topic[] = [
+  { name: 'crypto', words: ['bitcoin', 'crypto', 'wallet', 'ethereum'], n: 60, escalate: 0.5 },
+  { name: 'mortgage', words: ['mortgage', 'house', 'loan', 'rate'], n: 40, escalate: 0 },
+  { name: 'pets', words: ['dog', 'cat', 'insurance', 'vet'], n: 25, escalate: 0 },
+];
+
+describe('discover', () => {
+  it('finds each topic as one gap, leaves scattered queries as noise, labels by distinctive terms', () => {
+    const { input, truth } = traffic(TOPICS, 40, 1);
+    const res = discover(input);
+    const open = res.gaps.filter((g) => g.status !== 'closed');
+    expect(open).toHaveLength(3);
+    // purity: every gap's members come from one topic
+    for (let gi = 0; gi < open.length; gi++) {
+      const names = truth.filter((_, i) => res.membership[i] === gi);
+      expect(new Set(names).size).toBe(1);
+      expect(names.length).toBeGreaterThanOrEqual(0.9 * TOPICS.find((t) => t.name === names[0])!.n);
+    }
+    const noiseKept = truth.filter((t, i) => t === 'noise' && res.membership[i] < 0).length;
+    expect(noiseKept).toBe(40);
+    // ranked by priority = members × (1 + 4 × bad rate): crypto (60, half escalated) first
+    expect(open[0].terms).toEqual(expect.arrayContaining(['bitcoin']));
+    expect(open[0].priority).toBeCloseTo(open[0].members * (1 + 4 * open[0].badRate), 6);
+    expect(open[0].escalationRate).toBeGreaterThan(0.3);
+    expect(open[0].nearestCluster).toBe(0);
+    expect(open[0].nearestClusterLabel).toBe('cards');
+    expect(open[1].terms.join(' ')).toMatch(/mortgage|house|loan|rate/);
+    expect(open[0].share).toBeCloseTo(open[0].members / input.totalRequests, 9);
+    expect(res.gaps.map((g) => g.rank)).toEqual([1, 2, 3]);
+  });
+
+  it('gives diverse examples: the medoid first, no near-duplicates, no repeated text', () => {
+    const { input } = traffic(TOPICS, 0, 2);
+    // add exact duplicates of one crypto query
+    const dupVec = input.vectors.slice(0, DIM);
+    const rows = [...input.rows];
+    const vec: number[] = Array.from(input.vectors);
+    for (let i = 0; i < 20; i++) {
+      rows.push({ ...rows[0], request_id: `dup-${i}` });
+      vec.push(...dupVec);
+    }
+    const res = discover({ ...input, rows, vectors: Float32Array.from(vec) }, { ...DEFAULT_DISCOVERY, examples: 10 });
+    const g = res.gaps[0];
+    expect(new Set(g.examples.map((e) => e.toLowerCase())).size).toBe(g.examples.length);
+    const idx = g.exampleIds.map((id) => rows.findIndex((r) => r.request_id === id));
+    const vv = Float32Array.from(vec);
+    for (let a = 0; a < idx.length; a++) {
+      for (let b = a + 1; b < idx.length; b++) {
+        let s = 0;
+        for (let d = 0; d < DIM; d++) s += vv[idx[a] * DIM + d] * vv[idx[b] * DIM + d];
+        expect(s).toBeLessThan(DEFAULT_DISCOVERY.nearDuplicate);
+      }
+    }
+    // the medoid is the member most similar to the gap centroid
+    const members = rows.map((_, i) => i).filter((i) => res.membership[i] === 0);
+    const sim = (i: number) => {
+      let s = 0;
+      for (let d = 0; d < DIM; d++) s += vv[i * DIM + d] * g.centroid[d];
+      return s;
+    };
+    expect(Math.max(...members.map(sim))).toBeCloseTo(sim(idx[0]), 5);
+  });
+
+  it('keeps gap ids across runs, closes a gap whose traffic is gone and reopens it when it returns', () => {
+    const first = traffic(TOPICS, 20, 3);
+    const r1 = discover(first.input);
+    expect(r1.gaps.every((g) => g.status === 'new')).toBe(true);
+    const prev = r1.gaps.map((g) => ({ gap_id: g.gapId, status: g.status, label: g.label, centroid: g.centroid }));
+    // fresh traffic from the same topics (new draws), minus "pets"
+    const second = traffic(TOPICS.slice(0, 2), 20, 4, first.centres);
+    const r2 = discover({ ...second.input, previous: prev });
+    const pets1 = r1.gaps.find((g) => g.terms.includes('dog') || g.terms.includes('cat'))!;
+    const crypto1 = r1.gaps.find((g) => g.terms.includes('bitcoin'))!;
+    const crypto2 = r2.gaps.find((g) => g.terms.includes('bitcoin'))!;
+    expect(crypto2.gapId).toBe(crypto1.gapId);
+    expect(crypto2.status).toBe('open');
+    const closed = r2.gaps.filter((g) => g.status === 'closed');
+    expect(closed.map((g) => g.gapId)).toEqual([pets1.gapId]);
+    expect(closed[0].members).toBe(0);
+    // pets come back
+    const prev2 = r2.gaps.map((g) => ({ gap_id: g.gapId, status: g.status, label: g.label, centroid: g.centroid }));
+    const third = traffic(TOPICS, 20, 5, first.centres);
+    const r3 = discover({ ...third.input, previous: prev2 });
+    expect(r3.gaps.find((g) => g.gapId === pets1.gapId)?.status).toBe('reopened');
+    expect(r3.gaps.filter((g) => g.status === 'new')).toHaveLength(0);
+  });
+
+  it('labels redacted traffic by its nearest eval cluster, never by the hashes, and shows the hashes as examples', () => {
+    const { input } = traffic([TOPICS[0]], 0, 6);
+    const rows = input.rows.map((r) => ({ ...r, query: 'ab12'.repeat(16), query_redacted: 1 as const }));
+    const res = discover({ ...input, rows });
+    expect(res.gaps[0].label).toBe('(redacted text) near cards');
+    expect(res.gaps[0].examples[0]).toBe('ab12'.repeat(16));
+    expect(res.gaps[0].redactedShare).toBe(1);
+  });
+
+  it('finds no gap in scattered traffic, and one when it is a single topic plus noise', () => {
+    expect(discover(traffic([], 80, 8).input).gaps).toHaveLength(0);
+    const t = traffic([TOPICS[1]], 30, 9);
+    const one = discover(t.input);
+    expect(one.gaps).toHaveLength(1);
+    const members = t.truth.filter((_, i) => one.membership[i] === 0);
+    expect(members.length).toBeGreaterThanOrEqual(32); // of 40
+    expect(new Set(members)).toEqual(new Set(['mortgage']));
+  });
+
+  it('estimates more eval cases for a spread-out gap than for a tight one', () => {
+    const r = rng(7);
+    const c = unit(r);
+    const make = (spread: number) => {
+      const rows: UncoveredRow[] = [];
+      const v = new Float32Array(60 * DIM);
+      for (let i = 0; i < 60; i++) {
+        v.set(around(c, spread, r), i * DIM);
+        rows.push({ request_id: `r${i}`, ts: 0, agent: '', query: `q ${i}`, query_redacted: 0, escalated: 0, outcome: 'ok', cluster: 0, coverage: 0 });
+      }
+      return discover({ ...traffic([], 0, 1).input, rows, vectors: v, previous: [], threshold: 0.9 }, { ...DEFAULT_DISCOVERY, minClusterSize: 5 });
+    };
+    const tight = make(0.05).gaps[0];
+    const loose = make(0.25).gaps[0];
+    expect(tight.casesNeeded).toBe(5);
+    expect(loose.casesNeeded).toBeGreaterThan(tight.casesNeeded);
+  });
+});
+
+describe('what gap discovery keeps', () => {
+  it('int8 embeddings keep cosine similarities within 0.005', () => {
+    const r = rng(11);
+    const dim = 384;
+    let worst = 0;
+    for (let t = 0; t < 200; t++) {
+      const a = normalizeRows(Float32Array.from({ length: dim }, () => r() - 0.5), dim);
+      const b = normalizeRows(Float32Array.from(a, (x) => x + (r() - 0.5) * 0.05), dim);
+      const qa = quantize(a, 0, dim);
+      const qb = quantize(b, 0, dim);
+      const da = new Float32Array(dim);
+      const db = new Float32Array(dim);
+      dequantizeInto(qa.scale, qa.q, da, 0);
+      dequantizeInto(qb.scale, qb.q, db, 0);
+      let s = 0;
+      let sq = 0;
+      for (let d = 0; d < dim; d++) {
+        s += a[d] * b[d];
+        sq += da[d] * db[d];
+      }
+      worst = Math.max(worst, Math.abs(s - sq));
+      expect(qa.q.every((x) => Number.isInteger(x) && x >= -127 && x <= 127)).toBe(true);
+    }
+    expect(worst).toBeLessThan(0.005);
+  });
+
+  it('samples covered requests uniformly at 1 in 20, the same way on every delivery', () => {
+    let kept = 0;
+    for (let i = 0; i < 20_000; i++) if (inCoveredSample(`req-${i}`)) kept++;
+    expect(kept / 20_000).toBeGreaterThan(0.045);
+    expect(kept / 20_000).toBeLessThan(0.055);
+    expect(inCoveredSample('req-7')).toBe(inCoveredSample('req-7'));
+  });
+
+  it('the assigner returns the runner-up cluster and its similarity', () => {
+    const C = normalizeRows(Float32Array.from([1, 0, 0, 0, 1, 0, 0, 0, 1]), 3);
+    const E = Float32Array.from([1, 0, 0, 0, 1, 0, 0, 0, 1]);
+    const index = new CoverageIndex(C, 3, E, Int32Array.from([0, 1, 2]), 3, { neighbours: 1, nprobe: 3 });
+    const q = normalizeRows(Float32Array.from([0.2, 0.9, 0.5, 1, 0, 0]), 3);
+    const r = index.assign(q, 2, 0.5);
+    expect(Array.from(r.cluster)).toEqual([1, 0]);
+    expect(r.runnerUp[0]).toBe(2);
+    expect(r.runnerUpSimilarity[0]).toBeCloseTo(q[2], 5);
+    expect(r.runnerUpSimilarity[0]).toBeLessThan(r.similarity[0]);
+    expect(r.runnerUp[1]).toBe(1); // ties with cluster 2: the first one found
+    const one = new CoverageIndex(Float32Array.from([1, 0, 0]), 1, E.slice(0, 3), Int32Array.from([0]), 3, { neighbours: 1, nprobe: 1 });
+    const r1 = one.assign(q, 1, 0.5);
+    expect(r1.runnerUp[0]).toBe(-1);
+    expect(r1.runnerUpSimilarity[0]).toBe(-1);
+  });
+});
+
+describe('under-tested clusters and export allocation', () => {
+  it('Wilson intervals match the published values', () => {
+    // Newcombe (1998), Statistics in Medicine 17, 857–872, table I: 81/263 → 0.2553–0.3662
+    const [lo, hi] = wilson(81, 263);
+    expect(lo).toBeCloseTo(0.2553, 4);
+    expect(hi).toBeCloseTo(0.3662, 4);
+    const [l0, h0] = wilson(0, 10);
+    expect(l0).toBe(0);
+    expect(h0).toBeCloseTo(0.2775, 4);
+  });
+
+  it('flags clusters used far beyond their eval share, or escalating far above the rest', () => {
+    const base = { model_version: 'cm-x', uncovered: 0, bad: 0 };
+    const out = underTested([
+      { ...base, cluster: 0, label: 'a', eval_share: 0.05, requests: 400, escalated: 8 },
+      { ...base, cluster: 1, label: 'b', eval_share: 0.5, requests: 500, escalated: 10 },
+      { ...base, cluster: 2, label: 'c', eval_share: 0.45, requests: 100, escalated: 40, bad: 40 },
+      { ...base, cluster: 3, label: 'd', eval_share: 0.0001, requests: 5, escalated: 0 },
+    ]);
+    const by = new Map(out.map((o) => [o.cluster, o]));
+    expect(by.get(0)!.reasons).toEqual(['share']);
+    expect(by.get(1)!.reasons).toEqual([]);
+    expect(by.get(2)!.reasons).toEqual(['escalation']);
+    expect(by.get(3)!.reasons).toEqual([]); // too few requests to judge
+    expect(out.slice(0, 2).map((o) => o.cluster).sort()).toEqual([0, 2]);
+    expect(by.get(0)!.prodShareLow).toBeLessThan(0.4);
+    expect(by.get(0)!.prodShareHigh).toBeGreaterThan(0.4);
+  });
+
+  it('allocates the budget by priority, at least one case per gap, within each cap', () => {
+    expect(allocate([100, 10, 1], [10, 10, 10], 12)).toEqual([10, 1, 1]);
+    expect(allocate([50, 50], [10, 10], 6)).toEqual([3, 3]);
+    expect(allocate([100, 10, 1], [10, 10, 10], 2)).toEqual([1, 1, 0]);
+    expect(allocate([3, 2, 1], [2, 2, 2], 100)).toEqual([2, 2, 2]);
+    const a = allocate([60, 30, 10], [100, 100, 100], 50);
+    expect(a.reduce((s, x) => s + x, 0)).toBe(50);
+    expect(a[0]).toBeGreaterThan(a[1]);
+    expect(a[1]).toBeGreaterThan(a[2]);
+  });
+});
