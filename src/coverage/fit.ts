@@ -213,7 +213,7 @@ export function buildCoverageModel(
   };
   return {
     draft,
-    arrays: { centroids, embeddings: vectors, labels, cases: unique.map((c) => ({ id: c.id, text: c.text })) },
+    arrays: { centroids, embeddings: vectors, labels, cases: unique.map((c) => ({ id: c.id, text: c.text, ...(c.tags.length ? { tags: c.tags } : {}) })) },
     kChoice,
     timings: { chooseKMs, clusterMs, calibrateMs },
   };

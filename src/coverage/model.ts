@@ -75,7 +75,8 @@ export interface CoverageModel {
   centroids: Float32Array;
   embeddings: Float32Array;
   labels: Int32Array;
-  cases: { id: string; text: string }[];
+  /** the distinct eval cases, in the embeddings' row order; tags when the eval set gave any */
+  cases: { id: string; text: string; tags?: string[] }[];
 }
 
 export class ModelLoadError extends Error {}
@@ -155,7 +156,7 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
     .toString('utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as { id: string; text: string });
+    .map((l) => JSON.parse(l) as { id: string; text: string; tags?: string[] });
   const { dim } = manifest.embedding;
   const { k } = manifest.params;
   const n = manifest.evalSet.uniqueCases;

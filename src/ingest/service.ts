@@ -16,6 +16,7 @@ import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import type { CoverageAssigner } from '../coverage/model.js';
+import type { AssignerSource } from './model-watch.js';
 import type { Embedder } from '../embed/embedder.js';
 import type { RequestRow, Store } from '../store/store.js';
 import { ensureTopics } from './kafka.js';
@@ -26,7 +27,8 @@ export interface IngestDeps {
   kafka: Kafka;
   store: Store;
   embedder: Embedder;
-  assigner: CoverageAssigner;
+  /** a fixed model, or a source read once per batch (hot reload: src/ingest/model-watch.ts) */
+  assigner: CoverageAssigner | AssignerSource;
   logger: Logger;
   metrics?: IngestMetrics;
 }
@@ -96,8 +98,15 @@ export class IngestService {
     this.metrics = deps.metrics ?? createIngestMetrics(opts.metricsPort >= 0);
   }
 
+  /** The model that scores the next batch. */
+  private assigner(): CoverageAssigner {
+    const a = this.deps.assigner;
+    return 'current' in a ? a.current() : a;
+  }
+
   async start(): Promise<void> {
-    const { kafka, logger, store, assigner } = this.deps;
+    const { kafka, logger, store } = this.deps;
+    const assigner = this.assigner();
     const o = this.opts;
     await ensureTopics(kafka, [
       { topic: o.topic, numPartitions: o.partitions ?? 1 },
@@ -196,7 +205,7 @@ export class IngestService {
       m.batchSize.observe(slice.length);
       const res = await processMessages(fresh, {
         embedder: this.deps.embedder,
-        assigner: this.deps.assigner,
+        assigner: this.assigner(),
         redactText: this.opts.redactText,
         onChunk: () => heartbeat(),
       });
