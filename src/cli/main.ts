@@ -162,6 +162,39 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('report')
+    .description('write one self-contained HTML report (opens offline): coverage over time, cluster shares, escalation, a map, gaps, alerts')
+    .option('--out <file>', 'HTML file to write', 'report.html')
+    .option('--since <period>', 'period: a duration (30m, 12h, 7d, 2w) or a date', '7d')
+    .option('--model <path>', 'coverage model folder or symlink, for the map (default: <models dir>/coverage/current)')
+    .option('--map-sample <n>', 'production queries sampled (and embedded) for the map', intArg('--map-sample', 0), 400)
+    .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
+    .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
+    .action(async (opts) => {
+      const cfg = configFrom(opts);
+      const { parseSince, writeReport } = await import('./report.js');
+      const { Store } = await import('../store/store.js');
+      let since: Date;
+      try {
+        since = parseSince(opts.since);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+      const modelPath = opts.model ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
+      const store = await Store.open(cfg.clickhouse);
+      const embedder = opts.mapSample > 0 ? await loadEmbedder(cfg.embed) : null;
+      try {
+        const d = await writeReport(store, opts.out, { since, sinceText: opts.since, modelPath, embedder, mapSample: opts.mapSample });
+        console.log(
+          `wrote ${opts.out}: ${d.totals.requests} requests from ${d.period.first} to ${d.period.last} UTC, ` +
+            `${d.gaps.length} gap(s), alerts: ${d.alerts.exists ? d.alerts.rows.length : 'no alerts table yet'}`,
+        );
+      } finally {
+        await store.close();
+      }
+    });
+
+  program
     .command('produce')
     .description('publish request logs from a JSONL file (one JSON object per line) to the request topic')
     .argument('<file>', 'JSONL file of request logs')
