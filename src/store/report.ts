@@ -231,3 +231,36 @@ export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTabl
   );
   return { exists: true, columns: cols.map((c) => c.name), rows };
 }
+
+export interface UncoveredQuery {
+  query: string;
+  cluster: number;
+  coverage: number;
+  seen: number;
+  escalated: number;
+  agent: string;
+  outcome: string;
+  first_seen: string;
+}
+
+/** Distinct uncovered queries (text, not redacted) of a model version, most seen and least covered first. */
+export async function uncoveredQueries(store: Store, modelVersion: string, since: Date, limit: number): Promise<UncoveredQuery[]> {
+  const rows = await store.query<{ query: string; nearest: number; min_coverage: number; seen: string; escalated: string; agent: string; outcome: string; first_seen: string }>(
+    `SELECT query, argMin(cluster, coverage) AS nearest, min(coverage) AS min_coverage, count() AS seen, countIf(escalated = 1) AS escalated,
+            anyHeavy(agent) AS agent, anyHeavy(outcome) AS outcome, toString(min(ts)) AS first_seen
+     FROM ${store.t('requests')}
+     WHERE model_version = {v:String} AND ts >= {since:DateTime64(3, 'UTC')} AND covered = 0 AND query_redacted = 0
+     GROUP BY query ORDER BY seen DESC, min_coverage ASC, query LIMIT {limit:UInt32}`,
+    { v: modelVersion, since: chTime(since), limit },
+  );
+  return rows.map((r) => ({
+    query: r.query,
+    cluster: Number(r.nearest),
+    coverage: Number(r.min_coverage),
+    seen: Number(r.seen),
+    escalated: Number(r.escalated),
+    agent: r.agent,
+    outcome: r.outcome,
+    first_seen: r.first_seen.slice(0, 19),
+  }));
+}
