@@ -170,7 +170,7 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     })),
   ]
     .sort((a, b) => (b.label === 'uncovered' ? 1 : 0) - (a.label === 'uncovered' ? 1 : 0) || Math.max(b.evalShare, b.recentShare) - Math.max(a.evalShare, a.recentShare))
-    .slice(0, 24);
+    .slice(0, 16);
 
   // the map: eval embeddings from the model folder, production ones by embedding a sample of stored text.
   // TODO(lead, issue 11 part A): take production vectors from the stored embeddings once that table exists.

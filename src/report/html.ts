@@ -87,7 +87,7 @@ const CLIENT = String.raw`
       { label: 'eval set', data: cl.map(function (c) { return c.evalShare; }), backgroundColor: '#94a3b8' },
       { label: 'production, reference (' + d.period.first + ' → ' + d.period.split + ')', data: cl.map(function (c) { return c.referenceShare; }), backgroundColor: '#60a5fa' },
       { label: 'production, recent (' + d.period.split + ' → ' + d.period.last + ')', data: cl.map(function (c) { return c.recentShare; }), backgroundColor: '#1d4ed8' }] },
-    options: { indexAxis: 'y', scales: { x: { ticks: pctTick } } }
+    options: { indexAxis: 'y', scales: { x: { ticks: pctTick }, y: { ticks: { autoSkip: false } } } }
   }));
 
   // 3. escalation per cluster
@@ -96,7 +96,7 @@ const CLIENT = String.raw`
     data: { labels: cl.map(function (c) { return c.label; }), datasets: [
       { label: 'escalation rate', data: cl.map(function (c) { return c.escalationRate; }),
         backgroundColor: cl.map(function (c) { return c.label === 'uncovered' ? '#dc2626' : '#f59e0b'; }) }] },
-    options: { indexAxis: 'y', scales: { x: { min: 0, ticks: pctTick } }, plugins: { legend: { display: false } } }
+    options: { indexAxis: 'y', scales: { x: { min: 0, ticks: pctTick }, y: { ticks: { autoSkip: false } } }, plugins: { legend: { display: false } } }
   }));
 
   // 4. the map
