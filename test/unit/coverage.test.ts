@@ -438,7 +438,7 @@ describe('buildCoverageModel', () => {
     expect(m.params).toMatchObject({ k: K, kMode: 'fixed', kCriterion: 'given with --k', kScores: [], seed: 42, restarts: 5, neighbours: 5, nprobe: K });
     expect(built.kChoice).toBeNull();
     expect(built.arrays.embeddings).toBe(fit.x);
-    expect(built.arrays.cases).toEqual(cases.map((c) => ({ id: c.id, text: c.text })));
+    expect(built.arrays.cases).toEqual(cases.map((c) => ({ id: c.id, text: c.text, ...(c.tags.length ? { tags: c.tags } : {}) })));
     expect(built.arrays.centroids.length).toBe(K * dim);
     expect(built.arrays.labels.length).toBe(fit.n);
   });
