@@ -20,3 +20,12 @@ if [ ! -f dist/.build-stamp ] || [ -n "$(find src tsconfig.json package.json -ne
 fi
 bash scripts/kafka.sh install
 bash scripts/install-model.sh
+# headless Chromium for the report's browser test (Debian's package; playwright-core never downloads one)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium (Debian) for the report's browser test"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+  else
+    log "chromium is missing and this is not root: the report's browser test will be skipped (install Debian's chromium to run it)"
+  fi
+fi

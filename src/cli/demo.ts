@@ -1,117 +1,261 @@
 /**
- * `npm run demo`: the main job end to end on sample data the project writes itself.
- * fit an eval set → publish production traffic (with a few malformed messages) to Kafka →
- * consume, embed, assign, store in ClickHouse → report coverage from SQL.
+ * `npm run demo`: the whole story on sample data the project writes itself, in steps.
+ * fit an eval set → deploy it → `evalgap run` consumes production traffic from Kafka that shifts
+ * part-way (topics the eval set never tested appear) → [alert] → gaps → export them as new cases
+ * → refit with --add and deploy to the running consumer (hot reload, no restart) → fresh traffic
+ * shows the gap closing → an HTML report.
  * Every run uses a fresh topic, group and data folder, so it can be run again and again.
+ *
+ * Steps are separate functions over one shared context, so that steps can be inserted:
+ * TODO(lead): insert the monitor's alert step (webhook receiver) after `streamShift`, and swap
+ * the two stand-ins (`showGaps`, `exportCases`) for part A's gaps and export-gaps.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT, type Config } from '../config/index.js';
 import { createLogger } from '../config/logger.js';
+import { addFitOptions, mergeCases } from '../coverage/extend.js';
 import { DEFAULT_FIT, fitCoverageModel } from '../coverage/fit.js';
-import { saveCoverageModel } from '../coverage/model.js';
-import { loadEmbedder } from '../embed/embedder.js';
+import { loadCoverageModel, saveCoverageModel, type Manifest } from '../coverage/model.js';
+import { loadEmbedder, type Embedder } from '../embed/embedder.js';
 import { createKafka, produceJson } from '../ingest/kafka.js';
-import { startRun } from './run.js';
+import { deployModel } from '../ingest/model-watch.js';
+import type { Store } from '../store/store.js';
+import { exportUncoveredCases, type ExportedCase } from './export-standin.js';
 import { modelSummary, pct, table } from './format.js';
+import { gapsForReport, writeReport } from './report.js';
+import { startRun, type Running } from './run.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
+import { dataSpan } from '../store/report.js';
 
 const say = (s = '') => console.log(s);
+const indent = (s: string) => s.replace(/^/gm, '   ');
+
+interface DemoContext {
+  cfg: Config;
+  dir: string;
+  stamp: string;
+  embedder: Embedder;
+  /** the symlink `evalgap run --model` watches */
+  current: string;
+  models: Manifest[];
+  running: Running | null;
+  /** messages published so far (valid + malformed), to wait for */
+  published: number;
+  /** traffic timeline: the three phases spread over the last 30 minutes */
+  start: number;
+  exported: ExportedCase[];
+  step: number;
+}
+
+const STEP_MS = 2000;
+const PHASE = 300;
+
+function header(ctx: DemoContext, title: string): void {
+  ctx.step++;
+  say(`\n${ctx.step}. ${title}`);
+}
+
+async function publish(ctx: DemoContext, values: unknown[]): Promise<void> {
+  const producer = createKafka(ctx.cfg.kafka).producer();
+  await producer.connect();
+  await produceJson(producer, ctx.cfg.kafka.topic, values);
+  await producer.disconnect();
+  ctx.published += values.length;
+}
+
+async function waitStored(ctx: DemoContext): Promise<{ stored: number; dead: number; seconds: number }> {
+  const t0 = Date.now();
+  const count = async () => {
+    const m = await ctx.running!.service.metrics.registry.getMetricsAsJSON();
+    const v = (n: string) => (m.find((x) => x.name === n)?.values ?? []).reduce((a, b) => a + Number(b.value), 0);
+    return { stored: v('evalgap_rows_stored_total'), dead: v('evalgap_messages_dead_lettered_total') };
+  };
+  let c = await count();
+  while (c.stored + c.dead < ctx.published && Date.now() - t0 < 300_000) {
+    await new Promise((r) => setTimeout(r, 250));
+    c = await count();
+  }
+  return { ...c, seconds: (Date.now() - t0) / 1000 };
+}
+
+function traffic(ctx: DemoContext, phase: 'a' | 'b' | 'c', surpriseShare: number, seed: number) {
+  const offset = { a: 0, b: 1, c: 2 }[phase] * PHASE * STEP_MS;
+  return sampleTraffic(PHASE, { seed, start: ctx.start + offset, stepMs: STEP_MS, surpriseShare, idPrefix: `demo-${ctx.stamp}-${phase}` }).map(
+    (t) => ({ ...t, phase }),
+  );
+}
+
+/** Uncovered share per true topic (a hint the demo keeps in metadata) for one phase. */
+async function byTopic(store: Store, phase: string) {
+  return store.query<{ topic: string; n: string; uncovered: string; v: string }>(
+    `SELECT JSONExtractString(metadata, 'topic_hint') AS topic, count() AS n, countIf(covered = 0) AS uncovered, any(model_version) AS v
+     FROM ${store.t('requests')} WHERE JSONExtractString(metadata, 'phase') = {p:String} GROUP BY topic ORDER BY topic`,
+    { p: phase },
+  );
+}
+
+async function fitAndDeploy(ctx: DemoContext): Promise<void> {
+  header(ctx, 'eval set: 180 support-agent test cases over 6 topics (shipping, returns, account, payments, product, discounts)');
+  const evalSet = sampleEvalSet(30);
+  const evalFile = path.join(ctx.dir, 'evalset.jsonl');
+  fs.writeFileSync(evalFile, evalSet.map((c) => JSON.stringify(c)).join('\n') + '\n');
+  const fit = await fitCoverageModel(
+    evalSet.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
+    ctx.embedder,
+    { ...DEFAULT_FIT, k: 'auto', source: 'evalset.jsonl', textField: 'query' },
+  );
+  const modelDir = path.join(ctx.dir, 'models', fit.draft.version);
+  const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);
+  ctx.models.push(manifest);
+  deployModel(modelDir, ctx.current);
+  const rel = (p: string) => path.relative(process.cwd(), p);
+  say(`   evalgap fit ${rel(evalFile)} --out ${rel(modelDir)}`);
+  say(`   evalgap deploy ${rel(modelDir)} --current ${rel(ctx.current)}\n`);
+  say(indent(modelSummary(manifest)));
+}
+
+async function startConsumer(ctx: DemoContext): Promise<void> {
+  header(ctx, `evalgap run --model ${path.relative(process.cwd(), ctx.current)}: consumer group ${ctx.cfg.kafka.group}, topic ${ctx.cfg.kafka.topic}`);
+  ctx.running = await startRun(ctx.cfg, ctx.current, createLogger(ctx.cfg.logLevel), { modelPollMs: 500 });
+  say(`   stores into the embedded ClickHouse at ${path.relative(process.cwd(), ctx.cfg.clickhouse.path)}; watches the model symlink for redeploys`);
+}
+
+async function streamShift(ctx: DemoContext): Promise<void> {
+  header(ctx, `production traffic through Kafka: ${PHASE} requests on the tested topics, then ${PHASE} more in which new topics appear`);
+  const malformed = ['{"request_id": "bad-1", "query": "no timestamp"}', 'not json at all', '{"request_id":"bad-3","ts":"2026-01-01T00:00:00Z","query":"   "}'];
+  const a = traffic(ctx, 'a', 0, 11);
+  const b = traffic(ctx, 'b', 0.3, 12);
+  say(`   (30% of the second part on topics the eval set never tested: ${SURPRISE_TOPICS.join(', ')}), plus ${malformed.length} malformed messages`);
+  await publish(ctx, [...a.slice(0, 150), ...malformed, ...a.slice(150), ...b]);
+  const c = await waitStored(ctx);
+  say(`   stored ${c.stored} rows, dead-lettered ${c.dead} messages to ${ctx.cfg.kafka.dlqTopic} in ${c.seconds.toFixed(1)} s`);
+  const store = ctx.running!.store;
+  const R = store.t('requests');
+  const [tot] = await store.query<{ n: string; uncovered: string; esc_cov: number; esc_unc: number }>(
+    `SELECT count() AS n, countIf(covered = 0) AS uncovered, avgIf(escalated, covered = 1) AS esc_cov, avgIf(escalated, covered = 0) AS esc_unc
+     FROM ${R} WHERE JSONExtractString(metadata, 'phase') IN ('a', 'b')`,
+  );
+  const target = ctx.models[0].calibration.targetFalseUncoveredRate;
+  say(`   uncovered: ${tot.uncovered} of ${tot.n} (${pct(Number(tot.uncovered) / Number(tot.n))}); calibrated rate under no shift: ${pct(target)}`);
+  say(`   escalation rate: covered ${pct(tot.esc_cov)}, uncovered ${pct(tot.esc_unc)}`);
+  for (const phase of ['a', 'b'] as const) {
+    const rows = await byTopic(store, phase);
+    const n = rows.reduce((x, r) => x + Number(r.n), 0);
+    const u = rows.reduce((x, r) => x + Number(r.uncovered), 0);
+    say(`   ${phase === 'a' ? 'first part (tested topics only)' : 'second part (after the shift)   '}: ${pct(u / n)} uncovered`);
+  }
+  const rows = await byTopic(store, 'b');
+  say('\n   after the shift, by true topic (known to the demo only; a hint field kept in metadata):');
+  say(indent(table(['topic', 'in eval set', 'requests', 'uncovered'], rows.map((r) => [r.topic, SURPRISE_TOPICS.includes(r.topic) ? 'no' : 'yes', r.n, pct(Number(r.uncovered) / Number(r.n))]))));
+}
+
+/** STAND-IN (TODO(lead): part A's `evalgap gaps` output). */
+async function showGaps(ctx: DemoContext): Promise<void> {
+  header(ctx, 'gaps: where the uncovered traffic is (stand-in until gap discovery: grouped by nearest eval cluster)');
+  const store = ctx.running!.store;
+  const span = (await dataSpan(store, new Date(0)))!;
+  const { gaps } = await gapsForReport(store, span, new Date(0));
+  say(indent(table(['#', 'gap', 'requests', 'escalated', 'example'], gaps.slice(0, 6).map((g) => [g.rank, g.label, g.requests, pct(g.escalationRate), g.examples[0]?.text ?? '']), 56)));
+}
+
+/** STAND-IN (TODO(lead): part A's exportGapCases / `evalgap export-gaps`). */
+async function exportCases(ctx: DemoContext): Promise<void> {
+  header(ctx, 'export the uncovered traffic as candidate eval cases (evalgap fit format, production context kept)');
+  ctx.exported = await exportUncoveredCases(ctx.running!.store, { modelVersion: ctx.models[0].version, since: new Date(0), budget: 60, idPrefix: `gap-${ctx.stamp}` });
+  const file = path.join(ctx.dir, 'gap-cases.jsonl');
+  fs.writeFileSync(file, ctx.exported.map((c) => JSON.stringify(c)).join('\n') + '\n');
+  say(`   ${ctx.exported.length} distinct cases → ${path.relative(process.cwd(), file)} (a reviewer would check them and add expected outputs here), e.g.:`);
+  for (const c of ctx.exported.slice(0, 3)) say(`     ${JSON.stringify({ id: c.id, query: c.query, tags: c.tags })}`);
+}
+
+async function refitAndRedeploy(ctx: DemoContext): Promise<void> {
+  header(ctx, 'evalgap fit --add gap-cases.jsonl --model <current>, then evalgap deploy: the running consumer switches without a restart');
+  const base = loadCoverageModel(ctx.current);
+  const merged = mergeCases(
+    base.cases.map((c) => ({ id: c.id, text: c.text, tags: c.tags ?? [] })),
+    ctx.exported.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
+  );
+  const fit = await fitCoverageModel(merged.cases, ctx.embedder, { ...DEFAULT_FIT, ...addFitOptions(base.manifest, 'gap-cases.jsonl', {}) });
+  const modelDir = path.join(ctx.dir, 'models', fit.draft.version);
+  const m = saveCoverageModel(modelDir, fit.draft, fit.arrays);
+  ctx.models.push(m);
+  say(`   ${base.manifest.version} (${base.cases.length} cases) + ${merged.added} new → ${m.version} (${m.evalSet.uniqueCases} cases, k=${m.params.k})`);
+  const t0 = Date.now();
+  deployModel(modelDir, ctx.current);
+  while (ctx.running!.model.current().version !== m.version && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
+  const now = ctx.running!.model.current().version;
+  if (now !== m.version) throw new Error(`the consumer did not switch to ${m.version} (still ${now})`);
+  say(`   the running consumer now scores with ${now} (switched ${((Date.now() - t0) / 1000).toFixed(1)} s after the deploy; no restart, no message lost)`);
+}
+
+async function showClosing(ctx: DemoContext): Promise<void> {
+  header(ctx, `fresh production traffic (${PHASE} requests, the same mix as after the shift): the gap closes`);
+  await publish(ctx, traffic(ctx, 'c', 0.3, 13));
+  const c = await waitStored(ctx);
+  say(`   stored ${c.stored} rows in all`);
+  const before = await byTopic(ctx.running!.store, 'b');
+  const after = await byTopic(ctx.running!.store, 'c');
+  const rate = (rows: typeof before, surprise: boolean) => {
+    const sel = rows.filter((r) => SURPRISE_TOPICS.includes(r.topic) === surprise);
+    return sel.reduce((a, r) => a + Number(r.uncovered), 0) / Math.max(1, sel.reduce((a, r) => a + Number(r.n), 0));
+  };
+  say(indent(table(
+    ['traffic', `before (${ctx.models[0].version})`, `after (${ctx.models[1].version})`],
+    [
+      [`new topics (${SURPRISE_TOPICS.join(', ')})`, pct(rate(before, true)), pct(rate(after, true))],
+      ['tested topics', pct(rate(before, false)), pct(rate(after, false))],
+    ],
+  )));
+  say(`   uncovered share of the new topics: ${pct(rate(before, true))} → ${pct(rate(after, true))} (calibrated rate ${pct(ctx.models[1].calibration.targetFalseUncoveredRate)})`);
+}
+
+async function report(ctx: DemoContext): Promise<string> {
+  header(ctx, 'evalgap report');
+  const out = path.join(ctx.dir, 'report.html');
+  await writeReport(ctx.running!.store, out, { since: new Date(ctx.start - 60_000), sinceText: '1h', modelPath: ctx.current, embedder: ctx.embedder, mapSample: 400 });
+  say(`   report: ${out}  (one self-contained HTML file; open it in a browser, offline)`);
+  return out;
+}
 
 export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.evalgap', 'demo')): Promise<void> {
   const stamp = Date.now().toString(36);
   // replace only what the demo itself writes there
-  for (const f of ['evalset.jsonl', 'model', 'chdb']) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+  for (const f of ['evalset.jsonl', 'model', 'models', 'chdb', 'gap-cases.jsonl', 'report.html']) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const cfg: Config = {
     ...base,
     kafka: { ...base.kafka, topic: `evalgap.demo.${stamp}`, dlqTopic: `evalgap.demo.${stamp}.dlq`, group: `evalgap-demo-${stamp}` },
     clickhouse: base.clickhouse.url ? base.clickhouse : { ...base.clickhouse, path: path.join(dir, 'chdb') },
     ingest: { ...base.ingest, metricsPort: 0 },
-    logLevel: 'warn',
+    // dead letters are reported by the demo itself; errors (e.g. a refused model) still show
+    logLevel: 'error',
   };
-
-  say('1. eval set: 180 support-agent test cases over 6 topics (shipping, returns, account, payments, product, discounts)');
-  const evalSet = sampleEvalSet(30);
-  const evalFile = path.join(dir, 'evalset.jsonl');
-  fs.writeFileSync(evalFile, evalSet.map((c) => JSON.stringify(c)).join('\n') + '\n');
-  const embedder = await loadEmbedder(cfg.embed);
-  const fit = await fitCoverageModel(
-    evalSet.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
-    embedder,
-    { ...DEFAULT_FIT, k: 'auto', source: 'evalset.jsonl', textField: 'query' },
-  );
-  const modelDir = path.join(dir, 'model');
-  const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);
-  say(`   evalgap fit ${path.relative(process.cwd(), evalFile)}  →  ${path.relative(process.cwd(), modelDir)}\n`);
-  say(modelSummary(manifest));
-
-  const traffic = sampleTraffic(600, { seed: 11, surpriseShare: 0.2, idPrefix: `demo-${stamp}` });
-  const malformed = ['{"request_id": "bad-1", "query": "no timestamp"}', 'not json at all', '{"request_id":"bad-3","ts":"2026-01-01T00:00:00Z","query":"   "}'];
-  say(`2. production: ${traffic.length} request logs published to Kafka topic ${cfg.kafka.topic}`);
-  say(`   (20% on topics the eval set never tested: ${SURPRISE_TOPICS.join(', ')}), plus ${malformed.length} malformed messages`);
-  const kafka = createKafka(cfg.kafka);
-  const producer = kafka.producer();
-  await producer.connect();
-  await produceJson(producer, cfg.kafka.topic, [...traffic.slice(0, 300), ...malformed, ...traffic.slice(300)]);
-  await producer.disconnect();
-
-  say(`\n3. evalgap run: consumer group ${cfg.kafka.group} → embedded ClickHouse at ${path.relative(process.cwd(), cfg.clickhouse.path)}`);
-  const t0 = Date.now();
-  const running = await startRun(cfg, modelDir, createLogger(cfg.logLevel));
-  const want = traffic.length + malformed.length;
-  const count = async () => {
-    const m = await running.service.metrics.registry.getMetricsAsJSON();
-    const v = (n: string) => (m.find((x) => x.name === n)?.values ?? []).reduce((a, b) => a + Number(b.value), 0);
-    return { stored: v('evalgap_rows_stored_total'), dead: v('evalgap_messages_dead_lettered_total') };
+  const ctx: DemoContext = {
+    cfg,
+    dir,
+    stamp,
+    embedder: await loadEmbedder(cfg.embed),
+    current: path.join(dir, 'models', 'current'),
+    models: [],
+    running: null,
+    published: 0,
+    start: Date.now() - 3 * PHASE * STEP_MS,
+    exported: [],
+    step: 0,
   };
-  let c = await count();
-  while (c.stored + c.dead < want && Date.now() - t0 < 300_000) {
-    await new Promise((r) => setTimeout(r, 250));
-    c = await count();
+  try {
+    await fitAndDeploy(ctx);
+    await startConsumer(ctx);
+    await streamShift(ctx);
+    // TODO(lead): the monitor's alert step goes here (the alert arriving at a local webhook receiver)
+    await showGaps(ctx);
+    await exportCases(ctx);
+    await refitAndRedeploy(ctx);
+    await showClosing(ctx);
+    await report(ctx);
+  } finally {
+    await ctx.running?.stop();
   }
-  say(`   stored ${c.stored} rows, dead-lettered ${c.dead} messages to ${cfg.kafka.dlqTopic} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-
-  const store = running.store;
-  const R = store.t('requests');
-  const [tot] = await store.query<{ n: string; uncovered: string; esc_cov: number; esc_unc: number }>(
-    `SELECT count() AS n, countIf(covered = 0) AS uncovered,
-            avgIf(escalated, covered = 1) AS esc_cov, avgIf(escalated, covered = 0) AS esc_unc
-     FROM ${R} WHERE model_version = {v:String}`,
-    { v: manifest.version },
-  );
-  say(`\n4. coverage of production traffic (SQL on ${R}):`);
-  say(`   uncovered: ${tot.uncovered} of ${tot.n} (${pct(Number(tot.uncovered) / Number(tot.n))}); calibrated rate under no shift: ${pct(manifest.calibration.targetFalseUncoveredRate)}`);
-  say(`   escalation rate: covered ${pct(tot.esc_cov)}, uncovered ${pct(tot.esc_unc)}`);
-  const byTopic = await store.query<{ topic: string; n: string; uncovered: string }>(
-    `SELECT JSONExtractString(metadata, 'topic_hint') AS topic, count() AS n, countIf(covered = 0) AS uncovered
-     FROM ${R} GROUP BY topic ORDER BY topic`,
-  );
-  say('\n   by true topic (known to the demo only; a hint field kept in metadata):');
-  say(
-    table(
-      ['topic', 'in eval set', 'requests', 'uncovered'],
-      byTopic.map((r) => [r.topic, SURPRISE_TOPICS.includes(r.topic) ? 'no' : 'yes', r.n, pct(Number(r.uncovered) / Number(r.n))]),
-    ).replace(/^/gm, '   '),
-  );
-  const agg = await store.query<{ label: string; requests: string; uncovered: string; escalated: string }>(
-    `SELECT c.label AS label, sum(a.requests) AS requests, sum(a.uncovered) AS uncovered, sum(a.escalated) AS escalated
-     FROM ${store.t('coverage_5m')} AS a
-     INNER JOIN (SELECT cluster, any(label) AS label FROM ${store.t('coverage_clusters')} WHERE model_version = {v:String} GROUP BY cluster) AS c
-       ON a.cluster = c.cluster
-     WHERE a.model_version = {v:String}
-     GROUP BY label ORDER BY uncovered DESC, requests DESC LIMIT 8`,
-    { v: manifest.version },
-  );
-  say('\n   nearest eval cluster of production traffic (5-minute aggregates, materialized view):');
-  say(table(['eval cluster', 'requests', 'uncovered', 'escalated'], agg.map((r) => [r.label, r.requests, r.uncovered, r.escalated])).replace(/^/gm, '   '));
-  const examples = await store.query<{ query: string; coverage: number; n: string }>(
-    `SELECT query, min(coverage) AS coverage, count() AS n FROM ${R} WHERE covered = 0
-     GROUP BY query ORDER BY coverage ASC, query LIMIT 6`,
-  );
-  say('\n   least-covered production queries (candidates for new eval cases):');
-  say('   coverage  seen  query');
-  for (const e of examples) say(`   ${e.coverage.toFixed(3)}     ${String(e.n).padEnd(4)}  ${e.query}`);
-  await running.stop();
-  say(`\ndone. Data: ${path.relative(process.cwd(), dir)}; query it again with evalgap or any ClickHouse client.`);
+  say(`\ndone. Data: ${path.relative(process.cwd(), dir) || '.'}; query it again with evalgap or any ClickHouse client.`);
 }

@@ -7,11 +7,12 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../config/index.js';
-import { detectFormat, EvalSetError, parseEvalSet } from '../coverage/evalset.js';
+import { EvalSetError } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
 import { loadEmbedder, ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
+import { fitInput } from './fit-input.js';
 import { modelSummary } from './format.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
@@ -67,7 +68,7 @@ export function buildProgram(): Command {
   program
     .command('fit')
     .description('embed and cluster an eval set into a versioned coverage model')
-    .argument('<evalset>', 'eval set: JSONL (one case per line) or CSV with a header')
+    .argument('[evalset]', 'eval set: JSONL (one case per line) or CSV with a header (none with --add)')
     .option('--text-field <name>', 'field or column holding the query text', 'query')
     .option('--k <n|auto>', 'number of clusters, or auto (chosen by silhouette)', 'auto')
     .option('--out <dir>', 'model folder (default: models/coverage/<version>)')
@@ -76,26 +77,19 @@ export function buildProgram(): Command {
     .option('--neighbours <n>', 'eval cases averaged by the coverage score', intArg('--neighbours', 1), DEFAULT_FIT.neighbours)
     .option('--target-rate <r>', 'calibrated false-uncovered rate', rateArg, DEFAULT_FIT.targetRate)
     .option('--allow-bad-lines', 'fit even when some lines are malformed (they are still listed)')
-    .action(async (file: string, opts) => {
+    .option('--add <cases>', "extend --model with these cases: refit on its cases plus these, with its parameters unless flags are given")
+    .option('--model <dir>', 'with --add: the coverage model to extend')
+    .action(async (file: string | undefined, opts, cmd: Command) => {
       const cfg = configFrom(opts);
-      if (!fs.existsSync(file)) throw new EvalSetError(`eval set ${file} does not exist`);
-      const content = fs.readFileSync(file, 'utf8');
-      const parsed = parseEvalSet(content, detectFormat(file, content), opts.textField);
-      for (const e of parsed.errors.slice(0, 20)) console.error(`${file}:${e.line}: ${e.reason}`);
-      if (parsed.errors.length > 20) console.error(`… and ${parsed.errors.length - 20} more malformed lines`);
-      if (parsed.errors.length && !opts.allowBadLines) {
-        throw new EvalSetError(`${parsed.errors.length} malformed line(s) in ${file}; fix them or pass --allow-bad-lines`);
+      if (opts.k !== 'auto' && !(Number.isInteger(Number(opts.k)) && Number(opts.k) >= 1)) {
+        throw new InvalidArgumentError('--k must be a positive integer or auto');
       }
-      if (parsed.cases.length === 0) throw new EvalSetError(`${file} holds no eval cases`);
-      let k: number | 'auto' = 'auto';
-      if (opts.k !== 'auto') {
-        k = Number(opts.k);
-        if (!Number.isInteger(k) || k < 1) throw new InvalidArgumentError('--k must be a positive integer or auto');
-      }
+      const input = fitInput(file, opts, cmd);
+      const k: number | 'auto' = opts.k === 'auto' ? 'auto' : Number(opts.k);
       const embedder = await loadEmbedder(cfg.embed);
       const progress = progressReporter('embedding eval set');
       const out = await fitCoverageModel(
-        parsed.cases,
+        input.cases,
         embedder,
         {
           ...DEFAULT_FIT,
@@ -104,8 +98,7 @@ export function buildProgram(): Command {
           restarts: opts.restarts,
           neighbours: opts.neighbours,
           targetRate: opts.targetRate,
-          source: path.basename(file),
-          textField: opts.textField,
+          ...input.options,
         },
         progress.update,
       );
@@ -175,7 +168,8 @@ export function buildProgram(): Command {
   program
     .command('run')
     .description('consume request logs from Kafka, assign each to eval coverage, store in ClickHouse')
-    .requiredOption('--model <dir>', 'coverage model folder (from evalgap fit)')
+    .requiredOption('--model <path>', 'coverage model folder, or a symlink/pointer file to one (e.g. models/coverage/current); a model deployed there later is picked up without a restart')
+    .option('--model-poll <ms>', 'how often to check --model for a new model, besides watching it', intArg('--model-poll', 100), 5000)
     .option('--brokers <list>', 'Kafka brokers, host:port[,host:port] (EVALGAP_KAFKA_BROKERS)')
     .option('--topic <name>', 'request-log topic (EVALGAP_TOPIC, default evalgap.requests)')
     .option('--dlq-topic <name>', 'dead-letter topic (EVALGAP_DLQ_TOPIC, default evalgap.requests.dlq)')
@@ -208,7 +202,7 @@ export function buildProgram(): Command {
         force.unref();
         void (running?.stop() ?? Promise.resolve()).finally(() => process.exit(1));
       };
-      running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal }, {
+      running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal, modelPollMs: opts.modelPoll }, {
         gapsEveryMs: opts.gapsEvery === 'off' ? 0 : parseDuration(opts.gapsEvery),
       });
       if (mc) {
@@ -312,6 +306,52 @@ export function buildProgram(): Command {
       };
       process.on('SIGINT', () => void stop());
       process.on('SIGTERM', () => void stop());
+    });
+
+  program
+    .command('deploy')
+    .description('make a coverage model the current one: atomically repoint the symlink a running evalgap run watches')
+    .argument('<model>', 'coverage model folder (from evalgap fit)')
+    .option('--current <path>', 'the symlink to repoint (default: <models dir>/coverage/current)')
+    .action(async (dir: string, opts) => {
+      const cfg = configFrom(opts);
+      const { deployModel } = await import('../ingest/model-watch.js');
+      const current = opts.current ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
+      const version = deployModel(dir, current);
+      console.log(`${current} → ${dir} (${version}); a running evalgap run --model ${current} switches to it between batches`);
+    });
+
+  program
+    .command('report')
+    .description('write one self-contained HTML report (opens offline): coverage over time, cluster shares, escalation, a map, gaps, alerts')
+    .option('--out <file>', 'HTML file to write', 'report.html')
+    .option('--since <period>', 'period: a duration (30m, 12h, 7d, 2w) or a date', '7d')
+    .option('--model <path>', 'coverage model folder or symlink, for the map (default: <models dir>/coverage/current)')
+    .option('--map-sample <n>', 'production queries sampled (and embedded) for the map', intArg('--map-sample', 0), 400)
+    .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
+    .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
+    .action(async (opts) => {
+      const cfg = configFrom(opts);
+      const { parseSince, writeReport } = await import('./report.js');
+      const { Store } = await import('../store/store.js');
+      let since: Date;
+      try {
+        since = parseSince(opts.since);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+      const modelPath = opts.model ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
+      const store = await Store.open(cfg.clickhouse);
+      const embedder = opts.mapSample > 0 ? await loadEmbedder(cfg.embed) : null;
+      try {
+        const d = await writeReport(store, opts.out, { since, sinceText: opts.since, modelPath, embedder, mapSample: opts.mapSample });
+        console.log(
+          `wrote ${opts.out}: ${d.totals.requests} requests from ${d.period.first} to ${d.period.last} UTC, ` +
+            `${d.gaps.length} gap(s), alerts: ${d.alerts.exists ? d.alerts.rows.length : 'no alerts table yet'}`,
+        );
+      } finally {
+        await store.close();
+      }
     });
 
   program

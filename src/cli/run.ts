@@ -1,9 +1,9 @@
-/** Wiring for `evalgap run`: config → embedder, coverage model, store, Kafka → IngestService. */
+/** Wiring for `evalgap run`: config → embedder, coverage model (hot-reloaded), store, Kafka → IngestService. */
 import type { Logger } from 'pino';
 import { maskUrl, redactConfig, type Config } from '../config/index.js';
-import { CoverageAssigner, loadCoverageModel } from '../coverage/model.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
+import { clusterRows, ModelWatcher } from '../ingest/model-watch.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { Store } from '../store/store.js';
 import { advertiseQueryEndpoint, queryEndpoint } from '../store/http-query.js';
@@ -12,6 +12,8 @@ import { scheduleDiscovery, type DiscoverySchedule } from '../gaps/schedule.js';
 export interface Running {
   service: IngestService;
   store: Store;
+  /** the coverage model in use, and how it is reloaded */
+  model: ModelWatcher;
   stop: () => Promise<void>;
   /** periodic gap discovery, when `gapsEveryMs` > 0 */
   gaps?: DiscoverySchedule;
@@ -25,29 +27,48 @@ export class StartupError extends Error {
   }
 }
 
+export interface RunOptions extends Partial<IngestOptions> {
+  /** how often to check --model for a newly deployed model, ms (it is also watched with fs.watch) */
+  modelPollMs?: number;
+}
+
 export async function startRun(
   cfg: Config,
-  modelDir: string,
+  modelPath: string,
   logger: Logger,
-  over: Partial<IngestOptions> = {},
+  over: RunOptions = {},
   extra: { gapsEveryMs?: number } = {},
 ): Promise<Running> {
   logger.info({ config: redactConfig(cfg) }, 'starting');
+  const { modelPollMs, ...ingestOver } = over;
   // embedding runs in a worker thread: inference would otherwise hold this event loop for seconds
   const embedder = await loadThreadedEmbedder(cfg.embed);
-  const model = loadCoverageModel(modelDir, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum } });
-  const assigner = new CoverageAssigner(model);
   const where = cfg.clickhouse.url ? maskUrl(cfg.clickhouse.url) : cfg.clickhouse.path;
   const store = await Store.open(cfg.clickhouse).catch(async (e) => {
     await embedder.close();
     throw new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
   });
+  let model: ModelWatcher;
+  try {
+    model = new ModelWatcher(modelPath, {
+      expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum },
+      logger,
+      pollMs: modelPollMs,
+      // a new model's clusters are registered before any row it scores is stored
+      beforeSwap: (next) => store.registerClusters(clusterRows(next)),
+    });
+  } catch (e) {
+    await store.close();
+    await embedder.close();
+    throw e;
+  }
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);
   const queries = queryEndpoint(cfg.clickhouse);
-  const service = new IngestService({ kafka, store, embedder, assigner, logger, queries }, ingestOptionsFrom(cfg, over));
+  const service = new IngestService({ kafka, store, embedder, assigner: model, logger, queries }, ingestOptionsFrom(cfg, ingestOver));
   try {
     await service.start();
   } catch (e) {
+    model.close();
     await service.stop().catch(() => {});
     await queries.close().catch(() => {});
     await store.close().catch(() => {});
@@ -58,14 +79,17 @@ export async function startRun(
       { cause: e },
     );
   }
+  model.start();
   // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
   const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
   return {
     service,
     store,
+    model,
     gaps,
     stop: async () => {
+      model.close();
       await gaps?.stop();
       unadvertise();
       await service.stop();

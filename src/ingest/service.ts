@@ -19,6 +19,7 @@ import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import { maskUrl, type Config } from '../config/index.js';
 import type { CoverageAssigner } from '../coverage/model.js';
+import type { AssignerSource } from './model-watch.js';
 import type { Embedder } from '../embed/embedder.js';
 import { aggregateRows, aggToken, dataError, type IngestProgress, type RequestRow, type Store } from '../store/store.js';
 import { ensureTopics, topicMaxMessageBytes } from './kafka.js';
@@ -30,7 +31,8 @@ export interface IngestDeps {
   kafka: Kafka;
   store: Store;
   embedder: Embedder;
-  assigner: CoverageAssigner;
+  /** a fixed model, or a source read once per batch (hot reload: src/ingest/model-watch.ts) */
+  assigner: CoverageAssigner | AssignerSource;
   logger: Logger;
   metrics?: IngestMetrics;
   /** read-only POST /query on the metrics port (src/store/http-query.ts) */
@@ -116,8 +118,15 @@ export class IngestService {
     this.metrics = deps.metrics ?? createIngestMetrics(opts.metricsPort >= 0);
   }
 
+  /** The model that scores the next batch. */
+  private assigner(): CoverageAssigner {
+    const a = this.deps.assigner;
+    return 'current' in a ? a.current() : a;
+  }
+
   async start(): Promise<void> {
-    const { kafka, logger, store, assigner } = this.deps;
+    const { kafka, logger, store } = this.deps;
+    const assigner = this.assigner();
     const o = this.opts;
     const maxBytes = o.maxMessageBytes ?? 1_048_576;
     await ensureTopics(kafka, [
@@ -296,7 +305,7 @@ export class IngestService {
       const future = this.opts.maxFutureHours ?? 24;
       const res = await processMessages(fresh, {
         embedder: this.deps.embedder,
-        assigner: this.deps.assigner,
+        assigner: this.assigner(),
         redactText: this.opts.redactText,
         redactKey: this.opts.redactKey,
         decode: {

@@ -21,7 +21,7 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
 }
 
 describe('evalgap demo', () => {
-  it('fits, streams 600 requests and 3 malformed messages, and finds the untested topics uncovered', async () => {
+  it('fits, streams traffic that shifts, finds the untested topics uncovered, closes the gap with fit --add and a hot redeploy, writes the report', async () => {
     const dir = path.join(tmpDir(), 'demo');
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, 'keep.txt'), 'not the demo’s'); // a file the demo must leave alone
@@ -35,13 +35,22 @@ describe('evalgap demo', () => {
       uncovered: Number(m[4]) / 100,
     }));
     expect(rows.map((x) => x.topic).sort()).toEqual(expect.arrayContaining([...SURPRISE_TOPICS].sort()));
-    expect(rows.reduce((a, x) => a + x.n, 0)).toBe(600);
+    expect(rows.reduce((a, x) => a + x.n, 0)).toBe(300);
     for (const x of rows) {
       if (x.tested) expect(x.uncovered, x.topic).toBeLessThan(0.3);
       else expect(x.uncovered, x.topic).toBeGreaterThan(0.8);
     }
-    expect(r.stdout).toMatch(/least-covered production queries/);
-    expect(fs.existsSync(path.join(dir, 'model', 'manifest.json'))).toBe(true);
+    // the loop: exported, refitted, redeployed to the running consumer, closed
+    expect(r.stdout).toMatch(/\d+ distinct cases → .*gap-cases\.jsonl/);
+    expect(r.stdout).toMatch(/the running consumer now scores with cm-[0-9a-f]{12} \(switched/);
+    expect(r.stdout).toMatch(/stored 900 rows in all/);
+    const closing = /uncovered share of the new topics: ([\d.]+)% → ([\d.]+)%/.exec(r.stdout);
+    expect(closing, r.stdout).not.toBeNull();
+    expect(Number(closing![1])).toBeGreaterThan(80);
+    expect(Number(closing![2])).toBeLessThan(20);
+    const report = /report: (\S+\.html)/.exec(r.stdout)![1];
+    expect(fs.readFileSync(report, 'utf8')).toContain('<canvas id="chart-map">');
+    expect(fs.readlinkSync(path.join(dir, 'models', 'current'))).toMatch(/^cm-[0-9a-f]{12}$/);
     expect(fs.readFileSync(path.join(dir, 'keep.txt'), 'utf8')).toBe('not the demo’s');
     // run again in the same folder: the demo replaces its own files and works again
     const again = await runCli(['demo', '--dir', dir]);

@@ -1,0 +1,230 @@
+/**
+ * `evalgap report`: reads the store (src/store/report.ts), the coverage model folder and, for the
+ * map, embeds a sample of stored queries; renders one self-contained HTML file (src/report).
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { loadCoverageModel, type CoverageModel } from '../coverage/model.js';
+import type { Embedder } from '../embed/embedder.js';
+import { renderReport } from '../report/html.js';
+import { pcaMap } from '../report/pca.js';
+import type { ReportData, ReportGap } from '../report/types.js';
+import {
+  clusterTraffic,
+  coverageSeries,
+  dataSpan,
+  evalClusters,
+  recentAlerts,
+  sampleQueries,
+  uncoveredByNearestCluster,
+  type DataSpan,
+} from '../store/report.js';
+import type { Store } from '../store/store.js';
+
+export interface ReportOptions {
+  since: Date;
+  /** how `since` was given, e.g. "7d" */
+  sinceText: string;
+  /** coverage model folder (or symlink): eval embeddings for the map */
+  modelPath?: string;
+  /** embeds sampled production queries for the map; without it the map shows eval cases only */
+  embedder?: Embedder | null;
+  /** production queries sampled for the map */
+  mapSample?: number;
+  /** eval cases drawn on the map at most */
+  evalSample?: number;
+  title?: string;
+  now?: Date;
+}
+
+const STEPS = [10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+
+/** Parse "7d", "12h", "30m", or an ISO date, into the start of the period. */
+export function parseSince(s: string, now = new Date()): Date {
+  const m = /^(\d+(?:\.\d+)?)\s*([smhdw])$/.exec(s.trim());
+  if (m) {
+    const unit = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w'];
+    return new Date(now.getTime() - Number(m[1]) * unit * 1000);
+  }
+  const d = new Date(s);
+  if (Number.isNaN(d.getTime())) throw new Error(`--since must be a duration like 7d, 12h, 30m, or a date; got "${s}"`);
+  return d;
+}
+
+/** The inlined charting library: Chart.js's UMD build from node_modules. */
+export function chartJsSource(): string {
+  const require = createRequire(import.meta.url);
+  const main = require.resolve('chart.js'); // …/chart.js/dist/chart.cjs
+  return fs.readFileSync(path.join(path.dirname(main), 'chart.umd.min.js'), 'utf8');
+}
+
+const fmt = (d: Date) => d.toISOString().slice(0, 19).replace('T', ' ');
+
+/**
+ * The ranked gaps.
+ * TODO(lead, issue 11 part A): STAND-IN. Replace with part A's gap discovery (the coverage_gaps
+ * table / its reader): emerging topics with stable ids, labels by distinctive terms, diverse
+ * examples and the documented priority. Until then: uncovered traffic grouped by its nearest eval
+ * cluster, ranked by share × (1 + escalation rate).
+ */
+export async function gapsForReport(store: Store, span: DataSpan, since: Date): Promise<{ gaps: ReportGap[]; note: string }> {
+  const groups = await uncoveredByNearestCluster(store, span.latestModel, since, 10, 4);
+  const gaps = groups
+    .map((g) => {
+      const share = g.requests / span.requests;
+      const escalationRate = g.requests ? g.escalated / g.requests : 0;
+      return {
+        rank: 0,
+        id: `near-${g.nearest_cluster}`,
+        label: `uncovered near “${g.nearest_label || `cluster ${g.nearest_cluster}`}”`,
+        requests: g.requests,
+        share,
+        escalationRate,
+        firstSeen: g.first_seen,
+        lastSeen: g.last_seen,
+        nearest: g.nearest_label,
+        priority: share * 100 * (1 + escalationRate),
+        examples: g.examples.map((e) => ({ text: e.query, redacted: e.redacted, seen: e.seen })),
+      };
+    })
+    .sort((a, b) => b.priority - a.priority)
+    .map((g, i) => ({ ...g, rank: i + 1 }));
+  return {
+    gaps,
+    note:
+      `Uncovered traffic of model ${span.latestModel}, grouped by its nearest eval cluster, ranked by priority = ` +
+      'share of traffic (%) × (1 + escalation rate); examples are the least-covered distinct queries.',
+  };
+}
+
+function sampleRows(n: number, max: number): number[] {
+  if (n <= max) return [...Array(n).keys()];
+  const step = n / max;
+  return Array.from({ length: max }, (_, i) => Math.floor(i * step));
+}
+
+export async function buildReportData(store: Store, o: ReportOptions): Promise<ReportData> {
+  const now = o.now ?? new Date();
+  const span = await dataSpan(store, o.since);
+  let model: CoverageModel | null = null;
+  if (o.modelPath && fs.existsSync(o.modelPath)) model = loadCoverageModel(o.modelPath);
+  const alerts = await recentAlerts(store);
+  const base = {
+    title: o.title ?? 'evalgap: production traffic against eval coverage',
+    generatedAt: fmt(now),
+    alerts,
+  };
+  if (!span) {
+    return {
+      ...base,
+      period: { since: o.sinceText, first: fmt(o.since), last: fmt(now), split: fmt(now) },
+      totals: { requests: 0, uncovered: 0, escalated: 0, redacted: 0 },
+      model: null,
+      series: { stepSeconds: 300, labels: [], requests: [], escalationRate: [], uncoveredShare: [] },
+      clusters: [],
+      map: { eval: [], covered: [], uncovered: [], note: 'No stored traffic in this period.' },
+      gaps: [],
+      gapsNote: 'No stored traffic in this period.',
+    };
+  }
+  const spanSec = Math.max(1, (span.last.getTime() - span.first.getTime()) / 1000);
+  // at most ~60 buckets, ~20 requests or more in each where the period still gets ~12 buckets
+  const want = Math.max(spanSec / 60, Math.min((20 * spanSec) / span.requests, spanSec / 12));
+  const stepSeconds = STEPS.find((s) => s >= want) ?? 86400;
+  const series = await coverageSeries(store, o.since, stepSeconds);
+  const labels = [...new Set(series.map((p) => p.t))].sort();
+  const at = new Map(labels.map((l, i) => [l, i]));
+  const versions = [...new Set(series.map((p) => p.model_version))];
+  const requests = labels.map(() => 0);
+  const escalated = labels.map(() => 0);
+  const perVersion = versions.map((version) => ({ version, n: labels.map(() => 0), u: labels.map(() => 0) }));
+  for (const p of series) {
+    const i = at.get(p.t)!;
+    requests[i] += p.requests;
+    escalated[i] += p.escalated;
+    const v = perVersion[versions.indexOf(p.model_version)];
+    v.n[i] += p.requests;
+    v.u[i] += p.uncovered;
+  }
+  const short = (t: string) => (stepSeconds < 60 ? t.slice(5, 19) : t.slice(5, 16));
+
+  const split = new Date(span.first.getTime() + 0.75 * (span.last.getTime() - span.first.getTime()));
+  const traffic = await clusterTraffic(store, span.latestModel, o.since, split);
+  const refTotal = traffic.reduce((a, c) => a + c.reference, 0);
+  const recTotal = traffic.reduce((a, c) => a + c.recent, 0);
+  const registered = await evalClusters(store, span.latestModel);
+  const byCluster = new Map(traffic.map((c) => [c.cluster, c]));
+  const clusters = [
+    ...traffic.map((c) => ({
+      label: c.label,
+      evalShare: c.eval_share,
+      referenceShare: refTotal ? c.reference / refTotal : 0,
+      recentShare: recTotal ? c.recent / recTotal : 0,
+      escalationRate: c.requests ? c.escalated / c.requests : null,
+      requests: c.requests,
+    })),
+    // eval clusters production never reached
+    ...registered.filter((c) => !byCluster.has(c.cluster)).map((c) => ({
+      label: c.label, evalShare: c.share, referenceShare: 0, recentShare: 0, escalationRate: null, requests: 0,
+    })),
+  ]
+    .sort((a, b) => (b.label === 'uncovered' ? 1 : 0) - (a.label === 'uncovered' ? 1 : 0) || Math.max(b.evalShare, b.recentShare) - Math.max(a.evalShare, a.recentShare))
+    .slice(0, 16);
+
+  // the map: eval embeddings from the model folder, production ones by embedding a sample of stored text.
+  // TODO(lead, issue 11 part A): take production vectors from the stored embeddings once that table exists.
+  let map: ReportData['map'] = { eval: [], covered: [], uncovered: [], note: '' };
+  if (model) {
+    const dim = model.manifest.embedding.dim;
+    const evalRows = sampleRows(model.cases.length, o.evalSample ?? 1500);
+    const ev = new Float32Array(evalRows.length * dim);
+    evalRows.forEach((r, i) => ev.set(model!.embeddings.subarray(r * dim, r * dim + dim), i * dim));
+    const sample = o.embedder && model.manifest.version === span.latestModel ? await sampleQueries(store, span.latestModel, o.since, o.mapSample ?? 400) : [];
+    const pv = sample.length ? (await o.embedder!.embed(sample.map((s) => s.query))).vectors : new Float32Array(0);
+    const proj = pcaMap({ dim, eval: ev, production: pv });
+    map = {
+      eval: proj.eval,
+      covered: proj.production.filter((_, i) => sample[i].covered === 1),
+      uncovered: proj.production.filter((_, i) => sample[i].covered === 0),
+      note:
+        `PCA (first two components) of ${evalRows.length} eval cases of ${model.manifest.version} and ${sample.length} production ` +
+        `queries sampled from the period and embedded again for this map` +
+        (span.redacted ? ' (rows stored with redacted text cannot be placed)' : '') +
+        (model.manifest.version !== span.latestModel ? `; the model folder holds ${model.manifest.version}, not ${span.latestModel} which scored the latest rows, so production is not drawn` : '') +
+        '. Red points far from grey ones are traffic the eval set does not reach.',
+    };
+  } else {
+    map.note = 'No coverage model folder given (--model): the map needs its eval embeddings.';
+  }
+  const { gaps, note } = await gapsForReport(store, span, o.since);
+  const m = model?.manifest;
+  return {
+    ...base,
+    period: { since: o.sinceText, first: fmt(span.first), last: fmt(span.last), split: fmt(split) },
+    totals: { requests: span.requests, uncovered: span.uncovered, escalated: span.escalated, redacted: span.redacted },
+    model: m
+      ? { version: m.version, k: m.params.k, cases: m.evalSet.uniqueCases, threshold: m.calibration.threshold, targetRate: m.calibration.targetFalseUncoveredRate }
+      : null,
+    series: {
+      stepSeconds,
+      labels: labels.map(short),
+      requests,
+      escalationRate: requests.map((n, i) => (n ? escalated[i] / n : null)),
+      uncoveredShare: perVersion.map((v) => ({ version: v.version, values: v.n.map((n, i) => (n ? v.u[i] / n : null)) })),
+    },
+    clusters,
+    map,
+    gaps,
+    gapsNote: note,
+  };
+}
+
+export async function writeReport(store: Store, out: string, o: ReportOptions): Promise<ReportData> {
+  const data = await buildReportData(store, o);
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  const tmp = `${out}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, renderReport(data, chartJsSource()));
+  fs.renameSync(tmp, out);
+  return data;
+}

@@ -1,0 +1,162 @@
+/**
+ * The report as ONE self-contained HTML file: the data as JSON, the charting library (Chart.js)
+ * inlined, no request to any network. Pure: data and the library's source in, HTML out.
+ */
+import type { ReportData, ReportGap } from './types.js';
+
+const esc = (s: unknown): string =>
+  String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+const pct = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(x * 100).toFixed(d)}%`);
+
+/** A script body that cannot end its <script> element early. */
+function inlineScript(src: string): string {
+  return src.replace(/\/\/# sourceMappingURL=\S+\s*$/gm, '').replace(/<\/(script)/gi, '<\\/$1').replace(/<!--/g, '<\\!--');
+}
+
+function exampleText(e: ReportGap['examples'][number]): string {
+  // redacted text is stored as its sha256: show the hash, never anything else
+  return e.redacted ? `<code class="hash">sha256:${esc(e.text.slice(0, 16))}…</code>` : esc(e.text);
+}
+
+function gapsTable(d: ReportData): string {
+  if (!d.gaps.length) return '<p class="empty">No uncovered traffic in this period.</p>';
+  const rows = d.gaps
+    .map(
+      (g) => `<tr>
+  <td>${g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)} · nearest eval cluster: ${esc(g.nearest)}</div></td>
+  <td class="num">${g.requests}</td><td class="num">${pct(g.share)}</td><td class="num">${pct(g.escalationRate)}</td>
+  <td class="num">${g.priority.toFixed(1)}</td><td class="muted">${esc(g.firstSeen)}<br>${esc(g.lastSeen)}</td>
+  <td><ul>${g.examples.map((e) => `<li>${exampleText(e)}${e.seen > 1 ? ` <span class="muted">×${e.seen}</span>` : ''}</li>`).join('')}</ul></td>
+</tr>`,
+    )
+    .join('\n');
+  return `<table class="gaps"><thead><tr><th>#</th><th>gap</th><th>requests</th><th>share</th><th>escalated</th><th>priority</th><th>first / last seen (UTC)</th><th>examples</th></tr></thead>
+<tbody>${rows}</tbody></table>`;
+}
+
+function alertsTable(d: ReportData): string {
+  const a = d.alerts;
+  if (!a.exists) return '<p class="empty" id="alerts-status">No alerts table yet (the monitor has not created one in this store).</p>';
+  if (!a.rows.length) return '<p class="empty" id="alerts-status">No alerts.</p>';
+  const cell = (v: unknown) => esc(typeof v === 'object' && v !== null ? JSON.stringify(v) : v).slice(0, 300);
+  return `<table id="alerts-status"><thead><tr>${a.columns.map((c) => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody>${a.rows
+    .map((r) => `<tr>${a.columns.map((c) => `<td>${cell(r[c])}</td>`).join('')}</tr>`)
+    .join('')}</tbody></table>`;
+}
+
+/** The browser side: draws the four charts from the embedded JSON with Chart.js. */
+const CLIENT = String.raw`
+(function () {
+  var d = JSON.parse(document.getElementById('report-data').textContent);
+  Chart.defaults.animation = false;
+  Chart.defaults.responsive = true;
+  Chart.defaults.maintainAspectRatio = false;
+  Chart.defaults.font.size = 11;
+  var palette = ['#2563eb', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#be123c'];
+  function done(id, chart) {
+    var n = 0;
+    chart.data.datasets.forEach(function (ds) { n += ds.data.filter(function (v) { return v !== null && v !== undefined; }).length; });
+    var c = document.getElementById(id);
+    c.setAttribute('data-series', String(chart.data.datasets.length));
+    c.setAttribute('data-points', String(n));
+  }
+  var pctTick = { callback: function (v) { return Math.round(v * 1000) / 10 + '%'; } };
+
+  // 1. coverage over time
+  var sets = d.series.uncoveredShare.map(function (s, i) {
+    return { type: 'line', label: 'uncovered share, model ' + s.version, data: s.values, borderColor: palette[i % palette.length],
+             backgroundColor: palette[i % palette.length], yAxisID: 'share', spanGaps: false, pointRadius: 1.5, tension: 0.2 };
+  });
+  if (d.model) sets.push({ type: 'line', label: 'calibrated rate (' + (d.model.targetRate * 100).toFixed(1) + '%)',
+    data: d.series.labels.map(function () { return d.model.targetRate; }), borderColor: '#6b7280', borderDash: [6, 4], pointRadius: 0, yAxisID: 'share' });
+  sets.push({ type: 'line', label: 'escalation rate', data: d.series.escalationRate, borderColor: '#dc2626', pointRadius: 0, borderWidth: 1, yAxisID: 'share' });
+  sets.push({ type: 'bar', label: 'requests', data: d.series.requests, backgroundColor: 'rgba(148,163,184,0.35)', yAxisID: 'n' });
+  done('chart-series', new Chart(document.getElementById('chart-series'), {
+    data: { labels: d.series.labels, datasets: sets },
+    options: { interaction: { mode: 'index', intersect: false },
+      scales: { share: { position: 'left', min: 0, max: 1, ticks: pctTick, title: { display: true, text: 'share of requests' } },
+                n: { position: 'right', grid: { drawOnChartArea: false }, title: { display: true, text: 'requests' } } } }
+  }));
+
+  // 2. cluster shares: eval set, production reference, recent production
+  var cl = d.clusters;
+  done('chart-shares', new Chart(document.getElementById('chart-shares'), {
+    type: 'bar',
+    data: { labels: cl.map(function (c) { return c.label; }), datasets: [
+      { label: 'eval set', data: cl.map(function (c) { return c.evalShare; }), backgroundColor: '#94a3b8' },
+      { label: 'production, reference (' + d.period.first + ' → ' + d.period.split + ')', data: cl.map(function (c) { return c.referenceShare; }), backgroundColor: '#60a5fa' },
+      { label: 'production, recent (' + d.period.split + ' → ' + d.period.last + ')', data: cl.map(function (c) { return c.recentShare; }), backgroundColor: '#1d4ed8' }] },
+    options: { indexAxis: 'y', scales: { x: { ticks: pctTick }, y: { ticks: { autoSkip: false } } } }
+  }));
+
+  // 3. escalation per cluster
+  done('chart-escalation', new Chart(document.getElementById('chart-escalation'), {
+    type: 'bar',
+    data: { labels: cl.map(function (c) { return c.label; }), datasets: [
+      { label: 'escalation rate', data: cl.map(function (c) { return c.escalationRate; }),
+        backgroundColor: cl.map(function (c) { return c.label === 'uncovered' ? '#dc2626' : '#f59e0b'; }) }] },
+    options: { indexAxis: 'y', scales: { x: { min: 0, ticks: pctTick }, y: { ticks: { autoSkip: false } } }, plugins: { legend: { display: false } } }
+  }));
+
+  // 4. the map
+  function pts(a) { return a.map(function (p) { return { x: p[0], y: p[1] }; }); }
+  done('chart-map', new Chart(document.getElementById('chart-map'), {
+    type: 'scatter',
+    data: { datasets: [
+      { label: 'eval cases', data: pts(d.map.eval), backgroundColor: 'rgba(100,116,139,0.55)', pointRadius: 2.5 },
+      { label: 'production, covered', data: pts(d.map.covered), backgroundColor: 'rgba(37,99,235,0.6)', pointRadius: 2.5 },
+      { label: 'production, uncovered', data: pts(d.map.uncovered), backgroundColor: 'rgba(220,38,38,0.75)', pointRadius: 3 }] },
+    options: { scales: { x: { title: { display: true, text: 'PC 1' } }, y: { title: { display: true, text: 'PC 2' } } } }
+  }));
+  document.body.setAttribute('data-rendered', 'true');
+})();
+`;
+
+export function renderReport(d: ReportData, chartJsSource: string): string {
+  const json = JSON.stringify(d).replace(/</g, '\\u003c');
+  const t = d.totals;
+  const m = d.model;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(d.title)}</title>
+<style>
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#0f172a;background:#f8fafc}
+header{padding:18px 28px;background:#0f172a;color:#f8fafc}header h1{margin:0;font-size:20px}header p{margin:4px 0 0;color:#cbd5e1;font-size:13px}
+main{padding:16px 28px;display:grid;grid-template-columns:1fr 1fr;gap:16px}
+section{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:12px 16px}section.wide{grid-column:1 / -1}
+h2{font-size:15px;margin:0 0 8px}.chart{position:relative;height:300px}.tall{height:380px}
+.kpis{display:flex;gap:28px;flex-wrap:wrap}.kpi b{display:block;font-size:22px}.kpi span{color:#64748b;font-size:12px}
+table{border-collapse:collapse;width:100%;font-size:12.5px}th,td{border-bottom:1px solid #e2e8f0;padding:5px 6px;text-align:left;vertical-align:top}
+td.num{text-align:right;white-space:nowrap}.muted{color:#64748b;font-size:11.5px}ul{margin:0;padding-left:16px}.empty,.note{color:#64748b;font-size:12.5px}
+code.hash{font-size:11.5px;color:#475569}
+</style></head>
+<body>
+<header><h1>${esc(d.title)}</h1>
+<p>period ${esc(d.period.first)} → ${esc(d.period.last)} UTC (since ${esc(d.period.since)}) · generated ${esc(d.generatedAt)}${m ? ` · latest coverage model ${esc(m.version)}: ${m.cases} eval cases, k=${m.k}` : ''}</p></header>
+<main>
+<section class="wide"><div class="kpis">
+<div class="kpi"><b>${t.requests.toLocaleString('en')}</b><span>requests</span></div>
+<div class="kpi"><b>${pct(t.requests ? 1 - t.uncovered / t.requests : null)}</b><span>covered by the eval set</span></div>
+<div class="kpi"><b>${pct(t.requests ? t.uncovered / t.requests : null)}</b><span>uncovered${m ? ` (calibrated rate under no shift: ${pct(m.targetRate)})` : ''}</span></div>
+<div class="kpi"><b>${pct(t.requests ? t.escalated / t.requests : null)}</b><span>escalated</span></div>
+<div class="kpi"><b>${d.gaps.length}</b><span>gaps listed</span></div>
+</div>${t.redacted ? `<p class="note">${t.redacted} request(s) were stored with redacted text: they appear as sha256 hashes only.</p>` : ''}</section>
+<section class="wide"><h2>Coverage over time</h2><div class="chart"><canvas id="chart-series"></canvas></div>
+<p class="note">Uncovered share per ${d.series.stepSeconds >= 60 ? `${d.series.stepSeconds / 60}-minute` : `${d.series.stepSeconds}-second`} bucket, one line per coverage model version (a redeploy starts a new line).</p></section>
+<section><h2>Cluster shares: eval set vs production</h2><div class="chart tall"><canvas id="chart-shares"></canvas></div>
+<p class="note">Latest model's clusters. Production rows in a cluster only when covered; "uncovered" has no eval share. Reference: the first three quarters of the period's traffic; recent: the last quarter.</p></section>
+<section><h2>Escalation per cluster</h2><div class="chart tall"><canvas id="chart-escalation"></canvas></div>
+<p class="note">Share of the period's requests handed to a human, per eval cluster (covered rows) and for uncovered traffic.</p></section>
+<section class="wide"><h2>Map: eval cases against production traffic</h2><div class="chart tall"><canvas id="chart-map"></canvas></div>
+<p class="note">${esc(d.map.note)}</p></section>
+<section class="wide"><h2>Gaps, ranked</h2><p class="note">${esc(d.gapsNote)}</p>${gapsTable(d)}</section>
+<section class="wide"><h2>Recent alerts</h2>${alertsTable(d)}</section>
+</main>
+<script id="report-data" type="application/json">${json}</script>
+<script>${inlineScript(chartJsSource)}</script>
+<script>${inlineScript(CLIENT)}</script>
+</body></html>
+`;
+}

@@ -1,0 +1,48 @@
+/** The report's input: everything `renderReport` draws, already computed (src/cli/report.ts assembles it). */
+import type { AlertsTable } from '../store/report.js';
+
+export interface ReportGap {
+  rank: number;
+  id: string;
+  label: string;
+  requests: number;
+  /** share of the period's traffic */
+  share: number;
+  escalationRate: number;
+  firstSeen: string;
+  lastSeen: string;
+  /** the nearest eval cluster's label */
+  nearest: string;
+  priority: number;
+  /** representative queries; `redacted` ones are sha256 hex and shown as hashes only */
+  examples: { text: string; redacted: boolean; seen: number }[];
+}
+
+export interface ReportData {
+  title: string;
+  generatedAt: string;
+  period: { since: string; first: string; last: string; split: string };
+  totals: { requests: number; uncovered: number; escalated: number; redacted: number };
+  model: { version: string; k: number; cases: number; threshold: number; targetRate: number } | null;
+  /** one point per time bucket (labels, UTC); uncovered share per model version (null where it scored nothing) */
+  series: {
+    stepSeconds: number;
+    labels: string[];
+    requests: number[];
+    escalationRate: (number | null)[];
+    uncoveredShare: { version: string; values: (number | null)[] }[];
+  };
+  /** the latest model's clusters (and "uncovered"): eval share, production reference and recent shares, escalation */
+  clusters: { label: string; evalShare: number; referenceShare: number; recentShare: number; escalationRate: number | null; requests: number }[];
+  /** 2-D PCA map of eval cases and sampled production queries */
+  map: {
+    eval: [number, number][];
+    covered: [number, number][];
+    uncovered: [number, number][];
+    note: string;
+  };
+  gaps: ReportGap[];
+  /** where the gaps come from (and how they are ranked) */
+  gapsNote: string;
+  alerts: AlertsTable;
+}

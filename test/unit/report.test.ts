@@ -1,0 +1,82 @@
+/** The report's pure parts: HTML rendering (escaping, redaction, alerts states), PCA map, --since parsing. */
+import { describe, expect, it } from 'vitest';
+import { renderReport } from '../../src/report/html.js';
+import { pcaMap } from '../../src/report/pca.js';
+import type { ReportData } from '../../src/report/types.js';
+import { parseSince } from '../../src/cli/report.js';
+
+function data(over: Partial<ReportData> = {}): ReportData {
+  return {
+    title: 'evalgap report',
+    generatedAt: '2026-01-01 00:00:00',
+    period: { since: '7d', first: '2026-01-01 00:00:00', last: '2026-01-01 01:00:00', split: '2026-01-01 00:45:00' },
+    totals: { requests: 10, uncovered: 2, escalated: 1, redacted: 1 },
+    model: { version: 'cm-000000000001', k: 2, cases: 20, threshold: 0.5, targetRate: 0.05 },
+    series: { stepSeconds: 300, labels: ['01-01 00:00'], requests: [10], escalationRate: [0.1], uncoveredShare: [{ version: 'cm-000000000001', values: [0.2] }] },
+    clusters: [{ label: 'a / b', evalShare: 0.5, referenceShare: 0.4, recentShare: 0.3, escalationRate: 0.1, requests: 8 }],
+    map: { eval: [[0, 1]], covered: [[1, 0]], uncovered: [[2, 2]], note: 'map' },
+    gaps: [
+      {
+        rank: 1, id: 'g1', label: '<img src=x onerror=alert(1)>', requests: 2, share: 0.2, escalationRate: 0.5, firstSeen: 'a', lastSeen: 'b', nearest: 'a / b', priority: 30,
+        examples: [
+          { text: 'plain </script><script>alert(1)</script>', redacted: false, seen: 1 },
+          { text: 'ab'.repeat(32), redacted: true, seen: 2 },
+        ],
+      },
+    ],
+    gapsNote: 'note',
+    alerts: { exists: false, columns: [], rows: [] },
+    ...over,
+  };
+}
+
+describe('renderReport', () => {
+  it('escapes text, shows redacted text as a hash prefix, inlines the library and the data', () => {
+    const html = renderReport(data(), 'window.Chart = function(){}; /* </script> inside the library */\n//# sourceMappingURL=chart.umd.min.js.map');
+    expect(html).not.toContain('<img src=x');
+    expect(html).toContain('&lt;img src=x onerror=alert(1)&gt;');
+    expect(html).toContain(`sha256:${'ab'.repeat(8)}…`);
+    expect(html).not.toContain('ab'.repeat(32) + '</');
+    // no way out of a script element: not from the data, not from the library
+    const scripts = html.split('<script').length - 1;
+    expect(html.split('</script>').length - 1).toBe(scripts);
+    expect(scripts).toBe(3);
+    expect(html).not.toContain('sourceMappingURL');
+    expect(html).toContain('No alerts table yet');
+  });
+  it('lists alerts when the table exists, and says when it is empty', () => {
+    expect(renderReport(data({ alerts: { exists: true, columns: ['at'], rows: [] } }), '')).toContain('No alerts.');
+    const html = renderReport(data({ alerts: { exists: true, columns: ['at', 'rule'], rows: [{ at: '2026', rule: 'shift & <b>' }] } }), '');
+    expect(html).toContain('<td>shift &amp; &lt;b&gt;</td>');
+  });
+});
+
+describe('pcaMap', () => {
+  it('projects eval and production vectors with one PCA; the direction of most variance comes first', () => {
+    const dim = 3;
+    // points spread along x (large), y (small), nothing on z
+    const ev = new Float32Array([-2, 0.1, 0, -1, -0.1, 0, 0, 0.2, 0, 1, -0.2, 0]);
+    const pr = new Float32Array([2, 0, 0, 3, 0.1, 0]);
+    const m = pcaMap({ dim, eval: ev, production: pr });
+    expect(m.eval).toHaveLength(4);
+    expect(m.production).toHaveLength(2);
+    const xs = [...m.eval, ...m.production].map((p) => p[0]);
+    const ys = [...m.eval, ...m.production].map((p) => p[1]);
+    const spread = (a: number[]) => Math.max(...a) - Math.min(...a);
+    expect(spread(xs)).toBeGreaterThan(10 * spread(ys));
+    // order along PC 1 follows x (up to sign)
+    const sign = Math.sign(m.production[1][0] - m.eval[0][0]);
+    expect(sign * (m.production[1][0] - m.production[0][0])).toBeGreaterThan(0);
+  });
+});
+
+describe('parseSince', () => {
+  const now = new Date('2026-01-10T00:00:00Z');
+  it('reads durations and dates', () => {
+    expect(parseSince('7d', now).toISOString()).toBe('2026-01-03T00:00:00.000Z');
+    expect(parseSince('12h', now).toISOString()).toBe('2026-01-09T12:00:00.000Z');
+    expect(parseSince('30m', now).toISOString()).toBe('2026-01-09T23:30:00.000Z');
+    expect(parseSince('2026-01-01', now).toISOString()).toBe('2026-01-01T00:00:00.000Z');
+    expect(() => parseSince('soon', now)).toThrow(/duration like 7d/);
+  });
+});
