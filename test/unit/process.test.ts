@@ -437,6 +437,7 @@ describe('IngestService: no message can stop the stream', () => {
       },
       setProgress: async (_t: string, _p: number, stage: string, o: bigint) => void marks.push(`${stage}:${o}`),
       insertAggregates: async (rows: { requests: number }[], token: string) => void aggs.push({ rows, token }),
+      insertEmbeddings: async () => {},
     } as unknown as Store;
     const sent: { messages: { key: Buffer | null; value: Buffer | null; headers: Record<string, string> }[] }[] = [];
     const service = new IngestService(
