@@ -10,7 +10,7 @@ import { PACKAGE_ROOT, type Config } from '../config/index.js';
 import { createLogger } from '../config/logger.js';
 import { DEFAULT_FIT, fitCoverageModel } from '../coverage/fit.js';
 import { saveCoverageModel } from '../coverage/model.js';
-import { loadEmbedder } from '../embed/embedder.js';
+import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka, produceJson } from '../ingest/kafka.js';
 import { startRun } from './run.js';
 import { modelSummary, pct, table } from './format.js';
@@ -35,12 +35,12 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
   const evalSet = sampleEvalSet(30);
   const evalFile = path.join(dir, 'evalset.jsonl');
   fs.writeFileSync(evalFile, evalSet.map((c) => JSON.stringify(c)).join('\n') + '\n');
-  const embedder = await loadEmbedder(cfg.embed);
+  const embedder = await loadThreadedEmbedder(cfg.embed);
   const fit = await fitCoverageModel(
     evalSet.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
     embedder,
     { ...DEFAULT_FIT, k: 'auto', source: 'evalset.jsonl', textField: 'query' },
-  );
+  ).finally(() => embedder.close());
   const modelDir = path.join(dir, 'model');
   const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);
   say(`   evalgap fit ${path.relative(process.cwd(), evalFile)}  →  ${path.relative(process.cwd(), modelDir)}\n`);

@@ -19,7 +19,7 @@ export function modelSummary(m: Manifest): string {
   const head = [
     `coverage model ${m.version}  (format ${m.formatVersion}, created ${m.createdAt})`,
     `eval set:   ${m.evalSet.source}  ${m.evalSet.cases} cases, ${m.evalSet.uniqueCases} distinct  sha256 ${m.evalSet.sha256.slice(0, 12)}…`,
-    `embedding:  ${m.embedding.model}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
+    `embedding:  ${m.embedding.model}  ${m.embedding.precision}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
     `k:          ${m.params.k} (${m.params.kMode}: ${m.params.kCriterion})`,
     `coverage:   mean cosine to the ${m.params.neighbours} nearest eval cases, searched in the ${m.params.nprobe} nearest clusters`,
     `threshold:  ${c.threshold.toFixed(4)}  (target false-uncovered rate ${pct(c.targetFalseUncoveredRate)}, leave-one-out ${pct(c.looFalseUncoveredRate)})`,

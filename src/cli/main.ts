@@ -10,7 +10,8 @@ import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../
 import { detectFormat, EvalSetError, parseEvalSet } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
-import { loadEmbedder, ModelNotInstalledError } from '../embed/embedder.js';
+import { ModelNotInstalledError } from '../embed/embedder.js';
+import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { modelSummary } from './format.js';
 import { progressReporter } from './progress.js';
 
@@ -79,7 +80,7 @@ export function buildProgram(): Command {
         k = Number(opts.k);
         if (!Number.isInteger(k) || k < 1) throw new InvalidArgumentError('--k must be a positive integer or auto');
       }
-      const embedder = await loadEmbedder(cfg.embed);
+      const embedder = await loadThreadedEmbedder(cfg.embed);
       const progress = progressReporter('embedding eval set');
       const out = await fitCoverageModel(
         parsed.cases,
@@ -95,7 +96,7 @@ export function buildProgram(): Command {
           textField: opts.textField,
         },
         progress.update,
-      );
+      ).finally(() => embedder.close());
       progress.stop();
       const dir = opts.out ?? path.join(cfg.embed.modelsDir, 'coverage', out.draft.version);
       const manifest = saveCoverageModel(dir, out.draft, out.arrays);

@@ -17,7 +17,7 @@ export async function startRun(cfg: Config, modelDir: string, logger: Logger, ov
   logger.info({ config: redactConfig(cfg) }, 'starting');
   // embedding runs in a worker thread: inference would otherwise hold this event loop for seconds
   const embedder = await loadThreadedEmbedder(cfg.embed);
-  const model = loadCoverageModel(modelDir, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum } });
+  const model = loadCoverageModel(modelDir, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision } });
   const assigner = new CoverageAssigner(model);
   const store = await Store.open(cfg.clickhouse);
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);

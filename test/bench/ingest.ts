@@ -44,7 +44,7 @@ async function main() {
   // a coverage model from 3000 train queries
   const train = dedupeCases(loadBanking77('train').slice(0, 3000).map((r, i) => ({ id: String(i), text: r.text, tags: [] }))).unique;
   const tv = (await embedder.embed(train.map((c) => c.text))).vectors;
-  const info = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens };
+  const info = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens };
   const built = buildCoverageModel(train, train.length, evalSetHash(train), tv, info, { ...DEFAULT_FIT, k: 60, source: 'banking77', textField: 'text' });
   saveCoverageModel(path.join(dir, 'model'), built.draft, built.arrays);
   const assigner = new CoverageAssigner(loadCoverageModel(path.join(dir, 'model')));
