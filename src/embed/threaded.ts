@@ -45,7 +45,12 @@ async function startWorker(opts: EmbedderOptions): Promise<{ w: PoolWorker; info
 
 export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<ThreadedEmbedder> {
   const n = poolSize(opts.threads);
-  const started = await Promise.allSettled(Array.from({ length: n }, () => startWorker(opts)));
+  // one after the other: onnxruntime's process-wide environment is created by the first
+  const started: PromiseSettledResult<{ w: PoolWorker; info: Info }>[] = [];
+  for (let i = 0; i < n; i++) {
+    started.push(await startWorker(opts).then((value) => ({ status: 'fulfilled' as const, value }), (reason) => ({ status: 'rejected' as const, reason })));
+    if (started[i].status === 'rejected') break;
+  }
   const bad = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (bad) {
     await Promise.all(started.map((s) => (s.status === 'fulfilled' ? s.value.w.worker.terminate() : undefined)));
@@ -68,6 +73,7 @@ export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<Threa
       const p = w.pending.get(m.id);
       if (!p) return;
       w.pending.delete(m.id);
+      if (w.pending.size === 0) w.worker.unref();
       if (m.type === 'result') p.resolve({ vectors: m.vectors, truncated: m.truncated });
       else p.reject(new Error(`embedding failed: ${m.message}`));
     });
@@ -75,9 +81,12 @@ export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<Threa
     w.worker.on('exit', (code) => failAll(new Error(`embed worker exited (${code})`)));
     w.worker.unref();
   }
+  // an idle pool does not keep the process alive, a call in flight does (a process that exits
+  // while a session is running aborts in onnxruntime's teardown)
   const call = (w: PoolWorker, texts: string[]) =>
     new Promise<EmbedBatch>((resolve, reject) => {
       const id = nextId++;
+      if (w.pending.size === 0) w.worker.ref();
       w.pending.set(id, { resolve, reject });
       w.worker.postMessage({ id, texts });
     });

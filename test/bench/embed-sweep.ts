@@ -1,13 +1,15 @@
 /**
  * Embedding throughput on Banking77 queries (npm run bench; prints JSON): the previous path
  * (transformers.js + onnxruntime 1.14, int8-stored weights computed in fp32, batch 8) against
- * onnxruntime-node 1.30 used directly, fp32 and int8 graphs, 1 and 2 intra-op threads, several batch
- * sizes. Variants are interleaved over `--reps` rounds (the machine is shared; only ratios within
+ * onnxruntime-node 1.30 used directly: the default (a pool of single-threaded int8 sessions in
+ * worker threads, one per core, batch 1), the same with 1 worker, with larger batches, the fp32
+ * graph, and one in-process session with 2 intra-op threads. Variants are interleaved over `--reps` rounds (the machine is shared; only ratios within
  * one run mean anything) and the medians reported, with the load average at start and end.
  */
 import os from 'node:os';
 import { loadConfig } from '../../src/config/index.js';
 import { loadEmbedder, type Embedder, type Precision } from '../../src/embed/embedder.js';
+import { loadThreadedEmbedder, poolSize } from '../../src/embed/threaded.js';
 import { BANKING77_MISSING, hasBanking77, loadBanking77 } from '../helpers/banking77.js';
 import { loadLegacyEmbedder } from './legacy-embedder.js';
 
@@ -28,22 +30,34 @@ async function main() {
   const reps = arg('reps', 3);
   const texts = loadBanking77('test').slice(0, arg('texts', 2048)).map((r) => r.text);
   const base = loadConfig().embed;
-  type Variant = { name: string; precision?: Precision; threads?: number; batchSize: number; e?: Pick<Embedder, 'embed'> };
+  type Variant = {
+    name: string;
+    precision?: Precision;
+    /** 'pool': worker threads with one single-threaded session each; 'session': one in-process session */
+    mode?: 'pool' | 'session';
+    threads?: number;
+    batchSize: number;
+    e?: Pick<Embedder, 'embed'> & { close?: () => Promise<void> };
+  };
   const variants: Variant[] = [{ name: 'previous (transformers.js, ort 1.14, batch 8)', batchSize: 8 }];
-  for (const [precision, threads, batchSize] of [
-    ['fp32', 2, 32],
-    ['int8', 1, 32],
-    ['int8', 2, 8],
-    ['int8', 2, 16],
-    ['int8', 2, 32],
-    ['int8', 2, 64],
+  for (const [precision, mode, threads, batchSize] of [
+    ['int8', 'pool', 2, 1],
+    ['int8', 'pool', 1, 1],
+    ['int8', 'pool', 2, 8],
+    ['int8', 'session', 2, 8],
+    ['fp32', 'pool', 2, 1],
+    ['fp32', 'pool', 2, 8],
   ] as const) {
-    variants.push({ name: `${precision} ${threads}t b${batchSize}`, precision, threads, batchSize });
+    const what = mode === 'pool' ? `${threads} worker${threads > 1 ? 's' : ''} x 1 thread` : `1 session x ${threads} threads`;
+    variants.push({ name: `${precision}, ${what}, batch ${batchSize}`, precision, mode, threads, batchSize });
   }
   for (const v of variants) {
-    v.e = v.precision
-      ? await loadEmbedder({ ...base, precision: v.precision, threads: v.threads!, batchSize: v.batchSize })
-      : await loadLegacyEmbedder(base.modelsDir, base.model, v.batchSize, base.maxTokens);
+    const o = { ...base, precision: v.precision!, threads: v.threads!, batchSize: v.batchSize };
+    v.e = !v.precision
+      ? await loadLegacyEmbedder(base.modelsDir, base.model, v.batchSize, base.maxTokens)
+      : v.mode === 'pool'
+        ? await loadThreadedEmbedder(o)
+        : await loadEmbedder(o);
     await v.e.embed(texts.slice(0, 256));
   }
   const load0 = os.loadavg();
@@ -61,18 +75,23 @@ async function main() {
       console.error(v.name, Math.round(texts.length / s));
     }
   }
+  for (const v of variants) await v.e!.close?.();
   const baseline = median(qps.get(variants[0].name)!);
   const results = variants.map((v) => ({
     variant: v.name,
     precision: v.precision ?? 'int8 weights, fp32 compute',
+    mode: v.mode ?? 'transformers.js pipeline',
     threads: v.threads ?? 'runtime default',
     batchSize: v.batchSize,
     queriesPerSecond: Math.round(median(qps.get(v.name)!)),
     vsPrevious: +(median(qps.get(v.name)!) / baseline).toFixed(2),
+    // CPU seconds per wall second of this process (worker threads included): what it got of the cores
     cpuPerWallSecond: +median(cpu.get(v.name)!).toFixed(2),
     all: qps.get(v.name)!.map(Math.round),
   }));
-  const def = results.find((r) => r.precision === base.precision && r.threads === (base.threads || 2) && r.batchSize === base.batchSize);
+  const def = results.find(
+    (r) => r.precision === base.precision && r.mode === 'pool' && r.threads === poolSize(base.threads) && r.batchSize === base.batchSize,
+  );
   console.log(
     JSON.stringify(
       {
@@ -80,7 +99,7 @@ async function main() {
         texts: texts.length,
         reps,
         loadAverage1m: { start: +load0[0].toFixed(2), end: +os.loadavg()[0].toFixed(2) },
-        default: { precision: base.precision, threads: base.threads, batchSize: base.batchSize },
+        default: { precision: base.precision, workers: poolSize(base.threads), batchSize: base.batchSize },
         defaultQueriesPerSecond: def?.queriesPerSecond,
         defaultVsPrevious: def?.vsPrevious,
         defaultVsInt8Ceiling: def ? +(def.queriesPerSecond / INT8_CEILING_2_CORES).toFixed(2) : undefined,
