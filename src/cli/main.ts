@@ -10,9 +10,10 @@ import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../
 import { EvalSetError } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
-import { loadEmbedder, ModelNotInstalledError } from '../embed/embedder.js';
+import { ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
+import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { modelSummary } from './format.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
@@ -86,7 +87,7 @@ export function buildProgram(): Command {
       }
       const input = fitInput(file, opts, cmd);
       const k: number | 'auto' = opts.k === 'auto' ? 'auto' : Number(opts.k);
-      const embedder = await loadEmbedder(cfg.embed);
+      const embedder = await loadThreadedEmbedder(cfg.embed);
       const progress = progressReporter('embedding eval set');
       const out = await fitCoverageModel(
         input.cases,
@@ -101,7 +102,7 @@ export function buildProgram(): Command {
           ...input.options,
         },
         progress.update,
-      );
+      ).finally(() => embedder.close());
       progress.stop();
       const dir = opts.out ?? path.join(cfg.embed.modelsDir, 'coverage', out.draft.version);
       const manifest = saveCoverageModel(dir, out.draft, out.arrays);
@@ -140,9 +141,10 @@ export function buildProgram(): Command {
       const { parseQueryLine, scoreQueries } = await import('../coverage/score.js');
       if (file !== '-' && !fs.existsSync(file)) throw new EvalSetError(`queries file ${file} does not exist`);
       const model = loadCoverageModel(opts.model);
-      const embedder = await loadEmbedder(cfg.embed);
+      const embedder = await loadThreadedEmbedder(cfg.embed);
       if (embedder.modelChecksum !== model.manifest.embedding.checksum) {
-        loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum } });
+        await embedder.close();
+        loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision } });
       }
       const content = fs.readFileSync(file === '-' ? 0 : file, 'utf8').replace(/^\uFEFF/, '');
       const items = content
@@ -154,7 +156,7 @@ export function buildProgram(): Command {
       const res = await scoreQueries(items, embedder, new CoverageAssigner(model), (r) => {
         fs.writeSync(out, JSON.stringify(r) + '\n');
         if ('error' in r) console.error(`${name}:${r.line}: ${r.error}`);
-      });
+      }).finally(() => embedder.close());
       if (opts.out) fs.closeSync(out);
       console.error(
         `scored ${res.scored} quer${res.scored === 1 ? 'y' : 'ies'} with model ${model.manifest.version}: ` +
@@ -342,7 +344,7 @@ export function buildProgram(): Command {
       }
       const modelPath = opts.model ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
       const store = await Store.open(cfg.clickhouse);
-      const embedder = opts.mapSample > 0 ? await loadEmbedder(cfg.embed) : null;
+      const embedder = opts.mapSample > 0 ? await loadThreadedEmbedder(cfg.embed) : null;
       try {
         const d = await writeReport(store, opts.out, { since, sinceText: opts.since, modelPath, embedder, mapSample: opts.mapSample });
         console.log(
@@ -350,6 +352,7 @@ export function buildProgram(): Command {
             `${d.gaps.length} gap(s), alerts: ${d.alerts.exists ? d.alerts.rows.length : 'no alerts table yet'}`,
         );
       } finally {
+        await embedder?.close();
         await store.close();
       }
     });

@@ -51,7 +51,7 @@ export async function startRun(
   let model: ModelWatcher;
   try {
     model = new ModelWatcher(modelPath, {
-      expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum },
+      expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision },
       logger,
       pollMs: modelPollMs,
       // a new model's clusters are registered before any row it scores is stored

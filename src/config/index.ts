@@ -78,6 +78,7 @@ export const ConfigSchema = z.object({
   embed: z.object({
     modelsDir: z.string().min(1),
     model: z.string().min(1),
+    precision: z.enum(['int8', 'fp32']),
     batchSize: intish(1, 1024),
     threads: intish(0, 64),
     maxTokens: intish(8, 512),
@@ -165,8 +166,9 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     embed: {
       modelsDir: e('EVALGAP_MODELS_DIR') ?? path.join(PACKAGE_ROOT, 'models'),
       model: e('EVALGAP_EMBED_MODEL') ?? 'all-MiniLM-L6-v2',
-      batchSize: e('EVALGAP_EMBED_BATCH') ?? 8,
-      threads: e('EVALGAP_EMBED_THREADS') ?? 1,
+      precision: e('EVALGAP_EMBED_PRECISION') ?? 'int8',
+      batchSize: e('EVALGAP_EMBED_BATCH') ?? 1,
+      threads: e('EVALGAP_EMBED_THREADS') ?? 0,
       maxTokens: e('EVALGAP_EMBED_MAX_TOKENS') ?? 256,
     },
     ingest: {

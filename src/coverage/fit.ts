@@ -112,6 +112,7 @@ function tagsHash(cases: readonly EvalCase[]): string {
 export interface EmbeddingInfo {
   model: string;
   checksum: string;
+  precision: 'int8' | 'fp32';
   dim: number;
   maxTokens: number;
 }
@@ -319,7 +320,7 @@ export async function fitCoverageModel(
     cases.length,
     evalSetHash(cases),
     vectors,
-    { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens },
+    { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens },
     opts,
     new Date(),
     chosen?.choice,

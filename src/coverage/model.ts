@@ -42,6 +42,8 @@ export const ManifestSchema = z.object({
   embedding: z.object({
     model: z.string(),
     checksum: z.string().regex(/^[0-9a-f]{64}$/),
+    /** the embedding graph's arithmetic (EVALGAP_EMBED_PRECISION); its checksum differs per precision */
+    precision: z.enum(['int8', 'fp32']),
     dim: z.number().int().positive(),
     maxTokens: z.number().int().positive(),
   }),
@@ -147,7 +149,7 @@ export function saveCoverageModel(dir: string, draft: ManifestDraft, m: Omit<Cov
 
 export interface LoadOptions {
   /** refuse a model fitted with another embedding model */
-  expectEmbedding?: { model: string; checksum: string };
+  expectEmbedding?: { model: string; checksum: string; precision?: string };
 }
 
 export function loadCoverageModel(dir: string, opts: LoadOptions = {}): CoverageModel {
@@ -205,10 +207,12 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
   if (manifest.clusters.length !== k) throw new ModelLoadError(`coverage model ${dir} lists ${manifest.clusters.length} clusters for k=${k}`);
   const e = opts.expectEmbedding;
   if (e && (e.model !== manifest.embedding.model || e.checksum !== manifest.embedding.checksum)) {
+    const p = (x?: string) => (x ? ` ${x}` : '');
     throw new ModelLoadError(
-      `coverage model ${manifest.version} was fitted with embedding model ${manifest.embedding.model} ` +
-        `(sha256 ${manifest.embedding.checksum.slice(0, 12)}…) but the installed one is ${e.model} ` +
-        `(sha256 ${e.checksum.slice(0, 12)}…): its vectors are not comparable; run evalgap fit again`,
+      `coverage model ${manifest.version} was fitted with embedding model ${manifest.embedding.model}${p(manifest.embedding.precision)} ` +
+        `(sha256 ${manifest.embedding.checksum.slice(0, 12)}…) but the installed one is ${e.model}${p(e.precision)} ` +
+        `(sha256 ${e.checksum.slice(0, 12)}…): its vectors are not comparable; run evalgap fit again` +
+        (e.precision && e.precision !== manifest.embedding.precision ? ` or set EVALGAP_EMBED_PRECISION=${manifest.embedding.precision}` : ''),
     );
   }
   return { manifest, centroids, embeddings, labels, cases };

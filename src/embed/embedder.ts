@@ -1,5 +1,11 @@
 /**
- * Sentence embeddings from the local model (transformers.js, files under models/, never a hub).
+ * Sentence embeddings from the local model (files under models/, never a hub): the tokenizer of
+ * transformers.js, inference by onnxruntime-node directly (so the session options, threads among
+ * them, reach the runtime), mean pooling and L2 normalisation here.
+ *
+ * Two graphs of the same weights are installed (scripts/install-model.sh): `int8` computes its
+ * linear layers in int8 (MatMulInteger; the default), `fp32` is the reference. Their files, so their
+ * checksums, differ: a coverage model fitted with one is refused by the other.
  *
  * Texts are sorted by length and embedded in sub-batches so that each sub-batch pads to a similar
  * length: on Banking77 this alone doubles throughput over arrival order. Output is one row-major
@@ -8,6 +14,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
+
+export type Precision = 'int8' | 'fp32';
+export const PRECISIONS: readonly Precision[] = ['int8', 'fp32'];
 
 export interface EmbedBatch {
   /** n × dim, row-major, each row L2-normalised. */
@@ -18,8 +27,9 @@ export interface EmbedBatch {
 
 export interface Embedder {
   readonly modelName: string;
-  /** sha256 of the ONNX weights: stored in coverage models to refuse a mismatched embedder. */
+  /** sha256 of the ONNX graph: stored in coverage models to refuse a mismatched embedder. */
   readonly modelChecksum: string;
+  readonly precision: Precision;
   readonly dim: number;
   readonly maxTokens: number;
   embed(texts: readonly string[]): Promise<EmbedBatch>;
@@ -28,8 +38,9 @@ export interface Embedder {
 export interface EmbedderOptions {
   modelsDir: string;
   model: string;
+  precision: Precision;
   batchSize: number;
-  /** onnxruntime intra-op threads; 0 = the runtime's default. */
+  /** onnxruntime intra-op threads of the session; 0 = the runtime's default (one per physical core). */
   threads: number;
   maxTokens: number;
 }
@@ -48,42 +59,55 @@ function fileChecksum(file: string): string {
   return c;
 }
 
-export function modelFile(modelsDir: string, model: string): string {
-  return path.join(modelsDir, model, 'onnx', 'model_quantized.onnx');
+export function modelFile(modelsDir: string, model: string, precision: Precision = 'int8'): string {
+  return path.join(modelsDir, model, 'onnx', `model_${precision}.onnx`);
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
-  const onnx = modelFile(opts.modelsDir, opts.model);
+  const onnx = modelFile(opts.modelsDir, opts.model, opts.precision);
   if (!fs.existsSync(onnx) || !fs.existsSync(path.join(opts.modelsDir, opts.model, 'tokenizer.json'))) {
     throw new ModelNotInstalledError(
-      `embedding model "${opts.model}" is not installed in ${opts.modelsDir} (run: npm run setup)`,
+      `embedding model "${opts.model}" (${opts.precision}) is not installed in ${opts.modelsDir} (run: npm run setup)`,
     );
   }
   const t: any = await import('@xenova/transformers');
   t.env.allowRemoteModels = false;
   t.env.allowLocalModels = true;
   t.env.localModelPath = opts.modelsDir.endsWith(path.sep) ? opts.modelsDir : opts.modelsDir + path.sep;
-  const sessionOptions = opts.threads > 0 ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : undefined;
-  const pipe: any = await t.pipeline('feature-extraction', opts.model, { quantized: true, session_options: sessionOptions });
-  const dim: number = pipe.model.config.hidden_size;
+  const tokenizer: any = await t.AutoTokenizer.from_pretrained(opts.model);
   // Truncate at maxTokens but pad only to the longest text of each sub-batch (passing max_length
   // to the tokenizer call would pad every text to maxTokens).
-  pipe.tokenizer.model_max_length = Math.min(opts.maxTokens, pipe.tokenizer.model_max_length ?? opts.maxTokens);
-  return new LocalEmbedder(pipe, opts, dim, fileChecksum(onnx));
+  tokenizer.model_max_length = Math.min(opts.maxTokens, tokenizer.model_max_length ?? opts.maxTokens);
+  const config = JSON.parse(fs.readFileSync(path.join(opts.modelsDir, opts.model, 'config.json'), 'utf8'));
+  const ort = (await import('onnxruntime-node')).default;
+  const session = await ort.InferenceSession.create(onnx, {
+    intraOpNumThreads: opts.threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+  });
+  return new LocalEmbedder(ort, session, tokenizer, opts, config.hidden_size, fileChecksum(onnx));
 }
 
 class LocalEmbedder implements Embedder {
   readonly modelName: string;
   readonly maxTokens: number;
+  readonly precision: Precision;
+  private readonly inputs: string[];
   constructor(
-    private readonly pipe: any,
+    private readonly ort: any,
+    private readonly session: any,
+    private readonly tokenizer: any,
     private readonly opts: EmbedderOptions,
     readonly dim: number,
     readonly modelChecksum: string,
   ) {
     this.modelName = opts.model;
     this.maxTokens = opts.maxTokens;
+    this.precision = opts.precision;
+    this.inputs = session.inputNames;
   }
 
   async embed(texts: readonly string[]): Promise<EmbedBatch> {
@@ -96,15 +120,17 @@ class LocalEmbedder implements Embedder {
     const bs = this.opts.batchSize;
     for (let start = 0; start < n; start += bs) {
       const idx = order.slice(start, start + bs);
-      const inputs = this.pipe.tokenizer(
+      const enc = this.tokenizer(
         idx.map((i) => texts[i]),
         { padding: true, truncation: true },
       );
-      const out = await this.pipe.model(inputs);
+      const feeds: Record<string, unknown> = {};
+      for (const name of this.inputs) feeds[name] = new this.ort.Tensor('int64', enc[name].data, enc[name].dims);
+      const out = await this.session.run(feeds);
       const hidden = out.last_hidden_state;
       const [b, seq, h] = hidden.dims as number[];
       const hd = hidden.data as Float32Array;
-      const mask = inputs.attention_mask.data as BigInt64Array;
+      const mask = enc.attention_mask.data as BigInt64Array;
       for (let r = 0; r < b; r++) {
         const dst = idx[r] * dim;
         let count = 0;

@@ -27,7 +27,7 @@ async function main() {
   const train = loadBanking77('train');
   const test = loadBanking77('test');
   const cats = categories(train);
-  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens };
+  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens };
   const dim = embedder.dim;
 
   // embed everything once; each draw reuses the vectors (the fit itself is pure given embeddings)

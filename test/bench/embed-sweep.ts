@@ -1,44 +1,109 @@
 /**
- * Embedding throughput over batch sizes and onnxruntime thread counts, on Banking77 queries
- * (npm run bench; prints JSON). Each setting embeds the same texts after a warm-up.
+ * Embedding throughput on Banking77 queries (npm run bench; prints JSON): the previous path
+ * (transformers.js + onnxruntime 1.14, int8-stored weights computed in fp32, batch 8) against
+ * onnxruntime-node 1.30 used directly: the default (a pool of single-threaded int8 sessions in
+ * worker threads, one per core, batch 1), the same with 1 worker, with larger batches, the fp32
+ * graph, and one in-process session with 2 intra-op threads. Variants are interleaved over `--reps` rounds (the machine is shared; only ratios within
+ * one run mean anything) and the medians reported, with the load average at start and end.
  */
+import os from 'node:os';
 import { loadConfig } from '../../src/config/index.js';
-import { loadEmbedder } from '../../src/embed/embedder.js';
+import { loadEmbedder, type Embedder, type Precision } from '../../src/embed/embedder.js';
+import { loadThreadedEmbedder, poolSize } from '../../src/embed/threaded.js';
 import { BANKING77_MISSING, hasBanking77, loadBanking77 } from '../helpers/banking77.js';
+import { loadLegacyEmbedder } from './legacy-embedder.js';
+
+/** queries/s per core of int8 compute on this machine's class (AVX-512 VNNI, see issue 12). */
+const INT8_CEILING_2_CORES = 2330;
+
+const arg = (name: string, d: number) => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? d);
+const median = (a: number[]) => {
+  const s = [...a].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 async function main() {
   if (!hasBanking77()) {
     console.log(JSON.stringify({ bench: 'embed-sweep', skipped: BANKING77_MISSING }));
     return;
   }
-  const texts = loadBanking77('test').slice(0, 2048).map((r) => r.text);
+  const reps = arg('reps', 3);
+  const texts = loadBanking77('test').slice(0, arg('texts', 2048)).map((r) => r.text);
   const base = loadConfig().embed;
-  const results: { batchSize: number; threads: number; sentencesPerSecond: number }[] = [];
-  for (const threads of [0, 1, 2]) {
-    for (const batchSize of [8, 16, 32, 64, 128]) {
-      const e = await loadEmbedder({ ...base, batchSize, threads });
-      await e.embed(texts.slice(0, 256));
+  type Variant = {
+    name: string;
+    precision?: Precision;
+    /** 'pool': worker threads with one single-threaded session each; 'session': one in-process session */
+    mode?: 'pool' | 'session';
+    threads?: number;
+    batchSize: number;
+    e?: Pick<Embedder, 'embed'> & { close?: () => Promise<void> };
+  };
+  const variants: Variant[] = [{ name: 'previous (transformers.js, ort 1.14, batch 8)', batchSize: 8 }];
+  for (const [precision, mode, threads, batchSize] of [
+    ['int8', 'pool', 2, 1],
+    ['int8', 'pool', 1, 1],
+    ['int8', 'pool', 2, 8],
+    ['int8', 'session', 2, 8],
+    ['fp32', 'pool', 2, 1],
+    ['fp32', 'pool', 2, 8],
+  ] as const) {
+    const what = mode === 'pool' ? `${threads} worker${threads > 1 ? 's' : ''} x 1 thread` : `1 session x ${threads} threads`;
+    variants.push({ name: `${precision}, ${what}, batch ${batchSize}`, precision, mode, threads, batchSize });
+  }
+  for (const v of variants) {
+    const o = { ...base, precision: v.precision!, threads: v.threads!, batchSize: v.batchSize };
+    v.e = !v.precision
+      ? await loadLegacyEmbedder(base.modelsDir, base.model, v.batchSize, base.maxTokens)
+      : v.mode === 'pool'
+        ? await loadThreadedEmbedder(o)
+        : await loadEmbedder(o);
+    await v.e.embed(texts.slice(0, 256));
+  }
+  const load0 = os.loadavg();
+  const qps = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  const cpu = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  for (let r = 0; r < reps; r++) {
+    for (const v of variants) {
+      const c0 = process.cpuUsage();
       const t = performance.now();
-      for (let i = 0; i < texts.length; i += 256) await e.embed(texts.slice(i, i + 256));
-      results.push({ batchSize, threads, sentencesPerSecond: Math.round(texts.length / ((performance.now() - t) / 1000)) });
-      console.error(JSON.stringify(results[results.length - 1]));
+      for (let i = 0; i < texts.length; i += 256) await v.e!.embed(texts.slice(i, i + 256));
+      const s = (performance.now() - t) / 1000;
+      const c = process.cpuUsage(c0);
+      qps.get(v.name)!.push(texts.length / s);
+      cpu.get(v.name)!.push((c.user + c.system) / 1e6 / s);
+      console.error(v.name, Math.round(texts.length / s));
     }
   }
-  const best = results.reduce((a, b) => (b.sentencesPerSecond > a.sentencesPerSecond ? b : a));
-  const unsorted = await loadEmbedder(base);
-  // arrival order, no length sorting: what sorting buys (one call per text group of batchSize)
-  const t = performance.now();
-  for (let i = 0; i < texts.length; i += base.batchSize) await unsorted.embed(texts.slice(i, i + base.batchSize));
-  const unsortedSps = Math.round(texts.length / ((performance.now() - t) / 1000));
+  for (const v of variants) await v.e!.close?.();
+  const baseline = median(qps.get(variants[0].name)!);
+  const results = variants.map((v) => ({
+    variant: v.name,
+    precision: v.precision ?? 'int8 weights, fp32 compute',
+    mode: v.mode ?? 'transformers.js pipeline',
+    threads: v.threads ?? 'runtime default',
+    batchSize: v.batchSize,
+    queriesPerSecond: Math.round(median(qps.get(v.name)!)),
+    vsPrevious: +(median(qps.get(v.name)!) / baseline).toFixed(2),
+    // CPU seconds per wall second of this process (worker threads included): what it got of the cores
+    cpuPerWallSecond: +median(cpu.get(v.name)!).toFixed(2),
+    all: qps.get(v.name)!.map(Math.round),
+  }));
+  const def = results.find(
+    (r) => r.precision === base.precision && r.mode === 'pool' && r.threads === poolSize(base.threads) && r.batchSize === base.batchSize,
+  );
   console.log(
     JSON.stringify(
       {
         bench: 'embed-sweep',
         texts: texts.length,
-        model: base.model,
-        default: { batchSize: base.batchSize, threads: base.threads },
-        best,
-        arrivalOrderAtDefault: unsortedSps,
+        reps,
+        loadAverage1m: { start: +load0[0].toFixed(2), end: +os.loadavg()[0].toFixed(2) },
+        default: { precision: base.precision, workers: poolSize(base.threads), batchSize: base.batchSize },
+        defaultQueriesPerSecond: def?.queriesPerSecond,
+        defaultVsPrevious: def?.vsPrevious,
+        defaultVsInt8Ceiling: def ? +(def.queriesPerSecond / INT8_CEILING_2_CORES).toFixed(2) : undefined,
+        targets: { queriesPerSecond: 1500, vsPrevious: 3.7 },
         results,
       },
       null,

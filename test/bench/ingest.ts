@@ -4,18 +4,16 @@
  *    message to the last stored row, against the bare embedding throughput of the same model,
  *    batch size and texts, measured in the same run;
  * 2. latency: paced traffic at half that rate; p50/p99 from produce (ts) to stored (ingested_at);
- * peak RSS of the whole process (an upper bound for evalgap run: this process also holds a second
- * copy of the model and the fit) and the event-loop delay seen by the service.
- * The ratio is taken against bare embedding through the same worker thread the service uses,
- * measured right before and right after the end-to-end phase (their mean); in-process bare
- * embedding is reported too.
+ * peak RSS of the whole process (an upper bound for evalgap run: this process also fits the
+ * coverage model and produces the messages) and the event-loop delay seen by the service.
+ * The ratio is taken against bare embedding through the same worker-thread pool the service uses,
+ * measured right before and right after the end-to-end phase (their mean).
  */
 import path from 'node:path';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/logger.js';
 import { DEFAULT_FIT, buildCoverageModel, dedupeCases, evalSetHash } from '../../src/coverage/fit.js';
 import { CoverageAssigner, saveCoverageModel, loadCoverageModel } from '../../src/coverage/model.js';
-import { loadEmbedder } from '../../src/embed/embedder.js';
 import { loadThreadedEmbedder } from '../../src/embed/threaded.js';
 import { createKafka, ensureTopics, produceJson } from '../../src/ingest/kafka.js';
 import { IngestService, ingestOptionsFrom } from '../../src/ingest/service.js';
@@ -38,25 +36,21 @@ async function main() {
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100);
   const dir = tmpDir('evalgap-bench-');
   const cfg = loadConfig({ ...process.env, EVALGAP_DATA_DIR: path.join(dir, 'chdb') });
-  const embedder = await loadEmbedder(cfg.embed);
+  // the same pool of single-threaded sessions evalgap run uses, for the fit and both baselines
+  const threaded = await loadThreadedEmbedder(cfg.embed);
+  const embedder = threaded;
   const logger = createLogger('warn');
 
   // a coverage model from 3000 train queries
   const train = dedupeCases(loadBanking77('train').slice(0, 3000).map((r, i) => ({ id: String(i), text: r.text, tags: [] }))).unique;
   const tv = (await embedder.embed(train.map((c) => c.text))).vectors;
-  const info = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens };
+  const info = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens };
   const built = buildCoverageModel(train, train.length, evalSetHash(train), tv, info, { ...DEFAULT_FIT, k: 60, source: 'banking77', textField: 'text' });
   saveCoverageModel(path.join(dir, 'model'), built.draft, built.arrays);
   const assigner = new CoverageAssigner(loadCoverageModel(path.join(dir, 'model')));
 
   const test = loadBanking77('test');
   const texts = Array.from({ length: N }, (_, i) => test[i % test.length].text);
-
-  // bare embedding throughput: same texts, same batch size, same 256-message chunks as the service
-  await embedder.embed(texts.slice(0, 256));
-  let t = performance.now();
-  for (let i = 0; i < texts.length; i += 256) await embedder.embed(texts.slice(i, i + 256));
-  const bareSps = texts.length / ((performance.now() - t) / 1000);
 
   const store = await Store.open(cfg.clickhouse);
   const kafka = createKafka(cfg.kafka, 'evalgap-bench', logger);
@@ -68,9 +62,8 @@ async function main() {
   await produceJson(producer, topic, texts.map((q, i) => ({ request_id: `b-${i}`, ts: now, query: q, agent: 'bench' })));
 
   const c = { ...cfg, kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group: uniqueName('bench') } };
-  // as evalgap run does: the service embeds in a worker thread; bare throughput through that same
-  // worker (sequential calls, no pipelining) is the second baseline
-  const threaded = await loadThreadedEmbedder(cfg.embed);
+  // as evalgap run does: the service embeds in the worker pool; bare throughput through that same
+  // pool (sequential calls of 256 texts, no pipelining) is the baseline
   const bareWorker = async () => {
     const t0 = performance.now();
     for (let i = 0; i < texts.length; i += 256) await threaded.embed(texts.slice(i, i + 256));
@@ -88,7 +81,7 @@ async function main() {
     (await service.metrics[name].get()).values.reduce((a, v) => a + v.value, 0);
   await service.start();
   while ((await total('consumed')) === 0) await sleep(5);
-  t = performance.now();
+  const t = performance.now();
   while ((await total('stored')) < N) await sleep(20);
   const e2eSps = N / ((performance.now() - t) / 1000);
   const bareAfter = await bareWorker();
@@ -128,12 +121,12 @@ async function main() {
         store: 'embedded (chdb)',
         messages: N,
         batchSize: cfg.embed.batchSize,
-        threads: cfg.embed.threads || 'runtime default',
+        precision: cfg.embed.precision,
+        workers: threaded.workers,
         endToEndMessagesPerSecond: Math.round(e2eSps),
         bareEmbeddingSentencesPerSecond: {
-          workerThreadBefore: Math.round(bareBefore),
-          workerThreadAfter: Math.round(bareAfter),
-          inProcess: Math.round(bareSps),
+          workerPoolBefore: Math.round(bareBefore),
+          workerPoolAfter: Math.round(bareAfter),
         },
         endToEndOverBareEmbedding: Number((e2eSps / bareMean).toFixed(3)),
         paced: { messagesPerSecond: rate, messages: paced, produceToStoredMs: lat },

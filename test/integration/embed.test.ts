@@ -2,8 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { dotRows } from '../../src/coverage/vec.js';
 import { loadConfig } from '../../src/config/index.js';
-import { loadEmbedder, ModelNotInstalledError } from '../../src/embed/embedder.js';
-import { loadThreadedEmbedder } from '../../src/embed/threaded.js';
+import fs from 'node:fs';
+import { loadEmbedder, modelFile, ModelNotInstalledError } from '../../src/embed/embedder.js';
+import { loadThreadedEmbedder, poolSize } from '../../src/embed/threaded.js';
 import { realEmbedder, tmpDir } from '../helpers/fixtures.js';
 
 describe('local embedding model', () => {
@@ -44,6 +45,33 @@ describe('local embedding model', () => {
     expect(dotRows(r.vectors, 1, r.vectors, 1, e.dim)).toBeCloseTo(1, 4);
   });
 
+  it('installs an int8-compute graph (the default) and the fp32 graph of the same weights', async () => {
+    const cfg = loadConfig().embed;
+    expect(cfg.precision).toBe('int8');
+    const int8 = await realEmbedder();
+    const fp32 = await loadEmbedder({ ...cfg, precision: 'fp32' });
+    expect(int8.precision).toBe('int8');
+    expect(fp32.precision).toBe('fp32');
+    expect(int8.modelChecksum).not.toBe(fp32.modelChecksum);
+    // int8 arithmetic really runs: the linear layers are MatMulInteger fed by DynamicQuantizeLinear
+    const g8 = fs.readFileSync(modelFile(cfg.modelsDir, cfg.model, 'int8')).toString('latin1');
+    const g32 = fs.readFileSync(modelFile(cfg.modelsDir, cfg.model, 'fp32')).toString('latin1');
+    expect(g8.split('MatMulInteger').length - 1).toBeGreaterThanOrEqual(36);
+    expect(g8).toContain('DynamicQuantizeLinear');
+    expect(g32).not.toContain('MatMulInteger');
+    const texts = ['I lost my credit card', 'how do I reset my password', 'refund', 'why was I charged twice for the same top up?'];
+    const a = await int8.embed(texts);
+    const b = await fp32.embed(texts);
+    for (let i = 0; i < texts.length; i++) expect(dotRows(a.vectors, i, b.vectors, i, 384)).toBeGreaterThan(0.97);
+  });
+
+  it('gives a text the same int8 vector whatever else is in the call (batch 1: per-text activation scales)', async () => {
+    const e = await realEmbedder();
+    const alone = await e.embed(['short']);
+    const mixed = await e.embed(['a much longer sentence about delivery of a parcel to my home', 'short', 'ok']);
+    expect(dotRows(alone.vectors, 0, mixed.vectors, 1, e.dim)).toBeGreaterThan(0.999999);
+  });
+
   it('refuses clearly when the model is not installed', async () => {
     await expect(loadEmbedder({ ...loadConfig().embed, modelsDir: tmpDir() })).rejects.toBeInstanceOf(ModelNotInstalledError);
   });
@@ -53,6 +81,7 @@ describe('local embedding model', () => {
     const w = await loadThreadedEmbedder(loadConfig().embed);
     try {
       expect(w.modelChecksum).toBe(e.modelChecksum);
+      expect(w.workers).toBe(poolSize(0));
       const texts = Array.from({ length: 300 }, (_, i) => `question number ${i} about my card payment and refund`);
       const ticks: number[] = [];
       const timer = setInterval(() => ticks.push(Date.now()), 10);

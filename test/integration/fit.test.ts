@@ -93,7 +93,7 @@ describe('fit determinism with the real model', () => {
     const e = await realEmbedder();
     const cases = dedupeCases(sampleEvalSet(30).map((c) => ({ id: c.id, text: c.query, tags: c.tags }))).unique;
     const { vectors } = await e.embed(cases.map((c) => c.text));
-    const info = { model: e.modelName, checksum: e.modelChecksum, dim: e.dim, maxTokens: e.maxTokens };
+    const info = { model: e.modelName, checksum: e.modelChecksum, precision: e.precision, dim: e.dim, maxTokens: e.maxTokens };
     const opts = { ...DEFAULT_FIT, k: 8, source: 's', textField: 'query' };
     const fit = (seed: number) => buildCoverageModel(cases, cases.length, evalSetHash(cases), vectors, info, { ...opts, seed });
     const a = fit(1);
@@ -120,7 +120,7 @@ describe('coverage quality on Banking77 (real data)', () => {
       train.filter((r) => !held.has(r.category)).map((r, i) => ({ id: String(i), text: r.text, tags: [r.category] })),
     ).unique;
     const { vectors } = await e.embed(cases.map((c) => c.text));
-    const info = { model: e.modelName, checksum: e.modelChecksum, dim: e.dim, maxTokens: e.maxTokens };
+    const info = { model: e.modelName, checksum: e.modelChecksum, precision: e.precision, dim: e.dim, maxTokens: e.maxTokens };
     const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), vectors, info, {
       ...DEFAULT_FIT,
       k: 60,

@@ -26,8 +26,9 @@ describe('loadConfig', () => {
     expect(c.embed).toEqual({
       modelsDir: path.join(PACKAGE_ROOT, 'models'),
       model: 'all-MiniLM-L6-v2',
-      batchSize: 8,
-      threads: 1,
+      precision: 'int8',
+      batchSize: 1,
+      threads: 0,
       maxTokens: 256,
     });
     expect(c.ingest).toEqual({
@@ -65,6 +66,7 @@ describe('loadConfig', () => {
       EVALGAP_EMBED_MODEL: 'other',
       EVALGAP_EMBED_BATCH: '64',
       EVALGAP_EMBED_THREADS: '2',
+      EVALGAP_EMBED_PRECISION: 'fp32',
       EVALGAP_EMBED_MAX_TOKENS: '128',
       EVALGAP_REDACT_TEXT: 'yes',
       EVALGAP_REDACT_KEY: 'k'.repeat(32),
@@ -81,7 +83,7 @@ describe('loadConfig', () => {
       password: 's3cret',
       retentionDays: 7,
     });
-    expect(c.embed).toEqual({ modelsDir: '/m', model: 'other', batchSize: 64, threads: 2, maxTokens: 128 });
+    expect(c.embed).toEqual({ modelsDir: '/m', model: 'other', precision: 'fp32', batchSize: 64, threads: 2, maxTokens: 128 });
     expect(c.ingest).toMatchObject({ redactText: true, redactKey: 'k'.repeat(32), metricsPort: 0, maxBatchMessages: 10 });
     expect(c.logLevel).toBe('debug');
   });
@@ -101,7 +103,7 @@ describe('loadConfig', () => {
   it('treats empty-string variables as unset', () => {
     const c = loadConfig({ EVALGAP_TOPIC: '', EVALGAP_EMBED_BATCH: '' });
     expect(c.kafka.topic).toBe('evalgap.requests');
-    expect(c.embed.batchSize).toBe(8);
+    expect(c.embed.batchSize).toBe(1);
   });
 
   it('applies overrides over the environment (deep merge)', () => {

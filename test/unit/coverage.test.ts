@@ -94,7 +94,7 @@ function casesFor(labels: Int32Array): EvalCase[] {
   return Array.from(labels, (l, i) => ({ id: `c${i}`, text: `${TOPICS[l]} question${i}`, tags: [TOPICS[l]] }));
 }
 
-const EMB: EmbeddingInfo = { model: 'fake-embedder', checksum: 'a'.repeat(64), dim: 24, maxTokens: 128 };
+const EMB: EmbeddingInfo = { model: 'fake-embedder', checksum: 'a'.repeat(64), precision: 'int8', dim: 24, maxTokens: 128 };
 
 function fitOpts(over: Partial<FitOptions> = {}): FitOptions {
   return { ...DEFAULT_FIT, source: 'synthetic.jsonl', textField: 'query', ...over };
@@ -599,6 +599,7 @@ describe('fitCoverageModel', () => {
   const embedder = {
     modelName: EMB.model,
     modelChecksum: EMB.checksum,
+    precision: EMB.precision,
     dim: EMB.dim,
     maxTokens: EMB.maxTokens,
     async embed(texts: readonly string[]) {

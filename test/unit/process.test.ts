@@ -58,6 +58,7 @@ function embedOne(text: string, out: Float32Array, o: number): void {
 class FakeEmbedder implements Embedder {
   readonly modelName = 'fake-topic-embedder';
   readonly modelChecksum = createHash('sha256').update('fake-topic-embedder').digest('hex');
+  readonly precision = 'int8' as const;
   readonly dim = DIM;
   readonly maxTokens = 16;
   readonly calls: string[][] = [];
@@ -80,7 +81,7 @@ async function makeAssigner(embedder: FakeEmbedder): Promise<CoverageAssigner> {
   });
   const { vectors } = await embedder.embed(cases.map((c) => c.text));
   embedder.calls.length = 0;
-  const emb: EmbeddingInfo = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: DIM, maxTokens: embedder.maxTokens };
+  const emb: EmbeddingInfo = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: DIM, maxTokens: embedder.maxTokens };
   expect(emb.checksum).toMatch(/^[0-9a-f]{64}$/);
   const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), vectors, emb, {
     ...DEFAULT_FIT,

@@ -1,0 +1,177 @@
+/**
+ * Does int8 compute keep the coverage quality? (npm run bench; prints JSON.) On Banking77, in the
+ * same run, the int8 and the fp32 graph of the same weights each embed the train and test queries;
+ * for each seeded draw a coverage model is fitted on the train rows of 60 of 77 intents with each
+ * precision, and the test rows of all 77 are scored. Reported per precision and as int8 − fp32:
+ * AUROC (held-out vs fitted intents), realised false-uncovered rate on fitted intents, ARI of the
+ * clusters against the true intents; plus the ARI between the two precisions' clusterings and the
+ * cosine distribution between the two precisions' vectors of the same query. Tolerances (issue 12):
+ * |ΔAUROC| ≤ 0.005, |Δrate| ≤ 0.005, |ΔARI| ≤ 0.02. Then a full fit of all 10,003 train queries
+ * with the default settings (embedding included), its time and peak RSS.
+ */
+import os from 'node:os';
+import { loadConfig } from '../../src/config/index.js';
+import { loadThreadedEmbedder, type ThreadedEmbedder } from '../../src/embed/threaded.js';
+import type { Precision } from '../../src/embed/embedder.js';
+import { buildCoverageModel, dedupeCases, evalSetHash, fitCoverageModel, DEFAULT_FIT } from '../../src/coverage/fit.js';
+import { CoverageIndex } from '../../src/coverage/index.js';
+import { adjustedRandIndex, auroc } from '../../src/coverage/metrics.js';
+import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const draws = Number(args.get('draws') ?? 3);
+const heldOutCount = 17;
+const TOL = { auroc: 0.005, realisedFalseUncoveredRate: 0.005, ari: 0.02 };
+
+const quantiles = (xs: Float64Array, qs: number[]) => {
+  const s = Float64Array.from(xs).sort();
+  return Object.fromEntries(qs.map((q) => [`p${+(q * 100).toFixed(1)}`, +s[Math.min(s.length - 1, Math.floor(q * s.length))].toFixed(5)]));
+};
+
+async function main() {
+  if (!hasBanking77()) {
+    console.log(JSON.stringify({ bench: 'embed-quality', skipped: BANKING77_MISSING }));
+    return;
+  }
+  const cfg = loadConfig();
+  const train = loadBanking77('train');
+  const test = loadBanking77('test');
+  const cats = categories(train);
+  const trainCases = dedupeCases(train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [r.category] }))).unique;
+  const load0 = os.loadavg()[0];
+
+  const precisions: Precision[] = ['int8', 'fp32'];
+  const vec = new Map<Precision, { train: Float32Array; test: Float32Array; emb: Parameters<typeof buildCoverageModel>[4] }>();
+  let dim = 0;
+  for (const precision of precisions) {
+    const e: ThreadedEmbedder = await loadThreadedEmbedder({ ...cfg.embed, precision });
+    dim = e.dim;
+    const t = performance.now();
+    const trainVec = (await e.embed(trainCases.map((c) => c.text))).vectors;
+    const testVec = (await e.embed(test.map((r) => r.text))).vectors;
+    console.error(`${precision}: embedded ${trainCases.length + test.length} queries in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    vec.set(precision, {
+      train: trainVec,
+      test: testVec,
+      emb: { model: e.modelName, checksum: e.modelChecksum, precision, dim: e.dim, maxTokens: e.maxTokens },
+    });
+    await e.close();
+  }
+  const a = vec.get('int8')!;
+  const b = vec.get('fp32')!;
+  const cos = new Float64Array(test.length);
+  for (let i = 0; i < test.length; i++) {
+    let s = 0;
+    for (let d = 0; d < dim; d++) s += a.test[i * dim + d] * b.test[i * dim + d];
+    cos[i] = s;
+  }
+  const cosMean = cos.reduce((x, y) => x + y, 0) / cos.length;
+
+  const perDraw = [];
+  for (let d = 0; d < draws; d++) {
+    const held = holdOut(cats, heldOutCount, 1000 + d);
+    const rows = trainCases.map((c, i) => [c, i] as const).filter(([c]) => !held.has(c.tags[0]));
+    const cases = rows.map(([c]) => c);
+    const isHeld = test.map((r) => held.has(r.category));
+    const out: Record<string, { k: number; auroc: number; realisedFalseUncoveredRate: number; ari: number; labels: Int32Array }> = {};
+    for (const p of precisions) {
+      const v = vec.get(p)!;
+      const x = new Float32Array(rows.length * dim);
+      rows.forEach(([, i], j) => x.set(v.train.subarray(i * dim, i * dim + dim), j * dim));
+      const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), x, v.emb, {
+        ...DEFAULT_FIT,
+        k: 'auto',
+        source: 'banking77',
+        textField: 'text',
+      });
+      const m = built.draft;
+      const index = new CoverageIndex(built.arrays.centroids, m.params.k, x, built.arrays.labels, dim, m.params);
+      const scores = index.assign(v.test, test.length, m.calibration.threshold);
+      let fitN = 0;
+      let fitUncovered = 0;
+      test.forEach((_, i) => {
+        if (!isHeld[i]) {
+          fitN++;
+          fitUncovered += scores.covered[i] ? 0 : 1;
+        }
+      });
+      out[p] = {
+        k: m.params.k,
+        auroc: auroc(Array.from(scores.coverage, (s) => -s), isHeld),
+        realisedFalseUncoveredRate: fitUncovered / fitN,
+        ari: adjustedRandIndex(built.arrays.labels, cases.map((c) => c.tags[0])),
+        labels: built.arrays.labels,
+      };
+    }
+    const r = {
+      draw: d,
+      int8: { ...out.int8, labels: undefined },
+      fp32: { ...out.fp32, labels: undefined },
+      delta: {
+        auroc: +(out.int8.auroc - out.fp32.auroc).toFixed(5),
+        realisedFalseUncoveredRate: +(out.int8.realisedFalseUncoveredRate - out.fp32.realisedFalseUncoveredRate).toFixed(5),
+        ari: +(out.int8.ari - out.fp32.ari).toFixed(5),
+      },
+      ariInt8VsFp32Clusters: +adjustedRandIndex(out.int8.labels, Array.from(out.fp32.labels, String)).toFixed(4),
+    };
+    perDraw.push(r);
+    console.error(JSON.stringify(r));
+  }
+  const meanOf = (f: (r: (typeof perDraw)[number]) => number) => perDraw.reduce((s, r) => s + f(r), 0) / perDraw.length;
+  const delta = {
+    auroc: +meanOf((r) => r.delta.auroc).toFixed(5),
+    realisedFalseUncoveredRate: +meanOf((r) => r.delta.realisedFalseUncoveredRate).toFixed(5),
+    ari: +meanOf((r) => r.delta.ari).toFixed(5),
+  };
+  const within =
+    Math.abs(delta.auroc) <= TOL.auroc && Math.abs(delta.realisedFalseUncoveredRate) <= TOL.realisedFalseUncoveredRate && Math.abs(delta.ari) <= TOL.ari;
+
+  // full fit of the whole train set with the default settings, embedding included
+  const e = await loadThreadedEmbedder(cfg.embed);
+  let peak = process.memoryUsage().rss;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+  const full = await fitCoverageModel(
+    train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [] })),
+    e,
+    { ...DEFAULT_FIT, k: 'auto', source: 'banking77/train.csv', textField: 'text' },
+  );
+  clearInterval(timer);
+  await e.close();
+  console.log(
+    JSON.stringify(
+      {
+        bench: 'embed-quality',
+        data: 'banking77',
+        draws,
+        heldOutIntents: heldOutCount,
+        loadAverage1m: { start: +load0.toFixed(2), end: +os.loadavg()[0].toFixed(2) },
+        meanDeltaInt8MinusFp32: delta,
+        tolerances: TOL,
+        withinTolerances: within,
+        mean: {
+          int8: { auroc: meanOf((r) => r.int8.auroc), realisedFalseUncoveredRate: meanOf((r) => r.int8.realisedFalseUncoveredRate), ari: meanOf((r) => r.int8.ari) },
+          fp32: { auroc: meanOf((r) => r.fp32.auroc), realisedFalseUncoveredRate: meanOf((r) => r.fp32.realisedFalseUncoveredRate), ari: meanOf((r) => r.fp32.ari) },
+          ariInt8VsFp32Clusters: meanOf((r) => r.ariInt8VsFp32Clusters),
+        },
+        cosineInt8VsFp32: { queries: test.length, mean: +cosMean.toFixed(5), ...quantiles(cos, [0, 0.001, 0.01, 0.05, 0.5]) },
+        perDraw,
+        fullFit: {
+          precision: cfg.embed.precision,
+          workers: e.workers,
+          queries: train.length,
+          seconds: +(full.timings.totalMs / 1000).toFixed(1),
+          targetSeconds: 20,
+          timings: Object.fromEntries(Object.entries(full.timings).map(([k, v]) => [k, Math.round(v)])),
+          peakRssMB: Math.round(peak / 2 ** 20),
+        },
+      },
+      null,
+      2,
+    ),
+  );
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
