@@ -1,6 +1,6 @@
 /**
  * Memory and time of the largest accepted message through decode, embedding and row building:
- *   npx vite-node --options.node.expose-gc test/bench/message-memory.ts -- [bytes]
+ *   npx vite-node test/bench/message-memory.ts -- [bytes]
  * Prints one JSON object: RSS before and at peak (sampled every 5 ms), and the time taken.
  */
 import { loadConfig } from '../../src/config/index.js';

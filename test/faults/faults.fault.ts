@@ -7,6 +7,7 @@
  *   - ≥ 20 SIGKILLs at random points, each followed by a restart;
  *   - a second instance joining and leaving (a rebalance with batches in flight);
  *   - the broker stopped mid-stream (readiness must fail) and restarted;
+ *   - the store's disk full (a tmpfs whose size is cut, when mount is permitted), then space back;
  * then checks: every Kafka record stored exactly once or dead-lettered with a reason (lost 0,
  * duplicated 0), aggregates equal to the raw rows, every fuzz case accounted for. Prints one JSON
  * summary line prefixed "FAULTS ".
@@ -141,8 +142,13 @@ describe('fault suite', () => {
     const topic = uniqueName('faults.requests');
     const dlq = `${topic}.dlq`;
     const group = uniqueName('faults');
+    // the data folder on a tmpfs of its own (when mount is allowed): its size can be cut to fill it
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1g', 'tmpfs', mnt]).status === 0;
+    const dataDir = mounted ? path.join(mnt, 'chdb') : path.join(dir, 'chdb');
     const env = {
-      EVALGAP_DATA_DIR: path.join(dir, 'chdb'),
+      EVALGAP_DATA_DIR: dataDir,
       EVALGAP_TOPIC: topic,
       EVALGAP_DLQ_TOPIC: dlq,
       EVALGAP_GROUP: group,
@@ -206,6 +212,7 @@ describe('fault suite', () => {
     let kills = 0;
     let rebalance: Record<string, unknown> = {};
     let outage: Record<string, unknown> = {};
+    let storeFull: Record<string, unknown> = { skipped: mounted ? 'not reached' : 'mount not permitted' };
     for (let k = 0; k < KILLS; k++) {
       const p = startRun(args, env);
       const port = await p.started;
@@ -236,6 +243,21 @@ describe('fault suite', () => {
           .then(() => true)
           .catch(() => false);
         outage = { readyzFailedWhileDown: notReady, healthzWhileDown: live, readyAgain };
+      }
+      if (k === Math.floor(KILLS / 2) && mounted) {
+        // the store's disk full: writes fail, the partition pauses, readiness fails; then space returns
+        const used = Number(spawnSync('df', ['-k', '--output=used', mnt], { encoding: 'utf8' }).stdout.trim().split('\n').pop());
+        spawnSync('mount', ['-o', `remount,size=${used + 512}k`, mnt]);
+        const failed = await waitFor(async () => {
+          const r = await fetch(`http://127.0.0.1:${port}/readyz`).then((x) => x.json() as Promise<{ reasons: string[] }>).catch(() => null);
+          return r?.reasons.includes('store failing') ? true : false;
+        }, 60_000, '/readyz to report the store failing').then(() => true).catch(() => false);
+        const live = await status(port, '/healthz');
+        spawnSync('mount', ['-o', 'remount,size=1g', mnt]);
+        const readyAgain = await waitFor(async () => (await status(port, '/readyz')) === 200, 60_000, '/readyz after space returns')
+          .then(() => true)
+          .catch(() => false);
+        storeFull = { readyzFailedWhileFull: failed, healthzWhileFull: live, readyAgain };
       }
       await sleep(rnd[k]);
       p.child.kill('SIGKILL');
@@ -311,9 +333,9 @@ describe('fault suite', () => {
     let aggMismatch = -1;
     let rawRows = 0;
     let aggRows = 0;
-    for (const folder of ['chdb', 'chdb-b']) {
-      if (!fs.existsSync(path.join(dir, folder))) continue;
-      const store = await Store.open(testConfig(path.join(dir, folder)).clickhouse);
+    for (const folder of [dataDir, path.join(dir, 'chdb-b')]) {
+      if (!fs.existsSync(folder)) continue;
+      const store = await Store.open(testConfig(folder).clickhouse);
       try {
         const rows = await store.query<{ k: string; n: string }>(
           `SELECT concat(toString(kafka_partition), ':', toString(kafka_offset)) AS k, count() AS n
@@ -376,12 +398,14 @@ describe('fault suite', () => {
       restarts: kills + 1,
       rebalance,
       brokerOutage: outage,
+      storeFull,
       readyzAtEnd: readyAtEnd,
       aggregates: { rawRows, aggregateRequests: aggRows, mismatchedKeys: aggMismatch },
       fuzz: { cases: fuzz.length, kinds: fuzzKinds },
       seconds: Math.round((Date.now() - t0) / 1000),
     });
     console.log('FAULTS ' + JSON.stringify(summary));
+    if (mounted) spawnSync('umount', [mnt]);
     expect(records).toBe(values.length);
     expect(lost).toBe(0);
     expect(duplicated).toBe(0);
@@ -390,5 +414,6 @@ describe('fault suite', () => {
     expect(aggRows).toBe(rawRows);
     expect(kills).toBeGreaterThanOrEqual(Math.min(KILLS, 20));
     expect(outage).toMatchObject({ readyzFailedWhileDown: true, readyAgain: true });
+    if (mounted) expect(storeFull).toMatchObject({ readyzFailedWhileFull: true, healthzWhileFull: 200, readyAgain: true });
   });
 });

@@ -549,3 +549,29 @@ describe('processMessages: the largest accepted message', () => {
     expect(embedder.calls[0][0].length).toBe(EMBED_TEXT_CAP);
   });
 });
+
+describe('IngestService readiness', () => {
+  it('is not ready while messages wait and no batch has run for EVALGAP_STALL_SECONDS, nor while the broker or store fails', async () => {
+    const { embedder, assigner } = await setup();
+    const service = new IngestService(
+      { kafka: {} as never, store: {} as Store, embedder, assigner, logger: pino({ level: 'silent' }), metrics: createIngestMetrics(false) },
+      { topic: 't', dlqTopic: 'dlq', group: 'g', redactText: false, maxBatchMessages: 10, metricsPort: -1, stallSeconds: 60 },
+    );
+    const s = service as unknown as { running: boolean; waiting: number; lastProgress: number; brokerOk: boolean; brokerError: string; storeHealthy: boolean };
+    s.running = true;
+    s.waiting = 0;
+    s.lastProgress = Date.now() - 3_600_000; // idle for an hour with nothing waiting: fine
+    expect(service.health()).toMatchObject({ live: true, ready: true });
+    s.waiting = 25;
+    expect(service.health().ready).toBe(false);
+    expect(service.health().reasons[0]).toMatch(/^no progress for \d+ s with 25 messages waiting$/);
+    s.lastProgress = Date.now();
+    expect(service.health().ready).toBe(true);
+    s.brokerOk = false;
+    s.brokerError = 'Connection error';
+    expect(service.health()).toMatchObject({ live: true, ready: false, reasons: ['broker unreachable: Connection error'] });
+    s.brokerOk = true;
+    s.storeHealthy = false;
+    expect(service.health()).toMatchObject({ live: true, ready: false, reasons: ['store failing'] });
+  });
+});
