@@ -72,7 +72,8 @@ export async function scoreQueries(
   for (let s = 0; s < items.length; s += chunk) {
     const part = items.slice(s, s + chunk);
     const good = part.filter((x): x is QueryLine => 'text' in x);
-    const res = good.length ? assigner.assign((await embedder.embed(good.map((g) => g.text))).vectors, good.length) : null;
+    const vectors = good.length ? (await embedder.embed(good.map((g) => g.text))).vectors : new Float32Array(0);
+    const res = good.length ? assigner.assign(vectors, good.length) : null;
     let gi = 0;
     for (const it of part) {
       if (!('text' in it)) {
@@ -95,7 +96,7 @@ export async function scoreQueries(
         runnerUp: ru,
         runnerUpSimilarity: ru < 0 ? null : round(res!.runnerUpSimilarity[i]),
         coverage: round(res!.coverage[i]),
-        threshold: round(assigner.thresholds[c]),
+        threshold: round(assigner.thresholdOf(vectors, i, c)),
         covered,
       });
     }
