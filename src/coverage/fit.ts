@@ -46,8 +46,8 @@ export const DEFAULT_FIT: Omit<FitOptions, 'source' | 'textField'> = {
   restarts: 5,
   neighbours: 5,
   targetRate: 0.05,
-  nearDuplicateCosine: 0.9,
-  minClusterCases: 30,
+  nearDuplicateCosine: 0.95,
+  minClusterCases: 80,
   regions: 'auto',
   examples: 3,
 };

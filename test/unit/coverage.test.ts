@@ -429,7 +429,7 @@ describe('buildCoverageModel', () => {
   const fit = sampleBlobs(evalCenters, dim, 50, 0.1, 401);
   const cases = casesFor(fit.labels);
   const target = 0.1;
-  const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters' }), new Date('2024-05-06T00:00:00Z'));
+  const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters', minClusterCases: 30 }), new Date('2024-05-06T00:00:00Z'));
   const m = built.draft;
 
   it('records the parameters, the embedding and the eval set', () => {
@@ -465,7 +465,7 @@ describe('buildCoverageModel', () => {
   });
 
   it('is deterministic: same inputs, same version and arrays', () => {
-    const again = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters' }), new Date('2024-05-06T00:00:00Z'));
+    const again = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters', minClusterCases: 30 }), new Date('2024-05-06T00:00:00Z'));
     expect(again.draft).toEqual(m);
     expect(Array.from(again.arrays.centroids)).toEqual(Array.from(built.arrays.centroids));
     const other = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: 0.05 }));
