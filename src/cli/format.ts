@@ -35,7 +35,8 @@ export function modelSummary(m: Manifest): string {
     `eval set:   ${m.evalSet.source}  ${m.evalSet.cases} cases, ${m.evalSet.uniqueCases} distinct  sha256 ${m.evalSet.sha256.slice(0, 12)}…`,
     `embedding:  ${m.embedding.model}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
     `k:          ${m.params.k} (${m.params.kMode}: ${m.params.kCriterion})`,
-    `coverage:   ${m.scorer.description}  (scorer ${m.scorer.kind}: ${m.scorer.reason})`,
+    `coverage:   ${m.scorer.description} (scorer ${m.scorer.kind})`,
+    `            ${m.scorer.reason}`,
     `threshold:  per ${byTag ? 'tag (a query\'s tag: its most similar tag centroid)' : 'cluster'}; ` +
       `${own} of ${regions.length} their own, the rest the pooled ${c.threshold.toFixed(4)} (under ${c.minClusterCases} cases); ` +
       `near-duplicates at cosine ≥ ${c.nearDuplicateCosine} left out when calibrating`,

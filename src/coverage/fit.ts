@@ -287,7 +287,8 @@ export function buildCoverageModel(
       kind: 'knn',
       description: `mean cosine to the ${params.neighbours} nearest eval cases, searched in the ${params.nprobe} nearest clusters`,
       reason: tagged
-        ? `${tagged} of ${n} cases are tagged; the tag-conditional scorers measured no better on Banking77 intents (README), so the unsupervised one is used`
+        ? `${tagged} of ${n} cases tagged: tags set the calibration regions (--regions), not the score ` +
+          '(a class-conditional Mahalanobis score ranked unseen intents worse on Banking77; README)'
         : 'no tags in the eval set',
     },
     calibration: {
