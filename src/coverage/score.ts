@@ -33,9 +33,16 @@ export function parseQueryLine(raw: string, line: number, textField: string): Qu
   const p = schema.safeParse(obj);
   if (!p.success) {
     const i = p.error.issues[0];
-    const where = i.path.length ? `field "${i.path.join('.')}"` : 'line';
-    const msg = i.code === 'invalid_type' && i.received === 'undefined' ? 'is missing' : i.message;
-    return { line, error: `${where} ${msg}` };
+    if (i.path.length === 0) {
+      return { line, error: `expected a JSON object${i.code === 'invalid_type' ? `, found ${i.received}` : ''}` };
+    }
+    const field = `field "${i.path.join('.')}"`;
+    if (i.code === 'invalid_type') {
+      if (i.received === 'undefined') return { line, error: `${field} is missing` };
+      const want = i.path[0] === textField ? 'a string' : 'a string or a number';
+      return { line, error: `${field} must be ${want}, found ${i.received}` };
+    }
+    return { line, error: `${field} ${i.message}` };
   }
   const text = (p.data as Record<string, string>)[textField].trim();
   const id = p.data.id;
