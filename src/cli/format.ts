@@ -36,10 +36,10 @@ export function modelSummary(m: Manifest): string {
     `embedding:  ${m.embedding.model}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
     `k:          ${m.params.k} (${m.params.kMode}: ${m.params.kCriterion})`,
     `coverage:   ${m.scorer.description} (scorer ${m.scorer.kind})`,
-    `            ${m.scorer.reason}`,
-    `threshold:  per ${byTag ? 'tag (a query\'s tag: its most similar tag centroid)' : 'cluster'}; ` +
-      `${own} of ${regions.length} their own, the rest the pooled ${c.threshold.toFixed(4)} (under ${c.minClusterCases} cases); ` +
-      `near-duplicates at cosine ≥ ${c.nearDuplicateCosine} left out when calibrating`,
+    `scorer:     ${m.scorer.reason}`,
+    `threshold:  per ${byTag ? 'tag (a query\'s: its most similar tag centroid)' : 'cluster'}: ${own} of ${regions.length} own, ` +
+      `the rest pooled ${c.threshold.toFixed(4)} (< ${c.minClusterCases} cases)`,
+    `calibrated: near-duplicates (cosine ≥ ${c.nearDuplicateCosine}) left out of each case's neighbours`,
     `expected uncovered rate under no shift: ${rateWithInterval(c.expectedRate, c.expectedRateInterval)} ` +
       `(${Math.round(c.intervalLevel * 100)}% interval; target ${pct(c.targetFalseUncoveredRate)})`,
     '',

@@ -287,8 +287,7 @@ export function buildCoverageModel(
       kind: 'knn',
       description: `mean cosine to the ${params.neighbours} nearest eval cases, searched in the ${params.nprobe} nearest clusters`,
       reason: tagged
-        ? `${tagged} of ${n} cases tagged: tags set the calibration regions (--regions), not the score ` +
-          '(a class-conditional Mahalanobis score ranked unseen intents worse on Banking77; README)'
+        ? `${tagged} of ${n} cases tagged; tags set calibration regions, not the score (README: Tags)`
         : 'no tags in the eval set',
     },
     calibration: {
