@@ -202,9 +202,11 @@ describe('coverage quality on Banking77 (real data)', () => {
         unc += a.covered[i] ? 0 : 1;
       }
     });
-    // unseen queries of tested intents: uncovered at the expected rate (within 1.5 points), inside its interval
+    // unseen queries of tested intents: uncovered at the expected rate (within 1.5 points); the stored
+    // interval is for the long-run rate, so a sample of n queries adds its binomial noise (3 sd)
     expect(Math.abs(unc / n - m.calibration.expectedRate)).toBeLessThanOrEqual(0.015);
-    expect(unc / n).toBeGreaterThanOrEqual(m.calibration.expectedRateInterval[0]);
-    expect(unc / n).toBeLessThanOrEqual(m.calibration.expectedRateInterval[1]);
+    const noise = 3 * Math.sqrt((m.calibration.expectedRate * (1 - m.calibration.expectedRate)) / n);
+    expect(unc / n).toBeGreaterThanOrEqual(m.calibration.expectedRateInterval[0] - noise);
+    expect(unc / n).toBeLessThanOrEqual(m.calibration.expectedRateInterval[1] + noise);
   });
 });
