@@ -65,6 +65,7 @@ export function fitInput(file: string | undefined, opts: Record<string, unknown>
     ...(given('restarts') ? { restarts: opts.restarts as number } : {}),
     ...(given('neighbours') ? { neighbours: opts.neighbours as number } : {}),
     ...(given('targetRate') ? { targetRate: opts.targetRate as number } : {}),
+    ...(given('regions') ? { regions: opts.regions as 'auto' | 'clusters' | 'tags' } : {}),
   });
   return { cases: merged.cases, options, base: base.manifest };
 }

@@ -27,15 +27,19 @@ export function tagList(tags: readonly { tag: string; count: number }[], max = 3
 
 export function modelSummary(m: Manifest): string {
   const c = m.calibration;
-  const own = m.clusters.filter((cl) => cl.ownThreshold).length;
+  const byTag = c.regions === 'tags';
+  const regions = byTag ? (c.tagRegions ?? []) : m.clusters;
+  const own = regions.filter((r) => r.ownThreshold).length;
   const head = [
     `coverage model ${m.version}  (format ${m.formatVersion}, created ${m.createdAt})`,
     `eval set:   ${m.evalSet.source}  ${m.evalSet.cases} cases, ${m.evalSet.uniqueCases} distinct  sha256 ${m.evalSet.sha256.slice(0, 12)}…`,
     `embedding:  ${m.embedding.model}  ${m.embedding.precision}  dim ${m.embedding.dim}  sha256 ${m.embedding.checksum.slice(0, 12)}…`,
     `k:          ${m.params.k} (${m.params.kMode}: ${m.params.kCriterion})`,
-    `coverage:   ${m.scorer.description}  (scorer ${m.scorer.kind}: ${m.scorer.reason})`,
-    `threshold:  per cluster (${own} of ${m.clusters.length} their own, the rest the pooled ${c.threshold.toFixed(4)}); ` +
-      `near-duplicates at cosine ≥ ${c.nearDuplicateCosine} left out when calibrating`,
+    `coverage:   ${m.scorer.description} (scorer ${m.scorer.kind})`,
+    `scorer:     ${m.scorer.reason}`,
+    `threshold:  per ${byTag ? 'tag (a query\'s: its most similar tag centroid)' : 'cluster'}: ${own} of ${regions.length} own, ` +
+      `the rest pooled ${c.threshold.toFixed(4)} (< ${c.minClusterCases} cases)`,
+    `calibrated: near-duplicates (cosine ≥ ${c.nearDuplicateCosine}) left out of each case's neighbours`,
     `expected uncovered rate under no shift: ${rateWithInterval(c.expectedRate, c.expectedRateInterval)} ` +
       `(${Math.round(c.intervalLevel * 100)}% interval; target ${pct(c.targetFalseUncoveredRate)})`,
     '',
@@ -47,16 +51,30 @@ export function modelSummary(m: Manifest): string {
       cl.label,
       cl.size,
       pct(cl.share),
-      rateWithInterval(cl.expectedRate, cl.expectedRateInterval) + (cl.ownThreshold ? '' : ' *'),
+      rateWithInterval(cl.expectedRate, cl.expectedRateInterval) + (byTag || cl.ownThreshold ? '' : ' *'),
       tagList(cl.tags),
       cl.examples[0] ?? '',
     ]);
-  const foot = m.clusters.some((cl) => !cl.ownThreshold)
-    ? `\n* fewer than ${c.minClusterCases} cases: pooled threshold; rate estimated from its own cases\n`
-    : '\n';
-  return (
-    head.join('\n') +
-    table(['cluster', 'label', 'size', 'share', 'expected uncovered [interval]', 'tags', 'example'], rows, 40) +
-    foot
-  );
+  let foot = '\n';
+  if (byTag) {
+    foot +=
+      `clusters' rates: their cases scored against their tags' thresholds\n\n` +
+      table(
+        ['tag', 'cases', 'threshold', 'expected uncovered [interval]'],
+        [...(c.tagRegions ?? [])]
+          .sort((a, b) => b.calibrationCases - a.calibrationCases)
+          .map((t) => [
+            t.tag,
+            t.calibrationCases,
+            t.threshold.toFixed(4) + (t.ownThreshold ? '' : ' *'),
+            rateWithInterval(t.expectedRate, t.expectedRateInterval),
+          ]),
+        40,
+      ) +
+      '\n';
+  }
+  if (regions.some((r) => !r.ownThreshold)) {
+    foot += `* fewer than ${c.minClusterCases} cases: pooled threshold; rate estimated from its own cases\n`;
+  }
+  return head.join('\n') + table(['cluster', 'label', 'size', 'share', 'expected uncovered [interval]', 'tags', 'example'], rows, 40) + foot;
 }

@@ -77,6 +77,11 @@ export function buildProgram(): Command {
     .option('--restarts <n>', 'k-means restarts', intArg('--restarts', 1), DEFAULT_FIT.restarts)
     .option('--neighbours <n>', 'eval cases averaged by the coverage score', intArg('--neighbours', 1), DEFAULT_FIT.neighbours)
     .option('--target-rate <r>', 'calibrated false-uncovered rate', rateArg, DEFAULT_FIT.targetRate)
+    .addOption(
+      new Option('--regions <how>', 'calibrate a threshold per cluster or per tag; auto: per tag when ≥ 90% of cases are tagged')
+        .choices(['auto', 'clusters', 'tags'])
+        .default(DEFAULT_FIT.regions),
+    )
     .option('--allow-bad-lines', 'fit even when some lines are malformed (they are still listed)')
     .option('--add <cases>', "extend --model with these cases: refit on its cases plus these, with its parameters unless flags are given")
     .option('--model <dir>', 'with --add: the coverage model to extend')
@@ -99,6 +104,7 @@ export function buildProgram(): Command {
           restarts: opts.restarts,
           neighbours: opts.neighbours,
           targetRate: opts.targetRate,
+          regions: opts.regions,
           ...input.options,
         },
         progress.update,

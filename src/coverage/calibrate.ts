@@ -137,3 +137,54 @@ export function calibrateMondrian(
     expectedRateInterval: [Math.max(0, mean - z * sd), Math.min(1, mean + z * sd)],
   };
 }
+
+/**
+ * Regions by tag: each tag's centroid is the normalised mean of the embeddings of the cases whose
+ * first tag it is. A vector's region is its most similar tag centroid, for eval cases and queries
+ * alike (so calibration and production are split the same way, which the guarantee needs).
+ */
+export function tagCentroids(
+  tags: readonly (readonly string[])[],
+  vectors: Float32Array,
+  dim: number,
+): { names: string[]; centroids: Float32Array } {
+  const names = [...new Set(tags.filter((t) => t.length > 0).map((t) => t[0]))].sort();
+  const at = new Map(names.map((t, i) => [t, i]));
+  const centroids = new Float32Array(names.length * dim);
+  const acc = new Float64Array(names.length * dim);
+  tags.forEach((t, i) => {
+    if (!t.length) return;
+    const o = at.get(t[0])! * dim;
+    for (let j = 0; j < dim; j++) acc[o + j] += vectors[i * dim + j];
+  });
+  for (let c = 0; c < names.length; c++) {
+    let n = 0;
+    for (let j = 0; j < dim; j++) n += acc[c * dim + j] ** 2;
+    n = Math.sqrt(n) || 1;
+    for (let j = 0; j < dim; j++) centroids[c * dim + j] = acc[c * dim + j] / n;
+  }
+  return { names, centroids };
+}
+
+/** Index of the most similar centroid of row `i` (ties: the first). */
+export function nearestRow(x: Float32Array, i: number, centroids: Float32Array, count: number, dim: number): number {
+  let best = -Infinity;
+  let bi = 0;
+  const xo = i * dim;
+  for (let c = 0; c < count; c++) {
+    let s = 0;
+    const co = c * dim;
+    for (let j = 0; j < dim; j++) s += x[xo + j] * centroids[co + j];
+    if (s > best) {
+      best = s;
+      bi = c;
+    }
+  }
+  return bi;
+}
+
+/** A region's realised rate estimated from its own calibration scores against given thresholds (Jeffreys interval). */
+export function estimateRate(below: number, n: number, level: number, fallback: number): { rate: number; interval: [number, number] } {
+  if (n === 0) return { rate: fallback, interval: [0, 1] };
+  return { rate: below / n, interval: betaInterval(below + 0.5, n - below + 0.5, level) };
+}

@@ -9,7 +9,7 @@ import type { Embedder } from '../embed/embedder.js';
 import { chooseKInWorker, type ChooseKRun } from './choosek-thread.js';
 import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
 import type { EvalCase } from './evalset.js';
-import { calibrateMondrian } from './calibrate.js';
+import { calibrateMondrian, estimateRate, nearestRow, tagCentroids, type Calibration, type RegionCalibration } from './calibrate.js';
 import { CoverageIndex } from './index.js';
 import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
@@ -27,8 +27,13 @@ export interface FitOptions {
   targetRate: number;
   /** calibration leaves out an eval case's neighbours at cosine ≥ this (near-duplicates), not only itself */
   nearDuplicateCosine: number;
-  /** clusters with fewer eval cases than this use the pooled threshold instead of their own */
+  /** clusters (or tags) with fewer eval cases than this use the pooled threshold instead of their own */
   minClusterCases: number;
+  /**
+   * calibration regions: one threshold per cluster, or per tag (a query's region is its most
+   * similar tag centroid); auto: tags when at least 90% of the distinct cases carry one
+   */
+  regions: 'auto' | 'clusters' | 'tags';
   examples: number;
   source: string;
   textField: string;
@@ -41,8 +46,9 @@ export const DEFAULT_FIT: Omit<FitOptions, 'source' | 'textField'> = {
   restarts: 5,
   neighbours: 5,
   targetRate: 0.05,
-  nearDuplicateCosine: 0.9,
-  minClusterCases: 30,
+  nearDuplicateCosine: 0.95,
+  minClusterCases: 80,
+  regions: 'auto',
   examples: 3,
 };
 
@@ -100,6 +106,25 @@ export function evalSetHash(cases: readonly EvalCase[]): string {
   const h = createHash('sha256');
   for (const c of cases) h.update(JSON.stringify([c.id, c.text]) + '\n');
   return h.digest('hex');
+}
+
+function regionFields(r: RegionCalibration) {
+  return {
+    threshold: r.threshold as number | null,
+    ownThreshold: r.own,
+    calibrationCases: r.n,
+    expectedRate: r.expectedRate,
+    expectedRateInterval: r.expectedRateInterval,
+  };
+}
+
+interface TagRegion {
+  tag: string;
+  threshold: number;
+  ownThreshold: boolean;
+  calibrationCases: number;
+  expectedRate: number;
+  expectedRateInterval: [number, number];
 }
 
 /** Hash of the tags of the cases (they change the manifest, so they are part of the model version). */
@@ -181,7 +206,23 @@ export function buildCoverageModel(
   const index = new CoverageIndex(centroids, k, vectors, labels, dim, params);
   const calScores = index.calibrationScores(vectors, opts.nearDuplicateCosine);
   const sorted = Float32Array.from(calScores).sort();
-  const cal = calibrateMondrian(calScores, labels, k, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
+  const tagged = unique.filter((c) => c.tags.length > 0).length;
+  const regions = opts.regions === 'auto' ? (tagged >= 0.9 * n ? 'tags' : 'clusters') : opts.regions;
+  if (regions === 'tags' && tagged === 0) throw new FitError('calibration by tags needs tagged eval cases; none has tags');
+  let cal: Calibration;
+  let tagRegions: TagRegion[] | undefined;
+  /** each case's threshold (its region's) */
+  const caseThreshold = new Float32Array(n);
+  if (regions === 'tags') {
+    const tc = tagCentroids(unique.map((c) => c.tags), vectors, dim);
+    const region = Int32Array.from({ length: n }, (_, i) => nearestRow(vectors, i, tc.centroids, tc.names.length, dim));
+    cal = calibrateMondrian(calScores, region, tc.names.length, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
+    tagRegions = tc.names.map((tag, t) => ({ tag, ...regionFields(cal.regions[t]), threshold: cal.regions[t].threshold }));
+    region.forEach((r, i) => (caseThreshold[i] = cal.regions[r].threshold));
+  } else {
+    cal = calibrateMondrian(calScores, labels, k, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
+    labels.forEach((c, i) => (caseThreshold[i] = cal.regions[c].threshold));
+  }
   const calibrateMs = performance.now() - t;
 
   const texts = unique.map((c) => c.text);
@@ -194,7 +235,15 @@ export function buildCoverageModel(
     const examples = bySim.slice(0, opts.examples).map((r) => texts[r]);
     const tagCount = new Map<string, number>();
     for (const r of rows) for (const tg of unique[r].tags) tagCount.set(tg, (tagCount.get(tg) ?? 0) + 1);
-    const rc = cal.regions[c];
+    // with cluster regions: the cluster's own calibration; with tag regions: estimated from its cases
+    let own: ReturnType<typeof regionFields>;
+    if (regions === 'clusters') own = regionFields(cal.regions[c]);
+    else {
+      let below = 0;
+      for (const r of rows) if (calScores[r] < caseThreshold[r]) below++;
+      const e = estimateRate(below, rows.length, INTERVAL_LEVEL, opts.targetRate);
+      own = { threshold: null, ownThreshold: false, calibrationCases: rows.length, expectedRate: e.rate, expectedRateInterval: e.interval };
+    }
     return {
       id: c,
       label: terms[c].length ? terms[c].join(' / ') : examples[0].slice(0, 60),
@@ -203,17 +252,12 @@ export function buildCoverageModel(
       share: rows.length / n,
       examples,
       medianSimilarity: quantile(medSims, 0.5),
-      threshold: rc.threshold,
-      ownThreshold: rc.own,
-      calibrationCases: rc.n,
-      expectedRate: rc.expectedRate,
-      expectedRateInterval: rc.expectedRateInterval,
+      ...own,
       tags: [...tagCount]
         .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
         .map(([tag, count]) => ({ tag, count })),
     };
   });
-  const tagged = unique.filter((c) => c.tags.length > 0).length;
 
   const paramsAll = {
     k,
@@ -227,7 +271,9 @@ export function buildCoverageModel(
   const version =
     'cm-' +
     createHash('sha256')
-      .update(JSON.stringify([evalHash, tagsHash(unique), emb.checksum, paramsAll, opts.targetRate, opts.nearDuplicateCosine, opts.minClusterCases]))
+      .update(
+        JSON.stringify([evalHash, tagsHash(unique), emb.checksum, paramsAll, opts.targetRate, opts.nearDuplicateCosine, opts.minClusterCases, regions]),
+      )
       .digest('hex')
       .slice(0, 12);
   const draft: ManifestDraft = {
@@ -242,14 +288,17 @@ export function buildCoverageModel(
       kind: 'knn',
       description: `mean cosine to the ${params.neighbours} nearest eval cases, searched in the ${params.nprobe} nearest clusters`,
       reason: tagged
-        ? `${tagged} of ${n} cases are tagged; the tag-conditional scorers measured no better on Banking77 intents (README), so the unsupervised one is used`
+        ? `${tagged} of ${n} cases tagged; tags set calibration regions, not the score (README: Tags)`
         : 'no tags in the eval set',
     },
     calibration: {
       method:
-        `Mondrian split-conformal per cluster: each eval case is scored against the others, leaving out its near-duplicates ` +
-        `(cosine ≥ ${opts.nearDuplicateCosine}); a cluster's threshold is the ⌊(n+1)·${opts.targetRate}⌋-th smallest score of its ` +
-        `n cases (clusters under ${opts.minClusterCases} cases: the pooled threshold); intervals: Beta quantiles of the realised rate`,
+        `Mondrian split-conformal per ${regions === 'tags' ? 'tag (a query\'s tag: its most similar tag centroid)' : 'cluster'}: ` +
+        `each eval case is scored against the others, leaving out its near-duplicates (cosine ≥ ${opts.nearDuplicateCosine}); ` +
+        `a region's threshold is its n cases' score at position (n+1)·${opts.targetRate} (interpolated); regions under ` +
+        `${opts.minClusterCases} cases use the pooled threshold; intervals: Beta quantiles of the realised rate`,
+      regions,
+      ...(tagRegions ? { tagRegions } : {}),
       threshold: cal.threshold,
       targetFalseUncoveredRate: opts.targetRate,
       nearDuplicateCosine: opts.nearDuplicateCosine,

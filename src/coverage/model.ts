@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { nearestRow, tagCentroids } from './calibrate.js';
 import { CoverageIndex, type AssignResult } from './index.js';
 
 export const MODEL_FORMAT = 'evalgap.coverage-model';
@@ -19,8 +20,8 @@ const ClusterSchema = z.object({
   share: z.number().min(0).max(1),
   examples: z.array(z.string()),
   medianSimilarity: z.number(),
-  /** covered threshold for queries whose nearest cluster this is */
-  threshold: z.number(),
+  /** covered threshold for queries whose nearest cluster this is (null when calibrated by tag) */
+  threshold: z.number().nullable(),
   /** whether the threshold is the cluster's own (Mondrian) or the pooled one (too few cases) */
   ownThreshold: z.boolean(),
   /** calibration scores the threshold was set from */
@@ -29,6 +30,7 @@ const ClusterSchema = z.object({
   expectedRate: z.number().min(0).max(1),
   expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
   /** eval-set tags of the cluster's cases, most frequent first */
+  // (with tag regions, expectedRate/Interval are estimated from the cluster's cases against their tags' thresholds)
   tags: z.array(z.object({ tag: z.string(), count: z.number().int().positive() })),
 });
 
@@ -83,6 +85,20 @@ export const ManifestSchema = z.object({
     /** expected uncovered rate of production queries under no shift (clusters weighted by eval share) */
     expectedRate: z.number().min(0).max(1),
     expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+    /** one threshold per cluster, or per tag (a query's tag region: its most similar tag centroid) */
+    regions: z.enum(['clusters', 'tags']),
+    tagRegions: z
+      .array(
+        z.object({
+          tag: z.string(),
+          threshold: z.number(),
+          ownThreshold: z.boolean(),
+          calibrationCases: z.number().int().nonnegative(),
+          expectedRate: z.number().min(0).max(1),
+          expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+        }),
+      )
+      .optional(),
     /** coverage level of the intervals */
     intervalLevel: z.number().gt(0).lt(1),
     scoreQuantiles: z.record(z.number()),
@@ -229,8 +245,19 @@ export class CoverageAssigner {
       neighbours: manifest.params.neighbours,
       nprobe: manifest.params.nprobe,
     });
-    this.thresholds = Float32Array.from(manifest.clusters, (c) => c.threshold);
+    const c = manifest.calibration;
+    this.thresholds = Float32Array.from(manifest.clusters, (cl) => cl.threshold ?? c.threshold);
+    if (c.regions === 'tags') {
+      const tc = tagCentroids(model.cases.map((x) => x.tags), model.embeddings, manifest.embedding.dim);
+      const regions = c.tagRegions ?? [];
+      if (tc.names.length !== regions.length || tc.names.some((t, i) => regions[i].tag !== t)) {
+        throw new ModelLoadError(`coverage model ${manifest.version}: the tags in cases.jsonl do not match the manifest's tag regions`);
+      }
+      this.tags = { names: tc.names, centroids: tc.centroids, thresholds: Float32Array.from(regions, (r) => r.threshold) };
+    }
   }
+  /** with tag regions: the tags' centroids and thresholds */
+  readonly tags?: { names: string[]; centroids: Float32Array; thresholds: Float32Array };
   get version(): string {
     return this.model.manifest.version;
   }
@@ -239,6 +266,22 @@ export class CoverageAssigner {
     return this.model.manifest.calibration.threshold;
   }
   assign(vectors: Float32Array, count: number, out?: AssignResult): AssignResult {
-    return this.index.assign(vectors, count, this.thresholds, out);
+    const r = this.index.assign(vectors, count, this.thresholds, out);
+    const t = this.tags;
+    if (t) {
+      const dim = this.model.manifest.embedding.dim;
+      for (let i = 0; i < count; i++) {
+        const region = nearestRow(vectors, i, t.centroids, t.names.length, dim);
+        r.covered[i] = r.coverage[i] >= t.thresholds[region] ? 1 : 0;
+      }
+    }
+    return r;
+  }
+
+  /** The threshold that decided row `i` of `vectors` (its tag region's, or its cluster's). */
+  thresholdOf(vectors: Float32Array, i: number, cluster: number): number {
+    const t = this.tags;
+    if (!t) return this.thresholds[cluster];
+    return t.thresholds[nearestRow(vectors, i, t.centroids, t.names.length, this.model.manifest.embedding.dim)];
   }
 }

@@ -33,9 +33,16 @@ export function parseQueryLine(raw: string, line: number, textField: string): Qu
   const p = schema.safeParse(obj);
   if (!p.success) {
     const i = p.error.issues[0];
-    const where = i.path.length ? `field "${i.path.join('.')}"` : 'line';
-    const msg = i.code === 'invalid_type' && i.received === 'undefined' ? 'is missing' : i.message;
-    return { line, error: `${where} ${msg}` };
+    if (i.path.length === 0) {
+      return { line, error: `expected a JSON object${i.code === 'invalid_type' ? `, found ${i.received}` : ''}` };
+    }
+    const field = `field "${i.path.join('.')}"`;
+    if (i.code === 'invalid_type') {
+      if (i.received === 'undefined') return { line, error: `${field} is missing` };
+      const want = i.path[0] === textField ? 'a string' : 'a string or a number';
+      return { line, error: `${field} must be ${want}, found ${i.received}` };
+    }
+    return { line, error: `${field} ${i.message}` };
   }
   const text = (p.data as Record<string, string>)[textField].trim();
   const id = p.data.id;
@@ -72,7 +79,8 @@ export async function scoreQueries(
   for (let s = 0; s < items.length; s += chunk) {
     const part = items.slice(s, s + chunk);
     const good = part.filter((x): x is QueryLine => 'text' in x);
-    const res = good.length ? assigner.assign((await embedder.embed(good.map((g) => g.text))).vectors, good.length) : null;
+    const vectors = good.length ? (await embedder.embed(good.map((g) => g.text))).vectors : new Float32Array(0);
+    const res = good.length ? assigner.assign(vectors, good.length) : null;
     let gi = 0;
     for (const it of part) {
       if (!('text' in it)) {
@@ -95,7 +103,7 @@ export async function scoreQueries(
         runnerUp: ru,
         runnerUpSimilarity: ru < 0 ? null : round(res!.runnerUpSimilarity[i]),
         coverage: round(res!.coverage[i]),
-        threshold: round(assigner.thresholds[c]),
+        threshold: round(assigner.thresholdOf(vectors, i, c)),
         covered,
       });
     }

@@ -5,9 +5,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { buildCoverageModel, DEFAULT_FIT, dedupeCases, evalSetHash } from '../../src/coverage/fit.js';
-import { CoverageIndex } from '../../src/coverage/index.js';
 import { auroc } from '../../src/coverage/metrics.js';
-import { loadCoverageModel } from '../../src/coverage/model.js';
+import { CoverageAssigner, loadCoverageModel } from '../../src/coverage/model.js';
 import { sampleEvalSet } from '../../src/cli/sample-data.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 import { realEmbedder, tmpDir } from '../helpers/fixtures.js';
@@ -29,7 +28,9 @@ describe('evalgap fit / inspect (CLI)', () => {
     const r = evalgap('fit', file, '--out', out, '--k', '6');
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/k:\s+6 \(fixed/);
-    expect(r.stdout).toMatch(/threshold:\s+0\.\d{4}\s+\(target false-uncovered rate 5\.0%/);
+    expect(r.stdout).toMatch(/threshold:\s+per tag/); // the sample eval set is tagged
+    expect(r.stdout).toMatch(/expected uncovered rate under no shift: \d+\.\d% \[\d+\.\d%–\d+\.\d%\] \(90% interval; target 5\.0%\)/);
+    expect(r.stdout).toMatch(/cluster\s+label\s+size\s+share\s+expected uncovered \[interval\]\s+tags/);
     expect(r.stdout).toContain(`saved to ${out}`);
     const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.params.k).toBe(6);
@@ -39,10 +40,69 @@ describe('evalgap fit / inspect (CLI)', () => {
       expect(c.label.length).toBeGreaterThan(0);
       expect(c.examples.length).toBeGreaterThan(0);
     }
+    expect(manifest.calibration.regions).toBe('tags');
+    expect(manifest.calibration.expectedRateInterval[0]).toBeLessThanOrEqual(manifest.calibration.expectedRate);
+    for (const c of manifest.clusters) {
+      expect(c.tags.length).toBeGreaterThan(0);
+      expect(c.expectedRateInterval[1]).toBeGreaterThanOrEqual(c.expectedRate);
+    }
+    const cases = fs.readFileSync(path.join(out, 'cases.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(cases[0]).toEqual({ id: 'shipping-0', text: expect.any(String), tags: ['shipping'] });
     const i = evalgap('inspect', out);
     expect(i.status, i.stderr).toBe(0);
     expect(i.stdout).toContain(`coverage model ${manifest.version}`);
     for (const c of manifest.clusters) expect(i.stdout).toContain(c.label.slice(0, 30));
+    expect(i.stdout).toMatch(/tag\s+cases\s+threshold\s+expected uncovered/);
+    // --regions clusters: one threshold per cluster instead
+    const out2 = path.join(dir, 'model2');
+    const r2 = evalgap('fit', file, '--out', out2, '--k', '6', '--regions', 'clusters');
+    expect(r2.status, r2.stderr).toBe(0);
+    expect(r2.stdout).toMatch(/threshold:\s+per cluster/);
+    expect(JSON.parse(fs.readFileSync(path.join(out2, 'manifest.json'), 'utf8')).calibration.regions).toBe('clusters');
+  });
+
+  it('score writes one result per input line, reports bad lines in place, and agrees with the model', () => {
+    const dir = tmpDir();
+    const out = path.join(dir, 'model');
+    expect(evalgap('fit', writeSampleEvalSet(dir), '--out', out, '--k', '6').status).toBe(0);
+    const q = path.join(dir, 'q.jsonl');
+    fs.writeFileSync(
+      q,
+      [
+        JSON.stringify({ id: 'a', prompt: 'where is my parcel, it says delivered' }),
+        JSON.stringify({ prompt: 'what is the boiling point of tungsten' }),
+        '',
+        '{"prompt": ',
+        JSON.stringify({ query: 'wrong field' }),
+        JSON.stringify({ prompt: '   ' }),
+        JSON.stringify({ id: 3, prompt: 'my promo code does not work' }),
+      ].join('\n') + '\n',
+    );
+    const r = evalgap('score', q, '--model', out, '--text-field', 'prompt');
+    expect(r.status).toBe(1);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.line)).toEqual([1, 2, 4, 5, 6, 7]);
+    expect(lines[2].error).toMatch(/^invalid JSON/);
+    expect(lines[3].error).toBe('field "prompt" is missing');
+    expect(lines[4].error).toBe('field "prompt" is empty');
+    expect(r.stderr).toContain('q.jsonl:5: field "prompt" is missing');
+    expect(r.stderr).toMatch(/scored 3 queries with model cm-[0-9a-f]{12}: \d uncovered .*; 3 bad line\(s\)/);
+    const m = loadCoverageModel(out).manifest;
+    for (const l of [lines[0], lines[1], lines[5]]) {
+      expect(l.cluster).toBeGreaterThanOrEqual(0);
+      expect(l.runnerUp).not.toBe(l.cluster);
+      expect(l.similarity).toBeGreaterThanOrEqual(l.runnerUpSimilarity);
+      expect(l.label).toBe(m.clusters[l.cluster].label);
+      expect(l.covered).toBe(l.coverage >= l.threshold);
+    }
+    expect(lines[0]).toMatchObject({ id: 'a', covered: true });
+    expect(lines[5]).toMatchObject({ id: '3', covered: true });
+    expect(lines[1].covered).toBe(false);
+    // --out writes the same results to a file
+    const file = path.join(dir, 'scores.jsonl');
+    const r2 = evalgap('score', q, '--model', out, '--text-field', 'prompt', '--out', file);
+    expect(r2.stdout).toBe('');
+    expect(fs.readFileSync(file, 'utf8')).toBe(r.stdout);
   });
 
   it('reports malformed lines with their numbers and refuses them', () => {
@@ -129,9 +189,9 @@ describe('coverage quality on Banking77 (real data)', () => {
       textField: 'text',
     });
     const m = built.draft;
-    const index = new CoverageIndex(built.arrays.centroids, m.params.k, vectors, built.arrays.labels, e.dim, m.params);
+    const assigner = new CoverageAssigner({ manifest: { ...m, files: {} as never }, ...built.arrays });
     const tv = await e.embed(test.map((r) => r.text));
-    const a = index.assign(tv.vectors, test.length, m.calibration.threshold);
+    const a = assigner.assign(tv.vectors, test.length);
     const isHeld = test.map((r) => held.has(r.category));
     expect(auroc(Array.from(a.coverage, (s) => -s), isHeld)).toBeGreaterThanOrEqual(0.85);
     let n = 0;
@@ -142,7 +202,11 @@ describe('coverage quality on Banking77 (real data)', () => {
         unc += a.covered[i] ? 0 : 1;
       }
     });
-    // held-out cases of tested intents: uncovered at the calibrated rate (within 2 points)
-    expect(Math.abs(unc / n - m.calibration.targetFalseUncoveredRate)).toBeLessThanOrEqual(0.02);
+    // unseen queries of tested intents: uncovered at the expected rate (within 1.5 points); the stored
+    // interval is for the long-run rate, so a sample of n queries adds its binomial noise (3 sd)
+    expect(Math.abs(unc / n - m.calibration.expectedRate)).toBeLessThanOrEqual(0.015);
+    const noise = 3 * Math.sqrt((m.calibration.expectedRate * (1 - m.calibration.expectedRate)) / n);
+    expect(unc / n).toBeGreaterThanOrEqual(m.calibration.expectedRateInterval[0] - noise);
+    expect(unc / n).toBeLessThanOrEqual(m.calibration.expectedRateInterval[1] + noise);
   });
 });

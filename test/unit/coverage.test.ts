@@ -24,6 +24,7 @@ import {
   type EmbeddingInfo,
   type FitOptions,
 } from '../../src/coverage/fit.js';
+import { conformalThreshold, nearestRow, tagCentroids } from '../../src/coverage/calibrate.js';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
 import {
@@ -428,7 +429,7 @@ describe('buildCoverageModel', () => {
   const fit = sampleBlobs(evalCenters, dim, 50, 0.1, 401);
   const cases = casesFor(fit.labels);
   const target = 0.1;
-  const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target }), new Date('2024-05-06T00:00:00Z'));
+  const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters', minClusterCases: 30 }), new Date('2024-05-06T00:00:00Z'));
   const m = built.draft;
 
   it('records the parameters, the embedding and the eval set', () => {
@@ -464,7 +465,7 @@ describe('buildCoverageModel', () => {
   });
 
   it('is deterministic: same inputs, same version and arrays', () => {
-    const again = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target }), new Date('2024-05-06T00:00:00Z'));
+    const again = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters', minClusterCases: 30 }), new Date('2024-05-06T00:00:00Z'));
     expect(again.draft).toEqual(m);
     expect(Array.from(again.arrays.centroids)).toEqual(Array.from(built.arrays.centroids));
     const other = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: 0.05 }));
@@ -503,6 +504,45 @@ describe('buildCoverageModel', () => {
     expect(c.scoreQuantiles.p10).toBeCloseTo(quantile(sorted, 0.1), 6);
     expect(c.scoreQuantiles.p1).toBeLessThanOrEqual(c.scoreQuantiles.p5);
     expect(c.scoreQuantiles.p25).toBeLessThanOrEqual(c.scoreQuantiles.p50);
+  });
+
+  it('calibrates per tag when the cases are tagged: a region per tag centroid, used the same way for queries', () => {
+    // regions auto: every case is tagged, so the regions are the tags; tags differ from the clusters here
+    // (two tags per blob, alternating within it), so the tag thresholds are not the cluster ones
+    const twoPerBlob = cases.map((c, i) => ({ ...c, tags: [`${c.tags[0]}-${Math.floor(i / K) % 2}`] }));
+    const bt = buildCoverageModel(twoPerBlob, twoPerBlob.length, evalSetHash(twoPerBlob), fit.x, EMB, fitOpts({ k: K, targetRate: target }));
+    const c = bt.draft.calibration;
+    expect(c.regions).toBe('tags');
+    expect(c.tagRegions!.map((t) => t.tag)).toEqual([...new Set(twoPerBlob.map((x) => x.tags[0]))].sort());
+    for (const cl of bt.draft.clusters) {
+      expect(cl.threshold).toBeNull();
+      expect(cl.tags.length).toBe(2);
+      expect(cl.calibrationCases).toBe(cl.size);
+    }
+    // recompute: region = most similar tag centroid; threshold = conformal position in the region's scores
+    const index = new CoverageIndex(bt.arrays.centroids, K, fit.x, bt.arrays.labels, dim, bt.draft.params);
+    const cal = index.calibrationScores(fit.x, c.nearDuplicateCosine);
+    const tc = tagCentroids(twoPerBlob.map((x) => x.tags), fit.x, dim);
+    const region = Array.from({ length: fit.n }, (_, i) => nearestRow(fit.x, i, tc.centroids, tc.names.length, dim));
+    c.tagRegions!.forEach((t, r) => {
+      const own = Array.from(cal).filter((_, i) => region[i] === r).sort((a, b) => a - b);
+      expect(t.calibrationCases).toBe(own.length);
+      if (t.ownThreshold) expect(t.threshold).toBeCloseTo(conformalThreshold(own, target), 6);
+      else expect(t.threshold).toBe(c.threshold);
+    });
+    const assigner = new CoverageAssigner({ manifest: { ...bt.draft, files: {} as never }, ...bt.arrays });
+    const q = sampleBlobs(evalCenters, dim, 40, 0.1, 404);
+    const r = assigner.assign(q.x, q.n);
+    for (let i = 0; i < q.n; i++) {
+      const thr = c.tagRegions![nearestRow(q.x, i, tc.centroids, tc.names.length, dim)].threshold;
+      expect(r.covered[i]).toBe(r.coverage[i] >= thr ? 1 : 0);
+      expect(assigner.thresholdOf(q.x, i, r.cluster[i])).toBe(Math.fround(thr));
+    }
+    // and an explicit --regions clusters ignores the tags for calibration
+    const bc = buildCoverageModel(twoPerBlob, twoPerBlob.length, evalSetHash(twoPerBlob), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters' }));
+    expect(bc.draft.calibration.regions).toBe('clusters');
+    expect(bc.draft.calibration.tagRegions).toBeUndefined();
+    expect(bc.draft.version).not.toBe(bt.draft.version);
   });
 
   it('leaves near-duplicates out of calibration: a case with a paraphrase in the set scores as if it had none', () => {
