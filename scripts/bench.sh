@@ -15,7 +15,8 @@ run() { npx vite-node "test/bench/$1.ts" -- "${@:2}" 2>/dev/null | sed -n '/^{/,
   echo '{"machine":'"$(node -e 'const os=require("os");console.log(JSON.stringify({cpus:os.cpus().length,model:os.cpus()[0].model,memGB:Math.round(os.totalmem()/2**30),node:process.version}))')"','
   echo '"embedSweep":'; run embed-sweep; echo ','
   echo '"coverage":'; run coverage "--draws=$draws"; echo ','
-  echo '"ingest":'; run ingest
+  echo '"ingest":'; run ingest; echo ','
+  echo '"monitor":'; run monitor
   echo '}'
 } > "$out.tmp"
 node -e 'const fs=require("fs");const j=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(j,null,2)+"\n");console.log(JSON.stringify(j,null,2))' "$out.tmp" "$out"
