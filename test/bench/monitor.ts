@@ -134,6 +134,15 @@ async function main() {
       // reports a true fact, not a false alarm
       falseAlertsPerRule: Object.fromEntries(rules.filter((x) => x !== 'uncovered_vs_calibrated').map((x) => [x, per[x]])),
       uncoveredVsCalibratedFiring: per.uncovered_vs_calibrated > 0,
+      // the uncovered rate of the traffic hour by hour (the daily cycle moves it around the calibrated rate)
+      uncoveredRateByHour: (() => {
+        const rates = Array.from({ length: 24 }, (_, h) => {
+          const w = spec.weights(START + h * 3600_000, AGENTS[0]);
+          return w.reduce((acc, x, c) => acc + (cells[c].uncovered ? x : 0), 0);
+        });
+        return { min: Math.min(...rates), max: Math.max(...rates) };
+      })(),
+      stateJsonBytes: JSON.stringify(res.state).length,
       seconds: Math.round((performance.now() - t) / 100) / 10,
     };
   };
