@@ -3,6 +3,7 @@
  * production references, dispersion, multiplicity, hysteresis, findings and trend rows. Pure: the
  * state goes in and comes out as plain JSON; no I/O, no clock (hours come from window timestamps).
  */
+import { z } from 'zod';
 import { BernoulliCusum, DirichletMultinomialCusum, type BernoulliCusumState, type DirichletCusumState, type Verdict } from './detectors.js';
 import { klInterval, totalVariation, tvInterval, tvIntervalApprox } from './stats.js';
 import type {
@@ -84,6 +85,34 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   drivers: 5,
   output: 'all',
 };
+
+/**
+ * zod schema of the options as a config file gives them (every key optional; unknown keys
+ * rejected), for the config loader: `createEvaluateWindow(MonitorOptionsSchema.parse(raw))`.
+ */
+export const MonitorOptionsSchema = z
+  .object({
+    arlDays: z.number().positive(),
+    referenceDays: z.number().positive(),
+    warmupHours: z.number().nonnegative(),
+    blockMinutes: z.number().int().positive().refine((m) => 1440 % m === 0 && m <= 60, 'must divide an hour or equal it (5, 10, 15, 20, 30, 60)'),
+    minRequests: z.number().int().nonnegative(),
+    minEvents: z.number().int().nonnegative(),
+    ratios: z.array(z.number().gt(1)).min(1),
+    concentration: z.number().positive(),
+    budget: z.number().gt(0).lt(1).nullable(),
+    resolveWindows: z.number().int().positive(),
+    freezeHours: z.number().nonnegative(),
+    hourShrink: z.number().nonnegative(),
+    recentHalfLifeWindows: z.number().positive(),
+    mismatchRatio: z.number().positive(),
+    mismatchMinShare: z.number().min(0).max(1),
+    maxDispersion: z.number().min(1),
+    drivers: z.number().int().positive(),
+    output: z.enum(['all', 'changes']),
+  })
+  .partial()
+  .strict();
 
 const METRICS = ['escalated', 'refused', 'failed'] as const;
 type Metric = (typeof METRICS)[number];
