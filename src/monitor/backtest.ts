@@ -47,7 +47,7 @@ export interface BacktestOptions {
  * returns the alerts that would have fired, with onset, statistic and resolution time.
  */
 export function backtest(windows: Iterable<import('./types.js').WindowCounts[]>, ctx: MonitorContext, opts: BacktestOptions = {}): BacktestResult {
-  const evaluate = opts.evaluate ?? createEvaluateWindow(opts.monitor);
+  const evaluate = opts.evaluate ?? createEvaluateWindow({ output: opts.trends ? 'all' : 'changes', ...opts.monitor });
   let state = opts.state ?? null;
   const open = new Map<string, BacktestAlert>();
   const alerts: BacktestAlert[] = [];

@@ -56,8 +56,9 @@ export interface BernoulliCusumState {
  * in its segment. Volume does not enter except as evidence: the test is conditional on n.
  *
  * @example
- *   const d = new BernoulliCusum({ threshold: Math.log(1000) });
- *   d.update(40, 200, 0.1).alarm; // false: 20% of 200 against 10% is ~5 nats
+ *   const d = new BernoulliCusum(); // h = ln(8640 · 5) ≈ 10.7: 30 days of 5-minute windows, 5 alternatives
+ *   d.update(40, 200, 0.1).alarm; // false: 40 of 200 against 10% is 8.7 nats (odds ratio 2)
+ *   d.update(40, 200, 0.1).alarm; // true: 17.3 nats
  */
 export class BernoulliCusum {
   readonly options: BernoulliCusumOptions;

@@ -3,6 +3,7 @@
  * production references, dispersion, multiplicity, hysteresis, findings and trend rows. Pure: the
  * state goes in and comes out as plain JSON; no I/O, no clock (hours come from window timestamps).
  */
+import { z } from 'zod';
 import { BernoulliCusum, DirichletMultinomialCusum, type BernoulliCusumState, type DirichletCusumState, type Verdict } from './detectors.js';
 import { klInterval, totalVariation, tvInterval, tvIntervalApprox } from './stats.js';
 import type {
@@ -57,6 +58,11 @@ export interface MonitorOptions {
   maxDispersion: number;
   /** clusters named per finding */
   drivers: number;
+  /**
+   * 'all' (default): every finding and trend row of every window. 'changes': only findings that
+   * fire or just resolved, and no trend rows (what backtest needs; much cheaper)
+   */
+  output: 'all' | 'changes';
 }
 
 export const DEFAULT_MONITOR: MonitorOptions = {
@@ -77,7 +83,36 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   mismatchMinShare: 0.01,
   maxDispersion: 100,
   drivers: 5,
+  output: 'all',
 };
+
+/**
+ * zod schema of the options as a config file gives them (every key optional; unknown keys
+ * rejected), for the config loader: `createEvaluateWindow(MonitorOptionsSchema.parse(raw))`.
+ */
+export const MonitorOptionsSchema = z
+  .object({
+    arlDays: z.number().positive(),
+    referenceDays: z.number().positive(),
+    warmupHours: z.number().nonnegative(),
+    blockMinutes: z.number().int().positive().refine((m) => 1440 % m === 0 && m <= 60, 'must divide an hour or equal it (5, 10, 15, 20, 30, 60)'),
+    minRequests: z.number().int().nonnegative(),
+    minEvents: z.number().int().nonnegative(),
+    ratios: z.array(z.number().gt(1)).min(1),
+    concentration: z.number().positive(),
+    budget: z.number().gt(0).lt(1).nullable(),
+    resolveWindows: z.number().int().positive(),
+    freezeHours: z.number().nonnegative(),
+    hourShrink: z.number().nonnegative(),
+    recentHalfLifeWindows: z.number().positive(),
+    mismatchRatio: z.number().positive(),
+    mismatchMinShare: z.number().min(0).max(1),
+    maxDispersion: z.number().min(1),
+    drivers: z.number().int().positive(),
+    output: z.enum(['all', 'changes']),
+  })
+  .partial()
+  .strict();
 
 const METRICS = ['escalated', 'refused', 'failed'] as const;
 type Metric = (typeof METRICS)[number];
@@ -169,6 +204,15 @@ function scaleAgg(a: Agg, w: number): void {
   if (a.uncEsc !== null) a.uncEsc *= w;
 }
 
+const cloneAgg = (a: Agg): Agg => ({ req: a.req.slice(), unc: a.unc.slice(), escalated: a.escalated.slice(), refused: a.refused.slice(), failed: a.failed.slice(), uncEsc: a.uncEsc });
+const cloneBlock = (b: Block): Block => ({
+  ...cloneAgg(b),
+  key: b.key,
+  hour: b.hour,
+  tainted: b.tainted,
+  disp: Object.fromEntries(Object.entries(b.disp).map(([k, v]) => [k, v.slice()])),
+});
+
 interface Reference {
   blocks: number;
   pooled: Agg;
@@ -244,6 +288,12 @@ function aggregate(windows: WindowCounts[], index: Map<number, number>, k: numbe
   return { agg: a, n: sum(a.req) };
 }
 
+function normalInterval(p: number, n: number, phi: number): [number, number] {
+  if (n <= 0) return [0, 1];
+  const h = 1.96 * Math.sqrt((phi * p * (1 - p)) / n);
+  return [Math.max(0, p - h), Math.min(1, p + h)];
+}
+
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 const scopeName = (agent: string) => (agent === '*' ? 'all agents' : agent === '' ? 'traffic with no agent' : `agent "${agent}"`);
 
@@ -278,6 +328,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       notices.push(`${windows.length - mine.length} window(s) of another coverage model version ignored (the monitor runs model ${ctx.modelVersion})`);
     const findings: Finding[] = [];
     const trends: TrendRow[] = [];
+    const prevFiring = new Set(o.output === 'changes' ? Object.keys(st.episodes).filter((k) => st.episodes[k].firing) : []);
     if (mine.length === 0) return { state: st, findings, trends, notices };
 
     const start = mine[0].start;
@@ -322,7 +373,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       st.scopes[agent] = sc;
       // close the block in progress when the window starts a new one
       let blocks = sc.blocks;
-      let cur = sc.current ? structuredClone(sc.current) : null;
+      let cur = sc.current ? cloneBlock(sc.current) : null;
       if (cur && cur.key !== bkey) {
         if (!cur.tainted && sum(cur.req) > 0) blocks = [...blocks, cur].slice(-maxBlocks);
         cur = null;
@@ -331,7 +382,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       sc.blocks = blocks;
       const ref = reference(blocks, K);
       const ready = ref.blocks >= warmBlocks;
-      const recent = structuredClone(sc.recent);
+      const recent = cloneAgg(sc.recent);
       scaleAgg(recent, decay);
       addAgg(recent, now);
       sc.recent = recent;
@@ -474,7 +525,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         return { cluster: ids[i], ...(l !== undefined ? { label: l } : {}), shareNow: shareNow(i), shareReference: refShare, shareEval: evalShare(i) };
       };
       const escRate = RN > 0 ? sum(recent.escalated) / RN : 0;
+      const quiet = o.output === 'changes';
       const trend = (rule: RuleName, cluster: number | null, sNow: number, sRef: number, sEval: number, esc: number, stat: number, h: number) =>
+        !quiet &&
         trends.push({ windowStart: start, windowEnd: end, rule, agent, cluster, modelVersion: ctx.modelVersion, shareNow: sNow, shareReference: sRef, shareEval: sEval, escalationRate: esc, statistic: stat, threshold: h });
       const finding = (rule: RuleName, cluster: number | null, e: Episode, stat: number, h: number, effect: Effect, summary: string, clusters: ClusterShare[]) =>
         findings.push({
@@ -612,12 +665,15 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const m = METRICS[best];
         const v = vs[best]?.v ?? idle(hRate);
         const alarm = vs.some((x) => x?.v.alarm);
+        const was = st.episodes[`escalation|${agent}|${ids[i]}`]?.firing ?? false;
         const e = episode('escalation', ids[i], alarm, v.statistic, hRate);
+        if (quiet && !was && !e.firing) continue;
         const rn = at(recent.req, i);
         const rx = at(recent[m], i);
         const p0 = rateP0(m, i);
-        const [lo, hi] = klInterval(rx, rn, CI_LEVEL, phi(m, now.req[i]));
         const rate = rn > 0 ? rx / rn : 0;
+        // the Chernoff interval when firing; the normal approximation otherwise (K per scope per window)
+        const [lo, hi] = e.firing ? klInterval(rx, rn, CI_LEVEL, phi(m, now.req[i])) : normalInterval(rate, rn, phi(m, now.req[i]));
         const share = cs(i);
         const name = share.label ? `"${share.label}"` : `cluster ${ids[i]}`;
         finding(
@@ -666,7 +722,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const lv = Math.log(arlWindows * S * K);
         const under = new Set(sc.mismatch ?? []);
         const before = new Set(under);
-        for (let i = 0; i < K; i++) {
+        // the reference changes once a block: recompute then (or on the first ready window)
+        if (sc.mismatch === null || blocks !== prevScope.blocks) for (let i = 0; i < K; i++) {
           const [lo, hi] = klInterval(at(P.req, i), PN, lv, phiMix);
           const bar = Math.max(o.mismatchMinShare, o.mismatchRatio * evalShare(i));
           if (lo > bar) under.add(ids[i]);
@@ -704,6 +761,10 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       sc.current = cur;
     }
     st.lastWindow = start;
+    if (o.output === 'changes') {
+      const keep = findings.filter((f) => f.firing || prevFiring.has(`${f.rule}|${f.scope.agent}|${f.scope.cluster ?? ''}`));
+      return { state: st, findings: keep, trends, notices };
+    }
     return { state: st, findings, trends, notices };
   };
 }

@@ -4,7 +4,7 @@
  * alerts, the eval-set mismatch is reported only when it changes, model changes restart references.
  */
 import { describe, expect, it } from 'vitest';
-import { backtest, createEvaluateWindow, evaluateWindow } from '../../src/monitor/index.js';
+import { backtest, createEvaluateWindow, evaluateWindow, MonitorOptionsSchema } from '../../src/monitor/index.js';
 import type { MonitorContext, MonitorState, WindowCounts } from '../../src/monitor/types.js';
 import { dailyCycle, stream, syntheticCells, type StreamSpec } from '../helpers/monitor-sim.js';
 
@@ -171,5 +171,24 @@ describe('eval-set mismatch and model changes', () => {
     expect(r.findings.find((f) => f.rule === 'uncovered_share')!.summary).toMatch(/warming up/);
     const old = evaluateWindow(r.state, windows[0], { ...ctx, modelVersion: 'm2' });
     expect(old.notices.join(' ')).toMatch(/another coverage model/);
+  });
+});
+
+describe('options', () => {
+  it('the config schema accepts partial options and names a bad key', () => {
+    expect(MonitorOptionsSchema.parse({ arlDays: 60, budget: null })).toEqual({ arlDays: 60, budget: null });
+    const bad = MonitorOptionsSchema.safeParse({ arlDays: -1 });
+    expect(bad.success).toBe(false);
+    expect(bad.error!.issues[0].path).toEqual(['arlDays']);
+    expect(MonitorOptionsSchema.safeParse({ arl: 30 }).success).toBe(false);
+  });
+
+  it('a longer ARL raises every threshold by its logarithm', () => {
+    const w = [...stream(spec({ days: 1.2 }))];
+    const a = backtest(w, ctx, { monitor: { output: 'all' }, trends: true });
+    const b = backtest(w, ctx, { monitor: { output: 'all', arlDays: 300 }, trends: true });
+    const ha = a.trends!.find((t) => t.rule === 'uncovered_share' && t.agent === '*')!.threshold;
+    const hb = b.trends!.find((t) => t.rule === 'uncovered_share' && t.agent === '*')!.threshold;
+    expect(hb - ha).toBeCloseTo(Math.log(10), 9);
   });
 });
