@@ -52,6 +52,8 @@ export interface RunnerDeps {
   post?: ConstructorParameters<typeof Dispatcher>[2]['post'];
   /** election session timeout (ms); default 10 s */
   sessionTimeoutMs?: number;
+  /** a new leader waits this long (ms) before evaluating, so that a rebalance still under way (e.g. monitors starting together) settles first; default 3 s */
+  settleMs?: number;
 }
 
 export interface TickResult {
@@ -70,6 +72,7 @@ export class MonitorRunner {
   private ticking: Promise<TickResult> | null = null;
   private stopped = false;
   private lastEnd: number | null = null;
+  private leaderSince = 0;
   private readonly clock: () => Date;
   /** every notification this instance wrote to the outbox (for tests and the CLI's --once) */
   readonly sent: Notification[] = [];
@@ -82,9 +85,11 @@ export class MonitorRunner {
     this.election = new Election(deps.kafka, { topic: c.controlTopic, group: c.electionGroup, sessionTimeoutMs: deps.sessionTimeoutMs }, deps.logger);
     this.outbox = new Outbox(deps.kafka, c.alertsTopic);
     this.dispatcher = new Dispatcher(deps.kafka, c.receivers, { topic: c.alertsTopic, groupPrefix: c.dispatchGroupPrefix, post: deps.post }, deps.logger, this.metrics);
+    const settle = deps.settleMs ?? 3_000;
     this.election.onChange((leader) => {
       this.metrics.leader.set(leader ? 1 : 0);
-      if (leader) this.kick();
+      this.leaderSince = Date.now();
+      if (leader) setTimeout(() => this.kick(), settle + 10).unref();
     });
   }
 
@@ -104,6 +109,7 @@ export class MonitorRunner {
   private kick(): void {
     if (this.lastEnd !== null) this.metrics.lag.set((this.clock().getTime() - this.lastEnd) / 1000);
     if (this.stopped || this.ticking || !this.election.isLeader()) return;
+    if (Date.now() - this.leaderSince < (this.deps.settleMs ?? 3_000)) return;
     void this.tick().catch((e) => this.deps.logger.error({ err: e }, 'monitor evaluation failed; retrying at the next poll'));
   }
 
@@ -155,10 +161,12 @@ export class MonitorRunner {
       const stored = totalsOf(await this.ms.dayTotals(new Date(h).toISOString(), we));
       const { fresh, keep } = newSince(stored, state.evaluated, dayString(h));
       if (fresh.length === 0) {
-        // an empty window: skip ahead to the next stored bucket (late rows are picked up then)
+        // An empty window: skip ahead to the window of the next stored bucket. With nothing stored
+        // after it, wait here: rows still on their way (a consumer behind) are then evaluated in
+        // their own windows rather than as late rows of a later one.
         const next = await this.ms.nextBucket(we);
-        const to = next ? Math.min(alignDown(Date.parse(next), c.windowMinutes), closed) : closed;
-        cursor = Math.max(cursor + W, to);
+        if (!next) break;
+        cursor = Math.max(cursor + W, Math.min(alignDown(Date.parse(next), c.windowMinutes), closed));
         continue;
       }
       const windows = toWindowCounts(fresh, ws, we);

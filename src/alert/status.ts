@@ -28,8 +28,15 @@ export function wilson(k: number, n: number, z = 1.96): [number, number] {
   return [Math.max(0, c - h), Math.min(1, c + h)];
 }
 
-export async function evalMismatch(ms: MonitorStore, modelVersion: string, from: string, to: string): Promise<{ total: number; rows: MismatchRow[] }> {
-  const [prod, clusters] = await Promise.all([ms.productionByCluster(from, to, modelVersion), ms.clusters(modelVersion)]);
+/** `clusters`: the eval clusters of the model in force (id, label, share of the eval set). */
+export async function evalMismatch(
+  ms: MonitorStore,
+  modelVersion: string,
+  clusters: { cluster: number; label: string; share: number }[],
+  from: string,
+  to: string,
+): Promise<{ total: number; rows: MismatchRow[] }> {
+  const prod = await ms.productionByCluster(from, to, modelVersion);
   const total = prod.reduce((a, p) => a + p.requests, 0);
   const byId = new Map(prod.map((p) => [p.cluster, p]));
   const rows = clusters.map((c) => {

@@ -79,6 +79,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     try {
       // firing for all agents together and for each agent, then resolved for each
       await waitFor(async () => receiver.received.filter((r) => (r.body as Payload).kind === 'resolved').length >= 3, 60_000, 'three resolved alerts');
+      await waitFor(async () => Date.parse((await new MonitorStore(store).loadCheckpoint(mc.electionGroup))?.windowEnd ?? '') >= T0 + 85 * MIN, 30_000, 'every window evaluated');
       const got = receiver.received.map((r) => r.body as Payload);
       for (const p of got) expect(validate(p), JSON.stringify(validate.errors)).toBe(true);
       const firing = got.filter((p) => p.kind === 'firing');
@@ -115,7 +116,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       expect(bt.notifications.map((n) => n.webhookId).sort()).toEqual(got.map((p) => p.id).sort());
 
       // the standing eval-set mismatch: every cluster, production share with its interval
-      const mm = await evalMismatch(ms, manifest.version, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
+      const clusters = manifest.clusters.map((c) => ({ cluster: c.id, label: c.label, share: c.share }));
+      const mm = await evalMismatch(ms, manifest.version, clusters, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
       expect(mm.total).toBe(shifted.length);
       expect(mm.rows).toHaveLength(manifest.clusters.length);
       for (const r of mm.rows) expect(r.lo).toBeLessThanOrEqual(r.productionShare);
@@ -132,7 +134,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     const runner = makeRunner(store, kafka, manifest, monitorConfig(receiver.url, secret));
     await runner.start();
     try {
-      await waitFor(async () => (await new MonitorStore(store).loadCheckpoint(runner['deps'].config.electionGroup))?.windowEnd === new Date(T0 + 140 * MIN).toISOString(), 60_000, 'every window evaluated');
+      const mc = runner['deps'].config;
+      await waitFor(async () => Date.parse((await new MonitorStore(store).loadCheckpoint(mc.electionGroup))?.windowEnd ?? '') >= T0 + 140 * MIN, 60_000, 'every window evaluated');
       const [t] = await store.query<{ n: string; max: number }>(`SELECT count() AS n, max(statistic) AS max FROM ${store.t('monitor_trends')} WHERE agent = '*'`);
       expect(Number(t.n)).toBe(8);
       expect(t.max).toBeLessThan(0.35);
@@ -177,13 +180,13 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
 
   it('two monitors sharing one store send one alert, not two; the standby takes over from the checkpoint without re-alerting', async () => {
     const store = await freshStore();
-    const before = shifted.filter((r) => Date.parse(r.ts) < T0 + 60 * MIN);
-    const after = shifted.filter((r) => Date.parse(r.ts) >= T0 + 60 * MIN);
-    await store.insertRequests(before);
+    await store.insertRequests(shifted);
+    let now = T0 + 62 * MIN; // the shift's windows are closed, the return to normal's are not yet
+    const clock = () => new Date(now);
     const { receiver, secret } = await startReceiver();
     const mc = monitorConfig(receiver.url, secret);
-    const a = makeRunner(store, kafka, manifest, mc);
-    const b = makeRunner(store, kafka, manifest, mc);
+    const a = makeRunner(store, kafka, manifest, mc, clock);
+    const b = makeRunner(store, kafka, manifest, mc, clock);
     await Promise.all([a.start(), b.start()]);
     try {
       await waitFor(async () => receiver.received.length >= 3, 60_000, 'three firing alerts');
@@ -192,16 +195,20 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       expect(receiver.requests).toBe(3);
       expect([a.isLeader(), b.isLeader()].filter(Boolean)).toHaveLength(1);
       const [leader, standby] = a.isLeader() ? [a, b] : [b, a];
+      // one notification per alert entered the outbox, whoever led
+      expect([...a.sent, ...b.sent].map((n) => n.webhookId).sort()).toEqual(receiver.received.map((r) => r.id).sort());
       // the leader goes away; the standby takes over and resumes from the durable checkpoint
       await leader.stop();
-      await store.insertRequests(after);
+      now = T0 + 87 * MIN;
       await waitFor(async () => receiver.received.length >= 6, 60_000, 'three resolved alerts from the new leader');
       expect(standby.isLeader()).toBe(true);
       await new Promise((r) => setTimeout(r, 1000));
-      const kinds = receiver.received.map((r) => (r.body as Payload).kind);
-      expect(kinds).toEqual(['firing', 'firing', 'firing', 'resolved', 'resolved', 'resolved']);
+      const got = receiver.received.map((r) => r.body as Payload);
+      expect(got.map((p) => p.kind)).toEqual(['firing', 'firing', 'firing', 'resolved', 'resolved', 'resolved']);
+      expect(got.slice(3).map((p) => p.alert.id).sort()).toEqual(got.slice(0, 3).map((p) => p.alert.id).sort());
       expect(receiver.duplicates).toBe(0);
-      expect(standby.sent.every((n) => n.kind === 'resolved')).toBe(true);
+      expect(standby.sent.filter((n) => n.kind === 'resolved')).toHaveLength(3);
+      expect([...a.sent, ...b.sent]).toHaveLength(6);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
       await receiver.stop();
