@@ -159,5 +159,48 @@ describe('evalgap monitor processes', () => {
     } finally {
       await store.close();
     }
+
+    // --status and --backtest read the same store
+    const cli = (args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const c = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, EVALGAP_DATA_DIR: env.EVALGAP_DATA_DIR, EVALGAP_LOG_LEVEL: 'warn' } });
+        let out = '';
+        c.stdout.on('data', (d) => (out += d));
+        c.stderr.on('data', (d) => (out += d));
+        c.on('exit', (code) => resolve({ code, out }));
+      });
+    const st = await cli(['monitor', '--model', modelDir, '--config', c2.file, '--status', '--status-days', '1']);
+    expect(st.code).toBe(0);
+    expect(st.out).toMatch(/eval-set mismatch: production share per eval cluster/);
+    const bt = await cli(['monitor', '--model', modelDir, '--config', c2.file, '--backtest', '--from', new Date(T0).toISOString(), '--to', new Date(T0 + 50 * MIN).toISOString(), '--json']);
+    expect(bt.code).toBe(0);
+    const report = JSON.parse(bt.out) as { evaluated: number; notifications: Payload[] };
+    expect(report.evaluated).toBe(10);
+    expect(report.notifications.find((n) => n.alert.agent === '*')?.kind).toBe('firing');
+    const bad = await cli(['monitor', '--model', modelDir, '--config', path.join(dir, 'missing.json')]);
+    expect(bad.code).toBe(2);
+    expect(bad.out).toMatch(/cannot read monitor config/);
+  });
+
+  it('evalgap receive verifies signatures and rejects a forged one', async () => {
+    const { newSecret } = await import('../../src/alert/config.js');
+    const { signRequest } = await import('../../src/alert/webhook.js');
+    const secret = newSecret();
+    const c = spawn(process.execPath, [CLI, 'receive', '--port', '0', '--secret-env', 'HOOK_SECRET'], { env: { ...process.env, HOOK_SECRET: secret } });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    try {
+      const url = await waitFor(async () => /listening on (\S+)/.exec(out)?.[1], 20_000, 'the receiver to listen');
+      const body = JSON.stringify({ type: 'evalgap.alert', kind: 'firing', alert: { rule: 'uncovered_share', agent: '*', summary: 'hello', clusters: [] } });
+      const ok = signRequest(secret, 'al_1.firing', body);
+      expect((await fetch(url, { method: 'POST', headers: ok.headers, body })).status).toBe(200);
+      const forged = signRequest(newSecret(), 'al_2.firing', body);
+      expect((await fetch(url, { method: 'POST', headers: forged.headers, body })).status).toBe(401);
+      await waitFor(async () => out.includes('al_1.firing  verified'), 5_000, 'the printed alert');
+      expect(out).toContain('FIRING uncovered_share agent=*: hello');
+      expect(out).not.toContain('al_2.firing');
+    } finally {
+      c.kill('SIGTERM');
+    }
   });
 });
