@@ -170,6 +170,11 @@ export class MonitorRunner {
         continue;
       }
       const windows = toWindowCounts(fresh, ws, we);
+      const sessions = await this.ms.sessions(ws, we);
+      for (const w of windows) {
+        const s = sessions.find((x) => x.agent === w.agent && x.model_version === w.modelVersion);
+        if (s && s.sessions > 0) w.sessions = s.sessions;
+      }
       const ev = this.deps.evaluate(state.monitor, windows, this.deps.ctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);
       const decided = await decide(ev.findings, state.log, c.lifecycle, {
@@ -237,32 +242,8 @@ export class MonitorRunner {
     for (const key of Object.keys(log)) this.metrics.firing.inc({ rule: key.split('|')[0] });
   }
 
-  /** Fill each notification's clusters with example queries from the rows behind it. */
-  private async withExamples(items: Notification[]): Promise<Notification[]> {
-    const k = this.deps.config.examples;
-    if (k === 0) return items;
-    return Promise.all(
-      items.map(async (n) => {
-        const a = n.alert;
-        const clusters = await Promise.all(
-          a.clusters.map(async (cs) => ({
-            ...cs,
-            examples:
-              cs.examples ??
-              (await this.ms.examples({
-                from: a.status === 'firing' ? a.onset : a.windowStart,
-                to: a.windowEnd,
-                cluster: cs.cluster,
-                agent: a.agent,
-                modelVersion: a.modelVersion,
-                uncoveredOnly: a.rule.startsWith('uncovered'),
-                limit: k,
-              })),
-          })),
-        );
-        return { ...n, alert: { ...a, clusters } };
-      }),
-    );
+  private withExamples(items: Notification[]): Promise<Notification[]> {
+    return withExamples(this.ms, items, this.deps.config.examples);
   }
 
   async stop(): Promise<void> {
@@ -276,6 +257,33 @@ export class MonitorRunner {
 }
 
 const fin = (x: number) => (Number.isFinite(x) ? x : 0);
+
+/** Fill each notification's clusters with example queries from the rows behind it (k per cluster). */
+export async function withExamples(ms: MonitorStore, items: Notification[], k: number): Promise<Notification[]> {
+  if (k === 0) return items;
+  return Promise.all(
+    items.map(async (n) => {
+      const a = n.alert;
+      const clusters = await Promise.all(
+        a.clusters.map(async (cs) => ({
+          ...cs,
+          examples:
+            cs.examples ??
+            (await ms.examples({
+              from: a.status === 'firing' ? a.onset : a.windowStart,
+              to: a.windowEnd,
+              cluster: cs.cluster,
+              agent: a.agent,
+              modelVersion: a.modelVersion,
+              uncoveredOnly: a.rule.startsWith('uncovered'),
+              limit: k,
+            })),
+        })),
+      );
+      return { ...n, alert: { ...a, clusters } };
+    }),
+  );
+}
 
 export function alertRow(n: Notification, notified: boolean): AlertRow {
   const a = n.alert;

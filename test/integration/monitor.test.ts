@@ -14,10 +14,11 @@ import { evalMismatch } from '../../src/alert/status.js';
 import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { CoverageAssigner, loadCoverageModel, type Manifest } from '../../src/coverage/model.js';
 import type { Embedder } from '../../src/embed/embedder.js';
-import { createEvaluator } from '../../src/monitor/index.js';
+import { createEvaluator } from '../helpers/threshold-evaluator.js';
 import { contextFromManifest } from '../../src/alert/runner.js';
 import { MonitorStore } from '../../src/store/monitor.js';
 import type { RequestRow } from '../../src/store/store.js';
+import type { WindowCounts } from '../../src/monitor/types.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, realEmbedder, testConfig, testKafka, tmpDir, waitFor } from '../helpers/fixtures.js';
 import { assignRows, makeRunner, MIN, monitorConfig, startReceiver, T0, traffic, type Payload } from '../helpers/monitor.js';
@@ -156,7 +157,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     await store.insertRequests(onTime);
     let now = T0 + 122 * MIN; // windows up to minute 120 are closed (lateness 2 min)
     const mc = monitorConfig(null, '');
-    const runner = makeRunner(store, kafka, manifest, mc, () => new Date(now));
+    const seen: WindowCounts[][] = [];
+    const runner = makeRunner(store, kafka, manifest, mc, () => new Date(now), seen);
     await runner.outbox.start();
     try {
       const r1 = await runner.tick({ force: true });
@@ -173,6 +175,14 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       const ev = JSON.parse(cp!.state).evaluated as Record<string, number[]>;
       const evaluated = Object.values(ev).reduce((a, c) => a + c[0], 0);
       expect(evaluated).toBe(steady.length);
+      // what the detectors were given adds up to the same, and carries each window's sessions
+      const given = seen.flat();
+      expect(given.reduce((a, w) => a + w.clusters.reduce((b, c) => b + c.requests, 0), 0)).toBe(steady.length);
+      expect(seen).toHaveLength(8);
+      expect(given.every((w) => (w.sessions ?? 0) > 0 && w.sessions! <= w.clusters.reduce((b, c) => b + c.requests, 0))).toBe(true);
+      // the first window after the late arrivals carried them
+      const w120 = seen[4].reduce((a, w) => a + w.clusters.reduce((b, c) => b + c.requests, 0), 0);
+      expect(w120).toBe(rest.filter((r) => Date.parse(r.ts) < T0 + 125 * MIN).length + late.length);
     } finally {
       await runner.stop();
     }
