@@ -63,12 +63,11 @@ const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 export function formatMismatch(m: { total: number; rows: MismatchRow[] }, since: string): string {
   const lines = [`eval-set mismatch: production share per eval cluster since ${since} (${m.total} requests) vs its share of the eval set`];
-  lines.push('  cluster  production (95% CI)          eval set  ratio  label');
+  lines.push(`  ${'cluster'.padStart(7)}  ${'production (95% CI)'.padEnd(22)}  ${'eval set'.padStart(8)}  ${'ratio'.padStart(6)}  label`);
   for (const r of m.rows) {
-    lines.push(
-      `  ${String(r.cluster).padStart(7)}  ${pct(r.productionShare).padStart(6)} [${pct(r.lo)}, ${pct(r.hi)}]`.padEnd(38) +
-        `  ${pct(r.evalShare).padStart(7)}  ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2).padStart(5) : '  inf'}  ${r.label}${r.underTested ? '  ← under-tested' : ''}`,
-    );
+    const prod = `${pct(r.productionShare)} [${pct(r.lo)}, ${pct(r.hi)}]`;
+    const ratio = Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : 'inf';
+    lines.push(`  ${String(r.cluster).padStart(7)}  ${prod.padEnd(22)}  ${pct(r.evalShare).padStart(8)}  ${ratio.padStart(6)}  ${r.label}${r.underTested ? '  ← under-tested' : ''}`);
   }
   return lines.join('\n');
 }
