@@ -20,7 +20,7 @@ import { rowsSql, type Notification } from './alert.js';
 import type { MonitorConfig } from './config.js';
 import { Dispatcher } from './dispatcher.js';
 import { Election } from './election.js';
-import { decide, type NotificationLog } from './lifecycle.js';
+import { candidates, dedup, inhibit, pipeline, type NotificationLog, type NotifyContext, type Stage } from './lifecycle.js';
 import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
 import { Outbox } from './outbox.js';
 import { alignDown, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
@@ -54,6 +54,21 @@ export interface RunnerDeps {
   sessionTimeoutMs?: number;
   /** a new leader waits this long (ms) before evaluating, so that a rebalance still under way (e.g. monitors starting together) settles first; default 3 s */
   settleMs?: number;
+}
+
+/** What the monitor's notification stages share for one evaluated window. */
+export interface RunContext extends NotifyContext {
+  /** a window closed before the first start: record, do not send */
+  backfill: boolean;
+  /** insert deduplication token of the window's alert rows */
+  token: string;
+  stillLeading: () => boolean;
+}
+
+class LostLeadership extends Error {
+  constructor() {
+    super('lost the election during an evaluation');
+  }
 }
 
 export interface TickResult {
@@ -177,23 +192,36 @@ export class MonitorRunner {
       }
       const ev = this.deps.evaluate(state.monitor, windows, this.deps.ctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);
-      const decided = await decide(ev.findings, state.log, c.lifecycle, {
+      // the notification pipeline: inhibit → dedup → examples → outbox → record
+      const backfill = !c.notifyBackfill && cursor + W + c.latenessSeconds * 1000 <= Date.parse(state.firstStartedAt);
+      const rc: RunContext = {
         windowEnd: we,
         now: this.clock(),
+        log: state.log,
+        opts: c.lifecycle,
+        inhibited: [],
+        backfill,
+        token: `alerts:${name}:${we}`,
+        stillLeading: () => this.leading(opts.force),
+      };
+      const candidate = candidates(ev.findings, state.log, {
         modelVersion: this.deps.ctx.modelVersion,
+        now: rc.now,
         sql: (f, onset) => rowsSql(this.ms.database, f, this.deps.ctx.modelVersion, onset),
       });
-      if (decided.inhibited.length) this.metrics.inhibited.inc(decided.inhibited.length);
-      const notifications = await this.withExamples(decided.notifications);
-      const backfill = !c.notifyBackfill && cursor + W + c.latenessSeconds * 1000 <= Date.parse(state.firstStartedAt);
-      if (notifications.length && !backfill) {
-        if (!this.leading(opts.force)) break; // lost the election meanwhile: the new leader redoes this window
-        await this.outbox.send(notifications);
-        for (const n of notifications) this.metrics.notifications.inc({ kind: n.kind });
+      let notifications: Notification[];
+      try {
+        notifications = await this.notify(rc, candidate);
+      } catch (e) {
+        if (e instanceof LostLeadership) break; // the new leader redoes this window from the checkpoint
+        throw e;
+      }
+      if (rc.inhibited.length) this.metrics.inhibited.inc(rc.inhibited.length);
+      if (!backfill) {
         this.sent.push(...notifications);
         result.notifications.push(...notifications);
       }
-      await this.ms.insertAlerts(notifications.map((n) => alertRow(n, !backfill)), `alerts:${name}:${we}`);
+      const decided = { log: rc.log };
       await this.ms.insertTrends(
         ev.trends.map((t) => ({
           window_start: t.windowStart,
@@ -242,9 +270,28 @@ export class MonitorRunner {
     for (const key of Object.keys(log)) this.metrics.firing.inc({ rule: key.split('|')[0] });
   }
 
-  private withExamples(items: Notification[]): Promise<Notification[]> {
-    return withExamples(this.ms, items, this.deps.config.examples);
-  }
+  /** Fill in example queries per cluster. */
+  private readonly examplesStage: Stage<RunContext> = (_ctx, items) => withExamples(this.ms, items, this.deps.config.examples);
+
+  /** Write to the durable outbox (acks=all); a backfill is not sent. */
+  private readonly outboxStage: Stage<RunContext> = async (ctx, items) => {
+    if (ctx.backfill) return items;
+    if (!ctx.stillLeading()) throw new LostLeadership();
+    await this.outbox.send(items);
+    for (const n of items) this.metrics.notifications.inc({ kind: n.kind });
+    return items;
+  };
+
+  /** Record the state changes in the alerts table (idempotent: one token per window). */
+  private readonly recordStage: Stage<RunContext> = async (ctx, items) => {
+    await this.ms.insertAlerts(
+      items.map((n) => alertRow(n, !ctx.backfill)),
+      ctx.token,
+    );
+    return items;
+  };
+
+  private readonly notify = pipeline<RunContext>(inhibit, dedup, this.examplesStage, this.outboxStage, this.recordStage);
 
   async stop(): Promise<void> {
     this.stopped = true;

@@ -225,6 +225,24 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     }
   });
 
+  it('history closed before the first start is evaluated and recorded, not sent (notifyBackfill false)', async () => {
+    const store = await freshStore();
+    await store.insertRequests(shifted);
+    const mc = monitorConfig(null, '', { notifyBackfill: false });
+    const runner = makeRunner(store, kafka, manifest, mc);
+    await runner.outbox.start();
+    try {
+      const r = await runner.tick({ force: true });
+      expect(r.evaluated).toBe(17);
+      expect(r.notifications).toEqual([]);
+      const rows = await new MonitorStore(store).alerts();
+      expect(rows.length).toBe(6); // firing and resolved, all agents and each agent
+      expect(rows.every((x) => Number(x.notified) === 0)).toBe(true);
+    } finally {
+      await runner.stop();
+    }
+  });
+
   it('a receiver down for a while, then up, gets every alert exactly once', async () => {
     const store = await freshStore();
     await store.insertRequests(shifted);
