@@ -10,6 +10,7 @@ import type { MonitorConfig } from './config.js';
 import { decide, type NotificationLog } from './lifecycle.js';
 import { alignDown, toWindowCounts } from './windows.js';
 import type { MonitorStore } from '../store/monitor.js';
+import { withExamples } from './runner.js';
 import type { EvaluateWindow, MonitorContext, MonitorState } from '../monitor/types.js';
 
 export interface BacktestResult {
@@ -25,7 +26,7 @@ export async function runBacktest(
   ms: MonitorStore,
   evaluate: EvaluateWindow,
   ctx: MonitorContext,
-  config: Pick<MonitorConfig, 'windowMinutes' | 'lifecycle'>,
+  config: Pick<MonitorConfig, 'windowMinutes' | 'lifecycle' | 'examples'>,
   from: string,
   to: string,
 ): Promise<BacktestResult> {
@@ -39,6 +40,7 @@ export async function runBacktest(
   for (let c0 = start; c0 < end; c0 += CHUNK) {
     const c1 = Math.min(c0 + CHUNK, end);
     const rows = await ms.windowRows(new Date(c0).toISOString(), new Date(c1).toISOString());
+    const sessions = await ms.sessionsByWindow(new Date(c0).toISOString(), new Date(c1).toISOString(), config.windowMinutes);
     const byWindow = new Map<number, typeof rows>();
     for (const r of rows) {
       const w = alignDown(Date.parse(r.bucket), config.windowMinutes);
@@ -50,7 +52,12 @@ export async function runBacktest(
       if (!rs) continue;
       const ws = new Date(w).toISOString();
       const we = new Date(w + W).toISOString();
-      const ev = evaluate(state, toWindowCounts(rs, ws, we), ctx);
+      const windows = toWindowCounts(rs, ws, we);
+      for (const x of windows) {
+        const s = sessions.find((y) => y.window === ws && y.agent === x.agent && y.model_version === x.modelVersion);
+        if (s && s.sessions > 0) x.sessions = s.sessions;
+      }
+      const ev = evaluate(state, windows, ctx);
       state = ev.state;
       out.notices.push(...ev.notices.map((n) => `${ws}: ${n}`));
       const d = await decide(ev.findings, log, config.lifecycle, {
@@ -60,7 +67,7 @@ export async function runBacktest(
         sql: (f, onset) => rowsSql(ms.database, f, ctx.modelVersion, onset),
       });
       log = d.log;
-      out.notifications.push(...d.notifications);
+      out.notifications.push(...(await withExamples(ms, d.notifications, config.examples)));
       out.evaluated += 1;
     }
   }

@@ -6,7 +6,7 @@
  * inhibits the per-cluster alerts of the same agent whose clusters it names.
  *
  * It is a pipeline of small stages sharing one signature, `(ctx, notifications) → notifications`:
- *   inhibit → dedup   (pure, here)   → outbox → record   (I/O, in the runner)
+ *   inhibit → dedup   (pure, here)   → examples → outbox → record   (I/O, in the runner)
  * and on the dispatcher's side, per receiver: expire → retry → record (src/alert/dispatcher.ts).
  * Time is the evaluated window's end (event time), so a replay or a backtest gives the same result.
  */

@@ -20,7 +20,7 @@ import { rowsSql, type Notification } from './alert.js';
 import type { MonitorConfig } from './config.js';
 import { Dispatcher } from './dispatcher.js';
 import { Election } from './election.js';
-import { decide, type NotificationLog } from './lifecycle.js';
+import { candidates, dedup, inhibit, pipeline, type NotificationLog, type NotifyContext, type Stage } from './lifecycle.js';
 import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
 import { Outbox } from './outbox.js';
 import { alignDown, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
@@ -52,6 +52,23 @@ export interface RunnerDeps {
   post?: ConstructorParameters<typeof Dispatcher>[2]['post'];
   /** election session timeout (ms); default 10 s */
   sessionTimeoutMs?: number;
+  /** a new leader waits this long (ms) before evaluating, so that a rebalance still under way (e.g. monitors starting together) settles first; default 3 s */
+  settleMs?: number;
+}
+
+/** What the monitor's notification stages share for one evaluated window. */
+export interface RunContext extends NotifyContext {
+  /** a window closed before the first start: record, do not send */
+  backfill: boolean;
+  /** insert deduplication token of the window's alert rows */
+  token: string;
+  stillLeading: () => boolean;
+}
+
+class LostLeadership extends Error {
+  constructor() {
+    super('lost the election during an evaluation');
+  }
 }
 
 export interface TickResult {
@@ -70,6 +87,7 @@ export class MonitorRunner {
   private ticking: Promise<TickResult> | null = null;
   private stopped = false;
   private lastEnd: number | null = null;
+  private leaderSince = 0;
   private readonly clock: () => Date;
   /** every notification this instance wrote to the outbox (for tests and the CLI's --once) */
   readonly sent: Notification[] = [];
@@ -82,9 +100,11 @@ export class MonitorRunner {
     this.election = new Election(deps.kafka, { topic: c.controlTopic, group: c.electionGroup, sessionTimeoutMs: deps.sessionTimeoutMs }, deps.logger);
     this.outbox = new Outbox(deps.kafka, c.alertsTopic);
     this.dispatcher = new Dispatcher(deps.kafka, c.receivers, { topic: c.alertsTopic, groupPrefix: c.dispatchGroupPrefix, post: deps.post }, deps.logger, this.metrics);
+    const settle = deps.settleMs ?? 3_000;
     this.election.onChange((leader) => {
       this.metrics.leader.set(leader ? 1 : 0);
-      if (leader) this.kick();
+      this.leaderSince = Date.now();
+      if (leader) setTimeout(() => this.kick(), settle + 10).unref();
     });
   }
 
@@ -104,6 +124,7 @@ export class MonitorRunner {
   private kick(): void {
     if (this.lastEnd !== null) this.metrics.lag.set((this.clock().getTime() - this.lastEnd) / 1000);
     if (this.stopped || this.ticking || !this.election.isLeader()) return;
+    if (Date.now() - this.leaderSince < (this.deps.settleMs ?? 3_000)) return;
     void this.tick().catch((e) => this.deps.logger.error({ err: e }, 'monitor evaluation failed; retrying at the next poll'));
   }
 
@@ -155,32 +176,52 @@ export class MonitorRunner {
       const stored = totalsOf(await this.ms.dayTotals(new Date(h).toISOString(), we));
       const { fresh, keep } = newSince(stored, state.evaluated, dayString(h));
       if (fresh.length === 0) {
-        // an empty window: skip ahead to the next stored bucket (late rows are picked up then)
+        // An empty window: skip ahead to the window of the next stored bucket. With nothing stored
+        // after it, wait here: rows still on their way (a consumer behind) are then evaluated in
+        // their own windows rather than as late rows of a later one.
         const next = await this.ms.nextBucket(we);
-        const to = next ? Math.min(alignDown(Date.parse(next), c.windowMinutes), closed) : closed;
-        cursor = Math.max(cursor + W, to);
+        if (!next) break;
+        cursor = Math.max(cursor + W, Math.min(alignDown(Date.parse(next), c.windowMinutes), closed));
         continue;
       }
       const windows = toWindowCounts(fresh, ws, we);
+      const sessions = await this.ms.sessions(ws, we);
+      for (const w of windows) {
+        const s = sessions.find((x) => x.agent === w.agent && x.model_version === w.modelVersion);
+        if (s && s.sessions > 0) w.sessions = s.sessions;
+      }
       const ev = this.deps.evaluate(state.monitor, windows, this.deps.ctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);
-      const decided = await decide(ev.findings, state.log, c.lifecycle, {
+      // the notification pipeline: inhibit → dedup → examples → outbox → record
+      const backfill = !c.notifyBackfill && cursor + W + c.latenessSeconds * 1000 <= Date.parse(state.firstStartedAt);
+      const rc: RunContext = {
         windowEnd: we,
         now: this.clock(),
+        log: state.log,
+        opts: c.lifecycle,
+        inhibited: [],
+        backfill,
+        token: `alerts:${name}:${we}`,
+        stillLeading: () => this.leading(opts.force),
+      };
+      const candidate = candidates(ev.findings, state.log, {
         modelVersion: this.deps.ctx.modelVersion,
+        now: rc.now,
         sql: (f, onset) => rowsSql(this.ms.database, f, this.deps.ctx.modelVersion, onset),
       });
-      if (decided.inhibited.length) this.metrics.inhibited.inc(decided.inhibited.length);
-      const notifications = await this.withExamples(decided.notifications);
-      const backfill = !c.notifyBackfill && cursor + W + c.latenessSeconds * 1000 <= Date.parse(state.firstStartedAt);
-      if (notifications.length && !backfill) {
-        if (!this.leading(opts.force)) break; // lost the election meanwhile: the new leader redoes this window
-        await this.outbox.send(notifications);
-        for (const n of notifications) this.metrics.notifications.inc({ kind: n.kind });
+      let notifications: Notification[];
+      try {
+        notifications = await this.notify(rc, candidate);
+      } catch (e) {
+        if (e instanceof LostLeadership) break; // the new leader redoes this window from the checkpoint
+        throw e;
+      }
+      if (rc.inhibited.length) this.metrics.inhibited.inc(rc.inhibited.length);
+      if (!backfill) {
         this.sent.push(...notifications);
         result.notifications.push(...notifications);
       }
-      await this.ms.insertAlerts(notifications.map((n) => alertRow(n, !backfill)), `alerts:${name}:${we}`);
+      const decided = { log: rc.log };
       await this.ms.insertTrends(
         ev.trends.map((t) => ({
           window_start: t.windowStart,
@@ -229,33 +270,28 @@ export class MonitorRunner {
     for (const key of Object.keys(log)) this.metrics.firing.inc({ rule: key.split('|')[0] });
   }
 
-  /** Fill each notification's clusters with example queries from the rows behind it. */
-  private async withExamples(items: Notification[]): Promise<Notification[]> {
-    const k = this.deps.config.examples;
-    if (k === 0) return items;
-    return Promise.all(
-      items.map(async (n) => {
-        const a = n.alert;
-        const clusters = await Promise.all(
-          a.clusters.map(async (cs) => ({
-            ...cs,
-            examples:
-              cs.examples ??
-              (await this.ms.examples({
-                from: a.status === 'firing' ? a.onset : a.windowStart,
-                to: a.windowEnd,
-                cluster: cs.cluster,
-                agent: a.agent,
-                modelVersion: a.modelVersion,
-                uncoveredOnly: a.rule.startsWith('uncovered'),
-                limit: k,
-              })),
-          })),
-        );
-        return { ...n, alert: { ...a, clusters } };
-      }),
+  /** Fill in example queries per cluster. */
+  private readonly examplesStage: Stage<RunContext> = (_ctx, items) => withExamples(this.ms, items, this.deps.config.examples);
+
+  /** Write to the durable outbox (acks=all); a backfill is not sent. */
+  private readonly outboxStage: Stage<RunContext> = async (ctx, items) => {
+    if (ctx.backfill) return items;
+    if (!ctx.stillLeading()) throw new LostLeadership();
+    await this.outbox.send(items);
+    for (const n of items) this.metrics.notifications.inc({ kind: n.kind });
+    return items;
+  };
+
+  /** Record the state changes in the alerts table (idempotent: one token per window). */
+  private readonly recordStage: Stage<RunContext> = async (ctx, items) => {
+    await this.ms.insertAlerts(
+      items.map((n) => alertRow(n, !ctx.backfill)),
+      ctx.token,
     );
-  }
+    return items;
+  };
+
+  private readonly notify = pipeline<RunContext>(inhibit, dedup, this.examplesStage, this.outboxStage, this.recordStage);
 
   async stop(): Promise<void> {
     this.stopped = true;
@@ -268,6 +304,33 @@ export class MonitorRunner {
 }
 
 const fin = (x: number) => (Number.isFinite(x) ? x : 0);
+
+/** Fill each notification's clusters with example queries from the rows behind it (k per cluster). */
+export async function withExamples(ms: MonitorStore, items: Notification[], k: number): Promise<Notification[]> {
+  if (k === 0) return items;
+  return Promise.all(
+    items.map(async (n) => {
+      const a = n.alert;
+      const clusters = await Promise.all(
+        a.clusters.map(async (cs) => ({
+          ...cs,
+          examples:
+            cs.examples ??
+            (await ms.examples({
+              from: a.status === 'firing' ? a.onset : a.windowStart,
+              to: a.windowEnd,
+              cluster: cs.cluster,
+              agent: a.agent,
+              modelVersion: a.modelVersion,
+              uncoveredOnly: a.rule.startsWith('uncovered'),
+              limit: k,
+            })),
+        })),
+      );
+      return { ...n, alert: { ...a, clusters } };
+    }),
+  );
+}
 
 export function alertRow(n: Notification, notified: boolean): AlertRow {
   const a = n.alert;

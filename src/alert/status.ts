@@ -28,8 +28,15 @@ export function wilson(k: number, n: number, z = 1.96): [number, number] {
   return [Math.max(0, c - h), Math.min(1, c + h)];
 }
 
-export async function evalMismatch(ms: MonitorStore, modelVersion: string, from: string, to: string): Promise<{ total: number; rows: MismatchRow[] }> {
-  const [prod, clusters] = await Promise.all([ms.productionByCluster(from, to, modelVersion), ms.clusters(modelVersion)]);
+/** `clusters`: the eval clusters of the model in force (id, label, share of the eval set). */
+export async function evalMismatch(
+  ms: MonitorStore,
+  modelVersion: string,
+  clusters: { cluster: number; label: string; share: number }[],
+  from: string,
+  to: string,
+): Promise<{ total: number; rows: MismatchRow[] }> {
+  const prod = await ms.productionByCluster(from, to, modelVersion);
   const total = prod.reduce((a, p) => a + p.requests, 0);
   const byId = new Map(prod.map((p) => [p.cluster, p]));
   const rows = clusters.map((c) => {
@@ -56,12 +63,11 @@ const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 export function formatMismatch(m: { total: number; rows: MismatchRow[] }, since: string): string {
   const lines = [`eval-set mismatch: production share per eval cluster since ${since} (${m.total} requests) vs its share of the eval set`];
-  lines.push('  cluster  production (95% CI)          eval set  ratio  label');
+  lines.push(`  ${'cluster'.padStart(7)}  ${'production (95% CI)'.padEnd(22)}  ${'eval set'.padStart(8)}  ${'ratio'.padStart(6)}  label`);
   for (const r of m.rows) {
-    lines.push(
-      `  ${String(r.cluster).padStart(7)}  ${pct(r.productionShare).padStart(6)} [${pct(r.lo)}, ${pct(r.hi)}]`.padEnd(38) +
-        `  ${pct(r.evalShare).padStart(7)}  ${Number.isFinite(r.ratio) ? r.ratio.toFixed(2).padStart(5) : '  inf'}  ${r.label}${r.underTested ? '  ← under-tested' : ''}`,
-    );
+    const prod = `${pct(r.productionShare)} [${pct(r.lo)}, ${pct(r.hi)}]`;
+    const ratio = Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : 'inf';
+    lines.push(`  ${String(r.cluster).padStart(7)}  ${prod.padEnd(22)}  ${pct(r.evalShare).padStart(8)}  ${ratio.padStart(6)}  ${r.label}${r.underTested ? '  ← under-tested' : ''}`);
   }
   return lines.join('\n');
 }

@@ -132,7 +132,8 @@ export async function monitorStatus(cfg: Config, modelDir: string, days = 7): Pr
     const ms = new MonitorStore(store);
     const to = new Date();
     const from = new Date(to.getTime() - days * 86_400_000);
-    const mm = await evalMismatch(ms, model.manifest.version, from.toISOString(), new Date(to.getTime() + 300_000).toISOString());
+    const clusters = model.manifest.clusters.map((c) => ({ cluster: c.id, label: c.label, share: c.share }));
+    const mm = await evalMismatch(ms, model.manifest.version, clusters, from.toISOString(), new Date(to.getTime() + 300_000).toISOString());
     const firing = await ms.firingAlerts();
     const lines = [`coverage model ${model.manifest.version}`, formatMismatch(mm, from.toISOString()), ''];
     lines.push(firing.length ? `firing alerts (${firing.length}):` : 'no alert is firing');

@@ -134,6 +134,30 @@ export class MonitorStore {
     return rows.map((r) => ({ ...toBucket({ ...r, bucket: '1970-01-01 00:00:00' }), day: String(r.day) }));
   }
 
+  /** Distinct sessions per agent and model version among the requests of [from, to) (empty session ids not counted). */
+  async sessions(from: string, to: string): Promise<{ agent: string; model_version: string; sessions: number }[]> {
+    const rows = await this.store.query<Raw>(
+      `SELECT agent, model_version, uniqExactIf(session_id, session_id != '') AS sessions FROM ${this.store.t('requests')}
+       WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}
+       GROUP BY agent, model_version`,
+      { from: chTime(from), to: chTime(to) },
+    );
+    return rows.map((r) => ({ agent: String(r.agent), model_version: String(r.model_version), sessions: n(r.sessions) }));
+  }
+
+  /** Distinct sessions per window (of `windowMinutes`, aligned to the epoch), agent and model version in [from, to). */
+  async sessionsByWindow(from: string, to: string, windowMinutes: number): Promise<{ window: string; agent: string; model_version: string; sessions: number }[]> {
+    const rows = await this.store.query<Raw>(
+      `SELECT toStartOfInterval(ts, toIntervalMinute({w:UInt32}), 'UTC') AS window, agent, model_version,
+              uniqExactIf(session_id, session_id != '') AS sessions
+       FROM ${this.store.t('requests')}
+       WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}
+       GROUP BY window, agent, model_version`,
+      { from: chTime(from), to: chTime(to), w: windowMinutes },
+    );
+    return rows.map((r) => ({ window: fromChTime(String(r.window)), agent: String(r.agent), model_version: String(r.model_version), sessions: n(r.sessions) }));
+  }
+
   /** The first bucket at or after `from` that holds rows, or null. */
   async nextBucket(from: string): Promise<string | null> {
     const [r] = await this.store.query<{ b: string; n: string }>(

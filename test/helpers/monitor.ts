@@ -8,8 +8,9 @@ import { sampleTraffic } from '../../src/cli/sample-data.js';
 import type { CoverageAssigner } from '../../src/coverage/model.js';
 import type { Embedder } from '../../src/embed/embedder.js';
 import { processMessages } from '../../src/ingest/process.js';
-import { createEvaluator } from '../../src/monitor/index.js';
+import { createEvaluator } from './threshold-evaluator.js';
 import type { RequestRow, Store } from '../../src/store/store.js';
+import type { WindowCounts } from '../../src/monitor/types.js';
 import { uniqueName } from './fixtures.js';
 
 export const MIN = 60_000;
@@ -58,12 +59,23 @@ export function monitorConfig(receiverUrl: string | null, secret: string, over: 
   });
 }
 
-export function makeRunner(store: Store, kafka: Kafka, manifest: Parameters<typeof contextFromManifest>[0], config: MonitorConfig, clock?: () => Date): MonitorRunner {
+export function makeRunner(
+  store: Store,
+  kafka: Kafka,
+  manifest: Parameters<typeof contextFromManifest>[0],
+  config: MonitorConfig,
+  clock?: () => Date,
+  seen?: WindowCounts[][],
+): MonitorRunner {
+  const evaluate = createEvaluator(config.rules);
   return new MonitorRunner({
     store,
     kafka,
     logger: pino({ level: process.env.EVALGAP_TEST_LOG ?? 'silent' }),
-    evaluate: createEvaluator(config.rules),
+    evaluate: (state, windows, ctx) => {
+      seen?.push(windows);
+      return evaluate(state, windows, ctx);
+    },
     ctx: contextFromManifest(manifest),
     config,
     clock,

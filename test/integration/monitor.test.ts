@@ -14,10 +14,11 @@ import { evalMismatch } from '../../src/alert/status.js';
 import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { CoverageAssigner, loadCoverageModel, type Manifest } from '../../src/coverage/model.js';
 import type { Embedder } from '../../src/embed/embedder.js';
-import { createEvaluator } from '../../src/monitor/index.js';
+import { createEvaluator } from '../helpers/threshold-evaluator.js';
 import { contextFromManifest } from '../../src/alert/runner.js';
 import { MonitorStore } from '../../src/store/monitor.js';
 import type { RequestRow } from '../../src/store/store.js';
+import type { WindowCounts } from '../../src/monitor/types.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, realEmbedder, testConfig, testKafka, tmpDir, waitFor } from '../helpers/fixtures.js';
 import { assignRows, makeRunner, MIN, monitorConfig, startReceiver, T0, traffic, type Payload } from '../helpers/monitor.js';
@@ -79,6 +80,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     try {
       // firing for all agents together and for each agent, then resolved for each
       await waitFor(async () => receiver.received.filter((r) => (r.body as Payload).kind === 'resolved').length >= 3, 60_000, 'three resolved alerts');
+      await waitFor(async () => Date.parse((await new MonitorStore(store).loadCheckpoint(mc.electionGroup))?.windowEnd ?? '') >= T0 + 85 * MIN, 30_000, 'every window evaluated');
       const got = receiver.received.map((r) => r.body as Payload);
       for (const p of got) expect(validate(p), JSON.stringify(validate.errors)).toBe(true);
       const firing = got.filter((p) => p.kind === 'firing');
@@ -115,7 +117,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       expect(bt.notifications.map((n) => n.webhookId).sort()).toEqual(got.map((p) => p.id).sort());
 
       // the standing eval-set mismatch: every cluster, production share with its interval
-      const mm = await evalMismatch(ms, manifest.version, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
+      const clusters = manifest.clusters.map((c) => ({ cluster: c.id, label: c.label, share: c.share }));
+      const mm = await evalMismatch(ms, manifest.version, clusters, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
       expect(mm.total).toBe(shifted.length);
       expect(mm.rows).toHaveLength(manifest.clusters.length);
       for (const r of mm.rows) expect(r.lo).toBeLessThanOrEqual(r.productionShare);
@@ -132,7 +135,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     const runner = makeRunner(store, kafka, manifest, monitorConfig(receiver.url, secret));
     await runner.start();
     try {
-      await waitFor(async () => (await new MonitorStore(store).loadCheckpoint(runner['deps'].config.electionGroup))?.windowEnd === new Date(T0 + 140 * MIN).toISOString(), 60_000, 'every window evaluated');
+      const mc = runner['deps'].config;
+      await waitFor(async () => Date.parse((await new MonitorStore(store).loadCheckpoint(mc.electionGroup))?.windowEnd ?? '') >= T0 + 140 * MIN, 60_000, 'every window evaluated');
       const [t] = await store.query<{ n: string; max: number }>(`SELECT count() AS n, max(statistic) AS max FROM ${store.t('monitor_trends')} WHERE agent = '*'`);
       expect(Number(t.n)).toBe(8);
       expect(t.max).toBeLessThan(0.35);
@@ -153,7 +157,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     await store.insertRequests(onTime);
     let now = T0 + 122 * MIN; // windows up to minute 120 are closed (lateness 2 min)
     const mc = monitorConfig(null, '');
-    const runner = makeRunner(store, kafka, manifest, mc, () => new Date(now));
+    const seen: WindowCounts[][] = [];
+    const runner = makeRunner(store, kafka, manifest, mc, () => new Date(now), seen);
     await runner.outbox.start();
     try {
       const r1 = await runner.tick({ force: true });
@@ -170,6 +175,14 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       const ev = JSON.parse(cp!.state).evaluated as Record<string, number[]>;
       const evaluated = Object.values(ev).reduce((a, c) => a + c[0], 0);
       expect(evaluated).toBe(steady.length);
+      // what the detectors were given adds up to the same, and carries each window's sessions
+      const given = seen.flat();
+      expect(given.reduce((a, w) => a + w.clusters.reduce((b, c) => b + c.requests, 0), 0)).toBe(steady.length);
+      expect(seen).toHaveLength(8);
+      expect(given.every((w) => (w.sessions ?? 0) > 0 && w.sessions! <= w.clusters.reduce((b, c) => b + c.requests, 0))).toBe(true);
+      // the first window after the late arrivals carried them
+      const w120 = seen[4].reduce((a, w) => a + w.clusters.reduce((b, c) => b + c.requests, 0), 0);
+      expect(w120).toBe(rest.filter((r) => Date.parse(r.ts) < T0 + 125 * MIN).length + late.length);
     } finally {
       await runner.stop();
     }
@@ -177,13 +190,13 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
 
   it('two monitors sharing one store send one alert, not two; the standby takes over from the checkpoint without re-alerting', async () => {
     const store = await freshStore();
-    const before = shifted.filter((r) => Date.parse(r.ts) < T0 + 60 * MIN);
-    const after = shifted.filter((r) => Date.parse(r.ts) >= T0 + 60 * MIN);
-    await store.insertRequests(before);
+    await store.insertRequests(shifted);
+    let now = T0 + 62 * MIN; // the shift's windows are closed, the return to normal's are not yet
+    const clock = () => new Date(now);
     const { receiver, secret } = await startReceiver();
     const mc = monitorConfig(receiver.url, secret);
-    const a = makeRunner(store, kafka, manifest, mc);
-    const b = makeRunner(store, kafka, manifest, mc);
+    const a = makeRunner(store, kafka, manifest, mc, clock);
+    const b = makeRunner(store, kafka, manifest, mc, clock);
     await Promise.all([a.start(), b.start()]);
     try {
       await waitFor(async () => receiver.received.length >= 3, 60_000, 'three firing alerts');
@@ -192,19 +205,41 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       expect(receiver.requests).toBe(3);
       expect([a.isLeader(), b.isLeader()].filter(Boolean)).toHaveLength(1);
       const [leader, standby] = a.isLeader() ? [a, b] : [b, a];
+      // one notification per alert entered the outbox, whoever led
+      expect([...a.sent, ...b.sent].map((n) => n.webhookId).sort()).toEqual(receiver.received.map((r) => r.id).sort());
       // the leader goes away; the standby takes over and resumes from the durable checkpoint
       await leader.stop();
-      await store.insertRequests(after);
+      now = T0 + 87 * MIN;
       await waitFor(async () => receiver.received.length >= 6, 60_000, 'three resolved alerts from the new leader');
       expect(standby.isLeader()).toBe(true);
       await new Promise((r) => setTimeout(r, 1000));
-      const kinds = receiver.received.map((r) => (r.body as Payload).kind);
-      expect(kinds).toEqual(['firing', 'firing', 'firing', 'resolved', 'resolved', 'resolved']);
+      const got = receiver.received.map((r) => r.body as Payload);
+      expect(got.map((p) => p.kind)).toEqual(['firing', 'firing', 'firing', 'resolved', 'resolved', 'resolved']);
+      expect(got.slice(3).map((p) => p.alert.id).sort()).toEqual(got.slice(0, 3).map((p) => p.alert.id).sort());
       expect(receiver.duplicates).toBe(0);
-      expect(standby.sent.every((n) => n.kind === 'resolved')).toBe(true);
+      expect(standby.sent.filter((n) => n.kind === 'resolved')).toHaveLength(3);
+      expect([...a.sent, ...b.sent]).toHaveLength(6);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
       await receiver.stop();
+    }
+  });
+
+  it('history closed before the first start is evaluated and recorded, not sent (notifyBackfill false)', async () => {
+    const store = await freshStore();
+    await store.insertRequests(shifted);
+    const mc = monitorConfig(null, '', { notifyBackfill: false });
+    const runner = makeRunner(store, kafka, manifest, mc);
+    await runner.outbox.start();
+    try {
+      const r = await runner.tick({ force: true });
+      expect(r.evaluated).toBe(17);
+      expect(r.notifications).toEqual([]);
+      const rows = await new MonitorStore(store).alerts();
+      expect(rows.length).toBe(6); // firing and resolved, all agents and each agent
+      expect(rows.every((x) => Number(x.notified) === 0)).toBe(true);
+    } finally {
+      await runner.stop();
     }
   });
 
