@@ -182,6 +182,14 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     const rows = await reader.query<{ n: string }>(`SELECT count() AS n FROM evalgap.requests WHERE agent = {a:String}`, { a: 'support-bot' });
     expect(Number(rows[0].n)).toBe(traffic.filter((t) => t.agent === 'support-bot').length);
     await expect(reader.query('DROP TABLE evalgap.requests')).rejects.toThrow(/readonly/i);
+    const url = `http://127.0.0.1:${running.service.port}/query`;
+    const notJson = await fetch(url, { method: 'POST', body: 'SELECT 1' });
+    expect(notJson.status).toBe(400);
+    expect(((await notJson.json()) as { error: string }).error).toMatch(/bad request/);
+    const noQuery = await fetch(url, { method: 'POST', body: JSON.stringify({ params: {} }) });
+    expect(((await noQuery.json()) as { error: string }).error).toMatch(/query: Required/);
+    expect((await fetch(url)).status).toBe(405);
+    expect((await fetch(`http://127.0.0.1:${running.service.port}/metrics`)).status).toBe(200);
     await expect(reader.query(`INSERT INTO evalgap.coverage_clusters (model_version) VALUES ('x')`)).rejects.toThrow(/readonly/i);
     // the run still stores new traffic (readonly stays on the query connection)
     const more = sampleTraffic(5, { seed: 99, idPrefix: uniqueName('after') });
