@@ -143,6 +143,8 @@ export interface DiscoveryResult {
   /** per row: cosine similarity to the centroid of its group (or of the nearest group, for noise) */
   similarity: Float32Array;
   params: { sample: number; minClusterSize: number; minSamples: number; groupsFound: number; noise: number };
+  /** ms spent: HDBSCAN on the sample, joining every row to a group, describing the groups */
+  timings: { cluster: number; join: number; describe: number };
 }
 
 export function autoMinClusterSize(sample: number): number {
@@ -152,6 +154,7 @@ export function autoMinClusterSize(sample: number): number {
 export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT_DISCOVERY): DiscoveryResult {
   const { rows, vectors, dim } = input;
   const n = rows.length;
+  const t0 = performance.now();
   const sIdx = n > opts.sampleSize ? sampleIndices(n, opts.sampleSize, opts.seed) : Int32Array.from({ length: n }, (_, i) => i);
   const sn = sIdx.length;
   const mcs = opts.minClusterSize || autoMinClusterSize(sn);
@@ -180,6 +183,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     }
     cutoff = Float64Array.from(sims, (s) => quantile(s.sort((a, b) => a - b), opts.memberQuantile));
   }
+  const t1 = performance.now();
   // every row joins its most similar group if it passes that group's cutoff
   const counts = new Int32Array(k);
   for (let i = 0; i < n; i++) {
@@ -209,6 +213,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   }
   for (let i = 0; i < n; i++) if (membership[i] >= 0) membership[i] = renum[membership[i]];
   const g = keep.length;
+  const t2 = performance.now();
   const groupCentroids = gatherRows(centroids, dim, keep);
   const members: number[][] = Array.from({ length: g }, () => []);
   for (let i = 0; i < n; i++) if (membership[i] >= 0) members[membership[i]].push(i);
@@ -331,7 +336,14 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   });
   let noise = 0;
   for (let i = 0; i < n; i++) if (membership[i] < 0) noise++;
-  return { gaps, membership, similarity, params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise } };
+  const t3 = performance.now();
+  return {
+    gaps,
+    membership,
+    similarity,
+    params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise },
+    timings: { cluster: Math.round(t1 - t0), join: Math.round(t2 - t1), describe: Math.round(t3 - t2) },
+  };
 }
 
 function singleGroupFallback(h: { labels: Int32Array; k: number; lambdas: Float64Array }, sx: Float32Array, sn: number, dim: number, minCoherence: number): void {
@@ -392,7 +404,7 @@ function normText(t: string): string {
 
 /**
  * Representatives of a group: its medoid (for unit vectors, the member most similar to the
- * centroid maximises the summed cosine to all members), then farthest-first among up to 400
+ * centroid maximises the summed cosine to all members), then farthest-first among up to 250
  * members, skipping near-duplicates (cosine ≥ nearDuplicate or the same normalised text).
  */
 export function diverseExamples(
@@ -404,7 +416,7 @@ export function diverseExamples(
   opts: Pick<DiscoveryOptions, 'examples' | 'nearDuplicate' | 'seed'>,
 ): number[] {
   if (idx.length === 0) return [];
-  const cand = idx.length > 400 ? Array.from(sampleIndices(idx.length, 400, opts.seed), (j) => idx[j]) : [...idx];
+  const cand = idx.length > 250 ? Array.from(sampleIndices(idx.length, 250, opts.seed), (j) => idx[j]) : [...idx];
   let medoid = cand[0];
   let bestSim = -Infinity;
   for (const i of cand) {
@@ -444,7 +456,7 @@ export function diverseExamples(
 
 /**
  * Eval cases a gap would need: `neighbours` × the centres a greedy cover picks so that 90% of
- * (a sample of up to 300) members have a centre within cosine `threshold`, at most the number of
+ * (a sample of up to 150) members have a centre within cosine `threshold`, at most the number of
  * distinct member texts. The coverage score averages the `neighbours` nearest eval cases, so each
  * centre needs about that many cases near it.
  */
@@ -458,7 +470,7 @@ export function casesNeeded(
   seed: number,
 ): number {
   if (idx.length === 0) return 0;
-  const s = idx.length > 300 ? Array.from(sampleIndices(idx.length, 300, seed), (j) => idx[j]) : [...idx];
+  const s = idx.length > 150 ? Array.from(sampleIndices(idx.length, 150, seed), (j) => idx[j]) : [...idx];
   const m = s.length;
   const covers: number[][] = Array.from({ length: m }, () => []);
   for (let a = 0; a < m; a++) {
