@@ -4,7 +4,7 @@
  *
  * 1. Groups: HDBSCAN (./hdbscan.ts) on a seeded sample of at most `sampleSize` uncovered
  *    embeddings (cosine distance) chooses how many groups there are and leaves sparse queries as
- *    noise. Every uncovered request then joins the group whose centroid is most similar, if that
+ *    noise; groups whose centroids have cosine ≥ `mergeSimilarity` are then merged. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
  * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
@@ -102,6 +102,12 @@ export interface DiscoveryOptions {
    * mean cosine to their centroid reaches this; otherwise everything stays noise.
    */
   minCoherence: number;
+  /**
+   * Groups whose centroids have cosine ≥ this are merged (closest pair first, centroids
+   * recomputed after each merge): HDBSCAN splits a topic into its phrasings when each is dense.
+   * 1 disables merging.
+   */
+  mergeSimilarity: number;
   seed: number;
 }
 
@@ -114,6 +120,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   examples: 25,
   nearDuplicate: 0.95,
   minCoherence: 0.5,
+  mergeSimilarity: 0.8,
   seed: 42,
 };
 
@@ -168,7 +175,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     const sx = gatherRows(vectors, dim, sIdx);
     const h = hdbscan(cosineDistanceMatrix(sx, sn, dim), sn, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
     if (h.k === 0) singleGroupFallback(h, sx, sn, dim, opts.minCoherence);
-    k = h.k;
+    k = mergeSimilarGroups(h.labels, h.k, sx, dim, opts.mergeSimilarity);
     centroids = new Float32Array(k * dim);
     for (let i = 0; i < sn; i++) {
       const c = h.labels[i];
@@ -344,6 +351,58 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise },
     timings: { cluster: Math.round(t1 - t0), join: Math.round(t2 - t1), describe: Math.round(t3 - t2) },
   };
+}
+
+/** Merge groups (labels 0..k-1 over rows of x) whose centroids have cosine ≥ threshold; returns the new k. */
+export function mergeSimilarGroups(labels: Int32Array, k: number, x: Float32Array, dim: number, threshold: number): number {
+  if (k < 2 || threshold >= 1) return k;
+  const sums = new Float64Array(k * dim);
+  for (let i = 0; i < labels.length; i++) {
+    const c = labels[i];
+    if (c < 0) continue;
+    for (let d = 0; d < dim; d++) sums[c * dim + d] += x[i * dim + d];
+  }
+  const alive = new Uint8Array(k).fill(1);
+  const unitOf = (c: number) => {
+    let n = 0;
+    for (let d = 0; d < dim; d++) n += sums[c * dim + d] ** 2;
+    n = Math.sqrt(n) || 1;
+    return Float64Array.from({ length: dim }, (_, d) => sums[c * dim + d] / n);
+  };
+  const unit = Array.from({ length: k }, (_, c) => unitOf(c));
+  const cos = (a: number, b: number) => {
+    let s = 0;
+    for (let d = 0; d < dim; d++) s += unit[a][d] * unit[b][d];
+    return s;
+  };
+  const into = Int32Array.from({ length: k }, (_, c) => c);
+  for (;;) {
+    let best = threshold;
+    let pa = -1;
+    let pb = -1;
+    for (let a = 0; a < k; a++) {
+      if (!alive[a]) continue;
+      for (let b = a + 1; b < k; b++) {
+        if (!alive[b]) continue;
+        const s = cos(a, b);
+        if (s >= best) {
+          best = s;
+          pa = a;
+          pb = b;
+        }
+      }
+    }
+    if (pa < 0) break;
+    for (let d = 0; d < dim; d++) sums[pa * dim + d] += sums[pb * dim + d];
+    unit[pa] = unitOf(pa);
+    alive[pb] = 0;
+    for (let c = 0; c < k; c++) if (into[c] === pb) into[c] = pa;
+  }
+  const renum = new Int32Array(k).fill(-1);
+  let m = 0;
+  for (let c = 0; c < k; c++) if (alive[c]) renum[c] = m++;
+  for (let i = 0; i < labels.length; i++) if (labels[i] >= 0) labels[i] = renum[into[labels[i]]];
+  return m;
 }
 
 function singleGroupFallback(h: { labels: Int32Array; k: number; lambdas: Float64Array }, sx: Float32Array, sn: number, dim: number, minCoherence: number): void {

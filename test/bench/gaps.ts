@@ -213,6 +213,9 @@ async function main() {
       ['mcs 8, ms 5', { minClusterSize: 8, minSamples: 5 }],
       ['mcs 15, ms 5', { minClusterSize: 15, minSamples: 5 }],
       ['memberQuantile 0.2', { memberQuantile: 0.2 }],
+      ['no merging (mergeSimilarity 1)', { mergeSimilarity: 1 }],
+      ['mergeSimilarity 0.75', { mergeSimilarity: 0.75 }],
+      ['mergeSimilarity 0.7', { mergeSimilarity: 0.7 }],
     ];
     for (const [name, o] of configs) {
       const r = discover(

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
-import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
+import { DEFAULT_DISCOVERY, discover, mergeSimilarGroups, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
 import { hdbscan } from '../../src/gaps/hdbscan.js';
 import { allocate } from '../../src/gaps/run.js';
 import { embeddingsFor, processMessages } from '../../src/ingest/process.js';
@@ -224,6 +224,16 @@ describe('discover', () => {
     const members = t.truth.filter((_, i) => one.membership[i] === 0);
     expect(members.length).toBeGreaterThanOrEqual(32); // of 40
     expect(new Set(members)).toEqual(new Set(['mortgage']));
+  });
+
+  it('merges groups whose centroids are closer than mergeSimilarity, closest first, and renumbers', () => {
+    const x = normalizeRows(Float32Array.from([1, 0, 0, 1, 0.1, 0, 0.9, 0.2, 0, 0, 1, 0, 0, 0, 1]), 3);
+    const labels = Int32Array.from([0, 1, 2, 3, 4]);
+    expect(mergeSimilarGroups(labels, 5, x, 3, 0.95)).toBe(3);
+    expect(Array.from(labels)).toEqual([0, 0, 0, 1, 2]);
+    const l2 = Int32Array.from([0, 1, -1, 2, 3]);
+    expect(mergeSimilarGroups(l2, 4, x, 3, 1)).toBe(4);
+    expect(Array.from(l2)).toEqual([0, 1, -1, 2, 3]);
   });
 
   it('estimates more eval cases for a spread-out gap than for a tight one', () => {
