@@ -118,7 +118,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   memberQuantile: 0.05,
   matchSimilarity: 0.9,
   examples: 25,
-  nearDuplicate: 0.95,
+  nearDuplicate: 0.9,
   minCoherence: 0.5,
   mergeSimilarity: 0.8,
   seed: 42,
