@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/logger.js';
 import { parseEvalSet } from '../../src/coverage/evalset.js';
-import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
+import { discoverGaps, exportGapCases, readUnderTested } from '../../src/gaps/run.js';
 import { scheduleDiscovery } from '../../src/gaps/schedule.js';
 import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun, type Running } from '../../src/cli/run.js';
@@ -146,9 +146,20 @@ describe('gap discovery', () => {
       `SELECT sum(requests) AS n, 1 - sum(uncovered) / n AS coverage FROM ${store.t('coverage_over_time')}`,
     );
     expect(Number(cov[0].n)).toBe(400);
-    const ut = await store.query<{ cluster: number; prod_share: number }>(`SELECT cluster, prod_share FROM ${store.t('under_tested_clusters')}`);
+    const ut = await store.query<{ cluster: number; prod_share: number; prod_share_low: number; share_flag: number; escalation_flag: number }>(
+      `SELECT cluster, prod_share, prod_share_low, share_flag, escalation_flag FROM ${store.t('under_tested_clusters')}`,
+    );
     expect(ut.length).toBeGreaterThan(0);
     expect(ut.reduce((s, u) => s + u.prod_share, 0)).toBeCloseTo(1, 6);
+    // the view and the library compute the same intervals and flags
+    const lib = new Map((await readUnderTested(store)).map((u) => [u.cluster, u]));
+    expect(lib.size).toBe(ut.length);
+    for (const u of ut) {
+      const l = lib.get(Number(u.cluster))!;
+      expect(l.prodShareLow).toBeCloseTo(u.prod_share_low, 6);
+      expect(l.reasons.includes('share')).toBe(Number(u.share_flag) === 1);
+      expect(l.reasons.includes('escalation')).toBe(Number(u.escalation_flag) === 1);
+    }
   });
 
   it('the periodic discovery of evalgap run stores a pass for all agents and for each agent', async () => {
