@@ -4,7 +4,7 @@
  *
  * 1. Groups: HDBSCAN (./hdbscan.ts) on a seeded sample of at most `sampleSize` uncovered
  *    embeddings (cosine distance) chooses how many groups there are and leaves sparse queries as
- *    noise. Every uncovered request then joins the group whose centroid is most similar, if that
+ *    noise; groups whose centroids have cosine ≥ `mergeSimilarity` are then merged. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
  * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
@@ -102,6 +102,12 @@ export interface DiscoveryOptions {
    * mean cosine to their centroid reaches this; otherwise everything stays noise.
    */
   minCoherence: number;
+  /**
+   * Groups whose centroids have cosine ≥ this are merged (closest pair first, centroids
+   * recomputed after each merge): HDBSCAN splits a topic into its phrasings when each is dense.
+   * 1 disables merging.
+   */
+  mergeSimilarity: number;
   seed: number;
 }
 
@@ -112,8 +118,9 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   memberQuantile: 0.05,
   matchSimilarity: 0.9,
   examples: 25,
-  nearDuplicate: 0.95,
+  nearDuplicate: 0.9,
   minCoherence: 0.5,
+  mergeSimilarity: 0.8,
   seed: 42,
 };
 
@@ -143,6 +150,8 @@ export interface DiscoveryResult {
   /** per row: cosine similarity to the centroid of its group (or of the nearest group, for noise) */
   similarity: Float32Array;
   params: { sample: number; minClusterSize: number; minSamples: number; groupsFound: number; noise: number };
+  /** ms spent: HDBSCAN on the sample, joining every row to a group, describing the groups */
+  timings: { cluster: number; join: number; describe: number };
 }
 
 export function autoMinClusterSize(sample: number): number {
@@ -152,6 +161,7 @@ export function autoMinClusterSize(sample: number): number {
 export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT_DISCOVERY): DiscoveryResult {
   const { rows, vectors, dim } = input;
   const n = rows.length;
+  const t0 = performance.now();
   const sIdx = n > opts.sampleSize ? sampleIndices(n, opts.sampleSize, opts.seed) : Int32Array.from({ length: n }, (_, i) => i);
   const sn = sIdx.length;
   const mcs = opts.minClusterSize || autoMinClusterSize(sn);
@@ -165,7 +175,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     const sx = gatherRows(vectors, dim, sIdx);
     const h = hdbscan(cosineDistanceMatrix(sx, sn, dim), sn, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
     if (h.k === 0) singleGroupFallback(h, sx, sn, dim, opts.minCoherence);
-    k = h.k;
+    k = mergeSimilarGroups(h.labels, h.k, sx, dim, opts.mergeSimilarity);
     centroids = new Float32Array(k * dim);
     for (let i = 0; i < sn; i++) {
       const c = h.labels[i];
@@ -180,6 +190,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     }
     cutoff = Float64Array.from(sims, (s) => quantile(s.sort((a, b) => a - b), opts.memberQuantile));
   }
+  const t1 = performance.now();
   // every row joins its most similar group if it passes that group's cutoff
   const counts = new Int32Array(k);
   for (let i = 0; i < n; i++) {
@@ -209,6 +220,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   }
   for (let i = 0; i < n; i++) if (membership[i] >= 0) membership[i] = renum[membership[i]];
   const g = keep.length;
+  const t2 = performance.now();
   const groupCentroids = gatherRows(centroids, dim, keep);
   const members: number[][] = Array.from({ length: g }, () => []);
   for (let i = 0; i < n; i++) if (membership[i] >= 0) members[membership[i]].push(i);
@@ -331,7 +343,66 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   });
   let noise = 0;
   for (let i = 0; i < n; i++) if (membership[i] < 0) noise++;
-  return { gaps, membership, similarity, params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise } };
+  const t3 = performance.now();
+  return {
+    gaps,
+    membership,
+    similarity,
+    params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise },
+    timings: { cluster: Math.round(t1 - t0), join: Math.round(t2 - t1), describe: Math.round(t3 - t2) },
+  };
+}
+
+/** Merge groups (labels 0..k-1 over rows of x) whose centroids have cosine ≥ threshold; returns the new k. */
+export function mergeSimilarGroups(labels: Int32Array, k: number, x: Float32Array, dim: number, threshold: number): number {
+  if (k < 2 || threshold >= 1) return k;
+  const sums = new Float64Array(k * dim);
+  for (let i = 0; i < labels.length; i++) {
+    const c = labels[i];
+    if (c < 0) continue;
+    for (let d = 0; d < dim; d++) sums[c * dim + d] += x[i * dim + d];
+  }
+  const alive = new Uint8Array(k).fill(1);
+  const unitOf = (c: number) => {
+    let n = 0;
+    for (let d = 0; d < dim; d++) n += sums[c * dim + d] ** 2;
+    n = Math.sqrt(n) || 1;
+    return Float64Array.from({ length: dim }, (_, d) => sums[c * dim + d] / n);
+  };
+  const unit = Array.from({ length: k }, (_, c) => unitOf(c));
+  const cos = (a: number, b: number) => {
+    let s = 0;
+    for (let d = 0; d < dim; d++) s += unit[a][d] * unit[b][d];
+    return s;
+  };
+  const into = Int32Array.from({ length: k }, (_, c) => c);
+  for (;;) {
+    let best = threshold;
+    let pa = -1;
+    let pb = -1;
+    for (let a = 0; a < k; a++) {
+      if (!alive[a]) continue;
+      for (let b = a + 1; b < k; b++) {
+        if (!alive[b]) continue;
+        const s = cos(a, b);
+        if (s >= best) {
+          best = s;
+          pa = a;
+          pb = b;
+        }
+      }
+    }
+    if (pa < 0) break;
+    for (let d = 0; d < dim; d++) sums[pa * dim + d] += sums[pb * dim + d];
+    unit[pa] = unitOf(pa);
+    alive[pb] = 0;
+    for (let c = 0; c < k; c++) if (into[c] === pb) into[c] = pa;
+  }
+  const renum = new Int32Array(k).fill(-1);
+  let m = 0;
+  for (let c = 0; c < k; c++) if (alive[c]) renum[c] = m++;
+  for (let i = 0; i < labels.length; i++) if (labels[i] >= 0) labels[i] = renum[into[labels[i]]];
+  return m;
 }
 
 function singleGroupFallback(h: { labels: Int32Array; k: number; lambdas: Float64Array }, sx: Float32Array, sn: number, dim: number, minCoherence: number): void {
@@ -392,7 +463,7 @@ function normText(t: string): string {
 
 /**
  * Representatives of a group: its medoid (for unit vectors, the member most similar to the
- * centroid maximises the summed cosine to all members), then farthest-first among up to 400
+ * centroid maximises the summed cosine to all members), then farthest-first among up to 250
  * members, skipping near-duplicates (cosine ≥ nearDuplicate or the same normalised text).
  */
 export function diverseExamples(
@@ -404,7 +475,7 @@ export function diverseExamples(
   opts: Pick<DiscoveryOptions, 'examples' | 'nearDuplicate' | 'seed'>,
 ): number[] {
   if (idx.length === 0) return [];
-  const cand = idx.length > 400 ? Array.from(sampleIndices(idx.length, 400, opts.seed), (j) => idx[j]) : [...idx];
+  const cand = idx.length > 250 ? Array.from(sampleIndices(idx.length, 250, opts.seed), (j) => idx[j]) : [...idx];
   let medoid = cand[0];
   let bestSim = -Infinity;
   for (const i of cand) {
@@ -444,7 +515,7 @@ export function diverseExamples(
 
 /**
  * Eval cases a gap would need: `neighbours` × the centres a greedy cover picks so that 90% of
- * (a sample of up to 300) members have a centre within cosine `threshold`, at most the number of
+ * (a sample of up to 150) members have a centre within cosine `threshold`, at most the number of
  * distinct member texts. The coverage score averages the `neighbours` nearest eval cases, so each
  * centre needs about that many cases near it.
  */
@@ -458,7 +529,7 @@ export function casesNeeded(
   seed: number,
 ): number {
   if (idx.length === 0) return 0;
-  const s = idx.length > 300 ? Array.from(sampleIndices(idx.length, 300, seed), (j) => idx[j]) : [...idx];
+  const s = idx.length > 150 ? Array.from(sampleIndices(idx.length, 150, seed), (j) => idx[j]) : [...idx];
   const m = s.length;
   const covers: number[][] = Array.from({ length: m }, () => []);
   for (let a = 0; a < m; a++) {

@@ -331,4 +331,20 @@ export async function exportGapCases(store: StoreReader, opts: ExportOptions = {
   };
 }
 
+/**
+ * Under-tested eval clusters of a period (default: last 7 days, all agents, the latest model),
+ * with 95% Wilson intervals; flagged ones first. For the report.
+ */
+export async function readUnderTested(
+  store: StoreReader,
+  opts: { since?: number | Date; now?: number | Date; agent?: string; modelVersion?: string } = {},
+): Promise<UnderTestedCluster[]> {
+  const until = toMs(opts.now ?? Date.now());
+  const since = toMs(opts.since ?? until - 7 * DAY_MS);
+  const w = { since, until, agent: opts.agent || undefined };
+  let mv = opts.modelVersion ?? 'latest';
+  if (mv === 'latest' || mv === 'all') mv = (await latestModelVersion(store, w)) ?? '';
+  return mv ? underTested(await clusterTraffic(store, { ...w, modelVersion: mv })) : [];
+}
+
 export { readLatestGaps, readGapHistory, coverageOverTime, coverageByAgent, readTotals } from '../store/gaps.js';

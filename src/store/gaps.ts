@@ -151,13 +151,15 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
     cluster: number;
     coverage: number;
     scale: number;
-    embedding: number[];
+    /** the int8 embedding as hex of (value + 128) bytes: 2 characters per component instead of up to 5 */
+    emb: string;
     has: number;
   };
   const raw = await r.query<Raw>(
     `SELECT q.request_id AS request_id, toString(toUnixTimestamp64Milli(q.ts)) AS ts, q.agent AS agent, q.query AS query,
             q.query_redacted AS query_redacted, q.escalated AS escalated, q.outcome AS outcome, q.cluster AS cluster,
-            q.coverage AS coverage, e.scale AS scale, e.embedding AS embedding, e.request_id != '' AS has
+            q.coverage AS coverage, e.scale AS scale,
+            hex(arrayStringConcat(arrayMap(x -> char(toUInt8(toInt16(x) + 128)), e.embedding))) AS emb, e.request_id != '' AS has
      FROM ${r.t('requests')} AS q
      LEFT JOIN (
        SELECT request_id, scale, embedding FROM ${r.t('request_embeddings')}
@@ -167,10 +169,15 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
      ORDER BY q.ts, q.request_id`,
     { ...qe.params, ...q.params },
   );
-  const kept = raw.filter((x) => Number(x.has) === 1 && x.embedding.length > 0);
-  const dim = kept[0]?.embedding.length ?? 0;
+  const kept = raw.filter((x) => Number(x.has) === 1 && x.emb.length > 0);
+  const dim = (kept[0]?.emb.length ?? 0) / 2;
   const vectors = new Float32Array(kept.length * dim);
-  kept.forEach((x, i) => dequantizeInto(x.scale, x.embedding, vectors, i * dim));
+  const qv = new Int16Array(dim);
+  kept.forEach((x, i) => {
+    const b = Buffer.from(x.emb, 'hex');
+    for (let d = 0; d < dim; d++) qv[d] = b[d] - 128;
+    dequantizeInto(x.scale, qv, vectors, i * dim);
+  });
   return {
     rows: kept.map((x) => ({
       request_id: x.request_id,

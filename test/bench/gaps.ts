@@ -16,6 +16,7 @@
  * Then the time of one pass over 100,000 uncovered rows synthesised by resampling the real
  * uncovered embeddings with jitter: the pure core, and through the embedded store.
  */
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
@@ -92,9 +93,21 @@ async function main() {
   const cats = categories(train);
   const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, dim, maxTokens: embedder.maxTokens };
   const trainCases = dedupeCases(train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [r.category] }))).unique;
-  console.error(`embedding ${trainCases.length + test.length} queries…`);
-  const trainVec = (await embedder.embed(trainCases.map((c) => c.text))).vectors;
-  const testVec = (await embedder.embed(test.map((r) => r.text))).vectors;
+  // embeddings cached in the temp folder by model and texts (re-runs skip ~40 s of embedding)
+  const embedAll = async (texts: string[]): Promise<Float32Array> => {
+    const key = createHash('sha256').update(embedder.modelChecksum).update(texts.join('\n')).digest('hex').slice(0, 16);
+    const file = path.join(os.tmpdir(), `evalgap-bench-emb-${key}.f32`);
+    if (fs.existsSync(file)) {
+      const b = fs.readFileSync(file);
+      return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    }
+    console.error(`embedding ${texts.length} queries…`);
+    const v = (await embedder.embed(texts)).vectors;
+    fs.writeFileSync(file, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+    return v;
+  };
+  const trainVec = await embedAll(trainCases.map((c) => c.text));
+  const testVec = await embedAll(test.map((r) => r.text));
 
   const perDraw = [];
   const sweep: Record<string, ReturnType<typeof score>[]> = {};
@@ -200,6 +213,9 @@ async function main() {
       ['mcs 8, ms 5', { minClusterSize: 8, minSamples: 5 }],
       ['mcs 15, ms 5', { minClusterSize: 15, minSamples: 5 }],
       ['memberQuantile 0.2', { memberQuantile: 0.2 }],
+      ['no merging (mergeSimilarity 1)', { mergeSimilarity: 1 }],
+      ['mergeSimilarity 0.75', { mergeSimilarity: 0.75 }],
+      ['mergeSimilarity 0.7', { mergeSimilarity: 0.7 }],
     ];
     for (const [name, o] of configs) {
       const r = discover(
@@ -346,6 +362,7 @@ async function main() {
           pureCoreMs: Math.round(pureMs),
           pureCoreGaps: pure.gaps.length,
           viaEmbeddedStoreMs: Math.round(storeMs),
+          pureCoreTimings: pure.timings,
           viaEmbeddedStore: viaStore.ms,
           embeddingsCompressedBytesPerRow: Number(bytes.b) / Number(bytes.rows),
         },

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/logger.js';
 import { parseEvalSet } from '../../src/coverage/evalset.js';
-import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
+import { discoverGaps, exportGapCases, readUnderTested } from '../../src/gaps/run.js';
 import { scheduleDiscovery } from '../../src/gaps/schedule.js';
 import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun, type Running } from '../../src/cli/run.js';
@@ -146,9 +146,20 @@ describe('gap discovery', () => {
       `SELECT sum(requests) AS n, 1 - sum(uncovered) / n AS coverage FROM ${store.t('coverage_over_time')}`,
     );
     expect(Number(cov[0].n)).toBe(400);
-    const ut = await store.query<{ cluster: number; prod_share: number }>(`SELECT cluster, prod_share FROM ${store.t('under_tested_clusters')}`);
+    const ut = await store.query<{ cluster: number; prod_share: number; prod_share_low: number; share_flag: number; escalation_flag: number }>(
+      `SELECT cluster, prod_share, prod_share_low, share_flag, escalation_flag FROM ${store.t('under_tested_clusters')}`,
+    );
     expect(ut.length).toBeGreaterThan(0);
     expect(ut.reduce((s, u) => s + u.prod_share, 0)).toBeCloseTo(1, 6);
+    // the view and the library compute the same intervals and flags
+    const lib = new Map((await readUnderTested(store)).map((u) => [u.cluster, u]));
+    expect(lib.size).toBe(ut.length);
+    for (const u of ut) {
+      const l = lib.get(Number(u.cluster))!;
+      expect(l.prodShareLow).toBeCloseTo(u.prod_share_low, 6);
+      expect(l.reasons.includes('share')).toBe(Number(u.share_flag) === 1);
+      expect(l.reasons.includes('escalation')).toBe(Number(u.escalation_flag) === 1);
+    }
   });
 
   it('the periodic discovery of evalgap run stores a pass for all agents and for each agent', async () => {
@@ -182,6 +193,14 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     const rows = await reader.query<{ n: string }>(`SELECT count() AS n FROM evalgap.requests WHERE agent = {a:String}`, { a: 'support-bot' });
     expect(Number(rows[0].n)).toBe(traffic.filter((t) => t.agent === 'support-bot').length);
     await expect(reader.query('DROP TABLE evalgap.requests')).rejects.toThrow(/readonly/i);
+    const url = `http://127.0.0.1:${running.service.port}/query`;
+    const notJson = await fetch(url, { method: 'POST', body: 'SELECT 1' });
+    expect(notJson.status).toBe(400);
+    expect(((await notJson.json()) as { error: string }).error).toMatch(/bad request/);
+    const noQuery = await fetch(url, { method: 'POST', body: JSON.stringify({ params: {} }) });
+    expect(((await noQuery.json()) as { error: string }).error).toMatch(/query: Required/);
+    expect((await fetch(url)).status).toBe(405);
+    expect((await fetch(`http://127.0.0.1:${running.service.port}/metrics`)).status).toBe(200);
     await expect(reader.query(`INSERT INTO evalgap.coverage_clusters (model_version) VALUES ('x')`)).rejects.toThrow(/readonly/i);
     // the run still stores new traffic (readonly stays on the query connection)
     const more = sampleTraffic(5, { seed: 99, idPrefix: uniqueName('after') });
@@ -199,11 +218,20 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     const env = { ...process.env, EVALGAP_DATA_DIR: cfg.clickhouse.path, EVALGAP_LOG_LEVEL: 'warn' };
     const sql = await run('node', [cli, 'sql', 'SELECT count() AS n FROM evalgap.requests', '--format', 'json'], { env });
     expect(sql.stderr).toContain(`held by a running evalgap run (pid ${process.pid})`);
-    expect(JSON.parse(sql.stdout)).toEqual([{ n: '405' }]);
+    const [stored] = await store.query<{ n: string }>(`SELECT count() AS n FROM ${store.t('requests')}`);
+    expect(JSON.parse(sql.stdout)).toEqual([{ n: stored.n }]);
     const gaps = await run('node', [cli, 'gaps', '--since', '1d'], { env });
     expect(gaps.stderr).toContain('the result is printed, not stored');
     expect(gaps.stdout).toContain('coverage gaps of all agents');
     expect(gaps.stdout).toMatch(/gap-[0-9a-f]{10}/);
+    const out = path.join(dir, 'cli-cases.jsonl');
+    const exp = await run('node', [cli, 'export-gaps', '--out', out, '--per-gap', '3', '--budget', '10', '--since', '1d'], { env });
+    expect(exp.stderr).toContain('held by a running evalgap run');
+    expect(exp.stdout).toMatch(/wrote 10 candidate eval case\(s\) from \d+ gap\(s\)/);
+    const parsed = parseEvalSet(fs.readFileSync(out, 'utf8'), 'jsonl');
+    expect(parsed.errors).toEqual([]);
+    expect(parsed.cases).toHaveLength(10);
+    expect(parsed.cases.every((c) => /^gap-[0-9a-f]{10}$/.test(c.tags[0]))).toBe(true);
     const bad = await run('node', [cli, 'sql', 'DROP TABLE evalgap.requests'], { env }).catch((e) => e);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/query failed.*readonly/i);

@@ -5,9 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
-import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
+import { DEFAULT_DISCOVERY, discover, mergeSimilarGroups, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
 import { hdbscan } from '../../src/gaps/hdbscan.js';
 import { allocate } from '../../src/gaps/run.js';
+import { embeddingsFor, processMessages } from '../../src/ingest/process.js';
 import { underTested, wilson } from '../../src/gaps/undertested.js';
 import { dequantizeInto, inCoveredSample, quantize } from '../../src/store/embeddings.js';
 
@@ -225,6 +226,16 @@ describe('discover', () => {
     expect(new Set(members)).toEqual(new Set(['mortgage']));
   });
 
+  it('merges groups whose centroids are closer than mergeSimilarity, closest first, and renumbers', () => {
+    const x = normalizeRows(Float32Array.from([1, 0, 0, 1, 0.1, 0, 0.9, 0.2, 0, 0, 1, 0, 0, 0, 1]), 3);
+    const labels = Int32Array.from([0, 1, 2, 3, 4]);
+    expect(mergeSimilarGroups(labels, 5, x, 3, 0.95)).toBe(3);
+    expect(Array.from(labels)).toEqual([0, 0, 0, 1, 2]);
+    const l2 = Int32Array.from([0, 1, -1, 2, 3]);
+    expect(mergeSimilarGroups(l2, 4, x, 3, 1)).toBe(4);
+    expect(Array.from(l2)).toEqual([0, 1, -1, 2, 3]);
+  });
+
   it('estimates more eval cases for a spread-out gap than for a tight one', () => {
     const r = rng(7);
     const c = unit(r);
@@ -276,6 +287,58 @@ describe('what gap discovery keeps', () => {
     expect(kept / 20_000).toBeGreaterThan(0.045);
     expect(kept / 20_000).toBeLessThan(0.055);
     expect(inCoveredSample('req-7')).toBe(inCoveredSample('req-7'));
+  });
+
+  it('processMessages keeps the embedding of every uncovered row and of sampled covered ones, split by insert run', async () => {
+    const dim = 8;
+    const embedder = {
+      modelName: 'fake',
+      modelChecksum: 'x',
+      dim,
+      maxTokens: 16,
+      embed: async (texts: readonly string[]) => {
+        const v = new Float32Array(texts.length * dim);
+        texts.forEach((t, i) => {
+          v[i * dim] = t.startsWith('novel') ? -1 : 1;
+          v[i * dim + 1 + (i % 7)] = 0.5;
+        });
+        return { vectors: normalizeRows(v, dim), truncated: new Uint8Array(texts.length) };
+      },
+    };
+    const assigner = {
+      version: 'cm-000000000001',
+      assign: (v: Float32Array, n: number) => {
+        const covered = Uint8Array.from({ length: n }, (_, i) => (v[i * dim] > 0 ? 1 : 0));
+        return {
+          cluster: new Int32Array(n),
+          similarity: new Float32Array(n).fill(0.9),
+          coverage: Float32Array.from(covered, (c) => (c ? 0.9 : 0.1)),
+          covered,
+          runnerUp: new Int32Array(n).fill(3),
+          runnerUpSimilarity: new Float32Array(n).fill(0.4),
+        };
+      },
+    };
+    const msgs = Array.from({ length: 400 }, (_, i) => ({
+      topic: 't',
+      partition: 0,
+      offset: String(i),
+      value: Buffer.from(JSON.stringify({ request_id: `r-${i}`, ts: 1795000000000 + i, query: i % 4 === 0 ? `novel ${i}` : `known ${i}` })),
+    }));
+    const res = await processMessages(msgs, { embedder: embedder as never, assigner: assigner as never, redactText: false });
+    expect(res.rows.every((r) => r.runner_up === 3 && Math.abs(r.runner_up_similarity! - 0.4) < 1e-6)).toBe(true);
+    const kept = new Set(res.embeddings.map((e) => e.request_id));
+    for (const r of res.rows) expect(kept.has(r.request_id)).toBe(r.covered === 0 || inCoveredSample(r.request_id));
+    expect(res.embeddings.filter((e) => e.covered === 0)).toHaveLength(100);
+    const e0 = res.embeddings[0];
+    expect(e0.embedding).toHaveLength(dim);
+    const back = new Float32Array(dim);
+    dequantizeInto(e0.scale, e0.embedding, back, 0);
+    expect(back[0]).toBeLessThan(-0.8);
+    const run = res.rows.slice(100, 200);
+    const part = embeddingsFor(res.embeddings, run);
+    expect(part.every((e) => Number(e.kafka_offset) >= 100 && Number(e.kafka_offset) < 200)).toBe(true);
+    expect(part.length).toBe(res.embeddings.filter((e) => Number(e.kafka_offset) >= 100 && Number(e.kafka_offset) < 200).length);
   });
 
   it('the assigner returns the runner-up cluster and its similarity', () => {
