@@ -151,6 +151,7 @@ export class ModelWatcher implements AssignerSource {
       return this.refuse(`cannot resolve ${this.modelPath}`, (e as Error).message);
     }
     if (fp === this.fingerprint) return 'unchanged';
+    if (fp === this.refused) return 'refused'; // the same bad model: not loaded again until it changes
     let next: CoverageAssigner;
     const t = performance.now();
     try {

@@ -39,7 +39,7 @@ function alertsTable(d: ReportData): string {
   const a = d.alerts;
   if (!a.exists) return '<p class="empty" id="alerts-status">No alerts table yet (the monitor has not created one in this store).</p>';
   if (!a.rows.length) return '<p class="empty" id="alerts-status">No alerts.</p>';
-  const cell = (v: unknown) => esc(typeof v === 'object' && v !== null ? JSON.stringify(v) : v).slice(0, 300);
+  const cell = (v: unknown) => esc(String(typeof v === 'object' && v !== null ? JSON.stringify(v) : v ?? '').slice(0, 300));
   return `<table id="alerts-status"><thead><tr>${a.columns.map((c) => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody>${a.rows
     .map((r) => `<tr>${a.columns.map((c) => `<td>${cell(r[c])}</td>`).join('')}</tr>`)
     .join('')}</tbody></table>`;

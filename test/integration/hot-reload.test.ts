@@ -150,7 +150,12 @@ describe('evalgap run: hot reload of a deployed model', () => {
     fs.symlinkSync('../bad', `${current}.tmp`);
     fs.renameSync(`${current}.tmp`, current);
     expect(await running.model.check()).toBe('refused');
+    expect(await running.model.check()).toBe('refused');
     expect(running.model.current().version).toBe(v2);
+    // deploying a good model again is picked up
+    deployModel(path.join(dir, 'v1'), current);
+    expect(await running.model.check()).toBe('swapped');
+    expect(running.model.current().version).toBe(v1);
     await producer.disconnect();
   }, 180_000);
 });
