@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { MonitorOptionsSchema } from '../monitor/rules.js';
 import { z } from 'zod';
 
 const duration = z.number().int().positive();
@@ -77,8 +78,8 @@ export const MonitorFileSchema = z
       })
       .strict()
       .default({}),
-    /** rule parameters, passed unchanged to the detectors (see the README's rules section) */
-    rules: z.record(z.unknown()).default({}),
+    /** rule parameters of the detectors (README "Monitor: rules and guarantees"); a bad key fails at start */
+    rules: MonitorOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
   })
   .strict()

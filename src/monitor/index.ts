@@ -12,36 +12,11 @@ export { BernoulliCusum, DirichletMultinomialCusum, sequentialLogBayesFactors, t
 export * from './scoring.js';
 export type * from './types.js';
 
-import { z } from 'zod';
-import { createEvaluateWindow as create } from './rules.js';
+import { createEvaluateWindow as create, MonitorOptionsSchema as Rules } from './rules.js';
 
-/** The `rules` object of a monitor config file: any subset of MonitorOptions, checked by key. */
-export const MonitorRulesSchema = z
-  .object({
-    arlDays: z.number().positive(),
-    referenceDays: z.number().positive(),
-    warmupHours: z.number().nonnegative(),
-    blockMinutes: z.number().int().positive(),
-    minRequests: z.number().int().nonnegative(),
-    minEvents: z.number().int().nonnegative(),
-    ratios: z.array(z.number().gt(1)).min(1),
-    concentration: z.number().positive(),
-    budget: z.number().gt(0).lt(1).nullable(),
-    resolveWindows: z.number().int().positive(),
-    freezeHours: z.number().positive(),
-    hourShrink: z.number().nonnegative(),
-    recentHalfLifeWindows: z.number().positive(),
-    mismatchRatio: z.number().gt(1),
-    mismatchMinShare: z.number().min(0).max(1),
-    maxDispersion: z.number().gte(1),
-    drivers: z.number().int().positive(),
-  })
-  .partial()
-  .strict();
-
-/** An evaluator for a config file's `rules` object (validated; unknown keys are refused by name). */
+/** An evaluator for a config file's `rules` object (validated; a bad or unknown key is named). */
 export function createEvaluator(rules: unknown): EvaluateWindow {
-  const r = MonitorRulesSchema.safeParse(rules ?? {});
+  const r = Rules.safeParse(rules ?? {});
   if (!r.success) {
     throw new Error(
       'invalid monitor rules:\n' + r.error.issues.map((i) => `  - rules.${i.path.join('.') || '(root)'}: ${i.message}`).join('\n'),

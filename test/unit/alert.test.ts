@@ -58,13 +58,13 @@ describe('monitor config', () => {
     expect(() => parseMonitorConfig({ receivers: [{ name: 'ops', url: 'http://x/', secret: 'short' }] })).toThrow(/receivers\.0\.secret: not a Standard Webhooks secret/);
   });
 
-  it('reads secrets from the environment or a file, and the rules object passes through', () => {
+  it('reads secrets from the environment or a file, and checks the detectors\' rules by key', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-'));
     fs.writeFileSync(path.join(dir, 'secret'), SECRET + '\n');
     fs.writeFileSync(
       path.join(dir, 'monitor.json'),
       JSON.stringify({
-        rules: { uncovered_share: { threshold: 0.2 }, anything: [1, 2] },
+        rules: { arlDays: 60, budget: null },
         receivers: [
           { name: 'a', url: 'http://127.0.0.1:1/', secretFile: 'secret', format: 'slack' },
           { name: 'b', url: 'http://127.0.0.1:2/', secretEnv: 'HOOK_SECRET' },
@@ -76,7 +76,9 @@ describe('monitor config', () => {
       ['a', true, 'slack'],
       ['b', true, 'evalgap'],
     ]);
-    expect(c.rules).toEqual({ uncovered_share: { threshold: 0.2 }, anything: [1, 2] });
+    expect(c.rules).toEqual({ arlDays: 60, budget: null });
+    expect(() => parseMonitorConfig({ rules: { arlDay: 60 } })).toThrow(/rules: Unrecognized key.*arlDay/);
+    expect(() => parseMonitorConfig({ rules: { arlDays: -1 } })).toThrow(/rules\.arlDays/);
   });
 });
 

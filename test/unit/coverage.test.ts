@@ -865,7 +865,7 @@ describe('coverage model on disk', () => {
     const dir = save();
     const mismatch = () => loadCoverageModel(dir, { expectEmbedding: { model: EMB.model, checksum: 'b'.repeat(64) } });
     expect(mismatch).toThrow(ModelLoadError);
-    expect(mismatch).toThrow(/fitted with embedding model fake-embedder \(sha256 aaaaaaaaaaaa…\) but the installed one is fake-embedder \(sha256 bbbbbbbbbbbb…\).*run evalgap fit again/);
+    expect(mismatch).toThrow(/fitted with embedding model fake-embedder( int8)? \(sha256 aaaaaaaaaaaa…\) but the installed one is fake-embedder \(sha256 bbbbbbbbbbbb…\).*run evalgap fit again/);
     expect(() => loadCoverageModel(dir, { expectEmbedding: { model: 'other', checksum: EMB.checksum } })).toThrow(/fit/);
     expect(loadCoverageModel(dir, { expectEmbedding: { model: EMB.model, checksum: EMB.checksum } }).manifest.version).toBe(
       built.draft.version,

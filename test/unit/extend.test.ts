@@ -34,12 +34,13 @@ describe('mergeCases', () => {
 describe('addFitOptions', () => {
   const m = {
     params: { k: 9, kMode: 'fixed', seed: 3, restarts: 4, neighbours: 7 },
-    calibration: { targetFalseUncoveredRate: 0.1 },
+    calibration: { targetFalseUncoveredRate: 0.1, nearDuplicateCosine: 0.9, minClusterCases: 30 },
     evalSet: { source: 'evals.csv', textField: 'prompt' },
   } as unknown as Manifest;
   it("takes the old model's parameters, and flags given over them", () => {
     expect(addFitOptions(m, 'gaps.jsonl', {})).toEqual({
       k: 9, seed: 3, restarts: 4, neighbours: 7, targetRate: 0.1, source: 'evals.csv + gaps.jsonl', textField: 'prompt',
+      nearDuplicateCosine: 0.9, minClusterCases: 30, regions: 'auto',
     });
     expect(addFitOptions(m, 'g', { k: 'auto', targetRate: 0.05 })).toMatchObject({ k: 'auto', targetRate: 0.05, seed: 3 });
     expect(addFitOptions({ ...m, params: { ...m.params, kMode: 'auto' } }, 'g', {}).k).toBe('auto');
