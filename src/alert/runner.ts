@@ -43,7 +43,8 @@ export interface RunnerDeps {
   kafka: Kafka;
   logger: Logger;
   evaluate: EvaluateWindow;
-  ctx: MonitorContext;
+  /** the coverage model in force; a function is asked at every window (a redeployed model restarts the references) */
+  ctx: MonitorContext | (() => MonitorContext);
   config: MonitorConfig;
   metrics?: MonitorMetrics;
   /** the wall clock (tests move it) */
@@ -190,7 +191,8 @@ export class MonitorRunner {
         const s = sessions.find((x) => x.agent === w.agent && x.model_version === w.modelVersion);
         if (s && s.sessions > 0) w.sessions = s.sessions;
       }
-      const ev = this.deps.evaluate(state.monitor, windows, this.deps.ctx);
+      const mctx = typeof this.deps.ctx === 'function' ? this.deps.ctx() : this.deps.ctx;
+      const ev = this.deps.evaluate(state.monitor, windows, mctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);
       // the notification pipeline: inhibit → dedup → examples → outbox → record
       const backfill = !c.notifyBackfill && cursor + W + c.latenessSeconds * 1000 <= Date.parse(state.firstStartedAt);
@@ -205,9 +207,9 @@ export class MonitorRunner {
         stillLeading: () => this.leading(opts.force),
       };
       const candidate = candidates(ev.findings, state.log, {
-        modelVersion: this.deps.ctx.modelVersion,
+        modelVersion: mctx.modelVersion,
         now: rc.now,
-        sql: (f, onset) => rowsSql(this.ms.database, f, this.deps.ctx.modelVersion, onset),
+        sql: (f, onset) => rowsSql(this.ms.database, f, mctx.modelVersion, onset),
       });
       let notifications: Notification[];
       try {

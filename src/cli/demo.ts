@@ -26,6 +26,9 @@ import { exportUncoveredCases, type ExportedCase } from './export-standin.js';
 import { modelSummary, pct, table } from './format.js';
 import { gapsForReport, writeReport } from './report.js';
 import { startRun, type Running } from './run.js';
+import { startMonitor } from './monitor.js';
+import { newSecret, parseMonitorConfig } from '../alert/config.js';
+import { WebhookReceiver, type Received } from '../alert/receiver.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
 import { dataSpan } from '../store/report.js';
 
@@ -151,6 +154,46 @@ async function streamShift(ctx: DemoContext): Promise<void> {
   say(indent(table(['topic', 'in eval set', 'requests', 'uncovered'], rows.map((r) => [r.topic, SURPRISE_TOPICS.includes(r.topic) ? 'no' : 'yes', r.n, pct(Number(r.uncovered) / Number(r.n))]))));
 }
 
+/** The monitor, in this process: evaluates the closed windows and sends a signed webhook to a local receiver. */
+async function alertArrives(ctx: DemoContext): Promise<void> {
+  header(ctx, 'evalgap monitor: the shift is detected and a signed alert arrives at a local webhook receiver');
+  const secret = newSecret();
+  const got: Received[] = [];
+  const receiver = new WebhookReceiver({ secret, onAlert: (r) => got.push(r) });
+  await receiver.start(0);
+  const mc = parseMonitorConfig({
+    notifyBackfill: true,
+    pollSeconds: 1,
+    controlTopic: `evalgap.demo.${ctx.stamp}.monitor`,
+    electionGroup: `evalgap-demo-${ctx.stamp}-monitor`,
+    alertsTopic: `evalgap.demo.${ctx.stamp}.alerts`,
+    dispatchGroupPrefix: `evalgap-demo-${ctx.stamp}-dispatch`,
+    receivers: [{ name: 'demo', url: receiver.url, secret }],
+  });
+  say(`   receiver ${receiver.url} verifies each Standard Webhooks signature (webhook-id, -timestamp, -signature) with the standardwebhooks package`);
+  const mon = await startMonitor(ctx.cfg, mc, ctx.current, createLogger(ctx.cfg.logLevel), { store: ctx.running!.store });
+  const t0 = Date.now();
+  try {
+    const firing = () => got.find((r) => (r.body as { kind?: string }).kind === 'firing');
+    while (!firing() && Date.now() - t0 < 90_000) await new Promise((r) => setTimeout(r, 250));
+    const f = firing();
+    if (!f) {
+      say('   no alert within 90 s (see evalgap monitor --status)');
+      return;
+    }
+    const a = (f.body as { alert: { rule: string; agent: string; severity: string; summary: string; clusters?: { label?: string; shareNow?: number; examples?: string[] }[] } }).alert;
+    say(`   received after ${((Date.now() - t0) / 1000).toFixed(1)} s, signature verified: ${f.id}`);
+    say(`   ${a.severity.toUpperCase()} ${a.rule} (agent ${a.agent}): ${a.summary}`);
+    for (const c of (a.clusters ?? []).slice(0, 3)) {
+      say(`     ${c.label ?? ''}${c.shareNow !== undefined ? ` (now ${pct(c.shareNow)})` : ''}: ${(c.examples ?? []).slice(0, 2).map((e) => JSON.stringify(e)).join(', ')}`);
+    }
+    say(`   ${got.length} notification(s) in all; every evaluation is also in ${ctx.running!.store.t('alerts')} and ${ctx.running!.store.t('monitor_trends')}`);
+  } finally {
+    await mon.stop();
+    await receiver.stop();
+  }
+}
+
 /** STAND-IN (TODO(lead): part A's `evalgap gaps` output). */
 async function showGaps(ctx: DemoContext): Promise<void> {
   header(ctx, 'gaps: where the uncovered traffic is (stand-in until gap discovery: grouped by nearest eval cluster)');
@@ -249,7 +292,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     await fitAndDeploy(ctx);
     await startConsumer(ctx);
     await streamShift(ctx);
-    // TODO(lead): the monitor's alert step goes here (the alert arriving at a local webhook receiver)
+    await alertArrives(ctx);
     await showGaps(ctx);
     await exportCases(ctx);
     await refitAndRedeploy(ctx);

@@ -6,6 +6,8 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config/index.js';
 import { loadCoverageModel } from '../coverage/model.js';
 import { createKafka } from '../ingest/kafka.js';
+import { resolveModelDir } from '../ingest/model-watch.js';
+import type { MonitorContext } from '../monitor/types.js';
 import { describeMonitorConfig, type MonitorConfig } from '../alert/config.js';
 import { createMonitorMetrics } from '../alert/metrics.js';
 import { contextFromManifest, MonitorRunner } from '../alert/runner.js';
@@ -32,6 +34,19 @@ export async function startMonitor(
   opts: { store?: Store; kafka?: Kafka; registry?: Registry; metricsPort?: number } = {},
 ): Promise<StartedMonitor> {
   const model = loadCoverageModel(modelDir);
+  // a model deployed while the monitor runs (a `current` symlink or pointer file repointed):
+  // its context is read when the target changes, and the detectors restart their references
+  let cached = { dir: resolveModelDir(modelDir), ctx: contextFromManifest(model.manifest) };
+  const ctxNow = (): MonitorContext => {
+    let dir = cached.dir;
+    try {
+      dir = resolveModelDir(modelDir);
+      if (dir !== cached.dir) cached = { dir, ctx: contextFromManifest(loadCoverageModel(dir).manifest) };
+    } catch (e) {
+      logger.warn({ err: e, model: modelDir }, 'the deployed coverage model cannot be read; the monitor keeps the one in force');
+    }
+    return cached.ctx;
+  };
   const ownStore = !opts.store;
   const store = opts.store ?? (await Store.open(cfg.clickhouse));
   const kafka = opts.kafka ?? createKafka(cfg.kafka, `${cfg.kafka.clientId}-monitor`, logger);
@@ -41,7 +56,7 @@ export async function startMonitor(
     kafka,
     logger,
     evaluate: createEvaluator(mc.rules),
-    ctx: contextFromManifest(model.manifest),
+    ctx: ctxNow,
     config: mc,
     metrics,
   });
