@@ -415,5 +415,6 @@ describe('fault suite', () => {
     expect(kills).toBeGreaterThanOrEqual(Math.min(KILLS, 20));
     expect(outage).toMatchObject({ readyzFailedWhileDown: true, readyAgain: true });
     if (mounted) expect(storeFull).toMatchObject({ readyzFailedWhileFull: true, healthzWhileFull: 200, readyAgain: true });
+    fs.rmSync(dir, { recursive: true, force: true }); // kept for inspection when a check fails
   });
 });
