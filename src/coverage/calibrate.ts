@@ -10,7 +10,8 @@
  * cluster of 130 cases: 5.0% instead of 4.6%). The rate realised over many future queries,
  * conditional on the calibration set, lies between Beta(l, n + 1 − l) and Beta(l + 1, n − l); the
  * stored interval runs from the lower quantile of the first to the upper quantile of the second.
- * Regions under `minRegion` cases (or with l < 1) use the threshold of all scores pooled.
+ * Regions under `minRegion` cases (or with l < 1) are pooled into one more region with one
+ * threshold (from all scores when the pooled ones are still under `minRegion`).
  */
 import jstatPkg from 'jstat';
 
@@ -34,7 +35,7 @@ export interface RegionCalibration {
 export interface Calibration {
   alpha: number;
   level: number;
-  /** pooled threshold (all calibration scores) */
+  /** threshold of the regions without their own: the conformal threshold of their scores pooled (of all scores when those are too few) */
   threshold: number;
   regions: RegionCalibration[];
   /** share-weighted over regions */
@@ -63,8 +64,9 @@ export function betaInterval(a: number, b: number, level: number): [number, numb
 
 /**
  * Mondrian conformal calibration: one threshold per region from that region's calibration
- * scores; regions with fewer than `minRegion` scores use the pooled threshold (their expected
- * rate is then estimated from their own scores below it, with a Beta(x + ½, n − x + ½) interval).
+ * scores; regions with fewer than `minRegion` scores share the threshold of their scores pooled
+ * (each one's expected rate is then estimated from its own scores below it, with a
+ * Beta(x + ½, n − x + ½) interval).
  * `weights` (default: each region's share of the calibration scores) weight the overall rate.
  */
 export function calibrateMondrian(
@@ -76,16 +78,18 @@ export function calibrateMondrian(
 ): Calibration {
   const level = opts.level ?? 0.9;
   const n = scores.length;
-  const all = Float64Array.from(scores).sort();
-  const pooled = conformalThreshold(all, alpha);
   const by: number[][] = Array.from({ length: regions }, () => []);
   for (let i = 0; i < n; i++) by[region[i]].push(scores[i]);
+  const hasOwn = (m: number) => m >= opts.minRegion && Math.floor((m + 1) * alpha) >= 1 && Math.floor((m + 1) * alpha) < m;
+  // the small regions together form one more Mondrian region (all scores when they are too few together)
+  const rest = by.filter((a) => !hasOwn(a.length)).flat();
+  const pooled = conformalThreshold(Float64Array.from(hasOwn(rest.length) ? rest : Array.from(scores)).sort(), alpha);
   const out: RegionCalibration[] = by.map((a) => {
     a.sort((x, y) => x - y);
     const m = a.length;
     const p = (m + 1) * alpha;
     const l = Math.floor(p);
-    if (m >= opts.minRegion && l >= 1 && l < m) {
+    if (hasOwn(m)) {
       return {
         n: m,
         threshold: conformalThreshold(a, alpha),

@@ -75,7 +75,7 @@ export const ManifestSchema = z.object({
   }),
   calibration: z.object({
     method: z.string(),
-    /** pooled threshold (all calibration scores); clusters with too few cases use it */
+    /** threshold shared by the regions under minClusterCases (from their scores pooled; from all scores when those are too few) */
     threshold: z.number(),
     targetFalseUncoveredRate: z.number().gt(0).lt(1),
     /** an eval case's neighbours at cosine ≥ this are left out when it is scored for calibration */

@@ -52,10 +52,29 @@ describe('calibrateMondrian', () => {
     expect(c.regions[0].expectedRate).toBeCloseTo(0.05, 12);
     expect(c.regions[2].own).toBe(false);
     expect(c.regions[2].threshold).toBe(c.threshold);
+    // the one small region is under minRegion even pooled: the threshold comes from all scores
+    expect(c.threshold).toBe(conformalThreshold(Float64Array.from(scores).sort(), 0.05));
     expect(c.regions[2].expectedRate).toBe(1); // all 10 below the pooled threshold
     expect(c.regions[2].expectedRateInterval[1]).toBeLessThanOrEqual(1);
     const w = [200 / 410, 200 / 410, 10 / 410];
     expect(c.expectedRate).toBeCloseTo(w[0] * 0.05 + w[1] * 0.05 + w[2] * 1, 12);
+  });
+
+  it('pools the small regions into one more region with its own threshold', () => {
+    const r = rng(2);
+    const scores: number[] = [];
+    const region: number[] = [];
+    for (let i = 0; i < 300; i++) (scores.push(5 + r()), region.push(0)); // big, tight and high
+    for (let c = 1; c <= 10; c++) for (let i = 0; i < 20; i++) (scores.push(r() * 2), region.push(c)); // 10 small, diffuse
+    const c = calibrateMondrian(scores, region, 11, 0.05, { minRegion: 30 });
+    expect(c.regions[0].own).toBe(true);
+    const small = scores.filter((_, i) => region[i] > 0).sort((a, b) => a - b);
+    expect(c.threshold).toBeCloseTo(conformalThreshold(small, 0.05), 12);
+    let below = 0;
+    for (const s of small) if (s < c.threshold) below++;
+    expect(below).toBe(10); // (200 + 1)·0.05 = 10.05
+    // so the overall rate is about the target, not the small regions' rate under a threshold set mostly by the big one
+    expect(c.expectedRate).toBeCloseTo((300 / 500) * 0.05 + (200 / 500) * (10 / 200), 3);
   });
 
   it('holds its guarantee in simulation: per-region rate ≈ α, and the realised rate inside the 90% interval at least about 90% of the time', () => {
