@@ -14,6 +14,7 @@ run() { npx vite-node "test/bench/$1.ts" -- "${@:2}" 2>/dev/null | sed -n '/^{/,
 {
   echo '{"machine":'"$(node -e 'const os=require("os");console.log(JSON.stringify({cpus:os.cpus().length,model:os.cpus()[0].model,memGB:Math.round(os.totalmem()/2**30),node:process.version}))')"','
   echo '"embedSweep":'; run embed-sweep; echo ','
+  echo '"embedQuality":'; run embed-quality; echo ','
   echo '"coverage":'; run coverage "--draws=$draws"; echo ','
   echo '"ingest":'; run ingest; echo ','
   echo '"gaps":'; run gaps "--draws=$([ "$draws" = 1 ] && echo 1 || echo 3)"; echo ','

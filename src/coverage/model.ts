@@ -223,12 +223,13 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
   if (manifest.clusters.length !== k) throw new ModelLoadError(`coverage model ${dir} lists ${manifest.clusters.length} clusters for k=${k}`);
   const e = opts.expectEmbedding;
   if (e && (e.model !== manifest.embedding.model || e.checksum !== manifest.embedding.checksum)) {
-    const p = (x?: string) => (x ? ` ${x}` : '');
     throw new ModelLoadError(
-      `coverage model ${manifest.version} was fitted with embedding model ${manifest.embedding.model}${p(manifest.embedding.precision)} ` +
-        `(sha256 ${manifest.embedding.checksum.slice(0, 12)}…) but the installed one is ${e.model}${p(e.precision)} ` +
+      `coverage model ${manifest.version} was fitted with embedding model ${manifest.embedding.model} ` +
+        `(sha256 ${manifest.embedding.checksum.slice(0, 12)}…) but the installed one is ${e.model} ` +
         `(sha256 ${e.checksum.slice(0, 12)}…): its vectors are not comparable; run evalgap fit again` +
-        (e.precision && e.precision !== manifest.embedding.precision ? ` or set EVALGAP_EMBED_PRECISION=${manifest.embedding.precision}` : ''),
+        (e.precision && e.precision !== manifest.embedding.precision
+          ? ` (it was fitted with ${manifest.embedding.precision} embeddings, these are ${e.precision}: or set EVALGAP_EMBED_PRECISION=${manifest.embedding.precision})`
+          : ''),
     );
   }
   return { manifest, centroids, embeddings, labels, cases };

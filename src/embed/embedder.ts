@@ -1,7 +1,8 @@
 /**
- * Sentence embeddings from the local model (files under models/, never a hub): the tokenizer of
- * transformers.js, inference by onnxruntime-node directly (so the session options, threads among
- * them, reach the runtime), mean pooling and L2 normalisation here.
+ * Sentence embeddings from the local model (files under models/, never a hub): the model's
+ * tokenizer.json through @huggingface/tokenizers (pure JS; the same ids as transformers.js gave,
+ * checked on all Banking77 queries), inference by onnxruntime-node directly (so the session
+ * options, threads among them, reach the runtime), mean pooling and L2 normalisation here.
  *
  * Two graphs of the same weights are installed (scripts/install-model.sh): `int8` computes its
  * linear layers in int8 (MatMulInteger; the default), `fp32` is the reference. Their files, so their
@@ -71,15 +72,11 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
       `embedding model "${opts.model}" (${opts.precision}) is not installed in ${opts.modelsDir} (run: npm run setup)`,
     );
   }
-  const t: any = await import('@xenova/transformers');
-  t.env.allowRemoteModels = false;
-  t.env.allowLocalModels = true;
-  t.env.localModelPath = opts.modelsDir.endsWith(path.sep) ? opts.modelsDir : opts.modelsDir + path.sep;
-  const tokenizer: any = await t.AutoTokenizer.from_pretrained(opts.model);
-  // Truncate at maxTokens but pad only to the longest text of each sub-batch (passing max_length
-  // to the tokenizer call would pad every text to maxTokens).
-  tokenizer.model_max_length = Math.min(opts.maxTokens, tokenizer.model_max_length ?? opts.maxTokens);
-  const config = JSON.parse(fs.readFileSync(path.join(opts.modelsDir, opts.model, 'config.json'), 'utf8'));
+  const dir = path.join(opts.modelsDir, opts.model);
+  const json = (f: string) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+  const { Tokenizer } = await import('@huggingface/tokenizers');
+  const tokenizer = new Tokenizer(json('tokenizer.json'), json('tokenizer_config.json'));
+  const config = json('config.json');
   const ort = (await import('onnxruntime-node')).default;
   const session = await ort.InferenceSession.create(onnx, {
     intraOpNumThreads: opts.threads,
@@ -99,7 +96,7 @@ class LocalEmbedder implements Embedder {
   constructor(
     private readonly ort: any,
     private readonly session: any,
-    private readonly tokenizer: any,
+    private readonly tokenizer: { encode(text: string): { ids: number[] } },
     private readonly opts: EmbedderOptions,
     readonly dim: number,
     readonly modelChecksum: string,
@@ -120,17 +117,32 @@ class LocalEmbedder implements Embedder {
     const bs = this.opts.batchSize;
     for (let start = 0; start < n; start += bs) {
       const idx = order.slice(start, start + bs);
-      const enc = this.tokenizer(
-        idx.map((i) => texts[i]),
-        { padding: true, truncation: true },
-      );
+      // truncated at maxTokens (the first maxTokens ids, as before), padded (id 0) only to the
+      // longest text of this sub-batch
+      const ids = idx.map((i) => this.tokenizer.encode(texts[i]).ids.slice(0, this.maxTokens));
+      const seqLen = Math.max(...ids.map((x) => x.length));
+      const inputIds = new BigInt64Array(idx.length * seqLen);
+      const mask = new BigInt64Array(idx.length * seqLen);
+      ids.forEach((x, r) => {
+        for (let s = 0; s < x.length; s++) {
+          inputIds[r * seqLen + s] = BigInt(x[s]);
+          mask[r * seqLen + s] = 1n;
+        }
+      });
+      const data: Record<string, BigInt64Array> = {
+        input_ids: inputIds,
+        attention_mask: mask,
+        token_type_ids: new BigInt64Array(idx.length * seqLen),
+      };
       const feeds: Record<string, unknown> = {};
-      for (const name of this.inputs) feeds[name] = new this.ort.Tensor('int64', enc[name].data, enc[name].dims);
+      for (const name of this.inputs) {
+        if (!data[name]) throw new Error(`embedding model input ${name} is not supported`);
+        feeds[name] = new this.ort.Tensor('int64', data[name], [idx.length, seqLen]);
+      }
       const out = await this.session.run(feeds);
       const hidden = out.last_hidden_state;
       const [b, seq, h] = hidden.dims as number[];
       const hd = hidden.data as Float32Array;
-      const mask = enc.attention_mask.data as BigInt64Array;
       for (let r = 0; r < b; r++) {
         const dst = idx[r] * dim;
         let count = 0;

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { loadEmbedder, modelFile, ModelNotInstalledError } from '../../src/embed/embedder.js';
 import { loadThreadedEmbedder, poolSize } from '../../src/embed/threaded.js';
 import { realEmbedder, tmpDir } from '../helpers/fixtures.js';
+import { loadLegacyEmbedder } from '../bench/legacy-embedder.js';
 
 describe('local embedding model', () => {
   it('gives related sentences clearly higher cosine similarity than unrelated ones', async () => {
@@ -63,6 +64,16 @@ describe('local embedding model', () => {
     const a = await int8.embed(texts);
     const b = await fp32.embed(texts);
     for (let i = 0; i < texts.length; i++) expect(dotRows(a.vectors, i, b.vectors, i, 384)).toBeGreaterThan(0.97);
+  });
+
+  it('fp32 reproduces the previous path (transformers.js + onnxruntime 1.14 on the source file)', async () => {
+    const cfg = loadConfig().embed;
+    const fp32 = await loadEmbedder({ ...cfg, precision: 'fp32', batchSize: 4 });
+    const legacy = await loadLegacyEmbedder(cfg.modelsDir, cfg.model, 4, cfg.maxTokens);
+    const texts = ['I lost my credit card', 'Café naïve — résumé, 日本語 🙂', 'refund '.repeat(300), 'Why is my top-up still PENDING?!'];
+    const a = await fp32.embed(texts);
+    const b = await legacy.embed(texts);
+    for (let i = 0; i < texts.length; i++) expect(dotRows(a.vectors, i, b.vectors, i, 384)).toBeGreaterThan(0.99999);
   });
 
   it('gives a text the same int8 vector whatever else is in the call (batch 1: per-text activation scales)', async () => {

@@ -865,7 +865,10 @@ describe('coverage model on disk', () => {
     const dir = save();
     const mismatch = () => loadCoverageModel(dir, { expectEmbedding: { model: EMB.model, checksum: 'b'.repeat(64) } });
     expect(mismatch).toThrow(ModelLoadError);
-    expect(mismatch).toThrow(/fitted with embedding model fake-embedder( int8)? \(sha256 aaaaaaaaaaaa…\) but the installed one is fake-embedder \(sha256 bbbbbbbbbbbb…\).*run evalgap fit again/);
+    expect(mismatch).toThrow(/fitted with embedding model fake-embedder \(sha256 aaaaaaaaaaaa…\) but the installed one is fake-embedder \(sha256 bbbbbbbbbbbb…\).*run evalgap fit again/);
+    const otherPrecision = () => loadCoverageModel(dir, { expectEmbedding: { model: EMB.model, checksum: 'b'.repeat(64), precision: 'fp32' } });
+    expect(otherPrecision).toThrow(/fitted with int8 embeddings, these are fp32: or set EVALGAP_EMBED_PRECISION=int8/);
+    expect(loadCoverageModel(dir).manifest.embedding.precision).toBe('int8');
     expect(() => loadCoverageModel(dir, { expectEmbedding: { model: 'other', checksum: EMB.checksum } })).toThrow(/fit/);
     expect(loadCoverageModel(dir, { expectEmbedding: { model: EMB.model, checksum: EMB.checksum } }).manifest.version).toBe(
       built.draft.version,
