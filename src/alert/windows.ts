@@ -10,7 +10,7 @@
 import type { BucketRow, DayTotalRow } from '../store/monitor.js';
 import type { WindowCounts } from '../monitor/types.js';
 
-export type Counts = [requests: number, uncovered: number, escalated: number, refused: number, failed: number];
+export type Counts = [requests: number, uncovered: number, escalated: number, refused: number, failed: number, uncoveredEscalated: number];
 /** `${day}|${agent}|${model}|${cluster}` → counts */
 export type Totals = Record<string, Counts>;
 
@@ -36,12 +36,13 @@ export function totalsOf(rows: DayTotalRow[]): Totals {
   const t: Totals = {};
   for (const r of rows) {
     const k = `${r.day}|${r.agent}|${r.model_version}|${r.cluster}`;
-    const c = (t[k] ??= [0, 0, 0, 0, 0]);
+    const c = (t[k] ??= [0, 0, 0, 0, 0, 0]);
     c[0] += r.requests;
     c[1] += r.uncovered;
     c[2] += r.escalated;
     c[3] += r.refused;
     c[4] += r.failed;
+    c[5] += r.uncovered_escalated ?? 0;
   }
   return t;
 }
@@ -57,11 +58,12 @@ export function newSince(stored: Totals, evaluated: Totals, horizonDay: string):
   for (const [k, s] of Object.entries(stored)) {
     const [day, agent, model, cluster] = splitKey(k);
     if (day < horizonDay) continue;
-    const e = evaluated[k] ?? [0, 0, 0, 0, 0];
-    const d = s.map((v, i) => Math.max(0, v - e[i])) as Counts;
-    keep[k] = s.map((v, i) => Math.max(v, e[i])) as Counts;
+    // a checkpoint written before uncoveredEscalated was counted holds 5 numbers
+    const e = evaluated[k] ?? [0, 0, 0, 0, 0, 0];
+    const d = s.map((v, i) => Math.max(0, v - (e[i] ?? 0))) as Counts;
+    keep[k] = s.map((v, i) => Math.max(v, e[i] ?? 0)) as Counts;
     if (d.some((v) => v > 0)) {
-      fresh.push({ bucket: day, agent, model_version: model, cluster: Number(cluster), requests: d[0], uncovered: d[1], escalated: d[2], refused: d[3], failed: d[4] });
+      fresh.push({ bucket: day, agent, model_version: model, cluster: Number(cluster), requests: d[0], uncovered: d[1], escalated: d[2], refused: d[3], failed: d[4], uncovered_escalated: d[5] });
     }
   }
   for (const [k, e] of Object.entries(evaluated)) if (!(k in keep) && splitKey(k)[0] >= horizonDay) keep[k] = e;
@@ -90,7 +92,7 @@ export function toWindowCounts(rows: BucketRow[], start: string, end: string): W
     }
     let c = w.clusters.find((x) => x.cluster === r.cluster);
     if (!c) {
-      c = { cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0 };
+      c = { cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0 };
       w.clusters.push(c);
     }
     c.requests += r.requests;
@@ -98,6 +100,7 @@ export function toWindowCounts(rows: BucketRow[], start: string, end: string): W
     c.escalated += r.escalated;
     c.refused += r.refused;
     c.failed += r.failed;
+    c.uncoveredEscalated = (c.uncoveredEscalated ?? 0) + (r.uncovered_escalated ?? 0);
   }
   const out = [...by.values()].sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : a.modelVersion < b.modelVersion ? -1 : 1));
   for (const w of out) w.clusters.sort((a, b) => a.cluster - b.cluster);

@@ -272,4 +272,12 @@ export const MIGRATIONS: Migration[] = [
   },
   // 8–10: the monitor's tables (src/store/monitor-migrations.ts)
   ...MONITOR_MIGRATIONS,
+  {
+    version: 11,
+    name: 'coverage_5m: escalated requests among the uncovered (the uncovered_escalation rule)',
+    statements: [
+      `ALTER TABLE {db}.coverage_5m ADD COLUMN IF NOT EXISTS uncovered_escalated UInt64 DEFAULT 0
+       COMMENT 'escalated requests among the uncovered (0 for buckets stored before migration 11)' AFTER uncovered`,
+    ],
+  },
 ];

@@ -16,6 +16,8 @@ export interface BucketRow {
   escalated: number;
   refused: number;
   failed: number;
+  /** escalated among the uncovered */
+  uncovered_escalated: number;
 }
 
 /** Per-day totals (for late rows: compared with what was already evaluated). */
@@ -97,10 +99,11 @@ function toBucket(r: Raw): BucketRow {
     escalated: n(r.escalated),
     refused: n(r.refused),
     failed: n(r.failed),
+    uncovered_escalated: n(r.uncovered_escalated),
   };
 }
 
-const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed';
+const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed, sum(uncovered_escalated) AS uncovered_escalated';
 
 export class MonitorStore {
   constructor(readonly store: Store) {}

@@ -48,6 +48,7 @@ export interface CoverageAggRow {
   cluster: number;
   requests: number;
   uncovered: number;
+  uncovered_escalated: number;
   escalated: number;
   refused: number;
   failed: number;
@@ -65,11 +66,12 @@ export function aggregateRows(rows: readonly RequestRow[]): CoverageAggRow[] {
     const key = JSON.stringify([bucket, r.agent, r.model_version, r.cluster]);
     let a = out.get(key);
     if (!a) {
-      a = { bucket, agent: r.agent, model_version: r.model_version, cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, truncated: 0, latency_ms_sum: 0, cost_usd_sum: 0 };
+      a = { bucket, agent: r.agent, model_version: r.model_version, cluster: r.cluster, requests: 0, uncovered: 0, uncovered_escalated: 0, escalated: 0, refused: 0, failed: 0, truncated: 0, latency_ms_sum: 0, cost_usd_sum: 0 };
       out.set(key, a);
     }
     a.requests++;
     a.uncovered += r.covered === 0 ? 1 : 0;
+    a.uncovered_escalated += r.covered === 0 && r.escalated === 1 ? 1 : 0;
     a.escalated += r.escalated === 1 ? 1 : 0;
     a.refused += r.outcome === 'refused' ? 1 : 0;
     a.failed += r.outcome === 'failed' ? 1 : 0;
@@ -316,9 +318,9 @@ export class Store {
     if (p.agg < p.raw) {
       await this.client.command({
         query: `INSERT INTO ${this.t('coverage_5m')}
-                  (bucket, agent, model_version, cluster, requests, uncovered, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum)
+                  (bucket, agent, model_version, cluster, requests, uncovered, uncovered_escalated, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum)
                 SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster,
-                       count(), countIf(covered = 0), countIf(escalated = 1), countIf(outcome = 'refused'),
+                       count(), countIf(covered = 0), countIf(covered = 0 AND escalated = 1), countIf(escalated = 1), countIf(outcome = 'refused'),
                        countIf(outcome = 'failed'), countIf(truncated = 1), sum(ifNull(latency_ms, 0)), sum(ifNull(cost_usd, 0))
                 FROM ${this.t('requests')}
                 WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32}

@@ -200,7 +200,7 @@ describe('Standard Webhooks signatures', () => {
 
 describe('windows and late rows', () => {
   it('counts late rows in the next evaluation, once', () => {
-    const row = (day: string, requests: number, uncovered = 0) => ({ day, agent: 'a|b', model_version: 'm', cluster: 1, requests, uncovered, escalated: 0, refused: 0, failed: 0 });
+    const row = (day: string, requests: number, uncovered = 0) => ({ day, agent: 'a|b', model_version: 'm', cluster: 1, requests, uncovered, escalated: 0, refused: 0, failed: 0, uncovered_escalated: Math.min(1, uncovered) });
     const first = newSince(totalsOf([row('2025-01-01', 10, 2)]), {}, '2025-01-01');
     expect(first.fresh.map((r) => [r.agent, r.requests, r.uncovered])).toEqual([['a|b', 10, 2]]);
     // 3 late rows of the same day arrive with 5 new ones of the next day
@@ -210,7 +210,7 @@ describe('windows and late rows', () => {
       ['2025-01-02', 5, 0],
     ]);
     const w = toWindowCounts(second.fresh, 'S', 'E');
-    expect(w).toEqual([{ start: 'S', end: 'E', agent: 'a|b', modelVersion: 'm', clusters: [{ cluster: 1, requests: 8, uncovered: 1, escalated: 0, refused: 0, failed: 0 }] }]);
+    expect(w).toEqual([{ start: 'S', end: 'E', agent: 'a|b', modelVersion: 'm', clusters: [{ cluster: 1, requests: 8, uncovered: 1, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0 }] }]);
     // nothing new: nothing fresh; days before the horizon are pruned
     const third = newSince(totalsOf([row('2025-01-01', 13, 3), row('2025-01-02', 5)]), second.keep, '2025-01-02');
     expect(third.fresh).toEqual([]);
