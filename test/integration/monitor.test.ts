@@ -21,7 +21,7 @@ import type { RequestRow } from '../../src/store/store.js';
 import type { WindowCounts } from '../../src/monitor/types.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, realEmbedder, testConfig, testKafka, tmpDir, waitFor } from '../helpers/fixtures.js';
-import { assignRows, makeRunner, MIN, monitorConfig, startReceiver, T0, traffic, type Payload } from '../helpers/monitor.js';
+import { assignRows, makeRunner, MIN, RULES, monitorConfig, startReceiver, T0, traffic, type Payload } from '../helpers/monitor.js';
 
 let cfg: Config;
 let manifest: Manifest;
@@ -113,7 +113,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       expect(stat?.value).toBeGreaterThan(0);
 
       // backtest: the same detectors and lifecycle over the same stored aggregates say the same
-      const bt = await runBacktest(ms, createEvaluator(mc.rules), contextFromManifest(manifest), mc, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
+      const bt = await runBacktest(ms, createEvaluator(RULES), contextFromManifest(manifest), mc, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
       expect(bt.notifications.map((n) => n.webhookId).sort()).toEqual(got.map((p) => p.id).sort());
 
       // the standing eval-set mismatch: every cluster, production share with its interval
