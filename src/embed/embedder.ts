@@ -41,7 +41,11 @@ export interface EmbedderOptions {
   model: string;
   precision: Precision;
   batchSize: number;
-  /** onnxruntime intra-op threads of the session; 0 = the runtime's default (one per physical core). */
+  /**
+   * EVALGAP_EMBED_THREADS. The pool (threaded.ts, what fit/run/demo use): worker threads, each with
+   * a single-threaded session; 0 = one per core. loadEmbedder alone: the session's intra-op
+   * threads; 0 = onnxruntime's default (one per physical core).
+   */
   threads: number;
   maxTokens: number;
 }
