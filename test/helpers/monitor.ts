@@ -9,7 +9,8 @@ import type { CoverageAssigner } from '../../src/coverage/model.js';
 import type { Embedder } from '../../src/embed/embedder.js';
 import { processMessages } from '../../src/ingest/process.js';
 import { createEvaluator } from './threshold-evaluator.js';
-import type { RequestRow, Store } from '../../src/store/store.js';
+import { aggregateRows, type RequestRow, type Store } from '../../src/store/store.js';
+import { randomUUID } from 'node:crypto';
 import type { WindowCounts } from '../../src/monitor/types.js';
 import { uniqueName } from './fixtures.js';
 
@@ -95,3 +96,10 @@ export type Payload = {
   kind: string;
   alert: { id: string; status: string; rule: string; agent: string; onset: string; clusters: { cluster: number; label: string | null; share_now: number; examples: string[] }[]; sql: string; summary: string };
 };
+
+/** Store rows as `evalgap run` does: the raw rows and their 5-minute aggregates (there is no view). */
+export async function storeRows(store: Store, rows: RequestRow[]): Promise<void> {
+  const token = `test:${randomUUID()}`;
+  await store.insertRequests(rows, `raw:${token}`);
+  await store.insertAggregates(aggregateRows(rows), `agg:${token}`);
+}

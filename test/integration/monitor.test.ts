@@ -21,7 +21,7 @@ import type { RequestRow } from '../../src/store/store.js';
 import type { WindowCounts } from '../../src/monitor/types.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, realEmbedder, testConfig, testKafka, tmpDir, waitFor } from '../helpers/fixtures.js';
-import { assignRows, makeRunner, MIN, RULES, monitorConfig, startReceiver, T0, traffic, type Payload } from '../helpers/monitor.js';
+import { assignRows, makeRunner, MIN, RULES, storeRows, monitorConfig, startReceiver, T0, traffic, type Payload } from '../helpers/monitor.js';
 
 let cfg: Config;
 let manifest: Manifest;
@@ -72,7 +72,7 @@ const validate = new Ajv({ strict: true, validateFormats: false }).compile(schem
 describe('evalgap monitor (in-process, real broker, engine and model)', () => {
   it('a shifted stream fires the right alert with clusters and examples, signed; it resolves; the table, trends and backtest agree', async () => {
     const store = await freshStore();
-    await store.insertRequests(shifted);
+    await storeRows(store, shifted);
     const { receiver, secret } = await startReceiver();
     const mc = monitorConfig(receiver.url, secret);
     const runner = makeRunner(store, kafka, manifest, mc);
@@ -109,8 +109,11 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
       expect(await ms.firingAlerts()).toEqual([]);
       const [t] = await store.query<{ n: string; windows: string }>(`SELECT count() AS n, uniqExact(window_start) AS windows FROM ${store.t('monitor_trends')} FINAL WHERE agent = '*'`);
       expect(Number(t.windows)).toBe(17); // 85 minutes of 5-minute windows
+      // each detector's statistic is a gauge (its last window's value: ≥ 0), and the trend rows keep its history
       const stat = (await runner.metrics.statistic.get()).values.find((v) => v.labels.agent === '*');
-      expect(stat?.value).toBeGreaterThan(0);
+      expect(stat?.value).toBeGreaterThanOrEqual(0);
+      const [mx] = await store.query<{ m: number }>(`SELECT max(statistic) AS m FROM ${store.t('monitor_trends')} WHERE agent = '*'`);
+      expect(Number(mx.m)).toBeGreaterThan(0);
 
       // backtest: the same detectors and lifecycle over the same stored aggregates say the same
       const bt = await runBacktest(ms, createEvaluator(RULES), contextFromManifest(manifest), mc, new Date(T0).toISOString(), new Date(T0 + 85 * MIN).toISOString());
@@ -130,7 +133,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
 
   it('a steady stream alerts nothing', async () => {
     const store = await freshStore();
-    await store.insertRequests(steady);
+    await storeRows(store, steady);
     const { receiver, secret } = await startReceiver();
     const runner = makeRunner(store, kafka, manifest, monitorConfig(receiver.url, secret));
     await runner.start();
@@ -154,7 +157,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     const late = early.filter((_, i) => i % 4 === 0);
     const onTime = early.filter((_, i) => i % 4 !== 0);
     const rest = steady.filter((r) => Date.parse(r.ts) >= T0 + 120 * MIN);
-    await store.insertRequests(onTime);
+    await storeRows(store, onTime);
     let now = T0 + 122 * MIN; // windows up to minute 120 are closed (lateness 2 min)
     const mc = monitorConfig(null, '');
     const seen: WindowCounts[][] = [];
@@ -163,8 +166,8 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     try {
       const r1 = await runner.tick({ force: true });
       expect(r1.windowEnd).toBe(new Date(T0 + 120 * MIN).toISOString());
-      await store.insertRequests(late); // arrive after their windows were evaluated
-      await store.insertRequests(rest);
+      await storeRows(store, late); // arrive after their windows were evaluated
+      await storeRows(store, rest);
       now = T0 + 142 * MIN;
       const r2 = await runner.tick({ force: true });
       expect(r2.windowEnd).toBe(new Date(T0 + 140 * MIN).toISOString());
@@ -190,7 +193,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
 
   it('two monitors sharing one store send one alert, not two; the standby takes over from the checkpoint without re-alerting', async () => {
     const store = await freshStore();
-    await store.insertRequests(shifted);
+    await storeRows(store, shifted);
     let now = T0 + 62 * MIN; // the shift's windows are closed, the return to normal's are not yet
     const clock = () => new Date(now);
     const { receiver, secret } = await startReceiver();
@@ -227,7 +230,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
 
   it('history closed before the first start is evaluated and recorded, not sent (notifyBackfill false)', async () => {
     const store = await freshStore();
-    await store.insertRequests(shifted);
+    await storeRows(store, shifted);
     const mc = monitorConfig(null, '', { notifyBackfill: false });
     const runner = makeRunner(store, kafka, manifest, mc);
     await runner.outbox.start();
@@ -245,7 +248,7 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
 
   it('a receiver down for a while, then up, gets every alert exactly once', async () => {
     const store = await freshStore();
-    await store.insertRequests(shifted);
+    await storeRows(store, shifted);
     const { receiver, secret } = await startReceiver();
     receiver.down = true;
     const runner = makeRunner(store, kafka, manifest, monitorConfig(receiver.url, secret));
