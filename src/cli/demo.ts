@@ -39,7 +39,9 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
   const fit = await fitCoverageModel(
     evalSet.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
     embedder,
-    { ...DEFAULT_FIT, k: 'auto', source: 'evalset.jsonl', textField: 'query' },
+    // the demo's traffic is generated from the eval cases' own phrasings (near-duplicates of them),
+    // so calibration scores each case against its near-duplicates too (only itself left out)
+    { ...DEFAULT_FIT, k: 'auto', nearDuplicateCosine: 1, source: 'evalset.jsonl', textField: 'query' },
   );
   const modelDir = path.join(dir, 'model');
   const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);
