@@ -107,7 +107,9 @@ async function fitAndDeploy(ctx: DemoContext): Promise<void> {
   const fit = await fitCoverageModel(
     evalSet.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
     ctx.embedder,
-    { ...DEFAULT_FIT, k: 'auto', source: 'evalset.jsonl', textField: 'query' },
+    // the demo's traffic is generated from the eval cases' own phrasings (near-duplicates of them),
+    // so calibration scores each case against its near-duplicates too (only itself left out)
+    { ...DEFAULT_FIT, k: 'auto', nearDuplicateCosine: 1, source: 'evalset.jsonl', textField: 'query' },
   );
   const modelDir = path.join(ctx.dir, 'models', fit.draft.version);
   const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);

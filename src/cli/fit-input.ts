@@ -66,6 +66,7 @@ export function fitInput(file: string | undefined, opts: Record<string, unknown>
     ...(given('neighbours') ? { neighbours: opts.neighbours as number } : {}),
     ...(given('targetRate') ? { targetRate: opts.targetRate as number } : {}),
     ...(given('regions') ? { regions: opts.regions as 'auto' | 'clusters' | 'tags' } : {}),
+    ...(given('nearDuplicateCosine') ? { nearDuplicateCosine: opts.nearDuplicateCosine as number } : {}),
   });
   return { cases: merged.cases, options, base: base.manifest };
 }

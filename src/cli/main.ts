@@ -77,6 +77,16 @@ export function buildProgram(): Command {
     .option('--restarts <n>', 'k-means restarts', intArg('--restarts', 1), DEFAULT_FIT.restarts)
     .option('--neighbours <n>', 'eval cases averaged by the coverage score', intArg('--neighbours', 1), DEFAULT_FIT.neighbours)
     .option('--target-rate <r>', 'calibrated false-uncovered rate', rateArg, DEFAULT_FIT.targetRate)
+    .option(
+      '--near-duplicate-cosine <c>',
+      'calibration leaves out each case\'s neighbours at this cosine or above (1: only the case itself)',
+      (v: string) => {
+        const n = Number(v);
+        if (!(n > 0 && n <= 1)) throw new InvalidArgumentError('must be a cosine in (0, 1], e.g. 0.95');
+        return n;
+      },
+      DEFAULT_FIT.nearDuplicateCosine,
+    )
     .addOption(
       new Option('--regions <how>', 'calibrate a threshold per cluster or per tag; auto: per tag when ≥ 90% of cases are tagged')
         .choices(['auto', 'clusters', 'tags'])
@@ -105,6 +115,7 @@ export function buildProgram(): Command {
           neighbours: opts.neighbours,
           targetRate: opts.targetRate,
           regions: opts.regions,
+          nearDuplicateCosine: opts.nearDuplicateCosine,
           ...input.options,
         },
         progress.update,

@@ -55,7 +55,7 @@ export function mergeCases(old: readonly EvalCase[], extra: readonly EvalCase[])
 export function addFitOptions(
   m: Manifest,
   addSource: string,
-  over: Partial<Pick<FitOptions, 'k' | 'seed' | 'restarts' | 'neighbours' | 'targetRate' | 'regions'>>,
+  over: Partial<Pick<FitOptions, 'k' | 'seed' | 'restarts' | 'neighbours' | 'targetRate' | 'regions' | 'nearDuplicateCosine'>>,
 ): Omit<FitOptions, 'examples' | 'maxK' | 'nprobe'> {
   return {
     k: over.k ?? (m.params.kMode === 'auto' ? 'auto' : m.params.k),
@@ -63,7 +63,7 @@ export function addFitOptions(
     restarts: over.restarts ?? m.params.restarts,
     neighbours: over.neighbours ?? m.params.neighbours,
     targetRate: over.targetRate ?? m.calibration.targetFalseUncoveredRate,
-    nearDuplicateCosine: m.calibration.nearDuplicateCosine,
+    nearDuplicateCosine: over.nearDuplicateCosine ?? m.calibration.nearDuplicateCosine,
     minClusterCases: m.calibration.minClusterCases,
     // decided again from the merged cases (exported gap cases carry their gap id as a tag)
     regions: over.regions ?? 'auto',

@@ -55,10 +55,14 @@ describe('evalgap fit / inspect (CLI)', () => {
     expect(i.stdout).toMatch(/tag\s+cases\s+threshold\s+expected uncovered/);
     // --regions clusters: one threshold per cluster instead
     const out2 = path.join(dir, 'model2');
-    const r2 = evalgap('fit', file, '--out', out2, '--k', '6', '--regions', 'clusters');
+    const r2 = evalgap('fit', file, '--out', out2, '--k', '6', '--regions', 'clusters', '--near-duplicate-cosine', '1');
     expect(r2.status, r2.stderr).toBe(0);
     expect(r2.stdout).toMatch(/threshold:\s+per cluster/);
-    expect(JSON.parse(fs.readFileSync(path.join(out2, 'manifest.json'), 'utf8')).calibration.regions).toBe('clusters');
+    expect(r2.stdout).toMatch(/near-duplicates \(cosine ≥ 1\)/);
+    const m2 = JSON.parse(fs.readFileSync(path.join(out2, 'manifest.json'), 'utf8'));
+    expect(m2.calibration.regions).toBe('clusters');
+    expect(m2.calibration.nearDuplicateCosine).toBe(1);
+    expect(evalgap('fit', file, '--near-duplicate-cosine', '0').status).toBe(1);
   });
 
   it('score writes one result per input line, reports bad lines in place, and agrees with the model', () => {
@@ -208,5 +212,5 @@ describe('coverage quality on Banking77 (real data)', () => {
     const noise = 3 * Math.sqrt((m.calibration.expectedRate * (1 - m.calibration.expectedRate)) / n);
     expect(unc / n).toBeGreaterThanOrEqual(m.calibration.expectedRateInterval[0] - noise);
     expect(unc / n).toBeLessThanOrEqual(m.calibration.expectedRateInterval[1] + noise);
-  });
+  }, 300_000); // embeds 10,800 Banking77 queries: about 2 minutes on a loaded 2-core machine
 });
