@@ -14,7 +14,9 @@ import { createMonitorMetrics } from '../../src/alert/metrics.js';
 import { parseNotification } from '../../src/alert/outbox.js';
 import { evalgapPayload, slackPayload } from '../../src/alert/payload.js';
 import { WebhookReceiver } from '../../src/alert/receiver.js';
-import { DeliveryError, signRequest } from '../../src/alert/webhook.js';
+import { DeliveryError, postNotification, signRequest } from '../../src/alert/webhook.js';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { closedUntil, newSince, toWindowCounts, totalsOf } from '../../src/alert/windows.js';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import type { Finding } from '../../src/monitor/types.js';
@@ -248,5 +250,63 @@ describe('dispatcher stages', () => {
     const aging: DispatchContext = { ...ctx, now: () => (t += 400_000), post: async () => Promise.reject(new DeliveryError('down', 503, true)) };
     expect(await deliver(aging, [notification()])).toEqual([]);
     expect(await v('expired')).toBe(1);
+  });
+  it('a hostile receiver (refused, 500, a hang past the timeout, 401, then slow but in time) gets the alert once, verified', async () => {
+    // a port that refuses first: reserve it, close it, and listen on it only after the first attempt
+    const probe = http.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const wh = new Webhook(SECRET);
+    const behaviours = ['500', 'hang', '401', 'slow'];
+    const acked: string[] = [];
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const b = behaviours.shift() ?? 'ok';
+        if (b === 'hang') return; // never answers: the sender's timeout ends it
+        if (b === '500' || b === '401') {
+          res.statusCode = Number(b);
+          return res.end();
+        }
+        const verify = () => {
+          wh.verify(Buffer.concat(chunks).toString('utf8'), req.headers as Record<string, string>);
+          acked.push(String(req.headers['webhook-id']));
+          res.end('{"ok":true}');
+        };
+        if (b === 'slow') setTimeout(verify, 150);
+        else verify();
+      });
+    });
+    let attempts = 0;
+    const metrics = createMonitorMetrics();
+    const r: ResolvedReceiver = { ...receiver, url: `http://127.0.0.1:${port}/`, timeoutMs: 400, minBackoffMs: 20, maxBackoffMs: 50 };
+    const ctx: DispatchContext = {
+      receiver: r,
+      signal: new AbortController().signal,
+      now: Date.now,
+      logger,
+      metrics,
+      post: async (rr, n) => {
+        attempts += 1;
+        try {
+          return await postNotification(rr, n);
+        } finally {
+          if (attempts === 1) await new Promise<void>((ok) => server.listen(port, '127.0.0.1', () => ok()));
+        }
+      },
+    };
+    try {
+      const n = notification();
+      expect(await deliver(ctx, [n])).toHaveLength(1);
+      expect(attempts).toBe(5); // refused, 500, hang (timed out), 401, slow 2xx
+      expect(acked).toEqual([n.webhookId]);
+      const v = async (result: string) => (await metrics.deliveries.get()).values.find((x) => x.labels.result === result)?.value ?? 0;
+      expect([await v('retry'), await v('delivered'), await v('expired')]).toEqual([4, 1, 0]);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((ok) => server.close(() => ok()));
+    }
   });
 });
