@@ -24,6 +24,7 @@ interface PoolWorker {
   pending: Map<number, { resolve: (b: EmbedBatch) => void; reject: (e: Error) => void }>;
 }
 
+/** Workers for `threads` (EVALGAP_EMBED_THREADS): as set, or with 0 one per CPU core. */
 export function poolSize(threads: number): number {
   return threads > 0 ? threads : Math.max(1, os.availableParallelism());
 }
