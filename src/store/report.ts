@@ -212,10 +212,12 @@ export interface AlertsTable {
   rows: Record<string, unknown>[];
 }
 
+/** The alerts table's columns the report shows, when the monitor's schema has them all. */
+const ALERT_COLUMNS = ['created_at', 'kind', 'severity', 'rule', 'agent', 'summary', 'window_start', 'window_end', 'id'];
+
 /**
- * The most recent alerts, when the monitor's `alerts` table exists. Its columns are read from
- * system.columns, so this reader needs no change when the monitor's schema does; rows are ordered
- * by its first DateTime column, newest first.
+ * The most recent alerts, when the monitor's `alerts` table exists: the columns above, newest
+ * notification first; for another schema every column, ordered by its first DateTime column.
  */
 export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTable> {
   if (!(await tableExists(store, 'alerts'))) return { exists: false, columns: [], rows: [] };
@@ -223,6 +225,14 @@ export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTabl
     `SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'alerts' ORDER BY position`,
     { db: store.database },
   );
+  const names = new Set(cols.map((c) => c.name));
+  if (ALERT_COLUMNS.every((c) => names.has(c))) {
+    const rows = await store.query<Record<string, unknown>>(
+      `SELECT ${ALERT_COLUMNS.join(', ')} FROM ${store.t('alerts')} ORDER BY created_at DESC, id LIMIT {limit:UInt32}`,
+      { limit },
+    );
+    return { exists: true, columns: ALERT_COLUMNS, rows };
+  }
   const time = cols.find((c) => /DateTime/.test(c.type))?.name;
   const safe = time && /^[A-Za-z_][A-Za-z0-9_]*$/.test(time) ? time : null;
   const rows = await store.query<Record<string, unknown>>(
