@@ -160,52 +160,6 @@ export async function sampleQueries(store: Store, modelVersion: string, since: D
   return rows.map((r) => ({ query: r.query, covered: Number(r.covered) ? 1 : 0, cluster: Number(r.cluster) }));
 }
 
-export interface UncoveredGroup {
-  nearest_cluster: number;
-  nearest_label: string;
-  requests: number;
-  escalated: number;
-  first_seen: string;
-  last_seen: string;
-  /** least-covered distinct queries (sha256 hex when the text was redacted) */
-  examples: { query: string; redacted: boolean; coverage: number; seen: number }[];
-}
-
-/**
- * Uncovered traffic grouped by its nearest eval cluster, largest first.
- * STAND-IN for part A's gap discovery (coverage_gaps): the lead swaps in its reader at merge.
- */
-export async function uncoveredByNearestCluster(store: Store, modelVersion: string, since: Date, limit = 10, examples = 4): Promise<UncoveredGroup[]> {
-  const rows = await store.query<{ cluster: number; label: string; n: string; esc: string; first: string; last: string; ex: [string, number, number, string][] }>(
-    `SELECT g.cluster AS cluster, ifNull(c.label, '') AS label, g.n AS n, g.esc AS esc, g.first AS first, g.last AS last, g.ex AS ex
-     FROM (
-       SELECT cluster, sum(seen) AS n, sum(esc) AS esc, toString(min(first)) AS first, toString(max(last)) AS last,
-              arraySlice(arraySort(x -> x.2, groupArray((query, cov, seen, red))), 1, {examples:UInt32}) AS ex
-       FROM (
-         SELECT cluster, query, min(coverage) AS cov, count() AS seen, countIf(escalated = 1) AS esc,
-                min(ts) AS first, max(ts) AS last, max(query_redacted) AS red
-         FROM ${store.t('requests')}
-         WHERE model_version = {v:String} AND ts >= {since:DateTime64(3, 'UTC')} AND covered = 0
-         GROUP BY cluster, query
-       )
-       GROUP BY cluster
-     ) AS g
-     LEFT JOIN (SELECT cluster, any(label) AS label FROM ${store.t('coverage_clusters')} WHERE model_version = {v:String} GROUP BY cluster) AS c
-       ON g.cluster = c.cluster
-     ORDER BY n DESC LIMIT {limit:UInt32}`,
-    { v: modelVersion, since: chTime(since), limit, examples },
-  );
-  return rows.map((r) => ({
-    nearest_cluster: Number(r.cluster),
-    nearest_label: r.label,
-    requests: Number(r.n),
-    escalated: Number(r.esc),
-    first_seen: r.first.slice(0, 19),
-    last_seen: r.last.slice(0, 19),
-    examples: r.ex.map(([query, coverage, seen, red]) => ({ query, coverage: Number(coverage), seen: Number(seen), redacted: Number(red) === 1 })),
-  }));
-}
-
 export interface AlertsTable {
   exists: boolean;
   columns: string[];
@@ -240,37 +194,4 @@ export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTabl
     { limit },
   );
   return { exists: true, columns: cols.map((c) => c.name), rows };
-}
-
-export interface UncoveredQuery {
-  query: string;
-  cluster: number;
-  coverage: number;
-  seen: number;
-  escalated: number;
-  agent: string;
-  outcome: string;
-  first_seen: string;
-}
-
-/** Distinct uncovered queries (text, not redacted) of a model version, most seen and least covered first. */
-export async function uncoveredQueries(store: Store, modelVersion: string, since: Date, limit: number): Promise<UncoveredQuery[]> {
-  const rows = await store.query<{ query: string; nearest: number; min_coverage: number; seen: string; escalated: string; agent: string; outcome: string; first_seen: string }>(
-    `SELECT query, argMin(cluster, coverage) AS nearest, min(coverage) AS min_coverage, count() AS seen, countIf(escalated = 1) AS escalated,
-            anyHeavy(agent) AS agent, anyHeavy(outcome) AS outcome, toString(min(ts)) AS first_seen
-     FROM ${store.t('requests')}
-     WHERE model_version = {v:String} AND ts >= {since:DateTime64(3, 'UTC')} AND covered = 0 AND query_redacted = 0
-     GROUP BY query ORDER BY seen DESC, min_coverage ASC, query LIMIT {limit:UInt32}`,
-    { v: modelVersion, since: chTime(since), limit },
-  );
-  return rows.map((r) => ({
-    query: r.query,
-    cluster: Number(r.nearest),
-    coverage: Number(r.min_coverage),
-    seen: Number(r.seen),
-    escalated: Number(r.escalated),
-    agent: r.agent,
-    outcome: r.outcome,
-    first_seen: r.first_seen.slice(0, 19),
-  }));
 }
