@@ -32,7 +32,7 @@ import { WebhookReceiver, type Received } from '../alert/receiver.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
 
 const say = (s = '') => console.log(s);
-const indent = (s: string) => s.replace(/^/gm, '   ');
+const indent = (s: string) => s.replace(/^(?=.)/gm, '   ');
 
 interface DemoContext {
   cfg: Config;
