@@ -94,7 +94,7 @@ export async function gapsForReport(store: Store, since: Date, now: Date): Promi
     note =
       `The latest stored gap discovery (run ${g0.run_id}, uncovered traffic of ${g0.period_start.slice(0, 16)} → ${g0.period_end.slice(0, 16)} UTC` +
       `${g0.model_version ? ` scored by coverage model ${g0.model_version}` : ''}): emerging topics of uncovered requests (HDBSCAN over their stored embeddings), ` +
-      `labelled by distinctive terms, with ids kept across runs; ${priority}. Closed: gaps of an earlier run with no uncovered traffic left.`;
+      `labelled by distinctive terms, with ids kept across runs; ${priority}.`;
   } else {
     const r = await discoverGaps(store, { since, now, write: false });
     gaps = r.gaps.map((g) => ({

@@ -20,20 +20,27 @@ function exampleText(e: ReportGap['examples'][number]): string {
 }
 
 function gapsTable(d: ReportData): string {
-  if (!d.gaps.length) return '<p class="empty">No coverage gaps in this period.</p>';
-  const rows = d.gaps
+  const open = d.gaps.filter((g) => g.status !== 'closed');
+  const closed = d.gaps.filter((g) => g.status === 'closed');
+  const closedNote = closed.length
+    ? `<p class="note" id="gaps-closed">Closed (the latest run found no group of uncovered traffic matching them): ${closed
+        .map((g) => `<b>${esc(g.label)}</b> <span class="muted">${esc(g.id)}</span>`)
+        .join(', ')}</p>`
+    : '';
+  if (!open.length) return `<p class="empty">No open coverage gaps in this period.</p>${closedNote}`;
+  const rows = open
     .map(
-      (g) => `<tr class="status-${esc(g.status)}">
-  <td>${g.status === 'closed' ? '' : g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)} · nearest eval cluster: ${esc(g.nearest)}</div></td>
+      (g) => `<tr>
+  <td>${g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)}${g.nearest ? ` · nearest eval cluster: ${esc(g.nearest)}` : ''}</div></td>
   <td><span class="status">${esc(g.status)}</span></td>
-  <td class="num">${g.requests}</td><td class="num">${pct(g.share)}</td><td class="num">${g.status === 'closed' ? '–' : pct(g.escalationRate)}</td>
+  <td class="num">${g.requests}</td><td class="num">${pct(g.share)}</td><td class="num">${pct(g.escalationRate)}</td>
   <td class="num">${g.priority.toFixed(0)}</td><td class="muted">${esc(g.firstSeen)}<br>${esc(g.lastSeen)}</td>
   <td><ul>${g.examples.map((e) => `<li>${exampleText(e)}</li>`).join('')}</ul></td>
 </tr>`,
     )
     .join('\n');
   return `<table class="gaps"><thead><tr><th>#</th><th>gap</th><th>status</th><th>members</th><th>share</th><th>escalated</th><th>priority</th><th>first / last seen (UTC)</th><th>examples</th></tr></thead>
-<tbody>${rows}</tbody></table>`;
+<tbody>${rows}</tbody></table>${closedNote}`;
 }
 
 function alertsTable(d: ReportData): string {
@@ -132,7 +139,7 @@ h2{font-size:15px;margin:0 0 8px}.chart{position:relative;height:300px}.tall{hei
 table{border-collapse:collapse;width:100%;font-size:12.5px}th,td{border-bottom:1px solid #e2e8f0;padding:5px 6px;text-align:left;vertical-align:top}
 td.num{text-align:right;white-space:nowrap}.muted{color:#64748b;font-size:11.5px}ul{margin:0;padding-left:16px}.empty,.note{color:#64748b;font-size:12.5px}
 code.hash{font-size:11.5px;color:#475569}
-.status{font-size:11px;padding:1px 6px;border-radius:8px;background:#fee2e2;color:#991b1b}tr.status-closed .status{background:#dcfce7;color:#166534}tr.status-closed{color:#64748b}
+.status{font-size:11px;padding:1px 6px;border-radius:8px;background:#fee2e2;color:#991b1b}
 </style></head>
 <body>
 <header><h1>${esc(d.title)}</h1>
