@@ -6,9 +6,8 @@
  * shows the gap closing → an HTML report.
  * Every run uses a fresh topic, group and data folder, so it can be run again and again.
  *
- * Steps are separate functions over one shared context, so that steps can be inserted:
- * TODO(lead): insert the monitor's alert step (webhook receiver) after `streamShift`, and swap
- * the two stand-ins (`showGaps`, `exportCases`) for part A's gaps and export-gaps.
+ * Steps are separate functions over one shared context; the gaps, export and closing steps run
+ * the same functions as `evalgap gaps` and `evalgap export-gaps` (src/gaps/run.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,18 +21,18 @@ import { loadThreadedEmbedder, type ThreadedEmbedder } from '../embed/threaded.j
 import { createKafka, produceJson } from '../ingest/kafka.js';
 import { deployModel } from '../ingest/model-watch.js';
 import type { Store } from '../store/store.js';
-import { exportUncoveredCases, type ExportedCase } from './export-standin.js';
+import { discoverGaps, exportGapCases, type GapCase, type GapReport } from '../gaps/run.js';
+import { formatGapReport } from './gaps.js';
 import { modelSummary, pct, table } from './format.js';
-import { gapsForReport, writeReport } from './report.js';
+import { writeReport } from './report.js';
 import { startRun, type Running } from './run.js';
 import { startMonitor } from './monitor.js';
 import { newSecret, parseMonitorConfig } from '../alert/config.js';
 import { WebhookReceiver, type Received } from '../alert/receiver.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
-import { dataSpan } from '../store/report.js';
 
 const say = (s = '') => console.log(s);
-const indent = (s: string) => s.replace(/^/gm, '   ');
+const indent = (s: string) => s.replace(/^(?=.)/gm, '   ');
 
 interface DemoContext {
   cfg: Config;
@@ -48,7 +47,9 @@ interface DemoContext {
   published: number;
   /** traffic timeline: the three phases spread over the last 30 minutes */
   start: number;
-  exported: ExportedCase[];
+  exported: GapCase[];
+  /** the first discovery (before the refit): the gaps the loop should close */
+  gaps: GapReport | null;
   step: number;
 }
 
@@ -196,23 +197,37 @@ async function alertArrives(ctx: DemoContext): Promise<void> {
   }
 }
 
-/** STAND-IN (TODO(lead): part A's `evalgap gaps` output). */
-async function showGaps(ctx: DemoContext): Promise<void> {
-  header(ctx, 'gaps: where the uncovered traffic is (stand-in until gap discovery: grouped by nearest eval cluster)');
-  const store = ctx.running!.store;
-  const span = (await dataSpan(store, new Date(0)))!;
-  const { gaps } = await gapsForReport(store, span, new Date(0));
-  say(indent(table(['#', 'gap', 'requests', 'escalated', 'example'], gaps.slice(0, 6).map((g) => [g.rank, g.label, g.requests, pct(g.escalationRate), g.examples[0]?.text ?? '']), 56)));
+/**
+ * What `evalgap gaps` prints, trimmed to the top open gaps (closed ones are shown by the caller),
+ * without the under-tested clusters and the per-agent table.
+ */
+function printGaps(r: GapReport, top: number): void {
+  const open = r.gaps.filter((g) => g.status !== 'closed');
+  say(indent(formatGapReport({ ...r, gaps: open, underTested: [], byAgent: [] }, 2, top).trimEnd()));
+  if (open.length > top) say('   (evalgap gaps lists them all, with under-tested eval clusters and coverage per agent)');
 }
 
-/** STAND-IN (TODO(lead): part A's exportGapCases / `evalgap export-gaps`). */
+/** Gap discovery over the traffic so far (`evalgap gaps`), stored in coverage_gaps. */
+async function showGaps(ctx: DemoContext): Promise<void> {
+  header(ctx, 'evalgap gaps: the uncovered traffic grouped into emerging topics (HDBSCAN on the stored embeddings), ranked by volume × risk');
+  ctx.gaps = await discoverGaps(ctx.running!.store, { since: ctx.start - 60_000, write: true });
+  say(`   (discovery over ${ctx.gaps.grouped} uncovered requests took ${ctx.gaps.ms.read + ctx.gaps.ms.discover + ctx.gaps.ms.write} ms; stored in ${ctx.running!.store.t('coverage_gaps')} and ${ctx.running!.store.t('gap_members')})\n`);
+  printGaps(ctx.gaps, 4);
+}
+
+/** `evalgap export-gaps`: candidate eval cases from the stored gaps. */
 async function exportCases(ctx: DemoContext): Promise<void> {
-  header(ctx, 'export the uncovered traffic as candidate eval cases (evalgap fit format, production context kept)');
-  ctx.exported = await exportUncoveredCases(ctx.running!.store, { modelVersion: ctx.models[0].version, since: new Date(0), budget: 60, idPrefix: `gap-${ctx.stamp}` });
+  header(ctx, 'evalgap export-gaps --out gap-cases.jsonl: candidate eval cases from the gaps (evalgap fit format, production context kept)');
+  const res = await exportGapCases(ctx.running!.store, { scope: '', perGap: 10, budget: 60 });
+  ctx.exported = res.cases;
   const file = path.join(ctx.dir, 'gap-cases.jsonl');
-  fs.writeFileSync(file, ctx.exported.map((c) => JSON.stringify(c)).join('\n') + '\n');
-  say(`   ${ctx.exported.length} distinct cases → ${path.relative(process.cwd(), file)} (a reviewer would check them and add expected outputs here), e.g.:`);
-  for (const c of ctx.exported.slice(0, 3)) say(`     ${JSON.stringify({ id: c.id, query: c.query, tags: c.tags })}`);
+  fs.writeFileSync(file, res.cases.map((c) => JSON.stringify(c)).join('\n') + (res.cases.length ? '\n' : ''));
+  say(`   ${res.cases.length} cases from ${res.gaps} gap(s) → ${path.relative(process.cwd(), file)}: diverse examples per gap (medoid, then farthest-first; near-duplicates dropped), stratified by priority`);
+  for (const a of res.allocation) say(`     ${a.gap_id}  priority ${a.priority.toFixed(0)}  ${a.cases} case(s)`);
+  say('   a reviewer would check them and add expected outputs here; e.g.:');
+  for (const c of res.cases.slice(0, 3)) {
+    say(`     ${JSON.stringify({ id: c.id, query: c.query, tags: c.tags, gap_label: c.gap_label, agent: c.agent, outcome: c.outcome, escalated: c.escalated })}`);
+  }
 }
 
 async function refitAndRedeploy(ctx: DemoContext): Promise<void> {
@@ -256,6 +271,43 @@ async function showClosing(ctx: DemoContext): Promise<void> {
   say(`   uncovered share of the new topics: ${pct(rate(before, true))} → ${pct(rate(after, true))} (calibrated rate ${pct(ctx.models[1].calibration.targetFalseUncoveredRate)})`);
 }
 
+/** The true topic (a hint the demo keeps in metadata) most of each gap's members came from. */
+async function gapTopics(store: Store, runId: string): Promise<Map<string, { topic: string; share: number }>> {
+  const rows = await store.query<{ gap_id: string; topic: string; n: string; total: string }>(
+    `SELECT gap_id, topic, n, sum(n) OVER (PARTITION BY gap_id) AS total FROM (
+       SELECT m.gap_id AS gap_id, JSONExtractString(q.metadata, 'topic_hint') AS topic, count() AS n
+       FROM ${store.t('gap_members')} AS m INNER JOIN ${store.t('requests')} AS q ON q.request_id = m.request_id
+       WHERE m.gap_id != '' AND m.version = (SELECT max(version) FROM ${store.t('coverage_gaps')} WHERE run_id = {run:String})
+       GROUP BY gap_id, topic)
+     ORDER BY gap_id, n DESC LIMIT 1 BY gap_id`,
+    { run: runId },
+  );
+  return new Map(rows.map((r) => [r.gap_id, { topic: r.topic, share: Number(r.n) / Number(r.total) }]));
+}
+
+/** Discovery again, over the traffic the new model scored: the gaps it closed are marked closed. */
+async function gapsClose(ctx: DemoContext): Promise<void> {
+  header(ctx, `evalgap gaps again: discovery over the traffic ${ctx.models[1].version} scored (the fresh requests)`);
+  const store = ctx.running!.store;
+  const first = ctx.gaps!;
+  const topics = await gapTopics(store, first.runId);
+  const r = await discoverGaps(store, { since: ctx.start - 60_000, write: true });
+  printGaps(r, 4);
+  const status = new Map(r.gaps.map((g) => [g.gapId, g.status]));
+  say('\n   the gaps found before the refit, now (true topic of their members known to the demo only):');
+  say(indent(table(
+    ['gap', 'label', 'members then', 'mostly topic', 'status now'],
+    first.gaps.map((g) => {
+      const t = topics.get(g.gapId);
+      return [g.gapId, g.label, g.members, t ? `${t.topic} (${pct(t.share)})` : '', status.get(g.gapId) ?? '?'];
+    }),
+    40,
+  )));
+  const novel = first.gaps.filter((g) => SURPRISE_TOPICS.includes(topics.get(g.gapId)?.topic ?? ''));
+  const closed = novel.filter((g) => status.get(g.gapId) === 'closed');
+  say(`   gaps of the new topics marked closed: ${closed.length} of ${novel.length}`);
+}
+
 async function report(ctx: DemoContext): Promise<string> {
   header(ctx, 'evalgap report');
   const out = path.join(ctx.dir, 'report.html');
@@ -288,6 +340,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     published: 0,
     start: Date.now() - 3 * PHASE * STEP_MS,
     exported: [],
+    gaps: null,
     step: 0,
   };
   try {
@@ -299,6 +352,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     await exportCases(ctx);
     await refitAndRedeploy(ctx);
     await showClosing(ctx);
+    await gapsClose(ctx);
     await report(ctx);
   } finally {
     await ctx.running?.stop();

@@ -62,8 +62,10 @@ function readOnlyView(store: Store): StoreReader {
 
 const day = (iso: string | number) => new Date(iso).toISOString().slice(0, 16).replace('T', ' ');
 
-export function formatGapReport(r: GapReport, examples = 3): string {
+/** `top`: list only the first `top` open gaps (the counts still cover all). */
+export function formatGapReport(r: GapReport, examples = 3, top = Infinity): string {
   const open = r.gaps.filter((g) => g.status !== 'closed');
+  const listed = open.slice(0, top);
   const closed = r.gaps.filter((g) => g.status === 'closed');
   const out: string[] = [];
   out.push(
@@ -84,7 +86,7 @@ export function formatGapReport(r: GapReport, examples = 3): string {
     out.push(
       table(
         ['#', 'gap', 'status', 'label', 'reqs', 'share', 'escal.', 'trend', 'nearest eval cluster', 'cases', 'priority'],
-        open.map((g) => [
+        listed.map((g) => [
           g.rank,
           g.gapId,
           g.status,
@@ -100,11 +102,12 @@ export function formatGapReport(r: GapReport, examples = 3): string {
         34,
       ),
     );
-    for (const g of open) {
+    for (const g of listed) {
       out.push('');
       out.push(`${g.rank}. ${g.gapId}  ${g.label}  (first seen ${day(g.firstSeen)}, last ${day(g.lastSeen)})`);
       for (const e of g.examples.slice(0, examples)) out.push(`     - ${e.length > 100 ? e.slice(0, 99) + '…' : e}`);
     }
+    if (open.length > listed.length) out.push('', `… and ${open.length - listed.length} more gap(s)`);
   } else out.push('no coverage gaps found in this period');
   if (closed.length) {
     out.push('');

@@ -17,9 +17,9 @@ import {
   evalClusters,
   recentAlerts,
   sampleQueries,
-  uncoveredByNearestCluster,
-  type DataSpan,
 } from '../store/report.js';
+import { readLatestGaps, requestContext } from '../store/gaps.js';
+import { discoverGaps } from '../gaps/run.js';
 import type { Store } from '../store/store.js';
 
 export interface ReportOptions {
@@ -61,40 +61,70 @@ export function chartJsSource(): string {
 
 const fmt = (d: Date) => d.toISOString().slice(0, 19).replace('T', ' ');
 
+/** At most this many examples per gap in the report (the stored gaps keep up to 25). */
+const REPORT_EXAMPLES = 4;
+
 /**
- * The ranked gaps.
- * TODO(lead, issue 11 part A): STAND-IN. Replace with part A's gap discovery (the coverage_gaps
- * table / its reader): emerging topics with stable ids, labels by distinctive terms, diverse
- * examples and the documented priority. Until then: uncovered traffic grouped by its nearest eval
- * cluster, ranked by share × (1 + escalation rate).
+ * The ranked gaps: the latest stored gap discovery (`evalgap gaps`, `export-gaps`, or the periodic
+ * one of `evalgap run`), open gaps by rank, then the ones it marked closed; when none is stored
+ * yet, a discovery over the report's period run now and not stored (the report only reads).
  */
-export async function gapsForReport(store: Store, span: DataSpan, since: Date): Promise<{ gaps: ReportGap[]; note: string }> {
-  const groups = await uncoveredByNearestCluster(store, span.latestModel, since, 10, 4);
-  const gaps = groups
-    .map((g) => {
-      const share = g.requests / span.requests;
-      const escalationRate = g.requests ? g.escalated / g.requests : 0;
-      return {
-        rank: 0,
-        id: `near-${g.nearest_cluster}`,
-        label: `uncovered near “${g.nearest_label || `cluster ${g.nearest_cluster}`}”`,
-        requests: g.requests,
-        share,
-        escalationRate,
-        firstSeen: g.first_seen,
-        lastSeen: g.last_seen,
-        nearest: g.nearest_label,
-        priority: share * 100 * (1 + escalationRate),
-        examples: g.examples.map((e) => ({ text: e.query, redacted: e.redacted, seen: e.seen })),
-      };
-    })
-    .sort((a, b) => b.priority - a.priority)
-    .map((g, i) => ({ ...g, rank: i + 1 }));
+export async function gapsForReport(store: Store, since: Date, now: Date): Promise<{ gaps: ReportGap[]; note: string }> {
+  const priority = 'ranked by priority = members × (1 + 4 × the share of them escalated, refused or failed)';
+  const stored = await readLatestGaps(store, '');
+  let gaps: Omit<ReportGap, 'examples'>[];
+  let examples: { text: string; id: string }[][];
+  let note: string;
+  if (stored.length) {
+    const g0 = stored[0];
+    gaps = stored.map((g) => ({
+      rank: g.rank,
+      id: g.gap_id,
+      status: g.status,
+      label: g.label,
+      requests: g.members,
+      share: g.share,
+      escalationRate: g.escalation_rate,
+      firstSeen: g.status === 'closed' ? '' : g.first_seen.slice(0, 19),
+      lastSeen: g.status === 'closed' ? '' : g.last_seen.slice(0, 19),
+      nearest: g.nearest_cluster_label,
+      priority: g.priority,
+    }));
+    examples = stored.map((g) => g.examples.slice(0, REPORT_EXAMPLES).map((text, i) => ({ text, id: g.example_ids[i] })));
+    note =
+      `The latest stored gap discovery (run ${g0.run_id}, uncovered traffic of ${g0.period_start.slice(0, 16)} → ${g0.period_end.slice(0, 16)} UTC` +
+      `${g0.model_version ? ` scored by coverage model ${g0.model_version}` : ''}): emerging topics of uncovered requests (HDBSCAN over their stored embeddings), ` +
+      `labelled by distinctive terms, with ids kept across runs; ${priority}.`;
+  } else {
+    const r = await discoverGaps(store, { since, now, write: false });
+    gaps = r.gaps.map((g) => ({
+      rank: g.rank,
+      id: g.gapId,
+      status: g.status,
+      label: g.label,
+      requests: g.members,
+      share: g.share,
+      escalationRate: g.escalationRate,
+      firstSeen: g.firstSeen ? fmt(new Date(g.firstSeen)) : '',
+      lastSeen: g.lastSeen ? fmt(new Date(g.lastSeen)) : '',
+      nearest: g.nearestClusterLabel,
+      priority: g.priority,
+    }));
+    examples = r.gaps.map((g) => g.examples.slice(0, REPORT_EXAMPLES).map((text, i) => ({ text, id: g.exampleIds[i] })));
+    note =
+      `No gap discovery stored yet: discovered for this report over the period's uncovered traffic` +
+      `${r.modelVersion ? ` scored by coverage model ${r.modelVersion}` : ''} (not stored; evalgap gaps stores it): ` +
+      `emerging topics (HDBSCAN over the stored embeddings), labelled by distinctive terms; ${priority}; ` +
+      `${r.noise} of ${r.grouped} uncovered requests left as noise.`;
+  }
+  // which examples are redacted (their stored text is the sha256)
+  const ctx = await requestContext(store, [...new Set(examples.flat().map((e) => e.id))]);
   return {
-    gaps,
-    note:
-      `Uncovered traffic of model ${span.latestModel}, grouped by its nearest eval cluster, ranked by priority = ` +
-      'share of traffic (%) × (1 + escalation rate); examples are the least-covered distinct queries.',
+    gaps: gaps.map((g, i) => ({
+      ...g,
+      examples: examples[i].map((e) => ({ text: e.text, redacted: Number(ctx.get(e.id)?.query_redacted ?? 0) === 1 })),
+    })),
+    note,
   };
 }
 
@@ -173,7 +203,9 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     .slice(0, 16);
 
   // the map: eval embeddings from the model folder, production ones by embedding a sample of stored text.
-  // TODO(lead, issue 11 part A): take production vectors from the stored embeddings once that table exists.
+  // TODO(lead): production vectors could come from request_embeddings instead (src/store/gaps.ts), but it
+  // keeps every uncovered row and only 1 in 20 covered ones, so the map's mix would need weighting, and
+  // the CLI's --map-sample help and embedder loading (src/cli/main.ts) would change with it.
   let map: ReportData['map'] = { eval: [], covered: [], uncovered: [], note: '' };
   if (model) {
     const dim = model.manifest.embedding.dim;
@@ -197,7 +229,7 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
   } else {
     map.note = 'No coverage model folder given (--model): the map needs its eval embeddings.';
   }
-  const { gaps, note } = await gapsForReport(store, span, o.since);
+  const { gaps, note } = await gapsForReport(store, o.since, now);
   const m = model?.manifest;
   return {
     ...base,

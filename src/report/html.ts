@@ -20,19 +20,27 @@ function exampleText(e: ReportGap['examples'][number]): string {
 }
 
 function gapsTable(d: ReportData): string {
-  if (!d.gaps.length) return '<p class="empty">No uncovered traffic in this period.</p>';
-  const rows = d.gaps
+  const open = d.gaps.filter((g) => g.status !== 'closed');
+  const closed = d.gaps.filter((g) => g.status === 'closed');
+  const closedNote = closed.length
+    ? `<p class="note" id="gaps-closed">Closed (the latest run found no group of uncovered traffic matching them): ${closed
+        .map((g) => `<b>${esc(g.label)}</b> <span class="muted">${esc(g.id)}</span>`)
+        .join(', ')}</p>`
+    : '';
+  if (!open.length) return `<p class="empty">No open coverage gaps in this period.</p>${closedNote}`;
+  const rows = open
     .map(
       (g) => `<tr>
-  <td>${g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)} · nearest eval cluster: ${esc(g.nearest)}</div></td>
+  <td>${g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)}${g.nearest ? ` · nearest eval cluster: ${esc(g.nearest)}` : ''}</div></td>
+  <td><span class="status">${esc(g.status)}</span></td>
   <td class="num">${g.requests}</td><td class="num">${pct(g.share)}</td><td class="num">${pct(g.escalationRate)}</td>
-  <td class="num">${g.priority.toFixed(1)}</td><td class="muted">${esc(g.firstSeen)}<br>${esc(g.lastSeen)}</td>
-  <td><ul>${g.examples.map((e) => `<li>${exampleText(e)}${e.seen > 1 ? ` <span class="muted">×${e.seen}</span>` : ''}</li>`).join('')}</ul></td>
+  <td class="num">${g.priority.toFixed(0)}</td><td class="muted">${esc(g.firstSeen)}<br>${esc(g.lastSeen)}</td>
+  <td><ul>${g.examples.map((e) => `<li>${exampleText(e)}</li>`).join('')}</ul></td>
 </tr>`,
     )
     .join('\n');
-  return `<table class="gaps"><thead><tr><th>#</th><th>gap</th><th>requests</th><th>share</th><th>escalated</th><th>priority</th><th>first / last seen (UTC)</th><th>examples</th></tr></thead>
-<tbody>${rows}</tbody></table>`;
+  return `<table class="gaps"><thead><tr><th>#</th><th>gap</th><th>status</th><th>members</th><th>share</th><th>escalated</th><th>priority</th><th>first / last seen (UTC)</th><th>examples</th></tr></thead>
+<tbody>${rows}</tbody></table>${closedNote}`;
 }
 
 function alertsTable(d: ReportData): string {
@@ -131,6 +139,7 @@ h2{font-size:15px;margin:0 0 8px}.chart{position:relative;height:300px}.tall{hei
 table{border-collapse:collapse;width:100%;font-size:12.5px}th,td{border-bottom:1px solid #e2e8f0;padding:5px 6px;text-align:left;vertical-align:top}
 td.num{text-align:right;white-space:nowrap}.muted{color:#64748b;font-size:11.5px}ul{margin:0;padding-left:16px}.empty,.note{color:#64748b;font-size:12.5px}
 code.hash{font-size:11.5px;color:#475569}
+.status{font-size:11px;padding:1px 6px;border-radius:8px;background:#fee2e2;color:#991b1b}
 </style></head>
 <body>
 <header><h1>${esc(d.title)}</h1>
@@ -141,7 +150,7 @@ code.hash{font-size:11.5px;color:#475569}
 <div class="kpi"><b>${pct(t.requests ? 1 - t.uncovered / t.requests : null)}</b><span>covered by the eval set</span></div>
 <div class="kpi"><b>${pct(t.requests ? t.uncovered / t.requests : null)}</b><span>uncovered${m ? ` (calibrated rate under no shift: ${pct(m.targetRate)})` : ''}</span></div>
 <div class="kpi"><b>${pct(t.requests ? t.escalated / t.requests : null)}</b><span>escalated</span></div>
-<div class="kpi"><b>${d.gaps.length}</b><span>gaps listed</span></div>
+<div class="kpi"><b>${d.gaps.filter((g) => g.status !== 'closed').length}</b><span>open gaps${d.gaps.some((g) => g.status === 'closed') ? ` (${d.gaps.filter((g) => g.status === 'closed').length} closed)` : ''}</span></div>
 </div>${t.redacted ? `<p class="note">${t.redacted} request(s) were stored with redacted text: they appear as sha256 hashes only.</p>` : ''}</section>
 <section class="wide"><h2>Coverage over time</h2><div class="chart"><canvas id="chart-series"></canvas></div>
 <p class="note">Uncovered share per ${d.series.stepSeconds >= 60 ? `${d.series.stepSeconds / 60}-minute` : `${d.series.stepSeconds}-second`} bucket, one line per coverage model version (a redeploy starts a new line).</p></section>

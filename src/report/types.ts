@@ -4,18 +4,21 @@ import type { AlertsTable } from '../store/report.js';
 export interface ReportGap {
   rank: number;
   id: string;
+  status: 'new' | 'open' | 'reopened' | 'closed';
+  /** distinctive terms */
   label: string;
   requests: number;
   /** share of the period's traffic */
   share: number;
   escalationRate: number;
+  /** UTC, '' for a closed gap */
   firstSeen: string;
   lastSeen: string;
   /** the nearest eval cluster's label */
   nearest: string;
   priority: number;
-  /** representative queries; `redacted` ones are sha256 hex and shown as hashes only */
-  examples: { text: string; redacted: boolean; seen: number }[];
+  /** diverse representatives (medoid, then farthest-first); `redacted` ones are sha256 hex and shown as hashes only */
+  examples: { text: string; redacted: boolean }[];
 }
 
 export interface ReportData {

@@ -160,62 +160,18 @@ export async function sampleQueries(store: Store, modelVersion: string, since: D
   return rows.map((r) => ({ query: r.query, covered: Number(r.covered) ? 1 : 0, cluster: Number(r.cluster) }));
 }
 
-export interface UncoveredGroup {
-  nearest_cluster: number;
-  nearest_label: string;
-  requests: number;
-  escalated: number;
-  first_seen: string;
-  last_seen: string;
-  /** least-covered distinct queries (sha256 hex when the text was redacted) */
-  examples: { query: string; redacted: boolean; coverage: number; seen: number }[];
-}
-
-/**
- * Uncovered traffic grouped by its nearest eval cluster, largest first.
- * STAND-IN for part A's gap discovery (coverage_gaps): the lead swaps in its reader at merge.
- */
-export async function uncoveredByNearestCluster(store: Store, modelVersion: string, since: Date, limit = 10, examples = 4): Promise<UncoveredGroup[]> {
-  const rows = await store.query<{ cluster: number; label: string; n: string; esc: string; first: string; last: string; ex: [string, number, number, string][] }>(
-    `SELECT g.cluster AS cluster, ifNull(c.label, '') AS label, g.n AS n, g.esc AS esc, g.first AS first, g.last AS last, g.ex AS ex
-     FROM (
-       SELECT cluster, sum(seen) AS n, sum(esc) AS esc, toString(min(first)) AS first, toString(max(last)) AS last,
-              arraySlice(arraySort(x -> x.2, groupArray((query, cov, seen, red))), 1, {examples:UInt32}) AS ex
-       FROM (
-         SELECT cluster, query, min(coverage) AS cov, count() AS seen, countIf(escalated = 1) AS esc,
-                min(ts) AS first, max(ts) AS last, max(query_redacted) AS red
-         FROM ${store.t('requests')}
-         WHERE model_version = {v:String} AND ts >= {since:DateTime64(3, 'UTC')} AND covered = 0
-         GROUP BY cluster, query
-       )
-       GROUP BY cluster
-     ) AS g
-     LEFT JOIN (SELECT cluster, any(label) AS label FROM ${store.t('coverage_clusters')} WHERE model_version = {v:String} GROUP BY cluster) AS c
-       ON g.cluster = c.cluster
-     ORDER BY n DESC LIMIT {limit:UInt32}`,
-    { v: modelVersion, since: chTime(since), limit, examples },
-  );
-  return rows.map((r) => ({
-    nearest_cluster: Number(r.cluster),
-    nearest_label: r.label,
-    requests: Number(r.n),
-    escalated: Number(r.esc),
-    first_seen: r.first.slice(0, 19),
-    last_seen: r.last.slice(0, 19),
-    examples: r.ex.map(([query, coverage, seen, red]) => ({ query, coverage: Number(coverage), seen: Number(seen), redacted: Number(red) === 1 })),
-  }));
-}
-
 export interface AlertsTable {
   exists: boolean;
   columns: string[];
   rows: Record<string, unknown>[];
 }
 
+/** The alerts table's columns the report shows, when the monitor's schema has them all. */
+const ALERT_COLUMNS = ['created_at', 'kind', 'severity', 'rule', 'agent', 'summary', 'window_start', 'window_end', 'id'];
+
 /**
- * The most recent alerts, when the monitor's `alerts` table exists. Its columns are read from
- * system.columns, so this reader needs no change when the monitor's schema does; rows are ordered
- * by its first DateTime column, newest first.
+ * The most recent alerts, when the monitor's `alerts` table exists: the columns above, newest
+ * notification first; for another schema every column, ordered by its first DateTime column.
  */
 export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTable> {
   if (!(await tableExists(store, 'alerts'))) return { exists: false, columns: [], rows: [] };
@@ -223,6 +179,14 @@ export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTabl
     `SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'alerts' ORDER BY position`,
     { db: store.database },
   );
+  const names = new Set(cols.map((c) => c.name));
+  if (ALERT_COLUMNS.every((c) => names.has(c))) {
+    const rows = await store.query<Record<string, unknown>>(
+      `SELECT ${ALERT_COLUMNS.join(', ')} FROM ${store.t('alerts')} ORDER BY created_at DESC, id LIMIT {limit:UInt32}`,
+      { limit },
+    );
+    return { exists: true, columns: ALERT_COLUMNS, rows };
+  }
   const time = cols.find((c) => /DateTime/.test(c.type))?.name;
   const safe = time && /^[A-Za-z_][A-Za-z0-9_]*$/.test(time) ? time : null;
   const rows = await store.query<Record<string, unknown>>(
@@ -230,37 +194,4 @@ export async function recentAlerts(store: Store, limit = 20): Promise<AlertsTabl
     { limit },
   );
   return { exists: true, columns: cols.map((c) => c.name), rows };
-}
-
-export interface UncoveredQuery {
-  query: string;
-  cluster: number;
-  coverage: number;
-  seen: number;
-  escalated: number;
-  agent: string;
-  outcome: string;
-  first_seen: string;
-}
-
-/** Distinct uncovered queries (text, not redacted) of a model version, most seen and least covered first. */
-export async function uncoveredQueries(store: Store, modelVersion: string, since: Date, limit: number): Promise<UncoveredQuery[]> {
-  const rows = await store.query<{ query: string; nearest: number; min_coverage: number; seen: string; escalated: string; agent: string; outcome: string; first_seen: string }>(
-    `SELECT query, argMin(cluster, coverage) AS nearest, min(coverage) AS min_coverage, count() AS seen, countIf(escalated = 1) AS escalated,
-            anyHeavy(agent) AS agent, anyHeavy(outcome) AS outcome, toString(min(ts)) AS first_seen
-     FROM ${store.t('requests')}
-     WHERE model_version = {v:String} AND ts >= {since:DateTime64(3, 'UTC')} AND covered = 0 AND query_redacted = 0
-     GROUP BY query ORDER BY seen DESC, min_coverage ASC, query LIMIT {limit:UInt32}`,
-    { v: modelVersion, since: chTime(since), limit },
-  );
-  return rows.map((r) => ({
-    query: r.query,
-    cluster: Number(r.nearest),
-    coverage: Number(r.min_coverage),
-    seen: Number(r.seen),
-    escalated: Number(r.escalated),
-    agent: r.agent,
-    outcome: r.outcome,
-    first_seen: r.first_seen.slice(0, 19),
-  }));
 }

@@ -41,13 +41,25 @@ describe('evalgap demo', () => {
       else expect(x.uncovered, x.topic).toBeGreaterThan(0.8);
     }
     // the loop: exported, refitted, redeployed to the running consumer, closed
-    expect(r.stdout).toMatch(/\d+ distinct cases → .*gap-cases\.jsonl/);
+    // gap discovery finds the new topics; export-gaps turns them into cases
+    const found = /grouped (\d+) uncovered requests: (\d+) gap\(s\)/.exec(r.stdout);
+    expect(found, r.stdout).not.toBeNull();
+    expect(Number(found![2])).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(/\d+ cases from \d+ gap\(s\) → .*gap-cases\.jsonl/);
+    const cases = fs.readFileSync(path.join(dir, 'gap-cases.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(cases.length).toBeGreaterThan(0);
+    for (const c of cases) expect(c.tags[0]).toBe(c.gap_id);
     expect(r.stdout).toMatch(/the running consumer now scores with cm-[0-9a-f]{12} \(switched/);
     expect(r.stdout).toMatch(/stored 900 rows in all/);
     const closing = /uncovered share of the new topics: ([\d.]+)% → ([\d.]+)%/.exec(r.stdout);
     expect(closing, r.stdout).not.toBeNull();
     expect(Number(closing![1])).toBeGreaterThan(80);
     expect(Number(closing![2])).toBeLessThan(20);
+    // discovery over the fresh traffic marks the new topics' gaps closed
+    const closedGaps = /gaps of the new topics marked closed: (\d+) of (\d+)/.exec(r.stdout);
+    expect(closedGaps, r.stdout).not.toBeNull();
+    expect(Number(closedGaps![2])).toBeGreaterThan(0);
+    expect(Number(closedGaps![1])).toBe(Number(closedGaps![2]));
     const report = /report: (\S+\.html)/.exec(r.stdout)![1];
     expect(fs.readFileSync(report, 'utf8')).toContain('<canvas id="chart-map">');
     expect(fs.readlinkSync(path.join(dir, 'models', 'current'))).toMatch(/^cm-[0-9a-f]{12}$/);

@@ -1,8 +1,9 @@
 /**
  * The loop closes, on Banking77 (real broker, engine and model): fit without some intents, stream
- * their queries through `evalgap run`, export the uncovered traffic as new cases, refit with
- * `evalgap fit --add`, deploy to the running consumer (hot reload), stream fresh queries of those
- * intents: their uncovered share falls to near the calibrated rate.
+ * their queries through `evalgap run`, discover the gaps and export them as new cases
+ * (`evalgap gaps` / `export-gaps`), refit with `evalgap fit --add`, deploy to the running consumer
+ * (hot reload), stream fresh queries of those intents: their uncovered share falls to near the
+ * calibrated rate, and a new discovery over the fresh traffic marks their gaps closed.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,7 +16,7 @@ import { loadCoverageModel, saveCoverageModel } from '../../src/coverage/model.j
 import { produceJson } from '../../src/ingest/kafka.js';
 import { deployModel } from '../../src/ingest/model-watch.js';
 import { startRun, type Running } from '../../src/cli/run.js';
-import { exportUncoveredCases } from '../../src/cli/export-standin.js';
+import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77, type Row } from '../helpers/banking77.js';
 import { groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
@@ -85,9 +86,20 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     const before = await share('before');
     lap('phase 1 stored');
 
-    // 2. export the uncovered traffic as new cases
-    // TODO(lead, issue 11 part A): use part A's exportGapCases here; the stand-in exports the distinct uncovered queries
-    const cases = await exportUncoveredCases(store, { modelVersion: v1.version, since: new Date(0), budget: 400, idPrefix: 'gap' });
+    // 2. discover the gaps (stored) and export them as new cases, as `evalgap export-gaps` does
+    const since = t0 - 60_000;
+    const found = await discoverGaps(store, { since, write: true });
+    expect(found.modelVersion).toBe(v1.version);
+    const { cases } = await exportGapCases(store, { perGap: 10 });
+    // the intents a gap's members come from (the test knows them; the store keeps them in metadata)
+    const members = await store.query<{ gap_id: string; held: string; n: string }>(
+      `SELECT m.gap_id AS gap_id, countIf(JSONExtractBool(q.metadata, 'held')) AS held, count() AS n
+       FROM ${store.t('gap_members')} AS m FINAL INNER JOIN ${store.t('requests')} AS q ON q.request_id = m.request_id
+       WHERE m.gap_id != '' AND q.kafka_topic = {t:String} GROUP BY gap_id`,
+      { t: topic },
+    );
+    const heldGaps = members.filter((m) => Number(m.held) / Number(m.n) > 0.5).map((m) => m.gap_id).sort();
+    lap(`${found.gaps.length} gaps discovered (${heldGaps.length} of held-out intents), ${cases.length} cases exported`);
     const addFile = path.join(dir, 'gap-cases.jsonl');
     fs.writeFileSync(addFile, cases.map((c) => JSON.stringify(c)).join('\n') + '\n');
 
@@ -105,7 +117,10 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     await producer.disconnect();
     const after = await share('after');
     lap('phase 2 stored');
-    // TODO(lead, issue 11 part A): assert that the gaps closed by v2 are marked closed
+    // 5. a new discovery over the traffic v2 scored: the held-out intents' gaps are marked closed
+    const again = await discoverGaps(store, { since, write: true });
+    expect(again.modelVersion).toBe(v2.version);
+    const status = new Map(again.gaps.map((g) => [g.gapId, g.status]));
 
     const heldCases = cases.filter((c) => {
       const row = train.find((t) => t.text === c.query);
@@ -114,8 +129,13 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     console.log(
       `loop on Banking77: ${HELD} held-out intents; exported ${cases.length} cases (${heldCases} of held-out intents); ` +
         `held-out uncovered ${(before.held.unc * 100).toFixed(1)}% (n=${before.held.n}, ${before.held.v}) → ${(after.held.unc * 100).toFixed(1)}% (n=${after.held.n}, ${after.held.v}); ` +
-        `in-scope ${(before.inScope.unc * 100).toFixed(1)}% → ${(after.inScope.unc * 100).toFixed(1)}%; calibrated ${(v2.calibration.targetFalseUncoveredRate * 100).toFixed(0)}%`,
+        `in-scope ${(before.inScope.unc * 100).toFixed(1)}% → ${(after.inScope.unc * 100).toFixed(1)}%; calibrated ${(v2.calibration.targetFalseUncoveredRate * 100).toFixed(0)}%; ` +
+        `gaps: ${found.gaps.length} before (${heldGaps.length} of held-out intents), after: ${heldGaps.map((g) => `${g} ${status.get(g) ?? '?'}`).join(', ')}; ` +
+        `${again.gaps.filter((g) => g.status !== 'closed').length} open gap(s) over ${again.totals.uncovered} uncovered`,
     );
+    expect(heldGaps.length).toBeGreaterThan(0);
+    expect(heldCases).toBeGreaterThan(0);
+    for (const g of heldGaps) expect(status.get(g), g).toBe('closed');
     expect(before.held.v).toBe(v1.version);
     expect(after.held.v).toBe(v2.version);
     expect(Number(before.held.n)).toBe(HELD * 60);

@@ -19,7 +19,7 @@ import { fitSampleModel, groupCaughtUp, realEmbedder, testConfig, testKafka, tmp
 const CHROMIUM = process.env.EVALGAP_CHROMIUM ?? '/usr/bin/chromium';
 const hasChromium = fs.existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`report browser test skipped: no Chromium at ${CHROMIUM} (scripts/setup.sh installs Debian's chromium when run as root)`);
-const SECRET = 'please wire 900 dollars to alice.secret@example.com tonight';
+const SECRET = (n: number) => `please wire ${n} dollars to alice.secret@example.com tonight`;
 
 let dir: string;
 let cfg: Config;
@@ -28,7 +28,7 @@ const kafka = testKafka();
 
 async function stream(topic: string, values: unknown[], redactText: boolean) {
   const group = uniqueName('g');
-  const c: Config = { ...cfg, kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group }, ingest: { ...cfg.ingest, metricsPort: -1, redactText } };
+  const c: Config = { ...cfg, kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group }, ingest: { ...cfg.ingest, metricsPort: -1, redactText, redactKey: redactText ? 'k'.repeat(32) : undefined } };
   const p = kafka.producer();
   await p.connect();
   await produceJson(p, topic, values);
@@ -51,8 +51,8 @@ beforeAll(async () => {
   const calm = sampleTraffic(150, { seed: 21, start, stepMs: 8000, surpriseShare: 0, idPrefix: `${topic}-a` });
   const shifted = sampleTraffic(150, { seed: 22, start: start + 150 * 8000, stepMs: 8000, surpriseShare: 0.4, idPrefix: `${topic}-b` });
   await stream(topic, [...calm, ...shifted], false);
-  // a few requests stored with redacted text: the report may show their hashes only
-  const secret = [0, 1, 2].map((i) => ({ request_id: `${topic}-secret-${i}`, ts: new Date(Date.now() - 60_000 + i).toISOString(), query: SECRET }));
+  // requests stored with redacted text, enough to form a gap: the report may show their hashes only
+  const secret = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => ({ request_id: `${topic}-secret-${i}`, ts: new Date(Date.now() - 60_000 + i).toISOString(), query: SECRET(100 * (i + 1)) }));
   await stream(`${topic}.redacted`, secret, true);
   store = await Store.open(cfg.clickhouse);
 });
@@ -62,20 +62,22 @@ describe('evalgap report', () => {
   it('writes one self-contained HTML file with every chart fed', async () => {
     const out = path.join(dir, 'report.html');
     const d = await writeReport(store, out, { since: parseSince('7d'), sinceText: '7d', modelPath: path.join(dir, 'model'), embedder: await realEmbedder(), mapSample: 300 });
-    expect(d.totals.requests).toBe(303);
-    expect(d.totals.redacted).toBe(3);
+    expect(d.totals.requests).toBe(308);
+    expect(d.totals.redacted).toBe(8);
     expect(d.series.labels.length).toBeGreaterThanOrEqual(6);
     expect(d.series.uncoveredShare).toHaveLength(1);
     expect(d.clusters.find((c) => c.label === 'uncovered')!.recentShare).toBeGreaterThan(d.clusters.find((c) => c.label === 'uncovered')!.referenceShare);
     expect(d.map.eval.length).toBe(160);
     expect(d.map.covered.length + d.map.uncovered.length).toBe(300);
     expect(d.gaps.length).toBeGreaterThan(0);
-    expect(d.alerts.exists).toBe(false);
+    // the monitor's migrations create the alerts table; nothing has fired here
+    expect(d.alerts.exists).toBe(true);
+    expect(d.alerts.rows).toEqual([]);
     const html = fs.readFileSync(out, 'utf8');
     // redacted text appears as its hash only
     expect(html).not.toContain('alice.secret@example.com');
     expect(html).toMatch(/sha256:[0-9a-f]{16}…/);
-    expect(html).toContain('No alerts table yet');
+    expect(html).toContain('No alerts.');
     // self-contained: no external script, stylesheet or image
     expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)=/i);
   });
@@ -133,15 +135,15 @@ describe('evalgap report', () => {
     }
   });
 
-  it('lists recent alerts once the monitor has an alerts table', async () => {
-    await store.client.command({ query: `CREATE TABLE IF NOT EXISTS ${store.t('alerts')} (fired_at DateTime('UTC'), rule String, summary String) ENGINE = MergeTree ORDER BY fired_at` });
-    await store.client.insert({ table: store.t('alerts'), values: [{ fired_at: '2026-01-01 00:00:00', rule: 'uncovered-share', summary: 'old' }, { fired_at: '2026-01-02 00:00:00', rule: 'uncovered-share', summary: 'newest <b>' }], format: 'JSONEachRow' });
+  it('lists recent alerts from the monitor\'s alerts table', async () => {
+    const alert = (created_at: string, summary: string) => ({ id: summary, kind: 'firing', status: 'firing', rule: 'uncovered_share', agent: '*', severity: 'warning', summary, created_at });
+    await store.client.insert({ table: store.t('alerts'), values: [alert('2026-01-01 00:00:00.000', 'old'), alert('2026-01-02 00:00:00.000', 'newest <b>')], format: 'JSONEachRow' });
     const out = path.join(dir, 'report-alerts.html');
     const d = await writeReport(store, out, { since: parseSince('7d'), sinceText: '7d', modelPath: path.join(dir, 'model'), embedder: null });
     expect(d.alerts.exists).toBe(true);
     expect(d.alerts.rows.map((r) => r.summary)).toEqual(['newest <b>', 'old']);
     const html = fs.readFileSync(out, 'utf8');
     expect(html).toContain('newest &lt;b&gt;');
-    expect(html).not.toContain('No alerts table yet');
+    expect(html).not.toContain('No alerts.');
   });
 });
