@@ -366,7 +366,7 @@ export function buildProgram(): Command {
         const d = await writeReport(store, opts.out, { since, sinceText: opts.since, modelPath, embedder, mapSample: opts.mapSample });
         console.log(
           `wrote ${opts.out}: ${d.totals.requests} requests from ${d.period.first} to ${d.period.last} UTC, ` +
-            `${d.gaps.length} gap(s), alerts: ${d.alerts.exists ? d.alerts.rows.length : 'no alerts table yet'}`,
+            `${d.gaps.filter((g) => g.status !== 'closed').length} open gap(s) (${d.gaps.filter((g) => g.status === 'closed').length} closed), alerts: ${d.alerts.exists ? d.alerts.rows.length : 'no alerts table yet'}`,
         );
       } finally {
         await embedder?.close();
