@@ -4,6 +4,7 @@
  * firing now. A standing fact, printed on demand; it alerts only through the eval_mismatch rule.
  */
 import type { MonitorStore } from '../store/monitor.js';
+import { wilson } from '../monitor/stats.js';
 
 export interface MismatchRow {
   cluster: number;
@@ -19,14 +20,6 @@ export interface MismatchRow {
   underTested: boolean;
 }
 
-export function wilson(k: number, n: number, z = 1.96): [number, number] {
-  if (n === 0) return [0, 1];
-  const p = k / n;
-  const d = 1 + (z * z) / n;
-  const c = (p + (z * z) / (2 * n)) / d;
-  const h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
-  return [Math.max(0, c - h), Math.min(1, c + h)];
-}
 
 /** `clusters`: the eval clusters of the model in force (id, label, share of the eval set). */
 export async function evalMismatch(

@@ -24,21 +24,10 @@ import { cosineDistanceMatrix } from '../coverage/cluster.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
+import type { UncoveredData } from '../store/gaps.js';
 
-export interface UncoveredRow {
-  request_id: string;
-  /** epoch ms */
-  ts: number;
-  agent: string;
-  /** the text, or its sha256 hex when `query_redacted` */
-  query: string;
-  query_redacted: 0 | 1;
-  escalated: 0 | 1;
-  outcome: string;
-  /** nearest eval cluster */
-  cluster: number;
-  coverage: number;
-}
+/** One uncovered request as the store reads it for discovery. */
+export type UncoveredRow = UncoveredData['rows'][number];
 
 export interface PreviousGap {
   gap_id: string;

@@ -9,6 +9,10 @@
  * scope's overall escalation rate by `escalationRatio` (2 ×). Clusters with fewer than
  * `minRequests` requests are not judged.
  */
+import { wilson } from '../monitor/stats.js';
+
+export { wilson };
+
 export interface ClusterTraffic {
   model_version: string;
   cluster: number;
@@ -42,16 +46,6 @@ export interface UnderTestedOptions {
 
 export const DEFAULT_UNDER_TESTED: UnderTestedOptions = { shareRatio: 2, escalationRatio: 2, minRequests: 10, z: 1.959964 };
 
-/** Wilson score interval of a binomial proportion. */
-export function wilson(successes: number, n: number, z = 1.959964): [number, number] {
-  if (n <= 0) return [0, 1];
-  const p = successes / n;
-  const z2 = z * z;
-  const den = 1 + z2 / n;
-  const centre = (p + z2 / (2 * n)) / den;
-  const half = (z * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / den;
-  return [Math.max(0, centre - half), Math.min(1, centre + half)];
-}
 
 /** All clusters with their intervals, flagged ones first (by priority = requests × (1 + 4 × bad rate)). */
 export function underTested(rows: readonly ClusterTraffic[], opts: UnderTestedOptions = DEFAULT_UNDER_TESTED): UnderTestedCluster[] {

@@ -124,14 +124,16 @@ export function tvInterval(counts: ArrayLike<number>, ref: ArrayLike<number>, ph
   return [tv[Math.floor(0.025 * (draws - 1))], tv[Math.ceil(0.975 * (draws - 1))]];
 }
 
-/** Seeded uniform generator (mulberry32) for simulations. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** Seeded uniform generator (mulberry32) for simulations: the one coverage uses. */
+export { rng } from '../coverage/vec.js';
+
+/** Wilson score interval of a binomial proportion (successes of n), at normal quantile z. */
+export function wilson(successes: number, n: number, z = 1.959964): [number, number] {
+  if (n <= 0) return [0, 1];
+  const p = successes / n;
+  const z2 = z * z;
+  const den = 1 + z2 / n;
+  const centre = (p + z2 / (2 * n)) / den;
+  const half = (z * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / den;
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
 }

@@ -5,6 +5,7 @@
  * their verdicts do not depend on the real detectors (src/monitor), which have their own tests.
  */
 import type { ClusterShare, EvaluateWindow, Finding, MonitorContext, MonitorEvaluation, MonitorState, TrendRow, WindowCounts } from '../../src/monitor/types.js';
+import { wilson } from '../../src/monitor/stats.js';
 
 interface PlaceholderRules {
   uncovered_share?: { threshold?: number; minRequests?: number; clearRatio?: number };
@@ -20,14 +21,6 @@ interface ScopeState {
 
 type PState = MonitorState & { scopes: Record<string, ScopeState> };
 
-function wilson(k: number, n: number, z = 1.96): [number, number] {
-  if (n === 0) return [0, 1];
-  const p = k / n;
-  const d = 1 + (z * z) / n;
-  const c = (p + (z * z) / (2 * n)) / d;
-  const h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
-  return [Math.max(0, c - h), Math.min(1, c + h)];
-}
 
 export function createEvaluator(rules: unknown): EvaluateWindow {
   const r = ((rules ?? {}) as PlaceholderRules).uncovered_share ?? {};
