@@ -196,6 +196,8 @@ describe('fault suite', () => {
     for (const f of fuzz) fuzzKinds[f.kind] = (fuzzKinds[f.kind] ?? 0) + 1;
     let producerPaused = false;
     let produced = 0;
+    /** written while the store's disk is full, so that inserts are attempted then whatever the producer has left */
+    let producedWhileFull = 0;
     const producer = kafka.producer({ maxInFlightRequests: 1, idempotent: true, retry: { retries: 30 } });
     await producer.connect();
     const producing = (async () => {
@@ -248,9 +250,18 @@ describe('fault suite', () => {
         // the store's disk full: writes fail, the partition pauses, readiness fails; then space returns
         const used = Number(spawnSync('df', ['-k', '--output=used', mnt], { encoding: 'utf8' }).stdout.trim().split('\n').pop());
         spawnSync('mount', ['-o', `remount,size=${used + 512}k`, mnt]);
+        // fresh writes every second until the store fails, whatever the producer has left to send
+        const fresh = sampleTraffic(600, { seed: 82, idPrefix: `${topic}-full`, stepMs: 200, start: Date.now() - 600 * 200 });
         const failed = await waitFor(async () => {
           const r = await fetch(`http://127.0.0.1:${port}/readyz`).then((x) => x.json() as Promise<{ reasons: string[] }>).catch(() => null);
-          return r?.reasons.includes('store failing') ? true : false;
+          if (r?.reasons.includes('store failing')) return true;
+          if (producedWhileFull < fresh.length) {
+            const part = fresh.slice(producedWhileFull, producedWhileFull + 20);
+            await producer.send({ topic, acks: -1, messages: part.map((v, i) => ({ key: `full${producedWhileFull + i}`, value: Buffer.from(JSON.stringify(v)) })) });
+            producedWhileFull += part.length;
+            await sleep(800);
+          }
+          return false;
         }, 60_000, '/readyz to report the store failing').then(() => true).catch(() => false);
         const live = await status(port, '/healthz');
         spawnSync('mount', ['-o', 'remount,size=1g', mnt]);
@@ -383,8 +394,8 @@ describe('fault suite', () => {
     const accounted = new Set([...stored.keys(), ...dead.keys()]).size;
     const lost = records - accounted;
     Object.assign(summary, {
-      produced: values.length,
-      producedConfirmed: produced,
+      produced: values.length + producedWhileFull,
+      producedConfirmed: produced + producedWhileFull,
       records,
       stored: stored.size,
       duplicated,
@@ -406,7 +417,7 @@ describe('fault suite', () => {
     });
     console.log('FAULTS ' + JSON.stringify(summary));
     if (mounted) spawnSync('umount', [mnt]);
-    expect(records).toBe(values.length);
+    expect(records).toBe(values.length + producedWhileFull);
     expect(lost).toBe(0);
     expect(duplicated).toBe(0);
     expect(both).toBe(0);
