@@ -15,8 +15,8 @@ function inlineScript(src: string): string {
 }
 
 function exampleText(e: ReportGap['examples'][number]): string {
-  // redacted text is stored as its sha256: show the hash, never anything else
-  return e.redacted ? `<code class="hash">sha256:${esc(e.text.slice(0, 16))}…</code>` : esc(e.text);
+  // redacted text is stored as its keyed HMAC-SHA256: show the hash, never anything else
+  return e.redacted ? `<code class="hash">hmac:${esc(e.text.slice(0, 16))}…</code>` : esc(e.text);
 }
 
 function gapsTable(d: ReportData): string {
@@ -151,7 +151,7 @@ code.hash{font-size:11.5px;color:#475569}
 <div class="kpi"><b>${pct(t.requests ? t.uncovered / t.requests : null)}</b><span>uncovered${m ? ` (calibrated rate under no shift: ${pct(m.targetRate)})` : ''}</span></div>
 <div class="kpi"><b>${pct(t.requests ? t.escalated / t.requests : null)}</b><span>escalated</span></div>
 <div class="kpi"><b>${d.gaps.filter((g) => g.status !== 'closed').length}</b><span>open gaps${d.gaps.some((g) => g.status === 'closed') ? ` (${d.gaps.filter((g) => g.status === 'closed').length} closed)` : ''}</span></div>
-</div>${t.redacted ? `<p class="note">${t.redacted} request(s) were stored with redacted text: they appear as sha256 hashes only.</p>` : ''}</section>
+</div>${t.redacted ? `<p class="note">${t.redacted} request(s) were stored with redacted text: they appear as their keyed HMAC-SHA256 hashes only.</p>` : ''}</section>
 <section class="wide"><h2>Coverage over time</h2><div class="chart"><canvas id="chart-series"></canvas></div>
 <p class="note">Uncovered share per ${d.series.stepSeconds >= 60 ? `${d.series.stepSeconds / 60}-minute` : `${d.series.stepSeconds}-second`} bucket, one line per coverage model version (a redeploy starts a new line).</p></section>
 <section><h2>Cluster shares: eval set vs production</h2><div class="chart tall"><canvas id="chart-shares"></canvas></div>

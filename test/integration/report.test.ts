@@ -76,7 +76,7 @@ describe('evalgap report', () => {
     const html = fs.readFileSync(out, 'utf8');
     // redacted text appears as its hash only
     expect(html).not.toContain('alice.secret@example.com');
-    expect(html).toMatch(/sha256:[0-9a-f]{16}…/);
+    expect(html).toMatch(/hmac:[0-9a-f]{16}…/);
     expect(html).toContain('No alerts.');
     // self-contained: no external script, stylesheet or image
     expect(html).not.toMatch(/<(script|link|img)[^>]+(src|href)=/i);
