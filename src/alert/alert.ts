@@ -4,28 +4,20 @@
  * (the Standard Webhooks `webhook-id`) is the alert id plus the state (plus the reminder number).
  */
 import crypto from 'node:crypto';
-import type { ClusterShare, Effect, Finding, RuleName } from '../monitor/types.js';
+import type { Finding, RuleName } from '../monitor/types.js';
 
 export type AlertStatus = 'firing' | 'resolved';
 export type NotificationKind = 'firing' | 'reminder' | 'resolved';
 
-export interface Alert {
+/** A finding's figures (the window whose evaluation produced this state), with the alert's identity and state. */
+export interface Alert
+  extends Pick<Finding, 'rule' | 'severity' | 'windowStart' | 'windowEnd' | 'statistic' | 'threshold' | 'effect' | 'summary' | 'clusters'> {
   id: string;
-  rule: RuleName;
   agent: string;
   cluster: number | null;
-  severity: Finding['severity'];
   status: AlertStatus;
   /** start of the window in which the episode began (ISO) */
   onset: string;
-  /** the window whose evaluation produced this state (ISO) */
-  windowStart: string;
-  windowEnd: string;
-  statistic: number;
-  threshold: number;
-  effect: Effect;
-  summary: string;
-  clusters: ClusterShare[];
   /** SQL that lists the rows behind the alert (for a person to paste; evalgap never runs it) */
   sql: string;
   modelVersion: string;
