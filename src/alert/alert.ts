@@ -4,7 +4,7 @@
  * (the Standard Webhooks `webhook-id`) is the alert id plus the state (plus the reminder number).
  */
 import crypto from 'node:crypto';
-import type { Finding, RuleName } from '../monitor/types.js';
+import type { Finding } from '../monitor/types.js';
 
 export type AlertStatus = 'firing' | 'resolved';
 export type NotificationKind = 'firing' | 'reminder' | 'resolved';
