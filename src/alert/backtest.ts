@@ -26,24 +26,24 @@ export async function runBacktest(
   ms: MonitorStore,
   evaluate: EvaluateWindow,
   ctx: MonitorContext,
-  config: Pick<MonitorConfig, 'windowMinutes' | 'lifecycle' | 'examples'>,
+  config: Pick<MonitorConfig, 'windowSeconds' | 'lifecycle' | 'examples'>,
   from: string,
   to: string,
 ): Promise<BacktestResult> {
-  const W = config.windowMinutes * 60_000;
-  const start = alignDown(Date.parse(from), config.windowMinutes);
+  const W = config.windowSeconds * 1000;
+  const start = alignDown(Date.parse(from), config.windowSeconds);
   const end = Date.parse(to);
   let state: MonitorState | null = null;
   let log: NotificationLog = {};
   const out: BacktestResult = { from: new Date(start).toISOString(), to: new Date(end).toISOString(), windows: 0, evaluated: 0, notifications: [], notices: [] };
-  const CHUNK = 288 * W; // read a day of windows at a time
+  const CHUNK = Math.max(1, Math.round(86_400_000 / W)) * W; // read about a day of windows at a time
   for (let c0 = start; c0 < end; c0 += CHUNK) {
     const c1 = Math.min(c0 + CHUNK, end);
     const rows = await ms.windowRows(new Date(c0).toISOString(), new Date(c1).toISOString());
-    const sessions = await ms.sessionsByWindow(new Date(c0).toISOString(), new Date(c1).toISOString(), config.windowMinutes);
+    const sessions = await ms.sessionsByWindow(new Date(c0).toISOString(), new Date(c1).toISOString(), config.windowSeconds);
     const byWindow = new Map<number, typeof rows>();
     for (const r of rows) {
-      const w = alignDown(Date.parse(r.bucket), config.windowMinutes);
+      const w = alignDown(Date.parse(r.bucket), config.windowSeconds);
       byWindow.set(w, [...(byWindow.get(w) ?? []), r]);
     }
     for (let w = c0; w + W <= c1; w += W) {

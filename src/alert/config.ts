@@ -43,13 +43,13 @@ export const ReceiverSchema = z
 
 export const MonitorFileSchema = z
   .object({
-    /** evaluation window length in minutes: a multiple of the 5-minute aggregates */
-    windowMinutes: z
+    /** evaluation window length in seconds: a multiple of the 30-second aggregate buckets that divides an hour */
+    windowSeconds: z
       .number()
       .int()
       .positive()
-      .refine((m) => m % 5 === 0, 'a multiple of 5 (the aggregates are 5-minute buckets)')
-      .default(5),
+      .refine((s) => s % 30 === 0 && 3600 % s === 0, 'a multiple of 30 (the aggregates are 30-second buckets) that divides 3600 (30, 60, 120, 300, 600, …, 3600)')
+      .default(30),
     /** a window is evaluated once its end is this far in the past (event time): rows later than that count in a later window */
     latenessSeconds: z.number().int().min(0).default(120),
     /** how often the leader looks for newly closed windows */
@@ -115,6 +115,10 @@ function fromZod(where: string, e: z.ZodError): MonitorConfigError {
 
 /** Validate a parsed config object and resolve the receivers' secrets. */
 export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd()): MonitorConfig {
+  if (raw && typeof raw === 'object' && 'windowMinutes' in raw) {
+    // the key of earlier versions (5-minute windows): say what replaced it rather than "unrecognized"
+    throw new MonitorConfigError(`invalid monitor config ${where}:\n  - windowMinutes: replaced by windowSeconds (default 30); e.g. "windowSeconds": ${Number((raw as { windowMinutes: unknown }).windowMinutes) * 60 || 300}`);
+  }
   const p = MonitorFileSchema.safeParse(raw ?? {});
   if (!p.success) throw fromZod(where, p.error);
   const receivers = p.data.receivers.map((r, i) => {

@@ -146,9 +146,9 @@ export class MonitorRunner {
     const { config: c, logger } = this.deps;
     const name = c.electionGroup;
     const result: TickResult = { evaluated: 0, notifications: [], windowEnd: null };
-    const W = c.windowMinutes * 60_000;
+    const W = c.windowSeconds * 1000;
     const now = this.clock().getTime();
-    const closed = closedUntil(now, c.windowMinutes, c.latenessSeconds);
+    const closed = closedUntil(now, c.windowSeconds, c.latenessSeconds);
 
     // always start from the durable checkpoint: another leader may have moved on
     const cp = await this.ms.loadCheckpoint(name);
@@ -161,7 +161,7 @@ export class MonitorRunner {
     } else {
       const first = c.start === 'earliest' ? await this.ms.nextBucket('1970-01-01T00:00:00Z') : c.start === 'now' ? new Date(closed).toISOString() : c.start;
       if (!first) return result; // nothing stored yet
-      cursor = alignDown(Date.parse(first), c.windowMinutes);
+      cursor = alignDown(Date.parse(first), c.windowSeconds);
       // everything before the start counts as evaluated
       const h = horizonStart(cursor, c.lateHorizonDays);
       const before = totalsOf(await this.ms.dayTotals(new Date(h).toISOString(), new Date(cursor).toISOString()));
@@ -182,7 +182,7 @@ export class MonitorRunner {
         // their own windows rather than as late rows of a later one.
         const next = await this.ms.nextBucket(we);
         if (!next) break;
-        cursor = Math.max(cursor + W, Math.min(alignDown(Date.parse(next), c.windowMinutes), closed));
+        cursor = Math.max(cursor + W, Math.min(alignDown(Date.parse(next), c.windowSeconds), closed));
         continue;
       }
       const windows = toWindowCounts(fresh, ws, we);

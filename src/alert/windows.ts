@@ -14,17 +14,17 @@ export type Counts = [requests: number, uncovered: number, escalated: number, re
 /** `${day}|${agent}|${model}|${cluster}` → counts */
 export type Totals = Record<string, Counts>;
 
-const MIN = 60_000;
 const DAY = 86_400_000;
 
-export function alignDown(t: number, windowMinutes: number): number {
-  const w = windowMinutes * MIN;
+/** The start of the window (of `windowSeconds`, aligned to the epoch) holding time `t`. */
+export function alignDown(t: number, windowSeconds: number): number {
+  const w = windowSeconds * 1000;
   return Math.floor(t / w) * w;
 }
 
 /** The latest window end that is closed at `now` (end + lateness ≤ now). */
-export function closedUntil(now: number, windowMinutes: number, latenessSeconds: number): number {
-  return alignDown(now - latenessSeconds * 1000, windowMinutes);
+export function closedUntil(now: number, windowSeconds: number, latenessSeconds: number): number {
+  return alignDown(now - latenessSeconds * 1000, windowSeconds);
 }
 
 /** The first day (UTC midnight) inside the late horizon of a window ending at `end`. */

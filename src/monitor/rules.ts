@@ -38,8 +38,8 @@ export interface MonitorOptions {
   concentration: number;
   /** budget rule: alert once the uncovered share is established above this (null: off) */
   budget: number | null;
-  /** a firing finding resolves after this many windows without a new alarm (and statistic < h/2) */
-  resolveWindows: number;
+  /** a firing finding resolves after this many minutes without a new alarm (and statistic < h/2) */
+  resolveMinutes: number;
   /**
    * while a production-relative rule fires, the scope's reference is frozen, for at most this many
    * hours of the episode; after that the new level is learnt (the alert resolves once the reference
@@ -48,8 +48,8 @@ export interface MonitorOptions {
   freezeHours: number;
   /** pseudo-requests shrinking an hour-of-day reference toward the pooled reference */
   hourShrink: number;
-  /** half-life (windows) of the "now" shares shown in findings and trends */
-  recentHalfLifeWindows: number;
+  /** half-life (minutes) of the "now" shares shown in findings and trends */
+  recentHalfLifeMinutes: number;
   /** eval-set mismatch: production share at least this multiple of the eval-set share… */
   mismatchRatio: number;
   /** …and at least this share of traffic */
@@ -75,10 +75,10 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   ratios: [1.25, 1.5, 2, 3, 5],
   concentration: 1000,
   budget: 0.2,
-  resolveWindows: 12,
+  resolveMinutes: 60,
   freezeHours: 24,
   hourShrink: 200,
-  recentHalfLifeWindows: 6,
+  recentHalfLifeMinutes: 30,
   mismatchRatio: 2,
   mismatchMinShare: 0.01,
   maxDispersion: 100,
@@ -101,10 +101,10 @@ export const MonitorOptionsSchema = z
     ratios: z.array(z.number().gt(1)).min(1),
     concentration: z.number().positive(),
     budget: z.number().gt(0).lt(1).nullable(),
-    resolveWindows: z.number().int().positive(),
+    resolveMinutes: z.number().positive(),
     freezeHours: z.number().nonnegative(),
     hourShrink: z.number().nonnegative(),
-    recentHalfLifeWindows: z.number().positive(),
+    recentHalfLifeMinutes: z.number().positive(),
     mismatchRatio: z.number().positive(),
     mismatchMinShare: z.number().min(0).max(1),
     maxDispersion: z.number().min(1),
@@ -342,7 +342,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     const hour = new Date(bkey * blockMs).getUTCHours();
     const maxBlocks = Math.round((o.referenceDays * 24 * 60) / o.blockMinutes);
     const warmBlocks = Math.ceil((o.warmupHours * 60) / o.blockMinutes);
-    const decay = Math.pow(0.5, 1 / o.recentHalfLifeWindows);
+    const decay = Math.pow(0.5, windowMs / (o.recentHalfLifeMinutes * 60000));
+    const resolveWindows = Math.max(1, Math.round((o.resolveMinutes * 60000) / windowMs));
 
     // clusters: the model's, plus any id the counts name that the context did not
     const ids = st.clusterIds.slice();
@@ -506,7 +507,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           if (!e.firing) e.onset = start;
           e.firing = true;
           e.lastAlarm = widx;
-        } else if (e.firing && widx - e.lastAlarm >= o.resolveWindows && stat < h / 2) {
+        } else if (e.firing && widx - e.lastAlarm >= resolveWindows && stat < h / 2) {
           e.firing = false;
           delete e.onset;
         }

@@ -148,15 +148,15 @@ export class MonitorStore {
     return rows.map((r) => ({ agent: String(r.agent), model_version: String(r.model_version), sessions: n(r.sessions) }));
   }
 
-  /** Distinct sessions per window (of `windowMinutes`, aligned to the epoch), agent and model version in [from, to). */
-  async sessionsByWindow(from: string, to: string, windowMinutes: number): Promise<{ window: string; agent: string; model_version: string; sessions: number }[]> {
+  /** Distinct sessions per window (of `windowSeconds`, aligned to the epoch), agent and model version in [from, to). */
+  async sessionsByWindow(from: string, to: string, windowSeconds: number): Promise<{ window: string; agent: string; model_version: string; sessions: number }[]> {
     const rows = await this.store.query<Raw>(
-      `SELECT toStartOfInterval(ts, toIntervalMinute({w:UInt32}), 'UTC') AS window, agent, model_version,
+      `SELECT toStartOfInterval(ts, toIntervalSecond({w:UInt32}), 'UTC') AS window, agent, model_version,
               uniqExactIf(session_id, session_id != '') AS sessions
        FROM ${this.store.t('requests')}
        WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}
        GROUP BY window, agent, model_version`,
-      { from: chTime(from), to: chTime(to), w: windowMinutes },
+      { from: chTime(from), to: chTime(to), w: windowSeconds },
     );
     return rows.map((r) => ({ window: fromChTime(String(r.window)), agent: String(r.agent), model_version: String(r.model_version), sessions: n(r.sessions) }));
   }

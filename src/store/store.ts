@@ -57,12 +57,20 @@ export interface CoverageAggRow {
   cost_usd_sum: number;
 }
 
-/** The 5-minute aggregates of some rows, exactly as the repair query computes them from raw rows. */
+/**
+ * Length of the aggregate buckets of `coverage_5m` (seconds). The table kept its name from when
+ * buckets were 5 minutes; since then rows are written in 30-second buckets so the monitor can
+ * evaluate 30-second windows. Older 5-minute rows stay valid: every reader sums over ranges.
+ */
+export const BUCKET_SECONDS = 30;
+const BUCKET_MS = BUCKET_SECONDS * 1000;
+
+/** The 30-second aggregates of some rows, exactly as the repair query computes them from raw rows. */
 export function aggregateRows(rows: readonly RequestRow[]): CoverageAggRow[] {
   const out = new Map<string, CoverageAggRow>();
   for (const r of rows) {
     const ms = Date.parse(r.ts);
-    const bucket = new Date(ms - (((ms % 300_000) + 300_000) % 300_000)).toISOString().slice(0, 19).replace('T', ' ');
+    const bucket = new Date(ms - (((ms % BUCKET_MS) + BUCKET_MS) % BUCKET_MS)).toISOString().slice(0, 19).replace('T', ' ');
     const key = JSON.stringify([bucket, r.agent, r.model_version, r.cluster]);
     let a = out.get(key);
     if (!a) {
@@ -319,7 +327,7 @@ export class Store {
       await this.client.command({
         query: `INSERT INTO ${this.t('coverage_5m')}
                   (bucket, agent, model_version, cluster, requests, uncovered, uncovered_escalated, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum)
-                SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster,
+                SELECT toStartOfInterval(ts, toIntervalSecond({bucketSeconds:UInt32}), 'UTC') AS bucket, agent, model_version, cluster,
                        count(), countIf(covered = 0), countIf(covered = 0 AND escalated = 1), countIf(escalated = 1), countIf(outcome = 'refused'),
                        countIf(outcome = 'failed'), countIf(truncated = 1), sum(ifNull(latency_ms, 0)), sum(ifNull(cost_usd, 0))
                 FROM ${this.t('requests')}
@@ -327,7 +335,7 @@ export class Store {
                   AND kafka_offset >= {lo:UInt64} AND kafka_offset <= {hi:UInt64}
                 GROUP BY bucket, agent, model_version, cluster
                 ORDER BY bucket, agent, model_version, cluster`,
-        query_params: { topic, partition, lo: (p.agg + 1n).toString(), hi: p.raw.toString() },
+        query_params: { topic, partition, lo: (p.agg + 1n).toString(), hi: p.raw.toString(), bucketSeconds: BUCKET_SECONDS },
         clickhouse_settings: { insert_deduplication_token: aggToken(topic, partition, p.agg, p.raw), ...ONE_BLOCK, max_partitions_per_insert_block: '0' },
       });
       await this.setProgress(topic, partition, 'agg', p.raw);

@@ -362,7 +362,7 @@ describe('fault suite', () => {
         perStore.push(keys);
         const [m] = await store.query<{ bad: string; raw: string; agg: string }>(
           `WITH raw AS (
-             SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster, count() AS requests,
+             SELECT toDateTime(toStartOfInterval(ts, INTERVAL 30 SECOND), 'UTC') AS bucket, agent, model_version, cluster, count() AS requests,
                     countIf(covered = 0) AS uncovered, countIf(escalated = 1) AS escalated,
                     countIf(outcome = 'refused') AS refused, countIf(outcome = 'failed') AS failed
              FROM ${store.t('requests')} GROUP BY bucket, agent, model_version, cluster),

@@ -54,6 +54,9 @@ export function monitorConfig(receiverUrl: string | null, secret: string, over: 
     dispatchGroupPrefix: uniqueName('dispatch'),
     notifyBackfill: true,
     pollSeconds: 0.5,
+    // 5-minute windows: the fixed-threshold test evaluator needs 20 requests a window, and these
+    // tests send 12 a minute (the process tests run the default 30-second windows)
+    windowSeconds: 300,
     receivers: receiverUrl ? [{ name: 'test', url: receiverUrl, secret, minBackoffMs: 100, maxBackoffMs: 400, timeoutMs: 2000 }] : [],
     ...over,
   });

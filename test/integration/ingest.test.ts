@@ -124,12 +124,12 @@ describe('evalgap run (in-process)', () => {
   it('keeps the windowed aggregates equal to a count from the raw rows', async () => {
     const topic = uniqueName('evalgap.test.agg');
     const group = uniqueName('g');
-    // two hours of traffic so rows fall in many 5-minute buckets
+    // two hours of traffic so rows fall in many 30-second buckets
     await ensureTopics(kafka, [{ topic }]);
     await produce(topic, sampleTraffic(150, { seed: 5, stepMs: 48_000, start: Math.floor(Date.now() / 86_400_000) * 86_400_000 - 3_600_000, idPrefix: topic }));
     await consumeAll(topic, group);
     const raw = await store.query(
-      `SELECT toStartOfFiveMinutes(ts) AS bucket, agent, model_version, cluster,
+      `SELECT toDateTime(toStartOfInterval(ts, INTERVAL 30 SECOND), 'UTC') AS bucket, agent, model_version, cluster,
               count() AS requests, countIf(covered = 0) AS uncovered, countIf(escalated = 1) AS escalated
        FROM ${store.t('requests')} GROUP BY bucket, agent, model_version, cluster
        ORDER BY bucket, agent, model_version, cluster`,

@@ -185,7 +185,7 @@ describe('evalgap monitor processes', () => {
     const bt = await cli(['monitor', '--model', modelDir, '--config', c2.file, '--backtest', '--from', new Date(T0).toISOString(), '--to', new Date(T0 + 50 * MIN).toISOString(), '--json']);
     expect(bt.code).toBe(0);
     const report = JSON.parse(bt.out) as { evaluated: number; notifications: Payload[] };
-    expect(report.evaluated).toBe(10);
+    expect(report.evaluated).toBe(100); // 50 minutes of 30-second windows
     expect(report.notifications.some((n) => n.kind === 'firing' && n.alert.agent === '*' && namesNewTopics(n))).toBe(true);
     const bad = await cli(['monitor', '--model', modelDir, '--config', path.join(dir, 'missing.json')]);
     expect(bad.code).toBe(2);

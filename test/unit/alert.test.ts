@@ -49,11 +49,13 @@ async function step(findings: Finding[], log: NotificationLog, i: number, opts =
 describe('monitor config', () => {
   it('defaults without a file and names the bad key of a bad file', () => {
     const d = loadMonitorConfig(undefined);
-    expect(d.windowMinutes).toBe(5);
+    expect(d.windowSeconds).toBe(30);
     expect(d.latenessSeconds).toBe(120);
     expect(d.receivers).toEqual([]);
     expect(() => parseMonitorConfig({ receivers: [{ name: 'ops', url: 'not a url', secret: SECRET }] })).toThrow(/receivers\.0\.url/);
-    expect(() => parseMonitorConfig({ windowMinutes: 7 })).toThrow(/windowMinutes: a multiple of 5/);
+    expect(() => parseMonitorConfig({ windowSeconds: 45 })).toThrow(/windowSeconds: a multiple of 30/);
+    expect(() => parseMonitorConfig({ windowSeconds: 420 })).toThrow(/windowSeconds: a multiple of 30 .*divides 3600/);
+    expect(() => parseMonitorConfig({ windowMinutes: 5 })).toThrow(/windowMinutes: replaced by windowSeconds.*300/);
     expect(() => parseMonitorConfig({ lifecycle: { repeatIntervalMinute: 5 } })).toThrow(/lifecycle: Unrecognized key.*repeatIntervalMinute/);
     expect(() => parseMonitorConfig({ receivers: [{ name: 'ops', url: 'http://x/' }] })).toThrow(/receivers\.0\.secret: give exactly one/);
     expect(() => parseMonitorConfig({ receivers: [{ name: 'ops', url: 'http://x/', secretEnv: 'NOPE_NOT_SET' }] }, {})).toThrow(/receivers\.0\.secretEnv: environment variable NOPE_NOT_SET/);
@@ -217,8 +219,8 @@ describe('windows and late rows', () => {
     const third = newSince(totalsOf([row('2025-01-01', 13, 3), row('2025-01-02', 5)]), second.keep, '2025-01-02');
     expect(third.fresh).toEqual([]);
     expect(Object.keys(third.keep)).toEqual(['2025-01-02|a|b|m|1']);
-    expect(closedUntil(Date.UTC(2025, 0, 1, 0, 12, 0), 5, 120)).toBe(Date.UTC(2025, 0, 1, 0, 10));
-    expect(closedUntil(Date.UTC(2025, 0, 1, 0, 11, 59), 5, 120)).toBe(Date.UTC(2025, 0, 1, 0, 5));
+    expect(closedUntil(Date.UTC(2025, 0, 1, 0, 12, 0), 300, 120)).toBe(Date.UTC(2025, 0, 1, 0, 10));
+    expect(closedUntil(Date.UTC(2025, 0, 1, 0, 11, 59), 300, 120)).toBe(Date.UTC(2025, 0, 1, 0, 5));
   });
 });
 
