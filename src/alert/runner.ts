@@ -369,7 +369,7 @@ export function alertRow(n: Notification, notified: boolean): AlertRow {
 /** The monitor's view of the coverage model in force. */
 export function contextFromManifest(m: {
   version: string;
-  calibration: { targetFalseUncoveredRate: number; expectedRate: number; expectedRateInterval: [number, number] };
+  calibration: { targetFalseUncoveredRate: number; expectedRate: number; expectedRateInterval: [number, number]; bands?: { novel: number[] } };
   clusters: { id: number; label: string; share: number }[];
 }): MonitorContext {
   return {
@@ -378,5 +378,6 @@ export function contextFromManifest(m: {
     calibratedRateInterval: m.calibration.expectedRateInterval,
     evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
+    ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
   };
 }

@@ -9,8 +9,12 @@
  */
 import type { BucketRow, DayTotalRow } from '../store/monitor.js';
 import type { WindowCounts } from '../monitor/types.js';
+import { BANDS } from '../coverage/bands.js';
 
-export type Counts = [requests: number, uncovered: number, escalated: number, refused: number, failed: number, uncoveredEscalated: number];
+/** requests, uncovered, escalated, refused, failed, uncoveredEscalated, then one count per coverage depth band */
+export type Counts = number[];
+const FIXED = 6;
+const WIDTH = FIXED + BANDS;
 /** `${day}|${agent}|${model}|${cluster}` → counts */
 export type Totals = Record<string, Counts>;
 
@@ -36,13 +40,14 @@ export function totalsOf(rows: DayTotalRow[]): Totals {
   const t: Totals = {};
   for (const r of rows) {
     const k = `${r.day}|${r.agent}|${r.model_version}|${r.cluster}`;
-    const c = (t[k] ??= [0, 0, 0, 0, 0, 0]);
+    const c = (t[k] ??= new Array<number>(WIDTH).fill(0));
     c[0] += r.requests;
     c[1] += r.uncovered;
     c[2] += r.escalated;
     c[3] += r.refused;
     c[4] += r.failed;
     c[5] += r.uncovered_escalated ?? 0;
+    for (let b = 0; b < BANDS; b++) c[FIXED + b] += r.bands?.[b] ?? 0;
   }
   return t;
 }
@@ -58,12 +63,12 @@ export function newSince(stored: Totals, evaluated: Totals, horizonDay: string):
   for (const [k, s] of Object.entries(stored)) {
     const [day, agent, model, cluster] = splitKey(k);
     if (day < horizonDay) continue;
-    // a checkpoint written before uncoveredEscalated was counted holds 5 numbers
-    const e = evaluated[k] ?? [0, 0, 0, 0, 0, 0];
-    const d = s.map((v, i) => Math.max(0, v - (e[i] ?? 0))) as Counts;
-    keep[k] = s.map((v, i) => Math.max(v, e[i] ?? 0)) as Counts;
+    // a checkpoint written before uncoveredEscalated (5 numbers) or the bands (6) were counted holds fewer
+    const e = evaluated[k] ?? [];
+    const d = s.map((v, i) => Math.max(0, v - (e[i] ?? 0)));
+    keep[k] = s.map((v, i) => Math.max(v, e[i] ?? 0));
     if (d.some((v) => v > 0)) {
-      fresh.push({ bucket: day, agent, model_version: model, cluster: Number(cluster), requests: d[0], uncovered: d[1], escalated: d[2], refused: d[3], failed: d[4], uncovered_escalated: d[5] });
+      fresh.push({ bucket: day, agent, model_version: model, cluster: Number(cluster), requests: d[0], uncovered: d[1], escalated: d[2], refused: d[3], failed: d[4], uncovered_escalated: d[5], bands: d.slice(FIXED, WIDTH) });
     }
   }
   for (const [k, e] of Object.entries(evaluated)) if (!(k in keep) && splitKey(k)[0] >= horizonDay) keep[k] = e;
@@ -92,9 +97,10 @@ export function toWindowCounts(rows: BucketRow[], start: string, end: string): W
     }
     let c = w.clusters.find((x) => x.cluster === r.cluster);
     if (!c) {
-      c = { cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0 };
+      c = { cluster: r.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0, bands: new Array<number>(BANDS).fill(0) };
       w.clusters.push(c);
     }
+    for (let b = 0; b < BANDS; b++) c.bands![b] += r.bands?.[b] ?? 0;
     c.requests += r.requests;
     c.uncovered += r.uncovered;
     c.escalated += r.escalated;

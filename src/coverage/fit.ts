@@ -14,6 +14,7 @@ import { CoverageIndex } from './index.js';
 import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
 import { quantile } from './vec.js';
+import { BAND_LEVELS, bandEdges, bandShares, leaveRegionOutMargins, sampleByRegion } from './bands.js';
 
 export interface FitOptions {
   k: number | 'auto';
@@ -147,6 +148,9 @@ export function defaultNprobe(k: number): number {
 }
 
 /** Pure part of the fit: from unique cases and their unit embeddings to a model draft. */
+/** eval cases scored with their region left out to estimate the novel-topic band profile */
+const NOVEL_PROFILE_CASES = 600;
+
 export function buildCoverageModel(
   unique: readonly EvalCase[],
   allCases: number,
@@ -213,15 +217,42 @@ export function buildCoverageModel(
   let tagRegions: TagRegion[] | undefined;
   /** each case's threshold (its region's) */
   const caseThreshold = new Float32Array(n);
+  /** each case's region, the regions' centroids and count (for the novel-topic profile) */
+  let caseRegion: Int32Array;
+  let regionCentroids: Float32Array;
+  let regionCount: number;
   if (regions === 'tags') {
     const tc = tagCentroids(unique.map((c) => c.tags), vectors, dim);
     const region = Int32Array.from({ length: n }, (_, i) => nearestRow(vectors, i, tc.centroids, tc.names.length, dim));
     cal = calibrateMondrian(calScores, region, tc.names.length, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
     tagRegions = tc.names.map((tag, t) => ({ tag, ...regionFields(cal.regions[t]), threshold: cal.regions[t].threshold }));
     region.forEach((r, i) => (caseThreshold[i] = cal.regions[r].threshold));
+    [caseRegion, regionCentroids, regionCount] = [region, tc.centroids, tc.names.length];
   } else {
     cal = calibrateMondrian(calScores, labels, k, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
     labels.forEach((c, i) => (caseThreshold[i] = cal.regions[c].threshold));
+    [caseRegion, regionCentroids, regionCount] = [labels, centroids, k];
+  }
+  // coverage depth bands and the novel-topic profile (src/coverage/bands.ts)
+  const margins = Float32Array.from(calScores, (s, i) => s - caseThreshold[i]);
+  const edges = bandEdges(margins);
+  let bands: ManifestDraft['calibration']['bands'];
+  if (regionCount >= 2) {
+    const sample = sampleByRegion(caseRegion, regionCount, NOVEL_PROFILE_CASES, opts.seed);
+    const novel = leaveRegionOutMargins({
+      vectors, n, dim, region: caseRegion, regionThreshold: cal.regions.map((r) => r.threshold), regionCentroids, regions: regionCount,
+      neighbours: params.neighbours, sample,
+    });
+    bands = {
+      levels: BAND_LEVELS.map((l) => (l === 'threshold' ? opts.targetRate : l)),
+      edges,
+      inScope: bandShares(margins, edges),
+      novel: bandShares(novel, edges),
+      novelCases: sample.length,
+      method:
+        `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins; ` +
+        `novel: the bands of ${sample.length} eval cases scored with their whole ${regions === 'tags' ? 'tag' : 'cluster'} left out of the index`,
+    };
   }
   const calibrateMs = performance.now() - t;
 
@@ -307,6 +338,7 @@ export function buildCoverageModel(
       expectedRateInterval: cal.expectedRateInterval,
       intervalLevel: INTERVAL_LEVEL,
       scoreQuantiles: Object.fromEntries([0.01, 0.05, 0.1, 0.25, 0.5].map((q) => [`p${Math.round(q * 100)}`, quantile(sorted, q)])),
+      ...(bands ? { bands } : {}),
     },
     clusters,
   };

@@ -27,6 +27,8 @@ export interface AssignResult {
   runnerUp: Int32Array;
   /** cosine similarity to the runner-up centroid (-1 when there is none) */
   runnerUpSimilarity: Float32Array;
+  /** coverage depth band (src/coverage/bands.ts), set by a model that has bands */
+  band?: Int8Array;
 }
 
 export class CoverageIndex {

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { nearestRow, tagCentroids } from './calibrate.js';
 import { CoverageIndex, type AssignResult } from './index.js';
+import { BANDS, bandOf } from './bands.js';
 
 export const MODEL_FORMAT = 'evalgap.coverage-model';
 export const MODEL_FORMAT_VERSION = 2;
@@ -102,6 +103,21 @@ export const ManifestSchema = z.object({
     /** coverage level of the intervals */
     intervalLevel: z.number().gt(0).lt(1),
     scoreQuantiles: z.record(z.number()),
+    /**
+     * coverage depth bands (src/coverage/bands.ts): edges of the margin (score − threshold), the
+     * eval cases' share per band, and the novel-topic profile. Absent in models fitted before them:
+     * the monitor's novel-topic detector is then off.
+     */
+    bands: z
+      .object({
+        levels: z.array(z.number()).length(BANDS - 1),
+        edges: z.array(z.number()).length(BANDS - 1),
+        inScope: z.array(z.number().positive()).length(BANDS),
+        novel: z.array(z.number().positive()).length(BANDS),
+        novelCases: z.number().int().nonnegative(),
+        method: z.string(),
+      })
+      .optional(),
   }),
   clusters: z.array(ClusterSchema).min(1),
   files: z.object({
@@ -248,6 +264,7 @@ export class CoverageAssigner {
     });
     const c = manifest.calibration;
     this.thresholds = Float32Array.from(manifest.clusters, (cl) => cl.threshold ?? c.threshold);
+    this.edges = c.bands ? Float64Array.from(c.bands.edges) : null;
     if (c.regions === 'tags') {
       const tc = tagCentroids(model.cases.map((x) => x.tags), model.embeddings, manifest.embedding.dim);
       const regions = c.tagRegions ?? [];
@@ -259,6 +276,8 @@ export class CoverageAssigner {
   }
   /** with tag regions: the tags' centroids and thresholds */
   readonly tags?: { names: string[]; centroids: Float32Array; thresholds: Float32Array };
+  /** coverage depth band edges (null: a model fitted before bands) */
+  readonly edges: Float64Array | null;
   get version(): string {
     return this.model.manifest.version;
   }
@@ -269,12 +288,17 @@ export class CoverageAssigner {
   assign(vectors: Float32Array, count: number, out?: AssignResult): AssignResult {
     const r = this.index.assign(vectors, count, this.thresholds, out);
     const t = this.tags;
-    if (t) {
-      const dim = this.model.manifest.embedding.dim;
-      for (let i = 0; i < count; i++) {
-        const region = nearestRow(vectors, i, t.centroids, t.names.length, dim);
-        r.covered[i] = r.coverage[i] >= t.thresholds[region] ? 1 : 0;
-      }
+    const edges = this.edges;
+    if (edges) r.band = r.band && r.band.length >= count ? r.band : new Int8Array(count);
+    const dim = this.model.manifest.embedding.dim;
+    for (let i = 0; i < count; i++) {
+      let thr: number;
+      if (t) {
+        thr = t.thresholds[nearestRow(vectors, i, t.centroids, t.names.length, dim)];
+        r.covered[i] = r.coverage[i] >= thr ? 1 : 0;
+      } else thr = this.thresholds[r.cluster[i]];
+      // the margin's sign is the covered verdict: band ≥ the threshold's band exactly when covered
+      if (edges) r.band![i] = bandOf(r.coverage[i] - thr, edges);
     }
     return r;
   }

@@ -130,6 +130,7 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
         runner_up_similarity: a.runnerUpSimilarity?.[j] ?? -1,
         coverage: a.coverage[j],
         covered: a.covered[j] ? 1 : 0,
+        coverage_band: a.band?.[j] ?? -1,
       } as RequestRow;
       rows.push(row);
       if (!row.covered || inCoveredSample(row.request_id)) {

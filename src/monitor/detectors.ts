@@ -259,3 +259,112 @@ export function sequentialLogBayesFactors(data: number[][], p0: number[], concen
     return lbf;
   });
 }
+
+export interface ProfileCusumOptions {
+  /** shares of traffic moving to the profile watched at once (the alternatives) */
+  mixes: number[];
+  /** alarm threshold h in nats (ARL ≥ e^h / mixes.length windows) */
+  threshold: number;
+  minRequests: number;
+  /** minimum requests in the categories the profile makes more likely (its "events") */
+  minEvents: number;
+}
+
+export const PROFILE_CUSUM_DEFAULTS: ProfileCusumOptions = {
+  mixes: [0.01, 0.02, 0.05, 0.1, 0.2],
+  threshold: Math.log(8640 * 5),
+  minRequests: 200,
+  minEvents: 10,
+};
+
+export interface ProfileCusumState {
+  s: number[];
+  n: number[];
+  x: number[];
+}
+
+/**
+ * One-sided multinomial CUSUM for a share ε of traffic moving to a known profile q (Page 1954 with
+ * a mixture alternative): each request in category b contributes ln((1 − ε) + ε·q_b/p0_b), the
+ * log-likelihood ratio of p1 = (1 − ε)·p0 + ε·q against p0. Under p0 every increment has
+ * E[e^increment] = Σ p0_b((1 − ε) + ε·q_b/p0_b) = 1, so the accumulated ratio since any start is a
+ * test martingale and an alarm at h has ARL ≥ e^h windows (Lorden). One CUSUM per ε; counts are
+ * divided by the dispersion φ (quasi-likelihood). evalgap uses it with the coverage depth bands as
+ * categories and the model's novel-topic profile as q: it sees a new topic by how deep its queries
+ * fall below the eval set, not only by whether they cross the threshold.
+ *
+ * @example
+ *   const d = new ProfileCusum({ threshold: 10 });
+ *   d.update([30, 70, 900], [0.01, 0.05, 0.94], [0.3, 0.4, 0.3]).alarm; // true: 30 deep requests against 1%
+ */
+export class ProfileCusum {
+  readonly options: ProfileCusumOptions;
+  private s: number[];
+  private n: number[];
+  private x: number[];
+
+  constructor(options: Partial<ProfileCusumOptions> = {}, state?: ProfileCusumState) {
+    this.options = { ...PROFILE_CUSUM_DEFAULTS, ...options };
+    const g = this.options.mixes.length;
+    this.s = state?.s.slice() ?? new Array(g).fill(0);
+    this.n = state?.n.slice() ?? new Array(g).fill(0);
+    this.x = state?.x.slice() ?? new Array(g).fill(0);
+  }
+
+  get statistic(): number {
+    return Math.max(0, ...this.s);
+  }
+
+  /** the log-likelihood ratio of one window's counts for one mix ε */
+  static llr(counts: ArrayLike<number>, p0: ArrayLike<number>, q: ArrayLike<number>, eps: number): number {
+    let s = 0;
+    for (let b = 0; b < counts.length; b++) if (counts[b] > 0) s += counts[b] * Math.log(1 - eps + (eps * q[b]) / p0[b]);
+    return s;
+  }
+
+  update(counts: ArrayLike<number>, p0: ArrayLike<number>, q: ArrayLike<number>, phi = 1): Verdict {
+    const o = this.options;
+    let n = 0;
+    let x = 0;
+    for (let b = 0; b < counts.length; b++) {
+      n += counts[b];
+      if (q[b] > p0[b]) x += counts[b];
+    }
+    let best = 0;
+    let alarm = false;
+    for (let g = 0; g < o.mixes.length; g++) {
+      if (n > 0) {
+        this.s[g] += ProfileCusum.llr(counts, p0, q, o.mixes[g]) / phi;
+        this.n[g] += n;
+        this.x[g] += x;
+      }
+      if (this.s[g] <= 0) {
+        this.s[g] = 0;
+        this.n[g] = 0;
+        this.x[g] = 0;
+      }
+      if (this.s[g] > this.s[best]) best = g;
+      if (this.s[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;
+    }
+    const v: Verdict = {
+      alarm,
+      statistic: this.s[best],
+      threshold: o.threshold,
+      segmentRequests: this.n[best],
+      segmentEvents: this.x[best],
+      ratio: o.mixes[best],
+    };
+    if (alarm) this.reset();
+    return v;
+  }
+
+  reset(): void {
+    this.s.fill(0);
+    this.n.fill(0);
+    this.x.fill(0);
+  }
+
+  toJSON(): ProfileCusumState {
+    return { s: this.s.slice(), n: this.n.slice(), x: this.x.slice() };
+  }
+}

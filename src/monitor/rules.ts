@@ -4,7 +4,7 @@
  * state goes in and comes out as plain JSON; no I/O, no clock (hours come from window timestamps).
  */
 import { z } from 'zod';
-import { BernoulliCusum, DirichletMultinomialCusum, type BernoulliCusumState, type DirichletCusumState, type Verdict } from './detectors.js';
+import { BernoulliCusum, DirichletMultinomialCusum, ProfileCusum, type BernoulliCusumState, type DirichletCusumState, type ProfileCusumState, type Verdict } from './detectors.js';
 import { klInterval, totalVariation, tvInterval, tvIntervalApprox } from './stats.js';
 import type {
   ClusterCounts,
@@ -36,6 +36,11 @@ export interface MonitorOptions {
   ratios: number[];
   /** Dirichlet prior concentration of the cluster-mix mixture test */
   concentration: number;
+  /**
+   * shares of traffic moving to the model's novel-topic profile watched by the novel-topic
+   * detector (part of uncovered_share; needs a model with coverage depth bands)
+   */
+  novelMixes: number[];
   /** budget rule: alert once the uncovered share is established above this (null: off) */
   budget: number | null;
   /** a firing finding resolves after this many minutes without a new alarm (and statistic < h/2) */
@@ -74,6 +79,7 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   minEvents: 10,
   ratios: [1.25, 1.5, 2, 3, 5],
   concentration: 1000,
+  novelMixes: [0.01, 0.02, 0.05, 0.1, 0.2],
   budget: 0.2,
   resolveMinutes: 60,
   freezeHours: 24,
@@ -100,6 +106,7 @@ export const MonitorOptionsSchema = z
     minEvents: z.number().int().nonnegative(),
     ratios: z.array(z.number().gt(1)).min(1),
     concentration: z.number().positive(),
+    novelMixes: z.array(z.number().gt(0).lt(1)).min(1),
     budget: z.number().gt(0).lt(1).nullable(),
     resolveMinutes: z.number().positive(),
     freezeHours: z.number().nonnegative(),
@@ -139,6 +146,8 @@ interface Agg {
   failed: number[];
   /** escalated among uncovered; null when the store does not report it */
   uncEsc: number | null;
+  /** requests per coverage depth band (empty when the counts carry no bands) */
+  bands?: number[];
 }
 
 interface Block extends Agg {
@@ -163,6 +172,8 @@ interface ScopeState {
     budget: BernoulliCusumState | null;
     uncEsc: BernoulliCusumState | null;
     mix: DirichletCusumState | null;
+    /** the novel-topic detector on the coverage depth bands (part of the uncovered_share rule) */
+    novel?: ProfileCusumState | null;
     share: Record<string, BernoulliCusumState>;
     rate: Record<string, BernoulliCusumState>;
   };
@@ -197,14 +208,19 @@ function addAgg(into: Agg, from: Agg, w = 1): void {
     for (let i = 0; i < b.length; i++) a[i] = at(a, i) + w * b[i];
   }
   if (from.uncEsc !== null) into.uncEsc = (into.uncEsc ?? 0) + w * from.uncEsc;
+  if (from.bands?.length) {
+    const a = (into.bands ??= []);
+    for (let i = 0; i < from.bands.length; i++) a[i] = at(a, i) + w * from.bands[i];
+  }
 }
 
 function scaleAgg(a: Agg, w: number): void {
   for (const f of ['req', 'unc', 'escalated', 'refused', 'failed'] as const) for (let i = 0; i < a[f].length; i++) a[f][i] *= w;
   if (a.uncEsc !== null) a.uncEsc *= w;
+  if (a.bands) for (let i = 0; i < a.bands.length; i++) a.bands[i] *= w;
 }
 
-const cloneAgg = (a: Agg): Agg => ({ req: a.req.slice(), unc: a.unc.slice(), escalated: a.escalated.slice(), refused: a.refused.slice(), failed: a.failed.slice(), uncEsc: a.uncEsc });
+const cloneAgg = (a: Agg): Agg => ({ req: a.req.slice(), unc: a.unc.slice(), escalated: a.escalated.slice(), refused: a.refused.slice(), failed: a.failed.slice(), uncEsc: a.uncEsc, ...(a.bands ? { bands: a.bands.slice() } : {}) });
 const cloneBlock = (b: Block): Block => ({
   ...cloneAgg(b),
   key: b.key,
@@ -283,6 +299,10 @@ function aggregate(windows: WindowCounts[], index: Map<number, number>, k: numbe
       a.failed[i] += c.failed;
       if (c.uncoveredEscalated === undefined) known = false;
       else ue += c.uncoveredEscalated;
+      if (c.bands?.length) {
+        const b = (a.bands ??= []);
+        for (let j = 0; j < c.bands.length; j++) b[j] = at(b, j) + c.bands[j];
+      }
     }
   a.uncEsc = known ? ue : null;
   return { agg: a, n: sum(a.req) };
@@ -310,7 +330,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
   }
 
   function freshScope(): ScopeState {
-    return { blocks: [], current: null, recent: emptyAgg(0), det: { unc: null, cal: null, budget: null, uncEsc: null, mix: null, share: {}, rate: {} }, mismatch: null };
+    return { blocks: [], current: null, recent: emptyAgg(0), det: { unc: null, cal: null, budget: null, uncEsc: null, mix: null, novel: null, share: {}, rate: {} }, mismatch: null };
   }
 
   return function evaluateWindow(prev: MonitorState | null, windows: WindowCounts[], ctx: MonitorContext): MonitorEvaluation {
@@ -359,6 +379,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     const S = knownAgents.size + 1;
     // thresholds: each rule's alarm budget 1/ARL split over its scopes and alternatives
     const hOne = Math.log(arlWindows * S * G);
+    // uncovered_share runs two detectors when the model has bands: the budget is split over both
+    const q = ctx.novelProfile && ctx.novelProfile.length > 1 ? ctx.novelProfile : null;
+    const hUnc = q ? Math.log(arlWindows * S * (G + o.novelMixes.length)) : hOne;
     const hMixCluster = Math.log(arlWindows * S * (K + 1) * G);
     const hMixOmni = Math.log(arlWindows * S * (K + 1));
     const hRate = Math.log(arlWindows * S * K * METRICS.length * G);
@@ -397,6 +420,16 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const pooledUnc = (sum(P.unc) + 0.5) / (PN + 1);
       const p0Unc = (sum(H.unc) + a * pooledUnc) / (HN + a);
       // cluster mix: K covered categories + uncovered
+      // coverage depth bands: this hour's reference per band, shrunk toward the pooled one
+      const B = q ? q.length : 0;
+      const PB = P.bands ? sum(P.bands) : 0;
+      const HB = H.bands ? sum(H.bands) : 0;
+      const NB = now.bands ? sum(now.bands) : 0;
+      const bandP0 = Array.from({ length: B }, (_, b) => {
+        const pooled = (at(P.bands ?? [], b) + 0.5) / (PB + 0.5 * B);
+        return (at(H.bands ?? [], b) + a * pooled) / (HB + a);
+      });
+      const bandsOn = B > 0 && PB > 0 && NB > 0;
       const mixPooled = Array.from({ length: K + 1 }, (_, i) => ((i < K ? at(P.req, i) - at(P.unc, i) : sum(P.unc)) + 0.5) / (PN + 0.5 * (K + 1)));
       const mixP0 = mixPooled.map((p, i) => ((i < K ? at(H.req, i) - at(H.unc, i) : sum(H.unc)) + a * p) / (HN + a));
       const sharePooled = Array.from({ length: K }, (_, i) => (at(P.req, i) + 0.5) / (PN + 0.5 * K));
@@ -432,6 +465,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let x2 = 0;
         for (let i = 0; i <= K; i++) x2 += (mixNow[i] - n * mixP0[i]) ** 2 / (n * mixP0[i]);
         pearson('mix', x2, K, n);
+        if (bandsOn) {
+          let xb = 0;
+          for (let b = 0; b < B; b++) xb += (at(now.bands!, b) - NB * bandP0[b]) ** 2 / (NB * bandP0[b]);
+          pearson('band', xb, B - 1, NB);
+        }
         for (const m of METRICS) {
           for (let i = 0; i < K; i++) {
             if (now.req[i] <= 0) continue;
@@ -448,13 +486,23 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const phiUnc = phi('unc', n);
       const phiMix = phi('mix', n);
       if (ready) {
-        const unc = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.unc ?? undefined);
+        const unc = new BernoulliCusum({ ...cusumOpts, threshold: hUnc }, sc.det.unc ?? undefined);
         // the reference is an estimate: rising detectors test against its upper standard-error
         // bound (dispersion-aware), so a reference that happens to sit low does not read as a rise
         const refN = HN + a;
         const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
         run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), phiUnc));
         sc.det.unc = unc.toJSON();
+        if (q) {
+          // novel topics: a share of traffic moving to the model's novel-topic band profile; the
+          // reference of the bands the profile favours is taken at its upper bound (conservative)
+          const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
+          if (bandsOn) {
+            const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, phi('band', NB)));
+          }
+          sc.det.novel = d.toJSON();
+        }
         const mix = new DirichletMultinomialCusum({ concentration: o.concentration, threshold: hMixOmni, minRequests: o.minRequests }, sc.det.mix ?? undefined);
         // the omnibus test carries the reference's own noise as extra dispersion: about one hour of
         // evidence against the reference hours it is compared with
@@ -560,24 +608,34 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           .slice(0, o.drivers)
           .map((x) => cs(x.i));
       {
-        const v = verdicts.get('uncovered_share')?.v ?? idle(hOne);
-        const e = episode('uncovered_share', null, v.alarm, v.statistic, hOne);
+        const vb = verdicts.get('uncovered_share')?.v ?? idle(hUnc);
+        const vn = verdicts.get('novel_topics')?.v;
+        // the rule alarms when either detector does; its statistic is the larger (same threshold)
+        const v: Verdict = vn && (vn.alarm || vn.statistic > vb.statistic) && !vb.alarm ? vn : vb;
+        const alarm = vb.alarm || (vn?.alarm ?? false);
+        const e = episode('uncovered_share', null, alarm, Math.max(vb.statistic, vn?.statistic ?? 0), hUnc);
         const drivers = uncDrivers();
         const names = drivers.filter((d) => d.label).map((d) => `"${d.label}"`);
+        // the deep bands: below the threshold, where the novel-topic profile is most above the reference
+        const deep = B > 0 ? Array.from({ length: B }, (_, b) => b).filter((b) => q![b] > bandP0[b] * 2) : [];
+        const RB = recent.bands ? sum(recent.bands) : 0;
+        const deepNow = RB > 0 ? deep.reduce((s2, b) => s2 + at(recent.bands!, b), 0) / RB : 0;
+        const deepRef = deep.reduce((s2, b) => s2 + bandP0[b], 0);
+        const deepNote = vn?.alarm && deep.length ? `; ${pct(deepNow)} of requests now fall far below the eval set (${pct(deepRef)} in the reference)` : '';
         finding(
           'uncovered_share',
           null,
           e,
           v.statistic,
-          hOne,
+          hUnc,
           { name: 'uncovered_share_diff', value: uNow - p0Unc, lo: uLo - p0Unc, hi: uHi - p0Unc },
           warming
             ? `Uncovered share for ${scopeName(agent)} is ${pct(uNow)}; ${warmNote}.`
             : `Uncovered share for ${scopeName(agent)} is ${pct(uNow)} against ${pct(p0Unc)} in the production reference` +
-                (e.firing ? ` and rising: traffic the eval set does not test is growing${names.length ? `, mostly near ${names.slice(0, 3).join(', ')}` : ''}.` : '.'),
+                (e.firing ? ` and rising: traffic the eval set does not test is growing${names.length ? `, mostly near ${names.slice(0, 3).join(', ')}` : ''}${deepNote}.` : '.'),
           drivers,
         );
-        trend('uncovered_share', null, uNow, p0Unc, 0, escRate, v.statistic, hOne);
+        trend('uncovered_share', null, uNow, p0Unc, 0, escRate, Math.max(vb.statistic, vn?.statistic ?? 0), hUnc);
       }
       {
         const v = verdicts.get('uncovered_vs_calibrated')!.v;

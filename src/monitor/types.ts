@@ -19,6 +19,11 @@ export interface ClusterCounts {
   failed: number;
   /** escalated requests among the uncovered ones (for the uncovered_escalation rule; optional) */
   uncoveredEscalated?: number;
+  /**
+   * requests per coverage depth band, deepest below the threshold first (src/coverage/bands.ts);
+   * optional: without them (or with all zero) the novel-topic detector does not run
+   */
+  bands?: number[];
 }
 
 /** One closed evaluation window of one agent ('' = traffic with no agent) under one coverage model. */
@@ -44,6 +49,11 @@ export interface MonitorContext {
   evalShares: Record<number, number>;
   /** optional cluster labels for summaries */
   labels?: Record<number, string>;
+  /**
+   * the band mix of a topic the eval set does not test (the model's novel-topic profile, one
+   * share per band); absent for a model without bands: the novel-topic detector is then off
+   */
+  novelProfile?: number[];
 }
 
 export type RuleName =

@@ -1,3 +1,4 @@
+import { BANDS } from '../coverage/bands.js';
 import { MONITOR_MIGRATIONS } from './monitor-migrations.js';
 
 /**
@@ -278,6 +279,15 @@ export const MIGRATIONS: Migration[] = [
     statements: [
       `ALTER TABLE {db}.coverage_5m ADD COLUMN IF NOT EXISTS uncovered_escalated UInt64 DEFAULT 0
        COMMENT 'escalated requests among the uncovered (0 for buckets stored before migration 11)' AFTER uncovered`,
+    ],
+  },
+  {
+    version: 12,
+    name: 'coverage depth bands: requests.coverage_band and per-band counts in coverage_5m (the novel-topic detector)',
+    statements: [
+      `ALTER TABLE {db}.requests ADD COLUMN IF NOT EXISTS coverage_band Int8 DEFAULT -1
+       COMMENT 'coverage depth band 0 (deepest below the threshold) … 8 (best covered); -1: a model without bands or a row stored before migration 12' AFTER covered`,
+      `ALTER TABLE {db}.coverage_5m ${Array.from({ length: BANDS }, (_, b) => `ADD COLUMN IF NOT EXISTS band${b} UInt64 DEFAULT 0`).join(', ')}`,
     ],
   },
 ];

@@ -3,7 +3,7 @@
  * alerts, trends and the durable checkpoint. Values always bound as query parameters.
  * coverage_5m is a SummingMergeTree: rows of one key may not be merged yet, so every read sums.
  */
-import type { Store } from './store.js';
+import { BAND_COLUMNS, type Store } from './store.js';
 
 /** One aggregate row of coverage_5m, already summed over its key. */
 export interface BucketRow {
@@ -18,6 +18,8 @@ export interface BucketRow {
   failed: number;
   /** escalated among the uncovered */
   uncovered_escalated: number;
+  /** requests per coverage depth band (all 0 for rows of a model without bands) */
+  bands: number[];
 }
 
 /** Per-day totals (for late rows: compared with what was already evaluated). */
@@ -100,10 +102,11 @@ function toBucket(r: Raw): BucketRow {
     refused: n(r.refused),
     failed: n(r.failed),
     uncovered_escalated: n(r.uncovered_escalated),
+    bands: BAND_COLUMNS.map((c) => n(r[c])),
   };
 }
 
-const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed, sum(uncovered_escalated) AS uncovered_escalated';
+const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed, sum(uncovered_escalated) AS uncovered_escalated, ' + BAND_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ');
 
 export class MonitorStore {
   constructor(readonly store: Store) {}

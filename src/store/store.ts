@@ -6,6 +6,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/index.js';
 import { createStoreClient, type StoreKind } from './client.js';
+import { BANDS } from '../coverage/bands.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import type { EmbeddingRow } from './embeddings.js';
 
@@ -26,6 +27,8 @@ export interface RequestRow {
   runner_up_similarity?: number;
   coverage: number;
   covered: 0 | 1;
+  /** coverage depth band 0…BANDS-1; -1 when the model has no bands (migration 12) */
+  coverage_band?: number;
   escalated: 0 | 1;
   outcome: string;
   latency_ms: number | null;
@@ -55,7 +58,12 @@ export interface CoverageAggRow {
   truncated: number;
   latency_ms_sum: number;
   cost_usd_sum: number;
+  /** requests per coverage depth band (band0 … band8; migration 12) */
+  [band: `band${number}`]: number;
 }
+
+/** band0, band1, … band8: the per-band count columns of coverage_5m */
+export const BAND_COLUMNS = Array.from({ length: BANDS }, (_, b) => `band${b}` as const);
 
 /**
  * Length of the aggregate buckets of `coverage_5m` (seconds). The table kept its name from when
@@ -75,8 +83,11 @@ export function aggregateRows(rows: readonly RequestRow[]): CoverageAggRow[] {
     let a = out.get(key);
     if (!a) {
       a = { bucket, agent: r.agent, model_version: r.model_version, cluster: r.cluster, requests: 0, uncovered: 0, uncovered_escalated: 0, escalated: 0, refused: 0, failed: 0, truncated: 0, latency_ms_sum: 0, cost_usd_sum: 0 };
+      for (const c of BAND_COLUMNS) a[c] = 0;
       out.set(key, a);
     }
+    const band = r.coverage_band ?? -1;
+    if (band >= 0 && band < BANDS) a[`band${band}`] += 1;
     a.requests++;
     a.uncovered += r.covered === 0 ? 1 : 0;
     a.uncovered_escalated += r.covered === 0 && r.escalated === 1 ? 1 : 0;
@@ -326,10 +337,11 @@ export class Store {
     if (p.agg < p.raw) {
       await this.client.command({
         query: `INSERT INTO ${this.t('coverage_5m')}
-                  (bucket, agent, model_version, cluster, requests, uncovered, uncovered_escalated, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum)
+                  (bucket, agent, model_version, cluster, requests, uncovered, uncovered_escalated, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum, ${BAND_COLUMNS.join(', ')})
                 SELECT toStartOfInterval(ts, toIntervalSecond({bucketSeconds:UInt32}), 'UTC') AS bucket, agent, model_version, cluster,
                        count(), countIf(covered = 0), countIf(covered = 0 AND escalated = 1), countIf(escalated = 1), countIf(outcome = 'refused'),
-                       countIf(outcome = 'failed'), countIf(truncated = 1), sum(ifNull(latency_ms, 0)), sum(ifNull(cost_usd, 0))
+                       countIf(outcome = 'failed'), countIf(truncated = 1), sum(ifNull(latency_ms, 0)), sum(ifNull(cost_usd, 0)),
+                       ${BAND_COLUMNS.map((_, b) => `countIf(coverage_band = ${b})`).join(', ')}
                 FROM ${this.t('requests')}
                 WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32}
                   AND kafka_offset >= {lo:UInt64} AND kafka_offset <= {hi:UInt64}

@@ -16,7 +16,11 @@
 import { loadConfig } from '../../src/config/index.js';
 import { loadEmbedder } from '../../src/embed/embedder.js';
 import { buildCoverageModel, dedupeCases, evalSetHash, DEFAULT_FIT } from '../../src/coverage/fit.js';
-import { CoverageIndex } from '../../src/coverage/index.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BANDS } from '../../src/coverage/bands.js';
+import { CoverageAssigner, loadCoverageModel, saveCoverageModel } from '../../src/coverage/model.js';
 import { backtest, createEvaluateWindow, DEFAULT_MONITOR, scoreDetections } from '../../src/monitor/index.js';
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
@@ -27,6 +31,10 @@ import { rng } from '../../src/monitor/stats.js';
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const DAYS = Number(args.get('days') ?? 30);
 const REPS = Number(args.get('reps') ?? 3);
+/** the evaluation window of the no-shift runs and of the whole default shift runs (the monitor's default) */
+const WINDOW = Number(args.get('window') ?? 30);
+/** eval cases per fitted intent (default: every train row of the fitted intents) */
+const PER_INTENT = Number(args.get('per-intent') ?? Infinity);
 const RATE = 20;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -44,17 +52,21 @@ async function main() {
   const test = loadBanking77('test');
   const cats = categories(train);
   const held = holdOut(cats, 17, 1000);
-  // fit on (up to) 30 train rows per fitted intent: the real fit API and model, in seconds
+  // fit on the train rows of the fitted intents (all of them unless --per-intent): the real fit API and model
   const perIntent = new Map<string, number>();
-  const fitRows = train.filter((r) => !held.has(r.category) && (perIntent.set(r.category, (perIntent.get(r.category) ?? 0) + 1).get(r.category)! <= 30));
+  const fitRows = train.filter((r) => !held.has(r.category) && (perIntent.set(r.category, (perIntent.get(r.category) ?? 0) + 1).get(r.category)! <= PER_INTENT));
   const cases = dedupeCases(fitRows.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [r.category] }))).unique;
   const vec = (await embedder.embed(cases.map((c) => c.text))).vectors;
-  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, dim: embedder.dim, maxTokens: embedder.maxTokens };
+  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens };
   const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), vec, emb, { ...DEFAULT_FIT, k: 'auto', source: 'banking77', textField: 'text' });
   const m = built.draft;
-  const index = new CoverageIndex(built.arrays.centroids, m.params.k, vec, built.arrays.labels, embedder.dim, m.params);
   const testVec = (await embedder.embed(test.map((r) => r.text))).vectors;
-  const a = index.assign(testVec, test.length, m.calibration.threshold);
+  // the model as evalgap run loads it (per-region thresholds and coverage depth bands)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-bench-monitor-'));
+  saveCoverageModel(dir, built.draft, built.arrays);
+  const assigner = new CoverageAssigner(loadCoverageModel(dir));
+  const a = assigner.assign(testVec, test.length);
+  const B = m.calibration.bands ? BANDS : 0;
   const fitSeconds = (performance.now() - t0) / 1000;
 
   // cells: distinct (cluster, uncovered) of the test rows; each intent's mix over cells
@@ -63,10 +75,11 @@ async function main() {
   const intents = [...new Set(test.map((r) => r.category))].sort();
   const frac = intents.map(() => new Map<number, number>());
   test.forEach((r, i) => {
-    const key = `${a.cluster[i]}|${a.covered[i]}`;
+    const band = a.band?.[i];
+    const key = `${a.cluster[i]}|${a.covered[i]}|${band ?? ''}`;
     if (!cellIndex.has(key)) {
       cellIndex.set(key, cells.length);
-      cells.push({ cluster: a.cluster[i], uncovered: !a.covered[i] });
+      cells.push({ cluster: a.cluster[i], uncovered: !a.covered[i], ...(band !== undefined ? { band } : {}) });
     }
     const f = frac[intents.indexOf(r.category)];
     f.set(cellIndex.get(key)!, (f.get(cellIndex.get(key)!) ?? 0) + 1);
@@ -101,6 +114,7 @@ async function main() {
     calibratedRate: m.calibration.targetFalseUncoveredRate,
     evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
+    ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
   };
   const baseCells = cellWeights(intentWeights(0, 0, 0));
   const pUncPre = baseCells.reduce((s, w, c) => s + (cells[c].uncovered ? w : 0), 0);
@@ -111,8 +125,9 @@ async function main() {
   const noShift = (realistic: boolean) => {
     const spec: StreamSpec = {
       start: new Date(START).toISOString(),
-      windows: (DAYS * DAY) / 300000,
-      windowSeconds: 300,
+      windows: (DAYS * DAY) / (WINDOW * 1000),
+      windowSeconds: WINDOW,
+      ...(B ? { bands: B } : {}),
       ratePerSecond: RATE,
       volumeSwing: realistic ? 0.7 : 0,
       agents: AGENTS,
@@ -179,12 +194,12 @@ async function main() {
   ];
   const evaluate = createEvaluateWindow();
   const runShift = (s: Shift, windowSeconds: number, rep: number) => {
-    // a day of reference plus a few hours (5-minute windows), then the change at a window
-    // boundary, after which windows are `windowSeconds` long
+    // a day of reference plus a few hours, then the change at a window boundary; windows of
+    // `windowSeconds` throughout
     const change = START + DAY + (3 + rep * 5) * 3600_000;
-    const base: Omit<StreamSpec, 'start' | 'windows' | 'windowSeconds'> = { ratePerSecond: RATE, agents: AGENTS, cells, weights: () => baseCells, modelVersion: 'bench', seed: 10 + rep };
+    const base: Omit<StreamSpec, 'start' | 'windows' | 'windowSeconds'> = { ratePerSecond: RATE, agents: AGENTS, cells, weights: () => baseCells, modelVersion: 'bench', seed: 10 + rep, ...(B ? { bands: B } : {}) };
     function* windows(): Generator<WindowCounts[]> {
-      yield* stream({ ...base, start: new Date(START).toISOString(), windows: (change - START) / 300000, windowSeconds: 300 });
+      yield* stream({ ...base, start: new Date(START).toISOString(), windows: (change - START) / (windowSeconds * 1000), windowSeconds });
       yield* stream({ ...base, ...s.after(change), start: new Date(change).toISOString(), windows: (6 * 3600) / windowSeconds, windowSeconds, seed: 1000 + rep });
     }
     const res = backtest(windows(), ctx, { evaluate, skipInfo: true });
@@ -198,10 +213,22 @@ async function main() {
     return { detected: true, delayRequests, threshold: hit.al.threshold, falseBefore };
   };
   const shiftResults: Record<string, unknown> = {};
+  // the band mix before and after the novel shift: what the uncovered_share rule's novel-topic
+  // detector sees (its information per request bounds any detector that reads the bands)
+  const bandMix = (w: number[]) => {
+    const out = new Array<number>(B).fill(0);
+    w.forEach((x, c) => (out[cells[c].band ?? 0] += x));
+    return out;
+  };
+  const klMulti = (p1: number[], p0: number[]) => p1.reduce((acc, p, i) => acc + (p > 0 ? p * Math.log(p / p0[i]) : 0), 0);
   for (const s of shifts) {
-    const kl = klBernoulli(s.post, s.pre);
-    const out: Record<string, unknown> = { rule: s.rule, cluster: s.cluster, preRate: s.pre, postRate: s.post, klPerRequest: kl };
-    for (const ws of [300, 30]) {
+    const klBinary = klBernoulli(s.post, s.pre);
+    const klBands = s.name === 'novel_5pct' && B ? klMulti(bandMix(novelW), bandMix(baseCells)) : null;
+    const kl = klBands ?? klBinary;
+    const out: Record<string, unknown> = { rule: s.rule, cluster: s.cluster, preRate: s.pre, postRate: s.post, klPerRequest: kl, klPerRequestBinary: klBinary };
+    if (klBands !== null) out.bandsPre = bandMix(baseCells).map((x) => +x.toFixed(4));
+    if (klBands !== null) out.bandsPost = bandMix(novelW).map((x) => +x.toFixed(4));
+    for (const ws of [WINDOW, 300]) {
       const runs = Array.from({ length: REPS }, (_, rep) => runShift(s, ws, rep));
       const d = runs.filter((x) => x.detected) as { delayRequests: number; threshold: number }[];
       const mean = d.length ? d.reduce((x, y) => x + y.delayRequests, 0) / d.length : null;
@@ -220,6 +247,7 @@ async function main() {
         detectionDelayRequestsEach: d.map((x) => Math.round(x.delayRequests)),
         threshold: h,
         lordenBoundRequests: lorden === null ? null : Math.round(lorden),
+        ...(klBands !== null && h !== null ? { lordenBoundBinaryRequests: Math.round(h / klBinary) } : {}),
         ratioToLorden: mean !== null && lorden ? Math.round((mean / lorden) * 100) / 100 : null,
         // scoring.ts over the runs as alarms after a change at 0: the first (= shortest) delay
         shortestDetectionDelay: score.detectionDelay[0],
@@ -235,7 +263,8 @@ async function main() {
         bench: 'monitor',
         data: 'banking77',
         model: { k: m.params.k, fittedIntents: fittedIdx.length, heldOutIntents: heldIdx.length, fitQueries: cases.length, testRows: test.length, calibratedRate: ctx.calibratedRate, fitSeconds: Math.round(fitSeconds) },
-        traffic: { requestsPerSecond: RATE, agents: AGENTS.length, windowSeconds: 300, realisedUncoveredRate: pUncPre },
+        traffic: { requestsPerSecond: RATE, agents: AGENTS.length, windowSeconds: WINDOW, realisedUncoveredRate: pUncPre },
+        bands: m.calibration.bands ? { inScope: m.calibration.bands.inScope.map((x) => +x.toFixed(4)), novelProfile: m.calibration.bands.novel.map((x) => +x.toFixed(4)), novelCases: m.calibration.bands.novelCases } : null,
         defaults: { arlDays: DEFAULT_MONITOR.arlDays, referenceDays: DEFAULT_MONITOR.referenceDays, warmupHours: DEFAULT_MONITOR.warmupHours, minRequests: DEFAULT_MONITOR.minRequests },
         noShift: { shuffled, realistic },
         shift: shiftResults,

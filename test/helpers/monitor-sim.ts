@@ -71,6 +71,8 @@ export function multinomial(r: () => number, n: number, p: number[]): number[] {
 export interface Cell {
   cluster: number;
   uncovered: boolean;
+  /** coverage depth band (src/coverage/bands.ts), when the model has bands */
+  band?: number;
 }
 
 export interface StreamSpec {
@@ -92,6 +94,8 @@ export interface StreamSpec {
   sessionMean?: number;
   modelVersion?: string;
   seed?: number;
+  /** number of coverage depth bands to count (cells carry their band); absent: no band counts */
+  bands?: number;
 }
 
 export function* stream(spec: StreamSpec): Generator<WindowCounts[]> {
@@ -119,7 +123,8 @@ export function* stream(spec: StreamSpec): Generator<WindowCounts[]> {
           if (s < 20) for (let j = 0; j < s; j++) n += Math.floor(Math.log(Math.max(1e-12, r())) / Math.log(1 - 1 / m));
           else n += Math.max(0, Math.round(s * (m - 1) + Math.sqrt(s * m * (m - 1)) * normal(r)));
         }
-        const c = byCluster.get(cell.cluster) ?? { cluster: cell.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0 };
+        const c = byCluster.get(cell.cluster) ?? { cluster: cell.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0, ...(spec.bands ? { bands: new Array<number>(spec.bands).fill(0) } : {}) };
+        if (c.bands && cell.band !== undefined) c.bands[cell.band] += n;
         const e = binomial(r, n, spec.escalation?.(cell, t) ?? 0.05);
         c.requests += n;
         c.escalated += e;

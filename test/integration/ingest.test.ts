@@ -130,18 +130,26 @@ describe('evalgap run (in-process)', () => {
     await consumeAll(topic, group);
     const raw = await store.query(
       `SELECT toDateTime(toStartOfInterval(ts, INTERVAL 30 SECOND), 'UTC') AS bucket, agent, model_version, cluster,
-              count() AS requests, countIf(covered = 0) AS uncovered, countIf(escalated = 1) AS escalated
+              count() AS requests, countIf(covered = 0) AS uncovered, countIf(escalated = 1) AS escalated,
+              ${Array.from({ length: 9 }, (_, b) => `countIf(coverage_band = ${b}) AS band${b}`).join(', ')}
        FROM ${store.t('requests')} GROUP BY bucket, agent, model_version, cluster
        ORDER BY bucket, agent, model_version, cluster`,
     );
     const agg = await store.query(
       `SELECT bucket, agent, model_version, cluster,
-              sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated
+              sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated,
+              ${Array.from({ length: 9 }, (_, b) => `sum(band${b}) AS band${b}`).join(', ')}
        FROM ${store.t('coverage_5m')} GROUP BY bucket, agent, model_version, cluster
        ORDER BY bucket, agent, model_version, cluster`,
     );
     expect(raw.length).toBeGreaterThan(20);
     expect(agg).toEqual(raw);
+    // every row has a coverage depth band (the sample model has bands), uncovered exactly below the threshold's band
+    const [bad] = await store.query<{ n: string; all: string }>(
+      `SELECT countIf(coverage_band < 0 OR (coverage_band < 5) != (covered = 0)) AS n, count() AS all FROM ${store.t('requests')}`,
+    );
+    expect(Number(bad.all)).toBeGreaterThan(100);
+    expect(Number(bad.n)).toBe(0);
   });
 
   it('skips messages whose rows were stored before a crash that prevented the commit', async () => {

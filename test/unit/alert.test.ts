@@ -214,7 +214,7 @@ describe('windows and late rows', () => {
       ['2025-01-02', 5, 0],
     ]);
     const w = toWindowCounts(second.fresh, 'S', 'E');
-    expect(w).toEqual([{ start: 'S', end: 'E', agent: 'a|b', modelVersion: 'm', clusters: [{ cluster: 1, requests: 8, uncovered: 1, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0 }] }]);
+    expect(w).toEqual([{ start: 'S', end: 'E', agent: 'a|b', modelVersion: 'm', clusters: [{ cluster: 1, requests: 8, uncovered: 1, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0, bands: new Array(9).fill(0) }] }]);
     // nothing new: nothing fresh; days before the horizon are pruned
     const third = newSince(totalsOf([row('2025-01-01', 13, 3), row('2025-01-02', 5)]), second.keep, '2025-01-02');
     expect(third.fresh).toEqual([]);

@@ -26,6 +26,7 @@ import {
 } from '../../src/coverage/fit.js';
 import { conformalThreshold, nearestRow, tagCentroids } from '../../src/coverage/calibrate.js';
 import { CoverageIndex } from '../../src/coverage/index.js';
+import { BANDS, bandOf } from '../../src/coverage/bands.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
 import {
   CoverageAssigner,
@@ -787,10 +788,32 @@ describe('coverage model on disk', () => {
     const q = sampleBlobs(orthoCenters(4, dim, 1000), dim, 5, 0.15, 1002); // 3 known blobs + 1 new one
     const r1 = loaded.assign(q.x, q.n);
     const r2 = mem.assign(q.x, q.n, built.draft.calibration.threshold);
-    expect(r1).toEqual(r2);
+    const { band, ...rest } = r1;
+    expect(rest).toEqual(r2);
+    // every row has a coverage depth band, and the band agrees with the verdict: covered exactly
+    // from the threshold's band (5) up
+    expect(band).toHaveLength(q.n);
+    for (let i = 0; i < q.n; i++) expect(band![i] >= 5 ? 1 : 0).toBe(r1.covered[i]);
+    // the new blob falls deep: its queries sit in the lowest bands
+    const deep = [...band!].filter((b, i) => q.labels[i] === 3 && b <= 1).length;
+    expect(deep).toBeGreaterThan(0.8 * [...q.labels].filter((l) => l === 3).length);
     expect(loaded.version).toBe(built.draft.version);
     expect(loaded.threshold).toBe(built.draft.calibration.threshold);
     for (let i = 0; i < q.n; i++) if (q.labels[i] === 3) expect(r1.covered[i]).toBe(0);
+  });
+
+  it('records coverage depth bands and a novel-topic profile deeper than the eval set', () => {
+    const bands = built.draft.calibration.bands!;
+    expect(bands.edges).toHaveLength(BANDS - 1);
+    for (let i = 1; i < bands.edges.length; i++) expect(bands.edges[i]).toBeGreaterThanOrEqual(bands.edges[i - 1]);
+    expect(bands.edges[4]).toBe(0); // the threshold
+    const below = (s: number[]) => s.slice(0, 5).reduce((a, b) => a + b, 0);
+    expect(below(bands.inScope)).toBeLessThan(0.15);
+    // cases of a region left out of the index fall below the threshold far more often
+    expect(below(bands.novel)).toBeGreaterThan(2 * below(bands.inScope));
+    expect(bandOf(-1, bands.edges)).toBe(0);
+    expect(bandOf(0, bands.edges)).toBe(5);
+    expect(bandOf(1, bands.edges)).toBe(BANDS - 1);
   });
 
   it('refuses a tampered binary file with a checksum error', () => {

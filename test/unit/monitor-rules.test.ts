@@ -121,6 +121,37 @@ describe('evaluateWindow on shifted traffic', () => {
     expect(Date.parse(a.resolvedAt!)).toBeGreaterThan(to);
   });
 
+  it('with coverage depth bands, traffic moving to the novel-topic profile fires uncovered_share sooner than the share alone', () => {
+    // cells per cluster and band: covered requests in bands 5–8, uncovered in 0–4
+    const covered = [0.1, 0.2, 0.3, 0.4];
+    const uncoveredBands = [0.02, 0.03, 0.1, 0.25, 0.6];
+    const q = [0.12, 0.12, 0.12, 0.14, 0.1, 0.14, 0.12, 0.08, 0.06];
+    const bandCells = base.flatMap((_, i) => Array.from({ length: 9 }, (__, b) => ({ cluster: i, uncovered: b < 5, band: b })));
+    const steady = (shares: number[]) =>
+      shares.flatMap((sh, i) => Array.from({ length: 9 }, (_, b) => sh * (b < 5 ? unc[i] * uncoveredBands[b] : (1 - unc[i]) * covered[b - 5])));
+    const novel = (shares: number[]) => shares.flatMap((sh) => q.map((x) => sh * x));
+    const from = Date.parse(START) + 2 * DAY;
+    const eps = 0.08;
+    const weights = (t: number) => {
+      const w = steady(cycle(t));
+      if (t < from) return w;
+      const n = novel(base);
+      return w.map((x, i) => (1 - eps) * x + eps * n[i]);
+    };
+    const sp = spec({ days: 3, cells: bandCells, weights, bands: 9, windowSeconds: 300, windows: (3 * 86400) / 300 });
+    const withBands = backtest(stream(sp), { ...ctx, novelProfile: q }, opts);
+    const without = backtest(stream(sp), ctx, opts);
+    const first = (r: typeof withBands) => r.alerts.find((x) => x.rule === 'uncovered_share' && x.scope.agent === '*');
+    const a = first(withBands)!;
+    expect(a).toBeDefined();
+    expect(Date.parse(a.onset)).toBeGreaterThanOrEqual(from);
+    expect(a.summary).toMatch(/fall far below the eval set/);
+    // nothing fired before the change, with or without bands
+    expect(withBands.alerts.filter((x) => Date.parse(x.onset) < from && x.severity !== 'info' && x.rule !== 'uncovered_vs_calibrated')).toEqual([]);
+    const b = first(without);
+    if (b) expect(Date.parse(b.onset)).toBeGreaterThan(Date.parse(a.onset));
+  });
+
   it('escalations rising in one cluster fire the escalation rule for that cluster', () => {
     const from = Date.parse(START) + 2 * DAY;
     const res = backtest(stream(spec({ days: 3, escalation: (c, t) => (c.cluster === 2 && t >= from ? 0.2 : 0.05) })), ctx, opts);

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import gammaRandom from '@stdlib/random-base-gamma';
-import { BernoulliCusum, DirichletMultinomialCusum, sequentialLogBayesFactors } from '../../src/monitor/detectors.js';
+import { BernoulliCusum, DirichletMultinomialCusum, ProfileCusum, sequentialLogBayesFactors } from '../../src/monitor/detectors.js';
 import { klBernoulli, klInterval, rng, totalVariation, tvInterval, tvIntervalApprox } from '../../src/monitor/stats.js';
 import { scoreDetections } from '../../src/monitor/scoring.js';
 import { binomial, multinomial } from '../helpers/monitor-sim.js';
@@ -45,6 +45,66 @@ describe('reference vectors', () => {
         expect(r.alarm).toBe(v.alarm[i]);
       });
     }
+  });
+});
+
+describe('ProfileCusum (novel topics on the coverage depth bands)', () => {
+  // reference band mix: deep bands rare; the novel profile: deep bands common
+  const p0 = [0.0025, 0.0025, 0.005, 0.01, 0.03, 0.05, 0.1, 0.2, 0.6];
+  const q = [0.07, 0.06, 0.06, 0.12, 0.1, 0.2, 0.18, 0.12, 0.09];
+  const mixes = [0.01, 0.02, 0.05, 0.1, 0.2];
+
+  it('each increment is a likelihood ratio: its mean of e^llr under the reference is 1', () => {
+    for (const eps of mixes) {
+      let m = 0;
+      for (let b = 0; b < p0.length; b++) {
+        const c = p0.map((_, i) => (i === b ? 1 : 0));
+        m += p0[b] * Math.exp(ProfileCusum.llr(c, p0, q, eps));
+      }
+      expect(m).toBeCloseTo(1, 12);
+    }
+  });
+
+  it('run length under no change is at least e^h / G windows (simulated)', () => {
+    const r = rng(12);
+    const A = 100;
+    const d = new ProfileCusum({ mixes, threshold: Math.log(A * mixes.length), minRequests: 0, minEvents: 0 });
+    const T = 30_000;
+    const alarms: number[] = [];
+    for (let t = 0; t < T; t++) if (d.update(multinomial(r, 300, p0), p0, q).alarm) alarms.push(t);
+    expect(scoreDetections(alarms, [], T).meanTimeBetweenFalseAlarms).toBeGreaterThanOrEqual(A);
+  });
+
+  it('sees 5% of traffic moving to the profile sooner than the uncovered share alone does', () => {
+    const r = rng(13);
+    const h = Math.log(8640 * 10);
+    const below = 5; // bands 0..4 are below the threshold
+    const pu0 = p0.slice(0, below).reduce((a, b) => a + b, 0);
+    const p1 = p0.map((p, b) => 0.95 * p + 0.05 * q[b]);
+    const pu1 = p1.slice(0, below).reduce((a, b) => a + b, 0);
+    const delay = { profile: [] as number[], binary: [] as number[] };
+    for (let rep = 0; rep < 20; rep++) {
+      const dp = new ProfileCusum({ mixes, threshold: h });
+      const db = new BernoulliCusum({ threshold: h });
+      let done = { p: false, b: false };
+      for (let t = 0; t < 2000 && !(done.p && done.b); t++) {
+        const c = multinomial(r, 300, p1);
+        const u = c.slice(0, below).reduce((a, b) => a + b, 0);
+        if (!done.p && dp.update(c, p0, q).alarm) (done = { ...done, p: true }), delay.profile.push((t + 1) * 300);
+        if (!done.b && db.update(u, 300, pu0).alarm) (done = { ...done, b: true }), delay.binary.push((t + 1) * 300);
+      }
+    }
+    const med = (a: number[]) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
+    expect(delay.profile).toHaveLength(20);
+    expect(pu1).toBeGreaterThan(pu0);
+    expect(med(delay.profile)).toBeLessThan(0.75 * med(delay.binary));
+  });
+
+  it('state survives JSON; never alarms below the evidence floor', () => {
+    const d = new ProfileCusum({ threshold: 2 });
+    expect(d.update([30, 0, 0, 0, 0, 0, 0, 0, 0], p0, q).alarm).toBe(false); // 30 requests < 200
+    const e = new ProfileCusum({ threshold: 2 }, JSON.parse(JSON.stringify(d.toJSON())));
+    expect(e.statistic).toBe(d.statistic);
   });
 });
 

@@ -1,0 +1,143 @@
+/**
+ * Coverage depth bands (pure). A query's margin is its coverage score minus the threshold that
+ * decided it (its region's). The margin is cut into BANDS bands at fixed levels of the in-scope
+ * margin distribution (the eval cases' calibration scores, each scored with its near-duplicates
+ * left out): the lowest 0.25%, 0.25–0.5%, 0.5–1%, 1–2%, 2% up to the threshold (the calibrated
+ * 5%), then covered queries up to the 10%, 20% and 40% levels, and the rest.
+ *
+ * Why: the uncovered share alone throws away how far outside the eval set a query is. Traffic on a
+ * topic the eval set does not test is mostly uncovered by little, but it is many times more common
+ * than in-scope traffic in the deepest bands. The monitor's novel-topic detector tests the band mix
+ * against a "novel topic" profile: the bands that eval cases fall in when their whole region (tag,
+ * or cluster without tags) is left out of the index, estimated at fit time (`novelProfile`).
+ */
+import { dotAt, rng } from './vec.js';
+
+/** levels of the in-scope margin distribution between bands; 'threshold' is margin 0 */
+export const BAND_LEVELS = [0.0025, 0.005, 0.01, 0.02, 'threshold', 0.1, 0.2, 0.4] as const;
+export const BANDS = BAND_LEVELS.length + 1;
+
+/** The band of a margin (0 = deepest below the threshold … BANDS-1 = best covered). */
+export function bandOf(margin: number, edges: ArrayLike<number>): number {
+  let b = 0;
+  while (b < edges.length && margin >= edges[b]) b++;
+  return b;
+}
+
+/** Band edges from the eval cases' calibration margins (score − their region's threshold). */
+export function bandEdges(margins: ArrayLike<number>): number[] {
+  const sorted = Float64Array.from(margins).sort();
+  const q = (p: number) => {
+    if (sorted.length === 0) return 0;
+    const pos = p * (sorted.length - 1);
+    const lo = Math.floor(pos);
+    const hi = Math.min(sorted.length - 1, lo + 1);
+    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+  };
+  const edges = BAND_LEVELS.map((l) => (l === 'threshold' ? 0 : q(l)));
+  // below the threshold edges stay below 0, above it above 0; never decreasing
+  for (let i = 0; i < edges.length; i++) {
+    const isBelow = i < BAND_LEVELS.indexOf('threshold');
+    if (isBelow) edges[i] = Math.min(edges[i], 0);
+    else if (BAND_LEVELS[i] !== 'threshold') edges[i] = Math.max(edges[i], 0);
+    if (i > 0 && edges[i] < edges[i - 1]) edges[i] = edges[i - 1];
+  }
+  return edges;
+}
+
+/** Shares of the margins per band, smoothed by half a count per band (never 0). */
+export function bandShares(margins: ArrayLike<number>, edges: ArrayLike<number>): number[] {
+  const c = new Array<number>(BANDS).fill(0.5);
+  for (let i = 0; i < margins.length; i++) c[bandOf(margins[i], edges)] += 1;
+  const t = c.reduce((a, b) => a + b, 0);
+  return c.map((v) => v / t);
+}
+
+export interface LeaveRegionOutInput {
+  /** unit vectors of the eval cases (n × dim) */
+  vectors: Float32Array;
+  n: number;
+  dim: number;
+  /** each case's calibration region (tag or cluster) */
+  region: Int32Array;
+  /** per region: its threshold */
+  regionThreshold: ArrayLike<number>;
+  /** per region: its centroid (regions × dim), to find a query's region among the others */
+  regionCentroids: Float32Array;
+  regions: number;
+  /** how many nearest eval cases the coverage score averages */
+  neighbours: number;
+  /** the cases to score: a sample spread over the regions */
+  sample: ArrayLike<number>;
+}
+
+/**
+ * Margins of the sampled eval cases with their whole region left out: each is scored against the
+ * cases of every other region (exact top-`neighbours` mean cosine, as the index computes it) and
+ * compared with the threshold of its most similar other region. They stand for queries on a topic
+ * the eval set does not test but that sits among the topics it does.
+ */
+export function leaveRegionOutMargins(x: LeaveRegionOutInput): Float32Array {
+  const { vectors, n, dim, region, neighbours } = x;
+  const out = new Float32Array(x.sample.length);
+  const top = new Float32Array(Math.max(1, neighbours));
+  for (let si = 0; si < x.sample.length; si++) {
+    const i = x.sample[si];
+    const own = region[i];
+    top.fill(-Infinity);
+    let found = 0;
+    for (let j = 0; j < n; j++) {
+      if (region[j] === own) continue;
+      const s = dotAt(vectors, i * dim, vectors, j * dim, dim);
+      found++;
+      if (s <= top[top.length - 1]) continue;
+      let p = top.length - 1;
+      while (p > 0 && top[p - 1] < s) {
+        top[p] = top[p - 1];
+        p--;
+      }
+      top[p] = s;
+    }
+    const use = Math.min(top.length, found);
+    let score = 0;
+    for (let p = 0; p < use; p++) score += top[p];
+    score = use ? score / use : 0;
+    let best = -Infinity;
+    let br = -1;
+    for (let r = 0; r < x.regions; r++) {
+      if (r === own) continue;
+      const s = dotAt(vectors, i * dim, x.regionCentroids, r * dim, dim);
+      if (s > best) {
+        best = s;
+        br = r;
+      }
+    }
+    out[si] = score - (br >= 0 ? x.regionThreshold[br] : 0);
+  }
+  return out;
+}
+
+/** A deterministic sample of up to `max` case indices, spread evenly over the regions. */
+export function sampleByRegion(region: Int32Array, regions: number, max: number, seed: number): number[] {
+  const by: number[][] = Array.from({ length: regions }, () => []);
+  region.forEach((r, i) => by[r].push(i));
+  // a seeded shuffle inside each region, then round-robin over regions
+  const rand = rng(seed);
+  for (const rows of by)
+    for (let i = rows.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [rows[i], rows[j]] = [rows[j], rows[i]];
+    }
+  const out: number[] = [];
+  for (let round = 0; out.length < max; round++) {
+    let any = false;
+    for (const rows of by) {
+      if (round < rows.length && out.length < max) {
+        out.push(rows[round]);
+        any = true;
+      }
+    }
+    if (!any) break;
+  }
+  return out;
+}
