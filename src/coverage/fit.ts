@@ -149,7 +149,7 @@ export function defaultNprobe(k: number): number {
 
 /** Pure part of the fit: from unique cases and their unit embeddings to a model draft. */
 /** eval cases scored with their region left out to estimate the novel-topic band profile */
-const NOVEL_PROFILE_CASES = 600;
+const NOVEL_PROFILE_CASES = 400;
 
 export function buildCoverageModel(
   unique: readonly EvalCase[],

@@ -35,6 +35,9 @@ const REPS = Number(args.get('reps') ?? 3);
 const WINDOW = Number(args.get('window') ?? 30);
 /** eval cases per fitted intent (default: every train row of the fitted intents) */
 const PER_INTENT = Number(args.get('per-intent') ?? Infinity);
+/** --only=shuffled|realistic|shifts: run one part; --seeds=2,3: the realistic no-shift runs' seeds */
+const ONLY = args.get('only');
+const SEEDS = (args.get('seeds') ?? '2').split(',').map(Number);
 const RATE = 20;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -111,7 +114,9 @@ async function main() {
 
   const ctx: MonitorContext = {
     modelVersion: 'bench',
-    calibratedRate: m.calibration.targetFalseUncoveredRate,
+    // as the monitor takes it from the model (contextFromManifest): the expected rate and its interval
+    calibratedRate: m.calibration.expectedRate || m.calibration.targetFalseUncoveredRate,
+    calibratedRateInterval: m.calibration.expectedRateInterval,
     evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
     ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
@@ -122,7 +127,7 @@ async function main() {
 
   // ---- no shift, 30 days ----
   const rules: RuleName[] = ['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'escalation', 'uncovered_escalation', 'eval_mismatch'];
-  const noShift = (realistic: boolean) => {
+  const noShift = (realistic: boolean, seed = realistic ? 2 : 1) => {
     const spec: StreamSpec = {
       start: new Date(START).toISOString(),
       windows: (DAYS * DAY) / (WINDOW * 1000),
@@ -135,7 +140,7 @@ async function main() {
       cells,
       weights: realistic ? (t) => cellWeights(intentWeights(t, 0.5, 0)) : () => baseCells,
       modelVersion: 'bench',
-      seed: realistic ? 2 : 1,
+      seed,
     };
     const t = performance.now();
     const res = backtest(stream(spec), ctx);
@@ -157,14 +162,22 @@ async function main() {
         });
         return { min: Math.min(...rates), max: Math.max(...rates) };
       })(),
+      seed,
+      // what fired (every alert of a no-shift run is listed, with its summary)
+      alerts: res.alerts.slice(0, 20).map((al) => ({ rule: al.rule, agent: al.scope.agent, cluster: al.scope.cluster, onset: al.onset, summary: al.summary })),
       stateJsonBytes: JSON.stringify(res.state).length,
       seconds: Math.round((performance.now() - t) / 100) / 10,
     };
   };
-  const shuffled = noShift(false);
+  const shuffled = !ONLY || ONLY === 'shuffled' ? noShift(false) : null;
   console.error(JSON.stringify({ shuffled }));
-  const realistic = noShift(true);
-  console.error(JSON.stringify({ realistic }));
+  const realisticRuns = !ONLY || ONLY === 'realistic' ? SEEDS.map((s) => noShift(true, s)) : [];
+  for (const r of realisticRuns) console.error(JSON.stringify({ realistic: r }));
+  const realistic = realisticRuns[0] ?? null;
+  if (ONLY && ONLY !== 'shifts') {
+    console.log(JSON.stringify({ bench: 'monitor', only: ONLY, shuffled, realistic: realisticRuns }, null, 2));
+    return;
+  }
 
   // ---- shifts ----
   // the tripled cluster: the fitted cluster with the median traffic share among those ≥ 1%
@@ -266,7 +279,7 @@ async function main() {
         traffic: { requestsPerSecond: RATE, agents: AGENTS.length, windowSeconds: WINDOW, realisedUncoveredRate: pUncPre },
         bands: m.calibration.bands ? { inScope: m.calibration.bands.inScope.map((x) => +x.toFixed(4)), novelProfile: m.calibration.bands.novel.map((x) => +x.toFixed(4)), novelCases: m.calibration.bands.novelCases } : null,
         defaults: { arlDays: DEFAULT_MONITOR.arlDays, referenceDays: DEFAULT_MONITOR.referenceDays, warmupHours: DEFAULT_MONITOR.warmupHours, minRequests: DEFAULT_MONITOR.minRequests },
-        noShift: { shuffled, realistic },
+        noShift: { shuffled, realistic, ...(realisticRuns.length > 1 ? { realisticMoreSeeds: realisticRuns.slice(1) } : {}) },
         shift: shiftResults,
         seconds: Math.round((performance.now() - t0) / 1000),
       },
