@@ -60,26 +60,20 @@ export interface BernoulliCusumState {
  *   d.update(40, 200, 0.1).alarm; // false: 40 of 200 against 10% is 8.7 nats (odds ratio 2)
  *   d.update(40, 200, 0.1).alarm; // true: 17.3 nats
  */
-export class BernoulliCusum {
-  readonly options: BernoulliCusumOptions;
-  private s: number[];
-  private n: number[];
-  private x: number[];
+/**
+ * The bookkeeping shared by the CUSUMs that watch several alternatives at once: one statistic per
+ * alternative with the requests and events of its current segment, floored at zero, an alarm when
+ * any reaches h with enough evidence, and a reset after an alarm.
+ */
+abstract class MultiAlternativeCusum {
+  protected s: number[];
+  protected n: number[];
+  protected x: number[];
 
-  constructor(options: Partial<BernoulliCusumOptions> = {}, state?: BernoulliCusumState) {
-    this.options = { ...BERNOULLI_CUSUM_DEFAULTS, ...options };
-    const g = this.options.ratios.length;
-    this.s = state?.s.slice() ?? new Array(g).fill(0);
-    this.n = state?.n.slice() ?? new Array(g).fill(0);
-    this.x = state?.x.slice() ?? new Array(g).fill(0);
-  }
-
-  set threshold(h: number) {
-    this.options.threshold = h;
-  }
-
-  get threshold(): number {
-    return this.options.threshold;
+  constructor(alternatives: number, state?: { s: number[]; n: number[]; x: number[] }) {
+    this.s = state?.s.slice() ?? new Array(alternatives).fill(0);
+    this.n = state?.n.slice() ?? new Array(alternatives).fill(0);
+    this.x = state?.x.slice() ?? new Array(alternatives).fill(0);
   }
 
   /** the largest statistic now (nats) */
@@ -87,16 +81,15 @@ export class BernoulliCusum {
     return Math.max(0, ...this.s);
   }
 
-  update(x: number, n: number, p0: number, phi = 1): Verdict {
-    const o = this.options;
+  /** add one window: `llr(g)` for each alternative g (labelled `labels[g]` in the verdict) */
+  protected step(llr: (g: number) => number, requests: number, events: number, o: { threshold: number; minRequests: number; minEvents: number }, labels: number[]): Verdict {
     let best = 0;
     let alarm = false;
-    for (let g = 0; g < o.ratios.length; g++) {
-      if (n > 0) {
-        const p1 = oddsShift(p0, o.ratios[g]);
-        this.s[g] += bernoulliLlr(x, n, p0, p1) / phi;
-        this.n[g] += n;
-        this.x[g] += x;
+    for (let g = 0; g < labels.length; g++) {
+      if (requests > 0) {
+        this.s[g] += llr(g);
+        this.n[g] += requests;
+        this.x[g] += events;
       }
       if (this.s[g] <= 0) {
         this.s[g] = 0;
@@ -106,14 +99,7 @@ export class BernoulliCusum {
       if (this.s[g] > this.s[best]) best = g;
       if (this.s[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;
     }
-    const v: Verdict = {
-      alarm,
-      statistic: this.s[best],
-      threshold: o.threshold,
-      segmentRequests: this.n[best],
-      segmentEvents: this.x[best],
-      ratio: o.ratios[best],
-    };
+    const v: Verdict = { alarm, statistic: this.s[best], threshold: o.threshold, segmentRequests: this.n[best], segmentEvents: this.x[best], ratio: labels[best] };
     if (alarm) this.reset();
     return v;
   }
@@ -124,8 +110,31 @@ export class BernoulliCusum {
     this.x.fill(0);
   }
 
-  toJSON(): BernoulliCusumState {
+  toJSON(): { s: number[]; n: number[]; x: number[] } {
     return { s: this.s.slice(), n: this.n.slice(), x: this.x.slice() };
+  }
+}
+
+export class BernoulliCusum extends MultiAlternativeCusum {
+  readonly options: BernoulliCusumOptions;
+
+  constructor(options: Partial<BernoulliCusumOptions> = {}, state?: BernoulliCusumState) {
+    const o = { ...BERNOULLI_CUSUM_DEFAULTS, ...options };
+    super(o.ratios.length, state);
+    this.options = o;
+  }
+
+  set threshold(h: number) {
+    this.options.threshold = h;
+  }
+
+  get threshold(): number {
+    return this.options.threshold;
+  }
+
+  update(x: number, n: number, p0: number, phi = 1): Verdict {
+    const o = this.options;
+    return this.step((g) => bernoulliLlr(x, n, p0, oddsShift(p0, o.ratios[g])) / phi, n, x, o, o.ratios);
   }
 
   static fromJSON(state: BernoulliCusumState, options: Partial<BernoulliCusumOptions> = {}): BernoulliCusum {
@@ -260,28 +269,18 @@ export function sequentialLogBayesFactors(data: number[][], p0: number[], concen
   });
 }
 
-export interface ProfileCusumOptions {
-  /** shares of traffic moving to the profile watched at once (the alternatives) */
+export interface ProfileCusumOptions extends Omit<BernoulliCusumOptions, 'ratios'> {
+  /** shares of traffic moving to the profile watched at once (the alternatives); events are the
+   * requests in the categories the profile makes more likely */
   mixes: number[];
-  /** alarm threshold h in nats (ARL ≥ e^h / mixes.length windows) */
-  threshold: number;
-  minRequests: number;
-  /** minimum requests in the categories the profile makes more likely (its "events") */
-  minEvents: number;
 }
 
 export const PROFILE_CUSUM_DEFAULTS: ProfileCusumOptions = {
+  ...BERNOULLI_CUSUM_DEFAULTS,
   mixes: [0.01, 0.02, 0.05, 0.1, 0.2],
-  threshold: Math.log(8640 * 5),
-  minRequests: 200,
-  minEvents: 10,
 };
 
-export interface ProfileCusumState {
-  s: number[];
-  n: number[];
-  x: number[];
-}
+export type ProfileCusumState = BernoulliCusumState;
 
 /**
  * One-sided multinomial CUSUM for a share ε of traffic moving to a known profile q (Page 1954 with
@@ -297,22 +296,13 @@ export interface ProfileCusumState {
  *   const d = new ProfileCusum({ threshold: 10 });
  *   d.update([30, 70, 900], [0.01, 0.05, 0.94], [0.3, 0.4, 0.3]).alarm; // true: 30 deep requests against 1%
  */
-export class ProfileCusum {
+export class ProfileCusum extends MultiAlternativeCusum {
   readonly options: ProfileCusumOptions;
-  private s: number[];
-  private n: number[];
-  private x: number[];
 
   constructor(options: Partial<ProfileCusumOptions> = {}, state?: ProfileCusumState) {
-    this.options = { ...PROFILE_CUSUM_DEFAULTS, ...options };
-    const g = this.options.mixes.length;
-    this.s = state?.s.slice() ?? new Array(g).fill(0);
-    this.n = state?.n.slice() ?? new Array(g).fill(0);
-    this.x = state?.x.slice() ?? new Array(g).fill(0);
-  }
-
-  get statistic(): number {
-    return Math.max(0, ...this.s);
+    const o = { ...PROFILE_CUSUM_DEFAULTS, ...options };
+    super(o.mixes.length, state);
+    this.options = o;
   }
 
   /** the log-likelihood ratio of one window's counts for one mix ε */
@@ -330,41 +320,6 @@ export class ProfileCusum {
       n += counts[b];
       if (q[b] > p0[b]) x += counts[b];
     }
-    let best = 0;
-    let alarm = false;
-    for (let g = 0; g < o.mixes.length; g++) {
-      if (n > 0) {
-        this.s[g] += ProfileCusum.llr(counts, p0, q, o.mixes[g]) / phi;
-        this.n[g] += n;
-        this.x[g] += x;
-      }
-      if (this.s[g] <= 0) {
-        this.s[g] = 0;
-        this.n[g] = 0;
-        this.x[g] = 0;
-      }
-      if (this.s[g] > this.s[best]) best = g;
-      if (this.s[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;
-    }
-    const v: Verdict = {
-      alarm,
-      statistic: this.s[best],
-      threshold: o.threshold,
-      segmentRequests: this.n[best],
-      segmentEvents: this.x[best],
-      ratio: o.mixes[best],
-    };
-    if (alarm) this.reset();
-    return v;
-  }
-
-  reset(): void {
-    this.s.fill(0);
-    this.n.fill(0);
-    this.x.fill(0);
-  }
-
-  toJSON(): ProfileCusumState {
-    return { s: this.s.slice(), n: this.n.slice(), x: this.x.slice() };
+    return this.step((g) => ProfileCusum.llr(counts, p0, q, o.mixes[g]) / phi, n, x, o, o.mixes);
   }
 }
