@@ -135,6 +135,8 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   escalation: 'critical',
   uncovered_escalation: 'warning',
 };
+/** reference windows (Pearson statistics) needed before a dispersion is estimated */
+const DISP_MIN_WINDOWS = 20;
 /** two-sided 95% Chernoff level for effect intervals */
 const CI_LEVEL = Math.log(1 / 0.025);
 
@@ -179,6 +181,11 @@ interface ScopeState {
   };
   /** eval-mismatch: the under-tested clusters last reported (null until the reference is ready) */
   mismatch: number[] | null;
+  /**
+   * before the reference has measured the uncovered share's dispersion: running totals since the
+   * scope's first window and the Pearson moments of each window against them (for the fixed-rate rules)
+   */
+  early?: { unc: number; req: number; disp: number[] };
 }
 
 interface Episode {
@@ -265,8 +272,12 @@ function reference(blocks: Block[], k: number): Reference {
  * of the two readings, conservative on both sides. Floor 1, cap maxDispersion.
  */
 function dispersion(r: Reference, family: string, o: MonitorOptions): (n: number) => number {
-  const d = r.disp[family];
-  if (!d || d[0] < 20) return () => 1;
+  return dispersionOf(r.disp[family], o) ?? (() => 1);
+}
+
+/** φ(n) from Pearson moments [windows, Σn, Σn², Σr, Σn·r]; null with fewer than DISP_MIN_WINDOWS */
+function dispersionOf(d: number[] | undefined, o: MonitorOptions): ((n: number) => number) | null {
+  if (!d || d[0] < DISP_MIN_WINDOWS) return null;
   const [w, sn, sn2, sr, snr] = d;
   const mn = sn / w;
   const mr = sr / w;
@@ -536,14 +547,38 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           sc.det.uncEsc = d.toJSON();
         }
       }
-      // fixed references need no production history
+      // Fixed references need no production history, but the traffic's dispersion must be known:
+      // counted as independent requests, sessions repeating one query would read as evidence. Until
+      // the reference has measured it, it comes from the scope's own first windows against their
+      // running rate, and these rules wait for DISP_MIN_WINDOWS such windows.
+      let phiFixed: number | null = phiUnc;
+      if ((ref.disp.unc?.[0] ?? 0) < DISP_MIN_WINDOWS) {
+        const e = { unc: sc.early?.unc ?? 0, req: sc.early?.req ?? 0, disp: (sc.early?.disp ?? [0, 0, 0, 0, 0]).slice() };
+        // the first DISP_MIN_WINDOWS windows once the running rate rests on 50 requests: frozen then,
+        // so that a shift in the early traffic cannot inflate it further
+        if (e.req >= 50 && n > 0 && e.disp[0] < DISP_MIN_WINDOWS) {
+          const p = (e.unc + 0.5) / (e.req + 1);
+          const r = (nowUnc - n * p) ** 2 / (n * p * (1 - p));
+          e.disp[0] += 1;
+          e.disp[1] += n;
+          e.disp[2] += n * n;
+          e.disp[3] += r;
+          e.disp[4] += n * r;
+        }
+        e.unc += nowUnc;
+        e.req += n;
+        sc.early = e;
+        const f = dispersionOf(e.disp, o);
+        // an estimate from 20 windows is rough: its upper ~95% bound (r̄ has sd ≈ r̄·√(2/w))
+        phiFixed = f ? Math.min(o.maxDispersion, f(n) * (1 + 2 * Math.sqrt(2 / e.disp[0]))) : null;
+      } else if (sc.early) delete sc.early;
       const cal = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.cal ?? undefined);
       const pCal = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
-      run('uncovered_vs_calibrated', 'uncovered_vs_calibrated', null, cal.update(nowUnc, n, pCal, phiUnc));
+      run('uncovered_vs_calibrated', 'uncovered_vs_calibrated', null, phiFixed !== null ? cal.update(nowUnc, n, pCal, phiFixed) : idle(hOne));
       sc.det.cal = cal.toJSON();
       if (o.budget !== null) {
         const b = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.budget ?? undefined);
-        run('uncovered_budget', 'uncovered_budget', null, b.update(nowUnc, n, o.budget, phiUnc));
+        run('uncovered_budget', 'uncovered_budget', null, phiFixed !== null ? b.update(nowUnc, n, o.budget, phiFixed) : idle(hOne));
         sc.det.budget = b.toJSON();
       }
 
