@@ -719,9 +719,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const e = episode('cluster_mix', null, alarm, stat / h, 1);
         const recentMix = Array.from({ length: K + 1 }, (_, i) => (i < K ? at(recent.req, i) - at(recent.unc, i) : rUnc));
         const nowShares = recentMix.map((c) => (RN > 0 ? c / RN : 0));
-        const tv = totalVariation(nowShares, mixP0);
-        // the seeded Dirichlet interval when firing; its normal approximation otherwise (cheaper)
-        const [lo, hi] = RN <= 0 ? [0, 1] : e.firing ? tvInterval(recentMix, mixP0, phiMix, 100, widx >>> 0) : tvIntervalApprox(recentMix, mixP0, phiMix);
+        // the seeded Dirichlet interval (and its median as the estimate) when firing; the plug-in
+        // distance with its normal approximation otherwise (cheaper)
+        let tv = totalVariation(nowShares, mixP0);
+        let [lo, hi] = RN <= 0 ? [0, 1] : tvIntervalApprox(recentMix, mixP0, phiMix);
+        if (RN > 0 && e.firing) [lo, hi, tv] = tvInterval(recentMix, mixP0, phiMix, 100, widx >>> 0);
         const statOf = new Map(per.map((x) => [x.cluster!, x.v.statistic]));
         const drivers = Array.from({ length: K }, (_, i) => i)
           .filter((i) => shareNow(i) > shareP0[i] || alarmed.has(ids[i]))

@@ -119,6 +119,7 @@ describe('evaluateWindow on shifted traffic', () => {
     expect(all.summary).toContain('topic 3');
     expect(all.effect.name).toBe('total_variation');
     expect(all.effect.lo).toBeLessThanOrEqual(all.effect.value);
+    expect(all.effect.value).toBeLessThanOrEqual(all.effect.hi);
   });
 
   it('uncovered traffic rising fires uncovered_share; a temporary rise resolves afterwards', () => {
