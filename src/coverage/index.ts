@@ -6,7 +6,7 @@
  *
  * coverage score = mean cosine similarity to the `neighbours` nearest eval cases.
  */
-import { dotAt } from './vec.js';
+import { dotMany } from './vec.js';
 export interface IndexParams {
   /** how many nearest eval cases the coverage score averages */
   neighbours: number;
@@ -38,6 +38,7 @@ export class CoverageIndex {
   private readonly cSims: Float32Array;
   private readonly probe: Int32Array;
   private readonly top: Float32Array;
+  private readonly rowSims: Float64Array;
   private lastCluster = 0;
   private lastSim = 0;
   private lastRunnerUp = -1;
@@ -64,6 +65,9 @@ export class CoverageIndex {
       this.groupedRow[pos] = i;
     }
     this.cSims = new Float32Array(k);
+    let largest = k;
+    for (let c = 0; c < k; c++) largest = Math.max(largest, this.offsets[c + 1] - this.offsets[c]);
+    this.rowSims = new Float64Array(largest);
     this.probe = new Int32Array(Math.min(k, Math.max(1, params.nprobe)));
     this.top = new Float32Array(Math.max(1, params.neighbours));
   }
@@ -78,8 +82,10 @@ export class CoverageIndex {
     let bestC = 0;
     let second = -Infinity;
     let secondC = -1;
+    const rs = this.rowSims;
+    dotMany(q, qo, C, 0, k, dim, rs);
     for (let c = 0; c < k; c++) {
-      const s = dotAt(q, qo, C, c * dim, dim);
+      const s = rs[c];
       cs[c] = s;
       if (s > best) {
         second = best;
@@ -117,9 +123,11 @@ export class CoverageIndex {
     const G = this.grouped;
     for (let p = 0; p < P.length; p++) {
       const c = P[p];
-      for (let pos = this.offsets[c]; pos < this.offsets[c + 1]; pos++) {
+      const from = this.offsets[c];
+      dotMany(q, qo, G, from, this.offsets[c + 1], dim, rs);
+      for (let pos = from; pos < this.offsets[c + 1]; pos++) {
         if (this.groupedRow[pos] === excludeRow) continue;
-        const s = dotAt(q, qo, G, pos * dim, dim);
+        const s = rs[pos - from];
         if (s >= excludeAbove) continue;
         found++;
         if (s <= T[m - 1]) continue;
