@@ -342,14 +342,23 @@ export function chooseK(x: Float32Array, n: number, dim: number, seed: number, s
   return chooseKOnSample(gatherRows(x, dim, idx), idx.length, dim, seed, maxK);
 }
 
-/** `chooseK` on rows already sampled (sx: sn × dim): what a fit runs in a worker thread while it embeds the rest. */
+/** `chooseK` on rows already sampled (sx: sn × dim): what a fit runs in worker threads while it embeds the rest. */
 export function chooseKOnSample(sx: Float32Array, sn: number, dim: number, seed: number, maxK = 150): KChoice {
+  return pickK(silhouettesOnSample(sx, sn, dim, seed, kGrid(sn, maxK)), sn);
+}
+
+/** Mean silhouette of the clustering at each k of `ks` (one part of the grid; each k independent of the others). */
+export function silhouettesOnSample(sx: Float32Array, sn: number, dim: number, seed: number, ks: readonly number[]): { k: number; silhouette: number }[] {
   const dist = cosineDistanceMatrix(sx, sn, dim);
-  const scores: { k: number; silhouette: number }[] = [];
-  for (const k of kGrid(sn, maxK)) {
+  return ks.map((k) => {
     const res = clusterEmbeddings(sx, sn, dim, k, { seed, restarts: 2, maxIterations: 15, restartSample: sn });
-    scores.push({ k, silhouette: silhouette(dist, sn, res.labels, k) });
-  }
+    return { k, silhouette: silhouette(dist, sn, res.labels, k) };
+  });
+}
+
+/** The largest silhouette wins; ties within 0.005 go to the smaller k (scores in any order). */
+export function pickK(parts: readonly { k: number; silhouette: number }[], sn: number): KChoice {
+  const scores = [...parts].sort((a, b) => a.k - b.k);
   let best = scores[0];
   for (const s of scores) if (s.silhouette > best.silhouette + 0.005) best = s;
   return {

@@ -174,11 +174,11 @@ export class CoverageIndex {
   /**
    * Calibration score of every eval case: scored against the others, leaving out itself and its
    * near-duplicates (cases at cosine ≥ `nearDuplicateCosine`), so that it stands for an unseen
-   * query of its intent rather than a paraphrase of a case in the eval set.
+   * query of its intent rather than a paraphrase of a case in the eval set. Rows [from, to).
    */
-  calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number): Float32Array {
-    const out = new Float32Array(this.n);
-    for (let i = 0; i < this.n; i++) out[i] = this.score(embeddings, i, i, nearDuplicateCosine);
+  calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number, from = 0, to = this.n): Float32Array {
+    const out = new Float32Array(to - from);
+    for (let i = from; i < to; i++) out[i - from] = this.score(embeddings, i, i, nearDuplicateCosine);
     return out;
   }
 
