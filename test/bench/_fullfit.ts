@@ -1,0 +1,18 @@
+import os from 'node:os';
+import { loadConfig } from '../../src/config/index.js';
+import { loadThreadedEmbedder } from '../../src/embed/threaded.js';
+import { fitCoverageModel, DEFAULT_FIT } from '../../src/coverage/fit.js';
+import { loadBanking77 } from '../helpers/banking77.js';
+const cfg = loadConfig();
+const train = loadBanking77('train');
+const e = await loadThreadedEmbedder(cfg.embed);
+await e.embed(train.slice(0, 64).map((r) => r.text));
+console.error('load', os.loadavg()[0]);
+const full = await fitCoverageModel(train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [] })), e, { ...DEFAULT_FIT, k: 'auto', source: 's', textField: 'text' });
+console.error(full.timings, 'k', full.draft.params.k, 'load', os.loadavg()[0]);
+await e.close();
+import fs from 'node:fs';
+const a = JSON.parse(fs.readFileSync('/tmp/i12x/fitout-base.json', 'utf8'));
+let d = 0;
+full.arrays.labels.forEach((l, i) => (d += l !== a.labels[i] ? 1 : 0));
+console.error('k', full.draft.params.k, a.k, 'thr', full.draft.calibration.threshold, a.thr, 'label diffs', d, JSON.stringify(full.draft.calibration.scoreQuantiles) === JSON.stringify(a.q));
