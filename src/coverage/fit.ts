@@ -346,9 +346,13 @@ export function buildCoverageModel(
   };
 }
 
-/** Worker threads for the calibration scores: one per core (at most 4). */
-function calibrationThreads(): number {
-  return Math.max(1, Math.min(4, os.availableParallelism()));
+/**
+ * Worker threads for choosing k and for the calibration scores: as many as the embedder's pool
+ * has (EVALGAP_EMBED_THREADS), else one per core; at most 4.
+ */
+function fitThreads(embedder: Embedder): number {
+  const w = (embedder as { workers?: number }).workers;
+  return Math.max(1, Math.min(4, w && w > 0 ? w : os.availableParallelism()));
 }
 
 export async function fitCoverageModel(
@@ -381,7 +385,7 @@ export async function fitCoverageModel(
     for (let i = 0; i < sample.length; i += CHUNK) await embedRows(sample.subarray(i, i + CHUNK));
     const sx = new Float32Array(sample.length * dim);
     sample.forEach((r, i) => sx.set(vectors.subarray(r * dim, r * dim + dim), i * dim));
-    kChoice = chooseKInWorker({ sx, sn: sample.length, dim, seed: opts.seed, maxK: opts.maxK ?? 150 }, calibrationThreads());
+    kChoice = chooseKInWorker({ sx, sn: sample.length, dim, seed: opts.seed, maxK: opts.maxK ?? 150 }, fitThreads(embedder));
   }
   // the rest in length order, so each sub-batch pads to texts of similar length
   const inSample = new Uint8Array(n);
@@ -404,7 +408,7 @@ export async function fitCoverageModel(
   const tc = performance.now();
   const calibrationScores = await calibrationScoresInWorkers(
     { centroids: clusters.centroids, k: clusters.k, embeddings: vectors, labels: clusters.labels, dim, params: indexParams(n, clusters.k, opts), nearDuplicateCosine: opts.nearDuplicateCosine },
-    calibrationThreads(),
+    fitThreads(embedder),
   );
   const built = buildCoverageModel(unique, cases.length, evalSetHash(cases), vectors, emb, opts, new Date(), chosen?.choice, {
     clusters,
