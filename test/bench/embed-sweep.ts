@@ -3,7 +3,7 @@
  * (transformers.js + onnxruntime 1.14, int8-stored weights computed in fp32, batch 8) against
  * onnxruntime-node 1.30 used directly: the default (a pool of single-threaded int8 sessions in
  * worker threads, one per core, batch 1), the same with 1 worker, with larger batches, the fp32
- * graph, and one in-process session with 2 intra-op threads. Variants are interleaved over `--reps` rounds (the machine is shared; only ratios within
+ * graph, and one in-process session with 2 intra-op threads. Variants are interleaved over `--reps` rounds (5; the machine is shared; only ratios within
  * one run mean anything) and the medians reported, with the load average at start and end.
  */
 import os from 'node:os';
@@ -27,7 +27,7 @@ async function main() {
     console.log(JSON.stringify({ bench: 'embed-sweep', skipped: BANKING77_MISSING }));
     return;
   }
-  const reps = arg('reps', 3);
+  const reps = arg('reps', 5);
   const texts = loadBanking77('test').slice(0, arg('texts', 2048)).map((r) => r.text);
   const base = loadConfig().embed;
   type Variant = {
