@@ -63,7 +63,9 @@ async function main() {
   const load0 = os.loadavg();
   const qps = new Map<string, number[]>(variants.map((v) => [v.name, []]));
   const cpu = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  const roundLoad: number[] = [];
   for (let r = 0; r < reps; r++) {
+    roundLoad.push(+os.loadavg()[0].toFixed(2));
     for (const v of variants) {
       const c0 = process.cpuUsage();
       const t = performance.now();
@@ -89,6 +91,9 @@ async function main() {
     cpuPerWallSecond: +median(cpu.get(v.name)!).toFixed(2),
     all: qps.get(v.name)!.map(Math.round),
   }));
+  // the ratio to the previous path within each round (both measured minutes apart at most), then
+  // the median over rounds: steadier than the ratio of medians when the load changes mid-run
+  const perRoundVsPrevious = (name: string) => median(qps.get(name)!.map((q, r) => q / qps.get(variants[0].name)![r]));
   const def = results.find(
     (r) => r.precision === base.precision && r.mode === 'pool' && r.threads === poolSize(base.threads) && r.batchSize === base.batchSize,
   );
@@ -102,6 +107,8 @@ async function main() {
         default: { precision: base.precision, workers: poolSize(base.threads), batchSize: base.batchSize },
         defaultQueriesPerSecond: def?.queriesPerSecond,
         defaultVsPrevious: def?.vsPrevious,
+        defaultVsPreviousMedianOfRounds: def ? +perRoundVsPrevious(def.variant).toFixed(2) : undefined,
+        loadAverage1mPerRound: roundLoad,
         defaultVsInt8Ceiling: def ? +(def.queriesPerSecond / INT8_CEILING_2_CORES).toFixed(2) : undefined,
         targets: { queriesPerSecond: 1500, vsPrevious: 3.7 },
         results,
