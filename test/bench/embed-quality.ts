@@ -166,17 +166,7 @@ async function main() {
     Math.abs(delta.realisedFalseUncoveredRate) <= TOL.realisedFalseUncoveredRate &&
     Math.abs(delta.ariAtTheSameK) <= TOL.ari;
 
-  // full fit of the whole train set with the default settings, embedding included
-  const e = await loadThreadedEmbedder(cfg.embed);
-  let peak = process.memoryUsage().rss;
-  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
-  const full = await fitCoverageModel(
-    train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [] })),
-    e,
-    { ...DEFAULT_FIT, k: 'auto', source: 'banking77/train.csv', textField: 'text' },
-  );
-  clearInterval(timer);
-  await e.close();
+  const { full, peak, workers } = await fullFit(cfg, train);
   console.log(
     JSON.stringify(
       {
@@ -199,7 +189,7 @@ async function main() {
         perDraw,
         fullFit: {
           precision: cfg.embed.precision,
-          workers: e.workers,
+          workers,
           queries: train.length,
           seconds: +(full.timings.totalMs / 1000).toFixed(1),
           targetSeconds: 20,
@@ -213,7 +203,42 @@ async function main() {
   );
 }
 
-main().catch((e) => {
+/** A fit of the whole train set with the default settings, embedding included: its timings and peak RSS. */
+async function fullFit(cfg: ReturnType<typeof loadConfig>, train: ReturnType<typeof loadBanking77>) {
+  const e = await loadThreadedEmbedder(cfg.embed);
+  let peak = process.memoryUsage().rss;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+  const full = await fitCoverageModel(
+    train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [] })),
+    e,
+    { ...DEFAULT_FIT, k: 'auto', source: 'banking77/train.csv', textField: 'text' },
+  );
+  clearInterval(timer);
+  await e.close();
+  return { full, peak, workers: e.workers };
+}
+
+/** --fit-only=N: only the full fit, N times (its time is the issue-12 target; the draws take minutes). */
+async function fitOnly(times: number) {
+  const cfg = loadConfig();
+  const train = loadBanking77('train');
+  const fits = [];
+  for (let i = 0; i < times; i++) {
+    const load = os.loadavg()[0];
+    const { full, peak } = await fullFit(cfg, train);
+    fits.push({
+      seconds: +(full.timings.totalMs / 1000).toFixed(1),
+      loadAverage1mAtStart: +load.toFixed(2),
+      k: full.draft.params.k,
+      timings: Object.fromEntries(Object.entries(full.timings).map(([k, v]) => [k, Math.round(v)])),
+      peakRssMB: Math.round(peak / 2 ** 20),
+    });
+    console.error(JSON.stringify(fits[i]));
+  }
+  console.log(JSON.stringify({ bench: 'embed-quality (full fit only)', queries: train.length, precision: cfg.embed.precision, targetSeconds: 20, fits }, null, 2));
+}
+
+(args.has('fit-only') ? fitOnly(Number(args.get('fit-only')) || 3) : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });
