@@ -11,8 +11,8 @@ import argparse, hashlib, pathlib, sys, zipfile
 # sha256 of the files as installed. The two ONNX files are built by quantise_model.py (pinned
 # packages in scripts/quantise-requirements.txt; the build is deterministic).
 PINNED = {
-    "onnx/model_fp32.onnx": "533915b325dc3270e398a3352d33d580e6370100b0416ad9268d0d778dde2bea",
-    "onnx/model_int8.onnx": "33914e850194da88405aaa13420f0615d65bbd06ef734759359b8825be91537a",
+    "onnx/model_fp32.onnx": "2b4afd7b0076285c0a494174fbb766fe27eae25c886b43bdd28ff9646670452a",
+    "onnx/model_int8.onnx": "49642787d8f9037931173cb66c327d4c44a99ac87722bf4de9879c4772acf80c",
     "onnx/model_quantized.onnx": "9227cdfd971adcb1fc1c985c495d94fd37284b15e1a6d092f7efe5506ea7b1ed",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",

@@ -1,27 +1,32 @@
 /**
- * `chooseKOnSample` in a worker thread. The fit embeds its chooseK sample first and then picks k on
- * the second core while the first embeds the remaining cases (inference does not speed up with a
- * second core on these machines; the JavaScript of chooseK does).
+ * `chooseKOnSample` in worker threads. The fit embeds its chooseK sample first and then scores the
+ * k grid in `workers` threads while the embedding pool embeds the remaining cases; the grid is
+ * dealt out so each thread gets a similar share of the work (the cost of a k grows with k), so once
+ * the embedding is done both cores finish the grid. The choice is the same as chooseKOnSample's:
+ * each k is scored on its own, and the rule is applied to all the scores.
  */
 import { Worker } from 'node:worker_threads';
 import { workerScript } from '../config/workers.js';
-import type { KChoice } from './cluster.js';
+import { kGrid, pickK, type KChoice } from './cluster.js';
 import type { ChooseKJob } from './choosek-worker.js';
 
 export interface ChooseKRun {
-  /** the choice and the worker's own compute time */
+  /** the choice and the workers' summed compute time */
   result: Promise<{ choice: KChoice; ms: number }>;
-  /** stop the worker (when the fit fails meanwhile); result then rejects */
+  /** stop the workers (when the fit fails meanwhile); result then rejects */
   cancel(): void;
 }
 
-export function chooseKInWorker(job: ChooseKJob): ChooseKRun {
+type Scores = { k: number; silhouette: number }[];
+
+function runPart(job: ChooseKJob, workers: Worker[]): Promise<{ scores: Scores; ms: number }> {
   const worker = new Worker(workerScript(import.meta.url, 'coverage/choosek-worker.js'), { workerData: job });
-  const result = new Promise<{ choice: KChoice; ms: number }>((resolve, reject) => {
+  workers.push(worker);
+  return new Promise((resolve, reject) => {
     let settled = false;
-    worker.once('message', (m: { ok: true; choice: KChoice; ms: number } | { ok: false; message: string }) => {
+    worker.once('message', (m: { ok: true; scores: Scores; ms: number } | { ok: false; message: string }) => {
       settled = true;
-      if (m.ok) resolve({ choice: m.choice, ms: m.ms });
+      if (m.ok) resolve({ scores: m.scores, ms: m.ms });
       else reject(new Error(`choosing k failed: ${m.message}`));
     });
     worker.once('error', (e) => {
@@ -32,6 +37,24 @@ export function chooseKInWorker(job: ChooseKJob): ChooseKRun {
       if (!settled) reject(new Error(`chooseK worker exited (${code}) without a result`));
     });
   });
+}
+
+export function chooseKInWorker(job: Omit<ChooseKJob, 'ks'> & { maxK: number }, threads = 2): ChooseKRun {
+  const grid = kGrid(job.sn, job.maxK);
+  // deal the k values out from the largest (the costliest) to the thread with the least work so far
+  const parts: number[][] = Array.from({ length: Math.max(1, Math.min(threads, grid.length)) }, () => []);
+  const load = new Float64Array(parts.length);
+  for (const k of [...grid].sort((a, b) => b - a)) {
+    const t = load.indexOf(Math.min(...load));
+    parts[t].push(k);
+    load[t] += k + 4;
+  }
+  const workers: Worker[] = [];
+  const { maxK: _maxK, ...base } = job;
+  const result = Promise.all(parts.map((ks) => runPart({ ...base, ks }, workers))).then((rs) => ({
+    choice: pickK(rs.flatMap((r) => r.scores), job.sn),
+    ms: rs.reduce((a, r) => a + r.ms, 0),
+  }));
   result.catch(() => {}); // the caller awaits it later; an early failure must not go unhandled meanwhile
-  return { result, cancel: () => void worker.terminate() };
+  return { result, cancel: () => workers.forEach((w) => void w.terminate()) };
 }

@@ -1,21 +1,22 @@
-/** Worker-thread side of `chooseKInWorker`: runs the pure `chooseKOnSample` and posts the choice. */
+/** Worker-thread side of `chooseKInWorker`: the silhouettes of its part of the k grid (pure `silhouettesOnSample`). */
 import { parentPort, workerData } from 'node:worker_threads';
-import { chooseKOnSample } from './cluster.js';
+import { silhouettesOnSample } from './cluster.js';
 
 export interface ChooseKJob {
   sx: Float32Array;
   sn: number;
   dim: number;
   seed: number;
-  maxK: number;
+  /** the k values this worker scores */
+  ks: number[];
 }
 
 if (!parentPort) throw new Error('chooseK worker started outside a worker thread');
 const job = workerData as ChooseKJob;
 try {
   const t = performance.now();
-  const choice = chooseKOnSample(job.sx, job.sn, job.dim, job.seed, job.maxK);
-  parentPort.postMessage({ ok: true, choice, ms: performance.now() - t });
+  const scores = silhouettesOnSample(job.sx, job.sn, job.dim, job.seed, job.ks);
+  parentPort.postMessage({ ok: true, scores, ms: performance.now() - t });
 } catch (err) {
   parentPort.postMessage({ ok: false, message: (err as Error).message });
 }

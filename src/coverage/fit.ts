@@ -5,12 +5,14 @@
  * the embedded sample while the rest of the eval set is embedded.
  */
 import { createHash } from 'node:crypto';
+import os from 'node:os';
 import type { Embedder } from '../embed/embedder.js';
 import { chooseKInWorker, type ChooseKRun } from './choosek-thread.js';
 import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
 import type { EvalCase } from './evalset.js';
 import { calibrateMondrian, estimateRate, nearestRow, tagCentroids, type Calibration, type RegionCalibration } from './calibrate.js';
-import { CoverageIndex } from './index.js';
+import { CoverageIndex, type IndexParams } from './index.js';
+import { calibrationScoresInWorkers } from './calibrate-thread.js';
 import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
 import { quantile } from './vec.js';
@@ -147,23 +149,22 @@ export function defaultNprobe(k: number): number {
   return k <= 16 ? k : Math.max(4, Math.ceil(k / 10));
 }
 
-/** Pure part of the fit: from unique cases and their unit embeddings to a model draft. */
 /** eval cases scored with their region left out to estimate the novel-topic band profile */
 const NOVEL_PROFILE_CASES = 400;
 
-export function buildCoverageModel(
-  unique: readonly EvalCase[],
-  allCases: number,
-  evalHash: string,
-  vectors: Float32Array,
-  emb: EmbeddingInfo,
-  opts: FitOptions,
-  now = new Date(),
-  /** with k auto: a choice already made by chooseK on these vectors (as fitCoverageModel does) */
-  precomputedK?: KChoice,
-): Omit<FitOutput, 'duplicates' | 'timings'> & { timings: Omit<FitTimings, 'embedMs' | 'totalMs'> } {
-  const n = unique.length;
-  const dim = emb.dim;
+/** k, the clusters and each case's similarity to its centroid: the first part of buildCoverageModel. */
+export interface FitClusters {
+  k: number;
+  kChoice: KChoice | null;
+  centroids: Float32Array;
+  labels: Int32Array;
+  sims: Float32Array;
+  chooseKMs: number;
+  clusterMs: number;
+}
+
+/** Choose k (or check the given one) and cluster; k-means' empty clusters are dropped. */
+export function clusterForFit(n: number, vectors: Float32Array, dim: number, opts: FitOptions, precomputedK?: KChoice): FitClusters {
   if (n < MIN_CASES) {
     throw new FitError(`the eval set has ${n} distinct case(s); at least ${MIN_CASES} are needed to cluster it`);
   }
@@ -200,15 +201,42 @@ export function buildCoverageModel(
     labels = nearestCentroids(vectors, n, dim, centroids, k).labels;
   }
   const { sims } = nearestCentroids(vectors, n, dim, centroids, k);
-  const clusterMs = performance.now() - t;
+  return { k, kChoice, centroids, labels, sims, chooseKMs, clusterMs: performance.now() - t };
+}
 
-  t = performance.now();
-  const params = {
+/** The coverage index's search parameters for n cases in k clusters. */
+export function indexParams(n: number, k: number, opts: Pick<FitOptions, 'neighbours' | 'nprobe'>): IndexParams {
+  return {
     neighbours: Math.max(1, Math.min(opts.neighbours, n - 1)),
     nprobe: Math.min(k, opts.nprobe ?? defaultNprobe(k)),
   };
-  const index = new CoverageIndex(centroids, k, vectors, labels, dim, params);
-  const calScores = index.calibrationScores(vectors, opts.nearDuplicateCosine);
+}
+
+/** Pure part of the fit: from unique cases and their unit embeddings to a model draft. */
+export function buildCoverageModel(
+  unique: readonly EvalCase[],
+  allCases: number,
+  evalHash: string,
+  vectors: Float32Array,
+  emb: EmbeddingInfo,
+  opts: FitOptions,
+  now = new Date(),
+  /** with k auto: a choice already made by chooseK on these vectors (as fitCoverageModel does) */
+  precomputedK?: KChoice,
+  /**
+   * clusters from clusterForFit and the calibration scores of that index (as fitCoverageModel
+   * computes them in worker threads); computed here when absent
+   */
+  pre?: { clusters: FitClusters; calibrationScores: Float32Array; calibrationScoresMs: number },
+): Omit<FitOutput, 'duplicates' | 'timings'> & { timings: Omit<FitTimings, 'embedMs' | 'totalMs'> } {
+  const n = unique.length;
+  const dim = emb.dim;
+  const fc = pre?.clusters ?? clusterForFit(n, vectors, dim, opts, precomputedK);
+  const { kChoice, centroids, labels, sims, chooseKMs, clusterMs } = fc;
+  const k = fc.k;
+  let t = performance.now();
+  const params = indexParams(n, k, opts);
+  const calScores = pre?.calibrationScores ?? new CoverageIndex(centroids, k, vectors, labels, dim, params).calibrationScores(vectors, opts.nearDuplicateCosine);
   const sorted = Float32Array.from(calScores).sort();
   const tagged = unique.filter((c) => c.tags.length > 0).length;
   const regions = opts.regions === 'auto' ? (tagged >= 0.9 * n ? 'tags' : 'clusters') : opts.regions;
@@ -254,7 +282,7 @@ export function buildCoverageModel(
         `novel: the bands of ${sample.length} eval cases scored with their whole ${regions === 'tags' ? 'tag' : 'cluster'} left out of the index`,
     };
   }
-  const calibrateMs = performance.now() - t;
+  const calibrateMs = performance.now() - t + (pre?.calibrationScoresMs ?? 0);
 
   const texts = unique.map((c) => c.text);
   const terms = ctfidfTerms(texts, labels, k, 3);
@@ -350,6 +378,15 @@ export function buildCoverageModel(
   };
 }
 
+/**
+ * Worker threads for choosing k and for the calibration scores: as many as the embedder's pool
+ * has (EVALGAP_EMBED_THREADS), else one per core; at most 4.
+ */
+function fitThreads(embedder: Embedder): number {
+  const w = (embedder as { workers?: number }).workers;
+  return Math.max(1, Math.min(4, w && w > 0 ? w : os.availableParallelism()));
+}
+
 export async function fitCoverageModel(
   cases: readonly EvalCase[],
   embedder: Embedder,
@@ -380,7 +417,7 @@ export async function fitCoverageModel(
     for (let i = 0; i < sample.length; i += CHUNK) await embedRows(sample.subarray(i, i + CHUNK));
     const sx = new Float32Array(sample.length * dim);
     sample.forEach((r, i) => sx.set(vectors.subarray(r * dim, r * dim + dim), i * dim));
-    kChoice = chooseKInWorker({ sx, sn: sample.length, dim, seed: opts.seed, maxK: opts.maxK ?? 150 });
+    kChoice = chooseKInWorker({ sx, sn: sample.length, dim, seed: opts.seed, maxK: opts.maxK ?? 150 }, fitThreads(embedder));
   }
   // the rest in length order, so each sub-batch pads to texts of similar length
   const inSample = new Uint8Array(n);
@@ -396,16 +433,20 @@ export async function fitCoverageModel(
   const tk = performance.now();
   const chosen = kChoice ? await kChoice.result : undefined;
   const waitMs = performance.now() - tk;
-  const built = buildCoverageModel(
-    unique,
-    cases.length,
-    evalSetHash(cases),
-    vectors,
-    { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens },
-    opts,
-    new Date(),
-    chosen?.choice,
+  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens };
+  const clusters = clusterForFit(n, vectors, dim, opts, chosen?.choice);
+  // the embedding pool is idle now: the calibration scores (every case against the others) are
+  // computed in worker threads, a share of the cases each
+  const tc = performance.now();
+  const calibrationScores = await calibrationScoresInWorkers(
+    { centroids: clusters.centroids, k: clusters.k, embeddings: vectors, labels: clusters.labels, dim, params: indexParams(n, clusters.k, opts), nearDuplicateCosine: opts.nearDuplicateCosine },
+    fitThreads(embedder),
   );
+  const built = buildCoverageModel(unique, cases.length, evalSetHash(cases), vectors, emb, opts, new Date(), chosen?.choice, {
+    clusters,
+    calibrationScores,
+    calibrationScoresMs: performance.now() - tc,
+  });
   return {
     ...built,
     duplicates,

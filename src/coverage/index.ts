@@ -6,7 +6,7 @@
  *
  * coverage score = mean cosine similarity to the `neighbours` nearest eval cases.
  */
-import { dotAt } from './vec.js';
+import { dotMany } from './vec.js';
 export interface IndexParams {
   /** how many nearest eval cases the coverage score averages */
   neighbours: number;
@@ -40,6 +40,7 @@ export class CoverageIndex {
   private readonly cSims: Float32Array;
   private readonly probe: Int32Array;
   private readonly top: Float32Array;
+  private readonly rowSims: Float64Array;
   private lastCluster = 0;
   private lastSim = 0;
   private lastRunnerUp = -1;
@@ -66,6 +67,9 @@ export class CoverageIndex {
       this.groupedRow[pos] = i;
     }
     this.cSims = new Float32Array(k);
+    let largest = k;
+    for (let c = 0; c < k; c++) largest = Math.max(largest, this.offsets[c + 1] - this.offsets[c]);
+    this.rowSims = new Float64Array(largest);
     this.probe = new Int32Array(Math.min(k, Math.max(1, params.nprobe)));
     this.top = new Float32Array(Math.max(1, params.neighbours));
   }
@@ -80,8 +84,10 @@ export class CoverageIndex {
     let bestC = 0;
     let second = -Infinity;
     let secondC = -1;
+    const rs = this.rowSims;
+    dotMany(q, qo, C, 0, k, dim, rs);
     for (let c = 0; c < k; c++) {
-      const s = dotAt(q, qo, C, c * dim, dim);
+      const s = rs[c];
       cs[c] = s;
       if (s > best) {
         second = best;
@@ -119,9 +125,11 @@ export class CoverageIndex {
     const G = this.grouped;
     for (let p = 0; p < P.length; p++) {
       const c = P[p];
-      for (let pos = this.offsets[c]; pos < this.offsets[c + 1]; pos++) {
+      const from = this.offsets[c];
+      dotMany(q, qo, G, from, this.offsets[c + 1], dim, rs);
+      for (let pos = from; pos < this.offsets[c + 1]; pos++) {
         if (this.groupedRow[pos] === excludeRow) continue;
-        const s = dotAt(q, qo, G, pos * dim, dim);
+        const s = rs[pos - from];
         if (s >= excludeAbove) continue;
         found++;
         if (s <= T[m - 1]) continue;
@@ -168,11 +176,11 @@ export class CoverageIndex {
   /**
    * Calibration score of every eval case: scored against the others, leaving out itself and its
    * near-duplicates (cases at cosine ≥ `nearDuplicateCosine`), so that it stands for an unseen
-   * query of its intent rather than a paraphrase of a case in the eval set.
+   * query of its intent rather than a paraphrase of a case in the eval set. Rows [from, to).
    */
-  calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number): Float32Array {
-    const out = new Float32Array(this.n);
-    for (let i = 0; i < this.n; i++) out[i] = this.score(embeddings, i, i, nearDuplicateCosine);
+  calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number, from = 0, to = this.n): Float32Array {
+    const out = new Float32Array(to - from);
+    for (let i = from; i < to; i++) out[i - from] = this.score(embeddings, i, i, nearDuplicateCosine);
     return out;
   }
 

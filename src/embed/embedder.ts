@@ -88,6 +88,10 @@ export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
     executionProviders: ['cpu'],
+    // onnxruntime 1.30's fused SkipLayerNormalization kernel measured slower than the Add +
+    // LayerNormalization it replaces at these sizes (~15 tokens x 384): 25% fewer queries/s
+    // with it (models/README.md)
+    extra: { optimization: { disable_specified_optimizers: 'SkipLayerNormFusion' } },
   });
   return new LocalEmbedder(ort, session, tokenizer, opts, config.hidden_size, fileChecksum(onnx));
 }

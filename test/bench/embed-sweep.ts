@@ -3,7 +3,7 @@
  * (transformers.js + onnxruntime 1.14, int8-stored weights computed in fp32, batch 8) against
  * onnxruntime-node 1.30 used directly: the default (a pool of single-threaded int8 sessions in
  * worker threads, one per core, batch 1), the same with 1 worker, with larger batches, the fp32
- * graph, and one in-process session with 2 intra-op threads. Variants are interleaved over `--reps` rounds (the machine is shared; only ratios within
+ * graph, and one in-process session with 2 intra-op threads. Variants are interleaved over `--reps` rounds (5; the machine is shared; only ratios within
  * one run mean anything) and the medians reported, with the load average at start and end.
  */
 import os from 'node:os';
@@ -27,7 +27,7 @@ async function main() {
     console.log(JSON.stringify({ bench: 'embed-sweep', skipped: BANKING77_MISSING }));
     return;
   }
-  const reps = arg('reps', 3);
+  const reps = arg('reps', 5);
   const texts = loadBanking77('test').slice(0, arg('texts', 2048)).map((r) => r.text);
   const base = loadConfig().embed;
   type Variant = {
@@ -63,7 +63,9 @@ async function main() {
   const load0 = os.loadavg();
   const qps = new Map<string, number[]>(variants.map((v) => [v.name, []]));
   const cpu = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  const roundLoad: number[] = [];
   for (let r = 0; r < reps; r++) {
+    roundLoad.push(+os.loadavg()[0].toFixed(2));
     for (const v of variants) {
       const c0 = process.cpuUsage();
       const t = performance.now();
@@ -89,6 +91,9 @@ async function main() {
     cpuPerWallSecond: +median(cpu.get(v.name)!).toFixed(2),
     all: qps.get(v.name)!.map(Math.round),
   }));
+  // the ratio to the previous path within each round (both measured minutes apart at most), then
+  // the median over rounds: steadier than the ratio of medians when the load changes mid-run
+  const perRoundVsPrevious = (name: string) => median(qps.get(name)!.map((q, r) => q / qps.get(variants[0].name)![r]));
   const def = results.find(
     (r) => r.precision === base.precision && r.mode === 'pool' && r.threads === poolSize(base.threads) && r.batchSize === base.batchSize,
   );
@@ -102,6 +107,8 @@ async function main() {
         default: { precision: base.precision, workers: poolSize(base.threads), batchSize: base.batchSize },
         defaultQueriesPerSecond: def?.queriesPerSecond,
         defaultVsPrevious: def?.vsPrevious,
+        defaultVsPreviousMedianOfRounds: def ? +perRoundVsPrevious(def.variant).toFixed(2) : undefined,
+        loadAverage1mPerRound: roundLoad,
         defaultVsInt8Ceiling: def ? +(def.queriesPerSecond / INT8_CEILING_2_CORES).toFixed(2) : undefined,
         targets: { queriesPerSecond: 1500, vsPrevious: 3.7 },
         results,

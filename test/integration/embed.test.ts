@@ -54,12 +54,17 @@ describe('local embedding model', () => {
     expect(int8.precision).toBe('int8');
     expect(fp32.precision).toBe('fp32');
     expect(int8.modelChecksum).not.toBe(fp32.modelChecksum);
-    // int8 arithmetic really runs: the linear layers are MatMulInteger fed by DynamicQuantizeLinear
+    // int8 arithmetic really runs: the 6 fused attention projections are QAttention and the 18
+    // other linear layers MatMulInteger, fed by DynamicQuantizeLinear
     const g8 = fs.readFileSync(modelFile(cfg.modelsDir, cfg.model, 'int8')).toString('latin1');
     const g32 = fs.readFileSync(modelFile(cfg.modelsDir, cfg.model, 'fp32')).toString('latin1');
-    expect(g8.split('MatMulInteger').length - 1).toBeGreaterThanOrEqual(36);
-    expect(g8).toContain('DynamicQuantizeLinear');
-    expect(g32).not.toContain('MatMulInteger');
+    // op_type is NodeProto field 4: tag 0x22, then the length, then the name
+    const count = (g: string, op: string) => g.split(`"${String.fromCharCode(op.length)}${op}`).length - 1;
+    expect(count(g8, 'MatMulInteger')).toBe(18);
+    expect(count(g8, 'QAttention')).toBe(6);
+    expect(count(g8, 'DynamicQuantizeLinear')).toBe(24);
+    expect(count(g32, 'MatMulInteger') + count(g32, 'QAttention')).toBe(0);
+    expect(count(g32, 'Attention')).toBe(6);
     const texts = ['I lost my credit card', 'how do I reset my password', 'refund', 'why was I charged twice for the same top up?'];
     const a = await int8.embed(texts);
     const b = await fp32.embed(texts);

@@ -1,10 +1,12 @@
 import fs from 'node:fs';
+import { kmeans } from 'ml-kmeans';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   chooseK,
   clusterEmbeddings,
+  lloyd,
   cosineDistanceMatrix,
   kGrid,
   kmeansPlusPlus,
@@ -235,6 +237,22 @@ describe('clustering', () => {
     expect(adjustedRandIndex(res.labels, truth)).toBeCloseTo(1, 10);
     const again = clusterEmbeddings(x, n, dim, K, { seed: 5, restarts: 3, maxIterations: 60, restartSample: 60 });
     expect(Array.from(again.centroids)).toEqual(Array.from(res.centroids));
+  });
+
+  it("Lloyd's iterations (typed arrays, Hamerly's bounds) give ml-kmeans 7's clustering on overlapping data", () => {
+    // overlapping blobs (noise 0.6), so points change cluster for several iterations
+    const o = sampleBlobs(orthoCenters(12, 32, 7), 32, 50, 0.6, 8);
+    for (const seed of [1, 2, 3]) {
+      const init = kmeansPlusPlus(o.x, o.n, 32, 12, seed);
+      const rows = (m: Float32Array, count: number) => Array.from({ length: count }, (_, i) => Array.from(m.subarray(i * 32, i * 32 + 32)));
+      const ref = kmeans(rows(o.x, o.n), 12, { initialization: rows(init, 12), maxIterations: 30, tolerance: 1e-4 });
+      const ours = lloyd(o.x, o.n, 32, init, 12, 30);
+      expect(ours.iterations).toBe(ref.iterations);
+      expect(ours.iterations).toBeGreaterThan(2);
+      const refCentroids = normalizeRows(Float32Array.from(ref.centroids.flat()), 32);
+      for (let i = 0; i < refCentroids.length; i++) expect(ours.centroids[i]).toBeCloseTo(refCentroids[i], 5);
+      expect(Array.from(ours.labels)).toEqual(Array.from(nearestCentroids(o.x, o.n, 32, refCentroids, 12).labels));
+    }
   });
 
   it('refuses impossible k', () => {
