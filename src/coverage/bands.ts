@@ -11,7 +11,7 @@
  * against a "novel topic" profile: the bands that eval cases fall in when their whole region (tag,
  * or cluster without tags) is left out of the index, estimated at fit time (`novelProfile`).
  */
-import { dotAt, rng } from './vec.js';
+import { dotAt, dotMany, rng } from './vec.js';
 
 /** levels of the in-scope margin distribution between bands; 'threshold' is margin 0 */
 export const BAND_LEVELS = [0.0025, 0.005, 0.01, 0.02, 'threshold', 0.1, 0.2, 0.4] as const;
@@ -81,14 +81,17 @@ export function leaveRegionOutMargins(x: LeaveRegionOutInput): Float32Array {
   const { vectors, n, dim, region, neighbours } = x;
   const out = new Float32Array(x.sample.length);
   const top = new Float32Array(Math.max(1, neighbours));
+  const sims = new Float64Array(n);
   for (let si = 0; si < x.sample.length; si++) {
     const i = x.sample[si];
     const own = region[i];
     top.fill(-Infinity);
     let found = 0;
+    // every eval row at once (four rows a pass), then the top-k of the other regions' rows
+    dotMany(vectors, i * dim, vectors, 0, n, dim, sims);
     for (let j = 0; j < n; j++) {
       if (region[j] === own) continue;
-      const s = dotAt(vectors, i * dim, vectors, j * dim, dim);
+      const s = sims[j];
       found++;
       if (s <= top[top.length - 1]) continue;
       let p = top.length - 1;
