@@ -42,6 +42,13 @@ export function modelSummary(m: Manifest): string {
     `calibrated: near-duplicates (cosine ≥ ${c.nearDuplicateCosine}) left out of each case's neighbours`,
     `expected uncovered rate under no shift: ${rateWithInterval(c.expectedRate, c.expectedRateInterval)} ` +
       `(${Math.round(c.intervalLevel * 100)}% interval; target ${pct(c.targetFalseUncoveredRate)})`,
+    ...(c.bands
+      ? [
+          `depth bands: a novel topic (${c.bands.novelCases} cases scored with their region left out) falls below the threshold ` +
+            `${pct(c.bands.novel.slice(0, 5).reduce((a, b) => a + b, 0))} of the time, in the deepest band ${pct(c.bands.novel[0])} ` +
+            `(eval cases: ${pct(c.bands.inScope[0])})`,
+        ]
+      : []),
     '',
   ];
   const rows = [...m.clusters]
