@@ -65,29 +65,45 @@ export interface BernoulliCusumState {
  * alternative with the requests and events of its current segment, floored at zero, an alarm when
  * any reaches h with enough evidence, and a reset after an alarm.
  */
+/**
+ * The dispersion that scales a detector's evidence: a number (each window's log-likelihood ratio
+ * divided by it), or φ(N) of the evidence segment's N requests: the segment's summed ratio is then
+ * divided by φ(N). The second is the quasi-likelihood of the segment as one observation: when the
+ * true rate wanders slowly (a drift shared by consecutive windows), the segment's counts vary as
+ * φ(N) = φ0 + κ·N, more than any one window's φ(n) shows.
+ */
+export type Dispersion = number | ((segmentRequests: number) => number);
+
 abstract class MultiAlternativeCusum {
   protected s: number[];
   protected n: number[];
   protected x: number[];
+  /** the divisor of each alternative's sum at the last update (1 with a number dispersion) */
+  private scale: number[];
 
   constructor(alternatives: number, state?: { s: number[]; n: number[]; x: number[] }) {
     this.s = state?.s.slice() ?? new Array(alternatives).fill(0);
     this.n = state?.n.slice() ?? new Array(alternatives).fill(0);
     this.x = state?.x.slice() ?? new Array(alternatives).fill(0);
+    this.scale = new Array(alternatives).fill(1);
   }
 
   /** the largest statistic now (nats) */
   get statistic(): number {
-    return Math.max(0, ...this.s);
+    return Math.max(0, ...this.s.map((v, g) => v / this.scale[g]));
   }
 
-  /** add one window: `llr(g)` for each alternative g (labelled `labels[g]` in the verdict) */
-  protected step(llr: (g: number) => number, requests: number, events: number, o: { threshold: number; minRequests: number; minEvents: number }, labels: number[]): Verdict {
+  /**
+   * add one window: `llr(g)` for each alternative g (labelled `labels[g]` in the verdict), the
+   * evidence scaled by the dispersion `phi`
+   */
+  protected step(llr: (g: number) => number, requests: number, events: number, o: { threshold: number; minRequests: number; minEvents: number }, labels: number[], phi: Dispersion): Verdict {
     let best = 0;
     let alarm = false;
+    const stat = new Array<number>(labels.length);
     for (let g = 0; g < labels.length; g++) {
       if (requests > 0) {
-        this.s[g] += llr(g);
+        this.s[g] += typeof phi === 'number' ? llr(g) / phi : llr(g);
         this.n[g] += requests;
         this.x[g] += events;
       }
@@ -96,10 +112,12 @@ abstract class MultiAlternativeCusum {
         this.n[g] = 0;
         this.x[g] = 0;
       }
-      if (this.s[g] > this.s[best]) best = g;
-      if (this.s[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;
+      this.scale[g] = typeof phi === 'number' ? 1 : Math.max(1, phi(this.n[g]));
+      stat[g] = this.s[g] / this.scale[g];
+      if (stat[g] > stat[best]) best = g;
+      if (stat[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;
     }
-    const v: Verdict = { alarm, statistic: this.s[best], threshold: o.threshold, segmentRequests: this.n[best], segmentEvents: this.x[best], ratio: labels[best] };
+    const v: Verdict = { alarm, statistic: stat[best], threshold: o.threshold, segmentRequests: this.n[best], segmentEvents: this.x[best], ratio: labels[best] };
     if (alarm) this.reset();
     return v;
   }
@@ -108,6 +126,7 @@ abstract class MultiAlternativeCusum {
     this.s.fill(0);
     this.n.fill(0);
     this.x.fill(0);
+    this.scale.fill(1);
   }
 
   toJSON(): { s: number[]; n: number[]; x: number[] } {
@@ -132,9 +151,9 @@ export class BernoulliCusum extends MultiAlternativeCusum {
     return this.options.threshold;
   }
 
-  update(x: number, n: number, p0: number, phi = 1): Verdict {
+  update(x: number, n: number, p0: number, phi: Dispersion = 1): Verdict {
     const o = this.options;
-    return this.step((g) => bernoulliLlr(x, n, p0, oddsShift(p0, o.ratios[g])) / phi, n, x, o, o.ratios);
+    return this.step((g) => bernoulliLlr(x, n, p0, oddsShift(p0, o.ratios[g])), n, x, o, o.ratios, phi);
   }
 
   static fromJSON(state: BernoulliCusumState, options: Partial<BernoulliCusumOptions> = {}): BernoulliCusum {
@@ -312,7 +331,7 @@ export class ProfileCusum extends MultiAlternativeCusum {
     return s;
   }
 
-  update(counts: ArrayLike<number>, p0: ArrayLike<number>, q: ArrayLike<number>, phi = 1): Verdict {
+  update(counts: ArrayLike<number>, p0: ArrayLike<number>, q: ArrayLike<number>, phi: Dispersion = 1): Verdict {
     const o = this.options;
     let n = 0;
     let x = 0;
@@ -320,6 +339,6 @@ export class ProfileCusum extends MultiAlternativeCusum {
       n += counts[b];
       if (q[b] > p0[b]) x += counts[b];
     }
-    return this.step((g) => ProfileCusum.llr(counts, p0, q, o.mixes[g]) / phi, n, x, o, o.mixes);
+    return this.step((g) => ProfileCusum.llr(counts, p0, q, o.mixes[g]), n, x, o, o.mixes, phi);
   }
 }

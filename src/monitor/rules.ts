@@ -4,7 +4,7 @@
  * state goes in and comes out as plain JSON; no I/O, no clock (hours come from window timestamps).
  */
 import { z } from 'zod';
-import { BernoulliCusum, DirichletMultinomialCusum, ProfileCusum, type BernoulliCusumState, type DirichletCusumState, type ProfileCusumState, type Verdict } from './detectors.js';
+import { BernoulliCusum, DirichletMultinomialCusum, ProfileCusum, type BernoulliCusumState, type Dispersion, type DirichletCusumState, type ProfileCusumState, type Verdict } from './detectors.js';
 import { klInterval, totalVariation, tvInterval, tvIntervalApprox } from './stats.js';
 import type {
   ClusterCounts,
@@ -502,7 +502,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // bound (dispersion-aware), so a reference that happens to sit low does not read as a rise
         const refN = HN + a;
         const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
-        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), phiUnc));
+        // evidence is scaled by φ of the detector's whole segment (see Dispersion in detectors.ts)
+        const seg = (f: string) => (N: number) => phi(f, N);
+        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), seg('unc')));
         sc.det.unc = unc.toJSON();
         if (q) {
           // novel topics: a share of traffic moving to the model's novel-topic band profile; the
@@ -510,7 +512,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
           if (bandsOn) {
             const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
-            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, phi('band', NB)));
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, seg('band')));
           }
           sc.det.novel = d.toJSON();
         }
@@ -523,12 +525,12 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
-          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), phiMix));
+          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), seg('mix')));
           sc.det.share[key] = d.toJSON();
           for (const m of METRICS) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), phi(m, now.req[i])), m);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), seg(m)), m);
             sc.det.rate[rk] = r.toJSON();
           }
         }
@@ -551,7 +553,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // counted as independent requests, sessions repeating one query would read as evidence. Until
       // the reference has measured it, it comes from the scope's own first windows against their
       // running rate, and these rules wait for DISP_MIN_WINDOWS such windows.
-      let phiFixed: number | null = phiUnc;
+      let phiFixed: Dispersion | null = (N: number) => phi('unc', N);
       if ((ref.disp.unc?.[0] ?? 0) < DISP_MIN_WINDOWS) {
         const e = { unc: sc.early?.unc ?? 0, req: sc.early?.req ?? 0, disp: (sc.early?.disp ?? [0, 0, 0, 0, 0]).slice() };
         // the first DISP_MIN_WINDOWS windows once the running rate rests on 50 requests: frozen then,
@@ -570,7 +572,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         sc.early = e;
         const f = dispersionOf(e.disp, o);
         // an estimate from 20 windows is rough: its upper ~95% bound (r̄ has sd ≈ r̄·√(2/w))
-        phiFixed = f ? Math.min(o.maxDispersion, f(n) * (1 + 2 * Math.sqrt(2 / e.disp[0]))) : null;
+        const up = 1 + 2 * Math.sqrt(2 / e.disp[0]);
+        phiFixed = f ? (N: number) => Math.min(o.maxDispersion, f(N) * up) : null;
       } else if (sc.early) delete sc.early;
       const cal = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.cal ?? undefined);
       const pCal = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));

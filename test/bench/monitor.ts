@@ -38,6 +38,8 @@ const PER_INTENT = Number(args.get('per-intent') ?? Infinity);
 /** --only=shuffled|realistic|shifts: run one part; --seeds=2,3: the realistic no-shift runs' seeds */
 const ONLY = args.get('only');
 const SEEDS = (args.get('seeds') ?? '2').split(',').map(Number);
+/** --shifts=novel_5pct,cluster_tripled: run only these shifts */
+const SHIFTS = args.get('shifts')?.split(',');
 const RATE = 20;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -234,7 +236,7 @@ async function main() {
     return out;
   };
   const klMulti = (p1: number[], p0: number[]) => p1.reduce((acc, p, i) => acc + (p > 0 ? p * Math.log(p / p0[i]) : 0), 0);
-  for (const s of shifts) {
+  for (const s of shifts.filter((x) => !SHIFTS || SHIFTS.includes(x.name))) {
     const klBinary = klBernoulli(s.post, s.pre);
     const klBands = s.name === 'novel_5pct' && B ? klMulti(bandMix(novelW), bandMix(baseCells)) : null;
     const kl = klBands ?? klBinary;

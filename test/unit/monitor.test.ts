@@ -174,6 +174,32 @@ describe('BernoulliCusum', () => {
     expect(T / Math.max(1, nScaled)).toBeGreaterThanOrEqual(A);
   });
 
+  it('a rate drifting slowly (shared by consecutive windows) keeps the guarantee only with φ of the whole segment', () => {
+    // the rate moves to p0·(1 ± 0.2) for blocks of 60 windows of 600 requests: each window's Pearson
+    // statistic shows φ(n) = 1 + κ·n, but a segment of N requests varies as 1 + κ·N
+    const r = rng(31);
+    const p0 = 0.05;
+    const n = 600;
+    const kappa = (0.2 ** 2 * p0) / (1 - p0);
+    const phiOf = (N: number) => 1 + kappa * N;
+    const A = 100;
+    const mk = () => new BernoulliCusum({ threshold: Math.log(A * 5), minRequests: 0, minEvents: 0 });
+    const perWindow = mk();
+    const perSegment = mk();
+    const T = 20_000;
+    let p = p0;
+    let a1 = 0;
+    let a2 = 0;
+    for (let t = 0; t < T; t++) {
+      if (t % 60 === 0) p = p0 * (r() < 0.5 ? 0.8 : 1.2);
+      const x = binomial(r, n, p);
+      if (perWindow.update(x, n, p0, phiOf(n)).alarm) a1++;
+      if (perSegment.update(x, n, p0, phiOf).alarm) a2++;
+    }
+    expect(T / Math.max(1, a1)).toBeLessThan(A);
+    expect(T / Math.max(1, a2)).toBeGreaterThanOrEqual(A);
+  });
+
   it('detects a rise within a few windows, near Lorden’s ln(ARL)/KL', () => {
     const r = rng(21);
     const h = Math.log(8640 * 5);
