@@ -30,14 +30,14 @@ import { rng } from '../../src/monitor/stats.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const DAYS = Number(args.get('days') ?? 30);
-const REPS = Number(args.get('reps') ?? 3);
+const REPS = Number(args.get('reps') ?? 10);
 /** the evaluation window of the no-shift runs and of the whole default shift runs (the monitor's default) */
 const WINDOW = Number(args.get('window') ?? 30);
 /** eval cases per fitted intent (default: every train row of the fitted intents) */
 const PER_INTENT = Number(args.get('per-intent') ?? Infinity);
 /** --only=shuffled|realistic|shifts: run one part; --seeds=2,3: the realistic no-shift runs' seeds */
 const ONLY = args.get('only');
-const SEEDS = (args.get('seeds') ?? '2').split(',').map(Number);
+const SEEDS = (args.get('seeds') ?? '2,3').split(',').map(Number);
 /** --shifts=novel_5pct,cluster_tripled: run only these shifts */
 const SHIFTS = args.get('shifts')?.split(',');
 const RATE = 20;
