@@ -295,7 +295,9 @@ export interface ProfileCusumOptions extends Omit<BernoulliCusumOptions, 'ratios
 }
 
 export const PROFILE_CUSUM_DEFAULTS: ProfileCusumOptions = {
-  ...BERNOULLI_CUSUM_DEFAULTS,
+  threshold: BERNOULLI_CUSUM_DEFAULTS.threshold,
+  minRequests: BERNOULLI_CUSUM_DEFAULTS.minRequests,
+  minEvents: BERNOULLI_CUSUM_DEFAULTS.minEvents,
   mixes: [0.01, 0.02, 0.05, 0.1, 0.2],
 };
 
