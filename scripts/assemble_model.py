@@ -12,7 +12,7 @@ import argparse, hashlib, pathlib, sys, zipfile
 # packages in scripts/quantise-requirements.txt; the build is deterministic).
 PINNED = {
     "onnx/model_fp32.onnx": "2b4afd7b0076285c0a494174fbb766fe27eae25c886b43bdd28ff9646670452a",
-    "onnx/model_int8.onnx": "49642787d8f9037931173cb66c327d4c44a99ac87722bf4de9879c4772acf80c",
+    "onnx/model_int8.onnx": "f988c543989622dac69114c1b233c77d6a2ec71afacd2854d89b24ab6f763069",
     "onnx/model_quantized.onnx": "9227cdfd971adcb1fc1c985c495d94fd37284b15e1a6d092f7efe5506ea7b1ed",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",

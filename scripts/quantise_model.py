@@ -19,25 +19,32 @@ cost more than the matrix products.
    MatMul + bias, com.microsoft Gelu (erf form, as the source), MatMul + bias, Add + LayerNorm.
    Embeddings: word + token type + positions 0..seq-1, LayerNorm. Same inputs (input_ids,
    attention_mask, token_type_ids, int64 [batch, seq]) and output (last_hidden_state) as the source.
-3. model_int8.onnx: onnxruntime's dynamic quantisation of that graph: each Attention becomes
-   QAttention and each linear MatMul DynamicQuantizeMatMul: int8 weights with one scale per output
-   channel, uint8 activations quantised per tensor at run time (VNNI on CPUs that have it).
-   Attention's softmax(QK^T)V, LayerNorm and GELU stay fp32. Node names in EXCLUDE stay fp32.
+3. model_int8.onnx: the same computation with its 24 linear layers in int8, written out here rather
+   than by onnxruntime's quantize_dynamic, whose activations get one scale per tensor: a whole batch
+   shares it, so a text's vector changed with its batch mates (cosine down to 0.978 at batch 8) and
+   batching had to stay off. Here every token row gets its own scale:
+   - weights: int8, symmetric, one scale per output channel (max |w| / 127);
+   - activations, per row (token) at run time: s = max |x| / 127, q = QuantizeLinear(x, s, 128)
+     (uint8, zero point 128, so onnxruntime's u8s8 VNNI kernels run; its s8s8 path measured 10x
+     slower here);
+   - com.microsoft MatMulIntegerToFloat(q, w) * s + bias: exact int32 sums, then the row's scale.
+   A row's result depends on that row alone, so a text gets the same vector bit for bit whatever it
+   is batched with (checked at build time, and by test/integration/embed-model.test.ts), and the
+   embedder batches again. Attention: the Q, K and V projections are one int8 product, split and fed
+   to com.microsoft MultiHeadAttention with their bias and the key padding mask (softmax(QK^T)V in
+   fp32); LayerNorm and GELU (BiasGelu) stay fp32. The hidden state is kept as [batch*seq, 384]
+   between layers.
 """
-import argparse, hashlib, pathlib, sys, tempfile, zipfile
+import argparse, hashlib, pathlib, sys, zipfile
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 SOURCE_ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 LAYERS, HIDDEN, HEADS, EPS = 6, 384, 12, 1e-12
 # Roles of the source's linear MatMuls in each layer, in graph order.
 ROLES = ["q", "k", "v", "attn_out", "ffn_up", "ffn_down"]
-# Quantised nodes of the built graph kept in fp32 (names: l<layer>_attn, l<layer>_o, l<layer>_up,
-# l<layer>_dn); see models/README.md for the measurements behind the choice.
-EXCLUDE: list[str] = []
 WORD = "inner.embeddings.word_embeddings.weight"
 
 
@@ -78,18 +85,35 @@ def source_weights(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[
     return w, linear
 
 
-def build_fp32(w: dict[str, np.ndarray], linear: dict[tuple[int, str], np.ndarray]) -> onnx.ModelProto:
-    inits: list[onnx.TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
+class Graph:
+    """Initializers and nodes of a graph being written, each node named after its output."""
 
-    def init(name: str, arr: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+    def __init__(self) -> None:
+        self.inits: list[onnx.TensorProto] = []
+        self.nodes: list[onnx.NodeProto] = []
+
+    def init(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
 
-    def node(op: str, ins: list[str], out: str, domain: str = "", **attrs) -> str:
-        nodes.append(helper.make_node(op, ins, [out], name=out, domain=domain, **attrs))
-        return out
+    def node(self, op: str, ins: list[str], out: str | list[str], domain: str = "", **attrs) -> str:
+        outs = out if isinstance(out, list) else [out]
+        self.nodes.append(helper.make_node(op, ins, outs, name=outs[0], domain=domain, **attrs))
+        return outs[0]
 
+    def model(self, x: str) -> onnx.ModelProto:
+        ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask", "token_type_ids")]
+        outs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", "seq", HIDDEN])]
+        graph = helper.make_graph(self.nodes, "all-MiniLM-L6-v2", ins, outs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                                  producer_name="evalgap scripts/quantise_model.py")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+
+def embeddings(w: dict[str, np.ndarray], init, node) -> str:
+    """word (int8 rows dequantised after the lookup) + token type + positions 0..seq-1, LayerNorm."""
     E = "inner.embeddings."
     init("word_q", w[WORD + "_q"])
     init("word_scale", w[WORD + "_scale"])
@@ -107,7 +131,13 @@ def build_fp32(w: dict[str, np.ndarray], linear: dict[tuple[int, str], np.ndarra
     node("Slice", ["pos", "zero", "seq_len", "zero"], "pos_emb")
     node("Add", ["word_emb", "type_emb"], "emb_sum0")
     node("Add", ["emb_sum0", "pos_emb"], "emb_sum")
-    x = node("LayerNormalization", ["emb_sum", "emb_ln_g", "emb_ln_b"], "emb", axis=-1, epsilon=EPS)
+    return node("LayerNormalization", ["emb_sum", "emb_ln_g", "emb_ln_b"], "emb", axis=-1, epsilon=EPS)
+
+
+def build_fp32(w: dict[str, np.ndarray], linear: dict[tuple[int, str], np.ndarray]) -> onnx.ModelProto:
+    g = Graph()
+    init, node = g.init, g.node
+    x = embeddings(w, init, node)
     node("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
     for l in range(LAYERS):
         L = f"inner.encoder.layer.{l}."
@@ -130,14 +160,91 @@ def build_fp32(w: dict[str, np.ndarray], linear: dict[tuple[int, str], np.ndarra
         x = node("LayerNormalization", [r, init(f"l{l}_ln2_g", b("output.LayerNorm.weight")),
                                         init(f"l{l}_ln2_b", b("output.LayerNorm.bias"))],
                  "last_hidden_state" if l == LAYERS - 1 else f"l{l}_out", axis=-1, epsilon=EPS)
-    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask", "token_type_ids")]
-    outs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", HIDDEN])]
-    graph = helper.make_graph(nodes, "all-MiniLM-L6-v2", ins, outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                              producer_name="evalgap scripts/quantise_model.py")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return g.model("last_hidden_state")
+
+
+def build_int8(w: dict[str, np.ndarray], linear: dict[tuple[int, str], np.ndarray]) -> onnx.ModelProto:
+    """The int8 graph: per-token activation scales (see the module's docstring, step 3)."""
+    g = Graph()
+    init, node = g.init, g.node
+    init("one", np.array(1.0, np.float32))
+    init("inv127", np.array(1 / 127, np.float32))
+    init("tiny", np.array(1e-12, np.float32))
+    init("zp128", np.array([128], np.uint8))
+    init("zp128_scalar", np.array(128, np.uint8))
+    init("rows2d", np.array([-1, HIDDEN], np.int64))
+    init("axis1", np.array([1], np.int64))
+    quantised: dict[str, tuple[str, str]] = {}
+
+    def quant_rows(x: str) -> tuple[str, str]:
+        """x [rows, K] float -> (uint8 codes with zero point 128, the rows' scales [rows, 1])."""
+        if x not in quantised:
+            m = node("ReduceMax", [node("Abs", [x], x + "_abs")], x + "_max", keepdims=0, axes=[1])
+            s = node("Max", [node("Mul", [m, "inv127"], x + "_s0"), "tiny"], x + "_s")
+            zp = node("Expand", ["zp128", node("Shape", [s], x + "_rows")], x + "_zp")
+            q = node("QuantizeLinear", [x, s, zp], x + "_q", axis=0)
+            quantised[x] = (q, node("Unsqueeze", [s, "axis1"], x + "_scale"))
+        return quantised[x]
+
+    def matmul(x: str, wt: np.ndarray, name: str) -> str:
+        """x [rows, K] times wt [K, N] in int8, rescaled per row and per output channel (no bias)."""
+        ws = np.maximum(np.abs(wt).max(axis=0) / 127.0, 1e-12).astype(np.float32)
+        wq = np.clip(np.round(wt / ws), -127, 127).astype(np.int8)
+        q, s = quant_rows(x)
+        y = node("MatMulIntegerToFloat", [q, init(name + "_wq", wq), "one", init(name + "_ws", ws), "zp128_scalar",
+                                          init(name + "_wzp", np.zeros(wt.shape[1], np.int8))], name + "_mm", domain="com.microsoft")
+        return node("Mul", [y, s], name + "_rs")
+
+    x = node("Reshape", [embeddings(w, init, node), "rows2d"], "emb_rows")
+    node("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
+    node("Shape", ["input_ids"], "batch_seq")
+    node("Concat", ["batch_seq", init("qkv_tail", np.array([3 * HIDDEN], np.int64))], "qkv_shape", axis=0)
+    node("Concat", ["batch_seq", init("hidden_tail", np.array([HIDDEN], np.int64))], "out_shape", axis=0)
+    split = init("qkv_split", np.array([HIDDEN] * 3, np.int64))
+    for l in range(LAYERS):
+        L = f"inner.encoder.layer.{l}."
+        b = lambda n: w[L + n]  # noqa: E731
+        qkv_w = np.concatenate([linear[(l, "q")], linear[(l, "k")], linear[(l, "v")]], axis=1)
+        qkv_b = np.concatenate([b("attention.self.query.bias"), b("attention.self.key.bias"), b("attention.self.value.bias")])
+        qkv = node("Reshape", [matmul(x, qkv_w, f"l{l}_qkv"), "qkv_shape"], f"l{l}_qkv3")
+        qkv3 = [f"l{l}_q", f"l{l}_k", f"l{l}_v"]
+        node("Split", [qkv, split], qkv3, axis=-1)
+        a = node("MultiHeadAttention", [*qkv3, init(f"l{l}_qkv_b", qkv_b), "mask_i32"], f"l{l}_attn",
+                 domain="com.microsoft", num_heads=HEADS)
+        a = node("Reshape", [a, "rows2d"], f"l{l}_attn_rows")
+        o = node("Add", [matmul(a, linear[(l, "attn_out")], f"l{l}_o"), init(f"l{l}_o_b", b("attention.output.dense.bias"))], f"l{l}_o_bias")
+        x1 = node("LayerNormalization", [node("Add", [o, x], f"l{l}_res1"), init(f"l{l}_ln1_g", b("attention.output.LayerNorm.weight")),
+                                         init(f"l{l}_ln1_b", b("attention.output.LayerNorm.bias"))], f"l{l}_ln1", axis=-1, epsilon=EPS)
+        u = node("BiasGelu", [matmul(x1, linear[(l, "ffn_up")], f"l{l}_up"), init(f"l{l}_up_b", b("intermediate.dense.bias"))],
+                 f"l{l}_gelu", domain="com.microsoft")
+        d = node("Add", [matmul(u, linear[(l, "ffn_down")], f"l{l}_dn"), init(f"l{l}_dn_b", b("output.dense.bias"))], f"l{l}_dn_bias")
+        x = node("LayerNormalization", [node("Add", [d, x1], f"l{l}_res2"), init(f"l{l}_ln2_g", b("output.LayerNorm.weight")),
+                                        init(f"l{l}_ln2_b", b("output.LayerNorm.bias"))], f"l{l}_out", axis=-1, epsilon=EPS)
+    node("Reshape", [x, "out_shape"], "last_hidden_state")
+    return g.model("last_hidden_state")
+
+
+def check_batch_independent(path: pathlib.Path) -> None:
+    """A text's hidden states must not depend on what it is batched with: run texts of 3 to 12 tokens
+    alone and padded together in one batch; the rows must agree bit for bit."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    texts = [np.concatenate([[101], rng.integers(1000, 30000, n - 2), [102]]).astype(np.int64) for n in range(3, 13)]
+    ids = np.zeros((len(texts), 12), np.int64)
+    mask = np.zeros_like(ids)
+    for r, t in enumerate(texts):
+        ids[r, : len(t)] = t
+        mask[r, : len(t)] = 1
+    run = lambda i, m: sess.run(None, {"input_ids": i, "attention_mask": m, "token_type_ids": np.zeros_like(i)})[0]  # noqa: E731
+    together = run(ids, mask)
+    for r, t in enumerate(texts):
+        alone = run(t[None, :], np.ones((1, len(t)), np.int64))[0]
+        if not np.array_equal(alone, together[r, : len(t)]):
+            raise SystemExit(f"model_int8.onnx: a text's hidden states changed with its batch mates (max diff {np.abs(alone - together[r, :len(t)]).max():.2e})")
 
 
 def build(wheels: pathlib.Path, out: pathlib.Path) -> None:
@@ -153,21 +260,10 @@ def build(wheels: pathlib.Path, out: pathlib.Path) -> None:
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     fp32 = out / "onnx" / "model_fp32.onnx"
     onnx.save(model, str(fp32))
-    with tempfile.TemporaryDirectory() as tmp:
-        int8 = pathlib.Path(tmp) / "model_int8.onnx"
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Attention", "MatMul"],
-            nodes_to_exclude=EXCLUDE,
-            # the com.microsoft nodes defeat ONNX shape inference; every tensor here is float
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
-        (out / "onnx" / "model_int8.onnx").write_bytes(int8.read_bytes())
-    n = 4 * LAYERS
-    print(f"built {fp32.name} (fused attention); quantised {n - len(EXCLUDE)} of {n} linear nodes", file=sys.stderr)
+    int8 = out / "onnx" / "model_int8.onnx"
+    onnx.save(build_int8(w, linear), str(int8))
+    check_batch_independent(int8)
+    print(f"built {fp32.name} (fused attention) and {int8.name} (int8, per-token activation scales)", file=sys.stderr)
 
 
 if __name__ == "__main__":

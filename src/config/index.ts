@@ -167,7 +167,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       modelsDir: e('EVALGAP_MODELS_DIR') ?? path.join(PACKAGE_ROOT, 'models'),
       model: e('EVALGAP_EMBED_MODEL') ?? 'all-MiniLM-L6-v2',
       precision: e('EVALGAP_EMBED_PRECISION') ?? 'int8',
-      batchSize: e('EVALGAP_EMBED_BATCH') ?? 1,
+      batchSize: e('EVALGAP_EMBED_BATCH') ?? 8,
       threads: e('EVALGAP_EMBED_THREADS') ?? 0,
       maxTokens: e('EVALGAP_EMBED_MAX_TOKENS') ?? 256,
     },

@@ -8,8 +8,10 @@
  * linear layers in int8 (MatMulInteger; the default), `fp32` is the reference. Their files, so their
  * checksums, differ: a coverage model fitted with one is refused by the other.
  *
- * Texts are sorted by length and embedded in sub-batches so that each sub-batch pads to a similar
- * length: on Banking77 this alone doubles throughput over arrival order. Output is one row-major
+ * Texts are tokenised, sorted by token count and embedded in sub-batches, so that each sub-batch
+ * pads to a similar length (sorting by characters instead cost 22% of the throughput at batch 8).
+ * The int8 graph quantises each token row with its own scale, so a text's vector does not depend
+ * on its batch mates. Output is one row-major
  * Float32Array of unit-length vectors in the caller's order.
  */
 import fs from 'node:fs';
@@ -121,13 +123,14 @@ class LocalEmbedder implements Embedder {
     const vectors = new Float32Array(n * dim);
     const truncated = new Uint8Array(n);
     if (n === 0) return { vectors, truncated };
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => texts[a].length - texts[b].length);
+    // truncated at maxTokens (the first maxTokens ids, as before), then sorted by token count so
+    // that each sub-batch pads (id 0) only to a similar length
+    const tokens = texts.map((t) => this.tokenizer.encode(t).ids.slice(0, this.maxTokens));
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => tokens[a].length - tokens[b].length);
     const bs = this.opts.batchSize;
     for (let start = 0; start < n; start += bs) {
       const idx = order.slice(start, start + bs);
-      // truncated at maxTokens (the first maxTokens ids, as before), padded (id 0) only to the
-      // longest text of this sub-batch
-      const ids = idx.map((i) => this.tokenizer.encode(texts[i]).ids.slice(0, this.maxTokens));
+      const ids = idx.map((i) => tokens[i]);
       const seqLen = Math.max(...ids.map((x) => x.length));
       const inputIds = new BigInt64Array(idx.length * seqLen);
       const mask = new BigInt64Array(idx.length * seqLen);

@@ -27,7 +27,7 @@ describe('loadConfig', () => {
       modelsDir: path.join(PACKAGE_ROOT, 'models'),
       model: 'all-MiniLM-L6-v2',
       precision: 'int8',
-      batchSize: 1,
+      batchSize: 8,
       threads: 0,
       maxTokens: 256,
     });
@@ -103,7 +103,7 @@ describe('loadConfig', () => {
   it('treats empty-string variables as unset', () => {
     const c = loadConfig({ EVALGAP_TOPIC: '', EVALGAP_EMBED_BATCH: '' });
     expect(c.kafka.topic).toBe('evalgap.requests');
-    expect(c.embed.batchSize).toBe(1);
+    expect(c.embed.batchSize).toBe(8);
   });
 
   it('applies overrides over the environment (deep merge)', () => {
