@@ -255,27 +255,58 @@ function sumSquares(a: Float64Array, ao: number, dim: number): number {
   return s;
 }
 
+/** The points k-means' restarts run on: a seeded sample of at most `restartSample`, or all. */
+export interface RestartSample {
+  sx: Float32Array;
+  sn: number;
+  /** true when sx is a sample (the winner is then refined on all points) */
+  sampled: boolean;
+}
+
+export function restartSample(x: Float32Array, n: number, dim: number, opts: KMeansOptions): RestartSample {
+  const sampled = n > opts.restartSample;
+  const sIdx = sampled ? sampleIndices(n, opts.restartSample, opts.seed) : null;
+  return { sx: sIdx ? gatherRows(x, dim, sIdx) : x, sn: sIdx ? sIdx.length : n, sampled };
+}
+
+/**
+ * The restarts numbered `which` (each seeded by its number), run on the sample; the one of least
+ * inertia wins, the lowest number on a tie (as running them in order and keeping a strictly
+ * better one does).
+ */
+export function bestRestart(s: RestartSample, dim: number, k: number, opts: KMeansOptions, which: readonly number[]): { result: ClusterResult; restart: number } {
+  let best: { result: ClusterResult; restart: number } | null = null;
+  for (const r of [...which].sort((a, b) => a - b)) {
+    const init = kmeansPlusPlus(s.sx, s.sn, dim, k, opts.seed + 7919 * r);
+    const res = lloyd(s.sx, s.sn, dim, init, k, s.sampled ? 15 : opts.maxIterations);
+    if (!best || res.inertia < best.result.inertia) best = { result: res, restart: r };
+  }
+  if (!best) throw new Error('k-means produced no result');
+  return best;
+}
+
+/** The restart numbers 0 … restarts − 1. */
+export function restartNumbers(opts: KMeansOptions): number[] {
+  return Array.from({ length: Math.max(1, opts.restarts) }, (_, r) => r);
+}
+
+/**
+ * k-means with restarts: each on the restart sample, the best refined on all points. `best`: the
+ * best restart when already computed (kmeans-thread.ts runs the restarts in worker threads).
+ */
 export function clusterEmbeddings(
   x: Float32Array,
   n: number,
   dim: number,
   k: number,
   opts: KMeansOptions = DEFAULT_KMEANS,
+  best?: ClusterResult,
 ): ClusterResult {
   if (k < 1 || k > n) throw new Error(`cannot make ${k} clusters from ${n} points`);
-  const sampled = n > opts.restartSample;
-  const sIdx = sampled ? sampleIndices(n, opts.restartSample, opts.seed) : null;
-  const sx = sIdx ? gatherRows(x, dim, sIdx) : x;
-  const sn = sIdx ? sIdx.length : n;
-  let best: ClusterResult | null = null;
-  for (let r = 0; r < Math.max(1, opts.restarts); r++) {
-    const init = kmeansPlusPlus(sx, sn, dim, k, opts.seed + 7919 * r);
-    const res = lloyd(sx, sn, dim, init, k, sampled ? 15 : opts.maxIterations);
-    if (!best || res.inertia < best.inertia) best = res;
-  }
-  if (!best) throw new Error('k-means produced no result');
+  const s = restartSample(x, n, dim, opts);
+  const b = best ?? bestRestart(s, dim, k, opts, restartNumbers(opts)).result;
   // refine the best restart on all points; it starts close to a fixed point, so few iterations do
-  return sampled ? lloyd(x, n, dim, best.centroids, k, Math.min(opts.maxIterations, 15)) : best;
+  return s.sampled ? lloyd(x, n, dim, b.centroids, k, Math.min(opts.maxIterations, 15)) : b;
 }
 
 /** Pairwise cosine distances of n unit rows (n × n, Float32). */

@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import os from 'node:os';
 import type { Embedder } from '../embed/embedder.js';
 import { chooseKInWorker, type ChooseKRun } from './choosek-thread.js';
-import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type KChoice } from './cluster.js';
+import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type ClusterResult, type KChoice, type KMeansOptions } from './cluster.js';
+import { bestRestartInWorkers } from './kmeans-thread.js';
 import type { EvalCase } from './evalset.js';
 import { calibrateMondrian, estimateRate, nearestRow, tagCentroids, type Calibration, type RegionCalibration } from './calibrate.js';
 import { CoverageIndex, type IndexParams } from './index.js';
@@ -163,8 +164,23 @@ export interface FitClusters {
   clusterMs: number;
 }
 
-/** Choose k (or check the given one) and cluster; k-means' empty clusters are dropped. */
-export function clusterForFit(n: number, vectors: Float32Array, dim: number, opts: FitOptions, precomputedK?: KChoice): FitClusters {
+/** k-means' settings in a fit. */
+export function fitKMeans(opts: FitOptions): KMeansOptions {
+  return { seed: opts.seed, restarts: opts.restarts, maxIterations: 60, restartSample: 2000 };
+}
+
+/**
+ * Choose k (or check the given one) and cluster; k-means' empty clusters are dropped. `restarts`:
+ * the best k-means restart for that k when already computed (in worker threads), with its time.
+ */
+export function clusterForFit(
+  n: number,
+  vectors: Float32Array,
+  dim: number,
+  opts: FitOptions,
+  precomputedK?: KChoice,
+  restarts?: { k: number; best: ClusterResult; ms: number },
+): FitClusters {
   if (n < MIN_CASES) {
     throw new FitError(`the eval set has ${n} distinct case(s); at least ${MIN_CASES} are needed to cluster it`);
   }
@@ -182,12 +198,7 @@ export function clusterForFit(n: number, vectors: Float32Array, dim: number, opt
   }
   const chooseKMs = performance.now() - t;
   t = performance.now();
-  const cl = clusterEmbeddings(vectors, n, dim, k, {
-    seed: opts.seed,
-    restarts: opts.restarts,
-    maxIterations: 60,
-    restartSample: 2000,
-  });
+  const cl = clusterEmbeddings(vectors, n, dim, k, fitKMeans(opts), restarts?.k === k ? restarts.best : undefined);
   // drop clusters that k-means left empty, renumbering the rest
   const sizes = new Int32Array(k);
   for (const l of cl.labels) sizes[l]++;
@@ -201,7 +212,7 @@ export function clusterForFit(n: number, vectors: Float32Array, dim: number, opt
     labels = nearestCentroids(vectors, n, dim, centroids, k).labels;
   }
   const { sims } = nearestCentroids(vectors, n, dim, centroids, k);
-  return { k, kChoice, centroids, labels, sims, chooseKMs, clusterMs: performance.now() - t };
+  return { k, kChoice, centroids, labels, sims, chooseKMs, clusterMs: performance.now() - t + (restarts?.k === k ? restarts.ms : 0) };
 }
 
 /** The coverage index's search parameters for n cases in k clusters. */
@@ -434,7 +445,16 @@ export async function fitCoverageModel(
   const chosen = kChoice ? await kChoice.result : undefined;
   const waitMs = performance.now() - tk;
   const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim: embedder.dim, maxTokens: embedder.maxTokens };
-  const clusters = clusterForFit(n, vectors, dim, opts, chosen?.choice);
+  // k known (given, or chosen meanwhile): k-means' restarts run in worker threads, the same
+  // restarts with the same seeds as in one thread, so the same clusters
+  const knownK = chosen?.choice.k ?? (opts.k === 'auto' ? undefined : opts.k);
+  let restarts: { k: number; best: ClusterResult; ms: number } | undefined;
+  if (knownK !== undefined && knownK >= 1 && knownK * 2 <= n && Math.max(1, opts.restarts) > 1) {
+    const tr = performance.now();
+    restarts = { k: knownK, best: await bestRestartInWorkers(vectors, n, dim, knownK, fitKMeans(opts), fitThreads(embedder)), ms: 0 };
+    restarts.ms = performance.now() - tr;
+  }
+  const clusters = clusterForFit(n, vectors, dim, opts, chosen?.choice, restarts);
   // the embedding pool is idle now: the calibration scores (every case against the others) are
   // computed in worker threads, a share of the cases each
   const tc = performance.now();

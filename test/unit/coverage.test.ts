@@ -13,6 +13,7 @@ import {
   nearestCentroids,
   silhouette,
 } from '../../src/coverage/cluster.js';
+import { bestRestartInWorkers } from '../../src/coverage/kmeans-thread.js';
 import type { EvalCase } from '../../src/coverage/evalset.js';
 import {
   DEFAULT_FIT,
@@ -334,6 +335,28 @@ describe('clustering', () => {
 });
 
 // ---------------------------------------------------------------- index
+
+describe('k-means restarts in worker threads', () => {
+  it('pick the restart the single-threaded loop picks: the same clusters, sampled or not', async () => {
+    // overlapping blobs, so that restarts end in different local optima
+    const dim = 16;
+    const b = sampleBlobs(orthoCenters(12, dim, 5), dim, 60, 0.45, 6);
+    for (const restartSample of [300, 5000]) {
+      const opts = { seed: 11, restarts: 5, maxIterations: 60, restartSample };
+      const one = clusterEmbeddings(b.x, b.n, dim, 12, opts);
+      for (const threads of [1, 2, 3]) {
+        const best = await bestRestartInWorkers(b.x, b.n, dim, 12, opts, threads);
+        const two = clusterEmbeddings(b.x, b.n, dim, 12, opts, best);
+        expect(two.inertia).toBe(one.inertia);
+        expect(Array.from(two.labels)).toEqual(Array.from(one.labels));
+        expect(Array.from(two.centroids)).toEqual(Array.from(one.centroids));
+      }
+    }
+    // the restarts do differ here, so picking the wrong one would show
+    const inertias = [0, 1, 2, 3, 4].map((r) => lloyd(b.x, b.n, dim, kmeansPlusPlus(b.x, b.n, dim, 12, 11 + 7919 * r), 12, 60).inertia);
+    expect(new Set(inertias).size).toBeGreaterThan(1);
+  });
+});
 
 describe('CoverageIndex', () => {
   const dim = 24;
