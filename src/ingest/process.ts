@@ -17,6 +17,9 @@ import { inCoveredSample, quantize, type EmbeddingRow } from '../store/embedding
  */
 export const EMBED_TEXT_CAP = 16_384;
 
+/** Messages per embedding call of `evalgap run` (see ProcessDeps.chunkSize). */
+export const EMBED_CHUNK = 1024;
+
 export interface SourceMessage {
   topic: string;
   partition: number;
@@ -41,7 +44,10 @@ export interface ProcessDeps {
   decode?: DecodeOptions;
   /** called between embedding chunks (kafkajs heartbeat) */
   onChunk?: () => Promise<void>;
-  /** messages embedded and assigned per chunk */
+  /**
+   * messages embedded and assigned per chunk (1,024: each worker of the pool sorts its 512 by token
+   * count, so its sub-batches pad little; at 256 the same pool measured ~15% fewer queries/s)
+   */
   chunkSize?: number;
 }
 
@@ -99,7 +105,7 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
   let embedMs = 0;
   let assignMs = 0;
   let truncated = 0;
-  const chunk = deps.chunkSize ?? 256;
+  const chunk = deps.chunkSize ?? EMBED_CHUNK;
   const chunks: (typeof valid)[] = [];
   for (let i = 0; i < valid.length; i += chunk) chunks.push(valid.slice(i, i + chunk));
   // pipelined: the next chunk is already embedding (in the worker thread, for evalgap run)

@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../src/config/index.js';
+import { EMBED_CHUNK } from '../../src/ingest/process.js';
 import { createLogger } from '../../src/config/logger.js';
 import { DEFAULT_FIT, buildCoverageModel, dedupeCases, evalSetHash } from '../../src/coverage/fit.js';
 import { saveCoverageModel } from '../../src/coverage/model.js';
@@ -140,7 +141,7 @@ async function main() {
 
   const bare = async () => {
     const t0 = performance.now();
-    for (let i = 0; i < texts.length; i += 256) await threaded.embed(texts.slice(i, i + 256));
+    for (let i = 0; i < texts.length; i += EMBED_CHUNK) await threaded.embed(texts.slice(i, i + EMBED_CHUNK));
     return texts.length / ((performance.now() - t0) / 1000);
   };
   await threaded.embed(texts.slice(0, 256));
