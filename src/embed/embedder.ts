@@ -5,7 +5,8 @@
  * options, threads among them, reach the runtime), mean pooling and L2 normalisation here.
  *
  * Two graphs of the same weights are installed (scripts/install-model.sh): `int8` computes its
- * linear layers in int8 (MatMulInteger; the default), `fp32` is the reference. Their files, so their
+ * linear layers in int8 (MatMulIntegerToFloat, one activation scale per token; the default), `fp32`
+ * is the reference. Their files, so their
  * checksums, differ: a coverage model fitted with one is refused by the other.
  *
  * Texts are tokenised, sorted by token count and embedded in sub-batches, so that each sub-batch
