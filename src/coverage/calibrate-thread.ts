@@ -3,8 +3,8 @@
  * the others) computed in worker threads, a contiguous share of the cases each: the same numbers
  * as in one thread (each case's score depends only on the index), in a fraction of the time.
  */
-import { Worker } from 'node:worker_threads';
-import { workerScript } from '../config/workers.js';
+import type { Worker } from 'node:worker_threads';
+import { runJob } from '../config/workers.js';
 import type { IndexParams } from './index.js';
 
 export interface CalibrationJob {
@@ -24,17 +24,8 @@ export async function calibrationScoresInWorkers(job: CalibrationJob, threads: n
   const workers: Worker[] = [];
   try {
     const results = await Promise.all(
-      bounds.slice(0, -1).map(
-        (from, i) =>
-          new Promise<Float32Array>((resolve, reject) => {
-            const w = new Worker(workerScript(import.meta.url, 'coverage/calibrate-worker.js'), { workerData: { ...job, from, to: bounds[i + 1] } });
-            workers.push(w);
-            w.once('message', (m: { ok: true; scores: Float32Array } | { ok: false; message: string }) =>
-              m.ok ? resolve(m.scores) : reject(new Error(`calibration failed: ${m.message}`)),
-            );
-            w.once('error', reject);
-            w.once('exit', (code) => reject(new Error(`calibration worker exited (${code}) without a result`)));
-          }),
+      bounds.slice(0, -1).map((from, i) =>
+        runJob<{ scores: Float32Array }>(import.meta.url, 'coverage/calibrate-worker.js', { ...job, from, to: bounds[i + 1] }, workers, 'calibration').then((r) => r.scores),
       ),
     );
     const out = new Float32Array(n);

@@ -5,8 +5,8 @@
  * the embedding is done both cores finish the grid. The choice is the same as chooseKOnSample's:
  * each k is scored on its own, and the rule is applied to all the scores.
  */
-import { Worker } from 'node:worker_threads';
-import { workerScript } from '../config/workers.js';
+import type { Worker } from 'node:worker_threads';
+import { runJob } from '../config/workers.js';
 import { kGrid, pickK, type KChoice } from './cluster.js';
 import type { ChooseKJob } from './choosek-worker.js';
 
@@ -20,23 +20,7 @@ export interface ChooseKRun {
 type Scores = { k: number; silhouette: number }[];
 
 function runPart(job: ChooseKJob, workers: Worker[]): Promise<{ scores: Scores; ms: number }> {
-  const worker = new Worker(workerScript(import.meta.url, 'coverage/choosek-worker.js'), { workerData: job });
-  workers.push(worker);
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    worker.once('message', (m: { ok: true; scores: Scores; ms: number } | { ok: false; message: string }) => {
-      settled = true;
-      if (m.ok) resolve({ scores: m.scores, ms: m.ms });
-      else reject(new Error(`choosing k failed: ${m.message}`));
-    });
-    worker.once('error', (e) => {
-      settled = true;
-      reject(e);
-    });
-    worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`chooseK worker exited (${code}) without a result`));
-    });
-  });
+  return runJob(import.meta.url, 'coverage/choosek-worker.js', job, workers, 'choosing k');
 }
 
 export function chooseKInWorker(job: Omit<ChooseKJob, 'ks'> & { maxK: number }, threads = 2): ChooseKRun {

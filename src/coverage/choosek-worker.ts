@@ -1,5 +1,5 @@
 /** Worker-thread side of `chooseKInWorker`: the silhouettes of its part of the k grid (pure `silhouettesOnSample`). */
-import { parentPort, workerData } from 'node:worker_threads';
+import { answerJob } from '../config/workers.js';
 import { silhouettesOnSample } from './cluster.js';
 
 export interface ChooseKJob {
@@ -11,12 +11,8 @@ export interface ChooseKJob {
   ks: number[];
 }
 
-if (!parentPort) throw new Error('chooseK worker started outside a worker thread');
-const job = workerData as ChooseKJob;
-try {
+answerJob((job: ChooseKJob) => {
   const t = performance.now();
   const scores = silhouettesOnSample(job.sx, job.sn, job.dim, job.seed, job.ks);
-  parentPort.postMessage({ ok: true, scores, ms: performance.now() - t });
-} catch (err) {
-  parentPort.postMessage({ ok: false, message: (err as Error).message });
-}
+  return { scores, ms: performance.now() - t };
+});

@@ -1,5 +1,5 @@
 /** Worker-thread side of `bestRestartInWorkers`: the best of its share of k-means' restarts (pure `bestRestart`). */
-import { parentPort, workerData } from 'node:worker_threads';
+import { answerJob } from '../config/workers.js';
 import { bestRestart, type KMeansOptions, type RestartSample } from './cluster.js';
 
 export interface RestartJob {
@@ -11,11 +11,4 @@ export interface RestartJob {
   which: number[];
 }
 
-if (!parentPort) throw new Error('k-means worker started outside a worker thread');
-const job = workerData as RestartJob;
-try {
-  const best = bestRestart(job.sample, job.dim, job.k, job.opts, job.which);
-  parentPort.postMessage({ ok: true, ...best });
-} catch (err) {
-  parentPort.postMessage({ ok: false, message: (err as Error).message });
-}
+answerJob((job: RestartJob) => bestRestart(job.sample, job.dim, job.k, job.opts, job.which));
