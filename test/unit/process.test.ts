@@ -575,3 +575,86 @@ describe('IngestService readiness', () => {
     expect(service.health()).toMatchObject({ live: true, ready: false, reasons: ['store failing'] });
   });
 });
+
+describe('IngestService slices of a batch', () => {
+  /** One eachBatch call of 6 messages in slices of 2, logging embedding and store calls in order. */
+  async function harness(isRunning: (commits: number) => boolean) {
+    const { embedder, assigner } = await setup();
+    const log: string[] = [];
+    const slow: Embedder = {
+      ...embedder,
+      modelName: embedder.modelName,
+      modelChecksum: embedder.modelChecksum,
+      precision: embedder.precision,
+      dim: embedder.dim,
+      maxTokens: embedder.maxTokens,
+      async embed(texts: readonly string[]) {
+        log.push(`embed ${texts.join(',')}`);
+        await new Promise((r) => setTimeout(r, 30));
+        log.push(`embedded ${texts.join(',')}`);
+        return embedder.embed(texts);
+      },
+    };
+    const store = {
+      repairPartition: async () => ({ raw: -1n, agg: -1n, deleted: 0, aggregated: false }),
+      insertEmbeddings: async () => {},
+      insertRequests: async (rows: RequestRow[]) => {
+        log.push(`insert ${rows.map((r) => r.kafka_offset).join(',')}`);
+        await new Promise((r) => setTimeout(r, 10));
+      },
+      setProgress: async () => {},
+      insertAggregates: async () => {},
+    } as unknown as Store;
+    const commits: string[] = [];
+    const service = new IngestService(
+      { kafka: {} as never, store, embedder: slow, assigner, logger: pino({ level: 'silent' }), metrics: createIngestMetrics(false) },
+      { topic: 'evalgap.requests', dlqTopic: 'dlq', group: 'g', redactText: false, maxBatchMessages: 2, metricsPort: -1 },
+    );
+    const internals = service as unknown as { running: boolean; consumer: unknown; handleBatch: (p: unknown) => Promise<void> };
+    internals.running = true;
+    internals.consumer = {
+      commitOffsets: async (c: { offset: string }[]) => {
+        commits.push(c[0].offset);
+        log.push(`commit ${c[0].offset}`);
+      },
+    };
+    const messages = [0, 1, 2, 3, 4, 5].map((i) => ({
+      offset: String(i),
+      value: Buffer.from(JSON.stringify({ request_id: `s-${i}`, ts: NOW, query: `q${i}` })),
+      key: null,
+      timestamp: String(TS),
+    }));
+    const payload = {
+      batch: { topic: 'evalgap.requests', partition: 0, messages, highWatermark: '6' },
+      heartbeat: async () => {},
+      resolveOffset: () => {},
+      isRunning: () => isRunning(commits.length),
+      isStale: () => false,
+      pause: () => () => {},
+    };
+    return { run: () => internals.handleBatch(payload), log, commits };
+  }
+
+  it('embeds the next slice while the current one is written, and writes and commits them in order', async () => {
+    const h = await harness(() => true);
+    await h.run();
+    expect(h.commits).toEqual(['2', '4', '6']);
+    expect(h.log.filter((l) => l.startsWith('insert'))).toEqual(['insert 0,1', 'insert 2,3', 'insert 4,5']);
+    // the second slice's embedding starts before the first slice's insert
+    expect(h.log.indexOf('embed q2,q3')).toBeLessThan(h.log.indexOf('insert 0,1'));
+    expect(h.log.indexOf('embed q4,q5')).toBeLessThan(h.log.indexOf('insert 2,3'));
+    expect(h.log.indexOf('commit 2')).toBeLessThan(h.log.indexOf('insert 2,3'));
+  });
+
+  it('writes no further slice once the member stops, and returns only after the embedding in flight is done', async () => {
+    // running until the first slice is committed
+    const h = await harness((commits) => commits === 0);
+    await h.run();
+    expect(h.commits).toEqual(['2']);
+    expect(h.log.filter((l) => l.startsWith('insert'))).toEqual(['insert 0,1']);
+    // the second slice was being embedded when the first was written; it finished, unwritten
+    expect(h.log).toContain('embedded q2,q3');
+    expect(h.log.at(-1)).toBe('embedded q2,q3');
+    expect(h.log.some((l) => l.includes('q4'))).toBe(false);
+  });
+});
