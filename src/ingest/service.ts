@@ -14,7 +14,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import { maskUrl, type Config } from '../config/index.js';
@@ -291,11 +291,8 @@ export class IngestService {
     const key = `${topic}:${partition}`;
     let prog = await this.watermark(topic, partition);
     const stored = prog.raw;
-    // Slices of at most maxBatchMessages, each stored and committed in turn. While one slice is
-    // written to ClickHouse, the next is already decoded, embedded and assigned (the embedding
-    // workers would otherwise sit idle through every write); its rows are stored only after the
-    // slice before it is committed, and dropped unstored if the member stops or loses its place.
-    const prepare = (slice: KafkaMessage[]) => {
+    for (let i = 0; i < batch.messages.length && isRunning() && !isStale(); i += this.opts.maxBatchMessages) {
+      const slice = batch.messages.slice(i, i + this.opts.maxBatchMessages);
       const fresh: SourceMessage[] = [];
       for (const msg of slice) {
         if (BigInt(msg.offset) <= stored) m.skipped.inc({ topic });
@@ -306,7 +303,7 @@ export class IngestService {
       const now = Date.now();
       const retention = this.opts.retentionDays ?? 90;
       const future = this.opts.maxFutureHours ?? 24;
-      const res = processMessages(fresh, {
+      const res = await processMessages(fresh, {
         embedder: this.deps.embedder,
         assigner: this.assigner(),
         redactText: this.opts.redactText,
@@ -324,88 +321,69 @@ export class IngestService {
         },
         onChunk: () => heartbeat(),
       });
-      // awaited in its turn; if the loop ends first, its failure must not go unhandled meanwhile
-      res.catch(() => {});
-      return { slice, fresh, res };
-    };
-    const slices: KafkaMessage[][] = [];
-    for (let i = 0; i < batch.messages.length; i += this.opts.maxBatchMessages) slices.push(batch.messages.slice(i, i + this.opts.maxBatchMessages));
-    let next = slices.length > 0 && isRunning() && !isStale() ? prepare(slices[0]) : null;
-    try {
-      for (let si = 0; next; si++) {
-        // a member stopping or losing its place stores no further slice (as before this one began)
-        if (si > 0 && (!isRunning() || isStale())) break;
-        const { slice, fresh } = next;
-        const res = await next.res;
-        next = si + 1 < slices.length && isRunning() && !isStale() ? prepare(slices[si + 1]) : null;
-        m.embedSeconds.observe((res.embedMs + res.assignMs) / 1000);
-        const bySource = new Map(fresh.map((f) => [f.offset, f]));
-        const dead: DeadLetter[] = [...res.dead];
-        let good: RequestRow[] = res.rows;
-        let resume: (() => void) | null = null;
-        const onStoreFailure = async () => {
-          if (!resume) {
-            resume = pause();
-            m.paused.inc();
-          }
-          await heartbeat();
-          return true;
-        };
-        const t = performance.now();
-        const hi = BigInt(slice[slice.length - 1].offset);
-        try {
-          // A member that has lost its place in the group (a rebalance, or a session that timed out
-          // during a long store outage) must not insert: another member may own the partition now.
-          // heartbeat() throws then; the batch is given up uncommitted and redelivered to the owner.
-          await heartbeat();
-          if (res.rows.length) {
-            // one insert for the whole slice, whatever days it spans; the nonce keeps a token of a
-            // deleted unfinished insert from swallowing the same offsets consumed again
-            const token = `raw:${topic}:${partition}:${res.rows[0].kafka_offset}-${hi}:${randomUUID()}`;
-            const out = await this.insertIsolating(res.rows, token, onStoreFailure);
-            good = out.stored;
-            // the kept embeddings of the stored rows, before the raw mark moves (a repair deletes
-            // both above the mark, so a crash in between cannot leave them twice)
-            const kept = new Set(good.map((r) => r.kafka_offset));
-            const embs = res.embeddings.filter((e) => kept.has(e.kafka_offset));
-            if (embs.length) await this.withStoreRetry(() => this.deps.store.insertEmbeddings(embs, `emb:${token}`), onStoreFailure);
-            for (const r of out.rejected) {
-              dead.push({ source: bySource.get(r.row.kafka_offset)!, reason: r.reason });
-            }
-          }
-          // dead letters are durable before the raw mark moves past them (a crash re-sends them)
-          if (dead.length) await this.deadLetter(dead);
-          if (good.length) {
-            await this.withStoreRetry(() => this.deps.store.setProgress(topic, partition, 'raw', hi), onStoreFailure);
-            const agg = aggregateRows(good);
-            const token = aggToken(topic, partition, prog.agg, hi);
-            await this.withStoreRetry(() => this.deps.store.insertAggregates(agg, token), onStoreFailure);
-            await this.withStoreRetry(() => this.deps.store.setProgress(topic, partition, 'agg', hi), onStoreFailure);
-            prog = { raw: hi, agg: hi };
-          }
-        } finally {
-          if (resume) {
-            (resume as () => void)();
-            m.paused.dec();
+      m.embedSeconds.observe((res.embedMs + res.assignMs) / 1000);
+      const bySource = new Map(fresh.map((f) => [f.offset, f]));
+      const dead: DeadLetter[] = [...res.dead];
+      let good: RequestRow[] = res.rows;
+      let resume: (() => void) | null = null;
+      const onStoreFailure = async () => {
+        if (!resume) {
+          resume = pause();
+          m.paused.inc();
+        }
+        await heartbeat();
+        return true;
+      };
+      const t = performance.now();
+      const hi = BigInt(slice[slice.length - 1].offset);
+      try {
+        // A member that has lost its place in the group (a rebalance, or a session that timed out
+        // during a long store outage) must not insert: another member may own the partition now.
+        // heartbeat() throws then; the batch is given up uncommitted and redelivered to the owner.
+        await heartbeat();
+        if (res.rows.length) {
+          // one insert for the whole slice, whatever days it spans; the nonce keeps a token of a
+          // deleted unfinished insert from swallowing the same offsets consumed again
+          const token = `raw:${topic}:${partition}:${res.rows[0].kafka_offset}-${hi}:${randomUUID()}`;
+          const out = await this.insertIsolating(res.rows, token, onStoreFailure);
+          good = out.stored;
+          // the kept embeddings of the stored rows, before the raw mark moves (a repair deletes
+          // both above the mark, so a crash in between cannot leave them twice)
+          const kept = new Set(good.map((r) => r.kafka_offset));
+          const embs = res.embeddings.filter((e) => kept.has(e.kafka_offset));
+          if (embs.length) await this.withStoreRetry(() => this.deps.store.insertEmbeddings(embs, `emb:${token}`), onStoreFailure);
+          for (const r of out.rejected) {
+            dead.push({ source: bySource.get(r.row.kafka_offset)!, reason: r.reason });
           }
         }
-        m.storeSeconds.observe((performance.now() - t) / 1000);
-        m.stored.inc({ topic }, good.length);
-        m.deadLettered.inc({ topic }, dead.length);
-        m.uncovered.inc({ topic }, good.filter((r) => r.covered === 0).length);
-        const last = slice[slice.length - 1].offset;
-        this.watermarks.set(key, prog);
-        resolveOffset(last);
-        // rows are durable: now, and only now, the offset may be committed
-        await this.consumer!.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
-        this.lastProgress = Date.now();
-        m.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last) - 1n)));
-        await heartbeat();
+        // dead letters are durable before the raw mark moves past them (a crash re-sends them)
+        if (dead.length) await this.deadLetter(dead);
+        if (good.length) {
+          await this.withStoreRetry(() => this.deps.store.setProgress(topic, partition, 'raw', hi), onStoreFailure);
+          const agg = aggregateRows(good);
+          const token = aggToken(topic, partition, prog.agg, hi);
+          await this.withStoreRetry(() => this.deps.store.insertAggregates(agg, token), onStoreFailure);
+          await this.withStoreRetry(() => this.deps.store.setProgress(topic, partition, 'agg', hi), onStoreFailure);
+          prog = { raw: hi, agg: hi };
+        }
+      } finally {
+        if (resume) {
+          (resume as () => void)();
+          m.paused.dec();
+        }
       }
-    } finally {
-      // an embedding still running for a slice that will not be stored now (stopping, a lost
-      // place, a failed write) is waited for: the embedding workers must not be torn down mid-run
-      if (next) await next.res.catch(() => {});
+      m.storeSeconds.observe((performance.now() - t) / 1000);
+      m.stored.inc({ topic }, good.length);
+      m.deadLettered.inc({ topic }, dead.length);
+      m.uncovered.inc({ topic }, good.filter((r) => r.covered === 0).length);
+      const last = slice[slice.length - 1].offset;
+      this.watermarks.set(key, prog);
+      resolveOffset(last);
+      // rows are durable: now, and only now, the offset may be committed
+      await this.consumer!.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
+      this.lastProgress = Date.now();
+      m.lag.set({ topic, partition: String(partition) }, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(last) - 1n)));
+      await heartbeat();
     }
   }
 
