@@ -264,7 +264,7 @@ export interface RestartSample {
 }
 
 export function restartSample(x: Float32Array, n: number, dim: number, opts: KMeansOptions): RestartSample {
-  const sampled = n > opts.restartSample;
+  const sampled = n > opts.restartSample; // clusterEmbeddings tests the same
   const sIdx = sampled ? sampleIndices(n, opts.restartSample, opts.seed) : null;
   return { sx: sIdx ? gatherRows(x, dim, sIdx) : x, sn: sIdx ? sIdx.length : n, sampled };
 }
@@ -303,10 +303,10 @@ export function clusterEmbeddings(
   best?: ClusterResult,
 ): ClusterResult {
   if (k < 1 || k > n) throw new Error(`cannot make ${k} clusters from ${n} points`);
-  const s = restartSample(x, n, dim, opts);
-  const b = best ?? bestRestart(s, dim, k, opts, restartNumbers(opts)).result;
+  // the sample is gathered only when the restarts run here
+  const b = best ?? bestRestart(restartSample(x, n, dim, opts), dim, k, opts, restartNumbers(opts)).result;
   // refine the best restart on all points; it starts close to a fixed point, so few iterations do
-  return s.sampled ? lloyd(x, n, dim, b.centroids, k, Math.min(opts.maxIterations, 15)) : b;
+  return n > opts.restartSample ? lloyd(x, n, dim, b.centroids, k, Math.min(opts.maxIterations, 15)) : b;
 }
 
 /** Pairwise cosine distances of n unit rows (n × n, Float32). */

@@ -198,7 +198,8 @@ export function clusterForFit(
   }
   const chooseKMs = performance.now() - t;
   t = performance.now();
-  const cl = clusterEmbeddings(vectors, n, dim, k, fitKMeans(opts), restarts?.k === k ? restarts.best : undefined);
+  const pre = restarts?.k === k ? restarts : undefined;
+  const cl = clusterEmbeddings(vectors, n, dim, k, fitKMeans(opts), pre?.best);
   // drop clusters that k-means left empty, renumbering the rest
   const sizes = new Int32Array(k);
   for (const l of cl.labels) sizes[l]++;
@@ -212,7 +213,7 @@ export function clusterForFit(
     labels = nearestCentroids(vectors, n, dim, centroids, k).labels;
   }
   const { sims } = nearestCentroids(vectors, n, dim, centroids, k);
-  return { k, kChoice, centroids, labels, sims, chooseKMs, clusterMs: performance.now() - t + (restarts?.k === k ? restarts.ms : 0) };
+  return { k, kChoice, centroids, labels, sims, chooseKMs, clusterMs: performance.now() - t + (pre?.ms ?? 0) };
 }
 
 /** The coverage index's search parameters for n cases in k clusters. */
@@ -451,8 +452,8 @@ export async function fitCoverageModel(
   let restarts: { k: number; best: ClusterResult; ms: number } | undefined;
   if (knownK !== undefined && knownK >= 1 && knownK * 2 <= n && Math.max(1, opts.restarts) > 1) {
     const tr = performance.now();
-    restarts = { k: knownK, best: await bestRestartInWorkers(vectors, n, dim, knownK, fitKMeans(opts), fitThreads(embedder)), ms: 0 };
-    restarts.ms = performance.now() - tr;
+    const best = await bestRestartInWorkers(vectors, n, dim, knownK, fitKMeans(opts), fitThreads(embedder));
+    restarts = { k: knownK, best, ms: performance.now() - tr };
   }
   const clusters = clusterForFit(n, vectors, dim, opts, chosen?.choice, restarts);
   // the embedding pool is idle now: the calibration scores (every case against the others) are

@@ -6,14 +6,14 @@
  *
  * Two graphs of the same weights are installed (scripts/install-model.sh): `int8` computes its
  * linear layers in int8 (MatMulIntegerToFloat, one activation scale per token; the default), `fp32`
- * is the reference. Their files, so their
- * checksums, differ: a coverage model fitted with one is refused by the other.
+ * is the reference. Their files, so their checksums, differ: a coverage model fitted with one is
+ * refused by the other.
  *
  * Texts are tokenised, sorted by token count and embedded in sub-batches, so that each sub-batch
  * pads to a similar length (sorting by characters instead cost 22% of the throughput at batch 8).
  * The int8 graph quantises each token row with its own scale, so a text's vector does not depend
- * on its batch mates. Output is one row-major
- * Float32Array of unit-length vectors in the caller's order.
+ * on its batch mates. Output is one row-major Float32Array of unit-length vectors in the caller's
+ * order.
  */
 import fs from 'node:fs';
 import path from 'node:path';
