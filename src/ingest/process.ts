@@ -46,7 +46,7 @@ export interface ProcessDeps {
   onChunk?: () => Promise<void>;
   /**
    * messages embedded and assigned per chunk (1,024: each worker of the pool sorts its 512 by token
-   * count, so its sub-batches pad little; at 256 the same pool measured ~15% fewer queries/s)
+   * count, so its sub-batches pad little; at 256 the same pool measured ~12% fewer queries/s)
    */
   chunkSize?: number;
 }
