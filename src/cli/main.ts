@@ -10,7 +10,7 @@ import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../
 import { EvalSetError } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
-import { ModelNotInstalledError } from '../embed/embedder.js';
+import { installedEmbedding, ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
@@ -329,14 +329,15 @@ export function buildProgram(): Command {
 
   program
     .command('deploy')
-    .description('make a coverage model the current one: atomically repoint the symlink a running evalgap run watches')
+    .description('make a coverage model the current one: check it as evalgap run would (checksums, values, embedding model), then atomically repoint the symlink a running evalgap run watches')
     .argument('<model>', 'coverage model folder (from evalgap fit)')
     .option('--current <path>', 'the symlink to repoint (default: <models dir>/coverage/current)')
     .action(async (dir: string, opts) => {
       const cfg = configFrom(opts);
       const { deployModel } = await import('../ingest/model-watch.js');
       const current = opts.current ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
-      const version = deployModel(dir, current);
+      // the checks evalgap run applies before it swaps a model in, including the embedding model's
+      const version = deployModel(dir, current, { expectEmbedding: installedEmbedding(cfg.embed) });
       console.log(`${current} → ${dir} (${version}); a running evalgap run --model ${current} switches to it between batches`);
     });
 
