@@ -24,13 +24,17 @@ const LOCKED = /Cannot lock file|already running|Failed to create connection/i;
  * `evalgap run`, that instance's read-only POST /query.
  */
 export async function openReader(cfg: Config, opts: { readOnly?: boolean } = {}): Promise<OpenedReader> {
+  // a running evalgap run that advertises its endpoint holds the folder: go to it directly (opening
+  // the folder would fail, and the engine prints its raw lock error on stderr before any fallback)
+  const advertised = cfg.clickhouse.url ? null : findRunningInstance(cfg.clickhouse.path);
   try {
+    if (advertised) throw new Error('Cannot lock file: held by a running evalgap run');
     const store = await Store.open(cfg.clickhouse);
     const reader: StoreReader = opts.readOnly ? readOnlyView(store) : store;
     return { reader, note: null, close: () => store.close() };
   } catch (e) {
     if (cfg.clickhouse.url || !LOCKED.test(String((e as Error).message) + String((e as { cause?: Error }).cause?.message ?? ''))) throw e;
-    const run = findRunningInstance(cfg.clickhouse.path);
+    const run = advertised ?? findRunningInstance(cfg.clickhouse.path);
     if (!run) {
       throw new UserError(
         `the data folder ${cfg.clickhouse.path} is locked by another process, and no running evalgap run advertises a query port there ` +
