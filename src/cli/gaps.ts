@@ -64,6 +64,37 @@ function readOnlyView(store: Store): StoreReader {
   };
 }
 
+const DURATION = /^(\d+(?:\.\d+)?)\s*([mhdw])$/;
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * A `--since`/`--until` value: a duration back from `now` (30m, 12h, 7d, 2w) or an ISO-8601 date
+ * or date-time (2024-05-01, 2024-05-01T12:00, 2024-05-01T12:00:00+02:00; without a zone: UTC).
+ */
+export function parseTimeArg(v: string, flag: string, now = new Date()): Date {
+  const s = v.trim();
+  const m = DURATION.exec(s);
+  if (m && Number(m[1]) > 0) {
+    return new Date(now.getTime() - Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w']);
+  }
+  const iso = ISO_DATE.exec(s);
+  if (iso) {
+    const d = new Date(s.length === 10 || iso[1] ? s : `${s.replace(' ', 'T')}Z`);
+    if (!Number.isNaN(d.getTime())) return d;
+  }
+  throw new InvalidArgumentError(`${flag} expects a duration back from now (7d, 24h, 90m, 2w) or an ISO-8601 date (2024-05-01, 2024-05-01T12:00Z); got "${v}"`);
+}
+
+/** The period of `--since`/`--until` (until defaults to now); since must come before until. */
+export function parsePeriod(since: string, until: string | undefined, now = new Date()): { since: Date; until: Date } {
+  const u = until === undefined ? now : parseTimeArg(until, '--until', now);
+  const from = parseTimeArg(since, '--since', now);
+  if (from.getTime() >= u.getTime()) {
+    throw new InvalidArgumentError(`--since (${from.toISOString()}) must be before --until (${u.toISOString()})`);
+  }
+  return { since: from, until: u };
+}
+
 const day = (iso: string | number) => new Date(iso).toISOString().slice(0, 16).replace('T', ' ');
 
 /** `top`: list only the first `top` open gaps (the counts still cover all). */
@@ -164,13 +195,14 @@ export function reportJson(r: GapReport): unknown {
 
 export async function gapsCommand(
   cfg: Config,
-  opts: { since: number; agent?: string; format: 'table' | 'json'; modelVersion: string; store: boolean; examples: number },
+  opts: { since: Date; until: Date; agent?: string; format: 'table' | 'json'; modelVersion: string; store: boolean; examples: number },
 ): Promise<void> {
   const o = await openReader(cfg);
   try {
     if (o.note) console.error(o.note + '; the result is printed, not stored');
     const r = await discoverGaps(o.reader, {
-      since: Date.now() - opts.since,
+      since: opts.since,
+      now: opts.until,
       agent: opts.agent,
       modelVersion: opts.modelVersion,
       write: opts.store && !o.note,
@@ -184,14 +216,15 @@ export async function gapsCommand(
 
 export async function exportGapsCommand(
   cfg: Config,
-  opts: { out: string; perGap: number; budget?: number; agent?: string; since: number; modelVersion: string },
+  opts: { out: string; perGap: number; budget?: number; agent?: string; since: Date; until: Date; modelVersion: string },
 ): Promise<void> {
   const o = await openReader(cfg);
   try {
     if (o.note) console.error(o.note);
     // a fresh discovery first, stored when the store is writable, so the export reflects the period
     const r = await discoverGaps(o.reader, {
-      since: Date.now() - opts.since,
+      since: opts.since,
+      now: opts.until,
       agent: opts.agent,
       modelVersion: opts.modelVersion,
       write: !o.note,
