@@ -7,7 +7,7 @@ import { discoverGaps, exportGapCases, type GapReport } from '../gaps/run.js';
 import type { StoreReader } from '../store/gaps.js';
 import { findRunningInstance, RemoteReader } from '../store/http-query.js';
 import { Store } from '../store/store.js';
-import { pct, table } from './format.js';
+import { escapeControl, pct, table } from './format.js';
 import { UserError } from './errors.js';
 
 export interface OpenedReader {
@@ -139,14 +139,15 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
     );
     for (const g of listed) {
       out.push('');
-      out.push(`${g.rank}. ${g.gapId}  ${g.label}  (first seen ${day(g.firstSeen)}, last ${day(g.lastSeen)})`);
-      for (const e of g.examples.slice(0, examples)) out.push(`     - ${e.length > 100 ? e.slice(0, 99) + '…' : e}`);
+      // labels and examples are stored production text: control characters are shown, not sent
+      out.push(escapeControl(`${g.rank}. ${g.gapId}  ${g.label}  (first seen ${day(g.firstSeen)}, last ${day(g.lastSeen)})`));
+      for (const e of g.examples.slice(0, examples)) out.push(`     - ${escapeControl(e.length > 100 ? e.slice(0, 99) + '…' : e)}`);
     }
     if (open.length > listed.length) out.push('', `… and ${open.length - listed.length} more gap(s)`);
   } else out.push('no coverage gaps found in this period');
   if (closed.length) {
     out.push('');
-    out.push(`closed since the last run: ${closed.map((g) => `${g.gapId} (${g.label})`).join(', ')}`);
+    out.push(escapeControl(`closed since the last run: ${closed.map((g) => `${g.gapId} (${g.label})`).join(', ')}`));
   }
   const flagged = r.underTested.filter((u) => u.reasons.length);
   if (flagged.length) {

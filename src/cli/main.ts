@@ -316,11 +316,12 @@ export function buildProgram(): Command {
         onAlert: (x) => {
           const b = x.body as { kind?: string; alert?: { rule?: string; agent?: string; status?: string; summary?: string; clusters?: { label?: string; examples?: string[] }[] }; text?: string };
           const a = b.alert;
-          console.log(`${new Date().toISOString()}  ${x.id}  verified`);
+          // what a sender put in the alert is shown with its control characters escaped
+          console.log(escapeControl(`${new Date().toISOString()}  ${x.id}  verified`));
           if (a) {
-            console.log(`  ${String(b.kind).toUpperCase()} ${a.rule} agent=${a.agent}: ${a.summary}`);
-            for (const c of a.clusters ?? []) console.log(`    ${c.label ?? ''}: ${(c.examples ?? []).map((e) => JSON.stringify(e)).join(', ')}`);
-          } else if (b.text) console.log(`  ${b.text}`);
+            console.log(escapeControl(`  ${String(b.kind).toUpperCase()} ${a.rule} agent=${a.agent}: ${a.summary}`));
+            for (const c of a.clusters ?? []) console.log(escapeControl(`    ${c.label ?? ''}: ${(c.examples ?? []).map((e) => JSON.stringify(e)).join(', ')}`));
+          } else if (b.text) console.log(escapeControl(`  ${b.text}`));
         },
       });
       await r.start(opts.port);
