@@ -25,14 +25,10 @@ function checkUnitRows(a: Float32Array, n: number, dim: number, name: string, ou
   let firstOff = -1;
   let firstNorm = 0;
   for (let r = 0; r < n; r++) {
+    // a NaN or infinite value makes the row's sum of squares NaN or infinite (float32 squares cannot overflow a double)
     let s = 0;
-    let finite = true;
-    for (let d = r * dim, e = d + dim; d < e; d++) {
-      const v = a[d];
-      if (!Number.isFinite(v)) finite = false;
-      s += v * v;
-    }
-    if (!finite) {
+    for (let d = r * dim, e = d + dim; d < e; d++) s += a[d] * a[d];
+    if (!Number.isFinite(s)) {
       if (nonFinite++ === 0) firstNonFinite = r;
       continue;
     }
