@@ -359,6 +359,7 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
     .action(async (opts) => {
       const cfg = configFrom(opts);
+      checkOutputFile(opts.out, '--out');
       const { parseSince, writeReport } = await import('./report.js');
       const { Store } = await import('../store/store.js');
       let since: Date;
@@ -443,6 +444,7 @@ export function buildProgram(): Command {
       .option('--agent <name>', "one agent's gaps (default: all agents)")
       .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest'),
   ).action(async (opts) => {
+    checkOutputFile(opts.out, '--out');
     const { exportGapsCommand, parsePeriod } = await import('./gaps.js');
     await exportGapsCommand(configFrom(opts), {
       out: opts.out,

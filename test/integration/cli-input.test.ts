@@ -67,6 +67,11 @@ describe('file arguments', () => {
     expect(out.status).toBe(2);
     expect(out.stderr).toMatch(/--out .* is a directory; give a file name/);
     expect(out.stderr).not.toMatch(STACK);
+    for (const args of [['report', '--out', dir, '--data-dir', path.join(dir, 'nodata')], ['export-gaps', '--out', dir, '--data-dir', path.join(dir, 'nodata')]]) {
+      const r = evalgap(...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toBe(`evalgap: --out ${dir} is a directory; give a file name\n`);
+    }
   });
 
   it('non-UTF-8 eval sets and score input are read with a warning: how many invalid sequences, on which lines', () => {
