@@ -111,6 +111,7 @@ export class MonitorRunner {
 
   /** Join the election, start the outbox and the dispatcher, and poll for closed windows. */
   async start(opts: { dispatch?: boolean; elect?: boolean } = {}): Promise<void> {
+    await this.restoreFiring();
     await this.outbox.start();
     if (opts.dispatch !== false) await this.dispatcher.start();
     if (opts.elect !== false) await this.election.start();
@@ -268,8 +269,27 @@ export class MonitorRunner {
       this.metrics.statistic.set(l, fin(f.statistic));
       this.metrics.threshold.set(l, fin(f.threshold));
     }
+    this.setFiring(log);
+  }
+
+  /** evalgap_alerts_firing from a notification log (it holds the firing alerts only). */
+  private setFiring(log: NotificationLog): void {
     this.metrics.firing.reset();
     for (const key of Object.keys(log)) this.metrics.firing.inc({ rule: key.split('|')[0] });
+  }
+
+  /**
+   * At start, the firing gauge from the durable checkpoint: the alerts still firing when the last
+   * window was evaluated (before, a restarted monitor showed none until its next evaluation).
+   */
+  private async restoreFiring(): Promise<void> {
+    const cp = await this.ms.loadCheckpoint(this.deps.config.electionGroup);
+    if (!cp) return;
+    try {
+      this.setFiring((JSON.parse(cp.state) as RunnerState).log ?? {});
+    } catch (e) {
+      this.deps.logger.warn({ err: e }, 'the monitor checkpoint could not be read; evalgap_alerts_firing starts empty');
+    }
   }
 
   /** Fill in example queries per cluster. */

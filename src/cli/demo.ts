@@ -115,7 +115,7 @@ async function fitAndDeploy(ctx: DemoContext): Promise<void> {
   const modelDir = path.join(ctx.dir, 'models', fit.draft.version);
   const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);
   ctx.models.push(manifest);
-  deployModel(modelDir, ctx.current);
+  deployModel(modelDir, ctx.current, { expectEmbedding: { model: ctx.embedder.modelName, checksum: ctx.embedder.modelChecksum, precision: ctx.embedder.precision } });
   const rel = (p: string) => path.relative(process.cwd(), p);
   say(`   evalgap fit ${rel(evalFile)} --out ${rel(modelDir)}`);
   say(`   evalgap deploy ${rel(modelDir)} --current ${rel(ctx.current)}\n`);
@@ -243,7 +243,7 @@ async function refitAndRedeploy(ctx: DemoContext): Promise<void> {
   ctx.models.push(m);
   say(`   ${base.manifest.version} (${base.cases.length} cases) + ${merged.added} new → ${m.version} (${m.evalSet.uniqueCases} cases, k=${m.params.k})`);
   const t0 = Date.now();
-  deployModel(modelDir, ctx.current);
+  deployModel(modelDir, ctx.current, { expectEmbedding: { model: ctx.embedder.modelName, checksum: ctx.embedder.modelChecksum, precision: ctx.embedder.precision } });
   while (ctx.running!.model.current().version !== m.version && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
   const now = ctx.running!.model.current().version;
   if (now !== m.version) throw new Error(`the consumer did not switch to ${m.version} (still ${now})`);

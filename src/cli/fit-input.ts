@@ -9,13 +9,18 @@ import { detectFormat, EvalSetError, parseEvalSet, type EvalCase } from '../cove
 import { addFitOptions, mergeCases } from '../coverage/extend.js';
 import type { FitOptions } from '../coverage/fit.js';
 import { loadCoverageModel, type Manifest } from '../coverage/model.js';
+import { escapeControl } from './format.js';
+import { readTextInput, utf8Warning } from './input.js';
 
 /** Read and parse an eval-set file; malformed lines are printed, and refused unless allowed. */
 export function readEvalSetFile(file: string, textField: string, allowBadLines: boolean): EvalCase[] {
   if (!fs.existsSync(file)) throw new EvalSetError(`eval set ${file} does not exist`);
-  const content = fs.readFileSync(file, 'utf8');
+  const { text: content, invalid } = readTextInput(file, 'eval set');
+  const warning = utf8Warning(file, invalid);
+  if (warning) console.error(warning);
   const parsed = parseEvalSet(content, detectFormat(file, content), textField);
-  for (const e of parsed.errors.slice(0, 20)) console.error(`${file}:${e.line}: ${e.reason}`);
+  // the reasons quote the input: control bytes of a binary file are shown, not sent to the terminal
+  for (const e of parsed.errors.slice(0, 20)) console.error(escapeControl(`${file}:${e.line}: ${e.reason}`));
   if (parsed.errors.length > 20) console.error(`… and ${parsed.errors.length - 20} more malformed lines`);
   if (parsed.errors.length && !allowBadLines) {
     throw new EvalSetError(`${parsed.errors.length} malformed line(s) in ${file}; fix them or pass --allow-bad-lines`);

@@ -1,8 +1,21 @@
 /** Plain-text tables and summaries for the terminal. */
 import type { Manifest } from '../coverage/model.js';
 
+const SHORT_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Text made safe to print on a terminal: C0 control characters, DEL and C1 control characters
+ * (which include ESC and CSI, the start of escape sequences that move the cursor, rewrite the
+ * screen or set the window title) are shown visibly as \n, \r, \t or \xHH instead of sent as is.
+ */
+export function escapeControl(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => SHORT_ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** A plain-text table; every cell is passed through `escapeControl` (stored text is untrusted). */
 export function table(headers: string[], rows: (string | number)[][], maxWidth = 60): string {
-  const cells = [headers, ...rows.map((r) => r.map((c) => String(c)))].map((r) =>
+  const cells = [headers, ...rows.map((r) => r.map((c) => String(c)))].map((r) => r.map(escapeControl)).map((r) =>
     r.map((c) => (c.length > maxWidth ? c.slice(0, maxWidth - 1) + '…' : c)),
   );
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
@@ -50,7 +63,7 @@ export function modelSummary(m: Manifest): string {
         ]
       : []),
     '',
-  ];
+  ].map(escapeControl);
   const rows = [...m.clusters]
     .sort((a, b) => b.size - a.size)
     .map((cl) => [

@@ -7,7 +7,7 @@ import { discoverGaps, exportGapCases, type GapReport } from '../gaps/run.js';
 import type { StoreReader } from '../store/gaps.js';
 import { findRunningInstance, RemoteReader } from '../store/http-query.js';
 import { Store } from '../store/store.js';
-import { pct, table } from './format.js';
+import { escapeControl, pct, table } from './format.js';
 import { UserError } from './errors.js';
 
 export interface OpenedReader {
@@ -24,13 +24,17 @@ const LOCKED = /Cannot lock file|already running|Failed to create connection/i;
  * `evalgap run`, that instance's read-only POST /query.
  */
 export async function openReader(cfg: Config, opts: { readOnly?: boolean } = {}): Promise<OpenedReader> {
+  // a running evalgap run that advertises its endpoint holds the folder: go to it directly (opening
+  // the folder would fail, and the engine prints its raw lock error on stderr before any fallback)
+  const advertised = cfg.clickhouse.url ? null : findRunningInstance(cfg.clickhouse.path);
   try {
+    if (advertised) throw new Error('Cannot lock file: held by a running evalgap run');
     const store = await Store.open(cfg.clickhouse);
     const reader: StoreReader = opts.readOnly ? readOnlyView(store) : store;
     return { reader, note: null, close: () => store.close() };
   } catch (e) {
     if (cfg.clickhouse.url || !LOCKED.test(String((e as Error).message) + String((e as { cause?: Error }).cause?.message ?? ''))) throw e;
-    const run = findRunningInstance(cfg.clickhouse.path);
+    const run = advertised ?? findRunningInstance(cfg.clickhouse.path);
     if (!run) {
       throw new UserError(
         `the data folder ${cfg.clickhouse.path} is locked by another process, and no running evalgap run advertises a query port there ` +
@@ -58,6 +62,37 @@ function readOnlyView(store: Store): StoreReader {
       return rs.json<T>();
     },
   };
+}
+
+const DURATION = /^(\d+(?:\.\d+)?)\s*([mhdw])$/;
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * A `--since`/`--until` value: a duration back from `now` (30m, 12h, 7d, 2w) or an ISO-8601 date
+ * or date-time (2024-05-01, 2024-05-01T12:00, 2024-05-01T12:00:00+02:00; without a zone: UTC).
+ */
+export function parseTimeArg(v: string, flag: string, now = new Date()): Date {
+  const s = v.trim();
+  const m = DURATION.exec(s);
+  if (m && Number(m[1]) > 0) {
+    return new Date(now.getTime() - Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w']);
+  }
+  const iso = ISO_DATE.exec(s);
+  if (iso) {
+    const d = new Date(s.length === 10 || iso[1] ? s : `${s.replace(' ', 'T')}Z`);
+    if (!Number.isNaN(d.getTime())) return d;
+  }
+  throw new InvalidArgumentError(`${flag} expects a duration back from now (7d, 24h, 90m, 2w) or an ISO-8601 date (2024-05-01, 2024-05-01T12:00Z); got "${v}"`);
+}
+
+/** The period of `--since`/`--until` (until defaults to now); since must come before until. */
+export function parsePeriod(since: string, until: string | undefined, now = new Date()): { since: Date; until: Date } {
+  const u = until === undefined ? now : parseTimeArg(until, '--until', now);
+  const from = parseTimeArg(since, '--since', now);
+  if (from.getTime() >= u.getTime()) {
+    throw new InvalidArgumentError(`--since (${from.toISOString()}) must be before --until (${u.toISOString()})`);
+  }
+  return { since: from, until: u };
 }
 
 const day = (iso: string | number) => new Date(iso).toISOString().slice(0, 16).replace('T', ' ');
@@ -104,14 +139,15 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
     );
     for (const g of listed) {
       out.push('');
-      out.push(`${g.rank}. ${g.gapId}  ${g.label}  (first seen ${day(g.firstSeen)}, last ${day(g.lastSeen)})`);
-      for (const e of g.examples.slice(0, examples)) out.push(`     - ${e.length > 100 ? e.slice(0, 99) + '…' : e}`);
+      // labels and examples are stored production text: control characters are shown, not sent
+      out.push(escapeControl(`${g.rank}. ${g.gapId}  ${g.label}  (first seen ${day(g.firstSeen)}, last ${day(g.lastSeen)})`));
+      for (const e of g.examples.slice(0, examples)) out.push(`     - ${escapeControl(e.length > 100 ? e.slice(0, 99) + '…' : e)}`);
     }
     if (open.length > listed.length) out.push('', `… and ${open.length - listed.length} more gap(s)`);
   } else out.push('no coverage gaps found in this period');
   if (closed.length) {
     out.push('');
-    out.push(`closed since the last run: ${closed.map((g) => `${g.gapId} (${g.label})`).join(', ')}`);
+    out.push(escapeControl(`closed since the last run: ${closed.map((g) => `${g.gapId} (${g.label})`).join(', ')}`));
   }
   const flagged = r.underTested.filter((u) => u.reasons.length);
   if (flagged.length) {
@@ -160,13 +196,14 @@ export function reportJson(r: GapReport): unknown {
 
 export async function gapsCommand(
   cfg: Config,
-  opts: { since: number; agent?: string; format: 'table' | 'json'; modelVersion: string; store: boolean; examples: number },
+  opts: { since: Date; until: Date; agent?: string; format: 'table' | 'json'; modelVersion: string; store: boolean; examples: number },
 ): Promise<void> {
   const o = await openReader(cfg);
   try {
     if (o.note) console.error(o.note + '; the result is printed, not stored');
     const r = await discoverGaps(o.reader, {
-      since: Date.now() - opts.since,
+      since: opts.since,
+      now: opts.until,
       agent: opts.agent,
       modelVersion: opts.modelVersion,
       write: opts.store && !o.note,
@@ -180,14 +217,15 @@ export async function gapsCommand(
 
 export async function exportGapsCommand(
   cfg: Config,
-  opts: { out: string; perGap: number; budget?: number; agent?: string; since: number; modelVersion: string },
+  opts: { out: string; perGap: number; budget?: number; agent?: string; since: Date; until: Date; modelVersion: string },
 ): Promise<void> {
   const o = await openReader(cfg);
   try {
     if (o.note) console.error(o.note);
     // a fresh discovery first, stored when the store is writable, so the export reflects the period
     const r = await discoverGaps(o.reader, {
-      since: Date.now() - opts.since,
+      since: opts.since,
+      now: opts.until,
       agent: opts.agent,
       modelVersion: opts.modelVersion,
       write: !o.note,

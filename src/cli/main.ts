@@ -10,11 +10,12 @@ import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../
 import { EvalSetError } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
-import { ModelNotInstalledError } from '../embed/embedder.js';
+import { installedEmbedding, ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
-import { modelSummary } from './format.js';
+import { escapeControl, modelSummary } from './format.js';
+import { checkInputFile, checkOutputFile, readTextInput, utf8Warning } from './input.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
 
@@ -157,22 +158,27 @@ export function buildProgram(): Command {
       const { CoverageAssigner } = await import('../coverage/model.js');
       const { parseQueryLine, scoreQueries } = await import('../coverage/score.js');
       if (file !== '-' && !fs.existsSync(file)) throw new EvalSetError(`queries file ${file} does not exist`);
+      checkInputFile(file, 'queries file');
+      if (opts.out) checkOutputFile(opts.out, '--out');
       const model = loadCoverageModel(opts.model);
       const embedder = await loadThreadedEmbedder(cfg.embed);
       if (embedder.modelChecksum !== model.manifest.embedding.checksum) {
         await embedder.close();
         loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision } });
       }
-      const content = fs.readFileSync(file === '-' ? 0 : file, 'utf8').replace(/^\uFEFF/, '');
+      const name = file === '-' ? 'stdin' : file;
+      const { text: content, invalid } = readTextInput(file, 'queries file');
+      const warning = utf8Warning(name, invalid);
+      if (warning) console.error(warning);
       const items = content
         .split(/\r?\n/)
         .map((raw, i) => (raw.trim() ? parseQueryLine(raw, i + 1, opts.textField) : null))
         .filter((x) => x !== null);
       const out = opts.out ? fs.openSync(opts.out, 'w') : 1;
-      const name = file === '-' ? 'stdin' : file;
       const res = await scoreQueries(items, embedder, new CoverageAssigner(model), (r) => {
         fs.writeSync(out, JSON.stringify(r) + '\n');
-        if ('error' in r) console.error(`${name}:${r.line}: ${r.error}`);
+        // the reasons quote the input: control bytes of a binary file are shown, not sent to the terminal
+        if ('error' in r) console.error(escapeControl(`${name}:${r.line}: ${r.error}`));
       }).finally(() => embedder.close());
       if (opts.out) fs.closeSync(out);
       console.error(
@@ -302,7 +308,7 @@ export function buildProgram(): Command {
     .option('--secret-env <name>', 'environment variable holding the secret')
     .option('--secret-file <file>', 'file holding the secret')
     .action(async (opts) => {
-      const secret = opts.secret ?? (opts.secretEnv ? process.env[opts.secretEnv] : undefined) ?? (opts.secretFile ? fs.readFileSync(opts.secretFile, 'utf8').trim() : undefined);
+      const secret = opts.secret ?? (opts.secretEnv ? process.env[opts.secretEnv] : undefined) ?? (opts.secretFile ? (checkInputFile(opts.secretFile, '--secret-file'), fs.readFileSync(opts.secretFile, 'utf8').trim()) : undefined);
       if (!secret || !isValidSecret(secret)) throw new InvalidArgumentError('give the webhook secret (whsec_… base64) with --secret, --secret-env or --secret-file');
       const { WebhookReceiver } = await import('../alert/receiver.js');
       const r = new WebhookReceiver({
@@ -310,11 +316,12 @@ export function buildProgram(): Command {
         onAlert: (x) => {
           const b = x.body as { kind?: string; alert?: { rule?: string; agent?: string; status?: string; summary?: string; clusters?: { label?: string; examples?: string[] }[] }; text?: string };
           const a = b.alert;
-          console.log(`${new Date().toISOString()}  ${x.id}  verified`);
+          // what a sender put in the alert is shown with its control characters escaped
+          console.log(escapeControl(`${new Date().toISOString()}  ${x.id}  verified`));
           if (a) {
-            console.log(`  ${String(b.kind).toUpperCase()} ${a.rule} agent=${a.agent}: ${a.summary}`);
-            for (const c of a.clusters ?? []) console.log(`    ${c.label ?? ''}: ${(c.examples ?? []).map((e) => JSON.stringify(e)).join(', ')}`);
-          } else if (b.text) console.log(`  ${b.text}`);
+            console.log(escapeControl(`  ${String(b.kind).toUpperCase()} ${a.rule} agent=${a.agent}: ${a.summary}`));
+            for (const c of a.clusters ?? []) console.log(escapeControl(`    ${c.label ?? ''}: ${(c.examples ?? []).map((e) => JSON.stringify(e)).join(', ')}`));
+          } else if (b.text) console.log(escapeControl(`  ${b.text}`));
         },
       });
       await r.start(opts.port);
@@ -329,14 +336,15 @@ export function buildProgram(): Command {
 
   program
     .command('deploy')
-    .description('make a coverage model the current one: atomically repoint the symlink a running evalgap run watches')
+    .description('make a coverage model the current one: check it as evalgap run would (checksums, values, embedding model), then atomically repoint the symlink a running evalgap run watches')
     .argument('<model>', 'coverage model folder (from evalgap fit)')
     .option('--current <path>', 'the symlink to repoint (default: <models dir>/coverage/current)')
     .action(async (dir: string, opts) => {
       const cfg = configFrom(opts);
       const { deployModel } = await import('../ingest/model-watch.js');
       const current = opts.current ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
-      const version = deployModel(dir, current);
+      // the checks evalgap run applies before it swaps a model in, including the embedding model's
+      const version = deployModel(dir, current, { expectEmbedding: installedEmbedding(cfg.embed) });
       console.log(`${current} → ${dir} (${version}); a running evalgap run --model ${current} switches to it between batches`);
     });
 
@@ -351,6 +359,7 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
     .action(async (opts) => {
       const cfg = configFrom(opts);
+      checkOutputFile(opts.out, '--out');
       const { parseSince, writeReport } = await import('./report.js');
       const { Store } = await import('../store/store.js');
       let since: Date;
@@ -383,7 +392,10 @@ export function buildProgram(): Command {
     .action(async (file: string, opts) => {
       const cfg = configFrom(opts);
       const { createKafka, produceJson } = await import('../ingest/kafka.js');
-      const lines = fs.readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim());
+      const { text, invalid } = readTextInput(file, 'request log file');
+      const warning = utf8Warning(file, invalid);
+      if (warning) console.error(warning);
+      const lines = text.split(/\r?\n/).filter((l) => l.trim());
       const kafka = createKafka(cfg.kafka);
       const producer = kafka.producer();
       await producer.connect();
@@ -396,22 +408,22 @@ export function buildProgram(): Command {
     c
       .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
       .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)');
-  const durationArg = (v: string) => (parseDuration(v), v);
 
   storeOptions(
     program
       .command('gaps')
       .description('group the uncovered traffic of a period into coverage gaps, ranked by priority (volume × risk), and store them')
-      .option('--since <duration>', 'period to look back: 7d, 24h, 90m, 2w', durationArg, '7d')
+      .option('--since <when>', 'start of the period: a duration back from now (7d, 24h, 90m, 2w) or an ISO-8601 date (2024-05-01, 2024-05-01T12:00Z; no zone: UTC)', '7d')
+      .option('--until <when>', 'end of the period, as --since (default: now); e.g. for replayed or backfilled traffic')
       .option('--agent <name>', "one agent's traffic (default: all agents)")
       .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
       .option('--model-version <v>', "rows scored by this coverage model: latest (the period's latest request's), all, or a version", 'latest')
       .option('--examples <n>', 'examples printed per gap', intArg('--examples', 0), 3)
       .option('--no-store', 'print only; do not write coverage_gaps / gap_members'),
   ).action(async (opts) => {
-    const { gapsCommand } = await import('./gaps.js');
+    const { gapsCommand, parsePeriod } = await import('./gaps.js');
     await gapsCommand(configFrom(opts), {
-      since: parseDuration(opts.since),
+      ...parsePeriod(opts.since, opts.until),
       agent: opts.agent,
       format: opts.format,
       modelVersion: opts.modelVersion,
@@ -427,17 +439,19 @@ export function buildProgram(): Command {
       .requiredOption('--out <file>', 'JSONL file to write')
       .option('--per-gap <n>', 'cases per gap at most (≤ 25, the examples kept per gap)', intArg('--per-gap', 1), 10)
       .option('--budget <n>', 'cases in all at most, shared across gaps by priority', intArg('--budget', 1))
-      .option('--since <duration>', 'period to look back', durationArg, '7d')
+      .option('--since <when>', 'start of the period: a duration back from now (7d, 24h) or an ISO-8601 date (no zone: UTC)', '7d')
+      .option('--until <when>', 'end of the period, as --since (default: now)')
       .option('--agent <name>', "one agent's gaps (default: all agents)")
       .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest'),
   ).action(async (opts) => {
-    const { exportGapsCommand } = await import('./gaps.js');
+    checkOutputFile(opts.out, '--out');
+    const { exportGapsCommand, parsePeriod } = await import('./gaps.js');
     await exportGapsCommand(configFrom(opts), {
       out: opts.out,
       perGap: opts.perGap,
       budget: opts.budget,
       agent: opts.agent,
-      since: parseDuration(opts.since),
+      ...parsePeriod(opts.since, opts.until),
       modelVersion: opts.modelVersion,
     });
   });
@@ -469,6 +483,15 @@ export function buildProgram(): Command {
   return program;
 }
 
+const FILE_ERRORS: Record<string, string> = {
+  EISDIR: 'is a directory; give a file',
+  ENOTDIR: 'a part of the path is not a directory',
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EEXIST: 'already exists',
+};
+
 const KNOWN_ERRORS = [UserError, ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
 
 export async function main(argv = process.argv): Promise<void> {
@@ -481,6 +504,13 @@ export async function main(argv = process.argv): Promise<void> {
     }
     if (KNOWN_ERRORS.some((k) => e instanceof k)) {
       console.error(`evalgap: ${(e as Error).message}`);
+      process.exitCode = 2;
+      return;
+    }
+    // a path the user gave that cannot be read or written (a directory, a missing folder, no permission)
+    const fsErr = e as NodeJS.ErrnoException;
+    if (fsErr?.path && fsErr.code && FILE_ERRORS[fsErr.code]) {
+      console.error(`evalgap: ${fsErr.path}: ${FILE_ERRORS[fsErr.code]}`);
       process.exitCode = 2;
       return;
     }

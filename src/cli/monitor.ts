@@ -15,6 +15,7 @@ import { runBacktest } from '../alert/backtest.js';
 import { evalMismatch, formatMismatch } from '../alert/status.js';
 import { MonitorStore } from '../store/monitor.js';
 import { Store } from '../store/store.js';
+import { escapeControl } from './format.js';
 import { createEvaluator } from '../monitor/index.js';
 import { evalgapPayload } from '../alert/payload.js';
 
@@ -153,7 +154,8 @@ export async function monitorStatus(cfg: Config, modelDir: string, days = 7): Pr
     const lines = [`coverage model ${model.manifest.version}`, formatMismatch(mm, from.toISOString()), ''];
     lines.push(firing.length ? `firing alerts (${firing.length}):` : 'no alert is firing');
     for (const a of firing) {
-      lines.push(`  ${a.id}  ${a.severity}  ${a.rule}  agent=${a.agent}${a.cluster === null ? '' : ` cluster=${a.cluster}`}  since ${a.onset}\n    ${a.summary}`);
+      lines.push(escapeControl(`  ${a.id}  ${a.severity}  ${a.rule}  agent=${a.agent}${a.cluster === null ? '' : ` cluster=${a.cluster}`}  since ${a.onset}`));
+      lines.push(`    ${escapeControl(a.summary)}`);
     }
     return lines.join('\n');
   } finally {

@@ -5,6 +5,7 @@ import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
 import { clusterRows, ModelWatcher } from '../ingest/model-watch.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
+import { createIngestMetrics } from '../ingest/metrics.js';
 import { Store } from '../store/store.js';
 import { advertiseQueryEndpoint, queryEndpoint } from '../store/http-query.js';
 import { scheduleDiscovery, type DiscoverySchedule } from '../gaps/schedule.js';
@@ -48,12 +49,15 @@ export async function startRun(
     await embedder.close();
     throw new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
   });
+  const ingestOpts = ingestOptionsFrom(cfg, ingestOver);
+  const metrics = createIngestMetrics(ingestOpts.metricsPort >= 0);
   let model: ModelWatcher;
   try {
     model = new ModelWatcher(modelPath, {
       expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision },
       logger,
       pollMs: modelPollMs,
+      metrics,
       // a new model's clusters are registered before any row it scores is stored
       beforeSwap: (next) => store.registerClusters(clusterRows(next)),
     });
@@ -64,7 +68,7 @@ export async function startRun(
   }
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);
   const queries = queryEndpoint(cfg.clickhouse);
-  const service = new IngestService({ kafka, store, embedder, assigner: model, logger, queries }, ingestOptionsFrom(cfg, ingestOver));
+  const service = new IngestService({ kafka, store, embedder, assigner: model, logger, queries, metrics }, ingestOpts);
   try {
     await service.start();
   } catch (e) {

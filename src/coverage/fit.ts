@@ -17,6 +17,7 @@ import { calibrationScoresInWorkers } from './calibrate-thread.js';
 import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
 import { quantile } from './vec.js';
+import { modelVersion } from './version.js';
 import { BAND_LEVELS, bandEdges, bandShares, leaveRegionOutMargins, sampleByRegion } from './bands.js';
 
 export interface FitOptions {
@@ -129,13 +130,6 @@ interface TagRegion {
   calibrationCases: number;
   expectedRate: number;
   expectedRateInterval: [number, number];
-}
-
-/** Hash of the tags of the cases (they change the manifest, so they are part of the model version). */
-function tagsHash(cases: readonly EvalCase[]): string {
-  const h = createHash('sha256');
-  for (const c of cases) h.update(JSON.stringify(c.tags) + '\n');
-  return h.digest('hex');
 }
 
 export interface EmbeddingInfo {
@@ -339,14 +333,16 @@ export function buildCoverageModel(
     restarts: opts.restarts,
     ...params,
   };
-  const version =
-    'cm-' +
-    createHash('sha256')
-      .update(
-        JSON.stringify([evalHash, tagsHash(unique), emb.checksum, paramsAll, opts.targetRate, opts.nearDuplicateCosine, opts.minClusterCases, regions]),
-      )
-      .digest('hex')
-      .slice(0, 12);
+  const version = modelVersion({
+    evalSetSha256: evalHash,
+    tags: unique.map((c) => c.tags),
+    embeddingChecksum: emb.checksum,
+    params: paramsAll,
+    targetRate: opts.targetRate,
+    nearDuplicateCosine: opts.nearDuplicateCosine,
+    minClusterCases: opts.minClusterCases,
+    regions,
+  });
   const draft: ManifestDraft = {
     format: MODEL_FORMAT,
     formatVersion: MODEL_FORMAT_VERSION,

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { nearestRow, tagCentroids } from './calibrate.js';
 import { CoverageIndex, type AssignResult } from './index.js';
 import { BANDS, bandOf } from './bands.js';
+import { modelValueProblems } from './model-check.js';
 
 export const MODEL_FORMAT = 'evalgap.coverage-model';
 export const MODEL_FORMAT_VERSION = 2;
@@ -226,7 +227,13 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
     .split('\n')
     .filter(Boolean)
     .map((l, i) => {
-      const c = CaseLineSchema.safeParse(JSON.parse(l));
+      let json: unknown;
+      try {
+        json = JSON.parse(l);
+      } catch {
+        throw new ModelLoadError(`coverage model ${dir}: cases.jsonl line ${i + 1} is not JSON`);
+      }
+      const c = CaseLineSchema.safeParse(json);
       if (!c.success) throw new ModelLoadError(`coverage model ${dir}: cases.jsonl line ${i + 1} is not a case (${c.error.issues[0]?.message})`);
       return c.data;
     });
@@ -248,7 +255,14 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
           : ''),
     );
   }
-  return { manifest, centroids, embeddings, labels, cases };
+  const model = { manifest, centroids, embeddings, labels, cases };
+  const problems = modelValueProblems(model);
+  if (problems.length) {
+    throw new ModelLoadError(
+      `coverage model ${dir} (${manifest.version}) holds values no fit produces; refused:\n` + problems.map((p) => `  - ${p}`).join('\n'),
+    );
+  }
+  return model;
 }
 
 /** A loaded model ready to assign query embeddings. */

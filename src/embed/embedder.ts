@@ -71,6 +71,19 @@ export function modelFile(modelsDir: string, model: string, precision: Precision
   return path.join(modelsDir, model, 'onnx', `model_${precision}.onnx`);
 }
 
+/**
+ * The installed embedding model's identity (name, sha256 of its ONNX graph, precision) without
+ * loading it: what a coverage model must have been fitted with (`evalgap deploy` checks it as
+ * `evalgap run` does).
+ */
+export function installedEmbedding(opts: Pick<EmbedderOptions, 'modelsDir' | 'model' | 'precision'>): { model: string; checksum: string; precision: Precision } {
+  const onnx = modelFile(opts.modelsDir, opts.model, opts.precision);
+  if (!fs.existsSync(onnx)) {
+    throw new ModelNotInstalledError(`embedding model "${opts.model}" (${opts.precision}) is not installed in ${opts.modelsDir} (run: npm run setup)`);
+  }
+  return { model: opts.model, checksum: fileChecksum(onnx), precision: opts.precision };
+}
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
   const onnx = modelFile(opts.modelsDir, opts.model, opts.precision);

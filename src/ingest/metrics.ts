@@ -37,6 +37,16 @@ export function createIngestMetrics(defaultMetrics = true) {
     }),
     lag: new Gauge({ name: 'evalgap_consumer_lag', help: 'messages behind the partition high watermark', labelNames: ['topic', 'partition'], registers: [registry] }),
     paused: new Gauge({ name: 'evalgap_partitions_paused', help: 'partitions paused for back-pressure (store down)', registers: [registry] }),
+    modelRefused: new Counter({
+      name: 'evalgap_coverage_model_refused_total',
+      help: 'newly deployed coverage models refused on hot reload (the model in use was kept)',
+      registers: [registry],
+    }),
+    modelRefusedNow: new Gauge({
+      name: 'evalgap_coverage_model_refused',
+      help: '1 while the model --model points at is refused and the previous one is still in use, else 0',
+      registers: [registry],
+    }),
   };
   return m;
 }

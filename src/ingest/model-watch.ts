@@ -8,13 +8,16 @@
  * the store, and only then swaps it in. The ingest service reads `current()` once per batch, so a
  * batch is scored by one model and every row carries the version that scored it; no message is
  * held back or lost by a swap. A model that fails to load (corrupt, another embedding model, a
- * half-written folder) is refused with a log line, and the one in use is kept.
+ * half-written folder, values no fit produces: src/coverage/model-check.ts) is refused with one
+ * log line and the metrics evalgap_coverage_model_refused_total / evalgap_coverage_model_refused,
+ * and the one in use is kept.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { CoverageAssigner, loadCoverageModel, ModelLoadError, type LoadOptions } from '../coverage/model.js';
 import type { ClusterRow } from '../store/store.js';
+import type { IngestMetrics } from './metrics.js';
 
 /** Where the ingest service gets the assigner of the next batch from. */
 export interface AssignerSource {
@@ -50,6 +53,8 @@ export interface ModelWatchOptions extends LoadOptions {
   onSwap?: (next: CoverageAssigner, prev: CoverageAssigner) => void;
   /** periodic check, ms (default 5000) */
   pollMs?: number;
+  /** counted when a new model is refused */
+  metrics?: Pick<IngestMetrics, 'modelRefused' | 'modelRefusedNow'>;
 }
 
 export type CheckResult = 'unchanged' | 'swapped' | 'same-version' | 'refused';
@@ -150,7 +155,14 @@ export class ModelWatcher implements AssignerSource {
     } catch (e) {
       return this.refuse(`cannot resolve ${this.modelPath}`, (e as Error).message);
     }
-    if (fp === this.fingerprint) return 'unchanged';
+    if (fp === this.fingerprint) {
+      if (this.refused) {
+        // pointed back at the model in use: nothing is refused any more
+        this.refused = '';
+        this.opts.metrics?.modelRefusedNow.set(0);
+      }
+      return 'unchanged';
+    }
     if (fp === this.refused) return 'refused'; // the same bad model: not loaded again until it changes
     let next: CoverageAssigner;
     const t = performance.now();
@@ -163,6 +175,8 @@ export class ModelWatcher implements AssignerSource {
     const movedDir = fp.split('|')[0] !== this.fingerprint.split('|')[0];
     if (next.version === prev.version) {
       this.fingerprint = fp;
+      this.refused = '';
+      this.opts.metrics?.modelRefusedNow.set(0);
       if (movedDir) this.rewatch();
       return 'same-version';
     }
@@ -175,6 +189,7 @@ export class ModelWatcher implements AssignerSource {
     this.assigner = next;
     this.fingerprint = fp;
     this.refused = '';
+    this.opts.metrics?.modelRefusedNow.set(0);
     this.swaps++;
     if (movedDir) this.rewatch();
     log.info(
@@ -188,6 +203,8 @@ export class ModelWatcher implements AssignerSource {
   private refuse(key: string, reason: string, dir?: string): CheckResult {
     if (key !== this.refused) {
       this.refused = key;
+      this.opts.metrics?.modelRefused.inc();
+      this.opts.metrics?.modelRefusedNow.set(1);
       this.opts.logger.error(
         { path: this.modelPath, dir, reason, keeping: this.assigner.version },
         'new coverage model refused; keeping the one in use',
@@ -206,10 +223,13 @@ export class ModelWatcher implements AssignerSource {
 
 /**
  * Deploy a model: point `current` (a symlink) at `modelDir`, atomically (a new symlink renamed
- * over the old one), after checking that the model loads. Returns the model's version.
+ * over the old one), after the checks a running `evalgap run` applies before swapping it in: it
+ * loads (checksums, values), was fitted with the installed embedding model, and builds an assigner
+ * (tag regions agree with its cases). Returns the model's version.
  */
-export function deployModel(modelDir: string, current: string, opts: LoadOptions = {}): string {
+export function deployModel(modelDir: string, current: string, opts: LoadOptions & Required<Pick<LoadOptions, 'expectEmbedding'>>): string {
   const m = loadCoverageModel(modelDir, opts);
+  new CoverageAssigner(m);
   const parent = path.dirname(path.resolve(current));
   fs.mkdirSync(parent, { recursive: true });
   const st = fs.lstatSync(current, { throwIfNoEntry: false });

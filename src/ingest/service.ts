@@ -191,7 +191,14 @@ export class IngestService {
       eachBatch: (p) => this.handleBatch(p),
     });
     logger.info(
-      { topic: o.topic, group: o.group, model: assigner.version, store: maskUrl(store.location), metricsPort: this.port },
+      {
+        topic: o.topic,
+        group: o.group,
+        model: assigner.version,
+        // the embedded engine's location is its data folder, not a URL
+        ...(store.kind === 'embedded' ? { engine: 'chdb (embedded)', dataDir: store.location } : { engine: 'clickhouse server', store: maskUrl(store.location) }),
+        metricsPort: this.port,
+      },
       'evalgap run started',
     );
   }

@@ -3,11 +3,14 @@
  * coverage model in a running `evalgap run` (in-process, real broker, engine and model).
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
-import { createLogger } from '../../src/config/logger.js';
+import { loadConfig, PACKAGE_ROOT, type Config } from '../../src/config/index.js';
+import { installedEmbedding } from '../../src/embed/embedder.js';
 import { loadCoverageModel } from '../../src/coverage/model.js';
 import { produceJson } from '../../src/ingest/kafka.js';
 import { deployModel } from '../../src/ingest/model-watch.js';
@@ -17,6 +20,7 @@ import { groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } fro
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const deploy = (modelDir: string, current: string) => deployModel(modelDir, current, { expectEmbedding: installedEmbedding(loadConfig().embed) });
 
 let dir: string;
 const kafka = testKafka();
@@ -73,6 +77,9 @@ describe('evalgap fit --add', () => {
 describe('evalgap run: hot reload of a deployed model', () => {
   let running: Running | null = null;
   let cfg: Config;
+  let topic = '';
+  let group = '';
+  const logLines: string[] = [];
   afterAll(async () => running?.stop());
 
   it('swaps to a newly deployed model mid-stream: no message lost or duplicated, later rows carry the new version; a bad model is refused', async () => {
@@ -88,13 +95,17 @@ describe('evalgap run: hot reload of a deployed model', () => {
     expect(d.status, d.stderr).toBe(0);
     expect(fs.readlinkSync(current)).toBe(path.join('..', 'v1'));
 
-    const topic = uniqueName('evalgap.test.reload');
-    const group = uniqueName('g');
+    topic = uniqueName('evalgap.test.reload');
+    group = uniqueName('g');
     cfg = testConfig(path.join(dir, 'chdb'));
     cfg = { ...cfg, kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group }, ingest: { ...cfg.ingest, metricsPort: -1, maxBatchMessages: 40 } };
-    const logger = createLogger('silent');
+    const logger = pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (logLines.push(...String(c).split('\n').filter(Boolean)), cb()) }));
     running = await startRun(cfg, current, logger, { modelPollMs: 300 });
     const store = running.store;
+    // the start log names the embedded engine and its data folder (it used to say "store":"[unparseable URL]")
+    const started = logLines.map((l) => JSON.parse(l)).find((l) => l.msg === 'evalgap run started');
+    expect(started).toMatchObject({ engine: 'chdb (embedded)', dataDir: cfg.clickhouse.path });
+    expect(JSON.stringify(started)).not.toContain('unparseable');
     const producer = kafka.producer();
     await producer.connect();
     const before = sampleTraffic(120, { seed: 5, idPrefix: `${topic}-a`, surpriseShare: 0.3 });
@@ -103,7 +114,7 @@ describe('evalgap run: hot reload of a deployed model', () => {
     await produceJson(producer, topic, before.slice(0, 60));
     await waitFor(async () => (await store.query<{ n: string }>(`SELECT count() AS n FROM ${store.t('requests')} WHERE kafka_topic = {t:String}`, { t: topic }))[0].n !== '0', 60_000, 'first rows');
     const produceRest = produceJson(producer, topic, before.slice(60));
-    deployModel(v2Dir, current);
+    deploy(v2Dir, current);
     await produceRest;
     // the watcher (fs.watch or its periodic check) swaps the model in, without a restart
     await waitFor(async () => running!.model.current().version === v2, 20_000, 'the new model to be swapped in');
@@ -153,9 +164,89 @@ describe('evalgap run: hot reload of a deployed model', () => {
     expect(await running.model.check()).toBe('refused');
     expect(running.model.current().version).toBe(v2);
     // deploying a good model again is picked up
-    deployModel(path.join(dir, 'v1'), current);
+    deploy(path.join(dir, 'v1'), current);
     expect(await running.model.check()).toBe('swapped');
     expect(running.model.current().version).toBe(v1);
     await producer.disconnect();
+  }, 180_000);
+
+  it('refuses a hostile model (checksums agree, values do not) written beside it: one log line, a metric, the old model keeps assigning; deploy refuses it too', async () => {
+    if (!running) return expect.fail('the previous test did not start evalgap run');
+    const current = path.join(dir, 'coverage', 'current');
+    const inUse = running.model.current().version;
+    // a copy of v2 with NaN centroids, a label out of range and a new version id; checksums recomputed
+    const hostile = path.join(dir, 'hostile');
+    fs.cpSync(path.join(dir, 'v2'), hostile, { recursive: true });
+    const mfFile = path.join(hostile, 'manifest.json');
+    const mf = JSON.parse(fs.readFileSync(mfFile, 'utf8'));
+    const edit = (name: string, fn: (b: Buffer) => void) => {
+      const b = fs.readFileSync(path.join(hostile, name));
+      fn(b);
+      fs.writeFileSync(path.join(hostile, name), b);
+      mf.files[name].sha256 = createHash('sha256').update(b).digest('hex');
+    };
+    edit('centroids.f32', (b) => new Float32Array(b.buffer, b.byteOffset, b.length / 4).fill(NaN));
+    edit('labels.i32', (b) => b.writeInt32LE(mf.params.k + 5, 0));
+    mf.version = 'cm-0000000f00d5';
+    fs.writeFileSync(mfFile, JSON.stringify(mf, null, 2));
+
+    // evalgap deploy refuses it and leaves the symlink alone
+    const before = fs.readlinkSync(current);
+    const d = evalgap('deploy', hostile, '--current', current);
+    expect(d.status).toBe(2);
+    expect(d.stderr).toMatch(/holds values no fit produces; refused/);
+    expect(d.stderr).toMatch(/centroids\.f32: \d+ of \d+ vectors hold NaN/);
+    expect(d.stderr).toMatch(/labels\.i32: 1 of \d+ labels are outside/);
+    expect(d.stderr).toMatch(/version cm-0000000f00d5 is not the one its fit inputs give/);
+    expect(d.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(fs.readlinkSync(current)).toBe(before);
+    // and one fitted with another embedding model (here: the fp32 graph, the run uses int8), as evalgap run would
+    const otherEnv = spawnSync(process.execPath, [CLI, 'deploy', path.join(dir, 'v2'), '--current', current], {
+      encoding: 'utf8',
+      env: { ...process.env, EVALGAP_EMBED_PRECISION: 'fp32' },
+    });
+    expect(otherEnv.status).toBe(2);
+    expect(otherEnv.stderr).toMatch(/fitted with embedding model .* but the installed one is .*fitted with int8 embeddings, these are fp32/);
+    expect(fs.readlinkSync(current)).toBe(before);
+
+    // written beside the running consumer by hand (the symlink repointed): the watcher refuses it on its own
+    const metric = async () => {
+      const text = await running!.service.metrics.registry.getSingleMetricAsString('evalgap_coverage_model_refused_total');
+      return Number(/evalgap_coverage_model_refused_total (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    const refusedBefore = await metric();
+    const linesBefore = logLines.length;
+    fs.symlinkSync('../hostile', `${current}.tmp`);
+    fs.renameSync(`${current}.tmp`, current);
+    await waitFor(async () => (await metric()) === refusedBefore + 1, 30_000, 'the hostile model to be refused');
+    expect(running.model.current().version).toBe(inUse);
+    const gauge = await running.service.metrics.registry.getSingleMetricAsString('evalgap_coverage_model_refused');
+    expect(gauge).toMatch(/^evalgap_coverage_model_refused 1$/m);
+    // one log line, naming the reason and the model kept; a later check neither logs nor counts again
+    expect(await running.model.check()).toBe('refused');
+    expect(await metric()).toBe(refusedBefore + 1);
+    const lines = logLines.slice(linesBefore).map((l) => JSON.parse(l)).filter((l) => /refused/.test(l.msg));
+    expect(lines).toHaveLength(1);
+    expect(lines[0].msg).toBe('new coverage model refused; keeping the one in use');
+    expect(lines[0].keeping).toBe(inUse);
+    expect(lines[0].reason).toMatch(/vectors hold NaN/);
+
+    // the old model keeps assigning: new traffic is stored, scored by it, and not all uncovered
+    const producer = kafka.producer();
+    await producer.connect();
+    const more = sampleTraffic(60, { seed: 9, idPrefix: `${topic}-c`, surpriseShare: 0.3 });
+    await produceJson(producer, topic, more);
+    await producer.disconnect();
+    await waitFor(() => groupCaughtUp(kafka, group, topic), 90_000, 'the group to commit every offset');
+    const rows = await running.store.query<{ model_version: string; covered: number }>(
+      `SELECT model_version, covered FROM ${running.store.t('requests')} WHERE kafka_topic = {t:String} AND startsWith(request_id, {p:String})`,
+      { t: topic, p: `${topic}-c` },
+    );
+    expect(rows).toHaveLength(60);
+    expect(rows.every((r) => r.model_version === inUse)).toBe(true);
+    expect(rows.filter((r) => Number(r.covered) === 1).length).toBeGreaterThan(20);
+    // pointed back at a sound model: the gauge clears
+    deploy(path.join(dir, 'v2'), current);
+    await waitFor(async () => /^evalgap_coverage_model_refused 0$/m.test(await running!.service.metrics.registry.getSingleMetricAsString('evalgap_coverage_model_refused')), 30_000, 'the refused gauge to clear');
   }, 180_000);
 });

@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
+import { loadConfig, PACKAGE_ROOT, type Config } from '../../src/config/index.js';
+import { installedEmbedding } from '../../src/embed/embedder.js';
 import { createLogger } from '../../src/config/logger.js';
 import { DEFAULT_FIT, fitCoverageModel } from '../../src/coverage/fit.js';
 import { loadCoverageModel, saveCoverageModel } from '../../src/coverage/model.js';
@@ -57,7 +58,7 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     lap('v1 fitted');
     const v1 = saveCoverageModel(path.join(dir, 'v1'), fit.draft, fit.arrays);
     const current = path.join(dir, 'coverage', 'current');
-    deployModel(path.join(dir, 'v1'), current);
+    deployModel(path.join(dir, 'v1'), current, { expectEmbedding: installedEmbedding(loadConfig().embed) });
 
     const topic = uniqueName('evalgap.test.loop');
     const group = uniqueName('g');
@@ -108,7 +109,7 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     expect(r.status, r.stderr).toBe(0);
     const v2 = loadCoverageModel(path.join(dir, 'v2')).manifest;
     lap('v2 fitted (CLI)');
-    deployModel(path.join(dir, 'v2'), current);
+    deployModel(path.join(dir, 'v2'), current, { expectEmbedding: installedEmbedding(loadConfig().embed) });
     await waitFor(async () => running!.model.current().version === v2.version, 20_000, 'the consumer to switch to the new model');
 
     // 4. fresh queries of the same intents (the test split: never streamed, never exported)

@@ -228,6 +228,34 @@ describe('evalgap monitor (in-process, real broker, engine and model)', () => {
     }
   });
 
+  it('a restarted monitor reports the alerts still firing (evalgap_alerts_firing) before its next evaluation', async () => {
+    const store = await freshStore();
+    await storeRows(store, shifted);
+    const now = T0 + 62 * MIN; // the shift's windows are closed, the return to normal's are not yet
+    const clock = () => new Date(now);
+    const { receiver, secret } = await startReceiver();
+    const mc = monitorConfig(receiver.url, secret);
+    const firing = async (r: ReturnType<typeof makeRunner>) => (await r.metrics.firing.get()).values.map((v) => [v.labels.rule, v.value]);
+    const a = makeRunner(store, kafka, manifest, mc, clock);
+    await a.start();
+    try {
+      await waitFor(async () => receiver.received.length >= 3, 60_000, 'three firing alerts');
+      expect(await firing(a)).toEqual([['uncovered_share', 3]]);
+    } finally {
+      await a.stop();
+    }
+    // a new process: nothing new to evaluate (the clock has not moved), yet the three alerts are still firing
+    const b = makeRunner(store, kafka, manifest, mc, clock);
+    await b.start({ dispatch: false, elect: false });
+    try {
+      expect(await firing(b)).toEqual([['uncovered_share', 3]]);
+      expect((await new MonitorStore(store).firingAlerts()).length).toBe(3);
+    } finally {
+      await b.stop();
+      await receiver.stop();
+    }
+  });
+
   it('history closed before the first start is evaluated and recorded, not sent (notifyBackfill false)', async () => {
     const store = await freshStore();
     await storeRows(store, shifted);

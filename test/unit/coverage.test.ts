@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { kmeans } from 'ml-kmeans';
 import os from 'node:os';
@@ -937,6 +938,125 @@ describe('coverage model on disk', () => {
     expect(loadCoverageModel(dir, { expectEmbedding: { model: EMB.model, checksum: EMB.checksum } }).manifest.version).toBe(
       built.draft.version,
     );
+  });
+
+  describe('hostile values whose checksums agree', () => {
+    /** rewrite an array file and record its new checksum, as a hostile model would */
+    const rewrite = (dir: string, name: string, edit: (buf: Buffer) => void) => {
+      const f = path.join(dir, name);
+      const buf = fs.readFileSync(f);
+      edit(buf);
+      fs.writeFileSync(f, buf);
+      editManifest(dir, (m) => (m.files[name].sha256 = createHash('sha256').update(buf).digest('hex')));
+    };
+    const f32 = (buf: Buffer) => new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+    const i32 = (buf: Buffer) => new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+    const refused = (dir: string, why: RegExp) => {
+      expect(() => loadCoverageModel(dir)).toThrow(ModelLoadError);
+      expect(() => loadCoverageModel(dir)).toThrow(/holds values no fit produces; refused/);
+      expect(() => loadCoverageModel(dir)).toThrow(why);
+    };
+
+    it('a sound model passes every value check', () => {
+      expect(loadCoverageModel(save()).manifest.version).toBe(built.draft.version);
+    });
+
+    it('refuses NaN, infinite, zero and non-unit vectors', () => {
+      let dir = save();
+      rewrite(dir, 'centroids.f32', (b) => f32(b).fill(NaN, 0, dim));
+      refused(dir, /centroids\.f32: 1 of 3 vectors hold NaN or infinite values \(first: row 0\)/);
+      dir = save();
+      rewrite(dir, 'centroids.f32', (b) => f32(b).fill(0, dim, 2 * dim));
+      refused(dir, /centroids\.f32: 1 of 3 vectors are not unit length within 0\.001 \(first: row 1, length 0\.000/);
+      dir = save();
+      rewrite(dir, 'embeddings.f32', (b) => f32(b)[5 * dim + 3] = Infinity);
+      refused(dir, /embeddings\.f32: 1 of 30 vectors hold NaN or infinite values \(first: row 5\)/);
+      dir = save();
+      rewrite(dir, 'embeddings.f32', (b) => f32(b).forEach((v, i, a) => (a[i] = v * 2)));
+      refused(dir, /embeddings\.f32: 30 of 30 vectors are not unit length/);
+    });
+
+    it('refuses labels outside the clusters, and labels that disagree with the cluster sizes', () => {
+      let dir = save();
+      rewrite(dir, 'labels.i32', (b) => {
+        i32(b)[4] = 7;
+        i32(b)[9] = -1;
+      });
+      refused(dir, /labels\.i32: 2 of 30 labels are outside 0\.\.2 \(first: row 4 = 7\)/);
+      dir = save();
+      rewrite(dir, 'labels.i32', (b) => (i32(b)[0] = (i32(b)[0] + 1) % 3));
+      refused(dir, /clusters\[\d\]\.size is 10 but (9|11) cases carry its label/);
+    });
+
+    it('refuses thresholds and similarities outside the cosine range, and numbers that are not finite', () => {
+      let dir = save();
+      editManifest(dir, (m) => (m.calibration.threshold = 2));
+      refused(dir, /calibration\.threshold 2 is outside \[-1, 1\]/);
+      dir = save();
+      fs.writeFileSync(path.join(dir, 'manifest.json'), fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8').replace(/"threshold": -?[0-9.e-]+/, '"threshold": -1e999'));
+      refused(dir, /manifest: 1 number\(s\) are not finite \(calibration\.(tagRegions\[0\]\.)?threshold\)/);
+      dir = save();
+      editManifest(dir, (m) => {
+        if (m.calibration.tagRegions) m.calibration.tagRegions[1].threshold = -3;
+        else m.clusters[1].threshold = -3;
+      });
+      refused(dir, /(tagRegions|clusters)\[1\]\.threshold -3 is outside \[-1, 1\]/);
+      dir = save();
+      editManifest(dir, (m) => (m.clusters[2].medianSimilarity = 1.5));
+      refused(dir, /clusters\[2\]\.medianSimilarity 1\.5 is outside/);
+    });
+
+    it('refuses counts that disagree: ids, sizes, shares, tags, calibration cases, k and nprobe', () => {
+      let dir = save();
+      editManifest(dir, (m) => {
+        [m.clusters[0].id, m.clusters[1].id] = [m.clusters[1].id, m.clusters[0].id];
+      });
+      refused(dir, /clusters\[0\]\.id is 1, not 0/);
+      dir = save();
+      editManifest(dir, (m) => (m.clusters[1].share = 0.9));
+      refused(dir, /clusters\[1\]\.share 0\.9 is not size\/cases/);
+      dir = save();
+      editManifest(dir, (m) => (m.clusters[0].tags = [{ tag: 'refund', count: 99 }]));
+      refused(dir, /clusters\[0\]\.tags do not match the tags of its cases/);
+      dir = save();
+      editManifest(dir, (m) => (m.clusters[0].calibrationCases = 11));
+      refused(dir, /clusters\[0\]\.calibrationCases 11 exceeds its size 10/);
+      dir = save();
+      editManifest(dir, (m) => (m.params.nprobe = 4));
+      refused(dir, /params\.nprobe = 4 exceeds k = 3/);
+      dir = save();
+      editManifest(dir, (m) => (m.evalSet.cases = 29));
+      refused(dir, /evalSet: 30 unique cases of 29/);
+    });
+
+    it('refuses inconsistent coverage depth bands', () => {
+      let dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.inScope[0] += 0.5));
+      refused(dir, /calibration\.bands\.inScope shares sum to 1\.5/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.edges[4] = 0.1));
+      refused(dir, /calibration\.bands\.edges must not decrease/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.novelCases = 31));
+      refused(dir, /novelCases 31 exceeds the 30 cases/);
+    });
+
+    it('refuses a version id edited by hand (a copy passed off as a new model)', () => {
+      const dir = save();
+      editManifest(dir, (m) => (m.version = 'cm-000000000bad'));
+      refused(dir, new RegExp(`version cm-000000000bad is not the one its fit inputs give \\(${built.draft.version}\\)`));
+      // the same with the tags of the cases changed (cases.jsonl rewritten, its checksum recorded)
+      const dir2 = save();
+      const f = path.join(dir2, 'cases.jsonl');
+      const text = Buffer.from(fs.readFileSync(f, 'utf8').replace(/"tags":\["[a-z]+"\]/, '"tags":["zzz"]'));
+      fs.writeFileSync(f, text);
+      editManifest(dir2, (m) => (m.files['cases.jsonl'] = { sha256: createHash('sha256').update(text).digest('hex'), bytes: text.length }));
+      expect(() => loadCoverageModel(dir2)).toThrow(/is not the one its fit inputs give/);
+      // a cases file that is not JSON lines is refused as such
+      const dir3 = save();
+      rewrite(dir3, 'cases.jsonl', (b) => b.write('}', 0, 'utf8'));
+      expect(() => loadCoverageModel(dir3)).toThrow(/coverage model .* cases\.jsonl line 1 is not JSON/);
+    });
   });
 
   it('refuses to save an invalid draft and writes no manifest', () => {
