@@ -51,6 +51,7 @@ function configFrom(opts: Record<string, unknown>): ReturnType<typeof loadConfig
     clickhouse: { url: opts.clickhouseUrl as string | undefined, path: opts.dataDir as string | undefined },
     embed: { batchSize: opts.batchSize as number | undefined },
     ingest: { redactText: opts.redactText as boolean | undefined, metricsPort: opts.metricsPort as number | undefined },
+    otlp: { topic: opts.otlpTopic as string | undefined },
   };
   return loadConfig(process.env, o);
 }
@@ -202,6 +203,8 @@ export function buildProgram(): Command {
     .option('--monitor', 'also run the monitor (alerts) in this process; see evalgap monitor')
     .option('--monitor-config <file>', 'monitor config file (JSON: rules, receivers) for --monitor (EVALGAP_MONITOR_CONFIG)')
     .option('--gaps-every <duration>', 'discover and store coverage gaps (last 7 days, all agents and each agent) this often; off to disable', (v: string) => (v === 'off' ? v : (parseDuration(v), v)), '1h')
+    .addOption(new Option('--input <kind>', 'native: request logs in evalgap\'s JSON on --topic; otlp: also OpenTelemetry traces from the Collector\'s Kafka exporter (EVALGAP_OTLP_TOPIC, default otlp_spans), assembled into user turns and written to --topic').choices(['native', 'otlp']).default('native'))
+    .option('--otlp-topic <name>', 'the Collector Kafka exporter\'s trace topic for --input otlp (EVALGAP_OTLP_TOPIC, default otlp_spans)')
     .action(async (opts) => {
       const cfg = configFrom(opts);
       const { createLogger } = await import('../config/logger.js');
@@ -223,6 +226,7 @@ export function buildProgram(): Command {
       };
       running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal, modelPollMs: opts.modelPoll }, {
         gapsEveryMs: opts.gapsEvery === 'off' ? 0 : parseDuration(opts.gapsEvery),
+        input: opts.input,
       });
       if (mc) {
         const { startMonitor } = await import('./monitor.js');

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { maskUrl, redactConfig, type Config } from '../config/index.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
+import { OtlpBridge, createOtlpBridgeMetrics } from '../ingest/otlp-bridge.js';
 import { clusterRows, ModelWatcher } from '../ingest/model-watch.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { Store } from '../store/store.js';
@@ -17,6 +18,8 @@ export interface Running {
   stop: () => Promise<void>;
   /** periodic gap discovery, when `gapsEveryMs` > 0 */
   gaps?: DiscoverySchedule;
+  /** OpenTelemetry traces in, with `input: 'otlp'` */
+  otlp?: OtlpBridge;
 }
 
 /** A start-up failure with a one-line explanation (printed without a stack trace). */
@@ -37,7 +40,7 @@ export async function startRun(
   modelPath: string,
   logger: Logger,
   over: RunOptions = {},
-  extra: { gapsEveryMs?: number } = {},
+  extra: { gapsEveryMs?: number; input?: 'native' | 'otlp' } = {},
 ): Promise<Running> {
   logger.info({ config: redactConfig(cfg) }, 'starting');
   const { modelPollMs, ...ingestOver } = over;
@@ -80,6 +83,35 @@ export async function startRun(
     );
   }
   model.start();
+  let otlp: OtlpBridge | undefined;
+  if (extra.input === 'otlp') {
+    const o = ingestOptionsFrom(cfg, ingestOver);
+    otlp = new OtlpBridge(kafka, logger, {
+      sourceTopic: cfg.otlp.topic,
+      requestsTopic: o.topic,
+      dlqTopic: o.dlqTopic,
+      group: o.group,
+      encoding: cfg.otlp.encoding,
+      graceMs: cfg.otlp.graceMs,
+      maxHoldMs: cfg.otlp.maxHoldMs,
+      idleMs: cfg.otlp.idleMs,
+      escalatedAttribute: cfg.otlp.escalatedAttribute,
+      maxMessageBytes: Math.max(o.maxMessageBytes ?? 1_048_576, 4 * 1_048_576),
+      fromBeginning: o.fromBeginning,
+      sessionTimeout: o.sessionTimeout,
+    }, createOtlpBridgeMetrics(service.metrics.registry));
+    try {
+      await otlp.start();
+    } catch (e) {
+      model.close();
+      await otlp.stop().catch(() => {});
+      await service.stop().catch(() => {});
+      await queries.close().catch(() => {});
+      await store.close().catch(() => {});
+      await embedder.close();
+      throw new StartupError(`cannot start the OTLP bridge on ${cfg.otlp.topic}: ${oneLine(e)}`, { cause: e });
+    }
+  }
   // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
   const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
@@ -88,7 +120,9 @@ export async function startRun(
     store,
     model,
     gaps,
+    otlp,
     stop: async () => {
+      await otlp?.stop();
       model.close();
       await gaps?.stop();
       unadvertise();
