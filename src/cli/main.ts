@@ -13,6 +13,7 @@ import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverag
 import { ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
+import { saveAgentFile } from '../coverage/agent.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { modelSummary } from './format.js';
 import { UserError } from './errors.js';
@@ -124,6 +125,13 @@ export function buildProgram(): Command {
       progress.stop();
       const dir = opts.out ?? path.join(cfg.embed.modelsDir, 'coverage', out.draft.version);
       const manifest = saveCoverageModel(dir, out.draft, out.arrays);
+      // conversation depth and expected tool chains of the cases that give them (agent.json)
+      const agentCases = new Map<string, { turn?: number; tools?: string[] }>();
+      for (const c of input.cases) if ((c.turn !== undefined || c.tools !== undefined) && !agentCases.has(c.id)) agentCases.set(c.id, { turn: c.turn, tools: c.tools });
+      const kept = loadCoverageModel(dir).cases.filter((c) => agentCases.has(c.id)).map((c) => ({ id: c.id, ...agentCases.get(c.id)! }));
+      if (saveAgentFile(dir, manifest.version, kept)) {
+        console.log(`agent profile: ${kept.filter((c) => c.turn !== undefined).length} case(s) with a conversation depth, ${kept.filter((c) => c.tools !== undefined).length} with expected tools (agent.json)`);
+      }
       if (out.kChoice) {
         const best = out.kChoice.scores.find((s) => s.k === out.kChoice!.k);
         console.log(`k=${out.kChoice.k} chosen: ${out.kChoice.criterion}; silhouette ${best?.silhouette.toFixed(4)}`);
@@ -422,6 +430,30 @@ export function buildProgram(): Command {
       store: opts.store,
       examples: opts.examples,
     });
+  });
+
+  storeOptions(
+    program
+      .command('agent-coverage')
+      .description('conversation depth, tool chains and sessions of production traffic against what the eval set tests (its cases\' turn and tools fields)')
+      .option('--since <period>', 'start: a duration back from now (7d, 12h, 30m) or a date', '7d')
+      .option('--until <period>', 'end: a duration back from now or a date (default: now)')
+      .option('--agent <name>', "one agent's traffic (default: all agents)")
+      .option('--top <n>', 'untested tool chains listed', intArg('--top', 1), 10)
+      .option('--session <id>', "print one session's turns in order instead")
+      .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table'),
+  ).action(async (opts) => {
+    const { parseSince } = await import('./report.js');
+    const { agentCoverageCommand } = await import('./agent.js');
+    let since: Date;
+    let until: Date;
+    try {
+      since = parseSince(opts.since);
+      until = opts.until ? parseSince(opts.until) : new Date();
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message.replace('--since', '--since/--until'));
+    }
+    await agentCoverageCommand(configFrom(opts), { since, until, agent: opts.agent, format: opts.format, top: opts.top, session: opts.session });
   });
 
   storeOptions(

@@ -4,7 +4,10 @@ import { maskUrl, redactConfig, type Config } from '../config/index.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
 import { OtlpBridge, createOtlpBridgeMetrics } from '../ingest/otlp-bridge.js';
-import { clusterRows, ModelWatcher } from '../ingest/model-watch.js';
+import { clusterRows, ModelWatcher, resolveModelDir } from '../ingest/model-watch.js';
+import { loadAgentProfile } from '../coverage/agent.js';
+import type { CoverageAssigner } from '../coverage/model.js';
+import { registerAgentProfile } from '../store/agent.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { Store } from '../store/store.js';
 import { advertiseQueryEndpoint, queryEndpoint } from '../store/http-query.js';
@@ -51,6 +54,16 @@ export async function startRun(
     await embedder.close();
     throw new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
   });
+  // what the eval set tests of conversation depth and tool chains (the model's agent.json), for the
+  // views coverage_by_depth and tool_chain_coverage; a bad agent.json is reported and left out
+  const registerAgent = async (a: CoverageAssigner) => {
+    try {
+      const profile = loadAgentProfile(resolveModelDir(modelPath), a.model);
+      if (profile) await registerAgentProfile(store, profile);
+    } catch (e) {
+      logger.warn({ model: a.version, err: oneLine(e) }, 'agent profile not registered: depth and tool-chain coverage of this model are unknown');
+    }
+  };
   let model: ModelWatcher;
   try {
     model = new ModelWatcher(modelPath, {
@@ -58,8 +71,12 @@ export async function startRun(
       logger,
       pollMs: modelPollMs,
       // a new model's clusters are registered before any row it scores is stored
-      beforeSwap: (next) => store.registerClusters(clusterRows(next)),
+      beforeSwap: async (next) => {
+        await store.registerClusters(clusterRows(next));
+        await registerAgent(next);
+      },
     });
+    await registerAgent(model.current());
   } catch (e) {
     await store.close();
     await embedder.close();
