@@ -71,6 +71,8 @@ export class PartitionAssembler {
   private suppressUpTo = -1n;
   private suppressIds = new Set<string>();
   private idleIds: string[] = [];
+  /** no open trace completes before the watermark reaches this (a lower bound; a scan refreshes it) */
+  private nextDeadline = Infinity;
   /** spans dropped because their trace had been emitted already */
   lateSpans = 0;
 
@@ -114,13 +116,20 @@ export class PartitionAssembler {
       if (s.endMs > t.lastEndMs) t.lastEndMs = s.endMs;
       if (s.parentSpanId === '' && !t.root) t.root = s;
       if (s.endMs > this.watermark) this.watermark = s.endMs;
+      const d = this.deadline(t);
+      if (d < this.nextDeadline) this.nextDeadline = d;
     }
     const done: Completion[] = [];
-    for (const [id, t] of this.open) {
-      if (t.root && this.watermark >= t.root.endMs + this.opts.graceMs) done.push({ kind: 'trace', traceId: id, spans: t.spans });
-      else if (!t.root && this.watermark >= t.lastEndMs + this.opts.maxHoldMs) {
-        done.push({ kind: 'incomplete', traceId: id, spans: t.spans, reason: `no root span within ${this.opts.maxHoldMs} ms of event time` });
+    if (this.watermark >= this.nextDeadline) {
+      let next = Infinity;
+      for (const [id, t] of this.open) {
+        const d = this.deadline(t);
+        if (this.watermark < d) {
+          if (d < next) next = d;
+        } else if (t.root) done.push({ kind: 'trace', traceId: id, spans: t.spans });
+        else done.push({ kind: 'incomplete', traceId: id, spans: t.spans, reason: `no root span within ${this.opts.maxHoldMs} ms of event time` });
       }
+      this.nextDeadline = next;
     }
     const out = this.settle(done, offset <= this.suppressUpTo);
     if (offset > this.h) this.h = offset;
@@ -148,6 +157,11 @@ export class PartitionAssembler {
     for (const c of done) if (!this.suppressIds.has(c.traceId)) this.idleIds.push(c.traceId);
     if (this.open.size === 0) this.idleIds = [];
     return out;
+  }
+
+  /** The watermark at which an open trace completes (root: its end + grace) or is given up. */
+  private deadline(t: OpenTrace): number {
+    return t.root ? t.root.endMs + this.opts.graceMs : t.lastEndMs + this.opts.maxHoldMs;
   }
 
   /** Open traces (for metrics and idle checks). */
