@@ -22,6 +22,12 @@ if [ ! -f dist/.build-stamp ] || [ -n "$(find src tsconfig.json package.json -ne
 fi
 bash scripts/kafka.sh install
 bash scripts/install-model.sh
+# the OpenTelemetry Collector for the trace tests (Go modules from the module proxy; cached)
+if command -v go >/dev/null 2>&1; then
+  bash scripts/otelcol.sh install
+else
+  log "go is missing: the OpenTelemetry Collector test will be skipped (install Go 1.26+ to run it)"
+fi
 # headless Chromium for the report's browser test (Debian's package; playwright-core never downloads one)
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

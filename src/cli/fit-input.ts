@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { readAgentFile } from '../coverage/agent.js';
+import { resolveModelDir } from '../ingest/model-watch.js';
 import type { Command } from 'commander';
 import { detectFormat, EvalSetError, parseEvalSet, type EvalCase } from '../coverage/evalset.js';
 import { addFitOptions, mergeCases } from '../coverage/extend.js';
@@ -56,7 +58,12 @@ export function fitInput(file: string | undefined, opts: Record<string, unknown>
   const base = loadCoverageModel(opts.model as string);
   const addFile = opts.add as string;
   const extra = readEvalSetFile(addFile, opts.textField as string, Boolean(opts.allowBadLines));
-  const old = base.cases.map((c) => ({ id: c.id, text: c.text, tags: c.tags ?? [] }));
+  // the depth and tools of the model's own cases come along (agent.json)
+  const agentOld = new Map(readAgentFile(resolveModelDir(opts.model as string), base.manifest.version).map((e) => [e.id, e]));
+  const old = base.cases.map((c) => {
+    const a = agentOld.get(c.id);
+    return { id: c.id, text: c.text, tags: c.tags ?? [], ...(a?.turn !== undefined ? { turn: a.turn } : {}), ...(a?.tools ? { tools: a.tools } : {}) };
+  });
   const merged = mergeCases(old, extra);
   console.log(
     `extending ${base.manifest.version} (${old.length} cases) with ${addFile}: ${merged.added} new case(s)` +

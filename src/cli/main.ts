@@ -13,6 +13,7 @@ import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverag
 import { installedEmbedding, ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
+import { saveAgentFile } from '../coverage/agent.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { escapeControl, modelSummary } from './format.js';
 import { checkInputFile, checkOutputFile, readTextInput, utf8Warning } from './input.js';
@@ -52,6 +53,7 @@ function configFrom(opts: Record<string, unknown>): ReturnType<typeof loadConfig
     clickhouse: { url: opts.clickhouseUrl as string | undefined, path: opts.dataDir as string | undefined },
     embed: { batchSize: opts.batchSize as number | undefined },
     ingest: { redactText: opts.redactText as boolean | undefined, metricsPort: opts.metricsPort as number | undefined },
+    otlp: { topic: opts.otlpTopic as string | undefined },
   };
   return loadConfig(process.env, o);
 }
@@ -124,6 +126,13 @@ export function buildProgram(): Command {
       progress.stop();
       const dir = opts.out ?? path.join(cfg.embed.modelsDir, 'coverage', out.draft.version);
       const manifest = saveCoverageModel(dir, out.draft, out.arrays);
+      // conversation depth and expected tool chains of the cases that give them (agent.json)
+      const agentCases = new Map<string, { turn?: number; tools?: string[] }>();
+      for (const c of input.cases) if ((c.turn !== undefined || c.tools !== undefined) && !agentCases.has(c.id)) agentCases.set(c.id, { turn: c.turn, tools: c.tools });
+      const kept = loadCoverageModel(dir).cases.filter((c) => agentCases.has(c.id)).map((c) => ({ id: c.id, ...agentCases.get(c.id)! }));
+      if (saveAgentFile(dir, manifest.version, kept)) {
+        console.log(`agent profile: ${kept.filter((c) => c.turn !== undefined).length} case(s) with a conversation depth, ${kept.filter((c) => c.tools !== undefined).length} with expected tools (agent.json)`);
+      }
       if (out.kChoice) {
         const best = out.kChoice.scores.find((s) => s.k === out.kChoice!.k);
         console.log(`k=${out.kChoice.k} chosen: ${out.kChoice.criterion}; silhouette ${best?.silhouette.toFixed(4)}`);
@@ -208,6 +217,8 @@ export function buildProgram(): Command {
     .option('--monitor', 'also run the monitor (alerts) in this process; see evalgap monitor')
     .option('--monitor-config <file>', 'monitor config file (JSON: rules, receivers) for --monitor (EVALGAP_MONITOR_CONFIG)')
     .option('--gaps-every <duration>', 'discover and store coverage gaps (last 7 days, all agents and each agent) this often; off to disable', (v: string) => (v === 'off' ? v : (parseDuration(v), v)), '1h')
+    .addOption(new Option('--input <kind>', 'native: request logs in evalgap\'s JSON on --topic; otlp: also OpenTelemetry traces from the Collector\'s Kafka exporter (EVALGAP_OTLP_TOPIC, default otlp_spans), assembled into user turns and written to --topic').choices(['native', 'otlp']).default('native'))
+    .option('--otlp-topic <name>', 'the Collector Kafka exporter\'s trace topic for --input otlp (EVALGAP_OTLP_TOPIC, default otlp_spans)')
     .action(async (opts) => {
       const cfg = configFrom(opts);
       const { createLogger } = await import('../config/logger.js');
@@ -229,6 +240,7 @@ export function buildProgram(): Command {
       };
       running = await startRun(cfg, opts.model, logger, { partitions: opts.partitions, onFatal, modelPollMs: opts.modelPoll }, {
         gapsEveryMs: opts.gapsEvery === 'off' ? 0 : parseDuration(opts.gapsEvery),
+        input: opts.input,
       });
       if (mc) {
         const { startMonitor } = await import('./monitor.js');
@@ -430,6 +442,30 @@ export function buildProgram(): Command {
       store: opts.store,
       examples: opts.examples,
     });
+  });
+
+  storeOptions(
+    program
+      .command('agent-coverage')
+      .description('conversation depth, tool chains and sessions of production traffic against what the eval set tests (its cases\' turn and tools fields)')
+      .option('--since <period>', 'start: a duration back from now (7d, 12h, 30m) or a date', '7d')
+      .option('--until <period>', 'end: a duration back from now or a date (default: now)')
+      .option('--agent <name>', "one agent's traffic (default: all agents)")
+      .option('--top <n>', 'untested tool chains listed', intArg('--top', 1), 10)
+      .option('--session <id>', "print one session's turns in order instead")
+      .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table'),
+  ).action(async (opts) => {
+    const { parseSince } = await import('./report.js');
+    const { agentCoverageCommand } = await import('./agent.js');
+    let since: Date;
+    let until: Date;
+    try {
+      since = parseSince(opts.since);
+      until = opts.until ? parseSince(opts.until) : new Date();
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message.replace('--since', '--since/--until'));
+    }
+    await agentCoverageCommand(configFrom(opts), { since, until, agent: opts.agent, format: opts.format, top: opts.top, session: opts.session });
   });
 
   storeOptions(

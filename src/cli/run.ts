@@ -3,7 +3,11 @@ import type { Logger } from 'pino';
 import { maskUrl, redactConfig, type Config } from '../config/index.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
-import { clusterRows, ModelWatcher } from '../ingest/model-watch.js';
+import { OtlpBridge, createOtlpBridgeMetrics } from '../ingest/otlp-bridge.js';
+import { clusterRows, ModelWatcher, resolveModelDir } from '../ingest/model-watch.js';
+import { loadAgentProfile } from '../coverage/agent.js';
+import type { CoverageAssigner } from '../coverage/model.js';
+import { registerAgentProfile } from '../store/agent.js';
 import { IngestService, ingestOptionsFrom, type IngestOptions } from '../ingest/service.js';
 import { createIngestMetrics } from '../ingest/metrics.js';
 import { Store } from '../store/store.js';
@@ -18,6 +22,8 @@ export interface Running {
   stop: () => Promise<void>;
   /** periodic gap discovery, when `gapsEveryMs` > 0 */
   gaps?: DiscoverySchedule;
+  /** OpenTelemetry traces in, with `input: 'otlp'` */
+  otlp?: OtlpBridge;
 }
 
 /** A start-up failure with a one-line explanation (printed without a stack trace). */
@@ -38,7 +44,7 @@ export async function startRun(
   modelPath: string,
   logger: Logger,
   over: RunOptions = {},
-  extra: { gapsEveryMs?: number } = {},
+  extra: { gapsEveryMs?: number; input?: 'native' | 'otlp' } = {},
 ): Promise<Running> {
   logger.info({ config: redactConfig(cfg) }, 'starting');
   const { modelPollMs, ...ingestOver } = over;
@@ -51,6 +57,16 @@ export async function startRun(
   });
   const ingestOpts = ingestOptionsFrom(cfg, ingestOver);
   const metrics = createIngestMetrics(ingestOpts.metricsPort >= 0);
+  // what the eval set tests of conversation depth and tool chains (the model's agent.json), for the
+  // views coverage_by_depth and tool_chain_coverage; a bad agent.json is reported and left out
+  const registerAgent = async (a: CoverageAssigner) => {
+    try {
+      const profile = loadAgentProfile(resolveModelDir(modelPath), a.model);
+      if (profile) await registerAgentProfile(store, profile);
+    } catch (e) {
+      logger.warn({ model: a.version, err: oneLine(e) }, 'agent profile not registered: depth and tool-chain coverage of this model are unknown');
+    }
+  };
   let model: ModelWatcher;
   try {
     model = new ModelWatcher(modelPath, {
@@ -59,8 +75,12 @@ export async function startRun(
       pollMs: modelPollMs,
       metrics,
       // a new model's clusters are registered before any row it scores is stored
-      beforeSwap: (next) => store.registerClusters(clusterRows(next)),
+      beforeSwap: async (next) => {
+        await store.registerClusters(clusterRows(next));
+        await registerAgent(next);
+      },
     });
+    await registerAgent(model.current());
   } catch (e) {
     await store.close();
     await embedder.close();
@@ -84,6 +104,35 @@ export async function startRun(
     );
   }
   model.start();
+  let otlp: OtlpBridge | undefined;
+  if (extra.input === 'otlp') {
+    const o = ingestOpts;
+    otlp = new OtlpBridge(kafka, logger, {
+      sourceTopic: cfg.otlp.topic,
+      requestsTopic: o.topic,
+      dlqTopic: o.dlqTopic,
+      group: o.group,
+      encoding: cfg.otlp.encoding,
+      graceMs: cfg.otlp.graceMs,
+      maxHoldMs: cfg.otlp.maxHoldMs,
+      idleMs: cfg.otlp.idleMs,
+      escalatedAttribute: cfg.otlp.escalatedAttribute,
+      maxMessageBytes: Math.max(o.maxMessageBytes ?? 1_048_576, 4 * 1_048_576),
+      fromBeginning: o.fromBeginning,
+      sessionTimeout: o.sessionTimeout,
+    }, createOtlpBridgeMetrics(service.metrics.registry));
+    try {
+      await otlp.start();
+    } catch (e) {
+      model.close();
+      await otlp.stop().catch(() => {});
+      await service.stop().catch(() => {});
+      await queries.close().catch(() => {});
+      await store.close().catch(() => {});
+      await embedder.close();
+      throw new StartupError(`cannot start the OTLP bridge on ${cfg.otlp.topic}: ${oneLine(e)}`, { cause: e });
+    }
+  }
   // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
   const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
@@ -92,7 +141,9 @@ export async function startRun(
     store,
     model,
     gaps,
+    otlp,
     stop: async () => {
+      await otlp?.stop();
       model.close();
       await gaps?.stop();
       unadvertise();

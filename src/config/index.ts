@@ -107,6 +107,20 @@ export const ConfigSchema = z.object({
       message: '--redact-text needs a key: set EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE (at least 32 characters)',
       path: ['redactKey'],
     }),
+  /** OpenTelemetry traces in (`evalgap run --input otlp`): src/ingest/otlp-bridge.ts */
+  otlp: z.object({
+    /** the Collector Kafka exporter's trace topic */
+    topic: z.string().min(1),
+    encoding: z.enum(['auto', 'otlp_proto', 'otlp_json']),
+    /** a trace waits this long (event time) after its root span ends for late child spans */
+    graceMs: intish(0, 3_600_000),
+    /** a trace whose root never arrives is dead-lettered this long after its last span */
+    maxHoldMs: intish(1000, 86_400_000),
+    /** a partition quiet this long is flushed */
+    idleMs: intish(100, 3_600_000),
+    /** span attribute that marks an escalated turn (true or "true") */
+    escalatedAttribute: z.string().min(1).max(256),
+  }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
 });
 
@@ -182,6 +196,14 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       stallSeconds: e('EVALGAP_STALL_SECONDS') ?? 120,
       lagIntervalSeconds: e('EVALGAP_LAG_INTERVAL_SECONDS') ?? 10,
       sessionTimeoutMs: e('EVALGAP_SESSION_TIMEOUT_MS') ?? 30_000,
+    },
+    otlp: {
+      topic: e('EVALGAP_OTLP_TOPIC') ?? 'otlp_spans',
+      encoding: e('EVALGAP_OTLP_ENCODING') ?? 'auto',
+      graceMs: e('EVALGAP_OTLP_GRACE_MS') ?? 5000,
+      maxHoldMs: e('EVALGAP_OTLP_MAX_HOLD_MS') ?? 300_000,
+      idleMs: e('EVALGAP_OTLP_IDLE_MS') ?? 5000,
+      escalatedAttribute: e('EVALGAP_OTLP_ESCALATED_ATTRIBUTE') ?? 'evalgap.escalated',
     },
     logLevel: e('EVALGAP_LOG_LEVEL') ?? 'info',
   };

@@ -9,6 +9,10 @@ export interface EvalCase {
   id: string;
   text: string;
   tags: string[];
+  /** conversation depth of the case (1 = first user message): `turn`, or `turns` (earlier user messages) + 1 */
+  turn?: number;
+  /** the tool calls the case expects, in order (`tools`: an array, or a string split on ; | or →) */
+  tools?: string[];
 }
 
 export interface EvalSetParse {
@@ -19,6 +23,9 @@ export interface EvalSetParse {
 export class EvalSetError extends Error {}
 
 const tagsSchema = z.union([z.array(z.string()), z.string()]).optional();
+const turnSchema = z.union([z.number().int().min(1).max(100_000), z.string().regex(/^\s*\d+\s*$/).transform(Number).pipe(z.number().int().min(1).max(100_000))]).optional();
+const turnsSchema = z.array(z.union([z.string(), z.object({}).passthrough()])).max(99_999).optional();
+const toolsSchema = z.union([z.array(z.string().min(1).max(256)).max(1000), z.string().max(256_000)]).optional();
 
 export function detectFormat(fileName: string, content: string): 'jsonl' | 'csv' {
   if (/\.csv$/i.test(fileName)) return 'csv';
@@ -40,11 +47,25 @@ function toCase(obj: Record<string, unknown>, textField: string, line: number): 
   const rawId = obj.id;
   const id = (typeof rawId === 'string' && rawId.trim()) || typeof rawId === 'number' ? String(rawId).trim() : `line-${line}`;
   const t = tags.data;
-  return {
+  const turn = turnSchema.safeParse(obj.turn === '' ? undefined : obj.turn);
+  if (!turn.success) return 'field "turn" must be a whole number from 1 (the first user message)';
+  const turns = turnsSchema.safeParse(obj.turns);
+  if (!turns.success) return 'field "turns" must be an array of the earlier user messages';
+  const tools = toolsSchema.safeParse(obj.tools === '' ? undefined : obj.tools);
+  if (!tools.success) return 'field "tools" must be an array of tool names, or a string of names separated by ; | or →';
+  const c: EvalCase = {
     id,
     text: text.trim(),
     tags: t === undefined ? [] : Array.isArray(t) ? t : t.split(/[;|]/).map((s) => s.trim()).filter(Boolean),
   };
+  const depth = turn.data ?? (turns.data ? turns.data.length + 1 : undefined);
+  if (depth !== undefined) c.turn = depth;
+  if (tools.data !== undefined) {
+    const names = Array.isArray(tools.data) ? tools.data : tools.data.split(/[;|→]/).map((s) => s.trim()).filter(Boolean);
+    if (names.some((n) => n.length > 256)) return 'field "tools": a tool name is longer than 256 characters';
+    c.tools = names;
+  }
+  return c;
 }
 
 function parseJsonlEvalSet(content: string, textField: string): EvalSetParse {

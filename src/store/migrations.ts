@@ -290,4 +290,82 @@ export const MIGRATIONS: Migration[] = [
       `ALTER TABLE {db}.coverage_5m ${Array.from({ length: BANDS }, (_, b) => `ADD COLUMN IF NOT EXISTS band${b} UInt64 DEFAULT 0`).join(', ')}`,
     ],
   },
+  {
+    version: 18,
+    name: 'what the eval set tests of conversations and tools: eval_depth_profile, eval_tool_chains (from the model\'s agent.json)',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.eval_depth_profile
+       (
+         model_version LowCardinality(String),
+         depth_band    UInt8 COMMENT '0: turn 1, 1: turns 2-3, 2: turns 4-7, 3: turn 8 and deeper',
+         band          LowCardinality(String),
+         eval_share    Float64 COMMENT 'share of the eval cases that give a depth',
+         eval_cases    UInt32,
+         registered_at DateTime64(3, 'UTC') DEFAULT now64(3)
+       )
+       ENGINE = ReplacingMergeTree(registered_at)
+       ORDER BY (model_version, depth_band)`,
+      `CREATE TABLE IF NOT EXISTS {db}.eval_tool_chains
+       (
+         model_version LowCardinality(String),
+         cluster       Int32,
+         tools         Array(String) COMMENT 'a tool chain eval cases of this cluster expect, in order',
+         bigrams       Array(String) COMMENT 'its consecutive pairs, ^ before the first tool and $ after the last',
+         cases         UInt32,
+         registered_at DateTime64(3, 'UTC') DEFAULT now64(3)
+       )
+       ENGINE = ReplacingMergeTree(registered_at)
+       ORDER BY (model_version, cluster, tools)`,
+    ],
+  },
+  {
+    version: 19,
+    name: 'views coverage_by_depth, tool_chain_coverage, session_coverage',
+    statements: [
+      `CREATE OR REPLACE VIEW {db}.coverage_by_depth AS
+       SELECT r.day AS day, r.model_version AS model_version, r.agent AS agent, r.depth_band AS depth_band,
+              ['1', '2-3', '4-7', '8+'][r.depth_band + 1] AS band,
+              count() AS requests, countIf(r.covered = 0) AS uncovered, uncovered / requests AS uncovered_share,
+              countIf(r.escalated = 1) AS escalated,
+              any(p.eval_share) AS eval_share, any(p.eval_cases) AS eval_cases
+       FROM (SELECT toDate(ts) AS day, model_version, agent, covered, escalated,
+                    toUInt8(multiIf(turn <= 1, 0, turn <= 3, 1, turn <= 7, 2, 3)) AS depth_band
+             FROM {db}.requests WHERE turn > 0) AS r
+       LEFT JOIN (SELECT model_version, depth_band, argMax(eval_share, registered_at) AS eval_share, argMax(eval_cases, registered_at) AS eval_cases
+                  FROM {db}.eval_depth_profile GROUP BY model_version, depth_band) AS p
+         ON p.model_version = r.model_version AND p.depth_band = r.depth_band
+       GROUP BY day, model_version, agent, depth_band`,
+      `CREATE OR REPLACE VIEW {db}.tool_chain_coverage AS
+       SELECT r.request_id AS request_id, r.ts AS ts, r.agent AS agent, r.session_id AS session_id, r.turn AS turn,
+              r.model_version AS model_version, r.cluster AS cluster, r.covered AS covered, r.outcome AS outcome,
+              r.escalated AS escalated, r.query AS query, r.tools AS tools,
+              arrayStringConcat(r.tools, ' → ') AS chain,
+              arrayMap((a, b) -> concat(a, '→', b), arrayPushFront(r.tools, '^'), arrayPushBack(r.tools, '$')) AS chain_bigrams,
+              multiIf(length(r.tools) = 0, 'none',
+                      m.tool_cases = 0, 'unknown',
+                      has(c.chains, chain), 'exact',
+                      has(m.chains, chain), 'exact_elsewhere',
+                      arrayAll(b -> has(c.bigrams, b), chain_bigrams), 'relaxed',
+                      'untested') AS verdict,
+              if(verdict = 'untested', arrayFirst(b -> NOT has(c.bigrams, b), chain_bigrams), '') AS missing_bigram,
+              if(verdict = 'untested', arrayFirst(b -> NOT has(m.bigrams, b), chain_bigrams), '') AS missing_anywhere
+       FROM {db}.requests AS r
+       LEFT JOIN (SELECT model_version, cluster, groupUniqArray(arrayStringConcat(tools, ' → ')) AS chains, groupUniqArrayArray(bigrams) AS bigrams
+                  FROM {db}.eval_tool_chains FINAL GROUP BY model_version, cluster) AS c
+         ON c.model_version = r.model_version AND c.cluster = r.cluster
+       LEFT JOIN (SELECT model_version, sum(cases) AS tool_cases, groupUniqArray(arrayStringConcat(tools, ' → ')) AS chains, groupUniqArrayArray(bigrams) AS bigrams
+                  FROM {db}.eval_tool_chains FINAL GROUP BY model_version) AS m
+         ON m.model_version = r.model_version`,
+      `CREATE OR REPLACE VIEW {db}.session_coverage AS
+       SELECT session_id, agent, model_version, min(ts) AS started, max(ts) AS last_seen,
+              count() AS turns, max(turn) AS deepest_turn,
+              countIf(covered = 0) AS uncovered_turns,
+              if(uncovered_turns > 0, minIf(turn, covered = 0), 0) AS first_uncovered_turn,
+              countIf(escalated = 1) AS escalated_turns,
+              countIf(outcome = 'failed') AS failed_turns
+       FROM {db}.requests
+       WHERE session_id != ''
+       GROUP BY session_id, agent, model_version`,
+    ],
+  },
 ];

@@ -1,0 +1,161 @@
+/**
+ * Conversation depth, tool chains and sessions: the eval side registered from the model's agent
+ * profile, and the reads behind `evalgap agent-coverage` and the report (views of migration 19).
+ * Values are always bound as query parameters.
+ */
+import { DEPTH_BANDS, chainBigrams, type AgentProfile } from '../coverage/agent.js';
+import type { StoreReader, StoreWriter, Window } from './gaps.js';
+
+const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+
+function filter(w: Window, alias = ''): { sql: string; params: Record<string, unknown> } {
+  const a = alias ? `${alias}.` : '';
+  let sql = `${a}ts >= {since:DateTime64(3, 'UTC')} AND ${a}ts < {until:DateTime64(3, 'UTC')}`;
+  const params: Record<string, unknown> = { since: iso(w.since), until: iso(w.until) };
+  if (w.agent) {
+    sql += ` AND ${a}agent = {agent:String}`;
+    params.agent = w.agent;
+  }
+  if (w.modelVersion) {
+    sql += ` AND ${a}model_version = {mv:String}`;
+    params.mv = w.modelVersion;
+  }
+  return { sql, params };
+}
+
+/** Register what a model's eval set tests of depth and tools (idempotent: the latest registration wins). */
+export async function registerAgentProfile(store: StoreWriter, p: AgentProfile): Promise<void> {
+  await store.insertJson(
+    'eval_depth_profile',
+    DEPTH_BANDS.map((band, i) => ({ model_version: p.modelVersion, depth_band: i, band, eval_share: p.depth.shares[i]!, eval_cases: Math.round(p.depth.shares[i]! * p.depth.cases) })),
+  );
+  if (p.tools.chains.length) {
+    await store.insertJson(
+      'eval_tool_chains',
+      p.tools.chains.map((c) => ({ model_version: p.modelVersion, cluster: c.cluster, tools: c.tools, bigrams: chainBigrams(c.tools), cases: c.cases })),
+    );
+  }
+}
+
+export interface DepthRow {
+  band: string;
+  requests: number;
+  share: number;
+  uncovered: number;
+  uncoveredShare: number;
+  /** share of the eval cases that give a depth, in this band; null when the eval set gives none */
+  evalShare: number | null;
+}
+
+/** Production traffic by conversation depth band (requests that carry a turn), with the eval set's profile. */
+export async function depthCoverage(s: StoreReader, w: Window): Promise<{ rows: DepthRow[]; withTurn: number; total: number }> {
+  const f = filter(w);
+  const rows = await s.query<{ depth_band: number; requests: string; uncovered: string }>(
+    `SELECT toUInt8(multiIf(turn <= 1, 0, turn <= 3, 1, turn <= 7, 2, 3)) AS depth_band, count() AS requests, countIf(covered = 0) AS uncovered
+     FROM ${s.t('requests')} WHERE ${f.sql} AND turn > 0 GROUP BY depth_band ORDER BY depth_band`,
+    f.params,
+  );
+  const [tot] = await s.query<{ total: string; with_turn: string }>(
+    `SELECT count() AS total, countIf(turn > 0) AS with_turn FROM ${s.t('requests')} WHERE ${f.sql}`,
+    f.params,
+  );
+  const profile = await s.query<{ depth_band: number; eval_share: number; eval_cases: string }>(
+    `SELECT depth_band, argMax(eval_share, registered_at) AS eval_share, argMax(eval_cases, registered_at) AS eval_cases
+     FROM ${s.t('eval_depth_profile')}
+     WHERE model_version IN (SELECT DISTINCT model_version FROM ${s.t('requests')} WHERE ${f.sql})
+     GROUP BY model_version, depth_band`,
+    f.params,
+  );
+  const withTurn = Number(tot?.with_turn ?? 0);
+  const evalCases = profile.reduce((n, p) => n + Number(p.eval_cases), 0);
+  return {
+    withTurn,
+    total: Number(tot?.total ?? 0),
+    rows: DEPTH_BANDS.map((band, i) => {
+      const r = rows.find((x) => Number(x.depth_band) === i);
+      const n = Number(r?.requests ?? 0);
+      const u = Number(r?.uncovered ?? 0);
+      const ev = profile.filter((p) => Number(p.depth_band) === i).reduce((a, p) => a + Number(p.eval_cases), 0);
+      return { band, requests: n, share: withTurn ? n / withTurn : 0, uncovered: u, uncoveredShare: n ? u / n : 0, evalShare: evalCases ? ev / evalCases : null };
+    }),
+  };
+}
+
+export interface ChainRow {
+  chain: string;
+  verdict: string;
+  missingBigram: string;
+  requests: number;
+  failed: number;
+  escalated: number;
+  failureRate: number;
+  /** a few example queries (hashes when the text is redacted) */
+  examples: string[];
+}
+
+/** Tool-chain coverage: counts per verdict, and the chains with most traffic that no eval case tests. */
+export async function toolChains(s: StoreReader, w: Window, limit = 10): Promise<{ verdicts: Record<string, number>; untested: ChainRow[] }> {
+  const f = filter(w);
+  const v = await s.query<{ verdict: string; n: string }>(
+    `SELECT verdict, count() AS n FROM ${s.t('tool_chain_coverage')} WHERE ${f.sql} GROUP BY verdict`,
+    f.params,
+  );
+  const untested = await s.query<{ chain: string; missing: string; requests: string; failed: string; escalated: string; examples: string[] }>(
+    `SELECT chain, any(missing_bigram) AS missing, count() AS requests, countIf(outcome = 'failed') AS failed,
+            countIf(escalated = 1) AS escalated, groupUniqArray(3)(query) AS examples
+     FROM ${s.t('tool_chain_coverage')} WHERE ${f.sql} AND verdict = 'untested'
+     GROUP BY chain ORDER BY requests DESC, chain LIMIT {limit:UInt32}`,
+    { ...f.params, limit },
+  );
+  return {
+    verdicts: Object.fromEntries(v.map((r) => [r.verdict, Number(r.n)])),
+    untested: untested.map((r) => ({
+      chain: r.chain,
+      verdict: 'untested',
+      missingBigram: r.missing,
+      requests: Number(r.requests),
+      failed: Number(r.failed),
+      escalated: Number(r.escalated),
+      failureRate: Number(r.requests) ? (Number(r.failed) + Number(r.escalated)) / Number(r.requests) : 0,
+      examples: r.examples,
+    })),
+  };
+}
+
+export interface SessionSummary {
+  sessions: number;
+  /** sessions with at least one uncovered turn */
+  leftCoverage: number;
+  /** sessions whose first uncovered turn falls in each depth band */
+  firstUncoveredByBand: number[];
+  deepestTurn: number;
+}
+
+/** Sessions of the window (requests with a session id): how many left coverage, and how deep. */
+export async function sessionSummary(s: StoreReader, w: Window): Promise<SessionSummary> {
+  const f = filter(w);
+  const rows = await s.query<{ sessions: string; left: string; b0: string; b1: string; b2: string; b3: string; deepest: string }>(
+    `SELECT count() AS sessions, countIf(first_uncovered > 0) AS left,
+            countIf(first_uncovered = 1) AS b0, countIf(first_uncovered BETWEEN 2 AND 3) AS b1,
+            countIf(first_uncovered BETWEEN 4 AND 7) AS b2, countIf(first_uncovered >= 8) AS b3, max(deepest) AS deepest
+     FROM (SELECT session_id, max(turn) AS deepest, if(countIf(covered = 0) > 0, greatest(minIf(turn, covered = 0), 1), 0) AS first_uncovered
+           FROM ${s.t('requests')} WHERE ${f.sql} AND session_id != '' GROUP BY session_id)`,
+    f.params,
+  );
+  const r = rows[0];
+  return {
+    sessions: Number(r?.sessions ?? 0),
+    leftCoverage: Number(r?.left ?? 0),
+    firstUncoveredByBand: [r?.b0, r?.b1, r?.b2, r?.b3].map((x) => Number(x ?? 0)),
+    deepestTurn: Number(r?.deepest ?? 0),
+  };
+}
+
+/** The turns of one session in order (for `evalgap gaps --session`). */
+export async function sessionTurns(s: StoreReader, sessionId: string): Promise<{ turn: number; ts: string; query: string; covered: number; cluster: number; tools: string[]; outcome: string }[]> {
+  return s.query(
+    `SELECT turn, toString(ts) AS ts, query, covered, cluster, tools, outcome FROM ${s.t('requests')}
+     WHERE session_id = {sid:String} ORDER BY ts, turn LIMIT 1000`,
+    { sid: sessionId },
+  );
+}
