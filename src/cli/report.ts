@@ -3,13 +3,14 @@
  * map, embeds a sample of stored queries; renders one self-contained HTML file (src/report).
  */
 import fs from 'node:fs';
+import { depthCoverage, sessionSummary, toolChains } from '../store/agent.js';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { loadCoverageModel, type CoverageModel } from '../coverage/model.js';
 import type { Embedder } from '../embed/embedder.js';
 import { renderReport } from '../report/html.js';
 import { pcaMap } from '../report/pca.js';
-import type { ReportData, ReportGap } from '../report/types.js';
+import type { AgentSection, ReportData, ReportGap } from '../report/types.js';
 import {
   clusterTraffic,
   coverageSeries,
@@ -144,6 +145,7 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     title: o.title ?? 'evalgap: production traffic against eval coverage',
     generatedAt: fmt(now),
     alerts,
+    agent: await agentSection(store, o.since.getTime(), now.getTime() + 1),
   };
   if (!span) {
     return {
@@ -249,6 +251,22 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     map,
     gaps,
     gapsNote: note,
+  };
+}
+
+/** Depth, tool chains and sessions of the period (null when no request carries a turn, tools or a session). */
+async function agentSection(store: Store, since: number, until: number): Promise<AgentSection | null> {
+  const w = { since, until };
+  const [depth, chains, sessions] = await Promise.all([depthCoverage(store, w), toolChains(store, w, 10), sessionSummary(store, w)]);
+  const withTools = Object.entries(chains.verdicts).filter(([k]) => k !== 'none').reduce((a, [, n]) => a + n, 0);
+  if (!depth.withTurn && !withTools && !sessions.sessions) return null;
+  return {
+    depth: depth.rows.map((r) => ({ band: r.band, requests: r.requests, share: r.share, uncoveredShare: r.uncoveredShare, evalShare: r.evalShare })),
+    withTurn: depth.withTurn,
+    total: depth.total,
+    chainVerdicts: chains.verdicts,
+    untestedChains: chains.untested.map((c) => ({ chain: c.chain, requests: c.requests, failureRate: c.failureRate, missingBigram: c.missingBigram, example: c.examples[0] ?? '' })),
+    sessions,
   };
 }
 

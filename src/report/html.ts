@@ -43,6 +43,30 @@ function gapsTable(d: ReportData): string {
 <tbody>${rows}</tbody></table>${closedNote}`;
 }
 
+function agentSection(d: ReportData): string {
+  const a = d.agent;
+  if (!a) return '';
+  const depthRows = a.depth
+    .map((r) => `<tr><td>${esc(r.band)}</td><td class="num">${r.requests}</td><td class="num">${pct(r.share)}</td><td class="num">${r.requests ? pct(r.uncoveredShare) : '–'}</td><td class="num">${r.evalShare === null ? 'unknown' : pct(r.evalShare)}</td></tr>`)
+    .join('');
+  const untestedDepth = a.depth.filter((r) => r.evalShare === 0 && r.requests > 0);
+  const depthNote = untestedDepth.length
+    ? `<p class="note"><b>The eval set has no case at turn ${untestedDepth.map((r) => esc(r.band)).join(', ')}</b>: ${pct(untestedDepth.reduce((x, r) => x + r.share, 0))} of production traffic is there.</p>`
+    : '';
+  const verdicts = Object.entries(a.chainVerdicts).filter(([k]) => k !== 'none');
+  const chains = a.untestedChains.length
+    ? `<table id="untested-chains"><thead><tr><th>untested tool chain</th><th>requests</th><th>failed or escalated</th><th>first untested step</th><th>example</th></tr></thead><tbody>${a.untestedChains
+        .map((c) => `<tr><td>${esc(c.chain)}</td><td class="num">${c.requests}</td><td class="num">${pct(c.failureRate)}</td><td>${esc(c.missingBigram)}</td><td>${esc(c.example)}</td></tr>`)
+        .join('')}</tbody></table>`
+    : '<p class="empty">No untested tool chain in this period.</p>';
+  const s = a.sessions;
+  return `<section class="wide" id="agent-coverage"><h2>Conversations and tool chains</h2>
+<p class="note">${a.withTurn} of ${a.total} requests carry a turn index. Depth band against the eval cases that give one (their <code>turn</code> or <code>turns</code>).</p>
+<table id="depth"><thead><tr><th>turn</th><th>requests</th><th>share</th><th>uncovered</th><th>eval cases</th></tr></thead><tbody>${depthRows}</tbody></table>${depthNote}
+<p class="note">Tool chains: ${verdicts.length ? verdicts.map(([k, n]) => `${esc(k)} ${n}`).join(', ') : 'no request called a tool'} (exact: an eval case of the request's cluster expects this sequence; relaxed: each step is one a case of the cluster takes).</p>${chains}
+<p class="note">Sessions: ${s.sessions}${s.sessions ? `, ${s.leftCoverage} (${pct(s.leftCoverage / s.sessions)}) with an uncovered turn; the first uncovered turn at 1 / 2–3 / 4–7 / 8+: ${s.firstUncoveredByBand.join(' / ')}; deepest turn ${s.deepestTurn}` : ''}.</p></section>`;
+}
+
 function alertsTable(d: ReportData): string {
   const a = d.alerts;
   if (!a.exists) return '<p class="empty" id="alerts-status">No alerts table yet (the monitor has not created one in this store).</p>';
@@ -161,6 +185,7 @@ code.hash{font-size:11.5px;color:#475569}
 <section class="wide"><h2>Map: eval cases against production traffic</h2><div class="chart tall"><canvas id="chart-map"></canvas></div>
 <p class="note">${esc(d.map.note)}</p></section>
 <section class="wide"><h2>Gaps, ranked</h2><p class="note">${esc(d.gapsNote)}</p>${gapsTable(d)}</section>
+${agentSection(d)}
 <section class="wide"><h2>Recent alerts</h2>${alertsTable(d)}</section>
 </main>
 <script id="report-data" type="application/json">${json}</script>

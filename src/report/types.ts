@@ -48,4 +48,16 @@ export interface ReportData {
   /** where the gaps come from (and how they are ranked) */
   gapsNote: string;
   alerts: AlertsTable;
+  /** conversation depth, tool chains and sessions against the eval set (src/store/agent.ts); null before any request carries a turn, tools or a session */
+  agent: AgentSection | null;
+}
+
+export interface AgentSection {
+  depth: { band: string; requests: number; share: number; uncoveredShare: number; evalShare: number | null }[];
+  /** requests that carry a turn index, of all in the period */
+  withTurn: number;
+  total: number;
+  chainVerdicts: Record<string, number>;
+  untestedChains: { chain: string; requests: number; failureRate: number; missingBigram: string; example: string }[];
+  sessions: { sessions: number; leftCoverage: number; firstUncoveredByBand: number[]; deepestTurn: number };
 }

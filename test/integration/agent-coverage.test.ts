@@ -125,5 +125,12 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     const table = await run('node', [CLI, 'agent-coverage', '--since', since, '--until', until, '--data-dir', cfg.clickhouse.path]);
     expect(table.stdout).toMatch(/The eval set has no case at turn 4-7, 8\+: \d+\.\d% of production traffic is there/);
     expect(table.stdout).toContain('search_kb → escalate_human → create_ticket');
+    // and the report has the section
+    const html = path.join(dir, 'report.html');
+    await run('node', [CLI, 'report', '--out', html, '--since', since, '--map-sample', '0', '--model', modelDir, '--data-dir', cfg.clickhouse.path]);
+    const page = fs.readFileSync(html, 'utf8');
+    expect(page).toContain('id="agent-coverage"');
+    expect(page).toContain('search_kb → escalate_human → create_ticket');
+    expect(page).toMatch(/The eval set has no case at turn 4-7, 8\+<\/b>/);
   });
 });

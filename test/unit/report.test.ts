@@ -26,6 +26,7 @@ function data(over: Partial<ReportData> = {}): ReportData {
     ],
     gapsNote: 'note',
     alerts: { exists: false, columns: [], rows: [] },
+    agent: null,
     ...over,
   };
 }
@@ -48,6 +49,30 @@ describe('renderReport', () => {
     expect(renderReport(data({ alerts: { exists: true, columns: ['at'], rows: [] } }), '')).toContain('No alerts.');
     const html = renderReport(data({ alerts: { exists: true, columns: ['at', 'rule'], rows: [{ at: '2026', rule: 'shift & <b>' }] } }), '');
     expect(html).toContain('<td>shift &amp; &lt;b&gt;</td>');
+  });
+});
+
+describe('the conversations and tool chains section', () => {
+  it('is absent without agent data, and shows depth, untested chains (escaped) and sessions with it', () => {
+    expect(renderReport(data(), '')).not.toContain('id="agent-coverage"');
+    const html = renderReport(data({ agent: {
+      depth: [
+        { band: '1', requests: 40, share: 0.4, uncoveredShare: 0.1, evalShare: 0.8 },
+        { band: '2-3', requests: 20, share: 0.2, uncoveredShare: 0.2, evalShare: 0.2 },
+        { band: '4-7', requests: 30, share: 0.3, uncoveredShare: 0.3, evalShare: 0 },
+        { band: '8+', requests: 10, share: 0.1, uncoveredShare: 0.4, evalShare: 0 },
+      ],
+      withTurn: 100, total: 120,
+      chainVerdicts: { exact: 50, untested: 12, none: 38 },
+      untestedChains: [{ chain: 'search → <script>', requests: 12, failureRate: 0.25, missingBigram: 'search→<script>', example: 'where is <b>it</b>' }],
+      sessions: { sessions: 30, leftCoverage: 9, firstUncoveredByBand: [2, 3, 3, 1], deepestTurn: 11 },
+    } }), '');
+    expect(html).toContain('id="agent-coverage"');
+    expect(html).toContain('The eval set has no case at turn 4-7, 8+</b>: 40.0% of production traffic');
+    expect(html).toContain('search → &lt;script&gt;');
+    expect(html).not.toContain('search → <script>');
+    expect(html).toContain('Tool chains: exact 50, untested 12');
+    expect(html).toContain('Sessions: 30, 9 (30.0%) with an uncovered turn');
   });
 });
 
