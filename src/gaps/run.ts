@@ -14,6 +14,7 @@ import {
   readLatestGaps,
   readTotals,
   readUncovered,
+  earlierTurns,
   requestContext,
   type GapRow,
   type StoreReader,
@@ -221,6 +222,9 @@ export interface GapCase {
   escalated: boolean;
   seen_at: string;
   gap_first_seen: string;
+  /** a deep turn of a conversation: its depth, and the session's earlier user messages (fit reads both) */
+  turn?: number;
+  turns?: string[];
 }
 
 export interface ExportResult {
@@ -323,6 +327,15 @@ export async function exportGapCases(store: StoreReader, opts: ExportOptions = {
       });
     }
   });
+  // a case deep in a conversation is exported with its earlier turns, so the eval set gains the conversation
+  const deep = await earlierTurns(store, cases.map((c) => c.request_id));
+  for (const c of cases) {
+    const d = deep.get(c.request_id);
+    if (d) {
+      c.turn = d.turn;
+      c.turns = d.turns;
+    }
+  }
   return {
     cases,
     gaps: gaps.length,

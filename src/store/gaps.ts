@@ -341,6 +341,28 @@ export interface GapMemberContext {
 }
 
 /** Stored context (text, agent, outcome) of requests by id. */
+/**
+ * For requests deep in a conversation (a session id and turn > 1), the session's earlier user
+ * messages in order (at most `max`, the latest kept; redacted ones left out, so the list is then
+ * shorter than the turn says). Requests without a session or at turn ≤ 1 are absent.
+ */
+export async function earlierTurns(r: StoreReader, ids: string[], max = 20): Promise<Map<string, { turn: number; turns: string[] }>> {
+  if (ids.length === 0) return new Map();
+  const rows = await r.query<{ request_id: string; turn: number; turns: string[] }>(
+    `SELECT t.request_id AS request_id, any(t.turn) AS turn,
+            arraySlice(arrayMap(x -> x.2, arraySort(x -> x.1, groupArrayIf((e.ts, e.query), e.ts < t.ts AND e.query_redacted = 0))), -{max:UInt32}) AS turns
+     FROM (SELECT request_id, any(session_id) AS session_id, any(turn) AS turn, any(ts) AS ts
+           FROM ${r.t('requests')} WHERE request_id IN {ids:Array(String)} GROUP BY request_id) AS t
+     INNER JOIN (SELECT session_id, ts, query, query_redacted FROM ${r.t('requests')}
+                 WHERE session_id IN (SELECT session_id FROM ${r.t('requests')} WHERE request_id IN {ids:Array(String)} AND session_id != '')) AS e
+       ON e.session_id = t.session_id
+     WHERE t.session_id != '' AND t.turn > 1
+     GROUP BY t.request_id`,
+    { ids, max },
+  );
+  return new Map(rows.map((x) => [x.request_id, { turn: Number(x.turn), turns: x.turns }]));
+}
+
 export async function requestContext(r: StoreReader, ids: string[]): Promise<Map<string, Omit<GapMemberContext, 'gap_id'>>> {
   if (ids.length === 0) return new Map();
   const rows = await r.query<Omit<GapMemberContext, 'gap_id'>>(

@@ -17,6 +17,8 @@ import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun } from '../../src/cli/run.js';
 import { sampleEvalSet, sampleTraffic } from '../../src/cli/sample-data.js';
 import { Store } from '../../src/store/store.js';
+import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
+import { parseEvalSet } from '../../src/coverage/evalset.js';
 import { groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
 const run = promisify(execFile);
@@ -125,6 +127,28 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     const table = await run('node', [CLI, 'agent-coverage', '--since', since, '--until', until, '--data-dir', cfg.clickhouse.path]);
     expect(table.stdout).toMatch(/The eval set has no case at turn 4-7, 8\+: \d+\.\d% of production traffic is there/);
     expect(table.stdout).toContain('search_kb → escalate_human → create_ticket');
+    // export-gaps: a case deep in a conversation comes with the session's earlier turns, and fit reads its depth
+    const gapStore = await Store.open(cfg.clickhouse, { migrate: false });
+    try {
+      await discoverGaps(gapStore, { since: Date.parse(since), now: Date.parse(until) });
+      const exp = await exportGapCases(gapStore, { perGap: 25 });
+      const deep = exp.cases.filter((c) => (c.turn ?? 0) > 1);
+      expect(deep.length).toBeGreaterThan(0);
+      for (const c of deep) {
+        const src = traffic.find((t) => t.request_id === c.request_id)!;
+        const earlier = traffic.filter((t) => t.session_id === src.session_id && Date.parse(t.ts as string) < Date.parse(src.ts as string)).map((t) => t.query);
+        expect(c.turn).toBe(src.turn);
+        expect(c.turns).toEqual(earlier);
+      }
+      const parsed = parseEvalSet(exp.cases.map((c) => JSON.stringify(c)).join('\n'), 'jsonl');
+      expect(parsed.errors).toEqual([]);
+      for (const c of parsed.cases) {
+        const e = exp.cases.find((x) => x.id === c.id)!;
+        expect(c.turn).toBe(e.turn);
+      }
+    } finally {
+      await gapStore.close();
+    }
     // and the report has the section
     const html = path.join(dir, 'report.html');
     await run('node', [CLI, 'report', '--out', html, '--since', since, '--map-sample', '0', '--model', modelDir, '--data-dir', cfg.clickhouse.path]);
