@@ -313,6 +313,9 @@ interface Reference {
   disp: Record<string, number[]>;
 }
 
+/** session totals, cached per (immutable) session state */
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number }>();
+
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
 
@@ -404,6 +407,18 @@ const emptySessionAcc = (k: number, start: string): SessionAcc => ({
   cn2: zeros(k),
   rate: Object.fromEntries(METRICS.map((m) => [m, [zeros(k), zeros(k), zeros(k)]])),
   start,
+});
+
+const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
+  ...a,
+  mixT: a.mixT.slice(),
+  mixQ: a.mixQ.slice(),
+  bandT: a.bandT.slice(),
+  bandQ: a.bandQ.slice(),
+  unc: [a.unc[0], a.unc[1], a.unc[2]],
+  cn: a.cn.slice(),
+  cn2: a.cn2.slice(),
+  rate: Object.fromEntries(Object.entries(a.rate).map(([m, v]) => [m, [v[0].slice(), v[1].slice(), v[2].slice()]])) as SessionAcc['rate'],
 });
 
 const grow = (a: number[], i: number, v: number) => {
@@ -567,7 +582,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     let st: State;
     if (prev && prev.modelVersion !== ctx.modelVersion) {
       notices.push(
-        `coverage model changed from ${prev.modelVersion} to ${ctx.modelVersion}: production references and detectors restart (no rule fires for the first ${o.warmupHours} h)`,
+        `coverage model changed from ${prev.modelVersion} to ${ctx.modelVersion}: production references and detectors restart (production-relative rules wait for ${o.warmupHours} h of reference and ${o.warmupSessions} closed sessions; fixed-rate rules for the dispersion)`,
       );
       st = fresh(ctx);
     } else st = prev ? { ...(prev as State), scopes: { ...(prev as State).scopes }, episodes: { ...(prev as State).episodes } } : fresh(ctx);
@@ -642,9 +657,10 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // ---- sessions, the unit of evidence: whole closed sessions measure each family's design effect ----
       const closed = scopeWindows.flatMap((w) => (w.closedSessions ?? []).map((c) => ({ key: `${w.agent}\u0000${c.session}`, c })));
       if (sc.sess || closed.length > 0 || scopeWindows.some((w) => (w.sessions ?? 0) > 0)) {
-        const ss: SessionState = { seen: true, acc: sc.sess?.acc ?? null, ring: sc.sess?.ring ?? [] };
+        // a new object only when something changed (the totals below are cached per object)
+        let ss: SessionState = sc.sess ?? { seen: true, acc: null, ring: [] };
         if (closed.length > 0) {
-          const acc: SessionAcc = ss.acc ? structuredClone(ss.acc) : emptySessionAcc(K, start);
+          const acc: SessionAcc = ss.acc ? cloneSessionAcc(ss.acc) : emptySessionAcc(K, start);
           if (acc.cn.length < K) {
             // clusters the model did not name: the arrays grow (uncovered stays the last mix category)
             const u = acc.mixT.pop()!;
@@ -660,18 +676,17 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             acc.mixQ.push(uq);
           }
           addSessions(acc, closed, index, K);
-          ss.acc = acc;
+          ss = { ...ss, acc };
         }
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss.ring = [...ss.ring, { end: start, sessions: ss.acc.sessions, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000);
-          ss.acc = null;
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
-      const sessAll = (() => {
-        if (!sc.sess) return null;
+      const sessAll = !sc.sess ? null : sessCache.get(sc.sess) ?? (() => {
+        const ss = sc.sess!;
         const num: Record<string, number> = {};
         const den: Record<string, number> = {};
         let sessions = 0;
@@ -682,9 +697,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             den[f] = (den[f] ?? 0) + x.den[f];
           }
         };
-        for (const x of sc.sess.ring) add(x);
-        if (sc.sess.acc && sc.sess.acc.sessions > 0) add({ sessions: sc.sess.acc.sessions, ...sessionMoments(sc.sess.acc) });
-        return { num, den, sessions };
+        for (const x of ss.ring) add(x);
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, ...sessionMoments(ss.acc) });
+        const r = { num, den, sessions };
+        sessCache.set(ss, r);
+        return r;
       })();
       /** session ids are present and enough sessions have closed to measure the design effect */
       const sessOk = sessAll !== null && sessAll.sessions >= o.minSessions;

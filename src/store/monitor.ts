@@ -185,7 +185,7 @@ export class MonitorStore {
    * The sessions that closed in [from, to): their last request is `idleSeconds` before a time in
    * it (none after it so far), read whole over at most `maxSpanSeconds` before that. One row per
    * session and coverage cell, with the session's close time; plus the requests of [from, to)
-   * without a session id (session '', each its own session). Sessions of `agent` are one session.
+   * without a session id (session '', each its own session). A session is (agent, session_id).
    */
   async closedSessions(from: string, to: string, idleSeconds: number, maxSpanSeconds = 4 * 3600): Promise<ClosedSessionRow[]> {
     const f = Date.parse(from);
@@ -210,8 +210,7 @@ export class MonitorStore {
        SELECT agent, model_version, '' AS session_id, cluster, covered, coverage_band AS band, count() AS requests,
               countIf(escalated = 1) AS escalated, countIf(outcome = 'refused') AS refused, countIf(outcome = 'failed') AS failed,
               toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms
-       FROM ${R}
-       WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = ''
+       FROM (SELECT * FROM ${R} WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = '')
        GROUP BY agent, model_version, cluster, covered, band`,
       {
         lo: chTime(iso(f - (idleSeconds + maxSpanSeconds) * 1000)),
