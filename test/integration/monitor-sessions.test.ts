@@ -26,6 +26,8 @@ const START = END - 36 * HOUR;
 
 let manifest: Manifest;
 let store: Store;
+let cfg: ReturnType<typeof testConfig>;
+const extra: Store[] = [];
 let sessionsMade = 0;
 let requestsMade = 0;
 
@@ -69,7 +71,7 @@ function sessionTraffic(seed: number) {
 
 beforeAll(async () => {
   const dir = tmpDir();
-  const cfg = testConfig(path.join(dir, 'chdb'));
+  cfg = testConfig(path.join(dir, 'chdb'));
   manifest = await fitSampleModel(path.join(dir, 'model'));
   const embedder = await realEmbedder();
   const assigner = new CoverageAssigner(loadCoverageModel(path.join(dir, 'model')));
@@ -78,6 +80,7 @@ beforeAll(async () => {
   for (let i = 0; i < rows.length; i += 2000) await storeRows(store, rows.slice(i, i + 2000));
 }, 600_000);
 afterAll(async () => {
+  for (const s of extra) await s.close();
   await store?.close();
 });
 
@@ -112,9 +115,10 @@ describe('monitor --backtest on session traffic (real engine and model)', () => 
   }, 600_000);
 
   it('closedSessions: a session is read whole once, in the window where it went idle; requests without a session id are sessions of one', async () => {
-    const cfg = testConfig(path.join(tmpDir(), 'chdb'));
+    // the same data directory (one per process), another database
     const st = await Store.open({ ...cfg.clickhouse, database: `monclosed${process.pid}` });
-    try {
+    extra.push(st);
+    {
       const T = END - HOUR;
       const row = (i: number, sid: string, t: number, cluster: number): RequestRow => ({ request_id: `r${i}`, ts: new Date(t).toISOString(), agent: 'a', session_id: sid, turn: i, query: 'q', query_redacted: 0, truncated: 0, cluster, similarity: 0.5, coverage: 0.5, covered: 1, coverage_band: 8, escalated: i === 3 ? 1 : 0, outcome: 'ok', latency_ms: null, cost_usd: null, tools: [], metadata: '{}', model_version: 'm', kafka_topic: 't', kafka_partition: 0, kafka_offset: String(i) });
       await storeRows(st, [row(1, 's1', T, 1), row(2, 's1', T + 20_000, 1), row(3, 's1', T + 40_000, 2), row(4, 's2', T + 60_000, 1), row(5, '', T + 70_000, 3)]);
@@ -127,8 +131,6 @@ describe('monitor --backtest on session traffic (real engine and model)', () => 
       const key = (r: { session: string; cluster: number; requests: number; escalated: number }) => `${r.session}:${r.cluster}:${r.requests}:${r.escalated}`;
       expect(later.map(key).sort()).toEqual(['s1:1:2:0', 's1:2:1:1', 's2:1:1:0']);
       expect(later.find((r) => r.session === 's1')!.closedAt).toBe(iso(T + 340_000));
-    } finally {
-      await st.close();
     }
   });
 });
