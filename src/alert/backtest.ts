@@ -8,8 +8,8 @@ import type { Notification } from './alert.js';
 import { rowsSql } from './alert.js';
 import type { MonitorConfig } from './config.js';
 import { decide, type NotificationLog } from './lifecycle.js';
-import { alignDown, toWindowCounts } from './windows.js';
-import type { MonitorStore } from '../store/monitor.js';
+import { alignDown, attachClosedSessions, toWindowCounts } from './windows.js';
+import type { ClosedSessionRow, MonitorStore } from '../store/monitor.js';
 import { withExamples } from './runner.js';
 import type { EvaluateWindow, MonitorContext, MonitorState } from '../monitor/types.js';
 
@@ -26,7 +26,7 @@ export async function runBacktest(
   ms: MonitorStore,
   evaluate: EvaluateWindow,
   ctx: MonitorContext,
-  config: Pick<MonitorConfig, 'windowSeconds' | 'lifecycle' | 'examples'>,
+  config: Pick<MonitorConfig, 'windowSeconds' | 'lifecycle' | 'examples' | 'sessionIdleSeconds'>,
   from: string,
   to: string,
 ): Promise<BacktestResult> {
@@ -41,6 +41,11 @@ export async function runBacktest(
     const c1 = Math.min(c0 + CHUNK, end);
     const rows = await ms.windowRows(new Date(c0).toISOString(), new Date(c1).toISOString());
     const sessions = await ms.sessionsByWindow(new Date(c0).toISOString(), new Date(c1).toISOString(), config.windowSeconds);
+    const closed = new Map<number, ClosedSessionRow[]>();
+    for (const r of await ms.closedSessions(new Date(c0).toISOString(), new Date(c1).toISOString(), config.sessionIdleSeconds)) {
+      const w = alignDown(Date.parse(r.closedAt), config.windowSeconds);
+      closed.set(w, [...(closed.get(w) ?? []), r]);
+    }
     const byWindow = new Map<number, typeof rows>();
     for (const r of rows) {
       const w = alignDown(Date.parse(r.bucket), config.windowSeconds);
@@ -49,10 +54,10 @@ export async function runBacktest(
     for (let w = c0; w + W <= c1; w += W) {
       out.windows += 1;
       const rs = byWindow.get(w);
-      if (!rs) continue;
+      if (!rs && !closed.has(w)) continue;
       const ws = new Date(w).toISOString();
       const we = new Date(w + W).toISOString();
-      const windows = toWindowCounts(rs, ws, we);
+      const windows = attachClosedSessions(toWindowCounts(rs ?? [], ws, we), closed.get(w) ?? [], ws, we);
       for (const x of windows) {
         const s = sessions.find((y) => y.window === ws && y.agent === x.agent && y.model_version === x.modelVersion);
         if (s && s.sessions > 0) x.sessions = s.sessions;

@@ -50,6 +50,11 @@ export const MonitorFileSchema = z
       .positive()
       .refine((s) => s % 30 === 0 && 3600 % s === 0, 'a multiple of 30 (the aggregates are 30-second buckets) that divides 3600 (30, 60, 120, 300, 600, …, 3600)')
       .default(30),
+    /**
+     * a session (requests sharing a session_id) counts as closed once it has been idle this long in
+     * event time; closed sessions measure how much evidence a session repeats (docs/monitor.md)
+     */
+    sessionIdleSeconds: z.number().int().min(30).max(86400).default(300),
     /** a window is evaluated once its end is this far in the past (event time): rows later than that count in a later window */
     latenessSeconds: z.number().int().min(0).default(120),
     /** how often the leader looks for newly closed windows */

@@ -23,7 +23,7 @@ import { Election } from './election.js';
 import { candidates, dedup, inhibit, pipeline, type NotificationLog, type NotifyContext, type Stage } from './lifecycle.js';
 import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
 import { Outbox } from './outbox.js';
-import { alignDown, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
+import { alignDown, attachClosedSessions, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
 import { MonitorStore, type AlertRow } from '../store/monitor.js';
 import type { Store } from '../store/store.js';
 import type { EvaluateWindow, Finding, MonitorContext, MonitorState } from '../monitor/types.js';
@@ -186,12 +186,14 @@ export class MonitorRunner {
         cursor = Math.max(cursor + W, Math.min(alignDown(Date.parse(next), c.windowSeconds), closed));
         continue;
       }
-      const windows = toWindowCounts(fresh, ws, we);
+      const counted = toWindowCounts(fresh, ws, we);
       const sessions = await this.ms.sessions(ws, we);
-      for (const w of windows) {
+      for (const w of counted) {
         const s = sessions.find((x) => x.agent === w.agent && x.model_version === w.modelVersion);
         if (s && s.sessions > 0) w.sessions = s.sessions;
       }
+      // whole sessions that closed in this window: the monitor measures their design effect
+      const windows = attachClosedSessions(counted, await this.ms.closedSessions(ws, we, c.sessionIdleSeconds), ws, we);
       const mctx = typeof this.deps.ctx === 'function' ? this.deps.ctx() : this.deps.ctx;
       const ev = this.deps.evaluate(state.monitor, windows, mctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);

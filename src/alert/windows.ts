@@ -7,7 +7,7 @@
  * the late horizon up to the window's end and evaluates the difference — this window's rows plus
  * any late rows of earlier windows. Rows later than the horizon are stored but never evaluated.
  */
-import type { BucketRow, DayTotalRow } from '../store/monitor.js';
+import type { BucketRow, ClosedSessionRow, DayTotalRow } from '../store/monitor.js';
 import type { WindowCounts } from '../monitor/types.js';
 import { BANDS } from '../coverage/bands.js';
 
@@ -115,4 +115,18 @@ export function toWindowCounts(rows: BucketRow[], start: string, end: string): W
 
 export function dayString(t: number): string {
   return new Date(t).toISOString().slice(0, 10);
+}
+
+/**
+ * Give each window of [start, end) the sessions of its agent and model version that closed in it;
+ * an agent with closed sessions but no counts in the window gets an empty window to carry them.
+ */
+export function attachClosedSessions(windows: WindowCounts[], rows: ClosedSessionRow[], start: string, end: string): WindowCounts[] {
+  const out = windows.slice();
+  for (const r of rows) {
+    let w = out.find((x) => x.agent === r.agent && x.modelVersion === r.model_version);
+    if (!w) out.push((w = { start, end, agent: r.agent, modelVersion: r.model_version, clusters: [] }));
+    (w.closedSessions ??= []).push({ session: r.session, cluster: r.cluster, uncovered: r.uncovered, band: r.band, requests: r.requests, escalated: r.escalated, refused: r.refused, failed: r.failed });
+  }
+  return out;
 }

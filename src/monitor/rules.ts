@@ -16,6 +16,7 @@ import type {
   MonitorState,
   RuleName,
   TrendRow,
+  SessionCell,
   WindowCounts,
 } from './types.js';
 
@@ -24,8 +25,23 @@ export interface MonitorOptions {
   arlDays: number;
   /** production reference: the last `referenceDays` of closed blocks */
   referenceDays: number;
-  /** no rule fires before this many hours of reference */
+  /** no production-relative rule fires before this many hours of reference (the hour-of-day reference needs them)… */
   warmupHours: number;
+  /**
+   * …nor before the reference holds this many closed sessions (traffic with session ids), so that a
+   * trickle of a few long sessions is not a reference
+   */
+  warmupSessions: number;
+  /**
+   * closed sessions needed before the session design effect is trusted; until then, with session
+   * ids present, the rules that need a dispersion (all of them) wait
+   */
+  minSessions: number;
+  /**
+   * uncovered_vs_calibrated fires once when the excess is established, at severity info, or
+   * warning when the uncovered rate's lower bound is at least this multiple of the calibrated rate
+   */
+  calibratedLargeRatio: number;
   /** reference block length (minutes); blocks carry their hour of day for like-hour comparison */
   blockMinutes: number;
   /** minimum evidence before any alarm: requests in the detector's segment */
@@ -74,6 +90,9 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   arlDays: 30,
   referenceDays: 7,
   warmupHours: 24,
+  warmupSessions: 200,
+  minSessions: 50,
+  calibratedLargeRatio: 2,
   blockMinutes: 60,
   minRequests: 200,
   minEvents: 10,
@@ -101,6 +120,9 @@ export const MonitorOptionsSchema = z
     arlDays: z.number().positive(),
     referenceDays: z.number().positive(),
     warmupHours: z.number().nonnegative(),
+    warmupSessions: z.number().int().nonnegative(),
+    minSessions: z.number().int().positive(),
+    calibratedLargeRatio: z.number().gt(1),
     blockMinutes: z.number().int().positive().refine((m) => 1440 % m === 0 && m <= 60, 'must divide an hour or equal it (5, 10, 15, 20, 30, 60)'),
     minRequests: z.number().int().nonnegative(),
     minEvents: z.number().int().nonnegative(),
@@ -186,6 +208,54 @@ interface ScopeState {
    * scope's first window and the Pearson moments of each window against them (for the fixed-rate rules)
    */
   early?: { unc: number; req: number; disp: number[] };
+  /** closed sessions: the design effect of each detector family (absent until sessions are seen) */
+  sess?: SessionState;
+  /**
+   * uncovered_vs_calibrated: the uncovered rate established above the calibrated one (its upper
+   * bound when it was reported); the rule fires again only above it
+   */
+  calFact?: number;
+}
+
+/**
+ * Session moments of one accumulation period: per family the sums behind a cluster-robust
+ * (sandwich) Pearson statistic of whole sessions against the period's own shares.
+ */
+interface SessionAcc {
+  sessions: number;
+  /** requests and Σ m_s² (session sizes) */
+  n: number;
+  m2: number;
+  /** mix categories (K clusters covered + uncovered): Σ y, Σ y² */
+  mixT: number[];
+  mixQ: number[];
+  /** depth bands: Σ y, Σ y², and the band requests' n, Σ m² */
+  bandT: number[];
+  bandQ: number[];
+  bandN: number;
+  bandM2: number;
+  /** uncovered: Σ y, Σ y², Σ m·y */
+  unc: [number, number, number];
+  /** per cluster: Σ n, Σ n²; per metric and cluster: Σ e, Σ n·e, Σ e² */
+  cn: number[];
+  cn2: number[];
+  rate: Record<string, [number[], number[], number[]]>;
+  /** ISO start of the period */
+  start: string;
+}
+
+interface SessionEntry {
+  end: string;
+  sessions: number;
+  num: Record<string, number>;
+  den: Record<string, number>;
+}
+
+interface SessionState {
+  /** windows of this scope reported session ids */
+  seen: boolean;
+  acc: SessionAcc | null;
+  ring: SessionEntry[];
 }
 
 interface Episode {
@@ -242,6 +312,9 @@ interface Reference {
   byHour: Agg[];
   disp: Record<string, number[]>;
 }
+
+/** session totals, cached per (immutable) session state */
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number }>();
 
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
@@ -319,6 +392,166 @@ function aggregate(windows: WindowCounts[], index: Map<number, number>, k: numbe
   return { agg: a, n: sum(a.req) };
 }
 
+const emptySessionAcc = (k: number, start: string): SessionAcc => ({
+  sessions: 0,
+  n: 0,
+  m2: 0,
+  mixT: zeros(k + 1),
+  mixQ: zeros(k + 1),
+  bandT: [],
+  bandQ: [],
+  bandN: 0,
+  bandM2: 0,
+  unc: [0, 0, 0],
+  cn: zeros(k),
+  cn2: zeros(k),
+  rate: Object.fromEntries(METRICS.map((m) => [m, [zeros(k), zeros(k), zeros(k)]])),
+  start,
+});
+
+const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
+  ...a,
+  mixT: a.mixT.slice(),
+  mixQ: a.mixQ.slice(),
+  bandT: a.bandT.slice(),
+  bandQ: a.bandQ.slice(),
+  unc: [a.unc[0], a.unc[1], a.unc[2]],
+  cn: a.cn.slice(),
+  cn2: a.cn2.slice(),
+  rate: Object.fromEntries(Object.entries(a.rate).map(([m, v]) => [m, [v[0].slice(), v[1].slice(), v[2].slice()]])) as SessionAcc['rate'],
+});
+
+const grow = (a: number[], i: number, v: number) => {
+  while (a.length <= i) a.push(0);
+  a[i] += v;
+};
+
+/**
+ * Adds whole closed sessions to the accumulator. Rows without a session id count as sessions of
+ * one request each.
+ */
+function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], index: Map<number, number>, k: number): void {
+  const bySession = new Map<string, SessionCell[]>();
+  for (const r of rows) {
+    if (!index.has(r.c.cluster) || r.c.requests <= 0) continue;
+    if (r.c.session === '') {
+      // singletons: every request its own session (y ∈ {0, 1}, so Σ y² = Σ y)
+      const c = r.c;
+      const i = index.get(c.cluster)!;
+      const n = c.requests;
+      acc.sessions += n;
+      acc.n += n;
+      acc.m2 += n;
+      const cat = c.uncovered ? k : i;
+      acc.mixT[cat] += n;
+      acc.mixQ[cat] += n;
+      if (c.band >= 0) {
+        grow(acc.bandT, c.band, n);
+        grow(acc.bandQ, c.band, n);
+        acc.bandN += n;
+        acc.bandM2 += n;
+      }
+      if (c.uncovered) for (let j = 0; j < 3; j++) acc.unc[j] += n;
+      acc.cn[i] += n;
+      acc.cn2[i] += n;
+      for (const m of METRICS) for (let j = 0; j < 3; j++) acc.rate[m][j][i] += c[m];
+      continue;
+    }
+    const l = bySession.get(r.key);
+    if (l) l.push(r.c);
+    else bySession.set(r.key, [r.c]);
+  }
+  for (const cellsOf of bySession.values()) {
+    let m = 0;
+    let y = 0;
+    let mb = 0;
+    const mix = new Map<number, number>();
+    const band = new Map<number, number>();
+    const cl = new Map<number, number[]>();
+    for (const c of cellsOf) {
+      const i = index.get(c.cluster)!;
+      m += c.requests;
+      if (c.uncovered) y += c.requests;
+      const cat = c.uncovered ? k : i;
+      mix.set(cat, (mix.get(cat) ?? 0) + c.requests);
+      if (c.band >= 0) {
+        band.set(c.band, (band.get(c.band) ?? 0) + c.requests);
+        mb += c.requests;
+      }
+      const t = cl.get(i) ?? [0, 0, 0, 0];
+      t[0] += c.requests;
+      t[1] += c.escalated;
+      t[2] += c.refused;
+      t[3] += c.failed;
+      cl.set(i, t);
+    }
+    acc.sessions += 1;
+    acc.n += m;
+    acc.m2 += m * m;
+    for (const [c, v] of mix) {
+      acc.mixT[c] += v;
+      acc.mixQ[c] += v * v;
+    }
+    for (const [b, v] of band) {
+      grow(acc.bandT, b, v);
+      grow(acc.bandQ, b, v * v);
+    }
+    acc.bandN += mb;
+    acc.bandM2 += mb * mb;
+    acc.unc[0] += y;
+    acc.unc[1] += y * y;
+    acc.unc[2] += m * y;
+    for (const [i, t] of cl) {
+      acc.cn[i] += t[0];
+      acc.cn2[i] += t[0] * t[0];
+      METRICS.forEach((met, j) => {
+        const e = t[j + 1];
+        acc.rate[met][0][i] += e;
+        acc.rate[met][1][i] += t[0] * e;
+        acc.rate[met][2][i] += e * e;
+      });
+    }
+  }
+}
+
+/**
+ * The cluster-robust Pearson statistic of an accumulation period per family, and what it would
+ * be for independent requests: num / den estimates the design effect (Kish) of whole sessions, 1
+ * when a session's requests are independent, Σm²/Σm when each session repeats one category.
+ */
+function sessionMoments(a: SessionAcc): { num: Record<string, number>; den: Record<string, number> } {
+  const num: Record<string, number> = {};
+  const den: Record<string, number> = {};
+  const multi = (t: number[], q: number[], n: number, m2: number, f: string) => {
+    const cats = t.filter((v) => v > 0).length;
+    if (cats < 2 || n <= 0) return;
+    let x = -m2;
+    for (let c = 0; c < t.length; c++) if (t[c] > 0) x += (q[c] * n) / t[c];
+    num[f] = x;
+    den[f] = (cats - 1) * (n - m2 / n);
+  };
+  multi(a.mixT, a.mixQ, a.n, a.m2, 'mix');
+  multi(a.bandT, a.bandQ, a.bandN, a.bandM2, 'band');
+  const binary = (sy: number, sy2: number, smy: number, sn: number, sm2: number): [number, number] | null => {
+    if (sn <= 0) return null;
+    const p = sy / sn;
+    if (!(p > 0 && p < 1)) return null;
+    return [(sy2 - 2 * p * smy + p * p * sm2) / (p * (1 - p)), sn - sm2 / sn];
+  };
+  const u = binary(a.unc[0], a.unc[1], a.unc[2], a.n, a.m2);
+  if (u) [num.unc, den.unc] = u;
+  for (const m of METRICS) {
+    const [e, ne, e2] = a.rate[m];
+    for (let i = 0; i < a.cn.length; i++) {
+      const b = binary(e[i], e2[i], ne[i], a.cn[i], a.cn2[i]);
+      if (!b) continue;
+      num[m] = (num[m] ?? 0) + b[0];
+      den[m] = (den[m] ?? 0) + b[1];
+    }
+  }
+  return { num, den };
+}
+
 function normalInterval(p: number, n: number, phi: number): [number, number] {
   if (n <= 0) return [0, 1];
   const h = 1.96 * Math.sqrt((phi * p * (1 - p)) / n);
@@ -349,7 +582,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     let st: State;
     if (prev && prev.modelVersion !== ctx.modelVersion) {
       notices.push(
-        `coverage model changed from ${prev.modelVersion} to ${ctx.modelVersion}: production references and detectors restart (no rule fires for the first ${o.warmupHours} h)`,
+        `coverage model changed from ${prev.modelVersion} to ${ctx.modelVersion}: production references and detectors restart (production-relative rules wait for ${o.warmupHours} h of reference and ${o.warmupSessions} closed sessions; fixed-rate rules for the dispersion)`,
       );
       st = fresh(ctx);
     } else st = prev ? { ...(prev as State), scopes: { ...(prev as State).scopes }, episodes: { ...(prev as State).episodes } } : fresh(ctx);
@@ -416,11 +649,69 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       cur ??= { ...emptyAgg(K), key: bkey, hour, disp: {}, tainted: false };
       sc.blocks = blocks;
       const ref = reference(blocks, K);
-      const ready = ref.blocks >= warmBlocks;
       const recent = cloneAgg(sc.recent);
       scaleAgg(recent, decay);
       addAgg(recent, now);
       sc.recent = recent;
+
+      // ---- sessions, the unit of evidence: whole closed sessions measure each family's design effect ----
+      const closed = scopeWindows.flatMap((w) => (w.closedSessions ?? []).map((c) => ({ key: `${w.agent}\u0000${c.session}`, c })));
+      if (sc.sess || closed.length > 0 || scopeWindows.some((w) => (w.sessions ?? 0) > 0)) {
+        // a new object only when something changed (the totals below are cached per object)
+        let ss: SessionState = sc.sess ?? { seen: true, acc: null, ring: [] };
+        if (closed.length > 0) {
+          const acc: SessionAcc = ss.acc ? cloneSessionAcc(ss.acc) : emptySessionAcc(K, start);
+          if (acc.cn.length < K) {
+            // clusters the model did not name: the arrays grow (uncovered stays the last mix category)
+            const u = acc.mixT.pop()!;
+            const uq = acc.mixQ.pop()!;
+            while (acc.cn.length < K) {
+              acc.cn.push(0);
+              acc.cn2.push(0);
+              acc.mixT.push(0);
+              acc.mixQ.push(0);
+              for (const m of METRICS) for (const a of acc.rate[m]) a.push(0);
+            }
+            acc.mixT.push(u);
+            acc.mixQ.push(uq);
+          }
+          addSessions(acc, closed, index, K);
+          ss = { ...ss, acc };
+        }
+        // a period closes after an hour holding at least minSessions sessions; periods older than
+        // the reference drop out
+        if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+        }
+        sc.sess = ss;
+      }
+      const sessAll = !sc.sess ? null : sessCache.get(sc.sess) ?? (() => {
+        const ss = sc.sess!;
+        const num: Record<string, number> = {};
+        const den: Record<string, number> = {};
+        let sessions = 0;
+        const add = (x: { sessions: number; num: Record<string, number>; den: Record<string, number> }) => {
+          sessions += x.sessions;
+          for (const f of Object.keys(x.den)) {
+            num[f] = (num[f] ?? 0) + x.num[f];
+            den[f] = (den[f] ?? 0) + x.den[f];
+          }
+        };
+        for (const x of ss.ring) add(x);
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, ...sessionMoments(ss.acc) });
+        const r = { num, den, sessions };
+        sessCache.set(ss, r);
+        return r;
+      })();
+      /** session ids are present and enough sessions have closed to measure the design effect */
+      const sessOk = sessAll !== null && sessAll.sessions >= o.minSessions;
+      // an estimate from few sessions is rough: its upper ~95% bound (a ratio of sums over S sessions)
+      const sessUp = sessAll && sessAll.sessions > 0 ? 1 + 2 * Math.sqrt(2 / sessAll.sessions) : 1;
+      const sessPhi = (f: string) => {
+        if (!sessOk || !(sessAll!.den[f] > 0)) return 1;
+        return Math.min(o.maxDispersion, Math.max(1, (sessAll!.num[f] / sessAll!.den[f]) * sessUp));
+      };
+      const ready = ref.blocks >= warmBlocks && (!sc.sess || (sessOk && sessAll!.sessions >= o.warmupSessions));
 
       // ---- references for this hour of day (shrunk toward the pooled reference) ----
       const P = ref.pooled;
@@ -457,7 +748,10 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const phi = (f: string, volume: number) => {
         let m = models.get(f);
         if (!m) models.set(f, (m = dispersion(ref, f, o)));
-        return m(volume);
+        // With whole sessions measured, their design effect replaces the windows' growth with volume
+        // (κ·n): at a trickle a window's size mostly counts turns of the same sessions, which the
+        // windows' Pearson statistics read as a wandering rate and extrapolate to the segment.
+        return sessOk ? Math.max(m(0), sessPhi(f)) : m(volume);
       };
       const pearson = (f: string, x2: number, df: number, volume: number) => {
         if (!(df > 0) || !(volume > 0) || !Number.isFinite(x2)) return;
@@ -503,7 +797,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const refN = HN + a;
         const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
         // evidence is scaled by φ of the detector's whole segment (see Dispersion in detectors.ts)
-        const seg = (f: string) => (N: number) => phi(f, N);
+        // With sessions measured (κ dropped, see phi), the reference's own noise enters at the
+        // segment's scale instead: Var(x − N·p̂0) = φ·N·p(1−p)·(1 + N/refN)
+        const seg = (f: string, rn = refN) => (N: number) => phi(f, N) * (sessOk ? 1 + N / Math.max(1, rn) : 1);
         run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), seg('unc')));
         sc.det.unc = unc.toJSON();
         if (q) {
@@ -512,7 +808,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
           if (bandsOn) {
             const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
-            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, seg('band')));
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, seg('band', HB + a)));
           }
           sc.det.novel = d.toJSON();
         }
@@ -530,7 +826,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           for (const m of METRICS) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), seg(m)), m);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), seg(m, at(P.req, i) + 20)), m);
             sc.det.rate[rk] = r.toJSON();
           }
         }
@@ -573,10 +869,19 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const f = dispersionOf(e.disp, o);
         // an estimate from 20 windows is rough: its upper ~95% bound (r̄ has sd ≈ r̄·√(2/w))
         const up = 1 + 2 * Math.sqrt(2 / e.disp[0]);
-        phiFixed = f ? (N: number) => Math.min(o.maxDispersion, f(N) * up) : null;
+        // with session ids, the sessions' design effect (measured across windows) is what matters
+        phiFixed = sessOk
+          ? (N: number) => Math.max(f ? Math.min(o.maxDispersion, f(N) * up) : 1, sessPhi('unc'))
+          : f && !sc.sess
+            ? (N: number) => Math.min(o.maxDispersion, f(N) * up)
+            : null;
       } else if (sc.early) delete sc.early;
+      // session ids present but too few sessions closed yet: the fixed-rate rules wait
+      if (sc.sess && !sessOk) phiFixed = null;
       const cal = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.cal ?? undefined);
-      const pCal = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
+      const pCalBase = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
+      // once an excess is reported, only a further rise above its level is news
+      const pCal = Math.min(0.999, Math.max(pCalBase, sc.calFact ?? 0));
       run('uncovered_vs_calibrated', 'uncovered_vs_calibrated', null, phiFixed !== null ? cal.update(nowUnc, n, pCal, phiFixed) : idle(hOne));
       sc.det.cal = cal.toJSON();
       if (o.budget !== null) {
@@ -616,19 +921,19 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const trend = (rule: RuleName, cluster: number | null, sNow: number, sRef: number, sEval: number, esc: number, stat: number, h: number) =>
         !quiet &&
         trends.push({ windowStart: start, windowEnd: end, rule, agent, cluster, modelVersion: ctx.modelVersion, shareNow: sNow, shareReference: sRef, shareEval: sEval, escalationRate: esc, statistic: stat, threshold: h });
-      const finding = (rule: RuleName, cluster: number | null, e: Episode, stat: number, h: number, effect: Effect, summary: string, clusters: ClusterShare[]) =>
+      const finding = (rule: RuleName, cluster: number | null, e: Episode, stat: number, h: number, effect: Effect, summary: string, clusters: ClusterShare[], severity = SEVERITY[rule]) =>
         findings.push({
           rule,
           scope: { agent, cluster },
           firing: e.firing,
-          severity: SEVERITY[rule],
+          severity,
           ...(e.firing && e.onset ? { onset: e.onset } : {}),
           windowStart: start,
           windowEnd: end,
           statistic: stat,
           threshold: h,
           effect,
-          summary,
+          summary: e.firing && !sc.sess ? `${summary} (No session ids: each request is counted as independent evidence.)` : summary,
           clusters,
         });
       const warming = !ready;
@@ -676,20 +981,40 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         trend('uncovered_share', null, uNow, p0Unc, 0, escRate, Math.max(vb.statistic, vn?.statistic ?? 0), hUnc);
       }
       {
+        // a standing fact: reported once when established (like eval_mismatch), again only when the
+        // rate rises above the level reported; info unless the excess is large
         const v = verdicts.get('uncovered_vs_calibrated')!.v;
-        const e = episode('uncovered_vs_calibrated', null, v.alarm, v.statistic, hOne);
+        const key = `uncovered_vs_calibrated|${agent}|`;
+        const before = sc.calFact;
+        let e: Episode = { firing: false, lastAlarm: st.episodes[key]?.lastAlarm ?? -Infinity };
+        let [est, lo, hi] = [uNow, uLo, uHi];
+        let severity: Finding['severity'] = 'info';
+        if (v.alarm && v.segmentRequests > 0) {
+          const phiS = typeof phiFixed === 'function' ? phiFixed(v.segmentRequests) : 1;
+          est = v.segmentEvents / v.segmentRequests;
+          [lo, hi] = klInterval(v.segmentEvents, v.segmentRequests, CI_LEVEL, phiS);
+          e = { firing: true, onset: start, lastAlarm: widx };
+          if (lo >= o.calibratedLargeRatio * pCalBase) severity = 'warning';
+          sc.calFact = Math.min(0.999, Math.max(hi, pCal));
+        }
+        st.episodes[key] = e;
         finding(
           'uncovered_vs_calibrated',
           null,
           e,
           v.statistic,
           hOne,
-          { name: 'uncovered_share_diff', value: uNow - pCal, lo: uLo - pCal, hi: uHi - pCal },
-          `Uncovered share for ${scopeName(agent)} is ${pct(uNow)} (95% ${pct(uLo)}–${pct(uHi)}) against ${pct(pCal)} calibrated at fit time` +
-            (e.firing ? ': production meets more untested traffic than the fit promised; refit or add eval cases.' : '.'),
+          { name: 'uncovered_share_diff', value: est - pCalBase, lo: lo - pCalBase, hi: hi - pCalBase },
+          e.firing
+            ? `Uncovered share for ${scopeName(agent)} is established at ${pct(est)} (95% ${pct(lo)}–${pct(hi)}) against ${pct(pCalBase)} calibrated at fit time` +
+                (before !== undefined ? `, above the ${pct(before)} reported before` : '') +
+                ': production meets more traffic outside the eval set than the fit measured on its own phrasings. Reported once; again only if it rises further (uncovered_share and gaps tell whether it grows or is new topics).'
+            : `Uncovered share for ${scopeName(agent)} is ${pct(uNow)} (95% ${pct(uLo)}–${pct(uHi)}) against ${pct(pCalBase)} calibrated at fit time` +
+                (before !== undefined ? `; established above it (up to ${pct(before)}) and reported.` : '.'),
           uncDrivers(),
+          severity,
         );
-        trend('uncovered_vs_calibrated', null, uNow, pCal, 0, escRate, v.statistic, hOne);
+        trend('uncovered_vs_calibrated', null, uNow, pCalBase, 0, escRate, v.statistic, hOne);
       }
       if (o.budget !== null) {
         const v = verdicts.get('uncovered_budget')!.v;

@@ -35,8 +35,32 @@ export interface WindowCounts {
   agent: string;
   modelVersion: string;
   clusters: ClusterCounts[];
-  /** distinct sessions seen in the window, when known (for overdispersion-aware tests) */
+  /**
+   * distinct sessions seen in the window (requests with a session_id). When it is > 0 the monitor
+   * treats sessions as the unit of evidence: the rules that need a dispersion wait until closed
+   * sessions have measured it (see `closedSessions`)
+   */
   sessions?: number;
+  /**
+   * the sessions of this agent that closed in this window (idle for the runner's session gap),
+   * whole: one row per session and coverage cell with its counts. The monitor measures from them
+   * how much of each rule's evidence a session repeats (a design effect, see docs/monitor.md)
+   */
+  closedSessions?: SessionCell[];
+}
+
+/** One closed session's requests in one coverage cell (nearest cluster, covered or not, depth band). */
+export interface SessionCell {
+  /** the session id ('' = requests without one: each is its own session) */
+  session: string;
+  cluster: number;
+  uncovered: boolean;
+  /** coverage depth band, or -1 (a model without bands) */
+  band: number;
+  requests: number;
+  escalated: number;
+  refused: number;
+  failed: number;
 }
 
 /** What the monitor knows about the coverage model in force (from its manifest). */

@@ -27,6 +27,23 @@ export interface DayTotalRow extends Omit<BucketRow, 'bucket'> {
   day: string; // YYYY-MM-DD
 }
 
+/** One closed session's requests in one coverage cell (closedSessions). */
+export interface ClosedSessionRow {
+  agent: string;
+  model_version: string;
+  /** '' = requests without a session id */
+  session: string;
+  cluster: number;
+  uncovered: boolean;
+  band: number;
+  requests: number;
+  escalated: number;
+  refused: number;
+  failed: number;
+  /** ISO: last request + the idle gap */
+  closedAt: string;
+}
+
 export interface AlertRow {
   id: string;
   webhook_id: string;
@@ -162,6 +179,61 @@ export class MonitorStore {
       { from: chTime(from), to: chTime(to), w: windowSeconds },
     );
     return rows.map((r) => ({ window: fromChTime(String(r.window)), agent: String(r.agent), model_version: String(r.model_version), sessions: n(r.sessions) }));
+  }
+
+  /**
+   * The sessions that closed in [from, to): their last request is `idleSeconds` before a time in
+   * it (none after it so far), read whole over at most `maxSpanSeconds` before that. One row per
+   * session and coverage cell, with the session's close time; plus the requests of [from, to)
+   * without a session id (session '', each its own session). A session is (agent, session_id).
+   */
+  async closedSessions(from: string, to: string, idleSeconds: number, maxSpanSeconds = 4 * 3600): Promise<ClosedSessionRow[]> {
+    const f = Date.parse(from);
+    const t = Date.parse(to);
+    const iso = (ms: number) => new Date(ms).toISOString();
+    const R = this.store.t('requests');
+    const rows = await this.store.query<Raw>(
+      `WITH s AS (
+         SELECT agent, session_id, max(ts) AS last FROM ${R}
+         WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
+         GROUP BY agent, session_id
+         HAVING last >= {a:DateTime64(3, 'UTC')} AND last < {b:DateTime64(3, 'UTC')}
+       )
+       SELECT r.agent AS agent, r.model_version AS model_version, r.session_id AS session_id, r.cluster AS cluster,
+              r.covered AS covered, r.coverage_band AS band, count() AS requests, countIf(r.escalated = 1) AS escalated,
+              countIf(r.outcome = 'refused') AS refused, countIf(r.outcome = 'failed') AS failed,
+              toUnixTimestamp64Milli(any(s.last)) AS last_ms
+       FROM ${R} AS r INNER JOIN s ON r.agent = s.agent AND r.session_id = s.session_id
+       WHERE r.ts >= {lo:DateTime64(3, 'UTC')} AND r.ts < {b:DateTime64(3, 'UTC')}
+       GROUP BY agent, model_version, session_id, cluster, covered, band
+       UNION ALL
+       SELECT agent, model_version, '' AS session_id, cluster, covered, coverage_band AS band, count() AS requests,
+              countIf(escalated = 1) AS escalated, countIf(outcome = 'refused') AS refused, countIf(outcome = 'failed') AS failed,
+              toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms
+       FROM (SELECT * FROM ${R} WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = '')
+       GROUP BY agent, model_version, cluster, covered, band`,
+      {
+        lo: chTime(iso(f - (idleSeconds + maxSpanSeconds) * 1000)),
+        a: chTime(iso(f - idleSeconds * 1000)),
+        b: chTime(iso(t - idleSeconds * 1000)),
+        from: chTime(from),
+        to: chTime(to),
+        idle: idleSeconds,
+      },
+    );
+    return rows.map((r) => ({
+      agent: String(r.agent),
+      model_version: String(r.model_version),
+      session: String(r.session_id),
+      cluster: n(r.cluster),
+      uncovered: n(r.covered) === 0,
+      band: n(r.band),
+      requests: n(r.requests),
+      escalated: n(r.escalated),
+      refused: n(r.refused),
+      failed: n(r.failed),
+      closedAt: new Date(n(r.last_ms) + idleSeconds * 1000).toISOString(),
+    }));
   }
 
   /** The first bucket at or after `from` that holds rows, or null. */

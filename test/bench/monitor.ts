@@ -25,7 +25,7 @@ import { backtest, createEvaluateWindow, DEFAULT_MONITOR, scoreDetections } from
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
-import { stream, type Cell, type StreamSpec } from '../helpers/monitor-sim.js';
+import { sessionStream, stream, type Cell, type SessionStreamSpec, type StreamSpec } from '../helpers/monitor-sim.js';
 import { rng } from '../../src/monitor/stats.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
@@ -41,6 +41,13 @@ const SEEDS = (args.get('seeds') ?? '2,3').split(',').map(Number);
 /** --shifts=novel_5pct,cluster_tripled: run only these shifts */
 const SHIFTS = args.get('shifts')?.split(',');
 const RATE = 20;
+/** --only=sessions: the session-traffic part, at these volumes (requests/s) */
+const SESSION_RATES = (args.get('rates') ?? '0.05,0.5,20').split(',').map(Number);
+const SESSION_DAYS = Number(args.get('session-days') ?? 30);
+/** runs per shift and volume (default: 1 at ≥ 5 requests/s, 2 below) */
+const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
+/** --session-parts=noshift,shifts */
+const SESSION_PARTS = (args.get('session-parts') ?? 'noshift,shifts').split(',');
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
 const START = Date.parse('2026-01-05T00:00:00.000Z');
@@ -171,6 +178,11 @@ async function main() {
       seconds: Math.round((performance.now() - t) / 100) / 10,
     };
   };
+  if (ONLY === 'sessions') {
+    const out = sessionBench({ cells, F, isHeld, phase, ctx, cellWeights });
+    console.log(JSON.stringify({ bench: 'monitor', only: 'sessions', data: 'banking77', model: { k: m.params.k, fittedIntents: fittedIdx.length, heldOutIntents: heldIdx.length, calibratedRate: ctx.calibratedRate, calibratedRateInterval: ctx.calibratedRateInterval }, ...out }, null, 2));
+    return;
+  }
   const shuffled = !ONLY || ONLY === 'shuffled' ? noShift(false) : null;
   console.error(JSON.stringify({ shuffled }));
   const realisticRuns = !ONLY || ONLY === 'realistic' ? SEEDS.map((s) => noShift(true, s)) : [];
@@ -289,6 +301,182 @@ async function main() {
       2,
     ),
   );
+}
+
+/**
+ * Session traffic (sessionStream: sessions of 1–30 turns 5–90 s apart, mostly one intent with
+ * paraphrases and exact retries, two agents 70/30, a daily cycle ×5 in volume and in the intent
+ * mix) at each volume of SESSION_RATES: 30 days without a shift (alerts per rule), and three shifts
+ * after a 3-day history and (novel topics) on a fresh deployment, each with the delay in requests
+ * of the product and of an oracle CUSUM on the same stream.
+ *
+ * The oracle knows the pre- and post-change distributions and the change time (it starts at the
+ * change): for the novel and tripled shifts it observes each session once, by the coverage cell of
+ * its first turn (independent across sessions; a session's later turns repeat its intent), with
+ * threshold ln(sessions in 30 days); for escalations, each request of the cluster (independent
+ * per request in this generator), threshold ln(that cluster's requests in 30 days).
+ */
+function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phase: number[]; ctx: MonitorContext; cellWeights: (iw: number[]) => number[] }) {
+  const { cells, F, isHeld, phase, ctx } = w;
+  const J = F.length;
+  const heldN = isHeld.filter(Boolean).length;
+  const agents = { support: 0.7, sales: 0.3 };
+  const weightsAt = (t: number, agent: string, novel: number, boost: number | null) => {
+    const h = ((t / 3600000) % 24) / 24 + (agent === 'sales' ? 0.25 : 0);
+    const x = Array.from({ length: J }, (_, j) => (isHeld[j] ? 0 : 1 + 0.6 * Math.sin(2 * Math.PI * (h + phase[j]))));
+    if (boost !== null) for (let j = 0; j < J; j++) if (!isHeld[j] && clusterOfIntent[j] === boost) x[j] *= 3;
+    const sum = x.reduce((a, b) => a + b, 0);
+    return x.map((v, j) => (isHeld[j] ? novel / heldN : ((1 - novel) * v) / sum));
+  };
+  // each fitted intent's main cluster (the tripled shift triples the intents of one cluster)
+  const clusterOfIntent = F.map((f) => {
+    const by = new Map<number, number>();
+    f.forEach((v, c) => by.set(cells[c].cluster, (by.get(cells[c].cluster) ?? 0) + v));
+    return [...by.entries()].sort((a, b) => b[1] - a[1])[0][0];
+  });
+  // the tripled cluster: the main cluster of fitted intents with the median traffic among those ≥ 1%
+  const base = weightsAt(0, 'support', 0, null);
+  const byCl = new Map<number, number>();
+  base.forEach((v, j) => byCl.set(clusterOfIntent[j], (byCl.get(clusterOfIntent[j]) ?? 0) + v));
+  const cand = [...byCl.entries()].filter((x) => x[1] >= 0.01).sort((a, b) => a[1] - b[1]);
+  const target = cand[Math.floor(cand.length / 2)][0];
+  const rules: RuleName[] = ['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'escalation', 'uncovered_escalation', 'eval_mismatch'];
+  const specFor = (rate: number, durationMs: number, seed: number, over: Partial<SessionStreamSpec> = {}): SessionStreamSpec => ({
+    start: new Date(START).toISOString(),
+    durationMs,
+    windowSeconds: WINDOW,
+    ratePerSecond: rate,
+    agents,
+    cells,
+    intentCells: F,
+    intentWeights: (t, agent) => weightsAt(t, agent, 0, null),
+    modelVersion: 'bench',
+    seed,
+    ...(w.ctx.novelProfile ? { bands: BANDS } : {}),
+    ...over,
+  });
+  const out: Record<string, unknown> = {
+    generator: { agents, volumeRatio: 5, turns: '1–30, P(L) ∝ 0.88^L (mean 6.6)', gapSeconds: [5, 90], retry: 0.3, switchIntent: 0.05, mixCycle: 0.6, windowSeconds: WINDOW, sessionIdleSeconds: 300 },
+    tripledCluster: target,
+    volumes: {} as Record<string, unknown>,
+  };
+  for (const rate of SESSION_RATES) {
+    const res: Record<string, unknown> = {};
+    if (SESSION_PARTS.includes('noshift')) {
+      const t = performance.now();
+      let requests = 0;
+      let sessions = 0;
+      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, 5), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx);
+      const per = Object.fromEntries(rules.map((x) => [x, r.alerts.filter((al) => al.rule === x).length]));
+      res.noShift = {
+        days: SESSION_DAYS,
+        requests,
+        sessions,
+        alertsPerRule: per,
+        alertsPer30DaysPerRule: Object.fromEntries(rules.map((x) => [x, Math.round((per[x] * 30 * 100) / SESSION_DAYS) / 100])),
+        alerts: r.alerts.slice(0, 12).map((al) => ({ rule: al.rule, agent: al.scope.agent, severity: al.severity, onset: al.onset, summary: al.summary })),
+        seconds: Math.round((performance.now() - t) / 100) / 10,
+      };
+      console.error(JSON.stringify({ rate, noShift: res.noShift }));
+    }
+    if (SESSION_PARTS.includes('shifts')) {
+      const reps = SESSION_REPS ?? (rate >= 5 ? 1 : 2);
+      type S = { name: string; history: boolean; rules: RuleName[]; cluster: number | null; over: (change: number) => Partial<SessionStreamSpec> };
+      const shifted = (change: number, novel: number, boost: number | null) => (t: number, agent: string) => weightsAt(t, agent, t >= change ? novel : 0, t >= change ? boost : null);
+      const shifts: S[] = [
+        { name: 'novel_5pct', history: true, rules: ['uncovered_share'], cluster: null, over: (c) => ({ intentWeights: shifted(c, 0.05, null) }) },
+        { name: 'cluster_tripled', history: true, rules: ['cluster_mix'], cluster: target, over: (c) => ({ intentWeights: shifted(c, 0, target) }) },
+        { name: 'escalation_5_to_20pct', history: true, rules: ['escalation'], cluster: target, over: (c) => ({ escalation: (cell: Cell, t: number) => (t >= c && cell.cluster === target ? 0.2 : 0.05) }) },
+        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget'], cluster: null, over: (c) => ({ intentWeights: shifted(c, 0.05, null) }) },
+      ];
+      // requests and sessions of 30 days at this volume (the oracle's ARL)
+      const meanLen = 6.6;
+      const sessions30 = (rate * 30 * 86400) / meanLen;
+      for (const s of shifts.filter((x) => !SHIFTS || SHIFTS.includes(x.name))) {
+        const runs: Record<string, unknown>[] = [];
+        for (let rep = 0; rep < reps; rep++) {
+          const change = START + (s.history ? 3 * DAY + (rep * 7 + 3) * 3600_000 : 0);
+          const horizon = Math.max(2 * DAY, Math.min(20 * DAY, (400_000 / rate) * 1000));
+          let reqSince = 0;
+          let clusterReqSince = 0;
+          let oracleAt: number | null = null;
+          let oracleReq: number | null = null;
+          // oracle CUSUM, started at the change
+          let cu = 0;
+          const pEsc0 = 0.05;
+          const pEsc1 = 0.2;
+          const hSessions = Math.log(sessions30);
+          const clusterShare30 = byCl.get(target) ?? 0.01;
+          const hEsc = Math.log(rate * 30 * 86400 * clusterShare30);
+          const onSession = (x: { t: number; agent: string; cells: number[]; escalated: number[] }) => {
+            if (x.t < change || oracleAt !== null) return;
+            if (s.name.startsWith('escalation')) {
+              x.cells.forEach((c, i) => {
+                if (oracleAt !== null || cells[c].cluster !== target) return;
+                const e = x.escalated[i];
+                cu = Math.max(0, cu + (e ? Math.log(pEsc1 / pEsc0) : Math.log((1 - pEsc1) / (1 - pEsc0))));
+                if (cu >= hEsc) oracleAt = x.t;
+              });
+              return;
+            }
+            const c = x.cells[0];
+            const pre = weightsAt(x.t, x.agent, 0, null);
+            const post = s.name.startsWith('novel') ? weightsAt(x.t, x.agent, 0.05, null) : weightsAt(x.t, x.agent, 0, target);
+            let a = 0;
+            let b = 0;
+            for (let j = 0; j < J; j++) {
+              a += post[j] * F[j][c];
+              b += pre[j] * F[j][c];
+            }
+            if (a > 0 && b > 0) cu = Math.max(0, cu + Math.log(a / b));
+            if (cu >= hSessions) oracleAt = x.t;
+          };
+          const spec = specFor(rate, change - START + horizon, 100 + rep, {
+            ...s.over(change),
+            onSession,
+            onWindow: (t, n) => {
+              if (t >= change) reqSince += n;
+              if (oracleAt !== null && oracleReq === null && t + WINDOW * 1000 > oracleAt) oracleReq = reqSince;
+            },
+          });
+          const evaluate = createEvaluateWindow({ output: 'changes' });
+          let state = null as Parameters<typeof evaluate>[0];
+          let found: number | null = null;
+          let foundAt: string | null = null;
+          let falseBefore = 0;
+          for (const win of sessionStream(spec)) {
+            if (win.length === 0) continue;
+            const ev = evaluate(state, win, ctx);
+            state = ev.state;
+            const t0w = Date.parse(win[0].start);
+            for (const f of ev.findings) {
+              if (!f.firing || f.onset !== f.windowStart) continue;
+              if (t0w < change) {
+                if (f.rule !== 'eval_mismatch') falseBefore++;
+                continue;
+              }
+              const ok = s.rules.includes(f.rule) && (s.cluster === null || f.scope.cluster === s.cluster || f.clusters[0]?.cluster === s.cluster);
+              if (ok && found === null) {
+                found = reqSince;
+                foundAt = f.rule;
+              }
+            }
+            if (found !== null && oracleReq !== null) break;
+          }
+          void clusterReqSince;
+          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, falseAlarmsBeforeChange: falseBefore });
+          console.error(JSON.stringify({ rate, shift: s.name, rep, ...runs[runs.length - 1] }));
+        }
+        const d = runs.filter((x) => x.detected && x.oracleDelayRequests);
+        const mean = (k: string) => (d.length ? Math.round(d.reduce((a, x) => a + (x[k] as number), 0) / d.length) : null);
+        const md = mean('delayRequests');
+        const mo = mean('oracleDelayRequests');
+        res[s.name] = { runs: reps, missed: runs.filter((x) => !x.detected).length, delayRequests: md, oracleDelayRequests: mo, ratioToOracle: md !== null && mo ? Math.round((md / mo) * 100) / 100 : null, each: runs };
+      }
+    }
+    (out.volumes as Record<string, unknown>)[String(rate)] = res;
+  }
+  return out;
 }
 
 main().catch((e) => {

@@ -4,7 +4,7 @@
  * several agents. Seeded and deterministic.
  */
 import { rng } from '../../src/monitor/stats.js';
-import type { ClusterCounts, WindowCounts } from '../../src/monitor/types.js';
+import type { ClusterCounts, SessionCell, WindowCounts } from '../../src/monitor/types.js';
 
 function normal(r: () => number): number {
   const u = Math.max(1e-12, r());
@@ -141,8 +141,8 @@ export function* stream(spec: StreamSpec): Generator<WindowCounts[]> {
         end: new Date(t + ms).toISOString(),
         agent,
         modelVersion: spec.modelVersion ?? 'm1',
+        // its sessions live inside one window (the windows' dispersion sees them): no session ids given
         clusters: [...byCluster.values()].sort((a, b) => a.cluster - b.cluster),
-        sessions,
       });
     }
     yield out;
@@ -169,4 +169,189 @@ export function dailyCycle(base: number[], amp: number, seed = 7): (t: number) =
     const s = w.reduce((a, b) => a + b, 0);
     return w.map((x) => x / s);
   };
+}
+
+/**
+ * Request-level traffic with real sessions (the realistic generator of the benchmark and the
+ * session tests): sessions arrive as a Poisson process whose rate follows a daily cycle (day peak
+ * `volumeRatio` × the night trough); each session has 1–`maxTurns` turns `gapSeconds` apart, mostly
+ * one intent: a turn is an exact retry of the previous one (same cell), a paraphrase (a new draw
+ * from the intent's cells) or, rarely, a new intent. Agents carry unequal shares of the volume.
+ * Windows carry the distinct sessions seen and the sessions that closed (idle `idleSeconds`), as
+ * the runner gives them to the monitor.
+ */
+export interface SessionStreamSpec {
+  start: string;
+  /** total length (ms) and window length (s) */
+  durationMs: number;
+  windowSeconds: number;
+  /** mean requests per second over a day */
+  ratePerSecond: number;
+  /** day peak ÷ night trough of the volume (5: ×5) */
+  volumeRatio?: number;
+  /** agent name → share of the volume */
+  agents?: Record<string, number>;
+  cells: Cell[];
+  /** per intent: its distribution over cells (what its paraphrases land on) */
+  intentCells: number[][];
+  /** intent shares at time t for an agent */
+  intentWeights: (t: number, agent: string) => number[];
+  escalation?: (cell: Cell, t: number) => number;
+  /** turns: 1..maxTurns, P(L) ∝ decay^L (default 30, 0.88: mean ≈ 6.6) */
+  maxTurns?: number;
+  turnDecay?: number;
+  gapSeconds?: [number, number];
+  /** per turn after the first: exact retry, else paraphrase, else (switch) a new intent */
+  retry?: number;
+  switchIntent?: number;
+  /** a session closes this long after its last turn */
+  idleSeconds?: number;
+  /** false: windows carry no session ids (traffic without session_id) */
+  sessionIds?: boolean;
+  modelVersion?: string;
+  seed?: number;
+  bands?: number;
+  /** called once per session at its start (the oracle's observations) */
+  onSession?: (s: { t: number; agent: string; intent: number; cells: number[]; escalated: number[] }) => void;
+  /** called with each window's request count (after it is emitted) */
+  onWindow?: (t: number, requests: number) => void;
+}
+
+function pick(r: () => number, w: number[], total?: number): number {
+  let u = r() * (total ?? w.reduce((a, b) => a + b, 0));
+  for (let i = 0; i < w.length; i++) {
+    u -= w[i];
+    if (u < 0) return i;
+  }
+  return w.length - 1;
+}
+
+export function* sessionStream(spec: SessionStreamSpec): Generator<WindowCounts[]> {
+  const r = rng(spec.seed ?? 1);
+  const W = spec.windowSeconds * 1000;
+  const t0 = Date.parse(spec.start);
+  const nWin = Math.floor(spec.durationMs / W);
+  const agents = Object.entries(spec.agents ?? { support: 0.7, sales: 0.3 });
+  const ratio = spec.volumeRatio ?? 5;
+  const amp = (ratio - 1) / (ratio + 1);
+  const maxTurns = spec.maxTurns ?? 30;
+  const decay = spec.turnDecay ?? 0.88;
+  const lenW = Array.from({ length: maxTurns }, (_, i) => Math.pow(decay, i + 1));
+  const lenSum = lenW.reduce((a, b) => a + b, 0);
+  const meanLen = lenW.reduce((a, w, i) => a + w * (i + 1), 0) / lenSum;
+  const [g0, g1] = spec.gapSeconds ?? [5, 90];
+  const retry = spec.retry ?? 0.3;
+  const sw = spec.switchIntent ?? 0.05;
+  const idle = (spec.idleSeconds ?? 300) * 1000;
+  const ids = spec.sessionIds !== false;
+  const cellCum = spec.intentCells.map((f) => f.reduce((a, b) => a + b, 0));
+  // future windows: per window, per agent: cell → [req, esc, ref, fail], session ids seen, closed sessions
+  interface Slot {
+    cells: Map<number, number[]>;
+    sessions: Set<number>;
+    closed: SessionCell[];
+  }
+  const future = new Map<number, Map<string, Slot>>();
+  const slot = (w: number, agent: string): Slot => {
+    let m = future.get(w);
+    if (!m) future.set(w, (m = new Map()));
+    let s = m.get(agent);
+    if (!s) m.set(agent, (s = { cells: new Map(), sessions: new Set(), closed: [] }));
+    return s;
+  };
+  let sid = 0;
+  for (let w = 0; w < nWin; w++) {
+    const tw = t0 + w * W;
+    const h = ((tw / 3600000) % 24) / 24;
+    const vol = 1 + amp * Math.cos(2 * Math.PI * (h - 0.6));
+    for (const [agent, share] of agents) {
+      const n = poisson(r, (spec.ratePerSecond * spec.windowSeconds * vol * share) / meanLen);
+      for (let k = 0; k < n; k++) {
+        const id = sid++;
+        let t = tw + r() * W;
+        const L = 1 + pick(r, lenW, lenSum);
+        const iw = spec.intentWeights(t, agent);
+        let intent = pick(r, iw);
+        const start = t;
+        let cell = pick(r, spec.intentCells[intent], cellCum[intent]);
+        const seq: number[] = [];
+        const esc: number[] = [];
+        const tally = new Map<number, number[]>();
+        for (let turn = 0; turn < L; turn++) {
+          if (turn > 0) {
+            t += (g0 + r() * (g1 - g0)) * 1000;
+            const u = r();
+            if (u < sw) {
+              intent = pick(r, iw);
+              cell = pick(r, spec.intentCells[intent], cellCum[intent]);
+            } else if (u >= sw + retry) cell = pick(r, spec.intentCells[intent], cellCum[intent]);
+          }
+          const c = spec.cells[cell];
+          const e = r() < (spec.escalation?.(c, t) ?? 0.05) ? 1 : 0;
+          const rf = r() < 0.02 ? 1 : 0;
+          const fl = r() < 0.01 ? 1 : 0;
+          seq.push(cell);
+          esc.push(e);
+          const wi = Math.floor((t - t0) / W);
+          const s = slot(wi, agent);
+          const cc = s.cells.get(cell) ?? [0, 0, 0, 0];
+          cc[0] += 1;
+          cc[1] += e;
+          cc[2] += rf;
+          cc[3] += fl;
+          s.cells.set(cell, cc);
+          s.sessions.add(id);
+          const tt = tally.get(cell) ?? [0, 0, 0, 0];
+          tt[0] += 1;
+          tt[1] += e;
+          tt[2] += rf;
+          tt[3] += fl;
+          tally.set(cell, tt);
+        }
+        spec.onSession?.({ t: start, agent, intent, cells: seq, escalated: esc });
+        if (ids) {
+          const cw = Math.floor((t + idle - t0) / W);
+          const s = slot(cw, agent);
+          for (const [cell, tt] of tally) {
+            const c = spec.cells[cell];
+            s.closed.push({ session: `s${id}`, cluster: c.cluster, uncovered: c.uncovered, band: c.band ?? -1, requests: tt[0], escalated: tt[1], refused: tt[2], failed: tt[3] });
+          }
+        }
+      }
+    }
+    const m = future.get(w);
+    future.delete(w);
+    const out: WindowCounts[] = [];
+    let total = 0;
+    for (const [agent] of agents) {
+      const s = m?.get(agent);
+      const byCluster = new Map<number, ClusterCounts>();
+      for (const [cell, cc] of s?.cells ?? []) {
+        const c = spec.cells[cell];
+        const x = byCluster.get(c.cluster) ?? { cluster: c.cluster, requests: 0, uncovered: 0, escalated: 0, refused: 0, failed: 0, uncoveredEscalated: 0, ...(spec.bands ? { bands: new Array<number>(spec.bands).fill(0) } : {}) };
+        x.requests += cc[0];
+        x.escalated += cc[1];
+        x.refused += cc[2];
+        x.failed += cc[3];
+        if (c.uncovered) {
+          x.uncovered += cc[0];
+          x.uncoveredEscalated! += cc[1];
+        }
+        if (x.bands && c.band !== undefined) x.bands[c.band] += cc[0];
+        byCluster.set(c.cluster, x);
+        total += cc[0];
+      }
+      if (byCluster.size === 0 && !(s && s.closed.length)) continue;
+      out.push({
+        start: new Date(tw).toISOString(),
+        end: new Date(tw + W).toISOString(),
+        agent,
+        modelVersion: spec.modelVersion ?? 'm1',
+        clusters: [...byCluster.values()].sort((a, b) => a.cluster - b.cluster),
+        ...(ids ? { sessions: s?.sessions.size ?? 0, closedSessions: s?.closed ?? [] } : {}),
+      });
+    }
+    spec.onWindow?.(tw, total);
+    yield out;
+  }
 }

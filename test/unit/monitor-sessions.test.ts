@@ -1,0 +1,104 @@
+/**
+ * Sessions as the unit of evidence: at a trickle (0.05 requests/s), one long session of one intent
+ * is a large part of an hour's traffic. Counted as independent requests it reads as a shifted mix
+ * (the false-alarm storm of issue 17); measured as a design effect from closed sessions it does not.
+ */
+import { describe, expect, it } from 'vitest';
+import { backtest } from '../../src/monitor/index.js';
+import type { MonitorContext } from '../../src/monitor/types.js';
+import { rng } from '../../src/monitor/stats.js';
+import { sessionStream, type Cell, type SessionStreamSpec } from '../helpers/monitor-sim.js';
+
+const K = 12;
+const DAY = 86400_000;
+const START = '2026-03-02T00:00:00.000Z';
+
+/** 24 intents over 12 clusters: each lands mostly covered in its cluster, uncovered 2–15%, a little in a neighbour */
+export function syntheticIntents(seed = 3) {
+  const r = rng(seed);
+  const cells: Cell[] = [];
+  for (let c = 0; c < K; c++) cells.push({ cluster: c, uncovered: false }, { cluster: c, uncovered: true });
+  const intentCells = Array.from({ length: 2 * K }, (_, j) => {
+    const c = j % K;
+    const u = 0.02 + 0.13 * r();
+    const f = new Array<number>(cells.length).fill(0);
+    f[2 * c] = (1 - u) * 0.9;
+    f[2 * ((c + 1) % K)] = (1 - u) * 0.1;
+    f[2 * c + 1] = u;
+    return f;
+  });
+  const base = intentCells.map(() => 0.3 + r());
+  const phase = intentCells.map(() => r());
+  const intentWeights = (t: number) => {
+    const h = ((t / 3600000) % 24) / 24;
+    const w = base.map((b, j) => b * (1 + 0.5 * Math.sin(2 * Math.PI * (h + phase[j]))));
+    const s = w.reduce((a, b) => a + b, 0);
+    return w.map((x) => x / s);
+  };
+  // the mean uncovered rate (what an honest calibration states)
+  const w0 = base.map((b) => b / base.reduce((a, x) => a + x, 0));
+  const uRate = intentCells.reduce((a, f, j) => a + w0[j] * f.filter((_, i) => i % 2 === 1).reduce((x, y) => x + y, 0), 0);
+  return { cells, intentCells, intentWeights, uRate };
+}
+
+const world = syntheticIntents();
+const ctx: MonitorContext = {
+  modelVersion: 'm1',
+  calibratedRate: world.uRate,
+  calibratedRateInterval: [world.uRate * 0.8, world.uRate * 1.25],
+  evalShares: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, 1 / K])),
+  labels: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, `topic ${i}`])),
+};
+
+function spec(seed: number, over: Partial<SessionStreamSpec> = {}): SessionStreamSpec {
+  return {
+    start: START,
+    durationMs: 14 * DAY,
+    windowSeconds: 300,
+    ratePerSecond: 0.05,
+    agents: { support: 0.7, sales: 0.3 },
+    cells: world.cells,
+    intentCells: world.intentCells,
+    intentWeights: world.intentWeights,
+    seed,
+    ...over,
+  };
+}
+
+describe('sessions at a trickle (0.05 requests/s)', () => {
+  it('14 days of session-correlated traffic with no shift raise no alert (two seeds); counted as independent requests they do', () => {
+    let withSessions = 0;
+    let without = 0;
+    const fired: string[] = [];
+    for (const seed of [1, 2]) {
+      const a = backtest(sessionStream(spec(seed)), ctx);
+      withSessions += a.alerts.length;
+      fired.push(...a.alerts.map((x) => `${x.rule} ${x.scope.agent} ${x.onset}`));
+      // the same traffic without session ids: today's behaviour (requests as independent evidence)
+      const b = backtest(sessionStream(spec(seed, { sessionIds: false })), ctx);
+      without += b.alerts.filter((x) => x.rule !== 'uncovered_vs_calibrated').length;
+      if (b.alerts.length) expect(b.alerts[0].summary).toContain('No session ids');
+    }
+    expect(fired).toEqual([]);
+    expect(withSessions).toBe(0);
+    // the storm the session design effect prevents
+    expect(without).toBeGreaterThan(2);
+  });
+
+  it('a real shift is still found at a trickle: one cluster tripled from day 4', () => {
+    const change = Date.parse(START) + 4 * DAY;
+    const target = 5;
+    const tripled = (t: number) => {
+      const w = world.intentWeights(t);
+      if (t < change) return w;
+      const x = w.map((v, j) => (j % K === target ? 3 * v : v));
+      const s = x.reduce((a, b) => a + b, 0);
+      return x.map((v) => v / s);
+    };
+    const res = backtest(sessionStream(spec(4, { durationMs: 10 * DAY, intentWeights: tripled })), ctx);
+    const before = res.alerts.filter((a) => Date.parse(a.onset) < change);
+    const hit = res.alerts.find((a) => a.rule === 'cluster_mix' && Date.parse(a.onset) >= change && a.clusters[0] === target);
+    expect(before).toEqual([]);
+    expect(hit).toBeDefined();
+  });
+});
