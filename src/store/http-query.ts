@@ -26,7 +26,6 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { Config } from '../config/index.js';
 import type { StoreReader } from './gaps.js';
-import { QueryRefused } from './query-guard.js';
 import { ReadOnlyQueries, type QueryLimits, type RunningQuery } from './read-only.js';
 
 const Body = z.object({
@@ -154,7 +153,7 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
         res.off('close', onClose);
         reply(res, 200, { rows });
       } catch (e) {
-        reply(res, closed ? 503 : 400, { error: closed ? 'evalgap run is stopping' : `${e instanceof QueryRefused ? 'refused: ' : ''}${(e as Error).message}` });
+        reply(res, closed ? 503 : 400, { error: closed ? 'evalgap run is stopping' : (e as Error).message });
       } finally {
         inFlight.delete(res);
         release();

@@ -21,8 +21,8 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 
 export class QueryRefused extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(why: string) {
+    super(`refused: ${why}`);
     this.name = 'QueryRefused';
   }
 }
@@ -159,8 +159,8 @@ export function auditAst(root: AstNode): string | null {
 }
 
 /**
- * The canonical single-line text of `sql`, or QueryRefused. `client` must be a connection whose
- * queries run with `readonly` on (the checks themselves only parse).
+ * The canonical single-line text of `sql`, or QueryRefused. The checks only parse (nothing of
+ * `sql` runs), so `client` needs no limits: the result limits would cut a long syntax tree.
  */
 export async function checkReadOnly(client: ClickHouseClient, sql: string, params: Record<string, unknown>): Promise<string> {
   let canonical: string;

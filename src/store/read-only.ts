@@ -66,7 +66,8 @@ export class ReadOnlyQueries {
     const abort = new AbortController();
     let settled = false;
     const rows = (async () => {
-      const canonical = await checkReadOnly(this.exec, sql, params);
+      // parsing only: on the embedded engine's second connection, free of the result limits
+      const canonical = await checkReadOnly(this.control ?? this.exec, sql, params);
       if (abort.signal.aborted) throw new Error('query cancelled');
       const rs = await this.exec.query({
         // the marker finds this query in system.processes (chdb has no query_id of its own)
