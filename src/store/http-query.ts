@@ -257,19 +257,33 @@ export class RemoteReader implements StoreReader {
   t(table: string): string {
     return `${this.database}.${table}`;
   }
-  async query<T>(sql: string, params: Record<string, unknown> = {}): Promise<T[]> {
-    let res: Response;
-    try {
-      res = await fetch(this.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
-        body: JSON.stringify({ query: sql, params }),
-      });
-    } catch (e) {
-      throw new RemoteQueryError(`could not reach ${this.location}: ${(e as Error).message}`);
+  /** the endpoint runs one query at a time: this client sends its own one after another */
+  private tail: Promise<unknown> = Promise.resolve();
+  query<T>(sql: string, params: Record<string, unknown> = {}): Promise<T[]> {
+    const next = this.tail.then(() => this.send<T>(sql, params));
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+  private async send<T>(sql: string, params: Record<string, unknown>): Promise<T[]> {
+    for (let attempt = 1; ; attempt++) {
+      let res: Response;
+      try {
+        res = await fetch(this.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
+          body: JSON.stringify({ query: sql, params }),
+        });
+      } catch (e) {
+        throw new RemoteQueryError(`could not reach ${this.location}: ${(e as Error).message}`);
+      }
+      const body = (await res.json().catch(() => ({}))) as { rows?: T[]; error?: string };
+      // busy with other clients' queries: wait for a turn, a while
+      if (res.status === 429 && attempt < 30) {
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)));
+        continue;
+      }
+      if (!res.ok || !body.rows) throw new RemoteQueryError(body.error ?? `${this.url} answered ${res.status}`);
+      return body.rows;
     }
-    const body = (await res.json().catch(() => ({}))) as { rows?: T[]; error?: string };
-    if (!res.ok || !body.rows) throw new RemoteQueryError(body.error ?? `${this.url} answered ${res.status}`);
-    return body.rows;
   }
 }
