@@ -101,7 +101,7 @@ export function parseAstDump(text: string): AstNode {
     if (o.node.children.length !== o.declared) throw new QueryRefused('the engine returned a syntax tree this check cannot read');
   };
   for (const line of lines) {
-    const m = /^( *)([A-Za-z][A-Za-z0-9_:]*)(.*)$/.exec(line);
+    const m = /^( *)([A-Z][A-Za-z0-9_:]*)(.*)$/.exec(line);
     if (!m) throw new QueryRefused('the engine returned a syntax tree this check cannot read');
     const depth = m[1].length;
     let rest = m[3];
