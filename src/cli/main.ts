@@ -446,8 +446,10 @@ export function buildProgram(): Command {
     program
       .command('sql')
       .description(
-        'run a read-only SQL query against the store (embedded or server); while evalgap run holds the\n' +
-          'embedded data folder, the query goes to its read-only POST /query endpoint instead (said on stderr)',
+        'run one read-only SELECT against the store (embedded or server); while evalgap run holds the ' +
+          'embedded data folder, the query goes to its POST /query endpoint instead (said on stderr). ' +
+          "The engine's parser checks it first: no INTO OUTFILE, FORMAT or SETTINGS, no functions that read " +
+          'files or the network; time, memory and result size are limited (EVALGAP_QUERY_*, docs/security.md)',
       )
       .argument('<query>', 'SQL, e.g. "SELECT * FROM evalgap.latest_gaps"; bind values with {name:Type} and --param')
       .option('--format <format>', 'table, json or jsonl', formatArg(['table', 'json', 'jsonl']), 'table')
