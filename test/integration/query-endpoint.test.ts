@@ -365,7 +365,7 @@ describe('evalgap run stops during a heavy query', () => {
       const tok = readQueryToken(path.join(d, 'chdb'));
       const send = (query: string) =>
         request(`http://127.0.0.1:${info.port}/query`, { headers: { 'content-type': 'application/json', authorization: `Bearer ${tok}` }, body: JSON.stringify({ query }) });
-      const heavy = send(HEAVY).catch((e: Error) => ({ status: 0, body: { error: e.message } }));
+      const heavy = send(HEAVY).catch((e: Error) => ({ status: 0, body: { error: e.message } as { rows?: unknown[]; error?: string } }));
       // with no queue, a second query is refused exactly while the heavy one runs
       await waitFor(async () => (await send('SELECT 1')).status === 429, 60_000, 'the heavy query to run');
       child.kill('SIGTERM');
