@@ -61,6 +61,8 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
   const want = digest(token);
   let queries: Promise<ReadOnlyQueries> | null = null;
   let closed = false;
+  /** a request holds the one query slot (from its turn until its answer) */
+  let busy = false;
   let running: RunningQuery<unknown> | null = null;
   const waiting: { go: () => void; stop: (why: string) => void }[] = [];
   const inFlight = new Set<http.ServerResponse>();
@@ -74,7 +76,10 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
   };
   /** one query at a time; resolves when it is this request's turn, rejects when refused */
   const acquire = (res: http.ServerResponse): Promise<void> => {
-    if (!running && !waiting.length) return Promise.resolve();
+    if (!busy) {
+      busy = true;
+      return Promise.resolve();
+    }
     if (waiting.length >= limits.queue) return Promise.reject(new Busy());
     return new Promise((resolve, reject) => {
       const w = { go: resolve, stop: (why: string) => reject(new Error(why)) };
@@ -88,9 +93,12 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
       });
     });
   };
+  /** the turn passes to the next waiting request (the slot stays taken), or the slot is freed */
   const release = () => {
     running = null;
-    waiting.shift()?.go();
+    const next = waiting.shift();
+    if (next) next.go();
+    else busy = false;
   };
   return {
     token,
@@ -149,6 +157,7 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
           if (!res.writableFinished) void q.cancel();
         };
         res.once('close', onClose);
+        if (res.destroyed) onClose();
         const rows = await q.rows;
         res.off('close', onClose);
         reply(res, 200, { rows });
