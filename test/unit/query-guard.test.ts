@@ -101,3 +101,26 @@ describe('auditAst', () => {
     expect(audit('SetQuery')).toMatch(/only SELECT/);
   });
 });
+
+describe('limits of read-only SQL (EVALGAP_QUERY_*)', () => {
+  it('has defaults, reads the variables, refuses nonsense', async () => {
+    const { loadConfig } = await import('../../src/config/index.js');
+    const { readOnlySettings } = await import('../../src/store/read-only.js');
+    const d = loadConfig({});
+    expect(d.query).toEqual({ timeoutSeconds: 30, maxMemoryBytes: 1_073_741_824, maxResultRows: 1_000_000, maxResultBytes: 268_435_456, queue: 4 });
+    const c = loadConfig({
+      EVALGAP_QUERY_TIMEOUT_SECONDS: '5',
+      EVALGAP_QUERY_MAX_MEMORY_BYTES: '100000000',
+      EVALGAP_QUERY_MAX_RESULT_ROWS: '7',
+      EVALGAP_QUERY_MAX_RESULT_BYTES: '4096',
+      EVALGAP_QUERY_QUEUE: '0',
+    });
+    const s = readOnlySettings(c.query, 'embedded');
+    expect(s).toMatchObject({ max_execution_time: 5, max_memory_usage: '100000000', max_result_rows: '7', max_result_bytes: '4096', readonly: '1' });
+    // readonly comes last: the embedded engine applies settings in order, and none may follow it
+    expect(Object.keys(s).pop()).toBe('readonly');
+    expect(readOnlySettings(c.query, 'server')).toMatchObject({ readonly: '2', cancel_http_readonly_queries_on_client_close: 1 });
+    expect(() => loadConfig({ EVALGAP_QUERY_TIMEOUT_SECONDS: '0' })).toThrow(/query.timeoutSeconds/);
+    expect(() => loadConfig({ EVALGAP_QUERY_QUEUE: '-1' })).toThrow(/query.queue/);
+  });
+});
