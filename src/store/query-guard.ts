@@ -170,6 +170,9 @@ export async function checkReadOnly(client: ClickHouseClient, sql: string, param
   } catch (e) {
     throw new QueryRefused(engineMessage(e));
   }
+  // only a SELECT is ever explained (EXPLAIN of other statements parses only, too, but need not be asked)
+  const head = /^\(*\s*(\w+)/.exec(canonical)?.[1] ?? '';
+  if (!/^(SELECT|WITH)$/i.test(head)) throw new QueryRefused(`only SELECT (or WITH … SELECT) queries are accepted, not ${head || 'this statement'}`);
   // identifiers print unescaped in the syntax tree: one holding a line break could forge nodes
   if (/`[^`]*\\[nr0]/.test(canonical) || /[\u0000-\u001f]/.test(canonical)) {
     throw new QueryRefused('identifiers with control characters are not accepted');
