@@ -5,7 +5,8 @@ import { InvalidArgumentError } from 'commander';
 import type { Config } from '../config/index.js';
 import { discoverGaps, exportGapCases, type GapReport } from '../gaps/run.js';
 import type { StoreReader } from '../store/gaps.js';
-import { findRunningInstance, RemoteReader } from '../store/http-query.js';
+import { findRunningInstance, readQueryToken, RemoteQueryError, RemoteReader } from '../store/http-query.js';
+import { ReadOnlyQueries } from '../store/read-only.js';
 import { Store } from '../store/store.js';
 import { escapeControl, pct, table } from './format.js';
 import { UserError } from './errors.js';
@@ -30,8 +31,21 @@ export async function openReader(cfg: Config, opts: { readOnly?: boolean } = {})
   try {
     if (advertised) throw new Error('Cannot lock file: held by a running evalgap run');
     const store = await Store.open(cfg.clickhouse);
-    const reader: StoreReader = opts.readOnly ? readOnlyView(store) : store;
-    return { reader, note: null, close: () => store.close() };
+    if (!opts.readOnly) return { reader: store, note: null, close: () => store.close() };
+    // queries from the command line get the same checks and limits as POST /query
+    const ro = await ReadOnlyQueries.open(cfg.clickhouse, cfg.query).catch(async (e) => {
+      await store.close();
+      throw e;
+    });
+    const reader: StoreReader = { location: store.location, t: (x) => store.t(x), query: (sql, params) => ro.query(sql, params) };
+    return {
+      reader,
+      note: null,
+      close: async () => {
+        await ro.close();
+        await store.close();
+      },
+    };
   } catch (e) {
     if (cfg.clickhouse.url || !LOCKED.test(String((e as Error).message) + String((e as { cause?: Error }).cause?.message ?? ''))) throw e;
     const run = advertised ?? findRunningInstance(cfg.clickhouse.path);
@@ -41,7 +55,13 @@ export async function openReader(cfg: Config, opts: { readOnly?: boolean } = {})
           `(${path.join(cfg.clickhouse.path, 'evalgap-run.json')}); stop that process or start evalgap run with a metrics port`,
       );
     }
-    const reader = new RemoteReader(run.port, run.database, run.pid);
+    let token: string;
+    try {
+      token = readQueryToken(cfg.clickhouse.path);
+    } catch (err) {
+      throw new UserError((err as RemoteQueryError).message);
+    }
+    const reader = new RemoteReader(run.port, run.database, token, run.pid);
     return {
       reader,
       note:
@@ -50,18 +70,6 @@ export async function openReader(cfg: Config, opts: { readOnly?: boolean } = {})
       close: async () => undefined,
     };
   }
-}
-
-/** A reader over the store whose queries run with readonly = 1 on a connection of their own. */
-function readOnlyView(store: Store): StoreReader {
-  return {
-    location: store.location,
-    t: (x) => store.t(x),
-    query: async <T>(sql: string, params: Record<string, unknown> = {}) => {
-      const rs = await store.client.query({ query: sql, query_params: params, format: 'JSONEachRow', clickhouse_settings: { readonly: '1' } });
-      return rs.json<T>();
-    },
-  };
 }
 
 const DURATION = /^(\d+(?:\.\d+)?)\s*([mhdw])$/;

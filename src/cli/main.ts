@@ -212,7 +212,7 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
     .option('--redact-text', 'store a keyed HMAC-SHA256 of the query text instead of the text (key: EVALGAP_REDACT_KEY or EVALGAP_REDACT_KEY_FILE)')
     .option('--batch-size <n>', 'texts per onnxruntime call, sorted by token count (EVALGAP_EMBED_BATCH; default 8)', intArg('--batch-size', 1))
-    .option('--metrics-port <n>', 'port of /metrics, /healthz and /readyz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0))
+    .option('--metrics-port <n>', 'port of /metrics, /healthz, /readyz and the token-protected POST /query on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0))
     .option('--partitions <n>', 'partitions when evalgap creates the topic', intArg('--partitions', 1), 1)
     .option('--monitor', 'also run the monitor (alerts) in this process; see evalgap monitor')
     .option('--monitor-config <file>', 'monitor config file (JSON: rules, receivers) for --monitor (EVALGAP_MONITOR_CONFIG)')
@@ -496,8 +496,10 @@ export function buildProgram(): Command {
     program
       .command('sql')
       .description(
-        'run a read-only SQL query against the store (embedded or server); while evalgap run holds the\n' +
-          'embedded data folder, the query goes to its read-only POST /query endpoint instead (said on stderr)',
+        'run one read-only SELECT against the store (embedded or server); while evalgap run holds the ' +
+          'embedded data folder, the query goes to its POST /query endpoint instead (said on stderr). ' +
+          "The engine's parser checks it first: no INTO OUTFILE, FORMAT or SETTINGS, no functions that read " +
+          'files or the network; time, memory and result size are limited (EVALGAP_QUERY_*, docs/security.md)',
       )
       .argument('<query>', 'SQL, e.g. "SELECT * FROM evalgap.latest_gaps"; bind values with {name:Type} and --param')
       .option('--format <format>', 'table, json or jsonl', formatArg(['table', 'json', 'jsonl']), 'table')

@@ -87,7 +87,7 @@ export async function startRun(
     throw e;
   }
   const kafka = createKafka(cfg.kafka, cfg.kafka.clientId, logger);
-  const queries = queryEndpoint(cfg.clickhouse);
+  const queries = queryEndpoint(cfg.clickhouse, cfg.query);
   const service = new IngestService({ kafka, store, embedder, assigner: model, logger, queries, metrics }, ingestOpts);
   try {
     await service.start();
@@ -133,8 +133,8 @@ export async function startRun(
       throw new StartupError(`cannot start the OTLP bridge on ${cfg.otlp.topic}: ${oneLine(e)}`, { cause: e });
     }
   }
-  // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
-  const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
+  // evalgap sql / gaps / export-gaps find this instance's read-only POST /query (and its token) through the data folder
+  const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port, queries.token);
   const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
   return {
     service,
@@ -147,8 +147,9 @@ export async function startRun(
       model.close();
       await gaps?.stop();
       unadvertise();
-      await service.stop();
+      // a query in progress is killed first: it must not hold the HTTP server (or the stop) open
       await queries.close();
+      await service.stop();
       await store.close();
       await embedder.close();
     },

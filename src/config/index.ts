@@ -122,6 +122,18 @@ export const ConfigSchema = z.object({
     escalatedAttribute: z.string().min(1).max(256),
   }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** limits of read-only SQL from outside (POST /query, evalgap sql): docs/security.md */
+  query: z.object({
+    /** max_execution_time of one query, seconds */
+    timeoutSeconds: intish(1, 86_400),
+    /** max_memory_usage of one query, bytes */
+    maxMemoryBytes: intish(16 * 1_048_576, 2 ** 40),
+    /** max_result_rows and max_result_bytes of one query (also checked on subqueries) */
+    maxResultRows: intish(1, 1_000_000_000),
+    maxResultBytes: intish(1024, 2 ** 36),
+    /** POST /query runs one query at a time; this many more wait, any beyond are refused (429) */
+    queue: intish(0, 64),
+  }),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -206,6 +218,13 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       escalatedAttribute: e('EVALGAP_OTLP_ESCALATED_ATTRIBUTE') ?? 'evalgap.escalated',
     },
     logLevel: e('EVALGAP_LOG_LEVEL') ?? 'info',
+    query: {
+      timeoutSeconds: e('EVALGAP_QUERY_TIMEOUT_SECONDS') ?? 30,
+      maxMemoryBytes: e('EVALGAP_QUERY_MAX_MEMORY_BYTES') ?? 1024 * 1_048_576,
+      maxResultRows: e('EVALGAP_QUERY_MAX_RESULT_ROWS') ?? 1_000_000,
+      maxResultBytes: e('EVALGAP_QUERY_MAX_RESULT_BYTES') ?? 256 * 1_048_576,
+      queue: e('EVALGAP_QUERY_QUEUE') ?? 4,
+    },
   };
   const merged = deepMerge(base, overrides as Record<string, unknown>);
   const parsed = ConfigSchema.safeParse(merged);

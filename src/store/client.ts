@@ -30,13 +30,14 @@ export interface StoreClient {
   location: string;
 }
 
-export async function createStoreClient(cfg: Config['clickhouse']): Promise<StoreClient> {
+/** `extra`: settings every query of this client carries, after the common ones (e.g. read-only limits). */
+export async function createStoreClient(cfg: Config['clickhouse'], extra: ClickHouseSettings = {}): Promise<StoreClient> {
   if (cfg.url) {
     const client = createClient({
       url: cfg.url,
       username: cfg.username,
       password: cfg.password,
-      clickhouse_settings: CLICKHOUSE_SETTINGS,
+      clickhouse_settings: { ...CLICKHOUSE_SETTINGS, ...extra },
       request_timeout: 60_000,
       ...(cfg.caCert
         ? { tls: cfg.cert && cfg.key ? { ca_cert: Buffer.from(cfg.caCert), cert: Buffer.from(cfg.cert), key: Buffer.from(cfg.key) } : { ca_cert: Buffer.from(cfg.caCert) } }
@@ -51,7 +52,7 @@ export async function createStoreClient(cfg: Config['clickhouse']): Promise<Stor
   const { createChdbConnection } = await import('chdb/connection');
   const client = createClient({
     connection: createChdbConnection({ path: cfg.path }) as never,
-    clickhouse_settings: CLICKHOUSE_SETTINGS,
+    clickhouse_settings: { ...CLICKHOUSE_SETTINGS, ...extra },
   });
   return { client, kind: 'embedded', location: cfg.path };
 }

@@ -27,7 +27,7 @@ import { DEFAULT_FIT, buildCoverageModel, dedupeCases, evalSetHash } from '../..
 import { saveCoverageModel } from '../../src/coverage/model.js';
 import { loadThreadedEmbedder } from '../../src/embed/threaded.js';
 import { createKafka, ensureTopics, produceJson } from '../../src/ingest/kafka.js';
-import { RUN_FILE } from '../../src/store/http-query.js';
+import { readQueryToken, RUN_FILE } from '../../src/store/http-query.js';
 import { BANKING77_MISSING, hasBanking77, loadBanking77 } from '../helpers/banking77.js';
 import { tmpDir, uniqueName } from '../helpers/fixtures.js';
 
@@ -94,7 +94,11 @@ class RunChild {
     return sum;
   }
   async query<T>(query: string): Promise<T[]> {
-    const r = await fetch(`http://127.0.0.1:${this.port}/query`, { method: 'POST', body: JSON.stringify({ query: query.replaceAll('{db}', this.database) }) });
+    const r = await fetch(`http://127.0.0.1:${this.port}/query`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${readQueryToken(this.dataDir)}` },
+      body: JSON.stringify({ query: query.replaceAll('{db}', this.database) }),
+    });
     const j = (await r.json()) as { rows?: T[]; error?: string };
     if (!j.rows) throw new Error(j.error);
     return j.rows;

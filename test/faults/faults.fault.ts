@@ -21,6 +21,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
+import { readQueryToken } from '../../src/store/http-query.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, testConfig, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
@@ -306,8 +307,25 @@ describe('fault suite', () => {
       'the group to commit every offset',
     );
     const readyAtEnd = await status(lastPort, '/readyz');
+    // POST /query attacks (docs/security.md): nothing written or read; then SIGTERM during a heavy query
+    const pwned = path.join(dir, 'pwned.txt');
+    const json = { 'content-type': 'application/json', authorization: `Bearer ${readQueryToken(dataDir)}` };
+    const ask = (query: string, headers: Record<string, string>) =>
+      fetch(`http://127.0.0.1:${lastPort}/query`, { method: 'POST', headers, body: JSON.stringify({ query }) }).then((r) => r.status, () => 0);
+    const queryAttacks = {
+      noToken: await ask(`SELECT 1 INTO OUTFILE '${pwned}'`, { 'content-type': 'application/json' }),
+      textPlain: await ask(`SELECT 1 INTO OUTFILE '${pwned}'`, { ...json, 'content-type': 'text/plain' }),
+      origin: await ask('SELECT 1', { ...json, origin: 'http://evil.example' }),
+      intoOutfile: await ask(`SELECT 1 INTO OUTFILE '${pwned}'`, json),
+      fileFunction: await ask(`SELECT file('/etc/hostname')`, json),
+      fileWritten: fs.existsSync(pwned),
+    };
+    summary.queryAttacks = queryAttacks;
+    expect(queryAttacks).toEqual({ noToken: 401, textPlain: 415, origin: 403, intoOutfile: 400, fileFunction: 400, fileWritten: false });
+    void ask('SELECT count() FROM system.numbers WHERE sipHash64(number) = 0', json);
+    await sleep(1000);
     last.child.kill('SIGTERM');
-    const lastExit = await last.exited;
+    const lastExit = await Promise.race([last.exited, sleep(60_000).then(() => 'still running 60 s after SIGTERM')]);
     expect(lastExit).toBe(0);
 
     // 6. accounting: every record stored exactly once or dead-lettered

@@ -19,7 +19,7 @@ import { startRun, type Running } from '../../src/cli/run.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { formatGapReport } from '../../src/cli/gaps.js';
 import { readLatestGaps } from '../../src/store/gaps.js';
-import { RemoteReader } from '../../src/store/http-query.js';
+import { readQueryToken, RemoteReader } from '../../src/store/http-query.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
@@ -189,19 +189,21 @@ describe('gap discovery', () => {
 
 describe('read-only SQL while evalgap run holds the data folder', () => {
   it('the running instance answers POST /query read-only, and refuses writes without breaking ingestion', async () => {
-    const reader = new RemoteReader(running.service.port, cfg.clickhouse.database);
+    const token = readQueryToken(cfg.clickhouse.path);
+    const reader = new RemoteReader(running.service.port, cfg.clickhouse.database, token);
     const rows = await reader.query<{ n: string }>(`SELECT count() AS n FROM evalgap.requests WHERE agent = {a:String}`, { a: 'support-bot' });
     expect(Number(rows[0].n)).toBe(traffic.filter((t) => t.agent === 'support-bot').length);
-    await expect(reader.query('DROP TABLE evalgap.requests')).rejects.toThrow(/readonly/i);
+    await expect(reader.query('DROP TABLE evalgap.requests')).rejects.toThrow(/refused: only SELECT/);
     const url = `http://127.0.0.1:${running.service.port}/query`;
-    const notJson = await fetch(url, { method: 'POST', body: 'SELECT 1' });
+    const auth = { authorization: `Bearer ${token}` };
+    const notJson = await fetch(url, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: 'SELECT 1' });
     expect(notJson.status).toBe(400);
     expect(((await notJson.json()) as { error: string }).error).toMatch(/bad request/);
-    const noQuery = await fetch(url, { method: 'POST', body: JSON.stringify({ params: {} }) });
+    const noQuery = await fetch(url, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ params: {} }) });
     expect(((await noQuery.json()) as { error: string }).error).toMatch(/query: Required/);
     expect((await fetch(url)).status).toBe(405);
     expect((await fetch(`http://127.0.0.1:${running.service.port}/metrics`)).status).toBe(200);
-    await expect(reader.query(`INSERT INTO evalgap.coverage_clusters (model_version) VALUES ('x')`)).rejects.toThrow(/readonly/i);
+    await expect(reader.query(`INSERT INTO evalgap.coverage_clusters (model_version) VALUES ('x')`)).rejects.toThrow(/refused: only SELECT/);
     // the run still stores new traffic (readonly stays on the query connection)
     const more = sampleTraffic(5, { seed: 99, idPrefix: uniqueName('after') });
     const p = kafka.producer();
@@ -234,6 +236,6 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     expect(parsed.cases.every((c) => /^gap-[0-9a-f]{10}$/.test(c.tags[0]))).toBe(true);
     const bad = await run('node', [cli, 'sql', 'DROP TABLE evalgap.requests'], { env }).catch((e) => e);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/query failed.*readonly/i);
+    expect(bad.stderr).toMatch(/query failed.*refused: only SELECT/);
   });
 });
