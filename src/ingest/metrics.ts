@@ -37,6 +37,12 @@ export function createIngestMetrics(defaultMetrics = true) {
     }),
     lag: new Gauge({ name: 'evalgap_consumer_lag', help: 'messages behind the partition high watermark', labelNames: ['topic', 'partition'], registers: [registry] }),
     paused: new Gauge({ name: 'evalgap_partitions_paused', help: 'partitions paused for back-pressure (store down)', registers: [registry] }),
+    evictions: new Counter({
+      name: 'evalgap_consumer_evictions_total',
+      help: 'times the group coordinator dropped this member (session or rebalance timeout) and it re-joined with a new member id',
+      registers: [registry],
+    }),
+    embedCallTexts: new Gauge({ name: 'evalgap_embed_call_texts', help: 'texts per embedding call, chosen from the measured embedding speed', registers: [registry] }),
   };
   return m;
 }
