@@ -203,8 +203,10 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
       await deps.onChunk?.();
     }
   } catch (e) {
-    // given up (e.g. the member lost its place in the group): a call still running is not awaited
-    next?.catch(() => {});
+    // given up (the member lost its place in the group, or is stopping): the call already started
+    // is waited for (one call, sized to the measured speed), so that when this returns nothing of
+    // the batch is still running and the embedder may be closed
+    await next?.catch(() => {});
     throw e;
   }
   return { rows, embeddings, dead, embedMs, assignMs, truncated };
