@@ -13,10 +13,10 @@ import { produceJson } from '../../src/ingest/kafka.js';
 import { deployModel } from '../../src/ingest/model-watch.js';
 import { startRun, type Running } from '../../src/cli/run.js';
 import { sampleEvalSet, sampleTraffic, TOPICS } from '../../src/cli/sample-data.js';
-import { groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+import { groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor, capMs } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
-const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: capMs(300_000) });
 
 let dir: string;
 const kafka = testKafka();
@@ -157,5 +157,5 @@ describe('evalgap run: hot reload of a deployed model', () => {
     expect(await running.model.check()).toBe('swapped');
     expect(running.model.current().version).toBe(v1);
     await producer.disconnect();
-  }, 180_000);
+  }, capMs(180_000));
 });
