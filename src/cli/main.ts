@@ -249,7 +249,13 @@ export function buildProgram(): Command {
       const shutdown = async (signal: string) => {
         if (stopping) return;
         stopping = true;
-        logger.info({ signal }, 'stopping: finishing the batch in hand, committing, leaving the group');
+        logger.info({ signal }, 'stopping: the batch in hand stops at its next step, the group is left');
+        // a last resort only: stop() bounds each wait itself (an embedding call, the group's leave)
+        const force = setTimeout(() => {
+          logger.error('did not stop within 60 s; exiting');
+          process.exit(1);
+        }, 60_000);
+        force.unref();
         await monitor?.stop();
         await running!.stop();
         logger.info('stopped');

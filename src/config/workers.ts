@@ -24,10 +24,11 @@ export type JobReply<R> = ({ ok: true } & R) | { ok: false; message: string };
 /**
  * Run one job in a new worker thread (`script` as for workerScript) and resolve with its result.
  * The worker is pushed to `started` so that the caller can stop it; `what` names the job in errors
- * ("<what> failed: …", "<what> worker exited (code) without a result").
+ * ("<what> failed: …", "<what> worker exited (code) without a result"). `transfer`: buffers of
+ * workerData to move rather than copy (unusable by the caller afterwards).
  */
-export function runJob<R>(callerUrl: string, script: string, workerData: unknown, started: Worker[], what: string): Promise<R> {
-  const worker = new Worker(workerScript(callerUrl, script), { workerData });
+export function runJob<R>(callerUrl: string, script: string, workerData: unknown, started: Worker[], what: string, transfer: ArrayBuffer[] = []): Promise<R> {
+  const worker = new Worker(workerScript(callerUrl, script), { workerData, transferList: transfer });
   started.push(worker);
   return new Promise<R>((resolve, reject) => {
     let settled = false;

@@ -22,6 +22,8 @@ type Info = { modelName: string; modelChecksum: string; precision: Precision; di
 interface PoolWorker {
   worker: Worker;
   pending: Map<number, { resolve: (b: EmbedBatch) => void; reject: (e: Error) => void }>;
+  /** called when the last pending call has settled */
+  onIdle?: () => void;
 }
 
 /** Workers for `threads` (EVALGAP_EMBED_THREADS): as set, or with 0 one per CPU core. */
@@ -73,14 +75,19 @@ export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<Threa
     for (const w of pool) {
       for (const p of w.pending.values()) p.reject(e);
       w.pending.clear();
+      w.onIdle?.();
     }
   };
+  let closed = false;
   for (const w of pool) {
     w.worker.on('message', (m) => {
       const p = w.pending.get(m.id);
       if (!p) return;
       w.pending.delete(m.id);
-      if (w.pending.size === 0) w.worker.unref();
+      if (w.pending.size === 0) {
+        w.worker.unref();
+        w.onIdle?.();
+      }
       if (m.type === 'result') p.resolve({ vectors: m.vectors, truncated: m.truncated });
       else p.reject(new Error(`embedding failed: ${m.message}`));
     });
@@ -102,6 +109,7 @@ export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<Threa
     workers: n,
     async embed(texts: readonly string[]): Promise<EmbedBatch> {
       if (failed) throw failed;
+      if (closed) throw new Error('the embedder is closed');
       const dim = info.dim;
       // deal the texts out in length order (round robin), so each worker gets a similar share
       const order = Array.from({ length: texts.length }, (_, i) => i).sort((a, b) => texts[a].length - texts[b].length);
@@ -117,7 +125,15 @@ export async function loadThreadedEmbedder(opts: EmbedderOptions): Promise<Threa
       });
       return { vectors, truncated };
     },
+    /**
+     * Waits for the calls in flight, then ends the workers. A worker terminated while it embeds
+     * aborts the whole process: onnxruntime's binding throws a C++ exception when its next call
+     * finds the thread being torn down ("terminate called after throwing an instance of
+     * 'Napi::Error'"), and the process then hung in the embedded engine's abort handler.
+     */
     async close() {
+      closed = true;
+      await Promise.all(pool.map((w) => (w.pending.size ? new Promise<void>((r) => (w.onIdle = r)) : undefined)));
       for (const w of pool) w.worker.removeAllListeners('exit');
       await Promise.all(pool.map((w) => w.worker.terminate()));
     },

@@ -10,6 +10,13 @@ type Request = { id: number; texts: string[] };
 
 const WARMUP = Array.from({ length: 46 }, (_, i) => 'word '.repeat(i + 1).trim());
 
+/**
+ * Test hook, not a setting: the fault suite (test/faults) makes each call last this many ms per
+ * text longer, the speed of a machine far slower than its session timeout allows for. Read only
+ * when EVALGAP_TEST_HOOKS=1 is set as well; nothing else reads either variable.
+ */
+const TEST_DELAY_MS_PER_TEXT = process.env.EVALGAP_TEST_HOOKS === '1' ? Math.max(0, Number(process.env.EVALGAP_TEST_EMBED_DELAY_MS_PER_TEXT) || 0) : 0;
+
 async function main() {
   if (!parentPort) throw new Error('embed worker started outside a worker thread');
   const port = parentPort;
@@ -22,6 +29,7 @@ async function main() {
     port.on('message', async (req: Request) => {
       try {
         const r = await e.embed(req.texts);
+        if (TEST_DELAY_MS_PER_TEXT) await new Promise((res) => setTimeout(res, TEST_DELAY_MS_PER_TEXT * req.texts.length));
         port.postMessage({ type: 'result', id: req.id, vectors: r.vectors, truncated: r.truncated }, [
           r.vectors.buffer as ArrayBuffer,
           r.truncated.buffer as ArrayBuffer,

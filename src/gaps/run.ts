@@ -4,6 +4,8 @@
  * when the store is writable, and turn stored gaps into candidate eval cases.
  */
 import { createHash } from 'node:crypto';
+import type { Worker } from 'node:worker_threads';
+import { runJob } from '../config/workers.js';
 import {
   canWrite,
   clusterLabels,
@@ -20,7 +22,8 @@ import {
   type StoreReader,
   type Totals,
 } from '../store/gaps.js';
-import { DEFAULT_DISCOVERY, discover, type DiscoveryOptions, type Gap } from './discover.js';
+import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type DiscoveryOptions, type DiscoveryResult, type Gap } from './discover.js';
+import type { DiscoverJob } from './discover-worker.js';
 import { underTested, type UnderTestedCluster } from './undertested.js';
 
 export const DAY_MS = 86_400_000;
@@ -41,6 +44,23 @@ export interface DiscoverGapsOptions {
   /** eval cases the coverage score averages (default 5, the fit's default) */
   neighbours?: number;
   discovery?: Partial<DiscoveryOptions>;
+  /**
+   * run the pure core in a worker thread (evalgap run's periodic discovery: its event loop keeps
+   * heartbeating and consuming meanwhile); the worker is pushed here so that the caller can
+   * terminate it. Default: in this thread (the CLI commands, which have nothing else to do).
+   */
+  thread?: { started: Worker[] };
+}
+
+/** The pure core, here or in a worker thread (./discover-worker.ts). */
+async function runCore(input: DiscoveryInput, opts: DiscoveryOptions, thread?: { started: Worker[] }): Promise<DiscoveryResult> {
+  if (!thread) return discover(input, opts);
+  const job: DiscoverJob = { input, opts };
+  // the vectors are moved, not copied (150 MB at 100k rows); the caller does not read them again
+  const r = await runJob<{ result: DiscoveryResult }>(import.meta.url, 'gaps/discover-worker.js', job, thread.started, 'gap discovery', [
+    input.vectors.buffer as ArrayBuffer,
+  ]);
+  return r.result;
 }
 
 export interface GapReport {
@@ -90,7 +110,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
     for (const r of data.rows) threshold = Math.max(threshold, r.coverage);
     if (!Number.isFinite(threshold)) threshold = 0.5;
   }
-  const res = discover(
+  const res = await runCore(
     {
       scope,
       rows: data.rows,
@@ -105,6 +125,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
       neighbours: opts.neighbours ?? 5,
     },
     { ...DEFAULT_DISCOVERY, ...opts.discovery },
+    opts.thread,
   );
   const t2 = performance.now();
   const runId = createHash('sha256').update(`${scope}\u0000${mv}\u0000${since}\u0000${until}\u0000${Date.now()}`).digest('hex').slice(0, 12);

@@ -1,8 +1,12 @@
 /**
  * Periodic gap discovery inside `evalgap run`: every `everyMs`, one pass over the last `periodMs`
  * for all agents together and one per agent seen in that period, each stored. A pass that fails
- * is logged and retried at the next tick; passes never overlap.
+ * is logged and retried at the next tick; passes never overlap. The clustering runs in a worker
+ * thread (a pass at 100k uncovered rows held the consumer's event loop 7–12 s, long enough to miss
+ * heartbeats); the reads and writes go through the consumer's own store session, whose engine
+ * calls run off the event loop. stop() terminates a pass in progress (nothing of it is stored).
  */
+import type { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { coverageByAgent, type StoreWriter } from '../store/gaps.js';
 import { DAY_MS, discoverGaps } from './run.js';
@@ -17,12 +21,14 @@ export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; p
   const periodMs = opts.periodMs ?? 7 * DAY_MS;
   let current: Promise<void> | null = null;
   let stopped = false;
+  const started: Worker[] = [];
   const round = async () => {
     const now = Date.now();
     const agents = (await coverageByAgent(store, { since: now - periodMs, until: now })).map((a) => a.agent);
     for (const agent of ['', ...agents.filter(Boolean)]) {
       if (stopped) return;
-      const r = await discoverGaps(store, { since: now - periodMs, now, agent: agent || undefined });
+      const r = await discoverGaps(store, { since: now - periodMs, now, agent: agent || undefined, thread: { started } });
+      started.length = 0;
       opts.logger.info(
         { scope: agent || '(all agents)', gaps: r.gaps.filter((g) => g.status !== 'closed').length, grouped: r.grouped, ms: r.ms },
         'gap discovery',
@@ -31,7 +37,9 @@ export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; p
   };
   const runOnce = () => {
     current ??= round()
-      .catch((e) => opts.logger.warn({ err: e }, 'gap discovery failed; retrying at the next interval'))
+      .catch((e) => {
+        if (!stopped) opts.logger.warn({ err: e }, 'gap discovery failed; retrying at the next interval');
+      })
       .finally(() => {
         current = null;
       });
@@ -44,6 +52,7 @@ export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; p
     async stop() {
       stopped = true;
       if (timer) clearInterval(timer);
+      await Promise.all(started.map((w) => w.terminate()));
       await current;
     },
   };

@@ -47,6 +47,12 @@ export function createIngestMetrics(defaultMetrics = true) {
       help: '1 while the model --model points at is refused and the previous one is still in use, else 0',
       registers: [registry],
     }),
+    evictions: new Counter({
+      name: 'evalgap_consumer_evictions_total',
+      help: 'times the group coordinator dropped this member (session or rebalance timeout) and it re-joined with a new member id',
+      registers: [registry],
+    }),
+    embedCallTexts: new Gauge({ name: 'evalgap_embed_call_texts', help: 'texts per embedding call, chosen from the measured embedding speed', registers: [registry] }),
   };
   return m;
 }

@@ -17,8 +17,50 @@ import { inCoveredSample, quantize, type EmbeddingRow } from '../store/embedding
  */
 export const EMBED_TEXT_CAP = 16_384;
 
-/** Messages per embedding call of `evalgap run` (see ProcessDeps.chunkSize). */
+/** Messages per embedding call of `evalgap run` at most (see ProcessDeps.chunkSize, CallSizer). */
 export const EMBED_CHUNK = 1024;
+
+/**
+ * Texts per embedding call, chosen from the measured embedding speed so that one call lasts about
+ * `targetMs` at most. A call cannot be interrupted (it runs in onnxruntime), and a consumer learns
+ * of a rebalance only between calls: on a machine where 1,024 texts take longer than the group's
+ * session or rebalance timeout, a fixed call size gets the member evicted. The first call is small
+ * (its speed is unknown); the size then follows the measured time per text, growing at most
+ * twofold per call and shrinking at once when a call runs slower than expected.
+ */
+export class CallSizer {
+  private msPerText: number | null = null;
+  private current: number;
+
+  constructor(
+    readonly targetMs: number,
+    readonly max = EMBED_CHUNK,
+    readonly min = 16,
+    first = 32,
+  ) {
+    this.current = Math.max(min, Math.min(max, first));
+  }
+
+  /** texts for the next call */
+  size(): number {
+    return this.current;
+  }
+
+  /** one call of `texts` texts took `ms` */
+  observe(texts: number, ms: number): void {
+    if (texts <= 0 || !(ms >= 0)) return;
+    const per = ms / texts;
+    // slower than the estimate: believe it at once; faster: move part of the way
+    this.msPerText = this.msPerText === null || per > this.msPerText ? per : 0.7 * this.msPerText + 0.3 * per;
+    const fit = Math.floor(this.targetMs / Math.max(this.msPerText, 1e-6));
+    this.current = Math.max(this.min, Math.min(this.max, 2 * this.current, fit));
+  }
+
+  /** the estimate, ms per text (null before the first call) */
+  speed(): number | null {
+    return this.msPerText;
+  }
+}
 
 export interface SourceMessage {
   topic: string;
@@ -49,6 +91,8 @@ export interface ProcessDeps {
    * count, so its sub-batches pad little; at 256 the same pool measured ~12% fewer queries/s)
    */
   chunkSize?: number;
+  /** chooses each call's size from the measured speed instead (evalgap run); chunkSize is then ignored */
+  sizer?: CallSizer;
 }
 
 export interface ProcessResult {
@@ -106,44 +150,64 @@ export async function processMessages(messages: readonly SourceMessage[], deps: 
   let assignMs = 0;
   let truncated = 0;
   const chunk = deps.chunkSize ?? EMBED_CHUNK;
-  const chunks: (typeof valid)[] = [];
-  for (let i = 0; i < valid.length; i += chunk) chunks.push(valid.slice(i, i + chunk));
+  const sizer = deps.sizer;
   // pipelined: the next chunk is already embedding (in the worker thread, for evalgap run)
   // while this one is assigned and turned into rows
   const embedChunk = (part: typeof valid) => {
     const t = performance.now();
     const texts = part.map((v) => (v.r.query.length > EMBED_TEXT_CAP ? toWellFormed(v.r.query.slice(0, EMBED_TEXT_CAP)) : v.r.query));
-    return deps.embedder.embed(texts).then((emb) => ({ emb, ms: performance.now() - t }));
-  };
-  let next = chunks.length ? embedChunk(chunks[0]) : null;
-  for (let c = 0; c < chunks.length; c++) {
-    const part = chunks[c];
-    const { emb, ms } = await next!;
-    next = c + 1 < chunks.length ? embedChunk(chunks[c + 1]) : null;
-    embedMs += ms;
-    const t = performance.now();
-    const a = deps.assigner.assign(emb.vectors, part.length);
-    assignMs += performance.now() - t;
-    part.forEach((v, j) => {
-      const cut = emb.truncated[j] || v.r.query.length > EMBED_TEXT_CAP ? 1 : 0;
-      truncated += cut;
-      const row = {
-        ...v.base,
-        truncated: cut,
-        cluster: a.cluster[j],
-        similarity: a.similarity[j],
-        runner_up: a.runnerUp?.[j] ?? -1,
-        runner_up_similarity: a.runnerUpSimilarity?.[j] ?? -1,
-        coverage: a.coverage[j],
-        covered: a.covered[j] ? 1 : 0,
-        coverage_band: a.band?.[j] ?? -1,
-      } as RequestRow;
-      rows.push(row);
-      if (!row.covered || inCoveredSample(row.request_id)) {
-        embeddings.push(embeddingRow(row, quantize(emb.vectors, j * deps.embedder.dim, deps.embedder.dim)));
-      }
+    return deps.embedder.embed(texts).then((emb) => {
+      const ms = performance.now() - t;
+      sizer?.observe(part.length, ms);
+      return { emb, ms };
     });
-    await deps.onChunk?.();
+  };
+  let at = 0;
+  const take = () => {
+    const part = valid.slice(at, at + (sizer ? sizer.size() : chunk));
+    at += part.length;
+    return part;
+  };
+  let part = take();
+  let next = part.length ? embedChunk(part) : null;
+  try {
+    while (next) {
+      const { emb, ms } = await next;
+      // the next call is sized from the speed of the one just finished
+      const following = take();
+      next = following.length ? embedChunk(following) : null;
+      embedMs += ms;
+      const t = performance.now();
+      const a = deps.assigner.assign(emb.vectors, part.length);
+      assignMs += performance.now() - t;
+      part.forEach((v, j) => {
+        const cut = emb.truncated[j] || v.r.query.length > EMBED_TEXT_CAP ? 1 : 0;
+        truncated += cut;
+        const row = {
+          ...v.base,
+          truncated: cut,
+          cluster: a.cluster[j],
+          similarity: a.similarity[j],
+          runner_up: a.runnerUp?.[j] ?? -1,
+          runner_up_similarity: a.runnerUpSimilarity?.[j] ?? -1,
+          coverage: a.coverage[j],
+          covered: a.covered[j] ? 1 : 0,
+          coverage_band: a.band?.[j] ?? -1,
+        } as RequestRow;
+        rows.push(row);
+        if (!row.covered || inCoveredSample(row.request_id)) {
+          embeddings.push(embeddingRow(row, quantize(emb.vectors, j * deps.embedder.dim, deps.embedder.dim)));
+        }
+      });
+      part = following;
+      await deps.onChunk?.();
+    }
+  } catch (e) {
+    // given up (the member lost its place in the group, or is stopping): the call already started
+    // is waited for (one call, sized to the measured speed), so that when this returns nothing of
+    // the batch is still running and the embedder may be closed
+    await next?.catch(() => {});
+    throw e;
   }
   return { rows, embeddings, dead, embedMs, assignMs, truncated };
 }

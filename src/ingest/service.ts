@@ -25,7 +25,7 @@ import { aggregateRows, aggToken, dataError, type IngestProgress, type RequestRo
 import { ensureTopics, topicMaxMessageBytes } from './kafka.js';
 import type { QueryEndpoint } from '../store/http-query.js';
 import { createIngestMetrics, type IngestMetrics } from './metrics.js';
-import { processMessages, type DeadLetter, type SourceMessage } from './process.js';
+import { CallSizer, processMessages, type DeadLetter, type SourceMessage } from './process.js';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -62,6 +62,22 @@ export interface IngestOptions {
   lagIntervalSeconds?: number;
   /** called once when the consumer crashed for good: the process should exit non-zero */
   onFatal?: (err: Error) => void;
+  /**
+   * an embedding call lasts about this long at most (ms; default: a sixth of the session timeout,
+   * at most 5 s): the call size follows the measured speed (process.ts CallSizer)
+   */
+  embedCallTargetMs?: number;
+}
+
+/** How long stop() waits for kafkajs to leave the group (a re-join in progress can take the rebalance timeout). */
+const LEAVE_WAIT_MS = 10_000;
+
+/** Thrown inside a batch when the service stops: the batch is given up before its next write. */
+class StoppingError extends Error {
+  constructor() {
+    super('stopping');
+    this.name = 'StoppingError';
+  }
 }
 
 /** Headroom kept below a topic's max.message.bytes for the key, headers and record-batch overhead. */
@@ -109,6 +125,19 @@ export class IngestService {
   private lagTimer: NodeJS.Timeout | null = null;
   /** the largest dead-letter value that fits the dead-letter topic */
   private dlqValueCap = 1_048_576 - DLQ_HEADROOM;
+  /** texts per embedding call, from the measured speed */
+  readonly sizer: CallSizer;
+  /** the batch being handled, awaited by stop() before anything it uses is closed */
+  private inFlight: Promise<void> | null = null;
+  /** this member's id in the group, and when its last heartbeat was acknowledged */
+  private memberId: string | null = null;
+  private lastHeartbeat = Date.now();
+  /** the longest time between acknowledged heartbeats since the last join (ms) */
+  private longestSilence = 0;
+  /** why the last heartbeat failed, when it did (kafkajs error type) */
+  private heartbeatError: string | null = null;
+  /** times this member was evicted from its group (also a metric) */
+  evictions = 0;
   port = 0;
 
   constructor(
@@ -116,6 +145,15 @@ export class IngestService {
     private readonly opts: IngestOptions,
   ) {
     this.metrics = deps.metrics ?? createIngestMetrics(opts.metricsPort >= 0);
+    this.sizer = new CallSizer(opts.embedCallTargetMs ?? Math.min(5000, this.sessionTimeout() / 6));
+  }
+
+  private sessionTimeout(): number {
+    return this.opts.sessionTimeout ?? 30_000;
+  }
+
+  private heartbeatInterval(): number {
+    return Math.min(3_000, Math.floor(this.sessionTimeout() / 3));
   }
 
   /** The model that scores the next batch. */
@@ -151,20 +189,27 @@ export class IngestService {
     await this.producer.connect();
     this.consumer = kafka.consumer({
       groupId: o.group,
-      sessionTimeout: o.sessionTimeout ?? 30_000,
-      rebalanceTimeout: Math.max(o.sessionTimeout ?? 30_000, 10_000),
-      heartbeatInterval: Math.min(3_000, Math.floor((o.sessionTimeout ?? 30_000) / 3)),
+      sessionTimeout: this.sessionTimeout(),
+      rebalanceTimeout: Math.max(this.sessionTimeout(), 10_000),
+      heartbeatInterval: this.heartbeatInterval(),
       maxBytesPerPartition: 1_048_576,
       retry: { retries: 10 },
     });
     const c = this.consumer;
     c.on(c.events.GROUP_JOIN, (e) => {
+      // a new member id for a member that had one: the coordinator dropped the old one (evicted)
+      const before = this.memberId;
+      this.memberId = e.payload.memberId;
+      if (before !== null && before !== e.payload.memberId) this.evicted(before);
+      this.lastHeartbeat = Date.now();
+      this.longestSilence = 0;
+      this.heartbeatError = null;
       // a new assignment: stored watermarks must be read again for whatever this instance now owns
       this.watermarks.clear();
       for (const [topic, parts] of Object.entries(e.payload.memberAssignment)) {
         for (const p of parts) this.assigned.add(`${topic}:${p}`);
       }
-      logger.info({ assignment: e.payload.memberAssignment, group: o.group }, 'joined consumer group');
+      logger.info({ assignment: e.payload.memberAssignment, group: o.group, memberId: e.payload.memberId }, 'joined consumer group');
     });
     c.on(c.events.CRASH, (e) => {
       logger.error({ err: e.payload.error, restart: e.payload.restart }, 'consumer crashed');
@@ -174,6 +219,14 @@ export class IngestService {
     });
     c.on(c.events.FETCH, () => {
       this.brokerOk = true;
+    });
+    c.on(c.events.HEARTBEAT, () => {
+      const now = Date.now();
+      this.longestSilence = Math.max(this.longestSilence, now - this.lastHeartbeat);
+      this.lastHeartbeat = now;
+    });
+    c.on(c.events.REBALANCING, () => {
+      logger.info({ group: o.group, memberId: this.memberId }, 'consumer group rebalancing: re-joining');
     });
     await c.connect();
     await c.subscribe({ topic: o.topic, fromBeginning: o.fromBeginning ?? true });
@@ -216,6 +269,67 @@ export class IngestService {
       this.watermarks.set(key, w);
     }
     return w;
+  }
+
+  /**
+   * The coordinator no longer knows this member: its session expired (no heartbeat for the session
+   * timeout) or it did not re-join within the rebalance timeout. Its uncommitted batch is consumed
+   * again by whichever member owns the partition now (skipped where already stored).
+   */
+  private evicted(oldMember: string): void {
+    this.evictions++;
+    this.metrics.evictions.inc();
+    const silence = Math.max(this.longestSilence, Date.now() - this.lastHeartbeat);
+    const speed = this.sizer.speed();
+    this.deps.logger.warn(
+      {
+        group: this.opts.group,
+        oldMemberId: oldMember,
+        newMemberId: this.memberId,
+        sessionTimeoutMs: this.sessionTimeout(),
+        heartbeatError: this.heartbeatError,
+        longestHeartbeatGapMs: silence,
+        embedMsPerText: speed === null ? null : Number(speed.toFixed(2)),
+        textsPerCall: this.sizer.size(),
+        eventLoopDelayMaxMs: Math.round(this.loopDelay.max / 1e6),
+      },
+      `evicted from consumer group ${this.opts.group}: the coordinator dropped this member ` +
+        `(${this.heartbeatError ?? 'no heartbeat'}; longest gap between heartbeats ${(silence / 1000).toFixed(1)} s, session timeout ` +
+        `${this.sessionTimeout() / 1000} s). Its uncommitted batch is redone. If it repeats, the machine is too slow or too busy for the ` +
+        `session timeout: raise EVALGAP_SESSION_TIMEOUT_MS (docs/operations-consumer.md)`,
+    );
+  }
+
+  /**
+   * Heartbeats on a timer while a batch is handled, so that the session stays alive whatever one
+   * embedding call or store write takes (the work runs in worker threads and in the engine, off
+   * this event loop). `check()` throws the heartbeat's error once the member has lost its place
+   * (a rebalance, an eviction): the batch is then given up before anything is written.
+   */
+  private keepAlive(heartbeat: () => Promise<void>): { check: () => Promise<void>; stop: () => void } {
+    let lost: unknown = null;
+    const beat = () =>
+      heartbeat().then(
+        () => {
+          this.heartbeatError = null;
+        },
+        (e: unknown) => {
+          const type = (e as { type?: string }).type ?? (e as Error).name;
+          this.heartbeatError = type;
+          // rebalance in progress, unknown member, illegal generation: kafkajs re-joins once the
+          // batch is given up; anything else (a broker blip) is retried at the next beat
+          if (type === 'REBALANCE_IN_PROGRESS' || type === 'UNKNOWN_MEMBER_ID' || type === 'ILLEGAL_GENERATION' || type === 'FENCED_INSTANCE_ID') lost ??= e;
+        },
+      );
+    const timer = setInterval(() => void beat(), Math.max(200, Math.floor(this.heartbeatInterval() / 2)));
+    return {
+      check: async () => {
+        if (lost) throw lost;
+        if (!this.running) throw new StoppingError();
+        await heartbeat();
+      },
+      stop: () => clearInterval(timer),
+    };
   }
 
   private fatal(err: Error): void {
@@ -289,8 +403,35 @@ export class IngestService {
     });
   }
 
-  private async handleBatch(p: EachBatchPayload): Promise<void> {
-    const { batch, heartbeat, resolveOffset, isRunning, isStale, pause } = p;
+  private handleBatch(p: EachBatchPayload): Promise<void> {
+    const run = this.handleBatchInner(p);
+    const tracked = run.then(
+      () => {},
+      () => {},
+    );
+    this.inFlight = tracked;
+    void tracked.finally(() => {
+      if (this.inFlight === tracked) this.inFlight = null;
+    });
+    return run.catch((e) => {
+      // stopping: the batch is given up uncommitted (redelivered to the next owner), not an error
+      if (e instanceof StoppingError) return;
+      throw e;
+    });
+  }
+
+  private async handleBatchInner(p: EachBatchPayload): Promise<void> {
+    const alive = this.keepAlive(p.heartbeat);
+    try {
+      await this.handleSlices(p, alive.check);
+    } finally {
+      alive.stop();
+    }
+  }
+
+  /** The batch in slices of maxBatchMessages: process, write, commit each. */
+  private async handleSlices(p: EachBatchPayload, heartbeat: () => Promise<void>): Promise<void> {
+    const { batch, resolveOffset, isRunning, isStale, pause } = p;
     const { topic, partition } = batch;
     const m = this.metrics;
     if (batch.messages.length === 0) return;
@@ -298,7 +439,7 @@ export class IngestService {
     const key = `${topic}:${partition}`;
     let prog = await this.watermark(topic, partition);
     const stored = prog.raw;
-    for (let i = 0; i < batch.messages.length && isRunning() && !isStale(); i += this.opts.maxBatchMessages) {
+    for (let i = 0; i < batch.messages.length && isRunning() && !isStale() && this.running; i += this.opts.maxBatchMessages) {
       const slice = batch.messages.slice(i, i + this.opts.maxBatchMessages);
       const fresh: SourceMessage[] = [];
       for (const msg of slice) {
@@ -327,8 +468,10 @@ export class IngestService {
           },
         },
         onChunk: () => heartbeat(),
+        sizer: this.sizer,
       });
       m.embedSeconds.observe((res.embedMs + res.assignMs) / 1000);
+      m.embedCallTexts.set(this.sizer.size());
       const bySource = new Map(fresh.map((f) => [f.offset, f]));
       const dead: DeadLetter[] = [...res.dead];
       let good: RequestRow[] = res.rows;
@@ -514,13 +657,28 @@ export class IngestService {
     return { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
   }
 
-  /** Graceful: finish the batch in hand, write, commit, leave the group. */
+  /**
+   * Graceful: the batch in hand stops at its next step (an embedding call in progress finishes; a
+   * write in progress completes and is committed), the member leaves the group. Resolves only once
+   * no batch is running, so that the caller may close the store and the embedder: closing them
+   * under a running call aborted the process (a native error thrown in a teardown).
+   */
   stop(): Promise<void> {
     if (!this.stopping) {
       this.stopping = (async () => {
         this.running = false;
         if (this.lagTimer) clearInterval(this.lagTimer);
-        await this.consumer?.disconnect();
+        // kafkajs waits for the batch in hand, and for a re-join in progress (up to the rebalance
+        // timeout): bounded here, since nothing is left to commit once the batch has stopped
+        const left = this.consumer?.disconnect().catch((e) => this.deps.logger.warn({ err: e }, 'leaving the consumer group failed'));
+        let timer: NodeJS.Timeout | undefined;
+        const bound = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), LEAVE_WAIT_MS)));
+        if ((await Promise.race([left, bound])) === 'late') {
+          this.deps.logger.warn({ group: this.opts.group, waitedMs: LEAVE_WAIT_MS }, 'the group has not been left yet (a re-join in progress); stopping without waiting for it');
+        }
+        clearTimeout(timer);
+        // whatever kafkajs did, no batch may still be using the store or the embedder when this resolves
+        await this.inFlight;
         await this.producer?.disconnect();
         this.loopDelay.disable();
         await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));

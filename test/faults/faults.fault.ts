@@ -48,14 +48,18 @@ interface Proc {
   started: Promise<number>;
   exited: Promise<number | null>;
   lastLines: string[];
+  /** eviction warnings logged so far (every line, not only the last 20) */
+  evictions: string[];
 }
 
 function startRun(args: string[], env: Record<string, string>): Proc {
   const child = spawn(process.execPath, [CLI, 'run', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const lastLines: string[] = [];
+  const evictions: string[] = [];
   const started = new Promise<number>((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stderr! });
     rl.on('line', (line) => {
+      if (line.includes('evicted from consumer group')) evictions.push(line);
       lastLines.push(line);
       if (lastLines.length > 20) lastLines.shift();
       try {
@@ -69,7 +73,7 @@ function startRun(args: string[], env: Record<string, string>): Proc {
   });
   started.catch(() => {});
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return { child, started, exited, lastLines };
+  return { child, started, exited, lastLines, evictions };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -445,5 +449,121 @@ describe('fault suite', () => {
     expect(outage).toMatchObject({ readyzFailedWhileDown: true, readyAgain: true });
     if (mounted) expect(storeFull).toMatchObject({ readyzFailedWhileFull: true, healthzWhileFull: 200, readyAgain: true });
     fs.rmSync(dir, { recursive: true, force: true }); // kept for inspection when a check fails
+  });
+
+  it('embedding far slower than the session timeout, with kills and a second member: nothing lost or duplicated, no eviction', async () => {
+    const t0 = Date.now();
+    const dir = tmpDir('evalgap-faults-slow-');
+    const modelDir = path.join(dir, 'model');
+    await fitSampleModel(modelDir);
+    const topic = uniqueName('faults.slow');
+    const group = uniqueName('faults-slow');
+    const N = Number(process.env.EVALGAP_FAULTS_SLOW_VALID ?? 600);
+    const SLOW_KILLS = 3;
+    const kafka = new Kafka({ clientId: 'faults-slow', brokers: [BROKERS], logLevel: logLevel.NOTHING, retry: { retries: 20 } });
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 2 }] });
+    await admin.disconnect();
+    const producer = kafka.producer();
+    await producer.connect();
+    const traffic = sampleTraffic(N, { seed: 83, idPrefix: topic });
+    for (let i = 0; i < N; i += 100) {
+      await producer.send({ topic, acks: -1, messages: traffic.slice(i, i + 100).map((v, j) => ({ key: `s${(i + j) % 11}`, value: JSON.stringify(v) })) });
+    }
+    await producer.disconnect();
+    // 40 ms per text on top of the real cost: 1,024 texts would take 41 s against a 6 s session
+    // and a 10 s rebalance timeout; the default batch of 2,000 messages
+    const env = {
+      EVALGAP_DATA_DIR: path.join(dir, 'chdb'),
+      EVALGAP_TOPIC: topic,
+      EVALGAP_DLQ_TOPIC: `${topic}.dlq`,
+      EVALGAP_GROUP: group,
+      EVALGAP_LOG_LEVEL: 'info',
+      EVALGAP_SESSION_TIMEOUT_MS: '6000',
+      EVALGAP_TEST_HOOKS: '1',
+      EVALGAP_TEST_EMBED_DELAY_MS_PER_TEXT: '40',
+    };
+    const args = ['--model', modelDir, '--metrics-port', '0', '--gaps-every', 'off'];
+    const evicted = (p: Proc) => p.evictions.length;
+    let evictions = 0;
+    const storedNow = async (port: number) => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return text.split('\n').filter((l) => l.startsWith('evalgap_rows_stored_total')).reduce((a, l) => a + Number(l.split(' ').pop()), 0);
+    };
+    const rnd = fc.sample(fc.integer({ min: 2000, max: 8000 }), { numRuns: SLOW_KILLS, seed: 7 });
+    let secondExit: number | null = null;
+    for (let k = 0; k < SLOW_KILLS; k++) {
+      const p = startRun(args, env);
+      const port = await p.started;
+      if (k === 1) {
+        // a second member (its own data folder) joins while the first is embedding, then leaves
+        await waitFor(async () => (await storedNow(port)) > 0, 120_000, 'the slowed instance to store rows');
+        const other = startRun(args, { ...env, EVALGAP_DATA_DIR: path.join(dir, 'chdb-b') });
+        await other.started;
+        await sleep(8000);
+        other.child.kill('SIGTERM');
+        secondExit = await other.exited;
+        evictions += evicted(other);
+      }
+      await sleep(rnd[k]);
+      evictions += evicted(p);
+      p.child.kill('SIGKILL');
+      await p.exited;
+    }
+    const last = startRun(args, env);
+    await last.started;
+    await waitFor(
+      async () => {
+        const a = kafka.admin();
+        await a.connect();
+        try {
+          const e = await a.fetchTopicOffsets(topic);
+          const [c] = await a.fetchOffsets({ groupId: group, topics: [topic] });
+          return e.every((x) => BigInt(c.partitions.find((q) => q.partition === x.partition)?.offset ?? '-1') >= BigInt(x.high));
+        } finally {
+          await a.disconnect();
+        }
+      },
+      480_000,
+      'the slowed group to commit every offset',
+    );
+    last.child.kill('SIGTERM');
+    const lastExit = await last.exited;
+    evictions += evicted(last);
+    // rows of both folders: the second member's batches it committed are in its own folder
+    const seen = new Map<string, number>();
+    let duplicated = 0;
+    let aggMismatch = 0;
+    for (const folder of [env.EVALGAP_DATA_DIR, path.join(dir, 'chdb-b')]) {
+      if (!fs.existsSync(folder)) continue;
+      const store = await Store.open(testConfig(folder).clickhouse);
+      try {
+        const rows = await store.query<{ k: string; n: string }>(
+          `SELECT concat(toString(kafka_partition), ':', toString(kafka_offset)) AS k, count() AS n FROM ${store.t('requests')} WHERE kafka_topic = {t:String} GROUP BY k`,
+          { t: topic },
+        );
+        for (const r of rows) {
+          duplicated += Number(r.n) - 1;
+          seen.set(r.k, (seen.get(r.k) ?? 0) + Number(r.n));
+        }
+        const [a] = await store.query<{ raw: string; agg: string }>(
+          `SELECT (SELECT count() FROM ${store.t('requests')}) AS raw, (SELECT sum(requests) FROM ${store.t('coverage_5m')}) AS agg`,
+        );
+        if (a.raw !== a.agg) aggMismatch++;
+      } finally {
+        await store.close();
+      }
+    }
+    const lost = N - seen.size;
+    const summary = { records: N, stored: seen.size, lost, duplicated, evictions, kills: SLOW_KILLS, secondInstanceExit: secondExit, lastExit, aggMismatch, delayMsPerText: 40, seconds: Math.round((Date.now() - t0) / 1000) };
+    console.log('FAULTS-SLOW ' + JSON.stringify(summary));
+    expect(lost).toBe(0);
+    expect(duplicated).toBe(0);
+    expect(evictions).toBe(0);
+    expect(aggMismatch).toBe(0);
+    expect(secondExit).toBe(0);
+    expect(lastExit).toBe(0);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -1,6 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// The fault suite: started by scripts/faults.sh, which provides a broker of its own.
+// The fault suite: started by scripts/faults.sh, which provides a broker of its own. Timeouts only
+// bound a broken run, scaled like the other tests' caps (EVALGAP_TEST_TIME_FACTOR, default 4).
+const factor = Math.max(1, Number(process.env.EVALGAP_TEST_TIME_FACTOR) || 4);
 export default defineConfig({
   test: {
     root: new URL('../..', import.meta.url).pathname,
@@ -8,7 +10,7 @@ export default defineConfig({
     pool: 'forks',
     poolOptions: { forks: { singleFork: true } },
     fileParallelism: false,
-    testTimeout: 600_000,
-    hookTimeout: 180_000,
+    testTimeout: 600_000 * factor,
+    hookTimeout: 180_000 * factor,
   },
 });

@@ -37,11 +37,27 @@ export async function fitSampleModel(dir: string): Promise<Manifest> {
   return saveCoverageModel(dir, out.draft, out.arrays);
 }
 
+/**
+ * Tests wait for conditions, never for a guessed time; their caps (waitFor, per-test timeouts,
+ * child-process timeouts) only bound how long a broken run takes to fail. They are written for a
+ * 2-core machine and multiplied by this factor so that a machine several times slower still passes:
+ * EVALGAP_TEST_TIME_FACTOR, default 4. test/vitest.config.ts applies the same factor to vitest's
+ * default timeouts.
+ */
+export const TIME_FACTOR = Math.max(1, Number(process.env.EVALGAP_TEST_TIME_FACTOR) || 4);
+
+/** A cap of `ms` on the reference machine, scaled by TIME_FACTOR. */
+export function capMs(ms: number): number {
+  return Math.round(ms * TIME_FACTOR);
+}
+
 export function testKafka(): Kafka {
   return new Kafka({ clientId: 'evalgap-test', brokers: BROKERS, logLevel: logLevel.NOTHING });
 }
 
+/** Poll `fn` until it returns a truthy value; `timeoutMs` is a cap (scaled by TIME_FACTOR), not an expectation. */
 export async function waitFor<T>(fn: () => Promise<T | false | null | undefined>, timeoutMs: number, what: string): Promise<T> {
+  timeoutMs = capMs(timeoutMs);
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -73,7 +89,7 @@ export async function groupCaughtUp(kafka: Kafka, group: string, topic: string):
 }
 
 /** Read every message of a topic (from the beginning) until `count` have arrived. */
-export async function readTopic(kafka: Kafka, topic: string, count: number, timeoutMs = 30_000) {
+export async function readTopic(kafka: Kafka, topic: string, count: number, cap = 30_000) {
   const consumer = kafka.consumer({ groupId: uniqueName('reader') });
   const got: { value: Buffer | null; headers: Record<string, string>; offset: string; partition: number }[] = [];
   await consumer.connect();
@@ -86,7 +102,7 @@ export async function readTopic(kafka: Kafka, topic: string, count: number, time
     },
   });
   try {
-    await waitFor(async () => got.length >= count, timeoutMs, `${count} messages on ${topic}`);
+    await waitFor(async () => got.length >= count, cap, `${count} messages on ${topic}`);
   } finally {
     await consumer.disconnect();
   }

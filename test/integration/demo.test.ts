@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { SURPRISE_TOPICS } from '../../src/cli/sample-data.js';
-import { tmpDir } from '../helpers/fixtures.js';
+import { capMs, tmpDir } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 
@@ -28,6 +28,9 @@ describe('evalgap demo', () => {
     const r = await runCli(['demo', '--dir', dir]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/stored 600 rows, dead-lettered 3 messages/);
+    // the monitor's signed alert arrives on every run, whatever the machine's speed
+    expect(r.stdout).toMatch(/received after [\d.]+ s, signature verified: al_[0-9a-f]+\.firing/);
+    expect(r.stdout).toMatch(/^\s+(WARNING|CRITICAL|INFO) uncovered_(vs_calibrated|budget|share) \(agent /m);
     const rows = [...r.stdout.matchAll(/^\s+(\S+)\s+(yes|no)\s+(\d+)\s+([\d.]+)%$/gm)].map((m) => ({
       topic: m[1],
       tested: m[2] === 'yes',
@@ -68,5 +71,6 @@ describe('evalgap demo', () => {
     const again = await runCli(['demo', '--dir', dir]);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/stored 600 rows, dead-lettered 3 messages/);
-  }, 240_000);
+    expect(again.stdout).toMatch(/received after [\d.]+ s, signature verified/);
+  }, capMs(300_000));
 });

@@ -9,10 +9,10 @@ import { auroc } from '../../src/coverage/metrics.js';
 import { CoverageAssigner, loadCoverageModel } from '../../src/coverage/model.js';
 import { sampleEvalSet } from '../../src/cli/sample-data.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
-import { realEmbedder, tmpDir } from '../helpers/fixtures.js';
+import { realEmbedder, tmpDir, capMs } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
-const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: capMs(300_000) });
 
 function writeSampleEvalSet(dir: string): string {
   const file = path.join(dir, 'evalset.jsonl');
@@ -212,5 +212,5 @@ describe('coverage quality on Banking77 (real data)', () => {
     const noise = 3 * Math.sqrt((m.calibration.expectedRate * (1 - m.calibration.expectedRate)) / n);
     expect(unc / n).toBeGreaterThanOrEqual(m.calibration.expectedRateInterval[0] - noise);
     expect(unc / n).toBeLessThanOrEqual(m.calibration.expectedRateInterval[1] + noise);
-  }, 300_000); // embeds 10,800 Banking77 queries: about 2 minutes on a loaded 2-core machine
+  }, capMs(300_000)); // embeds 10,800 Banking77 queries: about 2 minutes on a loaded 2-core machine
 });

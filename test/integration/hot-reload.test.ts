@@ -16,10 +16,10 @@ import { produceJson } from '../../src/ingest/kafka.js';
 import { deployModel } from '../../src/ingest/model-watch.js';
 import { startRun, type Running } from '../../src/cli/run.js';
 import { sampleEvalSet, sampleTraffic, TOPICS } from '../../src/cli/sample-data.js';
-import { groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+import { groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor, capMs } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
-const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300_000 });
+const evalgap = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: capMs(300_000) });
 const deploy = (modelDir: string, current: string) => deployModel(modelDir, current, { expectEmbedding: installedEmbedding(loadConfig().embed) });
 
 let dir: string;
@@ -168,7 +168,7 @@ describe('evalgap run: hot reload of a deployed model', () => {
     expect(await running.model.check()).toBe('swapped');
     expect(running.model.current().version).toBe(v1);
     await producer.disconnect();
-  }, 180_000);
+  }, capMs(180_000));
 
   it('refuses a hostile model (checksums agree, values do not) written beside it: one log line, a metric, the old model keeps assigning; deploy refuses it too', async () => {
     if (!running) return expect.fail('the previous test did not start evalgap run');
@@ -247,6 +247,6 @@ describe('evalgap run: hot reload of a deployed model', () => {
     expect(rows.filter((r) => Number(r.covered) === 1).length).toBeGreaterThan(20);
     // pointed back at a sound model: the gauge clears
     deploy(path.join(dir, 'v2'), current);
-    await waitFor(async () => /^evalgap_coverage_model_refused 0$/m.test(await running!.service.metrics.registry.getSingleMetricAsString('evalgap_coverage_model_refused')), 30_000, 'the refused gauge to clear');
-  }, 180_000);
+    await waitFor(async () => /^evalgap_coverage_model_refused 0$/m.test(await running!.service.metrics.registry.getSingleMetricAsString('evalgap_coverage_model_refused')), capMs(30_000), 'the refused gauge to clear');
+  }, capMs(180_000));
 });

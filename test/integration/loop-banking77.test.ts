@@ -19,7 +19,7 @@ import { deployModel } from '../../src/ingest/model-watch.js';
 import { startRun, type Running } from '../../src/cli/run.js';
 import { discoverGaps, exportGapCases } from '../../src/gaps/run.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77, type Row } from '../helpers/banking77.js';
-import { groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+import { groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor, capMs } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 if (!hasBanking77()) console.warn(`loop-closing test skipped: ${BANKING77_MISSING}`);
@@ -105,7 +105,7 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     fs.writeFileSync(addFile, cases.map((c) => JSON.stringify(c)).join('\n') + '\n');
 
     // 3. refit with --add (the CLI), one more cluster per held-out intent, and deploy to the running consumer
-    const r = spawnSync(process.execPath, [CLI, 'fit', '--add', addFile, '--model', path.join(dir, 'v1'), '--k', String(IN_SCOPE + HELD), '--out', path.join(dir, 'v2')], { encoding: 'utf8', timeout: 300_000 });
+    const r = spawnSync(process.execPath, [CLI, 'fit', '--add', addFile, '--model', path.join(dir, 'v1'), '--k', String(IN_SCOPE + HELD), '--out', path.join(dir, 'v2')], { encoding: 'utf8', timeout: capMs(300_000) });
     expect(r.status, r.stderr).toBe(0);
     const v2 = loadCoverageModel(path.join(dir, 'v2')).manifest;
     lap('v2 fitted (CLI)');
@@ -145,5 +145,5 @@ describe.skipIf(!hasBanking77())('closing the loop on Banking77', () => {
     expect(after.held.unc).toBeLessThan(before.held.unc / 2);
     // near the calibrated rate: within what the in-scope intents themselves show on fresh queries (+10 points)
     expect(after.held.unc).toBeLessThan(Math.max(after.inScope.unc, v2.calibration.targetFalseUncoveredRate) + 0.1);
-  }, 300_000);
+  }, capMs(300_000));
 });

@@ -14,7 +14,7 @@ import { startRun } from '../../src/cli/run.js';
 import { parseSince, writeReport } from '../../src/cli/report.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { Store } from '../../src/store/store.js';
-import { fitSampleModel, groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+import { fitSampleModel, groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor, capMs } from '../helpers/fixtures.js';
 
 const CHROMIUM = process.env.EVALGAP_CHROMIUM ?? '/usr/bin/chromium';
 const hasChromium = fs.existsSync(CHROMIUM);
@@ -104,7 +104,7 @@ describe('evalgap report', () => {
         return route.abort();
       });
       await page.goto(`file://${out}`);
-      await page.waitForSelector('body[data-rendered="true"]', { timeout: 20_000 });
+      await page.waitForSelector('body[data-rendered="true"]', { timeout: capMs(20_000) });
       const charts = await page.$$eval('canvas', (cs) =>
         cs.map((c) => {
           const canvas = c as HTMLCanvasElement;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { ensureTopics, produceJson } from '../../src/ingest/kafka.js';
-import { readTopic, testKafka, tmpDir, uniqueName } from '../helpers/fixtures.js';
+import { readTopic, testKafka, tmpDir, uniqueName, capMs } from '../helpers/fixtures.js';
 
 const KAFKA_SH = path.join(PACKAGE_ROOT, 'scripts', 'kafka.sh');
 
@@ -37,7 +37,7 @@ describe('Kafka broker (KRaft, from Maven Central jars)', () => {
       EVALGAP_KAFKA_PORT: '19092',
       EVALGAP_KAFKA_CONTROLLER_PORT: '19093',
     };
-    const run = (cmd: string) => spawnSync('bash', [KAFKA_SH, cmd], { env, encoding: 'utf8', timeout: 150_000 });
+    const run = (cmd: string) => spawnSync('bash', [KAFKA_SH, cmd], { env, encoding: 'utf8', timeout: capMs(150_000) });
     expect(run('status').status).toBe(1);
     try {
       const start = run('start');

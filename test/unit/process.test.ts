@@ -6,7 +6,7 @@ import { DEFAULT_FIT, buildCoverageModel, evalSetHash, type EmbeddingInfo } from
 import { CoverageAssigner } from '../../src/coverage/model.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import type { EmbedBatch, Embedder } from '../../src/embed/embedder.js';
-import { EMBED_TEXT_CAP, processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
+import { CallSizer, EMBED_TEXT_CAP, processMessages, type ProcessDeps, type SourceMessage } from '../../src/ingest/process.js';
 import { createIngestMetrics } from '../../src/ingest/metrics.js';
 import { IngestService } from '../../src/ingest/service.js';
 import type { Store } from '../../src/store/store.js';
@@ -113,6 +113,50 @@ async function setup(over: Partial<ProcessDeps> = {}) {
 }
 
 const TS = Date.UTC(2024, 4, 6, 9, 15, 0);
+
+// ---------------------------------------------------------------- CallSizer
+
+describe('CallSizer: texts per embedding call from the measured speed', () => {
+  it('starts small, grows at most twofold per call while calls stay inside the target, up to the cap', () => {
+    const z = new CallSizer(5000);
+    expect(z.size()).toBe(32);
+    const sizes: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      z.observe(z.size(), z.size() * 1.5); // 1.5 ms per text: 1,024 texts take 1.5 s
+      sizes.push(z.size());
+    }
+    expect(sizes).toEqual([64, 128, 256, 512, 1024, 1024, 1024, 1024]);
+  });
+
+  it('shrinks at once when a call runs slow, so that the next call fits the target (a machine 20× slower)', () => {
+    const z = new CallSizer(5000);
+    for (let i = 0; i < 6; i++) z.observe(z.size(), z.size() * 1.5);
+    expect(z.size()).toBe(1024);
+    z.observe(1024, 1024 * 30); // 30 ms per text: 1,024 texts take 31 s, past a 30 s session
+    expect(z.size()).toBe(166);
+    expect(z.size() * 30).toBeLessThanOrEqual(5000);
+    // one fast call does not bring the whole size back: the estimate moves part of the way
+    z.observe(166, 166 * 1.5);
+    expect(z.size()).toBeLessThan(332);
+  });
+
+  it('never goes below its floor, whatever the speed', () => {
+    const z = new CallSizer(1000);
+    z.observe(32, 32 * 500);
+    expect(z.size()).toBe(16);
+  });
+
+  it('processMessages sizes each call with it', async () => {
+    const sizer = new CallSizer(5000);
+    const { deps, embedder } = await setup({ sizer });
+    const msgs = Array.from({ length: 100 }, (_, i) => msg({ request_id: `z${i}`, ts: TS, query: `refund order ${i}` }));
+    const res = await processMessages(msgs, deps);
+    expect(res.rows).toHaveLength(100);
+    // 32, then twice as many per call (the fake is fast), until the messages run out
+    expect(embedder.calls.map((c) => c.length)).toEqual([32, 64, 4]);
+    expect(res.rows.map((r) => r.request_id)).toEqual(msgs.map((_, i) => `z${i}`));
+  });
+});
 
 // ---------------------------------------------------------------- processMessages
 
