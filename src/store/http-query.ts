@@ -66,13 +66,15 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
   let running: RunningQuery<unknown> | null = null;
   const waiting: { go: () => void; stop: (why: string) => void }[] = [];
   const inFlight = new Set<http.ServerResponse>();
-  const reply = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
-    if (res.headersSent || res.destroyed) return;
+  /** answer once (a response already sent or a client gone is left alone); true: the request is handled */
+  const reply = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): true => {
+    if (res.headersSent || res.destroyed) return true;
     res.statusCode = status;
     res.setHeader('content-type', 'application/json');
     res.setHeader('cache-control', 'no-store');
     for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
     res.end(JSON.stringify(body));
+    return true;
   };
   /** one query at a time; resolves when it is this request's turn, rejects when refused */
   const acquire = (res: http.ServerResponse): Promise<void> => {
@@ -104,28 +106,28 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
     token,
     async handle(req, res) {
       if (cfg.url || (req.url ?? '').split('?')[0] !== '/query') return false;
-      if (closed) return reply(res, 503, { error: 'evalgap run is stopping' }), true;
+      if (closed) return reply(res, 503, { error: 'evalgap run is stopping' });
       // browsers and DNS-rebinding pages: refused before anything else is read
       if (req.headers.host !== boundHost(req)) {
-        return reply(res, 403, { error: `refused: the Host header must be ${boundHost(req)}` }), true;
+        return reply(res, 403, { error: `refused: the Host header must be ${boundHost(req)}` });
       }
-      if (req.headers.origin !== undefined) return reply(res, 403, { error: 'refused: requests from web pages (with an Origin header) are not served' }), true;
+      if (req.headers.origin !== undefined) return reply(res, 403, { error: 'refused: requests from web pages (with an Origin header) are not served' });
       const site = req.headers['sec-fetch-site'];
-      if (site !== undefined && site !== 'none') return reply(res, 403, { error: 'refused: requests from web pages (Sec-Fetch-Site) are not served' }), true;
+      if (site !== undefined && site !== 'none') return reply(res, 403, { error: 'refused: requests from web pages (Sec-Fetch-Site) are not served' });
       if (req.method !== 'POST') {
-        return reply(res, 405, { error: 'POST a JSON body {"query": "...", "params": {...}}' }, { allow: 'POST' }), true;
+        return reply(res, 405, { error: 'POST a JSON body {"query": "...", "params": {...}}' }, { allow: 'POST' });
       }
       const auth = /^Bearer (\S+)$/i.exec(req.headers.authorization ?? '');
       if (!auth || !timingSafeEqual(digest(auth[1]), want)) {
-        return reply(res, 401, { error: `a bearer token is required: the content of ${path.join(cfg.path, TOKEN_FILE)}` }, { 'www-authenticate': 'Bearer realm="evalgap"' }), true;
+        return reply(res, 401, { error: `a bearer token is required: the content of ${path.join(cfg.path, TOKEN_FILE)}` }, { 'www-authenticate': 'Bearer realm="evalgap"' });
       }
       const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-      if (type !== 'application/json') return reply(res, 415, { error: 'the body must be JSON (Content-Type: application/json)' }), true;
+      if (type !== 'application/json') return reply(res, 415, { error: 'the body must be JSON (Content-Type: application/json)' });
       const chunks: Buffer[] = [];
       let size = 0;
       for await (const c of req) {
         size += (c as Buffer).length;
-        if (size > 1_048_576) return reply(res, 413, { error: 'body larger than 1 MiB' }), true;
+        if (size > 1_048_576) return reply(res, 413, { error: 'body larger than 1 MiB' });
         chunks.push(c as Buffer);
       }
       let body: z.infer<typeof Body>;
@@ -133,7 +135,7 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
         body = Body.parse(JSON.parse(Buffer.concat(chunks).toString('utf8')));
       } catch (e) {
         const msg = e instanceof z.ZodError ? e.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') : (e as Error).message;
-        return reply(res, 400, { error: `bad request: ${msg}` }), true;
+        return reply(res, 400, { error: `bad request: ${msg}` });
       }
       try {
         await acquire(res);
@@ -143,7 +145,10 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
         } else reply(res, 503, { error: (e as Error).message });
         return true;
       }
-      if (closed || res.destroyed) return release(), reply(res, 503, { error: 'evalgap run is stopping' }), true;
+      if (closed || res.destroyed) {
+        release();
+        return reply(res, 503, { error: 'evalgap run is stopping' });
+      }
       inFlight.add(res);
       try {
         queries ??= ReadOnlyQueries.open(cfg, limits).catch((e) => {
