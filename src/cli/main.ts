@@ -14,7 +14,7 @@ import { ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
-import { modelSummary } from './format.js';
+import { calibrationWarnings, modelSummary } from './format.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
 
@@ -132,6 +132,7 @@ export function buildProgram(): Command {
       }
       if (out.duplicates) console.log(`${out.duplicates} duplicate case(s) ignored`);
       console.log(modelSummary(manifest));
+      for (const w of calibrationWarnings(manifest)) console.error(w);
       console.log(`saved to ${dir}  (fit took ${(out.timings.totalMs / 1000).toFixed(1)} s)`);
     });
 
@@ -143,6 +144,7 @@ export function buildProgram(): Command {
     .action((dir: string, opts) => {
       const m = loadCoverageModel(dir);
       console.log(opts.json ? JSON.stringify(m.manifest, null, 2) : modelSummary(m.manifest));
+      for (const w of calibrationWarnings(m.manifest)) console.error(w);
     });
 
   program

@@ -234,3 +234,46 @@ describe('calibration over phrasing families, by simulation', () => {
 function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
+
+describe('models and their summary', () => {
+  const t = trial(300, true);
+  const draft = t.m;
+
+  it('a model calibrated before phrasing families (no phrasing fields) still loads, and its summary says what its interval counts', async () => {
+    const { ManifestSchema } = await import('../../src/coverage/model.js');
+    const { modelSummary } = await import('../../src/cli/format.js');
+    const files = Object.fromEntries(['centroids.f32', 'embeddings.f32', 'labels.i32', 'cases.jsonl'].map((f) => [f, { sha256: 'c'.repeat(64), bytes: 0 }]));
+    const { phrasing: _p, looseRegions: _l, ...calibration } = draft.calibration;
+    const old = {
+      ...draft,
+      calibration: { ...calibration, tagRegions: calibration.tagRegions!.map(({ rateSeenPhrasing: _a, rateNewPhrasing: _b, families: _f, ...r }) => r) },
+      clusters: draft.clusters.map(({ rateSeenPhrasing: _a, rateNewPhrasing: _b, families: _f, ...c }) => c),
+      files,
+    };
+    const parsed = ManifestSchema.parse(old);
+    expect(parsed.calibration.phrasing).toBeUndefined();
+    expect(modelSummary(parsed)).toContain('calibrated before phrasing families: the interval counts only sampling error');
+    const now = ManifestSchema.parse({ ...draft, files });
+    expect(modelSummary(now)).toMatch(/[\d.]+% for new phrasings of families the eval set has, [\d.]+% for phrasings it did not write/);
+  });
+
+  it('fit and inspect warn about regions whose threshold sits far below the others', async () => {
+    const { ManifestSchema } = await import('../../src/coverage/model.js');
+    const { calibrationWarnings } = await import('../../src/cli/format.js');
+    const files = Object.fromEntries(['centroids.f32', 'embeddings.f32', 'labels.i32', 'cases.jsonl'].map((f) => [f, { sha256: 'c'.repeat(64), bytes: 0 }]));
+    const ok = ManifestSchema.parse({ ...draft, files });
+    expect(calibrationWarnings(ok)).toEqual([]);
+    // one tag region made loose: its threshold far below the others'
+    const tags = draft.calibration.tagRegions!.map((r, i) => (i === 2 ? { ...r, threshold: r.threshold - 0.3 } : r));
+    const loose = looseRegions(tags.map((r) => r.threshold), tags.map((r) => r.ownThreshold));
+    expect(loose.map((l) => l.index)).toEqual([2]);
+    const m = ManifestSchema.parse({
+      ...draft,
+      calibration: { ...draft.calibration, tagRegions: tags, looseRegions: loose.map((l) => ({ region: tags[l.index].tag, threshold: l.threshold, z: l.z })) },
+      files,
+    });
+    const w = calibrationWarnings(m);
+    expect(w).toHaveLength(1);
+    expect(w[0]).toMatch(/^warning: 1 tag region\(s\) have a threshold far below the others' .*intent-2 /);
+  });
+});
