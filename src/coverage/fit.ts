@@ -342,7 +342,13 @@ export function buildCoverageModel(
     LOOSE_THRESHOLD_Z,
   );
   // coverage depth bands and the novel-topic profile (src/coverage/bands.ts)
-  const margins = Float32Array.from(calScores, (s, i) => s - caseThreshold[i]);
+  // in-scope margins: both scores of every case (the seen and the new-phrasing one, the mixture the
+  // threshold aims at, with equal weights), so the threshold sits at its target level among them
+  const margins = new Float32Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    margins[i] = scores.seen[i] - caseThreshold[i];
+    margins[n + i] = scores.fresh[i] - caseThreshold[i];
+  }
   const edges = bandEdges(margins);
   let bands: ManifestDraft['calibration']['bands'];
   if (regionCount >= 2) {
@@ -358,7 +364,7 @@ export function buildCoverageModel(
       novel: bandShares(novel, edges),
       novelCases: sample.length,
       method:
-        `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins; ` +
+        `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins (both scores of each case: seen and new phrasing); ` +
         `novel: the bands of ${sample.length} eval cases scored with their whole ${regions === 'tags' ? 'tag' : 'cluster'} left out of the index`,
     };
   }
@@ -447,7 +453,7 @@ export function buildCoverageModel(
     calibration: {
       method:
         `Mondrian calibration over phrasing families per ${regions === 'tags' ? 'tag (a query\'s tag: its most similar tag centroid)' : 'cluster'} ` +
-        `(docs/calibration.md): each region's cases are split into ⌈√n⌉ phrasing families by k-means; each case is scored against the others ` +
+        `(docs/calibration.md): each region's cases are split into ⌈√n / 2⌉ phrasing families by k-means; each case is scored against the others ` +
         `leaving out its near-duplicates (cosine ≥ ${opts.nearDuplicateCosine}): a new phrasing of a family the eval set has; and with its whole family ` +
         `left out: a phrasing the eval set did not write. A region's threshold puts the target rate ${opts.targetRate} on the mixture with ` +
         `${newShare} new phrasings ((n+1)/n-corrected, interpolated); regions under ${opts.minClusterCases} cases use the pooled threshold. ` +

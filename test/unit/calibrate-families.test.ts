@@ -93,7 +93,7 @@ describe('looseRegions', () => {
 });
 
 describe('phrasingFamilies', () => {
-  it('splits each region into ⌈√n⌉ families that never span regions', () => {
+  it('splits each region into ⌈√n / 2⌉ families that never span regions', () => {
     const g = gaussian(rng(11));
     const dim = 16;
     const n = 300;
@@ -101,8 +101,8 @@ describe('phrasingFamilies', () => {
     for (let i = 0; i < n; i++) x.set(unit(Float64Array.from(x.subarray(i * dim, i * dim + dim))), i * dim);
     const region = Int32Array.from({ length: n }, (_, i) => (i < 200 ? 0 : i < 297 ? 1 : 2));
     const { family, families } = phrasingFamilies(x, n, dim, region, 3, 1);
-    expect(familiesFor(200)).toBe(15);
-    expect(families).toBeLessThanOrEqual(15 + 10 + 1);
+    expect(familiesFor(200)).toBe(8);
+    expect(families).toBeLessThanOrEqual(8 + 5 + 1);
     const regionOf = new Map<number, number>();
     for (let i = 0; i < n; i++) {
       expect(regionOf.get(family[i]) ?? region[i]).toBe(region[i]);
