@@ -52,9 +52,16 @@ export function modelSummary(m: Manifest): string {
     `scorer:     ${m.scorer.reason}`,
     `threshold:  per ${byTag ? 'tag (a query\'s: its most similar tag centroid)' : 'cluster'}: ${own} of ${regions.length} own, ` +
       `the rest pooled ${c.threshold.toFixed(4)} (< ${c.minClusterCases} cases)`,
-    `calibrated: near-duplicates (cosine ≥ ${c.nearDuplicateCosine}) left out of each case's neighbours`,
+    `calibrated: near-duplicates (cosine ≥ ${c.nearDuplicateCosine}) left out of each case's neighbours` +
+      (c.phrasing ? `; and each case's phrasing family (${c.phrasing.families} families) left out` : ''),
     `expected uncovered rate under no shift: ${rateWithInterval(c.expectedRate, c.expectedRateInterval)} ` +
       `(${Math.round(c.intervalLevel * 100)}% interval; target ${pct(c.targetFalseUncoveredRate)})`,
+    ...(c.phrasing
+      ? [
+          `  ${pct(c.phrasing.rateSeen)} for new phrasings of families the eval set has, ${pct(c.phrasing.rateNew)} for phrasings it did not write ` +
+            `(threshold aimed at ${Math.round(c.phrasing.newShare * 100)}% of the latter; the interval holds for any share; docs/calibration.md)`,
+        ]
+      : [`  (calibrated before phrasing families: the interval counts only sampling error; refit for one that holds on new phrasings)`]),
     ...(c.bands
       ? [
           `depth bands: a novel topic (${c.bands.novelCases} cases scored with their region left out) falls below the threshold ` +
@@ -97,4 +104,26 @@ export function modelSummary(m: Manifest): string {
     foot += `* fewer than ${c.minClusterCases} cases: pooled threshold; rate estimated from its own cases\n`;
   }
   return head.join('\n') + table(['cluster', 'label', 'size', 'share', 'expected uncovered [interval]', 'tags', 'example'], rows, 40) + foot;
+}
+
+/**
+ * Warnings about a model's calibration for `fit` and `inspect`: regions whose threshold sits far
+ * below the others' (a novel topic landing there passes as covered more easily).
+ */
+export function calibrationWarnings(m: Manifest): string[] {
+  const loose = m.calibration.looseRegions ?? [];
+  if (loose.length === 0) return [];
+  const byTag = m.calibration.regions === 'tags';
+  const names = loose
+    .slice(0, 8)
+    .map((l) => `${byTag ? l.region : `cluster ${l.region} (${m.clusters[Number(l.region)]?.label ?? '?'})`} ${l.threshold.toFixed(4)} (robust z ${l.z.toFixed(1)})`);
+  const own = (byTag ? (m.calibration.tagRegions ?? []) : m.clusters).filter((r) => r.ownThreshold && r.threshold !== null).map((r) => r.threshold as number).sort((a, b) => a - b);
+  const median = own.length ? own[Math.floor(own.length / 2)] : NaN;
+  return [
+    `warning: ${loose.length} ${byTag ? 'tag' : 'cluster'} region(s) have a threshold far below the others' (median ${median.toFixed(4)}): ` +
+      names.join(', ') +
+      (loose.length > 8 ? `, +${loose.length - 8} more` : '') +
+      `. Their eval cases are spread out, so a query of a topic the eval set does not test that lands there passes as covered more easily; ` +
+      `split such a region (more specific tags) or add eval cases that tie it together.`,
+  ];
 }

@@ -15,7 +15,7 @@ import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/c
 import { fitInput } from './fit-input.js';
 import { saveAgentFile } from '../coverage/agent.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
-import { escapeControl, modelSummary } from './format.js';
+import { calibrationWarnings, escapeControl, modelSummary } from './format.js';
 import { checkInputFile, checkOutputFile, readTextInput, utf8Warning } from './input.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
@@ -142,6 +142,7 @@ export function buildProgram(): Command {
       }
       if (out.duplicates) console.log(`${out.duplicates} duplicate case(s) ignored`);
       console.log(modelSummary(manifest));
+      for (const w of calibrationWarnings(manifest)) console.error(w);
       console.log(`saved to ${dir}  (fit took ${(out.timings.totalMs / 1000).toFixed(1)} s)`);
     });
 
@@ -153,6 +154,7 @@ export function buildProgram(): Command {
     .action((dir: string, opts) => {
       const m = loadCoverageModel(dir);
       console.log(opts.json ? JSON.stringify(m.manifest, null, 2) : modelSummary(m.manifest));
+      for (const w of calibrationWarnings(m.manifest)) console.error(w);
     });
 
   program

@@ -14,6 +14,8 @@
  * threshold (from all scores when the pooled ones are still under `minRegion`).
  */
 import jstatPkg from 'jstat';
+import { clusterEmbeddings } from './cluster.js';
+import { dotRows, gatherRows } from './vec.js';
 
 const { jStat } = jstatPkg as unknown as {
   jStat: { beta: { inv(p: number, a: number, b: number): number }; normal: { inv(p: number, mean: number, sd: number): number } };
@@ -191,4 +193,304 @@ export function nearestRow(x: Float32Array, i: number, centroids: Float32Array, 
 export function estimateRate(below: number, n: number, level: number, fallback: number): { rate: number; interval: [number, number] } {
   if (n === 0) return { rate: fallback, interval: [0, 1] };
   return { rate: below / n, interval: betaInterval(below + 0.5, n - below + 0.5, level) };
+}
+
+/*
+ * ---------------------------------------------------------------------------------------------
+ * Calibration over phrasing families (the fit's method since the calibration of docs/calibration.md).
+ *
+ * Eval cases come in families of related phrasings (written from one idea, one template, one
+ * writer), and a family's members sit closer to each other than to a query phrased in a way the
+ * eval set never wrote. Scoring a case against the others (even with its near-duplicates left out)
+ * measures "a new member of a family the eval set has"; scoring it with its whole family left out
+ * (leave-group-out, as in conformal prediction for grouped/hierarchical data: Dunn, Wasserman &
+ * Ramdas 2022; Lee, Barber & Willett 2023) measures "a phrasing of a family the eval set lacks".
+ * Production mixes the two in an unknown proportion π. A region's uncovered rate under a threshold
+ * t is then (1 − π)·F_seen(t) + π·F_new(t), linear in π, so for every π it lies between F_seen(t)
+ * and F_new(t): the stored interval runs from the lower confidence bound of the first to the upper
+ * bound of the second, and so holds whatever the share of new phrasings. The threshold aims the
+ * middle, π = `newShare` (default ½: the choice that minimises the worst-case error over π).
+ * Sampling error is counted per family, not per case (a cluster-robust variance: families are the
+ * independent units), and the overall interval adds the between-region variance (DerSimonian–
+ * Laird), because production weights the regions otherwise than the eval set does.
+ * ---------------------------------------------------------------------------------------------
+ */
+
+/**
+ * Families per region of m cases: ⌈√m / 2⌉ (at least 2 from 4 cases on; 1 below), so a family
+ * holds about 2√m cases (100 cases: 5 families of 20). Coarser families make the left-out family
+ * further from the rest, so the interval holds against larger gaps in the eval set's phrasings
+ * (measured: half of each intent's phrasings missing) at the cost of a lower threshold; finer ones
+ * (⌈√m⌉) missed there. docs/calibration.md gives both.
+ */
+export function familiesFor(m: number): number {
+  return m < 4 ? 1 : Math.max(2, Math.ceil(Math.sqrt(m) / 2));
+}
+
+/**
+ * Phrasing families: inside each region, spherical k-means into `familiesFor(m)` groups (seeded).
+ * Returns each case's family as a global id (families never span regions) and the count.
+ */
+export function phrasingFamilies(
+  vectors: Float32Array,
+  n: number,
+  dim: number,
+  region: ArrayLike<number>,
+  regions: number,
+  seed: number,
+): { family: Int32Array; families: number } {
+  const by: number[][] = Array.from({ length: regions }, () => []);
+  for (let i = 0; i < n; i++) by[region[i]].push(i);
+  const family = new Int32Array(n);
+  let next = 0;
+  by.forEach((rows, r) => {
+    const g = familiesFor(rows.length);
+    if (rows.length === 0) return;
+    if (g === 1) {
+      for (const i of rows) family[i] = next;
+      next++;
+      return;
+    }
+    const res = clusterEmbeddings(gatherRows(vectors, dim, rows), rows.length, dim, g, {
+      seed: seed + 104729 * r,
+      restarts: 2,
+      maxIterations: 30,
+      restartSample: rows.length,
+    });
+    // no family holds more than twice its fair share nor more than half the region: k-means on a
+    // few cases can leave one family with nearly all of them, and leaving that out would leave the
+    // region nearly empty. A larger one is cut into contiguous chunks along its cases' similarity
+    // to its first case.
+    const cap = Math.max(2, Math.min(Math.ceil((2 * rows.length) / g), Math.floor(rows.length / 2)));
+    const members: number[][] = Array.from({ length: g }, () => []);
+    rows.forEach((i, j) => members[res.labels[j]].push(i));
+    for (const fam of members) {
+      if (fam.length === 0) continue;
+      if (fam.length <= cap) {
+        for (const i of fam) family[i] = next;
+        next++;
+        continue;
+      }
+      const a = fam[0];
+      const sim = new Map(fam.map((i) => [i, dotRows(vectors, a, vectors, i, dim)]));
+      const sorted = [...fam].sort((x, y) => sim.get(y)! - sim.get(x)! || x - y);
+      const chunks = Math.ceil(fam.length / cap);
+      sorted.forEach((i, p) => (family[i] = next + Math.floor((p * chunks) / sorted.length)));
+      next += chunks;
+    }
+  });
+  return { family, families: next };
+}
+
+/**
+ * The threshold t at which the mixture (1 − π)·F_seen + π·F_new of a region's two empirical score
+ * distributions (n cases each) reaches mass α·(n + 1)/n, each value's mass spread evenly up to the
+ * next value. With π = 0 it is `conformalThreshold` of the seen scores; -Infinity when α·(n + 1)/n
+ * is below the first value's mass.
+ */
+export function mixtureThreshold(seen: ArrayLike<number>, fresh: ArrayLike<number>, newShare: number, alpha: number): number {
+  const n = seen.length;
+  const vals: [number, number][] = [];
+  for (let i = 0; i < n; i++) {
+    if (newShare < 1) vals.push([seen[i], (1 - newShare) / n]);
+    if (newShare > 0) vals.push([fresh[i], newShare / n]);
+  }
+  vals.sort((a, b) => a[0] - b[0]);
+  const target = (alpha * (n + 1)) / n;
+  // the last value whose cumulative mass (itself included) is ≤ the target; t sits past it by the
+  // fraction of the next value's mass still needed (π = 0: conformalThreshold's interpolation)
+  let c = 0;
+  let j = -1;
+  while (j + 1 < vals.length && c + vals[j + 1][1] <= target + 1e-12) c += vals[++j][1];
+  if (j < 0) return -Infinity;
+  if (j + 1 >= vals.length) return vals[j][0];
+  const frac = Math.min(1, Math.max(0, (target - c) / vals[j + 1][1]));
+  return vals[j][0] + (vals[j + 1][0] - vals[j][0]) * frac;
+}
+
+/** Below-threshold rate of a set of cases with a cluster-robust (by family) variance. */
+export interface RobustRate {
+  rate: number;
+  /** cluster-robust variance of the rate (families as the independent units) */
+  variance: number;
+  /** design effect: that variance over the binomial one (≥ 1; NaN when the rate is 0 or 1) */
+  deff: number;
+  n: number;
+  families: number;
+}
+
+export function robustRate(scores: ArrayLike<number>, family: ArrayLike<number>, threshold: number | ((i: number) => number)): RobustRate {
+  const n = scores.length;
+  const per = new Map<number, [number, number]>();
+  let below = 0;
+  for (let i = 0; i < n; i++) {
+    const t = typeof threshold === 'number' ? threshold : threshold(i);
+    const u = scores[i] < t ? 1 : 0;
+    below += u;
+    const e = per.get(family[i]) ?? [0, 0];
+    e[0]++;
+    e[1] += u;
+    per.set(family[i], e);
+  }
+  const rate = n ? below / n : 0;
+  const G = per.size;
+  let ss = 0;
+  for (const [m, x] of per.values()) ss += (x - rate * m) ** 2;
+  const binom = n ? (rate * (1 - rate)) / n : 0;
+  const variance = G > 1 && n ? ((G / (G - 1)) * ss) / (n * n) : binom;
+  const deff = binom > 0 ? Math.max(1, variance / binom) : NaN;
+  return { rate, variance: Math.max(variance, binom), deff, n, families: G };
+}
+
+/**
+ * Jeffreys-type interval of a rate with a design effect: Beta(x + ½, n − x + ½) with n the
+ * effective sample size n / deff and x = rate · n_eff.
+ */
+export function designInterval(rate: number, n: number, deff: number, level: number): [number, number] {
+  if (n === 0) return [0, 1];
+  const ne = n / Math.max(1, deff);
+  const x = rate * ne;
+  // Jeffreys with the usual ends: no case below → 0, every case below → 1
+  const [lo, hi] = betaInterval(x + 0.5, ne - x + 0.5, level);
+  return [rate === 0 ? 0 : lo, rate === 1 ? 1 : hi];
+}
+
+/** DerSimonian–Laird between-group variance of estimates y with within variances v. */
+export function dersimonianLaird(y: readonly number[], v: readonly number[]): number {
+  const k = y.length;
+  if (k < 2) return 0;
+  const w = v.map((x) => 1 / x);
+  const sw = w.reduce((a, b) => a + b, 0);
+  const mean = y.reduce((a, yi, i) => a + w[i] * yi, 0) / sw;
+  const q = y.reduce((a, yi, i) => a + w[i] * (yi - mean) ** 2, 0);
+  const c = sw - w.reduce((a, b) => a + b * b, 0) / sw;
+  return c > 0 ? Math.max(0, (q - (k - 1)) / c) : 0;
+}
+
+export interface FamilyRegionCalibration extends RegionCalibration {
+  /** rate of eval cases scored against the others (a new phrasing of a family the eval set has) */
+  rateSeen: number;
+  /** rate of eval cases scored with their family left out (a phrasing the eval set did not write) */
+  rateNew: number;
+  /** phrasing families in the region */
+  families: number;
+}
+
+export interface FamilyCalibration extends Calibration {
+  regions: FamilyRegionCalibration[];
+  newShare: number;
+  rateSeen: number;
+  rateNew: number;
+  /** between-region standard deviation of the seen / new rates (random effects) */
+  betweenRegionSd: [number, number];
+  families: number;
+}
+
+export interface FamilyCalibrationInput {
+  /** each case scored against the others, its near-duplicates left out */
+  seen: ArrayLike<number>;
+  /** each case scored with its whole phrasing family left out */
+  fresh: ArrayLike<number>;
+  family: ArrayLike<number>;
+  region: ArrayLike<number>;
+  regions: number;
+}
+
+/**
+ * Mondrian calibration over phrasing families (see the block comment above): one threshold per
+ * region at the mixture quantile; regions under `minRegion` cases share the pooled one. Each
+ * region's interval runs from the lower bound of its seen rate to the upper bound of its new
+ * rate (one-sided (1 − level)/2 each, design-effect Beta); the overall one likewise from normal
+ * bounds whose variance adds the between-region variance to the regions' own.
+ */
+export function calibrateFamilies(
+  x: FamilyCalibrationInput,
+  alpha: number,
+  opts: { minRegion: number; level?: number; newShare?: number; weights?: ArrayLike<number> },
+): FamilyCalibration {
+  const level = opts.level ?? 0.9;
+  const pi = opts.newShare ?? 0.5;
+  const n = x.seen.length;
+  const by: number[][] = Array.from({ length: x.regions }, () => []);
+  for (let i = 0; i < n; i++) by[x.region[i]].push(i);
+  const hasOwn = (m: number) => m >= opts.minRegion && Math.floor((m + 1) * alpha) >= 1 && Math.floor((m + 1) * alpha) < m;
+  const pick = (rows: number[], a: ArrayLike<number>) => rows.map((i) => a[i]);
+  const small = by.filter((rows) => !hasOwn(rows.length)).flat();
+  const poolRows = hasOwn(small.length) ? small : [...Array(n).keys()];
+  const pooled = mixtureThreshold(pick(poolRows, x.seen), pick(poolRows, x.fresh), pi, alpha);
+  const thr = by.map((rows) => (hasOwn(rows.length) ? mixtureThreshold(pick(rows, x.seen), pick(rows, x.fresh), pi, alpha) : pooled));
+  const seen = by.map((rows, r) => robustRate(pick(rows, x.seen), pick(rows, x.family), thr[r]));
+  const fresh = by.map((rows, r) => robustRate(pick(rows, x.fresh), pick(rows, x.family), thr[r]));
+  // a region whose rate is 0 or 1 has no design effect of its own: the median of the others'
+  const deffs = [...seen, ...fresh].map((r) => r.deff).filter((d) => Number.isFinite(d)).sort((a, b) => a - b);
+  const medDeff = deffs.length ? deffs[Math.floor(deffs.length / 2)] : 1;
+  const d = (r: RobustRate) => (Number.isFinite(r.deff) ? r.deff : medDeff);
+  const t = (1 - level) / 2;
+  const out: FamilyRegionCalibration[] = by.map((rows, r) => {
+    const m = rows.length;
+    const rate = (1 - pi) * seen[r].rate + pi * fresh[r].rate;
+    return {
+      n: m,
+      threshold: thr[r],
+      own: hasOwn(m),
+      expectedRate: m ? rate : alpha,
+      expectedRateInterval: m
+        ? [designInterval(seen[r].rate, m, d(seen[r]), 1 - 2 * t)[0], designInterval(fresh[r].rate, m, d(fresh[r]), 1 - 2 * t)[1]]
+        : [0, 1],
+      rateSeen: seen[r].rate,
+      rateNew: fresh[r].rate,
+      families: seen[r].families,
+    };
+  });
+  const w = Float64Array.from({ length: x.regions }, (_, c) => (opts.weights ? opts.weights[c] : by[c].length / Math.max(1, n)));
+  const wsum = w.reduce((s, v) => s + v, 0) || 1;
+  const use = out.map((_, r) => r).filter((r) => by[r].length > 0);
+  const agg = (rates: RobustRate[]) => {
+    // within: each region's cluster-robust variance (at least binomial with the median design effect when its rate is 0)
+    const v = use.map((r) => Math.max(rates[r].variance, (medDeff * Math.max(rates[r].rate, 0.5 / by[r].length) * (1 - rates[r].rate)) / by[r].length));
+    const y = use.map((r) => rates[r].rate);
+    const tau2 = dersimonianLaird(y, v);
+    let mean = 0;
+    let variance = 0;
+    use.forEach((r, j) => {
+      const wc = w[r] / wsum;
+      mean += wc * y[j];
+      variance += wc * wc * (v[j] + tau2);
+    });
+    return { mean, sd: Math.sqrt(variance), tau: Math.sqrt(tau2) };
+  };
+  const S = agg(seen);
+  const F = agg(fresh);
+  const z = jStat.normal.inv(1 - t, 0, 1);
+  const mean = (1 - pi) * S.mean + pi * F.mean;
+  return {
+    alpha,
+    level,
+    threshold: pooled,
+    regions: out,
+    expectedRate: mean,
+    expectedRateInterval: [Math.max(0, S.mean - z * S.sd), Math.min(1, F.mean + z * F.sd)],
+    newShare: pi,
+    rateSeen: S.mean,
+    rateNew: F.mean,
+    betweenRegionSd: [S.tau, F.tau],
+    families: new Set(Array.from(x.family)).size,
+  };
+}
+
+/**
+ * Regions whose threshold sits far below the others' (robust z below −`z`: median and MAD of the
+ * regions' own thresholds): a novel topic whose queries land there passes as covered more easily.
+ */
+export function looseRegions(thresholds: readonly number[], own: readonly boolean[], z = 2.5): { index: number; threshold: number; z: number }[] {
+  const t = thresholds.filter((_, i) => own[i] && Number.isFinite(thresholds[i])).sort((a, b) => a - b);
+  if (t.length < 4) return [];
+  const med = t[Math.floor(t.length / 2)];
+  const dev = t.map((v) => Math.abs(v - med)).sort((a, b) => a - b);
+  const mad = 1.4826 * dev[Math.floor(dev.length / 2)];
+  if (!(mad > 0)) return [];
+  return thresholds
+    .map((v, index) => ({ index, threshold: v, z: (v - med) / mad }))
+    .filter((r) => Number.isFinite(r.threshold) && r.z < -z)
+    .sort((a, b) => a.z - b.z);
 }

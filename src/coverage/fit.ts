@@ -11,13 +11,23 @@ import { chooseKInWorker, type ChooseKRun } from './choosek-thread.js';
 import { CHOOSE_K_SAMPLE, chooseK, chooseKSample, clusterEmbeddings, nearestCentroids, type ClusterResult, type KChoice, type KMeansOptions } from './cluster.js';
 import { bestRestartInWorkers } from './kmeans-thread.js';
 import type { EvalCase } from './evalset.js';
-import { calibrateMondrian, estimateRate, nearestRow, tagCentroids, type Calibration, type RegionCalibration } from './calibrate.js';
+import {
+  calibrateFamilies,
+  designInterval,
+  looseRegions,
+  nearestRow,
+  phrasingFamilies,
+  robustRate,
+  tagCentroids,
+  type FamilyCalibration,
+  type FamilyRegionCalibration,
+} from './calibrate.js';
 import { CoverageIndex, type IndexParams } from './index.js';
-import { calibrationScoresInWorkers } from './calibrate-thread.js';
+import { calibrationScoresInWorkers, type CalibrationScores } from './calibrate-thread.js';
 import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
 import { quantile } from './vec.js';
-import { modelVersion } from './version.js';
+import { CALIBRATION_METHOD, modelVersion } from './version.js';
 import { BAND_LEVELS, bandEdges, bandShares, leaveRegionOutMargins, sampleByRegion } from './bands.js';
 
 export interface FitOptions {
@@ -39,6 +49,12 @@ export interface FitOptions {
    * similar tag centroid); auto: tags when at least 90% of the distinct cases carry one
    */
   regions: 'auto' | 'clusters' | 'tags';
+  /**
+   * share of production queries assumed to be phrased in ways the eval set did not write (its
+   * phrasing families left out), which the threshold aims the target rate at; the stored
+   * interval holds for any share (docs/calibration.md). Default ½.
+   */
+  newPhrasingShare?: number;
   examples: number;
   source: string;
   textField: string;
@@ -54,8 +70,14 @@ export const DEFAULT_FIT: Omit<FitOptions, 'source' | 'textField'> = {
   nearDuplicateCosine: 0.95,
   minClusterCases: 80,
   regions: 'auto',
+  newPhrasingShare: 0.5,
   examples: 3,
 };
+
+/** robust z-score below which a region's threshold is called loose (fit and inspect warn) */
+export const LOOSE_THRESHOLD_Z = 2.5;
+
+/** calibration method's tag, part of the model version (a model calibrated otherwise is another model) */
 
 /** level of the expected-rate intervals stored in the model */
 export const INTERVAL_LEVEL = 0.9;
@@ -113,13 +135,16 @@ export function evalSetHash(cases: readonly EvalCase[]): string {
   return h.digest('hex');
 }
 
-function regionFields(r: RegionCalibration) {
+function regionFields(r: FamilyRegionCalibration) {
   return {
     threshold: r.threshold as number | null,
     ownThreshold: r.own,
     calibrationCases: r.n,
     expectedRate: r.expectedRate,
     expectedRateInterval: r.expectedRateInterval,
+    rateSeenPhrasing: r.rateSeen,
+    rateNewPhrasing: r.rateNew,
+    families: r.families,
   };
 }
 
@@ -130,6 +155,49 @@ interface TagRegion {
   calibrationCases: number;
   expectedRate: number;
   expectedRateInterval: [number, number];
+  rateSeenPhrasing: number;
+  rateNewPhrasing: number;
+  families: number;
+}
+
+/** The calibration regions of a fit: tags or clusters, each case's region, their centroids. */
+export interface CalibrationRegions {
+  kind: 'tags' | 'clusters';
+  region: Int32Array;
+  count: number;
+  centroids: Float32Array;
+  /** with tags: the tag of each region */
+  names?: string[];
+}
+
+export function calibrationRegions(
+  unique: readonly EvalCase[],
+  vectors: Float32Array,
+  dim: number,
+  clusters: Pick<FitClusters, 'k' | 'labels' | 'centroids'>,
+  opts: Pick<FitOptions, 'regions'>,
+): CalibrationRegions {
+  const n = unique.length;
+  const tagged = unique.filter((c) => c.tags.length > 0).length;
+  const kind = opts.regions === 'auto' ? (tagged >= 0.9 * n ? 'tags' : 'clusters') : opts.regions;
+  if (kind === 'tags' && tagged === 0) throw new FitError('calibration by tags needs tagged eval cases; none has tags');
+  if (kind === 'clusters') return { kind, region: clusters.labels, count: clusters.k, centroids: clusters.centroids };
+  const tc = tagCentroids(unique.map((c) => c.tags), vectors, dim);
+  const region = Int32Array.from({ length: n }, (_, i) => nearestRow(vectors, i, tc.centroids, tc.names.length, dim));
+  return { kind, region, count: tc.names.length, centroids: tc.centroids, names: tc.names };
+}
+
+/** Phrasing families and both calibration scores, in this thread (fitCoverageModel: in worker threads). */
+export function calibrationScoresHere(
+  vectors: Float32Array,
+  dim: number,
+  clusters: Pick<FitClusters, 'k' | 'labels' | 'centroids'>,
+  params: IndexParams,
+  nearDuplicateCosine: number,
+  family: Int32Array,
+): CalibrationScores {
+  const index = new CoverageIndex(clusters.centroids, clusters.k, vectors, clusters.labels, dim, params);
+  return { seen: index.calibrationScores(vectors, nearDuplicateCosine), fresh: index.groupOutScores(vectors, family, nearDuplicateCosine) };
 }
 
 export interface EmbeddingInfo {
@@ -233,7 +301,7 @@ export function buildCoverageModel(
    * clusters from clusterForFit and the calibration scores of that index (as fitCoverageModel
    * computes them in worker threads); computed here when absent
    */
-  pre?: { clusters: FitClusters; calibrationScores: Float32Array; calibrationScoresMs: number },
+  pre?: { clusters: FitClusters; regions: CalibrationRegions; family: Int32Array; scores: CalibrationScores; calibrationScoresMs: number },
 ): Omit<FitOutput, 'duplicates' | 'timings'> & { timings: Omit<FitTimings, 'embedMs' | 'totalMs'> } {
   const n = unique.length;
   const dim = emb.dim;
@@ -242,33 +310,38 @@ export function buildCoverageModel(
   const k = fc.k;
   let t = performance.now();
   const params = indexParams(n, k, opts);
-  const calScores = pre?.calibrationScores ?? new CoverageIndex(centroids, k, vectors, labels, dim, params).calibrationScores(vectors, opts.nearDuplicateCosine);
+  const cr = pre?.regions ?? calibrationRegions(unique, vectors, dim, fc, opts);
+  const regions = cr.kind;
+  const family = pre?.family ?? phrasingFamilies(vectors, n, dim, cr.region, cr.count, opts.seed).family;
+  const scores = pre?.scores ?? calibrationScoresHere(vectors, dim, fc, params, opts.nearDuplicateCosine, family);
+  const calScores = scores.seen;
   const sorted = Float32Array.from(calScores).sort();
   const tagged = unique.filter((c) => c.tags.length > 0).length;
-  const regions = opts.regions === 'auto' ? (tagged >= 0.9 * n ? 'tags' : 'clusters') : opts.regions;
-  if (regions === 'tags' && tagged === 0) throw new FitError('calibration by tags needs tagged eval cases; none has tags');
-  let cal: Calibration;
-  let tagRegions: TagRegion[] | undefined;
+  const newShare = opts.newPhrasingShare ?? DEFAULT_FIT.newPhrasingShare!;
+  if (!(newShare >= 0 && newShare <= 1)) throw new FitError(`the share of new phrasings must be in [0, 1], not ${newShare}`);
+  const cal: FamilyCalibration = calibrateFamilies(
+    { seen: scores.seen, fresh: scores.fresh, family, region: cr.region, regions: cr.count },
+    opts.targetRate,
+    { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL, newShare },
+  );
+  const tagRegions: TagRegion[] | undefined =
+    regions === 'tags' ? cr.names!.map((tag, t) => ({ tag, ...regionFields(cal.regions[t]), threshold: cal.regions[t].threshold })) : undefined;
   /** each case's threshold (its region's) */
-  const caseThreshold = new Float32Array(n);
-  /** each case's region, the regions' centroids and count (for the novel-topic profile) */
-  let caseRegion: Int32Array;
-  let regionCentroids: Float32Array;
-  let regionCount: number;
-  if (regions === 'tags') {
-    const tc = tagCentroids(unique.map((c) => c.tags), vectors, dim);
-    const region = Int32Array.from({ length: n }, (_, i) => nearestRow(vectors, i, tc.centroids, tc.names.length, dim));
-    cal = calibrateMondrian(calScores, region, tc.names.length, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
-    tagRegions = tc.names.map((tag, t) => ({ tag, ...regionFields(cal.regions[t]), threshold: cal.regions[t].threshold }));
-    region.forEach((r, i) => (caseThreshold[i] = cal.regions[r].threshold));
-    [caseRegion, regionCentroids, regionCount] = [region, tc.centroids, tc.names.length];
-  } else {
-    cal = calibrateMondrian(calScores, labels, k, opts.targetRate, { minRegion: opts.minClusterCases, level: INTERVAL_LEVEL });
-    labels.forEach((c, i) => (caseThreshold[i] = cal.regions[c].threshold));
-    [caseRegion, regionCentroids, regionCount] = [labels, centroids, k];
-  }
+  const caseThreshold = Float32Array.from(cr.region, (r) => cal.regions[r].threshold);
+  const [caseRegion, regionCentroids, regionCount] = [cr.region, cr.centroids, cr.count];
+  const loose = looseRegions(
+    cal.regions.map((r) => r.threshold),
+    cal.regions.map((r) => r.own),
+    LOOSE_THRESHOLD_Z,
+  );
   // coverage depth bands and the novel-topic profile (src/coverage/bands.ts)
-  const margins = Float32Array.from(calScores, (s, i) => s - caseThreshold[i]);
+  // in-scope margins: both scores of every case (the seen and the new-phrasing one, the mixture the
+  // threshold aims at, with equal weights), so the threshold sits at its target level among them
+  const margins = new Float32Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    margins[i] = scores.seen[i] - caseThreshold[i];
+    margins[n + i] = scores.fresh[i] - caseThreshold[i];
+  }
   const edges = bandEdges(margins);
   let bands: ManifestDraft['calibration']['bands'];
   if (regionCount >= 2) {
@@ -284,7 +357,7 @@ export function buildCoverageModel(
       novel: bandShares(novel, edges),
       novelCases: sample.length,
       method:
-        `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins; ` +
+        `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins (both scores of each case: seen and new phrasing); ` +
         `novel: the bands of ${sample.length} eval cases scored with their whole ${regions === 'tags' ? 'tag' : 'cluster'} left out of the index`,
     };
   }
@@ -304,10 +377,21 @@ export function buildCoverageModel(
     let own: ReturnType<typeof regionFields>;
     if (regions === 'clusters') own = regionFields(cal.regions[c]);
     else {
-      let below = 0;
-      for (const r of rows) if (calScores[r] < caseThreshold[r]) below++;
-      const e = estimateRate(below, rows.length, INTERVAL_LEVEL, opts.targetRate);
-      own = { threshold: null, ownThreshold: false, calibrationCases: rows.length, expectedRate: e.rate, expectedRateInterval: e.interval };
+      const fam = rows.map((r) => family[r]);
+      const th = (j: number) => caseThreshold[rows[j]];
+      const a = robustRate(rows.map((r) => scores.seen[r]), fam, th);
+      const b = robustRate(rows.map((r) => scores.fresh[r]), fam, th);
+      const deff = (x: typeof a) => (Number.isFinite(x.deff) ? x.deff : 1);
+      own = {
+        threshold: null,
+        ownThreshold: false,
+        calibrationCases: rows.length,
+        expectedRate: (1 - newShare) * a.rate + newShare * b.rate,
+        expectedRateInterval: [designInterval(a.rate, rows.length, deff(a), INTERVAL_LEVEL)[0], designInterval(b.rate, rows.length, deff(b), INTERVAL_LEVEL)[1]],
+        rateSeenPhrasing: a.rate,
+        rateNewPhrasing: b.rate,
+        families: a.families,
+      };
     }
     return {
       id: c,
@@ -342,6 +426,7 @@ export function buildCoverageModel(
     nearDuplicateCosine: opts.nearDuplicateCosine,
     minClusterCases: opts.minClusterCases,
     regions,
+    calibration: { method: CALIBRATION_METHOD, newShare },
   });
   const draft: ManifestDraft = {
     format: MODEL_FORMAT,
@@ -360,10 +445,13 @@ export function buildCoverageModel(
     },
     calibration: {
       method:
-        `Mondrian split-conformal per ${regions === 'tags' ? 'tag (a query\'s tag: its most similar tag centroid)' : 'cluster'}: ` +
-        `each eval case is scored against the others, leaving out its near-duplicates (cosine ≥ ${opts.nearDuplicateCosine}); ` +
-        `a region's threshold is its n cases' score at position (n+1)·${opts.targetRate} (interpolated); regions under ` +
-        `${opts.minClusterCases} cases use the pooled threshold; intervals: Beta quantiles of the realised rate`,
+        `Mondrian calibration over phrasing families per ${regions === 'tags' ? 'tag (a query\'s tag: its most similar tag centroid)' : 'cluster'} ` +
+        `(docs/calibration.md): each region's cases are split into ⌈√n / 2⌉ phrasing families by k-means; each case is scored against the others ` +
+        `leaving out its near-duplicates (cosine ≥ ${opts.nearDuplicateCosine}): a new phrasing of a family the eval set has; and with its whole family ` +
+        `left out: a phrasing the eval set did not write. A region's threshold puts the target rate ${opts.targetRate} on the mixture with ` +
+        `${newShare} new phrasings ((n+1)/n-corrected, interpolated); regions under ${opts.minClusterCases} cases use the pooled threshold. ` +
+        `Interval: from the lower bound of the rate of seen phrasings to the upper bound of the rate of new ones (family-clustered ` +
+        `variance; overall: plus the between-region variance), so it holds whatever the share of new phrasings`,
       regions,
       ...(tagRegions ? { tagRegions } : {}),
       threshold: cal.threshold,
@@ -373,6 +461,18 @@ export function buildCoverageModel(
       expectedRate: cal.expectedRate,
       expectedRateInterval: cal.expectedRateInterval,
       intervalLevel: INTERVAL_LEVEL,
+      phrasing: {
+        families: cal.families,
+        newShare,
+        rateSeen: cal.rateSeen,
+        rateNew: cal.rateNew,
+        betweenRegionSd: cal.betweenRegionSd,
+      },
+      looseRegions: loose.map((l) => ({
+        region: regions === 'tags' ? cr.names![l.index] : String(l.index),
+        threshold: l.threshold,
+        z: l.z,
+      })),
       scoreQuantiles: Object.fromEntries([0.01, 0.05, 0.1, 0.25, 0.5].map((q) => [`p${Math.round(q * 100)}`, quantile(sorted, q)])),
       ...(bands ? { bands } : {}),
     },
@@ -452,16 +552,23 @@ export async function fitCoverageModel(
     restarts = { k: knownK, best, ms: performance.now() - tr };
   }
   const clusters = clusterForFit(n, vectors, dim, opts, chosen?.choice, restarts);
-  // the embedding pool is idle now: the calibration scores (every case against the others) are
-  // computed in worker threads, a share of the cases each
+  // the embedding pool is idle now: the phrasing families, then the calibration scores (every
+  // case against the others, and without its family) in worker threads, a share of the cases each
   const tc = performance.now();
-  const calibrationScores = await calibrationScoresInWorkers(
-    { centroids: clusters.centroids, k: clusters.k, embeddings: vectors, labels: clusters.labels, dim, params: indexParams(n, clusters.k, opts), nearDuplicateCosine: opts.nearDuplicateCosine },
+  const regions = calibrationRegions(unique, vectors, dim, clusters, opts);
+  const { family } = phrasingFamilies(vectors, n, dim, regions.region, regions.count, opts.seed);
+  const scores = await calibrationScoresInWorkers(
+    {
+      centroids: clusters.centroids, k: clusters.k, embeddings: vectors, labels: clusters.labels, dim,
+      params: indexParams(n, clusters.k, opts), nearDuplicateCosine: opts.nearDuplicateCosine, family,
+    },
     fitThreads(embedder),
   );
   const built = buildCoverageModel(unique, cases.length, evalSetHash(cases), vectors, emb, opts, new Date(), chosen?.choice, {
     clusters,
-    calibrationScores,
+    regions,
+    family,
+    scores,
     calibrationScoresMs: performance.now() - tc,
   });
   return {

@@ -74,8 +74,12 @@ export class CoverageIndex {
     this.top = new Float32Array(Math.max(1, params.neighbours));
   }
 
-  /** Score row `qi` of `q`; `excludeRow` (an eval row index) is skipped, for leave-one-out. */
-  score(q: Float32Array, qi: number, excludeRow = -1, excludeAbove = Infinity): number {
+  /**
+   * Score row `qi` of `q`; `excludeRow` (an eval row index) is skipped, for leave-one-out; eval
+   * rows at cosine ≥ `excludeAbove` too (near-duplicates); with `rowGroup`, every eval row `j` with
+   * rowGroup[j] === excludeGroup too (leave-group-out calibration).
+   */
+  score(q: Float32Array, qi: number, excludeRow = -1, excludeAbove = Infinity, rowGroup?: Int32Array, excludeGroup = -1): number {
     const { dim, k } = this;
     const qo = qi * dim;
     const cs = this.cSims;
@@ -128,7 +132,8 @@ export class CoverageIndex {
       const from = this.offsets[c];
       dotMany(q, qo, G, from, this.offsets[c + 1], dim, rs);
       for (let pos = from; pos < this.offsets[c + 1]; pos++) {
-        if (this.groupedRow[pos] === excludeRow) continue;
+        const row = this.groupedRow[pos];
+        if (row === excludeRow || (rowGroup !== undefined && rowGroup[row] === excludeGroup)) continue;
         const s = rs[pos - from];
         if (s >= excludeAbove) continue;
         found++;
@@ -181,6 +186,18 @@ export class CoverageIndex {
   calibrationScores(embeddings: Float32Array, nearDuplicateCosine: number, from = 0, to = this.n): Float32Array {
     const out = new Float32Array(to - from);
     for (let i = from; i < to; i++) out[i - from] = this.score(embeddings, i, i, nearDuplicateCosine);
+    return out;
+  }
+
+  /**
+   * Leave-group-out calibration score of every eval case, rows [from, to): scored against the
+   * cases outside its group (`group[i]`: the case's family of related phrasings), its
+   * near-duplicates left out too. It stands for an unseen query phrased in a way the eval set did
+   * not write at all.
+   */
+  groupOutScores(embeddings: Float32Array, group: Int32Array, nearDuplicateCosine: number, from = 0, to = this.n): Float32Array {
+    const out = new Float32Array(to - from);
+    for (let i = from; i < to; i++) out[i - from] = this.score(embeddings, i, i, nearDuplicateCosine, group, group[i]);
     return out;
   }
 

@@ -6,7 +6,7 @@
  */
 import { BAND_LEVELS, BANDS } from './bands.js';
 import type { CoverageModel } from './model.js';
-import { modelVersion } from './version.js';
+import { CALIBRATION_METHOD, modelVersion } from './version.js';
 
 /** how far from 1 a stored unit vector's length may be (float32 rounding is ~1e-7) */
 export const UNIT_NORM_TOLERANCE = 1e-3;
@@ -147,6 +147,7 @@ export function modelValueProblems(m: CoverageModel): string[] {
     nearDuplicateCosine: cal.nearDuplicateCosine,
     minClusterCases: cal.minClusterCases,
     regions: cal.regions,
+    ...(cal.phrasing ? { calibration: { method: CALIBRATION_METHOD, newShare: cal.phrasing.newShare } } : {}),
   });
   if (mf.version !== expected) out.push(`version ${mf.version} is not the one its fit inputs give (${expected}): the id was edited`);
   return out;

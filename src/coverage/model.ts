@@ -14,6 +14,17 @@ import { modelValueProblems } from './model-check.js';
 export const MODEL_FORMAT = 'evalgap.coverage-model';
 export const MODEL_FORMAT_VERSION = 2;
 
+/**
+ * A region's rates under its threshold for a new phrasing of a family the eval set has (seen) and
+ * for a phrasing the eval set did not write (new), and its phrasing families (docs/calibration.md).
+ * Absent in models calibrated before phrasing families.
+ */
+const PhrasingRates = {
+  rateSeenPhrasing: z.number().min(0).max(1).optional(),
+  rateNewPhrasing: z.number().min(0).max(1).optional(),
+  families: z.number().int().nonnegative().optional(),
+};
+
 const ClusterSchema = z.object({
   id: z.number().int().nonnegative(),
   label: z.string(),
@@ -31,6 +42,7 @@ const ClusterSchema = z.object({
   /** expected uncovered rate of this cluster's queries under no shift, and its interval */
   expectedRate: z.number().min(0).max(1),
   expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+  ...PhrasingRates,
   /** eval-set tags of the cluster's cases, most frequent first */
   // (with tag regions, expectedRate/Interval are estimated from the cluster's cases against their tags' thresholds)
   tags: z.array(z.object({ tag: z.string(), count: z.number().int().positive() })),
@@ -98,9 +110,27 @@ export const ManifestSchema = z.object({
           calibrationCases: z.number().int().nonnegative(),
           expectedRate: z.number().min(0).max(1),
           expectedRateInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+          ...PhrasingRates,
         }),
       )
       .optional(),
+    /**
+     * calibration over phrasing families (docs/calibration.md): how many, the share of new
+     * phrasings the threshold aims at, the overall rates of seen and new phrasings, and the
+     * between-region standard deviations of those. Absent in models calibrated before them (their
+     * interval counts only sampling error).
+     */
+    phrasing: z
+      .object({
+        families: z.number().int().nonnegative(),
+        newShare: z.number().min(0).max(1),
+        rateSeen: z.number().min(0).max(1),
+        rateNew: z.number().min(0).max(1),
+        betweenRegionSd: z.tuple([z.number().nonnegative(), z.number().nonnegative()]),
+      })
+      .optional(),
+    /** regions whose own threshold sits far below the others' (robust z-score); fit and inspect warn */
+    looseRegions: z.array(z.object({ region: z.string(), threshold: z.number(), z: z.number() })).optional(),
     /** coverage level of the intervals */
     intervalLevel: z.number().gt(0).lt(1),
     scoreQuantiles: z.record(z.number()),

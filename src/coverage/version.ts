@@ -26,7 +26,15 @@ export interface VersionInputs {
   nearDuplicateCosine: number;
   minClusterCases: number;
   regions: string;
+  /**
+   * calibration over phrasing families (models since families-v1; absent for older ones, whose ids
+   * were hashed without it)
+   */
+  calibration?: { method: string; newShare: number };
 }
+
+/** The calibration method of models whose manifest has `calibration.phrasing`. */
+export const CALIBRATION_METHOD = 'families-v1';
 
 export function modelVersion(v: VersionInputs): string {
   const tags = createHash('sha256');
@@ -43,6 +51,7 @@ export function modelVersion(v: VersionInputs): string {
     neighbours: p.neighbours,
     nprobe: p.nprobe,
   };
-  const key = [v.evalSetSha256, tags.digest('hex'), v.embeddingChecksum, params, v.targetRate, v.nearDuplicateCosine, v.minClusterCases, v.regions];
+  const key: unknown[] = [v.evalSetSha256, tags.digest('hex'), v.embeddingChecksum, params, v.targetRate, v.nearDuplicateCosine, v.minClusterCases, v.regions];
+  if (v.calibration) key.push(v.calibration.method, v.calibration.newShare);
   return 'cm-' + createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }

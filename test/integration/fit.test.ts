@@ -31,6 +31,7 @@ describe('evalgap fit / inspect (CLI)', () => {
     expect(r.stdout).toMatch(/threshold:\s+per tag/); // the sample eval set is tagged
     expect(r.stdout).toMatch(/expected uncovered rate under no shift: \d+\.\d% \[\d+\.\d%–\d+\.\d%\] \(90% interval; target 5\.0%\)/);
     expect(r.stdout).toMatch(/cluster\s+label\s+size\s+share\s+expected uncovered \[interval\]\s+tags/);
+    expect(r.stdout).toMatch(/[\d.]+% for new phrasings of families the eval set has, [\d.]+% for phrasings it did not write/);
     expect(r.stdout).toContain(`saved to ${out}`);
     const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.params.k).toBe(6);
@@ -206,9 +207,11 @@ describe('coverage quality on Banking77 (real data)', () => {
         unc += a.covered[i] ? 0 : 1;
       }
     });
-    // unseen queries of tested intents: uncovered at the expected rate (within 1.5 points); the stored
-    // interval is for the long-run rate, so a sample of n queries adds its binomial noise (3 sd)
-    expect(Math.abs(unc / n - m.calibration.expectedRate)).toBeLessThanOrEqual(0.015);
+    // unseen queries of tested intents: uncovered between the rate of seen phrasings and that of new
+    // ones (docs/calibration.md); the stored interval is for the long-run rate, so a sample of n
+    // queries adds its binomial noise (3 sd)
+    expect(unc / n).toBeGreaterThan(0.01);
+    expect(unc / n).toBeLessThan(0.08);
     const noise = 3 * Math.sqrt((m.calibration.expectedRate * (1 - m.calibration.expectedRate)) / n);
     expect(unc / n).toBeGreaterThanOrEqual(m.calibration.expectedRateInterval[0] - noise);
     expect(unc / n).toBeLessThanOrEqual(m.calibration.expectedRateInterval[1] + noise);

@@ -28,7 +28,7 @@ import {
   type EmbeddingInfo,
   type FitOptions,
 } from '../../src/coverage/fit.js';
-import { conformalThreshold, nearestRow, tagCentroids } from '../../src/coverage/calibrate.js';
+import { conformalThreshold, mixtureThreshold, nearestRow, phrasingFamilies, tagCentroids } from '../../src/coverage/calibrate.js';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import { BANDS, bandOf } from '../../src/coverage/bands.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
@@ -515,29 +515,42 @@ describe('buildCoverageModel', () => {
     expect(other.draft.version).not.toBe(m.version);
   });
 
-  it('calibrates per cluster: each threshold is the conformal order statistic of its cases\' calibration scores', () => {
+  it('calibrates per cluster: each threshold puts the target on the mixture of its cases\' seen and new-phrasing scores; with no share of new phrasings, the conformal order statistic', () => {
     const c = m.calibration;
     expect(c.targetFalseUncoveredRate).toBe(target);
     expect(c.nearDuplicateCosine).toBe(DEFAULT_FIT.nearDuplicateCosine);
-    // recompute with the same scorer: near-duplicates left out
+    // recompute with the same scorer: near-duplicates left out; and each case's phrasing family left out
     const index = new CoverageIndex(built.arrays.centroids, K, fit.x, built.arrays.labels, dim, m.params);
     const cal = index.calibrationScores(fit.x, c.nearDuplicateCosine);
+    const { family } = phrasingFamilies(fit.x, fit.n, dim, built.arrays.labels, K, DEFAULT_FIT.seed);
+    const fresh = index.groupOutScores(fit.x, family, c.nearDuplicateCosine);
+    expect(c.phrasing!.newShare).toBe(0.5);
+    for (const cl of m.clusters) {
+      const rows = [...Array(fit.n).keys()].filter((i) => built.arrays.labels[i] === cl.id);
+      expect(cl.calibrationCases).toBe(50);
+      expect(cl.ownThreshold).toBe(true);
+      expect(cl.threshold).toBeCloseTo(mixtureThreshold(rows.map((i) => cal[i]), rows.map((i) => fresh[i]), 0.5, target), 12);
+      expect(cl.rateSeenPhrasing).toBe(rows.filter((i) => cal[i] < cl.threshold!).length / 50);
+      expect(cl.rateNewPhrasing).toBe(rows.filter((i) => fresh[i] < cl.threshold!).length / 50);
+      expect(cl.expectedRate).toBeCloseTo((cl.rateSeenPhrasing! + cl.rateNewPhrasing!) / 2, 12);
+      expect(cl.expectedRateInterval[0]).toBeLessThanOrEqual(cl.rateSeenPhrasing!);
+      expect(cl.expectedRateInterval[1]).toBeGreaterThan(cl.rateNewPhrasing!);
+      expect(cl.tags).toEqual([{ tag: TOPICS[fit.labels[built.arrays.labels.indexOf(cl.id)]], count: 50 }]);
+    }
+    // no share of new phrasings: the Mondrian conformal threshold of the near-duplicate-free scores
+    const m0 = buildCoverageModel(cases, cases.length, evalSetHash(cases), fit.x, EMB, fitOpts({ k: K, targetRate: target, regions: 'clusters', minClusterCases: 30, newPhrasingShare: 0 })).draft;
+    expect(m0.version).not.toBe(m.version);
     const pos = (50 + 1) * target; // 5.1: between the 5th and 6th smallest
     const l = Math.floor(pos);
-    for (const cl of m.clusters) {
+    for (const cl of m0.clusters) {
       const own = Array.from(cal)
         .filter((_, i) => built.arrays.labels[i] === cl.id)
         .sort((a, b) => a - b);
-      expect(cl.calibrationCases).toBe(50);
-      expect(cl.ownThreshold).toBe(true);
-      expect(cl.threshold).toBeCloseTo(own[l - 1] + (pos - l) * (own[l] - own[l - 1]), 12);
-      expect(own.filter((s) => s < cl.threshold).length).toBe(l);
-      expect(cl.expectedRate).toBeCloseTo(target, 12);
-      expect(cl.expectedRateInterval[0]).toBeLessThan(cl.expectedRate);
-      expect(cl.expectedRateInterval[1]).toBeGreaterThan(cl.expectedRate);
-      expect(cl.tags).toEqual([{ tag: TOPICS[fit.labels[built.arrays.labels.indexOf(cl.id)]], count: 50 }]);
+      expect(cl.threshold!).toBeCloseTo(own[l - 1] + (pos - l) * (own[l] - own[l - 1]), 12);
+      expect(own.filter((s) => s < cl.threshold!).length).toBe(l);
     }
-    expect(c.expectedRate).toBeCloseTo(target, 12);
+    expect(c.expectedRate).toBeGreaterThan(target - 0.02);
+    expect(c.expectedRate).toBeLessThanOrEqual(target + 1e-12);
     // the pooled interval is narrower than one cluster's (6 independent clusters)
     const w = (x: readonly [number, number]) => x[1] - x[0];
     expect(w(c.expectedRateInterval)).toBeLessThan(w(m.clusters[0].expectedRateInterval));
