@@ -401,7 +401,10 @@ export function buildProgram(): Command {
   storeOptions(
     program
       .command('gaps')
-      .description('group the uncovered traffic of a period into coverage gaps, ranked by priority (volume × risk), and store them')
+      .description(
+        'group the uncovered traffic of a period into coverage gaps — new topics first, then near misses of tested\n' +
+          'clusters (thin coverage) — each ranked by priority (volume × risk × how far outside the eval set), and store them',
+      )
       .option('--since <duration>', 'period to look back: 7d, 24h, 90m, 2w', durationArg, '7d')
       .option('--agent <name>', "one agent's traffic (default: all agents)")
       .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
@@ -429,7 +432,8 @@ export function buildProgram(): Command {
       .option('--budget <n>', 'cases in all at most, shared across gaps by priority', intArg('--budget', 1))
       .option('--since <duration>', 'period to look back', durationArg, '7d')
       .option('--agent <name>', "one agent's gaps (default: all agents)")
-      .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest'),
+      .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest')
+      .option('--kind <kind>', 'gaps to export: topic (new topics), thin (near misses of tested clusters) or all', formatArg(['topic', 'thin', 'all']), 'all'),
   ).action(async (opts) => {
     const { exportGapsCommand } = await import('./gaps.js');
     await exportGapsCommand(configFrom(opts), {
@@ -439,6 +443,7 @@ export function buildProgram(): Command {
       agent: opts.agent,
       since: parseDuration(opts.since),
       modelVersion: opts.modelVersion,
+      kind: opts.kind,
     });
   });
 

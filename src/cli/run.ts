@@ -82,7 +82,7 @@ export async function startRun(
   model.start();
   // evalgap sql / gaps / export-gaps find this instance's read-only POST /query through the data folder
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port);
-  const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
+  const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger, modelsDir: cfg.embed.modelsDir }) : undefined;
   return {
     service,
     store,
