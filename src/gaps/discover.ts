@@ -15,28 +15,33 @@
  * 3. Stable ids: each group is matched to a previous gap of the same scope whose centroid has
  *    cosine ≥ `matchSimilarity` (best pairs first); unmatched groups get a new id, previous gaps
  *    left unmatched are reported closed.
- * 4. Kind and depth (how far outside the eval set a group sits): each distinct phrasing of the
- *    group (normalised text: a retry or a repeat is not new evidence) votes with its coverage
- *    depth band (src/coverage/bands.ts). `depth` is the mean log-likelihood ratio of those bands
- *    between the novel-topic profile (eval cases scored with their whole region left out, from the
- *    fit) and the in-scope profile (by construction of the band levels, in-scope phrasings that miss
- *    fall 5/5/10/20/60% in the five bands below the threshold). A group is 'thin' — phrasings of a
- *    tested topic just missing the threshold ("thin coverage of cluster X") — when its phrasings'
- *    summed ratio says near miss at 19:1 or more (THIN_EVIDENCE), otherwise a 'topic'. Without the profile the share of phrasings
- *    deeper than the in-scope 2% level is compared with its in-scope value (40%); rows without a
- *    band (a model without bands) leave every group a topic, as before.
+ * 4. Kind and depth (how far outside the eval set a group sits). `depth`: each distinct phrasing
+ *    of the group (normalised text: a retry or a repeat is not new evidence) has a coverage depth
+ *    band (src/coverage/bands.ts); depth is the mean log-likelihood ratio of those bands between
+ *    the novel-topic profile (eval cases scored with their whole region left out, from the fit)
+ *    and the in-scope profile (by construction of the band levels, in-scope phrasings that miss
+ *    fall 5/5/10/20/60% in the five bands below the threshold); without the profile, the share of
+ *    phrasings deeper than the in-scope 2% level against its in-scope 40%. `kind`: 'thin' (near
+ *    misses of a tested cluster, "thin coverage of cluster X") when the group's nearest cluster
+ *    misses no more requests than tested clusters typically do (clusterExcess), else 'topic'.
+ *    Depth alone does not decide the kind: a group's phrasings share its topic, so their bands are
+ *    one piece of evidence, not one per phrasing, and an untested topic next to a tested one sits
+ *    just below the threshold as near misses do.
  * 5. Priority = members × (1 + 4 × bad-outcome rate) × novelty, the bad-outcome rate being the share
  *    of the gap's requests that escalated, were refused or failed, and novelty = 1 / (1 + e^−depth)
  *    the probability that a phrasing of it is novel rather than a near miss (equal priors): volume
  *    × risk × how far outside. Topics rank before thin groups; each kind by priority.
  */
 import { createHash } from 'node:crypto';
+import jstatPkg from 'jstat';
 import { cosineDistanceMatrix } from '../coverage/cluster.js';
 import { BAND_LEVELS } from '../coverage/bands.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
 import type { UncoveredData } from '../store/gaps.js';
+
+const { jStat } = jstatPkg as unknown as { jStat: { ibeta(x: number, a: number, b: number): number } };
 
 /** One uncovered request as the store reads it for discovery. */
 export type UncoveredRow = UncoveredData['rows'][number];
@@ -121,6 +126,14 @@ export interface DiscoveryOptions {
    */
   mergeSimilarity: number;
   /**
+   * a cluster has an excess of uncovered requests when P(its count or more | the typical rate) is
+   * below this; groups of a cluster without an excess are thin. 0.5 (default): the cluster misses
+   * more than the typical one (the median of the binomial), so a group is called thin only when
+   * its cluster misses no more than typical — doubt goes to 'topic', as before kinds existed;
+   * 0.01: only a clear excess makes topics (more groups called thin).
+   */
+  excessAlpha: number;
+  /**
    * HDBSCAN groups distinct phrasings (normalised texts), not requests: a phrasing repeated by
    * retries is one point of density, so a handful of repeated near misses does not outweigh a
    * topic asked in many ways. Every request then joins by its vector as before.
@@ -140,6 +153,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   minCoherence: 0.5,
   mergeSimilarity: 0.8,
   distinctPhrasings: true,
+  excessAlpha: 0.5,
   seed: 42,
 };
 
@@ -152,11 +166,47 @@ export function inScopeMissShares(): number[] {
   return edges.slice(1).map((e, i) => (e - edges[i]) / target);
 }
 
+function phrasingKey(r: { query: string; query_redacted: 0 | 1 }): string {
+  return r.query_redacted ? `\u0000${r.query}` : normText(r.query);
+}
+
+function distinctCount(rows: readonly { query: string; query_redacted: 0 | 1 }[]): number {
+  return new Set(rows.map(phrasingKey)).size;
+}
+
 /**
- * A group is thin when its distinct phrasings' bands are at least 19 times as likely under the
- * in-scope profile as under the novel-topic one (posterior ≥ 95% near miss with equal priors).
+ * Per eval cluster: whether it has more uncovered requests than tested clusters typically miss.
+ * The baseline rate r0 is the median uncovered rate of the clusters with ≥ 20 requests (most
+ * clusters carry no untested topic, so the median is what a tested cluster misses in this traffic,
+ * phrasings the eval set did not write included), capped by `promised` (the upper end of the
+ * fit's expected rate) when given: when untested topics reach most busy clusters the median is
+ * theirs, and a group is called thin only when its cluster misses no more than both. Counts are divided by the design effect
+ * deff = uncovered requests per distinct uncovered phrasing (retries and repeats of one phrasing
+ * are not independent: Kish's effective sample size). A cluster has an excess when
+ * P(Binomial(N/deff, r0) ≥ U/deff) < alpha. No baseline (no cluster with 20 requests): empty map.
  */
-export const THIN_EVIDENCE = Math.log(19);
+export function clusterExcess(
+  traffic: readonly { cluster: number; requests: number; uncovered: number }[],
+  uncoveredRows: number,
+  distinctPhrasings: number,
+  alpha: number,
+  promised: number | null = null,
+): Map<number, boolean> {
+  const out = new Map<number, boolean>();
+  const rates = traffic.filter((t) => t.requests >= 20).map((t) => t.uncovered / t.requests).sort((a, b) => a - b);
+  if (rates.length === 0) return out;
+  const median = quantile(rates, 0.5);
+  const r0 = Math.max(1e-6, Math.min(1 - 1e-6, promised !== null && promised > 0 ? Math.min(median, promised) : median));
+  const deff = distinctPhrasings > 0 ? Math.max(1, uncoveredRows / distinctPhrasings) : 1;
+  for (const t of traffic) {
+    const n = t.requests / deff;
+    const u = t.uncovered / deff;
+    // P(X ≥ u) for X ~ Binomial(n, r0), continuous in u and n: the regularised incomplete beta I_r0(u, n − u + 1)
+    const p = u <= 0 ? 1 : u > n ? 0 : jStat.ibeta(r0, u, n - u + 1);
+    out.set(t.cluster, p < alpha);
+  }
+  return out;
+}
 
 /** Bands below the threshold (0 … THIN_BAND); THIN_BAND is the one just below it. */
 const THIN_BAND = BAND_LEVELS.indexOf('threshold');
@@ -202,6 +252,13 @@ export interface DiscoveryInput {
   neighbours: number;
   /** the coverage model's novel-topic band profile (all bands); absent: the deep-share test */
   novelProfile?: readonly number[] | null;
+  /**
+   * requests and uncovered requests per eval cluster in scope and period (every request, not only
+   * the uncovered ones read here); absent or empty: no group is called thin
+   */
+  clusterTraffic?: readonly { cluster: number; requests: number; uncovered: number }[];
+  /** the upper end of the fit's expected uncovered rate (its interval); caps the baseline of clusterExcess */
+  promisedRate?: number | null;
 }
 
 export interface DiscoveryResult {
@@ -229,7 +286,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   if (opts.distinctPhrasings) {
     const seen = new Set<string>();
     for (let i = 0; i < n; i++) {
-      const key = rows[i].query_redacted ? `\u0000${rows[i].query}` : normText(rows[i].query);
+      const key = phrasingKey(rows[i]);
       if (seen.has(key)) continue;
       seen.add(key);
       pool.push(i);
@@ -313,6 +370,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   const terms = ctfidfTerms(labelTexts, labelOf, g + 1, 4);
 
   const half = (input.since + input.until) / 2;
+  const excess = clusterExcess(input.clusterTraffic ?? [], n, distinctCount(rows), opts.excessAlpha, input.promisedRate ?? null);
   const logRatios = input.novelProfile && input.novelProfile.length > THIN_BAND ? bandLogRatios(input.novelProfile) : null;
   const groups: Omit<Gap, 'gapId' | 'status' | 'rank' | 'matchedSimilarity'>[] = [];
   for (let c = 0; c < g; c++) {
@@ -352,12 +410,12 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     // one band per distinct phrasing (its first request's)
     const phrasingBand = new Map<string, number>();
     for (const i of idx) {
-      const key = rows[i].query_redacted ? `\u0000${rows[i].query}` : normText(rows[i].query);
+      const key = phrasingKey(rows[i]);
       if (!phrasingBand.has(key)) phrasingBand.set(key, rows[i].band ?? -1);
     }
     const { depth, deepShare } = groupDepth([...phrasingBand.values()], logRatios);
-    // thin only on strong evidence: the phrasings' summed log-likelihood ratio says near miss at ≥ 19:1
-    const kind: GapKind = depth !== null && depth * phrasingBand.size <= -THIN_EVIDENCE ? 'thin' : 'topic';
+    // thin: its cluster misses no more than tested clusters typically do (no excess of uncovered requests)
+    const kind: GapKind = excess.get(nearest) === false ? 'thin' : 'topic';
     const novelty = depth === null ? 1 : 1 / (1 + Math.exp(-depth));
     groups.push({
       label: t.length ? t.slice(0, 3).join(' / ') : `(redacted text) near ${nearestLabel || `cluster ${nearest}`}`,

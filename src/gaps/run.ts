@@ -51,14 +51,17 @@ export interface DiscoverGapsOptions {
   modelsDir?: string;
   /** the novel-topic band profile to use (overrides the lookup under modelsDir) */
   novelProfile?: readonly number[] | null;
+  /** the upper end of the model's expected uncovered rate (overrides the lookup under modelsDir) */
+  promisedRate?: number | null;
 }
 
 /**
- * The novel-topic band profile of coverage model `version`, read from its manifest under
- * `<modelsDir>/coverage/` (by version, or `current` when that is the version); null when not found
- * or fitted before bands.
+ * What gap discovery uses of coverage model `version`: its novel-topic band profile (null when
+ * fitted before bands) and the upper end of its expected uncovered rate, read from its manifest
+ * under `<modelsDir>/coverage/` (by version, or `current` when that is the version); null when
+ * not found.
  */
-export function novelProfileOf(modelsDir: string, version: string): number[] | null {
+export function modelFactsOf(modelsDir: string, version: string): { novelProfile: number[] | null; promisedRate: number } | null {
   if (!version || !/^[\w.-]+$/.test(version)) return null;
   for (const dir of [path.join(modelsDir, 'coverage', version), path.join(modelsDir, 'coverage', 'current')]) {
     let text: string;
@@ -74,9 +77,16 @@ export function novelProfileOf(modelsDir: string, version: string): number[] | n
       continue;
     }
     const m = ManifestSchema.safeParse(json);
-    if (m.success && m.data.version === version) return m.data.calibration.bands?.novel ?? null;
+    if (m.success && m.data.version === version) {
+      return { novelProfile: m.data.calibration.bands?.novel ?? null, promisedRate: m.data.calibration.expectedRateInterval[1] };
+    }
   }
   return null;
+}
+
+/** The novel-topic band profile of coverage model `version` (see modelFactsOf). */
+export function novelProfileOf(modelsDir: string, version: string): number[] | null {
+  return modelFactsOf(modelsDir, version)?.novelProfile ?? null;
 }
 
 export interface GapReport {
@@ -126,6 +136,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
     for (const r of data.rows) threshold = Math.max(threshold, r.coverage);
     if (!Number.isFinite(threshold)) threshold = 0.5;
   }
+  const facts = opts.modelsDir && mv ? modelFactsOf(opts.modelsDir, mv) : null;
   const res = discover(
     {
       scope,
@@ -139,7 +150,9 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
       clusterLabels: labels,
       threshold,
       neighbours: opts.neighbours ?? 5,
-      novelProfile: opts.novelProfile !== undefined ? opts.novelProfile : opts.modelsDir && mv ? novelProfileOf(opts.modelsDir, mv) : null,
+      clusterTraffic: traffic,
+      novelProfile: opts.novelProfile !== undefined ? opts.novelProfile : (facts?.novelProfile ?? null),
+      promisedRate: opts.promisedRate !== undefined ? opts.promisedRate : (facts?.promisedRate ?? null),
     },
     { ...DEFAULT_DISCOVERY, ...opts.discovery },
   );

@@ -2,10 +2,11 @@
  * Gap discovery on Banking77 (npm run bench; prints one JSON object).
  *
  * Per seeded draw: `held` of the 77 intents are held out of the fit; the coverage model is fitted
- * on a random half of the train queries of the others. Production traffic (`rows` requests) is
+ * on the train queries of the others (`--fit=half`: a random half of them, the other half joining
+ * the traffic: a thinner eval set). Production traffic (`traffic` requests) is
  * drawn like a deployment's: each request is, with probability 0.3, a retry of the previous one
  * (same text), otherwise an intent (a held-out one with probability `novel`, default 7%) and one
- * of its phrasings the fit did not see (the other half of train, and test). So in-scope near
+ * of its phrasings the fit did not see (test queries; held-out intents: train and test). So in-scope near
  * misses repeat as real ones do and are about as many uncovered rows as the new topics. Rows are
  * assigned by the coverage model (per-region thresholds, depth bands), stored with their int8
  * embeddings (every uncovered one, the 1-in-20 covered sample) in an embedded ClickHouse, and one
@@ -44,6 +45,8 @@ const draws = Number(args.get('draws') ?? 3);
 const heldOutCount = Number(args.get('held') ?? 15);
 const trafficRows = Number(args.get('traffic') ?? 30_000);
 const novelShare = Number(args.get('novel') ?? 0.07);
+/** train: fit on every train query of the fitted intents, in-scope traffic = test queries (the issue's set-up); half: fit on half of them, the other half is traffic too */
+const fitSplit = (args.get('fit') ?? 'train') as 'train' | 'half';
 const bigN = Number(args.get('rows') ?? 100_000);
 
 function score(labels: Int32Array, intents: string[], held: Set<string>) {
@@ -166,7 +169,7 @@ async function main() {
       pool.set(intent, l);
     };
     trainCases.forEach((c, i) => {
-      if (!held.has(c.tags[0]) && r() < 0.5) fitIdx.push(i);
+      if (!held.has(c.tags[0]) && (fitSplit === 'train' || r() < 0.5)) fitIdx.push(i);
       else add(c.tags[0], c.text, trainVec.subarray(i * dim, i * dim + dim));
     });
     test.forEach((t, i) => add(t.category, t.text, testVec.subarray(i * dim, i * dim + dim)));
@@ -246,7 +249,8 @@ async function main() {
     for (let i = 0; i < rows.length; i += 5000) await store.insertRequests(rows.slice(i, i + 5000), `bench-${d}-${i}`);
     await store.insertEmbeddings(embRows, `bench-emb-${d}`);
     const novelProfile = m.calibration.bands?.novel ?? null;
-    const report = await discoverGaps(store, { now: now + 1000, novelProfile });
+    const promisedRate = m.calibration.expectedRateInterval[1];
+    const report = await discoverGaps(store, { now: now + 1000, novelProfile, promisedRate });
     const intentOf = new Map(rows.map((r, i) => [r.request_id, traffic[i].intent]));
     const data = await readUncovered(store, { since: now - 7 * 86_400_000, until: now + 1000 });
     const members = await store.query<{ request_id: string; gap_id: string }>(
@@ -258,6 +262,16 @@ async function main() {
     const intents = data.rows.map((r) => intentOf.get(r.request_id)!);
     const s = score(labels, intents, held);
     const kinds = report.gaps.filter((g) => g.status !== 'closed').map((g) => g.kind);
+    if (args.get('debug')) {
+      const ct = await store.query<{ cluster: number; n: string; u: string }>(`SELECT cluster, count() AS n, countIf(covered = 0) AS u FROM ${store.t('requests')} GROUP BY cluster`);
+      const cm = new Map(ct.map((x) => [Number(x.cluster), `${x.u}/${x.n}`]));
+      report.gaps.forEach((g, gi) => {
+        const its = intents.filter((_, i) => labels[i] === gi);
+        const maj = [...new Set(its)].sort((x, y) => its.filter((t) => t === y).length - its.filter((t) => t === x).length)[0];
+        console.error(gi + 1, g.kind, held.has(maj) ? 'HELD' : 'in', maj, g.members, g.phrasings, g.nearestCluster, cm.get(g.nearestCluster), g.depth?.toFixed(2));
+      });
+      console.error('promised', promisedRate, 'deff', data.rows.length / new Set(data.rows.map((x) => x.query.toLowerCase())).size);
+    }
     const rk = rankScore(labels, intents, held, kinds);
     const kmK = [s.gaps, Math.max(2, Math.round(Math.sqrt(data.rows.length / 2)))];
     const kmeansReference = kmK.map((k) => {
@@ -286,6 +300,8 @@ async function main() {
       ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
       ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
       ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
+      ['excessAlpha 0.05', { excessAlpha: 0.05 }],
+      ['excessAlpha 0.01', { excessAlpha: 0.01 }],
       ['mcs 5, ms 3', { minClusterSize: 5, minSamples: 3 }],
       ['mcs 8, ms 5', { minClusterSize: 8, minSamples: 5 }],
       ['mcs 15, ms 5', { minClusterSize: 15, minSamples: 5 }],
@@ -294,6 +310,13 @@ async function main() {
       ['mergeSimilarity 0.75', { mergeSimilarity: 0.75 }],
       ['mergeSimilarity 0.7', { mergeSimilarity: 0.7 }],
     ];
+    const perCluster = new Map<number, { cluster: number; requests: number; uncovered: number }>();
+    for (const row of rows) {
+      const c = perCluster.get(row.cluster) ?? { cluster: row.cluster, requests: 0, uncovered: 0 };
+      c.requests++;
+      c.uncovered += row.covered ? 0 : 1;
+      perCluster.set(row.cluster, c);
+    }
     for (const [name, o] of configs) {
       const r = discover(
         {
@@ -309,6 +332,8 @@ async function main() {
           threshold: m.calibration.threshold,
           neighbours: 5,
           novelProfile,
+          clusterTraffic: [...perCluster.values()],
+          promisedRate,
         },
         { ...DEFAULT_DISCOVERY, ...o },
       );
@@ -430,6 +455,7 @@ async function main() {
         data: 'banking77',
         draws,
         heldOutIntents: heldOutCount,
+        fit: fitSplit === 'train' ? 'train queries of the fitted intents' : 'a random half of the train queries of the fitted intents',
         traffic: `${trafficRows} requests: 30% retries of the previous one, else an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see`,
         mean: {
           ...Object.fromEntries(keys.map((k) => [k, mean(perDraw, k)])),

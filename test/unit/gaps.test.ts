@@ -11,7 +11,7 @@ import {
   groupDepth,
   inScopeMissShares,
   mergeSimilarGroups,
-  THIN_EVIDENCE,
+  clusterExcess,
   type DiscoveryInput,
   type UncoveredRow,
 } from '../../src/gaps/discover.js';
@@ -326,12 +326,21 @@ function nearMissAndTopic(seed: number) {
     threshold: 0.8,
     neighbours: 5,
     novelProfile: NOVEL_PROFILE,
+    // every request of the period per eval cluster: cluster 0 (cards) misses 5% like the others;
+    // cluster 1 carries the new topic's misses on top
+    clusterTraffic: [
+      { cluster: 0, requests: 2400, uncovered: 120 },
+      { cluster: 1, requests: 300, uncovered: 45 },
+      { cluster: 2, requests: 1000, uncovered: 50 },
+      { cluster: 3, requests: 1000, uncovered: 60 },
+      { cluster: 4, requests: 800, uncovered: 35 },
+    ],
   };
   return { input, truth };
 }
 
 describe('gap kinds and ranking by depth', () => {
-  it('ranks a new topic before thrice its volume of near misses, and keeps the near misses apart as thin coverage', () => {
+  it('ranks a new topic before thrice its volume of near misses, and keeps the near misses of a cluster that misses as others do apart as thin coverage', () => {
     for (const seed of [1, 2, 3]) {
       const { input, truth } = nearMissAndTopic(seed);
       const res = discover(input);
@@ -350,7 +359,7 @@ describe('gap kinds and ranking by depth', () => {
       expect(open[1].kind).toBe('thin');
       expect(open[1].members).toBeGreaterThan(open[0].members);
       expect(open[1].phrasings).toBeGreaterThanOrEqual(11);
-      expect(open[1].depth! * open[1].phrasings).toBeLessThanOrEqual(-THIN_EVIDENCE);
+      expect(open[1].depth!).toBeLessThan(0);
       expect(open[1].nearestClusterLabel).toBe('cards');
       // priority = volume × risk × novelty, novelty = 1 / (1 + e^−depth)
       expect(open[1].priority).toBeCloseTo(open[1].members * (1 + 4 * open[1].badRate) / (1 + Math.exp(-open[1].depth!)), 6);
@@ -390,6 +399,35 @@ describe('gap kinds and ranking by depth', () => {
     const perRequest = discover(withRepeats, { ...DEFAULT_DISCOVERY, distinctPhrasings: false });
     expect(perRequest.gaps).toHaveLength(3);
     expect(truth.filter((t, i) => t === 'retry' && perRequest.membership[i] >= 0)).toHaveLength(60);
+  });
+
+  it('calls a cluster’s misses an excess at the stated level: ≤ 1% of clusters missing at the typical rate, every one missing three times as much', () => {
+    const r = rng(5);
+    const binom = (n: number, p: number) => {
+      let k = 0;
+      for (let i = 0; i < n; i++) if (r() < p) k++;
+      return k;
+    };
+    let flagged = 0;
+    let total = 0;
+    for (let rep = 0; rep < 40; rep++) {
+      const traffic = Array.from({ length: 50 }, (_, c) => {
+        const requests = 100 + Math.floor(r() * 900);
+        return { cluster: c, requests, uncovered: binom(requests, 0.05) };
+      });
+      traffic.push({ cluster: 50, requests: 600, uncovered: binom(600, 0.15) });
+      const ex = clusterExcess(traffic, 1, 1, 0.01);
+      for (let c = 0; c < 50; c++) if (ex.get(c)) flagged++;
+      total += 50;
+      expect(ex.get(50)).toBe(true);
+    }
+    expect(flagged / total).toBeLessThanOrEqual(0.015);
+    // repeats are not independent evidence: 10 requests per distinct phrasing shrink the evidence tenfold
+    const t = [...Array.from({ length: 9 }, (_, c) => ({ cluster: c, requests: 1000, uncovered: 50 })), { cluster: 9, requests: 1000, uncovered: 80 }];
+    expect(clusterExcess(t, 100, 100, 0.01).get(9)).toBe(true);
+    expect(clusterExcess(t, 1000, 100, 0.01).get(9)).toBe(false);
+    // no cluster with 20 requests: no baseline, no verdict
+    expect(clusterExcess([{ cluster: 0, requests: 10, uncovered: 9 }], 9, 9, 0.01).size).toBe(0);
   });
 
   it('in-scope phrasings that miss fall 5/5/10/20/60% in the bands below the threshold; without the profile the deep share is tested against 40%', () => {
