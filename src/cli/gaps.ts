@@ -79,7 +79,7 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
   const topics = open.filter((g) => g.kind === 'topic');
   const thin = open.filter((g) => g.kind === 'thin');
   out.push(
-    `grouped ${r.grouped} uncovered requests: ${topics.length} new topic(s), ${thin.length} group(s) of near misses (thin coverage), ${r.noise} left as noise` +
+    `grouped ${r.grouped} uncovered requests: ${open.length} gap(s) — ${topics.length} new topic(s), ${thin.length} group(s) of near misses (thin coverage) — ${r.noise} left as noise` +
       (r.missingEmbeddings ? `; ${r.missingEmbeddings} without a stored embedding skipped` : '') +
       (r.stored ? '' : '  (not stored)'),
   );
