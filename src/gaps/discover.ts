@@ -23,10 +23,11 @@
  *    fall 5/5/10/20/60% in the five bands below the threshold); without the profile, the share of
  *    phrasings deeper than the in-scope 2% level against its in-scope 40%. `kind`: 'thin' (near
  *    misses of a tested cluster, "thin coverage of cluster X") when the group's nearest cluster
- *    misses no more requests than tested clusters typically do (clusterExcess), else 'topic'.
- *    Depth alone does not decide the kind: a group's phrasings share its topic, so their bands are
- *    one piece of evidence, not one per phrasing, and an untested topic next to a tested one sits
- *    just below the threshold as near misses do.
+ *    misses no more requests than tested clusters typically do (clusterExcess) and the group sits
+ *    no deeper than in-scope near misses (depth ≤ 0); else 'topic'. Depth alone does not make a
+ *    group thin: a group's phrasings share its topic, so their bands are one piece of evidence,
+ *    not one per phrasing, and an untested topic next to a tested one sits just below the
+ *    threshold as near misses do; but a group deeper than near misses is never called thin.
  * 5. Priority = members × (1 + 4 × bad-outcome rate) × novelty, the bad-outcome rate being the share
  *    of the gap's requests that escalated, were refused or failed, and novelty = 1 / (1 + e^−depth)
  *    the probability that a phrasing of it is novel rather than a near miss (equal priors): volume
@@ -414,8 +415,9 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
       if (!phrasingBand.has(key)) phrasingBand.set(key, rows[i].band ?? -1);
     }
     const { depth, deepShare } = groupDepth([...phrasingBand.values()], logRatios);
-    // thin: its cluster misses no more than tested clusters typically do (no excess of uncovered requests)
-    const kind: GapKind = excess.get(nearest) === false ? 'thin' : 'topic';
+    // thin: its cluster misses no more than tested clusters typically do (no excess of uncovered
+    // requests), and its phrasings sit no deeper than in-scope near misses (depth ≤ 0)
+    const kind: GapKind = excess.get(nearest) === false && (depth === null || depth <= 0) ? 'thin' : 'topic';
     const novelty = depth === null ? 1 : 1 / (1 + Math.exp(-depth));
     groups.push({
       label: t.length ? t.slice(0, 3).join(' / ') : `(redacted text) near ${nearestLabel || `cluster ${nearest}`}`,

@@ -367,6 +367,20 @@ describe('gap kinds and ranking by depth', () => {
     }
   });
 
+  it('calls no group thin whose cluster misses more than typical, nor one that sits deeper than near misses', () => {
+    const { input, truth } = nearMissAndTopic(5);
+    const nearOf = (res: ReturnType<typeof discover>) => res.gaps.find((_, gi) => truth.some((t, i) => t === 'near' && res.membership[i] === gi))!;
+    // cluster 0 now misses 12%, more than the typical 5%: its group is a topic
+    const excess = discover({ ...input, clusterTraffic: input.clusterTraffic!.map((c) => (c.cluster === 0 ? { ...c, uncovered: 290 } : c)) });
+    expect(nearOf(excess).kind).toBe('topic');
+    // the same group with deep bands (0–2): deeper than near misses, a topic although its cluster misses as others do
+    const deep = discover({ ...input, rows: input.rows.map((r) => (r.query.startsWith('how do i freeze') ? { ...r, band: r.request_id.length % 3 } : r)) });
+    expect(nearOf(deep).depth!).toBeGreaterThan(0);
+    expect(nearOf(deep).kind).toBe('topic');
+    // without per-cluster traffic there is no baseline: every group is a topic
+    expect(discover({ ...input, clusterTraffic: [] }).gaps.every((g) => g.kind === 'topic')).toBe(true);
+  });
+
   it('ranks thin groups after every topic even when they outweigh them', () => {
     const { input } = nearMissAndTopic(4);
     // the near misses escalate every time: priority far above the topic's, still second
