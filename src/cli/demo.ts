@@ -238,7 +238,7 @@ function printGaps(r: GapReport, top: number): void {
 
 /** Gap discovery over the traffic so far (`evalgap gaps`), stored in coverage_gaps. */
 async function showGaps(ctx: DemoContext): Promise<void> {
-  header(ctx, 'evalgap gaps: the uncovered traffic grouped into emerging topics (HDBSCAN on the stored embeddings), ranked by volume × risk');
+  header(ctx, 'evalgap gaps: the uncovered traffic grouped into emerging topics (HDBSCAN on the stored embeddings), new topics before near misses, ranked by volume × risk × depth');
   ctx.gaps = await discoverGaps(ctx.running!.store, { since: ctx.start - 60_000, write: true });
   say(`   (discovery over ${ctx.gaps.grouped} uncovered requests took ${ctx.gaps.ms.read + ctx.gaps.ms.discover + ctx.gaps.ms.write} ms; stored in ${ctx.running!.store.t('coverage_gaps')} and ${ctx.running!.store.t('gap_members')})\n`);
   printGaps(ctx.gaps, 4);

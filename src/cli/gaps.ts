@@ -119,24 +119,29 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
     `traffic: ${r.totals.requests} requests, ${r.totals.uncovered} uncovered; coverage ${pct(r.totals.coverage)} of traffic, ` +
       `${pct(r.totals.riskCoverage)} of escalated/refused/failed requests`,
   );
+  const topics = open.filter((g) => g.kind === 'topic');
+  const thin = open.filter((g) => g.kind === 'thin');
   out.push(
-    `grouped ${r.grouped} uncovered requests: ${open.length} gap(s), ${r.noise} left as noise` +
+    `grouped ${r.grouped} uncovered requests: ${open.length} gap(s) — ${topics.length} new topic(s), ${thin.length} group(s) of near misses (thin coverage) — ${r.noise} left as noise` +
       (r.missingEmbeddings ? `; ${r.missingEmbeddings} without a stored embedding skipped` : '') +
       (r.stored ? '' : '  (not stored)'),
   );
-  out.push('');
-  if (open.length) {
+  const depth = (g: GapReport['gaps'][number]) => (g.depth === null ? '–' : g.depth.toFixed(2));
+  const section = (title: string, gs: GapReport['gaps'], near: string) => {
+    out.push('', title);
     out.push(
       table(
-        ['#', 'gap', 'status', 'label', 'reqs', 'share', 'escal.', 'trend', 'nearest eval cluster', 'cases', 'priority'],
-        listed.map((g) => [
+        ['#', 'gap', 'status', 'label', 'reqs', 'phr.', 'share', 'escal.', 'depth', 'trend', near, 'cases', 'priority'],
+        gs.map((g) => [
           g.rank,
           g.gapId,
           g.status,
           g.label,
           g.members,
+          g.phrasings,
           pct(g.share),
           pct(g.escalationRate),
+          depth(g),
           g.trend,
           `${g.nearestCluster} ${g.nearestClusterLabel}`,
           g.casesNeeded,
@@ -145,14 +150,20 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
         34,
       ),
     );
-    for (const g of listed) {
+    for (const g of gs) {
       out.push('');
       // labels and examples are stored production text: control characters are shown, not sent
       out.push(escapeControl(`${g.rank}. ${g.gapId}  ${g.label}  (first seen ${day(g.firstSeen)}, last ${day(g.lastSeen)})`));
       for (const e of g.examples.slice(0, examples)) out.push(`     - ${escapeControl(e.length > 100 ? e.slice(0, 99) + '…' : e)}`);
     }
+  };
+  if (open.length) {
+    const lt = listed.filter((g) => g.kind === 'topic');
+    const ln = listed.filter((g) => g.kind === 'thin');
+    if (lt.length) section('new topics (as far outside the eval set as untested topics sit), by priority:', lt, 'nearest eval cluster');
+    if (ln.length) section('thin coverage of tested clusters (near misses of the threshold: add phrasings to that cluster), by priority:', ln, 'thin coverage of cluster');
     if (open.length > listed.length) out.push('', `… and ${open.length - listed.length} more gap(s)`);
-  } else out.push('no coverage gaps found in this period');
+  } else out.push('', 'no coverage gaps found in this period');
   if (closed.length) {
     out.push('');
     out.push(escapeControl(`closed since the last run: ${closed.map((g) => `${g.gapId} (${g.label})`).join(', ')}`));
@@ -215,6 +226,7 @@ export async function gapsCommand(
       agent: opts.agent,
       modelVersion: opts.modelVersion,
       write: opts.store && !o.note,
+      modelsDir: cfg.embed.modelsDir,
     });
     if (opts.format === 'json') console.log(JSON.stringify(reportJson(r), null, 2));
     else process.stdout.write(formatGapReport(r, opts.examples));
@@ -225,7 +237,7 @@ export async function gapsCommand(
 
 export async function exportGapsCommand(
   cfg: Config,
-  opts: { out: string; perGap: number; budget?: number; agent?: string; since: Date; until: Date; modelVersion: string },
+  opts: { out: string; perGap: number; budget?: number; agent?: string; since: Date; until: Date; modelVersion: string; kind?: 'topic' | 'thin' | 'all' },
 ): Promise<void> {
   const o = await openReader(cfg);
   try {
@@ -237,12 +249,14 @@ export async function exportGapsCommand(
       agent: opts.agent,
       modelVersion: opts.modelVersion,
       write: !o.note,
+      modelsDir: cfg.embed.modelsDir,
     });
     const res = await exportGapCases(o.reader, {
       scope: opts.agent ?? '',
       perGap: opts.perGap,
       budget: opts.budget,
       gaps: o.note ? r.gaps : undefined,
+      kinds: !opts.kind || opts.kind === 'all' ? ['topic', 'thin'] : [opts.kind],
     });
     fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
     fs.writeFileSync(opts.out, res.cases.map((c) => JSON.stringify(c)).join('\n') + (res.cases.length ? '\n' : ''));
@@ -250,7 +264,7 @@ export async function exportGapsCommand(
       `wrote ${res.cases.length} candidate eval case(s) from ${res.gaps} gap(s) to ${opts.out}` +
         (res.redactedSkipped ? `; ${res.redactedSkipped} redacted request(s) skipped (their text is not stored)` : ''),
     );
-    for (const a of res.allocation) console.log(`  ${a.gap_id}  priority ${a.priority.toFixed(0)}  ${a.cases} case(s)`);
+    for (const a of res.allocation) console.log(`  ${a.gap_id}  ${a.kind === 'thin' ? 'thin coverage' : 'new topic    '}  priority ${a.priority.toFixed(0)}  ${a.cases} case(s)`);
     if (res.cases.length) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
   } finally {
     await o.close();

@@ -432,7 +432,10 @@ export function buildProgram(): Command {
   storeOptions(
     program
       .command('gaps')
-      .description('group the uncovered traffic of a period into coverage gaps, ranked by priority (volume × risk), and store them')
+      .description(
+        'group the uncovered traffic of a period into coverage gaps — new topics first, then near misses of tested\n' +
+          'clusters (thin coverage) — each ranked by priority (volume × risk × how far outside the eval set), and store them',
+      )
       .option('--since <when>', 'start of the period: a duration back from now (7d, 24h, 90m, 2w) or an ISO-8601 date (2024-05-01, 2024-05-01T12:00Z; no zone: UTC)', '7d')
       .option('--until <when>', 'end of the period, as --since (default: now); e.g. for replayed or backfilled traffic')
       .option('--agent <name>', "one agent's traffic (default: all agents)")
@@ -486,7 +489,8 @@ export function buildProgram(): Command {
       .option('--since <when>', 'start of the period: a duration back from now (7d, 24h) or an ISO-8601 date (no zone: UTC)', '7d')
       .option('--until <when>', 'end of the period, as --since (default: now)')
       .option('--agent <name>', "one agent's gaps (default: all agents)")
-      .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest'),
+      .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest')
+      .option('--kind <kind>', 'gaps to export: topic (new topics), thin (near misses of tested clusters) or all', formatArg(['topic', 'thin', 'all']), 'all'),
   ).action(async (opts) => {
     checkOutputFile(opts.out, '--out');
     const { exportGapsCommand, parsePeriod } = await import('./gaps.js');
@@ -497,6 +501,7 @@ export function buildProgram(): Command {
       agent: opts.agent,
       ...parsePeriod(opts.since, opts.until),
       modelVersion: opts.modelVersion,
+      kind: opts.kind,
     });
   });
 

@@ -71,7 +71,8 @@ const REPORT_EXAMPLES = 4;
  * yet, a discovery over the report's period run now and not stored (the report only reads).
  */
 export async function gapsForReport(store: Store, since: Date, now: Date): Promise<{ gaps: ReportGap[]; note: string }> {
-  const priority = 'ranked by priority = members × (1 + 4 × the share of them escalated, refused or failed)';
+  const priority =
+    'new topics first, then near misses of tested clusters (thin coverage); each ranked by priority = members × (1 + 4 × the share of them escalated, refused or failed) × novelty (how far outside the eval set their depth bands sit)';
   const stored = await readLatestGaps(store, '');
   let gaps: Omit<ReportGap, 'examples'>[];
   let examples: { text: string; id: string }[][];
@@ -82,6 +83,7 @@ export async function gapsForReport(store: Store, since: Date, now: Date): Promi
       rank: g.rank,
       id: g.gap_id,
       status: g.status,
+      kind: g.kind,
       label: g.label,
       requests: g.members,
       share: g.share,
@@ -102,6 +104,7 @@ export async function gapsForReport(store: Store, since: Date, now: Date): Promi
       rank: g.rank,
       id: g.gapId,
       status: g.status,
+      kind: g.kind,
       label: g.label,
       requests: g.members,
       share: g.share,

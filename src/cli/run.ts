@@ -135,7 +135,7 @@ export async function startRun(
   }
   // evalgap sql / gaps / export-gaps find this instance's read-only POST /query (and its token) through the data folder
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port, queries.token);
-  const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger }) : undefined;
+  const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger, modelsDir: cfg.embed.modelsDir }) : undefined;
   return {
     service,
     store,

@@ -15,16 +15,34 @@
  * 3. Stable ids: each group is matched to a previous gap of the same scope whose centroid has
  *    cosine ≥ `matchSimilarity` (best pairs first); unmatched groups get a new id, previous gaps
  *    left unmatched are reported closed.
- * 4. Priority = members × (1 + 4 × bad-outcome rate), the bad-outcome rate being the share of the
- *    gap's requests that escalated, were refused or failed: volume × risk, where a gap whose every
- *    request goes wrong weighs five times one of the same size whose requests all went fine.
+ * 4. Kind and depth (how far outside the eval set a group sits). `depth`: each distinct phrasing
+ *    of the group (normalised text: a retry or a repeat is not new evidence) has a coverage depth
+ *    band (src/coverage/bands.ts); depth is the mean log-likelihood ratio of those bands between
+ *    the novel-topic profile (eval cases scored with their whole region left out, from the fit)
+ *    and the in-scope profile (by construction of the band levels, in-scope phrasings that miss
+ *    fall 5/5/10/20/60% in the five bands below the threshold); without the profile, the share of
+ *    phrasings deeper than the in-scope 2% level against its in-scope 40%. `kind`: 'thin' (near
+ *    misses of a tested cluster, "thin coverage of cluster X") when the group's nearest cluster
+ *    misses no more requests than tested clusters typically do (clusterExcess) and the group sits
+ *    no deeper than in-scope near misses (depth ≤ 0); else 'topic'. Depth alone does not make a
+ *    group thin: a group's phrasings share its topic, so their bands are one piece of evidence,
+ *    not one per phrasing, and an untested topic next to a tested one sits just below the
+ *    threshold as near misses do; but a group deeper than near misses is never called thin.
+ * 5. Priority = members × (1 + 4 × bad-outcome rate) × novelty, the bad-outcome rate being the share
+ *    of the gap's requests that escalated, were refused or failed, and novelty = 1 / (1 + e^−depth)
+ *    the probability that a phrasing of it is novel rather than a near miss (equal priors): volume
+ *    × risk × how far outside. Topics rank before thin groups; each kind by priority.
  */
 import { createHash } from 'node:crypto';
+import jstatPkg from 'jstat';
 import { cosineDistanceMatrix } from '../coverage/cluster.js';
+import { BAND_LEVELS } from '../coverage/bands.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
 import type { UncoveredData } from '../store/gaps.js';
+
+const { jStat } = jstatPkg as unknown as { jStat: { ibeta(x: number, a: number, b: number): number } };
 
 /** One uncovered request as the store reads it for discovery. */
 export type UncoveredRow = UncoveredData['rows'][number];
@@ -32,15 +50,20 @@ export type UncoveredRow = UncoveredData['rows'][number];
 export interface PreviousGap {
   gap_id: string;
   status: GapStatus;
+  kind?: GapKind;
   label: string;
   centroid: Float32Array;
 }
 
 export type GapStatus = 'new' | 'open' | 'reopened' | 'closed';
 
+/** 'topic': sits as far outside the eval set as untested topics do; 'thin': near misses of a tested cluster */
+export type GapKind = 'topic' | 'thin';
+
 export interface Gap {
   gapId: string;
   status: GapStatus;
+  kind: GapKind;
   rank: number;
   label: string;
   terms: string[];
@@ -67,6 +90,12 @@ export interface Gap {
   /** the share of members whose text is redacted (examples are then hashes) */
   redactedShare: number;
   casesNeeded: number;
+  /** distinct phrasings (normalised texts) among the members */
+  phrasings: number;
+  /** mean log-likelihood ratio per phrasing, novel-topic vs in-scope band profile; null without bands */
+  depth: number | null;
+  /** share of the phrasings deeper than the in-scope 2% level (bands 0–3); null without bands */
+  deepShare: number | null;
   priority: number;
   centroid: Float32Array;
   /** gap ids of the previous run this one continues (empty when new) */
@@ -97,6 +126,20 @@ export interface DiscoveryOptions {
    * 1 disables merging.
    */
   mergeSimilarity: number;
+  /**
+   * a cluster has an excess of uncovered requests when P(its count or more | the typical rate) is
+   * below this; groups of a cluster without an excess are thin. 0.5 (default): the cluster misses
+   * more than the typical one (the median of the binomial), so a group is called thin only when
+   * its cluster misses no more than typical — doubt goes to 'topic', as before kinds existed;
+   * 0.01: only a clear excess makes topics (more groups called thin).
+   */
+  excessAlpha: number;
+  /**
+   * HDBSCAN groups distinct phrasings (normalised texts), not requests: a phrasing repeated by
+   * retries is one point of density, so a handful of repeated near misses does not outweigh a
+   * topic asked in many ways. Every request then joins by its vector as before.
+   */
+  distinctPhrasings: boolean;
   seed: number;
 }
 
@@ -110,8 +153,87 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   nearDuplicate: 0.9,
   minCoherence: 0.5,
   mergeSimilarity: 0.8,
+  distinctPhrasings: true,
+  excessAlpha: 0.5,
   seed: 42,
 };
+
+/** Shares of in-scope phrasings per band below the threshold (bands 0–4), by construction of BAND_LEVELS. */
+export function inScopeMissShares(): number[] {
+  const t = BAND_LEVELS.indexOf('threshold');
+  const lv = BAND_LEVELS.slice(0, t) as number[];
+  const target = 0.05;
+  const edges = [0, ...lv, target];
+  return edges.slice(1).map((e, i) => (e - edges[i]) / target);
+}
+
+function phrasingKey(r: { query: string; query_redacted: 0 | 1 }): string {
+  return r.query_redacted ? `\u0000${r.query}` : normText(r.query);
+}
+
+function distinctCount(rows: readonly { query: string; query_redacted: 0 | 1 }[]): number {
+  return new Set(rows.map(phrasingKey)).size;
+}
+
+/**
+ * Per eval cluster: whether it has more uncovered requests than tested clusters typically miss.
+ * The baseline rate r0 is the median uncovered rate of the clusters with ≥ 20 requests (most
+ * clusters carry no untested topic, so the median is what a tested cluster misses in this traffic,
+ * phrasings the eval set did not write included), capped by `promised` (the upper end of the
+ * fit's expected rate) when given: when untested topics reach most busy clusters the median is
+ * theirs, and a group is called thin only when its cluster misses no more than both. Counts are divided by the design effect
+ * deff = uncovered requests per distinct uncovered phrasing (retries and repeats of one phrasing
+ * are not independent: Kish's effective sample size). A cluster has an excess when
+ * P(Binomial(N/deff, r0) ≥ U/deff) < alpha. No baseline (no cluster with 20 requests): empty map.
+ */
+export function clusterExcess(
+  traffic: readonly { cluster: number; requests: number; uncovered: number }[],
+  uncoveredRows: number,
+  distinctPhrasings: number,
+  alpha: number,
+  promised: number | null = null,
+): Map<number, boolean> {
+  const out = new Map<number, boolean>();
+  const rates = traffic.filter((t) => t.requests >= 20).map((t) => t.uncovered / t.requests).sort((a, b) => a - b);
+  if (rates.length === 0) return out;
+  const median = quantile(rates, 0.5);
+  const r0 = Math.max(1e-6, Math.min(1 - 1e-6, promised !== null && promised > 0 ? Math.min(median, promised) : median));
+  const deff = distinctPhrasings > 0 ? Math.max(1, uncoveredRows / distinctPhrasings) : 1;
+  for (const t of traffic) {
+    const n = t.requests / deff;
+    const u = t.uncovered / deff;
+    // P(X ≥ u) for X ~ Binomial(n, r0), continuous in u and n: the regularised incomplete beta I_r0(u, n − u + 1)
+    const p = u <= 0 ? 1 : u > n ? 0 : jStat.ibeta(r0, u, n - u + 1);
+    out.set(t.cluster, p < alpha);
+  }
+  return out;
+}
+
+/** Bands below the threshold (0 … THIN_BAND); THIN_BAND is the one just below it. */
+const THIN_BAND = BAND_LEVELS.indexOf('threshold');
+
+/**
+ * Per band below the threshold: log(novel share / in-scope share), each profile conditioned on
+ * being uncovered. `novel`: the model's novel-topic band profile (all BANDS bands).
+ */
+export function bandLogRatios(novel: readonly number[]): number[] {
+  const inS = inScopeMissShares();
+  const nv = novel.slice(0, THIN_BAND + 1);
+  const z = nv.reduce((a, b) => a + b, 0);
+  return inS.map((p, b) => Math.log(nv[b] / z / p));
+}
+
+/** depth and deep share of a group from its distinct phrasings' bands (null when none has a band) */
+export function groupDepth(bands: readonly number[], logRatios: readonly number[] | null): { depth: number | null; deepShare: number | null } {
+  const known = bands.filter((b) => b >= 0 && b <= THIN_BAND);
+  if (known.length === 0) return { depth: null, deepShare: null };
+  const deep = known.filter((b) => b < THIN_BAND).length / known.length;
+  if (logRatios) return { depth: known.reduce((s, b) => s + logRatios[b], 0) / known.length, deepShare: deep };
+  // without the novel-topic profile: the deep share's log-odds against its in-scope value
+  const p0 = 1 - inScopeMissShares()[THIN_BAND];
+  const d = Math.min(0.99, Math.max(0.01, deep));
+  return { depth: Math.log(d / (1 - d)) - Math.log(p0 / (1 - p0)), deepShare: deep };
+}
 
 export interface DiscoveryInput {
   scope: string;
@@ -129,6 +251,15 @@ export interface DiscoveryInput {
   threshold: number;
   /** eval cases the coverage score averages */
   neighbours: number;
+  /** the coverage model's novel-topic band profile (all bands); absent: the deep-share test */
+  novelProfile?: readonly number[] | null;
+  /**
+   * requests and uncovered requests per eval cluster in scope and period (every request, not only
+   * the uncovered ones read here); absent or empty: no group is called thin
+   */
+  clusterTraffic?: readonly { cluster: number; requests: number; uncovered: number }[];
+  /** the upper end of the fit's expected uncovered rate (its interval); caps the baseline of clusterExcess */
+  promisedRate?: number | null;
 }
 
 export interface DiscoveryResult {
@@ -151,7 +282,18 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   const { rows, vectors, dim } = input;
   const n = rows.length;
   const t0 = performance.now();
-  const sIdx = n > opts.sampleSize ? sampleIndices(n, opts.sampleSize, opts.seed) : Int32Array.from({ length: n }, (_, i) => i);
+  // the points HDBSCAN sees: one per distinct phrasing (its first request), or every request
+  const pool: number[] = [];
+  if (opts.distinctPhrasings) {
+    const seen = new Set<string>();
+    for (let i = 0; i < n; i++) {
+      const key = phrasingKey(rows[i]);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      pool.push(i);
+    }
+  } else for (let i = 0; i < n; i++) pool.push(i);
+  const sIdx = pool.length > opts.sampleSize ? Int32Array.from(sampleIndices(pool.length, opts.sampleSize, opts.seed), (j) => pool[j]) : Int32Array.from(pool);
   const sn = sIdx.length;
   const mcs = opts.minClusterSize || autoMinClusterSize(sn);
   const ms = opts.minSamples || Math.min(mcs, 5);
@@ -229,6 +371,8 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   const terms = ctfidfTerms(labelTexts, labelOf, g + 1, 4);
 
   const half = (input.since + input.until) / 2;
+  const excess = clusterExcess(input.clusterTraffic ?? [], n, distinctCount(rows), opts.excessAlpha, input.promisedRate ?? null);
+  const logRatios = input.novelProfile && input.novelProfile.length > THIN_BAND ? bandLogRatios(input.novelProfile) : null;
   const groups: Omit<Gap, 'gapId' | 'status' | 'rank' | 'matchedSimilarity'>[] = [];
   for (let c = 0; c < g; c++) {
     const idx = members[c];
@@ -264,6 +408,17 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     const ex = diverseExamples(vectors, dim, idx, centroid, rows, opts);
     const badRate = bad / m;
     const t = terms[c];
+    // one band per distinct phrasing (its first request's)
+    const phrasingBand = new Map<string, number>();
+    for (const i of idx) {
+      const key = phrasingKey(rows[i]);
+      if (!phrasingBand.has(key)) phrasingBand.set(key, rows[i].band ?? -1);
+    }
+    const { depth, deepShare } = groupDepth([...phrasingBand.values()], logRatios);
+    // thin: its cluster misses no more than tested clusters typically do (no excess of uncovered
+    // requests), and its phrasings sit no deeper than in-scope near misses (depth ≤ 0)
+    const kind: GapKind = excess.get(nearest) === false && (depth === null || depth <= 0) ? 'thin' : 'topic';
+    const novelty = depth === null ? 1 : 1 / (1 + Math.exp(-depth));
     groups.push({
       label: t.length ? t.slice(0, 3).join(' / ') : `(redacted text) near ${nearestLabel || `cluster ${nearest}`}`,
       terms: t,
@@ -284,7 +439,11 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
       exampleIds: ex.map((i) => rows[i].request_id),
       redactedShare: red / m,
       casesNeeded: casesNeeded(vectors, dim, idx, rows, input.threshold, input.neighbours, opts.seed + c),
-      priority: m * (1 + 4 * badRate),
+      phrasings: phrasingBand.size,
+      depth,
+      deepShare,
+      kind,
+      priority: m * (1 + 4 * badRate) * novelty,
       centroid: Float32Array.from(centroid),
     });
   }
@@ -319,7 +478,8 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
       matchedSimilarity: matchSim[c],
     };
   });
-  gaps.sort((a, b) => b.priority - a.priority || b.members - a.members || (a.gapId < b.gapId ? -1 : 1));
+  const kindOrder = (x: Gap) => (x.kind === 'topic' ? 0 : 1);
+  gaps.sort((a, b) => kindOrder(a) - kindOrder(b) || b.priority - a.priority || b.members - a.members || (a.gapId < b.gapId ? -1 : 1));
   const order = new Int32Array(g);
   gaps.forEach((gp, r) => {
     gp.rank = r + 1;
@@ -416,6 +576,7 @@ function closedGap(pv: PreviousGap): Gap {
   return {
     gapId: pv.gap_id,
     status: 'closed',
+    kind: pv.kind ?? 'topic',
     rank: 0,
     label: pv.label,
     terms: [],
@@ -436,6 +597,9 @@ function closedGap(pv: PreviousGap): Gap {
     exampleIds: [],
     redactedShare: 0,
     casesNeeded: 0,
+    phrasings: 0,
+    depth: null,
+    deepShare: null,
     priority: 0,
     centroid: pv.centroid,
     matchedSimilarity: 0,

@@ -4,8 +4,11 @@
  * when the store is writable, and turn stored gaps into candidate eval cases.
  */
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { runJob } from '../config/workers.js';
+import { ManifestSchema } from '../coverage/model.js';
 import {
   canWrite,
   clusterLabels,
@@ -50,6 +53,50 @@ export interface DiscoverGapsOptions {
    * terminate it. Default: in this thread (the CLI commands, which have nothing else to do).
    */
   thread?: { started: Worker[] };
+  /**
+   * where the coverage model that scored the rows is looked up for its novel-topic band profile
+   * (`<modelsDir>/coverage/<version>/` or `<modelsDir>/coverage/current/`); without it (or without
+   * the model there) the gap kinds come from the deep-share test (src/gaps/discover.ts)
+   */
+  modelsDir?: string;
+  /** the novel-topic band profile to use (overrides the lookup under modelsDir) */
+  novelProfile?: readonly number[] | null;
+  /** the upper end of the model's expected uncovered rate (overrides the lookup under modelsDir) */
+  promisedRate?: number | null;
+}
+
+/**
+ * What gap discovery uses of coverage model `version`: its novel-topic band profile (null when
+ * fitted before bands) and the upper end of its expected uncovered rate, read from its manifest
+ * under `<modelsDir>/coverage/` (by version, or `current` when that is the version); null when
+ * not found.
+ */
+export function modelFactsOf(modelsDir: string, version: string): { novelProfile: number[] | null; promisedRate: number } | null {
+  if (!version || !/^[\w.-]+$/.test(version)) return null;
+  for (const dir of [path.join(modelsDir, 'coverage', version), path.join(modelsDir, 'coverage', 'current')]) {
+    let text: string;
+    try {
+      text = fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8');
+    } catch {
+      continue;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    const m = ManifestSchema.safeParse(json);
+    if (m.success && m.data.version === version) {
+      return { novelProfile: m.data.calibration.bands?.novel ?? null, promisedRate: m.data.calibration.expectedRateInterval[1] };
+    }
+  }
+  return null;
+}
+
+/** The novel-topic band profile of coverage model `version` (see modelFactsOf). */
+export function novelProfileOf(modelsDir: string, version: string): number[] | null {
+  return modelFactsOf(modelsDir, version)?.novelProfile ?? null;
 }
 
 /** The pure core, here or in a worker thread (./discover-worker.ts). */
@@ -110,6 +157,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
     for (const r of data.rows) threshold = Math.max(threshold, r.coverage);
     if (!Number.isFinite(threshold)) threshold = 0.5;
   }
+  const facts = opts.modelsDir && mv ? modelFactsOf(opts.modelsDir, mv) : null;
   const res = await runCore(
     {
       scope,
@@ -123,6 +171,9 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
       clusterLabels: labels,
       threshold,
       neighbours: opts.neighbours ?? 5,
+      clusterTraffic: traffic,
+      novelProfile: opts.novelProfile !== undefined ? opts.novelProfile : (facts?.novelProfile ?? null),
+      promisedRate: opts.promisedRate !== undefined ? opts.promisedRate : (facts?.promisedRate ?? null),
     },
     { ...DEFAULT_DISCOVERY, ...opts.discovery },
     opts.thread,
@@ -167,6 +218,10 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
         redacted_share: g.redactedShare,
         cases_needed: g.casesNeeded,
         priority: g.priority,
+        kind: g.kind,
+        depth: g.depth,
+        deep_share: g.deepShare,
+        phrasings: g.phrasings,
         centroid: Array.from(g.centroid),
       })),
     );
@@ -211,9 +266,14 @@ export interface ExportOptions {
   budget?: number;
   /** gaps of a discovery that was not stored (e.g. read-only); default: the latest stored run */
   gaps?: Gap[];
+  /** which kinds of gap to export (default both; topics first either way) */
+  kinds?: readonly ('topic' | 'thin')[];
 }
 
-type ExportGap = Pick<GapRow, 'gap_id' | 'label' | 'rank' | 'priority' | 'first_seen' | 'example_ids' | 'members' | 'status'>;
+type ExportGap = Pick<
+  GapRow,
+  'gap_id' | 'label' | 'rank' | 'priority' | 'first_seen' | 'example_ids' | 'members' | 'status' | 'kind' | 'nearest_cluster' | 'nearest_cluster_label'
+>;
 
 function exportGapOf(g: Gap): ExportGap {
   return {
@@ -225,6 +285,9 @@ function exportGapOf(g: Gap): ExportGap {
     example_ids: g.exampleIds,
     members: g.members,
     status: g.status,
+    kind: g.kind,
+    nearest_cluster: g.nearestCluster,
+    nearest_cluster_label: g.nearestClusterLabel,
   };
 }
 
@@ -234,6 +297,8 @@ export interface GapCase {
   query: string;
   tags: string[];
   gap_id: string;
+  /** topic: a topic the eval set does not test; thin: phrasings of eval cluster `nearest_cluster` that just miss */
+  gap_kind: 'topic' | 'thin';
   gap_label: string;
   gap_rank: number;
   gap_priority: number;
@@ -243,6 +308,9 @@ export interface GapCase {
   escalated: boolean;
   seen_at: string;
   gap_first_seen: string;
+  /** the eval cluster nearest the gap (for a thin gap: the cluster whose coverage is thin) */
+  nearest_cluster: number;
+  nearest_cluster_label: string;
   /** a deep turn of a conversation: its depth, and the session's earlier user messages (fit reads both) */
   turn?: number;
   turns?: string[];
@@ -253,7 +321,7 @@ export interface ExportResult {
   gaps: number;
   /** redacted requests skipped: their text is not stored */
   redactedSkipped: number;
-  allocation: { gap_id: string; priority: number; cases: number }[];
+  allocation: { gap_id: string; kind: 'topic' | 'thin'; priority: number; cases: number }[];
 }
 
 /**
@@ -307,7 +375,11 @@ export function allocate(priorities: readonly number[], caps: readonly number[],
  */
 export async function exportGapCases(store: StoreReader, opts: ExportOptions = {}): Promise<ExportResult> {
   const all: ExportGap[] = opts.gaps ? opts.gaps.map(exportGapOf) : await readLatestGaps(store, opts.scope ?? '');
-  const gaps = all.filter((g) => g.status !== 'closed' && g.members > 0);
+  const kinds = new Set(opts.kinds ?? ['topic', 'thin']);
+  const kindOrder = (k: string) => (k === 'thin' ? 1 : 0);
+  const gaps = all
+    .filter((g) => g.status !== 'closed' && g.members > 0 && kinds.has(g.kind))
+    .sort((a, b) => kindOrder(a.kind) - kindOrder(b.kind) || a.rank - b.rank);
   const ctx = await requestContext(store, [...new Set(gaps.flatMap((g) => g.example_ids))]);
   const perGap = opts.perGap ?? 10;
   const usable = gaps.map((g) =>
@@ -336,6 +408,7 @@ export async function exportGapCases(store: StoreReader, opts: ExportOptions = {
         query: c.query,
         tags: [g.gap_id],
         gap_id: g.gap_id,
+        gap_kind: g.kind,
         gap_label: g.label,
         gap_rank: g.rank,
         gap_priority: g.priority,
@@ -345,6 +418,8 @@ export async function exportGapCases(store: StoreReader, opts: ExportOptions = {
         escalated: Number(c.escalated) === 1,
         seen_at: c.ts,
         gap_first_seen: g.first_seen,
+        nearest_cluster: g.nearest_cluster,
+        nearest_cluster_label: g.nearest_cluster_label,
       });
     }
   });
@@ -361,7 +436,7 @@ export async function exportGapCases(store: StoreReader, opts: ExportOptions = {
     cases,
     gaps: gaps.length,
     redactedSkipped,
-    allocation: gaps.map((g, i) => ({ gap_id: g.gap_id, priority: g.priority, cases: cases.filter((c) => c.gap_id === g.gap_id).length })),
+    allocation: gaps.map((g) => ({ gap_id: g.gap_id, kind: g.kind, priority: g.priority, cases: cases.filter((c) => c.gap_id === g.gap_id).length })),
   };
 }
 

@@ -17,7 +17,7 @@ export interface DiscoverySchedule {
   stop(): Promise<void>;
 }
 
-export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; periodMs?: number; logger: Logger }): DiscoverySchedule {
+export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; periodMs?: number; logger: Logger; modelsDir?: string }): DiscoverySchedule {
   const periodMs = opts.periodMs ?? 7 * DAY_MS;
   let current: Promise<void> | null = null;
   let stopped = false;
@@ -27,7 +27,7 @@ export function scheduleDiscovery(store: StoreWriter, opts: { everyMs: number; p
     const agents = (await coverageByAgent(store, { since: now - periodMs, until: now })).map((a) => a.agent);
     for (const agent of ['', ...agents.filter(Boolean)]) {
       if (stopped) return;
-      const r = await discoverGaps(store, { since: now - periodMs, now, agent: agent || undefined, thread: { started } });
+      const r = await discoverGaps(store, { since: now - periodMs, now, agent: agent || undefined, thread: { started }, modelsDir: opts.modelsDir });
       started.length = 0;
       opts.logger.info(
         { scope: agent || '(all agents)', gaps: r.gaps.filter((g) => g.status !== 'closed').length, grouped: r.grouped, ms: r.ms },

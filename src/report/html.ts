@@ -31,7 +31,10 @@ function gapsTable(d: ReportData): string {
   const rows = open
     .map(
       (g) => `<tr>
-  <td>${g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)}${g.nearest ? ` · nearest eval cluster: ${esc(g.nearest)}` : ''}</div></td>
+  <td>${g.rank}</td><td><b>${esc(g.label)}</b><div class="muted">${esc(g.id)}${
+    g.kind === 'thin' ? ` · thin coverage of eval cluster: ${esc(g.nearest)}` : g.nearest ? ` · nearest eval cluster: ${esc(g.nearest)}` : ''
+  }</div></td>
+  <td class="kind">${g.kind === 'thin' ? 'near misses' : 'new topic'}</td>
   <td><span class="status">${esc(g.status)}</span></td>
   <td class="num">${g.requests}</td><td class="num">${pct(g.share)}</td><td class="num">${pct(g.escalationRate)}</td>
   <td class="num">${g.priority.toFixed(0)}</td><td class="muted">${esc(g.firstSeen)}<br>${esc(g.lastSeen)}</td>
@@ -39,7 +42,7 @@ function gapsTable(d: ReportData): string {
 </tr>`,
     )
     .join('\n');
-  return `<table class="gaps"><thead><tr><th>#</th><th>gap</th><th>status</th><th>members</th><th>share</th><th>escalated</th><th>priority</th><th>first / last seen (UTC)</th><th>examples</th></tr></thead>
+  return `<table class="gaps"><thead><tr><th>#</th><th>gap</th><th>kind</th><th>status</th><th>members</th><th>share</th><th>escalated</th><th>priority</th><th>first / last seen (UTC)</th><th>examples</th></tr></thead>
 <tbody>${rows}</tbody></table>${closedNote}`;
 }
 

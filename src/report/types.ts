@@ -5,6 +5,8 @@ export interface ReportGap {
   rank: number;
   id: string;
   status: 'new' | 'open' | 'reopened' | 'closed';
+  /** topic: a topic the eval set does not test; thin: near misses of a tested cluster (`nearest`) */
+  kind: 'topic' | 'thin';
   /** distinctive terms */
   label: string;
   requests: number;

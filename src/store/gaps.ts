@@ -129,6 +129,8 @@ export interface UncoveredData {
     outcome: string;
     cluster: number;
     coverage: number;
+    /** coverage depth band (src/coverage/bands.ts); -1 or absent: a model without bands or an older row */
+    band?: number;
   }[];
   vectors: Float32Array;
   dim: number;
@@ -150,6 +152,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
     outcome: string;
     cluster: number;
     coverage: number;
+    band: number;
     scale: number;
     /** the int8 embedding as hex of (value + 128) bytes: 2 characters per component instead of up to 5 */
     emb: string;
@@ -158,7 +161,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
   const raw = await r.query<Raw>(
     `SELECT q.request_id AS request_id, toString(toUnixTimestamp64Milli(q.ts)) AS ts, q.agent AS agent, q.query AS query,
             q.query_redacted AS query_redacted, q.escalated AS escalated, q.outcome AS outcome, q.cluster AS cluster,
-            q.coverage AS coverage, e.scale AS scale,
+            q.coverage AS coverage, q.coverage_band AS band, e.scale AS scale,
             hex(arrayStringConcat(arrayMap(x -> char(toUInt8(toInt16(x) + 128)), e.embedding))) AS emb, e.request_id != '' AS has
      FROM ${r.t('requests')} AS q
      LEFT JOIN (
@@ -189,6 +192,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
       outcome: x.outcome,
       cluster: Number(x.cluster),
       coverage: Number(x.coverage),
+      band: Number(x.band),
     })),
     vectors,
     dim,
@@ -246,19 +250,20 @@ export async function clusterTraffic(r: StoreReader, w: Window & { modelVersion:
 export interface StoredGapRef {
   gap_id: string;
   status: 'new' | 'open' | 'reopened' | 'closed';
+  kind: 'topic' | 'thin';
   label: string;
   centroid: Float32Array;
 }
 
 /** The latest state of every gap of a scope seen since `fromDay` (YYYY-MM-DD). */
 export async function previousGaps(r: StoreReader, scope: string, fromDay: string): Promise<StoredGapRef[]> {
-  const rows = await r.query<{ gap_id: string; status: StoredGapRef['status']; label: string; centroid: number[] }>(
-    `SELECT gap_id, argMax(status, version) AS status, argMax(label, version) AS label, argMax(centroid, version) AS centroid
+  const rows = await r.query<{ gap_id: string; status: StoredGapRef['status']; kind: StoredGapRef['kind']; label: string; centroid: number[] }>(
+    `SELECT gap_id, argMax(status, version) AS status, argMax(kind, version) AS kind, argMax(label, version) AS label, argMax(centroid, version) AS centroid
      FROM ${r.t('coverage_gaps')} WHERE scope = {scope:String} AND run_day >= {fromDay:Date}
      GROUP BY gap_id ORDER BY gap_id`,
     { scope, fromDay },
   );
-  return rows.map((x) => ({ gap_id: x.gap_id, status: x.status, label: x.label, centroid: Float32Array.from(x.centroid) }));
+  return rows.map((x) => ({ gap_id: x.gap_id, status: x.status, kind: x.kind === 'thin' ? 'thin' : 'topic', label: x.label, centroid: Float32Array.from(x.centroid) }));
 }
 
 /** One row of {db}.coverage_gaps as read back. */
@@ -272,6 +277,8 @@ export interface GapRow {
   period_end: string;
   model_version: string;
   status: 'new' | 'open' | 'reopened' | 'closed';
+  /** topic | thin (topic for gaps stored before migration 17) */
+  kind: 'topic' | 'thin';
   rank: number;
   label: string;
   terms: string[];
@@ -293,11 +300,14 @@ export interface GapRow {
   redacted_share: number;
   cases_needed: number;
   priority: number;
+  depth: number | null;
+  deep_share: number | null;
+  phrasings: number;
 }
 
-const GAP_COLUMNS = `scope, run_day, gap_id, version, run_id, period_start, period_end, model_version, status, rank, label, terms,
+const GAP_COLUMNS = `scope, run_day, gap_id, version, run_id, period_start, period_end, model_version, status, kind, rank, label, terms,
   members, share, uncovered_share, escalation_rate, refusal_rate, failure_rate, bad_rate, first_seen, last_seen, trend, growth,
-  nearest_cluster, nearest_cluster_label, examples, example_ids, redacted_share, cases_needed, priority`;
+  nearest_cluster, nearest_cluster_label, examples, example_ids, redacted_share, cases_needed, priority, depth, deep_share, phrasings`;
 
 function gapRow(x: GapRow): GapRow {
   return {
@@ -306,6 +316,9 @@ function gapRow(x: GapRow): GapRow {
     members: Number(x.members),
     nearest_cluster: Number(x.nearest_cluster),
     cases_needed: Number(x.cases_needed),
+    depth: x.depth === null ? null : Number(x.depth),
+    deep_share: x.deep_share === null ? null : Number(x.deep_share),
+    phrasings: Number(x.phrasings),
   };
 }
 
@@ -314,7 +327,7 @@ export async function readLatestGaps(r: StoreReader, scope: string): Promise<Gap
   const rows = await r.query<GapRow>(
     `SELECT ${GAP_COLUMNS} FROM ${r.t('coverage_gaps')} FINAL
      WHERE scope = {scope:String} AND run_day = (SELECT max(run_day) FROM ${r.t('coverage_gaps')} WHERE scope = {scope:String})
-     ORDER BY status = 'closed', rank, gap_id`,
+     ORDER BY status = 'closed', kind = 'thin', rank, gap_id`,
     { scope },
   );
   return rows.map(gapRow);

@@ -291,6 +291,21 @@ export const MIGRATIONS: Migration[] = [
     ],
   },
   {
+    version: 17,
+    name: 'coverage_gaps: kind (topic | thin), depth, deep share and distinct phrasings of each gap',
+    statements: [
+      `ALTER TABLE {db}.coverage_gaps
+         ADD COLUMN IF NOT EXISTS kind LowCardinality(String) DEFAULT 'topic'
+           COMMENT 'topic: as far outside the eval set as untested topics sit; thin: near misses of a tested cluster (topic for rows before migration 17)' AFTER status,
+         ADD COLUMN IF NOT EXISTS depth Nullable(Float64)
+           COMMENT 'mean log-likelihood ratio per distinct phrasing of its coverage depth band, novel-topic vs in-scope profile; NULL: no bands' AFTER priority,
+         ADD COLUMN IF NOT EXISTS deep_share Nullable(Float64)
+           COMMENT 'share of distinct phrasings deeper than the in-scope 2% level (bands 0-3); NULL: no bands' AFTER depth,
+         ADD COLUMN IF NOT EXISTS phrasings UInt64 DEFAULT 0 COMMENT 'distinct phrasings (normalised texts) among the members' AFTER deep_share`,
+      `ALTER TABLE {db}.coverage_gaps COMMENT COLUMN priority 'members × (1 + 4 × bad_rate) × novelty (1 / (1 + exp(-depth)); 1 without bands)'`,
+    ],
+  },
+  {
     version: 18,
     name: 'what the eval set tests of conversations and tools: eval_depth_profile, eval_tool_chains (from the model\'s agent.json)',
     statements: [

@@ -1,18 +1,25 @@
 /**
  * Gap discovery on Banking77 (npm run bench; prints one JSON object).
  *
- * Per seeded draw: a coverage model is fitted on the train queries of 60 of the 77 intents (the
- * other 17 held out). Production traffic = the test queries of all 77 intents plus the train
- * queries of the 17 held-out ones (novel traffic). Each is assigned by the coverage index, the
- * rows and int8 embeddings are written to an embedded ClickHouse, and one `discoverGaps` pass
- * (store read + discovery + write) groups the uncovered ones. Scored:
- *  - purity: share of a gap's members from its majority intent (mean over gaps, and member-weighted);
- *  - intentRecall: share of held-out intents that are the majority intent of some gap;
- *  - queryRecall: share of held-out intents' uncovered queries that land in a gap whose majority
- *    is their own intent;
- *  - pollution: share of gap members that are queries of fitted (in-scope) intents;
- *  - noise: share of uncovered rows left in no gap.
- * A sweep over minClusterSize/minSamples (pure core, same rows) shows the trade-off of the defaults.
+ * Per seeded draw: `held` of the 77 intents are held out of the fit; the coverage model is fitted
+ * on the train queries of the others (`--fit=half`: a random half of them, the other half joining
+ * the traffic: a thinner eval set). Production traffic (`traffic` requests) is
+ * drawn like a deployment's: each request is, with probability 0.3, a retry of the previous one
+ * (same text), otherwise an intent (a held-out one with probability `novel`, default 7%) and one
+ * of its phrasings the fit did not see (test queries; held-out intents: train and test). So in-scope near
+ * misses repeat as real ones do and are about as many uncovered rows as the new topics. Rows are
+ * assigned by the coverage model (per-region thresholds, depth bands), stored with their int8
+ * embeddings (every uncovered one, the 1-in-20 covered sample) in an embedded ClickHouse, and one
+ * `discoverGaps` pass (store read + discovery + write) groups the uncovered ones. Scored:
+ *  - heldOutLeadTopic: share of held-out intents that are the majority intent of some topic gap
+ *    (heldOutLeadAny: of any gap);
+ *  - top10HeldOut: share of the 10 first-ranked gaps whose majority is a held-out intent;
+ *  - nearMissInTopics: share of the members of topic gaps that are in-scope intents' queries;
+ *  - thinPrecision: share of thin gaps whose majority is an in-scope intent;
+ *  - purity, pollution (in-scope share of all gap members), noise (uncovered rows in no gap);
+ *  - kmeansReference: plain k-means on the uncovered embeddings (k = the groups discovery found,
+ *    and k = √(n/2)): share of held-out intents that lead a k-means group.
+ * A sweep over grouping parameters (pure core, same rows) shows the trade-off of the defaults.
  * Then the time of one pass over 100,000 uncovered rows synthesised by resampling the real
  * uncovered embeddings with jitter: the pure core, and through the embedded store.
  */
@@ -22,19 +29,24 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { loadConfig } from '../../src/config/index.js';
 import { buildCoverageModel, dedupeCases, evalSetHash, DEFAULT_FIT } from '../../src/coverage/fit.js';
-import { CoverageIndex } from '../../src/coverage/index.js';
+import { clusterEmbeddings } from '../../src/coverage/cluster.js';
+import { CoverageAssigner, type Manifest } from '../../src/coverage/model.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import { loadEmbedder } from '../../src/embed/embedder.js';
 import { DEFAULT_DISCOVERY, discover, type DiscoveryOptions } from '../../src/gaps/discover.js';
 import { discoverGaps } from '../../src/gaps/run.js';
-import { dequantizeInto, quantize, type EmbeddingRow } from '../../src/store/embeddings.js';
+import { dequantizeInto, inCoveredSample, quantize, type EmbeddingRow } from '../../src/store/embeddings.js';
 import { readUncovered } from '../../src/store/gaps.js';
 import { Store, type RequestRow } from '../../src/store/store.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const draws = Number(args.get('draws') ?? 3);
-const heldOutCount = Number(args.get('held') ?? 17);
+const heldOutCount = Number(args.get('held') ?? 15);
+const trafficRows = Number(args.get('traffic') ?? 30_000);
+const novelShare = Number(args.get('novel') ?? 0.07);
+/** train: fit on every train query of the fitted intents, in-scope traffic = test queries (the issue's set-up); half: fit on half of them, the other half is traffic too */
+const fitSplit = (args.get('fit') ?? 'train') as 'train' | 'half';
 const bigN = Number(args.get('rows') ?? 100_000);
 
 function score(labels: Int32Array, intents: string[], held: Set<string>) {
@@ -80,6 +92,40 @@ function score(labels: Int32Array, intents: string[], held: Set<string>) {
   };
 }
 
+/** Ranking and separation: gaps are numbered in rank order (0 = first), `kinds[g]` their kind. */
+function rankScore(labels: Int32Array, intents: string[], held: Set<string>, kinds: string[]) {
+  const byGap = new Map<number, Map<string, number>>();
+  labels.forEach((g, i) => {
+    if (g < 0) return;
+    const m = byGap.get(g) ?? new Map<string, number>();
+    m.set(intents[i], (m.get(intents[i]) ?? 0) + 1);
+    byGap.set(g, m);
+  });
+  const majority = new Map<number, string>();
+  for (const [g, m] of byGap) majority.set(g, [...m.entries()].sort((a, b) => b[1] - a[1])[0][0]);
+  const ranked = [...byGap.keys()].sort((a, b) => a - b);
+  const top = ranked.slice(0, 10);
+  const topicIds = ranked.filter((g) => kinds[g] === 'topic');
+  const thinIds = ranked.filter((g) => kinds[g] === 'thin');
+  let topicMembers = 0;
+  let nearMiss = 0;
+  for (const g of topicIds) {
+    for (const [intent, c] of byGap.get(g)!) {
+      topicMembers += c;
+      if (!held.has(intent)) nearMiss += c;
+    }
+  }
+  return {
+    topicGaps: topicIds.length,
+    thinGaps: thinIds.length,
+    heldOutLeadTopic: new Set(topicIds.map((g) => majority.get(g)!).filter((x) => held.has(x))).size / held.size,
+    heldOutLeadAny: new Set(ranked.map((g) => majority.get(g)!).filter((x) => held.has(x))).size / held.size,
+    top10HeldOut: top.length ? top.filter((g) => held.has(majority.get(g)!)).length / top.length : NaN,
+    nearMissInTopics: topicMembers ? nearMiss / topicMembers : NaN,
+    thinPrecision: thinIds.length ? thinIds.filter((g) => !held.has(majority.get(g)!)).length / thinIds.length : NaN,
+  };
+}
+
 async function main() {
   if (!hasBanking77()) {
     console.log(JSON.stringify({ bench: 'gaps', skipped: BANKING77_MISSING }));
@@ -114,22 +160,43 @@ async function main() {
   let lastUncovered: Float32Array | null = null;
   for (let d = 0; d < draws; d++) {
     const held = holdOut(cats, heldOutCount, 1000 + d);
-    const fitRows = trainCases.map((c, i) => [c, i] as const).filter(([c]) => !held.has(c.tags[0]));
-    const vec = new Float32Array(fitRows.length * dim);
-    fitRows.forEach(([, i], j) => vec.set(trainVec.subarray(i * dim, i * dim + dim), j * dim));
-    const cases = fitRows.map(([c]) => c);
+    const r = rng(77 + d);
+    const fitIdx: number[] = [];
+    const pool = new Map<string, { text: string; v: Float32Array }[]>();
+    const add = (intent: string, text: string, v: Float32Array) => {
+      const l = pool.get(intent) ?? [];
+      l.push({ text, v });
+      pool.set(intent, l);
+    };
+    trainCases.forEach((c, i) => {
+      if (!held.has(c.tags[0]) && (fitSplit === 'train' || r() < 0.5)) fitIdx.push(i);
+      else add(c.tags[0], c.text, trainVec.subarray(i * dim, i * dim + dim));
+    });
+    test.forEach((t, i) => add(t.category, t.text, testVec.subarray(i * dim, i * dim + dim)));
+    const vec = new Float32Array(fitIdx.length * dim);
+    fitIdx.forEach((i, j) => vec.set(trainVec.subarray(i * dim, i * dim + dim), j * dim));
+    const cases = fitIdx.map((i) => trainCases[i]);
     const built = buildCoverageModel(cases, cases.length, evalSetHash(cases), vec, emb, { ...DEFAULT_FIT, source: 'banking77', textField: 'text' });
     const m = built.draft;
-    const index = new CoverageIndex(built.arrays.centroids, m.params.k, vec, built.arrays.labels, dim, m.params);
-    // production traffic: all test queries, plus the train queries of held-out intents
+    const assigner = new CoverageAssigner({ manifest: { ...m, files: {} as Manifest['files'] }, ...built.arrays });
+    // production traffic: retries, in-scope phrasings the fit did not see, held-out intents
+    const fitted = cats.filter((c) => !held.has(c));
+    const heldList = [...held];
     const traffic: { text: string; intent: string; v: Float32Array }[] = [];
-    test.forEach((r, i) => traffic.push({ text: r.text, intent: r.category, v: testVec.subarray(i * dim, i * dim + dim) }));
-    trainCases.forEach((c, i) => {
-      if (held.has(c.tags[0])) traffic.push({ text: c.text, intent: c.tags[0], v: trainVec.subarray(i * dim, i * dim + dim) });
-    });
+    for (let i = 0; i < trafficRows; i++) {
+      if (i > 0 && r() < 0.3) {
+        traffic.push(traffic[i - 1]);
+        continue;
+      }
+      const list = r() < novelShare ? heldList : fitted;
+      const intent = list[Math.floor(r() * list.length)];
+      const p = pool.get(intent)!;
+      const q = p[Math.floor(r() * p.length)];
+      traffic.push({ text: q.text, intent, v: q.v });
+    }
     const tv = new Float32Array(traffic.length * dim);
     traffic.forEach((t, i) => tv.set(t.v, i * dim));
-    const a = index.assign(tv, traffic.length, m.calibration.threshold);
+    const a = assigner.assign(tv, traffic.length);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-bench-gaps-'));
     const store = await Store.open({ ...cfg.clickhouse, url: undefined, path: path.join(dir, 'chdb') });
     const now = Date.now();
@@ -151,6 +218,7 @@ async function main() {
         runner_up_similarity: a.runnerUpSimilarity[i],
         coverage: a.coverage[i],
         covered: a.covered[i] ? 1 : 0,
+        coverage_band: a.band ? a.band[i] : -1,
         escalated: 0,
         outcome: 'ok',
         latency_ms: null,
@@ -163,13 +231,13 @@ async function main() {
         kafka_offset: String(i),
       };
       rows.push(row);
-      if (!row.covered) {
+      if (!row.covered || inCoveredSample(row.request_id)) {
         embRows.push({
           request_id: row.request_id,
           ts: row.ts,
           agent: row.agent,
           model_version: row.model_version,
-          covered: 0,
+          covered: row.covered,
           kafka_topic: 'bench',
           kafka_partition: 0,
           kafka_offset: row.kafka_offset,
@@ -180,7 +248,9 @@ async function main() {
     await store.registerClusters(m.clusters.map((c) => ({ model_version: m.version, cluster: c.id, label: c.label, size: c.size, share: c.share, examples: c.examples })));
     for (let i = 0; i < rows.length; i += 5000) await store.insertRequests(rows.slice(i, i + 5000), `bench-${d}-${i}`);
     await store.insertEmbeddings(embRows, `bench-emb-${d}`);
-    const report = await discoverGaps(store, { now: now + 1000 });
+    const novelProfile = m.calibration.bands?.novel ?? null;
+    const promisedRate = m.calibration.expectedRateInterval[1];
+    const report = await discoverGaps(store, { now: now + 1000, novelProfile, promisedRate });
     const intentOf = new Map(rows.map((r, i) => [r.request_id, traffic[i].intent]));
     const data = await readUncovered(store, { since: now - 7 * 86_400_000, until: now + 1000 });
     const members = await store.query<{ request_id: string; gap_id: string }>(
@@ -191,6 +261,23 @@ async function main() {
     const labels = Int32Array.from(data.rows, (r) => memberOf.get(r.request_id) ?? -1);
     const intents = data.rows.map((r) => intentOf.get(r.request_id)!);
     const s = score(labels, intents, held);
+    const kinds = report.gaps.filter((g) => g.status !== 'closed').map((g) => g.kind);
+    if (args.get('debug')) {
+      const ct = await store.query<{ cluster: number; n: string; u: string }>(`SELECT cluster, count() AS n, countIf(covered = 0) AS u FROM ${store.t('requests')} GROUP BY cluster`);
+      const cm = new Map(ct.map((x) => [Number(x.cluster), `${x.u}/${x.n}`]));
+      report.gaps.forEach((g, gi) => {
+        const its = intents.filter((_, i) => labels[i] === gi);
+        const maj = [...new Set(its)].sort((x, y) => its.filter((t) => t === y).length - its.filter((t) => t === x).length)[0];
+        console.error(gi + 1, g.kind, held.has(maj) ? 'HELD' : 'in', maj, g.members, g.phrasings, g.nearestCluster, cm.get(g.nearestCluster), g.depth?.toFixed(2));
+      });
+      console.error('promised', promisedRate, 'deff', data.rows.length / new Set(data.rows.map((x) => x.query.toLowerCase())).size);
+    }
+    const rk = rankScore(labels, intents, held, kinds);
+    const kmK = [s.gaps, Math.max(2, Math.round(Math.sqrt(data.rows.length / 2)))];
+    const kmeansReference = kmK.map((k) => {
+      const km = clusterEmbeddings(data.vectors, data.rows.length, dim, Math.min(k, data.rows.length));
+      return { k, heldOutLead: score(km.labels, intents, held).intentRecall };
+    });
     const heldTraffic = traffic.filter((t) => held.has(t.intent)).length;
     const heldUncovered = intents.filter((t) => held.has(t)).length;
     perDraw.push({
@@ -202,13 +289,19 @@ async function main() {
       heldOutUncoveredShare: heldUncovered / heldTraffic,
       inScopeUncoveredShare: (data.rows.length - heldUncovered) / (traffic.length - heldTraffic),
       ...s,
+      ...rk,
+      kmeansReference,
       ms: report.ms,
-      topGaps: report.gaps.slice(0, 5).map((g) => ({ label: g.label, members: g.members })),
+      topGaps: report.gaps.slice(0, 10).map((g) => ({ label: g.label, kind: g.kind, members: g.members, phrasings: g.phrasings, depth: g.depth })),
     });
     console.error(JSON.stringify(perDraw[perDraw.length - 1]));
     // sweep of the grouping parameters on the same rows (pure core)
     const configs: [string, Partial<DiscoveryOptions>][] = [
       ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
+      ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
+      ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
+      ['excessAlpha 0.05', { excessAlpha: 0.05 }],
+      ['excessAlpha 0.01', { excessAlpha: 0.01 }],
       ['mcs 5, ms 3', { minClusterSize: 5, minSamples: 3 }],
       ['mcs 8, ms 5', { minClusterSize: 8, minSamples: 5 }],
       ['mcs 15, ms 5', { minClusterSize: 15, minSamples: 5 }],
@@ -217,6 +310,13 @@ async function main() {
       ['mergeSimilarity 0.75', { mergeSimilarity: 0.75 }],
       ['mergeSimilarity 0.7', { mergeSimilarity: 0.7 }],
     ];
+    const perCluster = new Map<number, { cluster: number; requests: number; uncovered: number }>();
+    for (const row of rows) {
+      const c = perCluster.get(row.cluster) ?? { cluster: row.cluster, requests: 0, uncovered: 0 };
+      c.requests++;
+      c.uncovered += row.covered ? 0 : 1;
+      perCluster.set(row.cluster, c);
+    }
     for (const [name, o] of configs) {
       const r = discover(
         {
@@ -231,17 +331,20 @@ async function main() {
           clusterLabels: new Map(),
           threshold: m.calibration.threshold,
           neighbours: 5,
+          novelProfile,
+          clusterTraffic: [...perCluster.values()],
+          promisedRate,
         },
         { ...DEFAULT_DISCOVERY, ...o },
       );
-      (sweep[name] ??= []).push(score(r.membership, intents, held));
+      (sweep[name] ??= []).push({ ...score(r.membership, intents, held), ...rankScore(r.membership, intents, held, r.gaps.filter((g) => g.status !== 'closed').map((g) => g.kind)) });
     }
     lastUncovered = data.vectors;
     await store.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const mean = <T extends Record<string, unknown>>(xs: T[], key: keyof T) => xs.reduce((s, x) => s + Number(x[key]), 0) / xs.length;
-  const keys = ['purity', 'purityWeighted', 'intentRecall', 'queryRecall', 'pollution', 'noise', 'gaps'] as const;
+  const keys = ['heldOutLeadTopic', 'heldOutLeadAny', 'top10HeldOut', 'nearMissInTopics', 'thinPrecision', 'topicGaps', 'thinGaps', 'purity', 'purityWeighted', 'intentRecall', 'queryRecall', 'pollution', 'noise', 'gaps'] as const;
 
   // one pass over 100,000 uncovered rows: real uncovered embeddings resampled with jitter
   const src = lastUncovered!;
@@ -352,8 +455,15 @@ async function main() {
         data: 'banking77',
         draws,
         heldOutIntents: heldOutCount,
-        traffic: 'test queries of all 77 intents + train queries of the held-out intents',
-        mean: Object.fromEntries(keys.map((k) => [k, mean(perDraw, k)])),
+        fit: fitSplit === 'train' ? 'train queries of the fitted intents' : 'a random half of the train queries of the fitted intents',
+        traffic: `${trafficRows} requests: 30% retries of the previous one, else an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see`,
+        mean: {
+          ...Object.fromEntries(keys.map((k) => [k, mean(perDraw, k)])),
+          kmeansReferenceHeldOutLead: Object.fromEntries(
+            ['same k as discovery', 'k = √(n/2)'].map((name, j) => [name, perDraw.reduce((x, p) => x + p.kmeansReference[j].heldOutLead, 0) / perDraw.length]),
+          ),
+        },
+        targets: { heldOutLeadTopic: '≥ 0.85', top10HeldOut: '≥ 0.80', nearMissInTopics: '≤ 0.05' },
         perDraw,
         sweep: Object.fromEntries(Object.entries(sweep).map(([name, xs]) => [name, Object.fromEntries(keys.map((k) => [k, mean(xs, k)]))])),
         pass100k: {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/logger.js';
 import { parseEvalSet } from '../../src/coverage/evalset.js';
-import { discoverGaps, exportGapCases, readUnderTested } from '../../src/gaps/run.js';
+import { discoverGaps, exportGapCases, novelProfileOf, readUnderTested } from '../../src/gaps/run.js';
 import { scheduleDiscovery } from '../../src/gaps/schedule.js';
 import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun, type Running } from '../../src/cli/run.js';
@@ -132,6 +132,62 @@ describe('gap discovery', () => {
       `SELECT count() AS n, uniqExact(request_id) AS ids FROM ${store.t('gap_members')} FINAL WHERE scope = ''`,
     );
     expect(Number(m.n)).toBe(Number(m.ids));
+  });
+
+  it('sorts new topics before near misses with the fitted model’s depth bands, stores the kinds, and exports them apart', async () => {
+    // the model found under <modelsDir>/coverage/<version>, as evalgap fit writes it
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'model', 'manifest.json'), 'utf8')) as { version: string; calibration: { bands?: { novel: number[] } } };
+    expect(manifest.calibration.bands?.novel.length).toBe(9);
+    const modelsDir = path.join(dir, 'models');
+    fs.mkdirSync(path.join(modelsDir, 'coverage'), { recursive: true });
+    fs.symlinkSync(path.join(dir, 'model'), path.join(modelsDir, 'coverage', manifest.version));
+    expect(novelProfileOf(modelsDir, manifest.version)).toEqual(manifest.calibration.bands!.novel);
+    expect(novelProfileOf(modelsDir, 'cm-000000000000')).toBeNull();
+    // every stored row has its depth band, and the uncovered ones are below the threshold's band
+    const [b] = await store.query<{ bad: string; unc: string }>(
+      `SELECT countIf(coverage_band < 0 OR (covered = 0 AND coverage_band > 4) OR (covered = 1 AND coverage_band < 5)) AS bad, countIf(covered = 0) AS unc FROM ${store.t('requests')}`,
+    );
+    expect(Number(b.bad)).toBe(0);
+    const r = await discoverGaps(store, { modelsDir });
+    const open = r.gaps.filter((g) => g.status !== 'closed');
+    const kinds = open.map((g) => g.kind);
+    // topics first, then thin groups; ranks follow that order
+    expect([...kinds].sort((x, y) => (x === y ? 0 : x === 'topic' ? -1 : 1))).toEqual(kinds);
+    expect(open.map((g) => g.rank)).toEqual(open.map((_, i) => i + 1));
+    for (const g of open) {
+      expect(g.depth).not.toBeNull();
+      expect(g.phrasings).toBeGreaterThan(0);
+      expect(g.phrasings).toBeLessThanOrEqual(g.members);
+      expect(g.priority).toBeCloseTo((g.members * (1 + 4 * g.badRate)) / (1 + Math.exp(-g.depth!)), 6);
+    }
+    // the untested topics are topics and lead the list
+    const members = await store.query<{ request_id: string; gap_id: string }>(
+      `SELECT request_id, gap_id FROM ${store.t('gap_members')} FINAL WHERE scope = '' AND gap_id != ''`,
+    );
+    const surprise = new Set(['data-privacy', 'gift-cards']);
+    const majorityOf = (id: string) => {
+      const ts = members.filter((m) => m.gap_id === id).map((m) => topicOf.get(m.request_id)!);
+      return ts.sort((x, y) => ts.filter((t) => t === y).length - ts.filter((t) => t === x).length)[0];
+    };
+    if (process.env.EVALGAP_TEST_PRINT) for (const g of open) console.log(g.rank, g.kind, g.depth, g.deepShare, g.phrasings, g.members, majorityOf(g.gapId), g.label);
+    expect(open[0].kind).toBe('topic');
+    expect(surprise.has(majorityOf(open[0].gapId))).toBe(true);
+    for (const g of open.filter((x) => surprise.has(majorityOf(x.gapId)))) expect(g.kind).toBe('topic');
+    // stored with their kind, depth and phrasings; read back topics first
+    const latest = (await readLatestGaps(store, '')).filter((g) => g.status !== 'closed');
+    expect(latest.map((g) => [g.gap_id, g.kind, g.phrasings])).toEqual(open.map((g) => [g.gapId, g.kind, g.phrasings]));
+    expect(latest.every((g) => g.depth !== null && Number.isFinite(g.depth))).toBe(true);
+    const text = formatGapReport(r, 1);
+    expect(text).toContain('new topics (as far outside the eval set as untested topics sit)');
+    if (kinds.includes('thin')) expect(text).toContain('thin coverage of tested clusters');
+    // export: topics only, or everything with topics first and each case's kind
+    const onlyTopics = await exportGapCases(store, { kinds: ['topic'] });
+    expect(onlyTopics.cases.length).toBeGreaterThan(0);
+    expect(onlyTopics.cases.every((c) => c.gap_kind === 'topic')).toBe(true);
+    const all = await exportGapCases(store, {});
+    const order = all.allocation.map((a) => a.kind);
+    expect([...order].sort((x, y) => (x === y ? 0 : x === 'topic' ? -1 : 1))).toEqual(order);
+    expect(all.cases.every((c) => c.gap_kind === latest.find((g) => g.gap_id === c.gap_id)!.kind)).toBe(true);
   });
 
   it('runs per agent too, and the views answer plain SQL', async () => {

@@ -5,7 +5,16 @@ import { describe, expect, it } from 'vitest';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
-import { DEFAULT_DISCOVERY, discover, mergeSimilarGroups, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
+import {
+  DEFAULT_DISCOVERY,
+  discover,
+  groupDepth,
+  inScopeMissShares,
+  mergeSimilarGroups,
+  clusterExcess,
+  type DiscoveryInput,
+  type UncoveredRow,
+} from '../../src/gaps/discover.js';
 import { hdbscan } from '../../src/gaps/hdbscan.js';
 import { allocate } from '../../src/gaps/run.js';
 import { embeddingsFor, processMessages } from '../../src/ingest/process.js';
@@ -209,10 +218,11 @@ describe('discover', () => {
 
   it('labels redacted traffic by its nearest eval cluster, never by the hashes, and shows the hashes as examples', () => {
     const { input } = traffic([TOPICS[0]], 0, 6);
-    const rows = input.rows.map((r) => ({ ...r, query: 'ab12'.repeat(16), query_redacted: 1 as const }));
+    // a redacted query is stored as the sha256 of its text: distinct texts, distinct hashes
+    const rows = input.rows.map((r, i) => ({ ...r, query: i.toString(16).padStart(64, 'ab12'), query_redacted: 1 as const }));
     const res = discover({ ...input, rows });
     expect(res.gaps[0].label).toBe('(redacted text) near cards');
-    expect(res.gaps[0].examples[0]).toBe('ab12'.repeat(16));
+    expect(rows.map((r) => r.query)).toContain(res.gaps[0].examples[0]);
     expect(res.gaps[0].redactedShare).toBe(1);
   });
 
@@ -252,6 +262,194 @@ describe('discover', () => {
     const loose = make(0.25).gaps[0];
     expect(tight.casesNeeded).toBe(5);
     expect(loose.casesNeeded).toBeGreaterThan(tight.casesNeeded);
+  });
+});
+
+// ---------------------------------------------------------------- new topics vs near misses
+/** a novel-topic band profile as fits produce it (all 9 bands; most of it below the threshold) */
+const NOVEL_PROFILE = [0.058, 0.048, 0.083, 0.068, 0.187, 0.159, 0.214, 0.14, 0.043];
+
+/**
+ * Two groups of uncovered traffic: near misses of a tested cluster (12 phrasings, each asked 10
+ * times, just below the threshold: bands 3–4) and a new topic (30 phrasings asked 1–2 times each,
+ * deep: bands 0–2). The near misses have three times the volume.
+ */
+function nearMissAndTopic(seed: number) {
+  const r = rng(seed);
+  const cNear = unit(r);
+  const cNovel = unit(r);
+  const rows: UncoveredRow[] = [];
+  const vecs: Float32Array[] = [];
+  const truth: string[] = [];
+  const t0 = Date.UTC(2026, 10, 20);
+  const push = (name: string, text: string, v: Float32Array, band: number, esc: 0 | 1, cluster: number) => {
+    rows.push({
+      request_id: `${name}-${rows.length}`,
+      ts: t0 + Math.floor(r() * 6 * 86_400_000),
+      agent: 'bot',
+      query: text,
+      query_redacted: 0,
+      escalated: esc,
+      outcome: 'ok',
+      cluster,
+      coverage: 0.5,
+      band,
+    });
+    vecs.push(v);
+    truth.push(name);
+  };
+  for (let p = 0; p < 12; p++) {
+    const v = around(cNear, 0.12, r);
+    const band = p % 4 === 0 ? 3 : 4;
+    for (let k = 0; k < 10; k++) push('near', `how do i freeze my card variant ${p}`, v, band, 0, 0);
+  }
+  for (let p = 0; p < 30; p++) {
+    const v = around(cNovel, 0.12, r);
+    const band = p % 3;
+    for (let k = 0; k < 1 + (p % 2); k++) push('novel', `crypto wallet staking question ${p}`, v, band, 0, 1);
+  }
+  const vectors = new Float32Array(rows.length * DIM);
+  vecs.forEach((v, i) => vectors.set(v, i * DIM));
+  const input: DiscoveryInput = {
+    scope: '',
+    rows,
+    vectors,
+    dim: DIM,
+    totalRequests: rows.length * 10,
+    since: t0,
+    until: t0 + 7 * 86_400_000,
+    previous: [],
+    clusterLabels: new Map([
+      [0, 'cards'],
+      [1, 'transfers'],
+    ]),
+    threshold: 0.8,
+    neighbours: 5,
+    novelProfile: NOVEL_PROFILE,
+    // every request of the period per eval cluster: cluster 0 (cards) misses 5% like the others;
+    // cluster 1 carries the new topic's misses on top
+    clusterTraffic: [
+      { cluster: 0, requests: 2400, uncovered: 120 },
+      { cluster: 1, requests: 300, uncovered: 45 },
+      { cluster: 2, requests: 1000, uncovered: 50 },
+      { cluster: 3, requests: 1000, uncovered: 60 },
+      { cluster: 4, requests: 800, uncovered: 35 },
+    ],
+  };
+  return { input, truth };
+}
+
+describe('gap kinds and ranking by depth', () => {
+  it('ranks a new topic before thrice its volume of near misses, and keeps the near misses of a cluster that misses as others do apart as thin coverage', () => {
+    for (const seed of [1, 2, 3]) {
+      const { input, truth } = nearMissAndTopic(seed);
+      const res = discover(input);
+      const open = res.gaps.filter((g) => g.status !== 'closed');
+      expect(open).toHaveLength(2);
+      const majority = (gi: number) => {
+        const names = truth.filter((_, i) => res.membership[i] === gi);
+        return names.sort((a, b) => names.filter((x) => x === b).length - names.filter((x) => x === a).length)[0];
+      };
+      // the new topic first, although the near misses have three times its requests
+      expect(majority(0)).toBe('novel');
+      expect(open[0].kind).toBe('topic');
+      expect(open[0].depth!).toBeGreaterThan(0);
+      expect(open[0].phrasings).toBeGreaterThanOrEqual(27);
+      expect(majority(1)).toBe('near');
+      expect(open[1].kind).toBe('thin');
+      expect(open[1].members).toBeGreaterThan(open[0].members);
+      expect(open[1].phrasings).toBeGreaterThanOrEqual(11);
+      expect(open[1].depth!).toBeLessThan(0);
+      expect(open[1].nearestClusterLabel).toBe('cards');
+      // priority = volume × risk × novelty, novelty = 1 / (1 + e^−depth)
+      expect(open[1].priority).toBeCloseTo(open[1].members * (1 + 4 * open[1].badRate) / (1 + Math.exp(-open[1].depth!)), 6);
+      expect(res.gaps.map((g) => g.rank)).toEqual([1, 2]);
+    }
+  });
+
+  it('calls no group thin whose cluster misses more than typical, nor one that sits deeper than near misses', () => {
+    const { input, truth } = nearMissAndTopic(5);
+    const nearOf = (res: ReturnType<typeof discover>) => res.gaps.find((_, gi) => truth.some((t, i) => t === 'near' && res.membership[i] === gi))!;
+    // cluster 0 now misses 12%, more than the typical 5%: its group is a topic
+    const excess = discover({ ...input, clusterTraffic: input.clusterTraffic!.map((c) => (c.cluster === 0 ? { ...c, uncovered: 290 } : c)) });
+    expect(nearOf(excess).kind).toBe('topic');
+    // the same group with deep bands (0–2): deeper than near misses, a topic although its cluster misses as others do
+    const deep = discover({ ...input, rows: input.rows.map((r) => (r.query.startsWith('how do i freeze') ? { ...r, band: r.request_id.length % 3 } : r)) });
+    expect(nearOf(deep).depth!).toBeGreaterThan(0);
+    expect(nearOf(deep).kind).toBe('topic');
+    // without per-cluster traffic there is no baseline: every group is a topic
+    expect(discover({ ...input, clusterTraffic: [] }).gaps.every((g) => g.kind === 'topic')).toBe(true);
+  });
+
+  it('ranks thin groups after every topic even when they outweigh them', () => {
+    const { input } = nearMissAndTopic(4);
+    // the near misses escalate every time: priority far above the topic's, still second
+    input.rows.forEach((r) => {
+      if (r.query.startsWith('how do i freeze')) r.escalated = 1;
+    });
+    const open = discover(input).gaps;
+    expect(open[0].kind).toBe('topic');
+    expect(open[1].kind).toBe('thin');
+    expect(open[1].priority).toBeGreaterThan(open[0].priority);
+  });
+
+  it('groups distinct phrasings: one phrasing repeated 60 times is not a gap by itself', () => {
+    const r = rng(99);
+    const { input, truth } = traffic(TOPICS.slice(0, 2), 20, 9);
+    const v = unit(r);
+    const rows = [...input.rows];
+    const vectors = new Float32Array((rows.length + 60) * DIM);
+    vectors.set(input.vectors);
+    for (let k = 0; k < 60; k++) {
+      rows.push({ ...input.rows[0], request_id: `retry-${k}`, query: 'why was I charged twice', cluster: 2 });
+      vectors.set(v, (rows.length - 1) * DIM);
+      truth.push('retry');
+    }
+    const withRepeats = { ...input, rows, vectors };
+    const res = discover(withRepeats);
+    expect(res.gaps).toHaveLength(2);
+    expect(truth.filter((t, i) => t === 'retry' && res.membership[i] >= 0)).toHaveLength(0);
+    // counted per request, the retried phrasing forms a gap of its own
+    const perRequest = discover(withRepeats, { ...DEFAULT_DISCOVERY, distinctPhrasings: false });
+    expect(perRequest.gaps).toHaveLength(3);
+    expect(truth.filter((t, i) => t === 'retry' && perRequest.membership[i] >= 0)).toHaveLength(60);
+  });
+
+  it('calls a cluster’s misses an excess at the stated level: ≤ 1% of clusters missing at the typical rate, every one missing three times as much', () => {
+    const r = rng(5);
+    const binom = (n: number, p: number) => {
+      let k = 0;
+      for (let i = 0; i < n; i++) if (r() < p) k++;
+      return k;
+    };
+    let flagged = 0;
+    let total = 0;
+    for (let rep = 0; rep < 40; rep++) {
+      const traffic = Array.from({ length: 50 }, (_, c) => {
+        const requests = 100 + Math.floor(r() * 900);
+        return { cluster: c, requests, uncovered: binom(requests, 0.05) };
+      });
+      traffic.push({ cluster: 50, requests: 600, uncovered: binom(600, 0.15) });
+      const ex = clusterExcess(traffic, 1, 1, 0.01);
+      for (let c = 0; c < 50; c++) if (ex.get(c)) flagged++;
+      total += 50;
+      expect(ex.get(50)).toBe(true);
+    }
+    expect(flagged / total).toBeLessThanOrEqual(0.015);
+    // repeats are not independent evidence: 10 requests per distinct phrasing shrink the evidence tenfold
+    const t = [...Array.from({ length: 9 }, (_, c) => ({ cluster: c, requests: 1000, uncovered: 50 })), { cluster: 9, requests: 1000, uncovered: 80 }];
+    expect(clusterExcess(t, 100, 100, 0.01).get(9)).toBe(true);
+    expect(clusterExcess(t, 1000, 100, 0.01).get(9)).toBe(false);
+    // no cluster with 20 requests: no baseline, no verdict
+    expect(clusterExcess([{ cluster: 0, requests: 10, uncovered: 9 }], 9, 9, 0.01).size).toBe(0);
+  });
+
+  it('in-scope phrasings that miss fall 5/5/10/20/60% in the bands below the threshold; without the profile the deep share is tested against 40%', () => {
+    expect(inScopeMissShares().map((x) => +x.toFixed(6))).toEqual([0.05, 0.05, 0.1, 0.2, 0.6]);
+    expect(groupDepth([4, 4, 4, 3, 9, -1], null).deepShare).toBeCloseTo(0.25, 9);
+    expect(groupDepth([0, 1, 2, 4], null).depth!).toBeGreaterThan(0);
+    expect(groupDepth([4, 4, 4, 4], null).depth!).toBeLessThan(0);
+    expect(groupDepth([-1, -1], NOVEL_PROFILE)).toEqual({ depth: null, deepShare: null });
   });
 });
 

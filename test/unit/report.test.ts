@@ -45,6 +45,21 @@ describe('renderReport', () => {
     expect(html).not.toContain('sourceMappingURL');
     expect(html).toContain('No alerts table yet');
   });
+  it('names each gap’s kind: a new topic, or near misses of the eval cluster whose coverage is thin', () => {
+    const base = data().gaps[0];
+    const html = renderReport(
+      data({
+        gaps: [
+          { ...base, rank: 1, id: 'g1', status: 'new', kind: 'topic', label: 'crypto / wallet', nearest: 'cards' },
+          { ...base, rank: 2, id: 'g2', status: 'new', kind: 'thin', label: 'freeze / card', nearest: 'card freeze' },
+        ],
+      }),
+      '',
+    );
+    expect(html).toContain('<th>kind</th>');
+    expect(html).toMatch(/crypto \/ wallet<\/b><div class="muted">g1 · nearest eval cluster: cards<\/div><\/td>\s*<td class="kind">new topic<\/td>/);
+    expect(html).toMatch(/freeze \/ card<\/b><div class="muted">g2 · thin coverage of eval cluster: card freeze<\/div><\/td>\s*<td class="kind">near misses<\/td>/);
+  });
   it('lists alerts when the table exists, and says when it is empty', () => {
     expect(renderReport(data({ alerts: { exists: true, columns: ['at'], rows: [] } }), '')).toContain('No alerts.');
     const html = renderReport(data({ alerts: { exists: true, columns: ['at', 'rule'], rows: [{ at: '2026', rule: 'shift & <b>' }] } }), '');
