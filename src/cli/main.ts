@@ -17,6 +17,7 @@ import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { modelSummary } from './format.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
+import { registerEstimateCommands } from './estimate-commands.js';
 
 const intArg = (name: string, min: number) => (v: string) => {
   const n = Number(v);
@@ -456,6 +457,8 @@ export function buildProgram(): Command {
     const { sqlCommand } = await import('./gaps.js');
     await sqlCommand(configFrom(opts), query, { format: opts.format, param: opts.param });
   });
+
+  registerEstimateCommands(program, storeOptions, configFrom, intArg, formatArg);
 
   program
     .command('demo')
