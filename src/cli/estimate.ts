@@ -199,6 +199,8 @@ export async function estimateCommand(cfg: Config, opts: WindowOpts & { format: 
   });
 }
 
+const se = (x: number) => (Number.isFinite(x) ? pct(x, 2) : 'unbounded (untested traffic has no case)');
+
 export function formatPlan(p: PlanReport): string {
   const out: string[] = [];
   const { plan } = p;
@@ -206,7 +208,7 @@ export function formatPlan(p: PlanReport): string {
   out.push(
     `plan for ${plan.budget} new eval case(s), Neyman allocation (n ∝ traffic share × σ) over ` +
       (plan.scope === 'covered' ? 'the covered clusters' : `the covered clusters and the untested gaps${p.gapsFrom ? ` (gap discovery of ${p.gapsFrom})` : ''}`) +
-      `; standard error of the ${plan.scope === 'covered' ? 'reweighted' : 'all-traffic'} score ${pct(plan.seBefore, 2)} → ${pct(plan.seAfter, 2)} (if the new cases behave like the estimate)`,
+      `; standard error of the ${plan.scope === 'covered' ? 'reweighted' : 'all-traffic'} score ${se(plan.seBefore)} → ${se(plan.seAfter)} (if the new cases behave like the estimate)`,
   );
   const items = plan.items.filter((x) => x.cases > 0).sort((a, b) => b.cases - a.cases || b.weight - a.weight);
   out.push('');
@@ -250,7 +252,8 @@ export async function planCommand(
       console.error(`wrote ${lines.length} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
     }
     if (opts.format === 'json') {
-      console.log(JSON.stringify({ ...p.plan, headline: headline(p.report.estimate), examples: Object.fromEntries(p.examples), gapsFrom: p.gapsFrom }, null, 2));
+      const finite = (x: number) => (Number.isFinite(x) ? x : null); // JSON has no Infinity
+      console.log(JSON.stringify({ ...p.plan, seBefore: finite(p.plan.seBefore), seAfter: finite(p.plan.seAfter), headline: headline(p.report.estimate), examples: Object.fromEntries(p.examples), gapsFrom: p.gapsFrom }, null, 2));
     } else process.stdout.write(formatPlan(p));
   });
 }

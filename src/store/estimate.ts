@@ -113,12 +113,16 @@ export async function trafficByCluster(
      FROM ${r.t('requests')} WHERE ${cond} GROUP BY day, cluster ORDER BY day, cluster`,
     params,
   );
-  const sess = await r.query<{ day: string; n: string; s: string }>(
-    `SELECT if(grouping(day) = 1, '', day) AS day, count() AS n, uniqExact(if(session_id = '', concat('r:', request_id), concat('s:', session_id))) AS s
-     FROM (SELECT toString(toDate(ts)) AS day, session_id, request_id FROM ${r.t('requests')} WHERE ${cond})
-     GROUP BY ROLLUP(day)`,
+  const sessionKey = `uniqExact(if(session_id = '', concat('r:', request_id), concat('s:', session_id)))`;
+  const perDay = await r.query<{ day: string; n: string; s: string }>(
+    `SELECT toString(toDate(ts)) AS day, count() AS n, ${sessionKey} AS s FROM ${r.t('requests')} WHERE ${cond} GROUP BY day`,
     params,
   );
+  const whole = await r.query<{ day: string; n: string; s: string }>(
+    `SELECT '' AS day, count() AS n, ${sessionKey} AS s FROM ${r.t('requests')} WHERE ${cond}`,
+    params,
+  );
+  const sess = [...perDay, ...whole];
   const total: TrafficCounts = { byCluster: new Map(), requests: 0, sessions: 0 };
   const days = new Map<string, DailyTraffic>();
   for (const x of rows) {
