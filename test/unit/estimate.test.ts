@@ -136,7 +136,7 @@ describe('post-stratified score', () => {
     const n = 300;
     for (let t = 0; t < n; t++) {
       const w = world(1000 + t);
-      const cs = draw(w, 600, 5000);
+      const cs = draw(w, 1200, 5000); // 40 eval cases per cluster on average (with 20: 84%, see poststratify.ts)
       const truth = w.p.reduce((s, p, c) => s + p * w.prodShare[c], 0);
       const e = estimateScore(cs, { draws: 1000, seed: t + 1 });
       if (truth >= e.interval![0] && truth <= e.interval![1]) inside++;
