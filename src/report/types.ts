@@ -48,4 +48,21 @@ export interface ReportData {
   /** where the gaps come from (and how they are ranked) */
   gapsNote: string;
   alerts: AlertsTable;
+  /** the eval score reweighted to the period's traffic (evalgap estimate); null without stored eval results */
+  productionScore?: ReportProductionScore | null;
+}
+
+export interface ReportProductionScore {
+  /** "your eval says X%; on this traffic it would be Y% [interval], and Z% of traffic is untested" */
+  headline: string;
+  modelVersion: string;
+  runId: string;
+  raw: number;
+  estimate: number | null;
+  interval: [number, number] | null;
+  level: number;
+  untested: number;
+  bounds: { allFail: number; nearest: number; allPass: number } | null;
+  /** stored daily rows (production_weighted_score, all agents), oldest first */
+  days: { day: string; raw: number; estimate: number; low: number; high: number; untested: number }[];
 }

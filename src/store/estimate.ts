@@ -209,12 +209,12 @@ export async function writeWeightedScores(w: StoreWriter, rows: WeightedScoreRow
 
 /** The stored daily scores of an agent ('' = all agents) since a day, oldest first (the latest computation of each day). */
 export async function readWeightedScores(r: StoreReader, agent: string, sinceDay: string): Promise<WeightedScoreRow[]> {
-  const rows = await r.query<WeightedScoreRow>(
-    `SELECT toString(day) AS day, agent, toString(computed_at) AS computed_at, model_version, run_id, metric, requests, covered,
+  const rows = await r.query<Omit<WeightedScoreRow, 'day' | 'computed_at'> & { day_text: string; computed_text: string }>(
+    `SELECT toString(day) AS day_text, agent, toString(computed_at) AS computed_text, model_version, run_id, metric, requests, covered,
             untested_share, eval_cases, raw_score, estimate, low, high, level, all_traffic_all_fail, all_traffic_all_pass, all_traffic_nearest
      FROM ${r.t('production_weighted_score')} FINAL
      WHERE agent = {agent:String} AND day >= {since:Date} ORDER BY day`,
     { agent, since: sinceDay },
   );
-  return rows.map((x) => ({ ...x, requests: Number(x.requests), covered: Number(x.covered), eval_cases: Number(x.eval_cases) }));
+  return rows.map(({ day_text, computed_text, ...x }) => ({ ...x, day: day_text, computed_at: computed_text, requests: Number(x.requests), covered: Number(x.covered), eval_cases: Number(x.eval_cases) }));
 }
