@@ -54,7 +54,7 @@ export function registerEstimateCommands(
       c
         .option('--since <time>', 'period start: a duration ago (30m, 12h, 7d, 2w) or a date', timeArg('--since'), '7d')
         .option('--until <time>', 'period end (exclusive): a duration ago or a date (default: now)', timeArg('--until'))
-        .option('--agent <name>', "one agent's traffic (default: all agents, with a line per agent)")
+        .option('--agent <name>', "one agent's traffic (default: all agents)")
         .option('--model-version <v>', "coverage model: latest (the period's latest request's) or a version", 'latest')
         .option('--run-id <id>', 'eval run (default: the latest stored for the model)')
         .option('--metric <name>', 'a per-metric score of the run instead of passed/score')

@@ -343,7 +343,7 @@ export function buildProgram(): Command {
 
   program
     .command('report')
-    .description('write one self-contained HTML report (opens offline): coverage over time, cluster shares, escalation, a map, gaps, alerts')
+    .description('write one self-contained HTML report (opens offline): the eval score on this traffic, coverage over time, cluster shares, escalation, a map, gaps, alerts')
     .option('--out <file>', 'HTML file to write', 'report.html')
     .option('--since <period>', 'period: a duration (30m, 12h, 7d, 2w) or a date', '7d')
     .option('--model <path>', 'coverage model folder or symlink, for the map (default: <models dir>/coverage/current)')
