@@ -47,6 +47,8 @@ const requests = Number(args.get('requests') ?? 5000);
 const heldOutCount = Number(args.get('held') ?? 10);
 const budget = Number(args.get('budget') ?? 200);
 /** how much likelier the worse intents are in production than their lognormal weight (1: the mix is independent of failure) */
+/** clusters: auto (the fit's choice) or a number */
+const kArg = args.get('k') ?? 'auto';
 const badBoosts = (args.get('bad-boost') ?? '1,3').split(',').map(Number);
 
 const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
@@ -97,7 +99,7 @@ async function main() {
   evalIdx.forEach((i, j) => evalVec.set(trainVec.subarray(i * dim, i * dim + dim), j * dim));
   const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim, maxTokens: embedder.maxTokens };
   const t0 = Date.now();
-  const built = buildCoverageModel(evalCases, evalCases.length, evalSetHash(evalCases), evalVec, emb, { ...DEFAULT_FIT, source: 'banking77', textField: 'text' });
+  const built = buildCoverageModel(evalCases, evalCases.length, evalSetHash(evalCases), evalVec, emb, { ...DEFAULT_FIT, k: kArg === 'auto' ? 'auto' : Number(kArg), source: 'banking77', textField: 'text' });
   const fitMs = Date.now() - t0;
   const m = built.draft;
   const k = m.params.k;
