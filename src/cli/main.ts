@@ -19,6 +19,7 @@ import { calibrationWarnings, escapeControl, modelSummary } from './format.js';
 import { checkInputFile, checkOutputFile, readTextInput, utf8Warning } from './input.js';
 import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
+import { registerEstimateCommands } from './estimate-commands.js';
 
 const intArg = (name: string, min: number) => (v: string) => {
   const n = Number(v);
@@ -370,7 +371,7 @@ export function buildProgram(): Command {
 
   program
     .command('report')
-    .description('write one self-contained HTML report (opens offline): coverage over time, cluster shares, escalation, a map, gaps, alerts')
+    .description('write one self-contained HTML report (opens offline): the eval score on this traffic, coverage over time, cluster shares, escalation, a map, gaps, alerts')
     .option('--out <file>', 'HTML file to write', 'report.html')
     .option('--since <period>', 'period: a duration (30m, 12h, 7d, 2w) or a date', '7d')
     .option('--model <path>', 'coverage model folder or symlink, for the map (default: <models dir>/coverage/current)')
@@ -521,6 +522,8 @@ export function buildProgram(): Command {
     const { sqlCommand } = await import('./gaps.js');
     await sqlCommand(configFrom(opts), query, { format: opts.format, param: opts.param });
   });
+
+  registerEstimateCommands(program, storeOptions, configFrom, intArg, formatArg);
 
   program
     .command('demo')

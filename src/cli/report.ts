@@ -10,7 +10,10 @@ import { loadCoverageModel, type CoverageModel } from '../coverage/model.js';
 import type { Embedder } from '../embed/embedder.js';
 import { renderReport } from '../report/html.js';
 import { pcaMap } from '../report/pca.js';
-import type { AgentSection, ReportData, ReportGap } from '../report/types.js';
+import type { AgentSection, ReportData, ReportGap, ReportProductionScore } from '../report/types.js';
+import { computeEstimate, EstimateError } from '../estimate/run.js';
+import { readWeightedScores } from '../store/estimate.js';
+import { headline } from './estimate.js';
 import {
   clusterTraffic,
   coverageSeries,
@@ -235,6 +238,7 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     map.note = 'No coverage model folder given (--model): the map needs its eval embeddings.';
   }
   const { gaps, note } = await gapsForReport(store, o.since, now);
+  const productionScore = await productionScoreForReport(store, o.since, now);
   const m = model?.manifest;
   return {
     ...base,
@@ -254,6 +258,32 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     map,
     gaps,
     gapsNote: note,
+    productionScore,
+  };
+}
+
+/** The eval score reweighted to the period's traffic, and the stored daily rows; null without stored eval results. */
+async function productionScoreForReport(store: Store, since: Date, now: Date): Promise<ReportProductionScore | null> {
+  let rep;
+  try {
+    rep = await computeEstimate(store, { since: since.getTime(), until: now.getTime() });
+  } catch (e) {
+    if (e instanceof EstimateError) return null;
+    throw e;
+  }
+  const e = rep.estimate;
+  const days = await readWeightedScores(store, '', since.toISOString().slice(0, 10));
+  return {
+    headline: headline(e),
+    modelVersion: rep.modelVersion,
+    runId: rep.runId,
+    raw: e.raw,
+    estimate: e.estimate,
+    interval: e.interval,
+    level: e.level,
+    untested: e.untested,
+    bounds: e.bounds ? { allFail: e.bounds.allFail.estimate, nearest: e.bounds.nearest.estimate, allPass: e.bounds.allPass.estimate } : null,
+    days: days.map((x) => ({ day: x.day, raw: x.raw_score, estimate: x.estimate, low: x.low, high: x.high, untested: x.untested_share })),
   };
 }
 

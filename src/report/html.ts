@@ -14,6 +14,22 @@ function inlineScript(src: string): string {
   return src.replace(/\/\/# sourceMappingURL=\S+\s*$/gm, '').replace(/<\/(script)/gi, '<\\/$1').replace(/<!--/g, '<\\!--');
 }
 
+function productionScore(d: ReportData): string {
+  const s = d.productionScore;
+  if (!s) return '';
+  const iv = (x: [number, number] | null) => (x ? ` [${pct(x[0])}, ${pct(x[1])}]` : '');
+  const b = s.bounds;
+  const days = s.days.length
+    ? `<table><thead><tr><th>day (UTC)</th><th>eval score</th><th>on that day's traffic</th><th>untested</th></tr></thead><tbody>${s.days
+        .map((x) => `<tr><td>${esc(x.day)}</td><td class="num">${pct(x.raw)}</td><td class="num">${pct(x.estimate)} [${pct(x.low)}, ${pct(x.high)}]</td><td class="num">${pct(x.untested)}</td></tr>`)
+        .join('')}</tbody></table>`
+    : '<p class="empty">No daily rows stored yet (evalgap estimate stores them).</p>';
+  return `<section class="wide" id="production-score"><h2>Eval score on this traffic</h2><p><b>${esc(s.headline)}</b></p>
+<p class="note">Eval run ${esc(s.runId)} of coverage model ${esc(s.modelVersion)}: eval score ${pct(s.raw)}; reweighted to the period's covered traffic ${pct(s.estimate)}${iv(s.interval)} (${Math.round(s.level * 100)}% interval)${
+    b ? `; on all traffic, if the untested traffic all failed ${pct(b.allFail)}, passed like its nearest cluster ${pct(b.nearest)}, all passed ${pct(b.allPass)}` : ''
+  }. Post-stratified by eval cluster: it assumes the eval's pass rate within a cluster is production's there.</p>${days}</section>`;
+}
+
 function exampleText(e: ReportGap['examples'][number]): string {
   // redacted text is stored as its keyed HMAC-SHA256: show the hash, never anything else
   return e.redacted ? `<code class="hash">hmac:${esc(e.text.slice(0, 16))}…</code>` : esc(e.text);
@@ -179,6 +195,7 @@ code.hash{font-size:11.5px;color:#475569}
 <div class="kpi"><b>${pct(t.requests ? t.escalated / t.requests : null)}</b><span>escalated</span></div>
 <div class="kpi"><b>${d.gaps.filter((g) => g.status !== 'closed').length}</b><span>open gaps${d.gaps.some((g) => g.status === 'closed') ? ` (${d.gaps.filter((g) => g.status === 'closed').length} closed)` : ''}</span></div>
 </div>${t.redacted ? `<p class="note">${t.redacted} request(s) were stored with redacted text: they appear as their keyed HMAC-SHA256 hashes only.</p>` : ''}</section>
+${productionScore(d)}
 <section class="wide"><h2>Coverage over time</h2><div class="chart"><canvas id="chart-series"></canvas></div>
 <p class="note">Uncovered share per ${d.series.stepSeconds >= 60 ? `${d.series.stepSeconds / 60}-minute` : `${d.series.stepSeconds}-second`} bucket, one line per coverage model version (a redeploy starts a new line).</p></section>
 <section><h2>Cluster shares: eval set vs production</h2><div class="chart tall"><canvas id="chart-shares"></canvas></div>

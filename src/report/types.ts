@@ -52,6 +52,8 @@ export interface ReportData {
   alerts: AlertsTable;
   /** conversation depth, tool chains and sessions against the eval set (src/store/agent.ts); null before any request carries a turn, tools or a session */
   agent: AgentSection | null;
+  /** the eval score reweighted to the period's traffic (evalgap estimate); null without stored eval results */
+  productionScore?: ReportProductionScore | null;
 }
 
 export interface AgentSection {
@@ -62,4 +64,19 @@ export interface AgentSection {
   chainVerdicts: Record<string, number>;
   untestedChains: { chain: string; requests: number; failureRate: number; missingBigram: string; example: string }[];
   sessions: { sessions: number; leftCoverage: number; firstUncoveredByBand: number[]; deepestTurn: number };
+}
+
+export interface ReportProductionScore {
+  /** "your eval says X%; on this traffic it would be Y% [interval], and Z% of traffic is untested" */
+  headline: string;
+  modelVersion: string;
+  runId: string;
+  raw: number;
+  estimate: number | null;
+  interval: [number, number] | null;
+  level: number;
+  untested: number;
+  bounds: { allFail: number; nearest: number; allPass: number } | null;
+  /** stored daily rows (production_weighted_score, all agents), oldest first */
+  days: { day: string; raw: number; estimate: number; low: number; high: number; untested: number }[];
 }

@@ -291,6 +291,59 @@ export const MIGRATIONS: Migration[] = [
     ],
   },
   {
+    version: 15,
+    name: 'eval results per case, per coverage model version and eval run (evalgap results)',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.eval_results
+       (
+         model_version LowCardinality(String) COMMENT 'coverage model whose cases the results are matched to',
+         run_id        String COMMENT 'the eval run',
+         case_id       String,
+         cluster       Int32 COMMENT 'the case''s cluster in that model',
+         tags          Array(String),
+         passed        Nullable(UInt8),
+         score         Nullable(Float64) COMMENT 'in [0, 1]',
+         scores        Map(String, Float64) COMMENT 'per-metric scores in [0, 1]',
+         value         Nullable(Float64) COMMENT 'the result the estimate uses: passed (1/0), else score; NULL: per-metric scores only',
+         source        String COMMENT 'the results file',
+         stored_at     DateTime64(3, 'UTC') DEFAULT now64(3)
+       )
+       ENGINE = ReplacingMergeTree(stored_at)
+       ORDER BY (model_version, run_id, case_id)`,
+    ],
+  },
+  {
+    version: 16,
+    name: 'production_weighted_score: the eval score reweighted to production traffic, one row per day and agent (evalgap estimate)',
+    statements: [
+      `CREATE TABLE IF NOT EXISTS {db}.production_weighted_score
+       (
+         day            Date,
+         agent          LowCardinality(String) COMMENT 'agent, or empty for all agents',
+         computed_at    DateTime64(3, 'UTC') COMMENT 'the latest computation of a day and agent wins',
+         model_version  LowCardinality(String),
+         run_id         String,
+         metric         String COMMENT 'empty: passed/score; else the per-metric score used',
+         requests       UInt64,
+         covered        UInt64,
+         untested_share Float64 COMMENT 'uncovered requests / requests',
+         eval_cases     UInt64,
+         raw_score      Float64 COMMENT 'the eval run''s own mean result',
+         estimate       Float64 COMMENT 'reweighted to the day''s covered traffic (NaN: no covered traffic)',
+         low            Float64,
+         high           Float64,
+         level          Float64,
+         all_traffic_all_fail Float64 COMMENT 'score on all traffic if the untested traffic all failed',
+         all_traffic_all_pass Float64 COMMENT 'score on all traffic if the untested traffic all passed',
+         all_traffic_nearest  Float64 COMMENT 'score on all traffic if the untested traffic passed like its nearest cluster'
+       )
+       ENGINE = ReplacingMergeTree(computed_at)
+       PARTITION BY toYYYYMM(day)
+       ORDER BY (agent, day)
+       TTL day + INTERVAL {retention} DAY`,
+    ],
+  },
+  {
     version: 17,
     name: 'coverage_gaps: kind (topic | thin), depth, deep share and distinct phrasings of each gap',
     statements: [

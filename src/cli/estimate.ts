@@ -1,0 +1,277 @@
+/** `evalgap results`, `evalgap estimate`, `evalgap plan`: eval results in, the score reweighted to production traffic, where the next cases go. */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/index.js';
+import { loadCoverageModel } from '../coverage/model.js';
+import { matchResults, parseResults } from '../estimate/results.js';
+import { computeEstimate, computePlan, EstimateError, storeWeightedScores, type EstimateQuery, type EstimateReport, type PlanReport } from '../estimate/run.js';
+import type { Estimate } from '../estimate/poststratify.js';
+import { insertEvalResults, type EvalResultRow } from '../store/estimate.js';
+import { canWrite } from '../store/gaps.js';
+import { Store } from '../store/store.js';
+import { UserError } from './errors.js';
+import { pct, table } from './format.js';
+import { openReader } from './gaps.js';
+
+export async function resultsCommand(
+  cfg: Config,
+  file: string,
+  opts: { model: string; runId?: string; allowBadLines?: boolean },
+): Promise<void> {
+  if (!fs.existsSync(file)) throw new UserError(`results file ${file} does not exist`);
+  const model = loadCoverageModel(opts.model);
+  const content = fs.readFileSync(file, 'utf8');
+  const { results, errors } = parseResults(content);
+  const { matched, unmatched } = matchResults(results, model.cases, model.labels);
+  for (const e of errors.slice(0, 20)) console.error(`${file}:${e.line}: ${e.reason}`);
+  if (errors.length > 20) console.error(`… and ${errors.length - 20} more bad line(s)`);
+  if (unmatched.length) {
+    console.error(
+      `${unmatched.length} result(s) name no case of coverage model ${model.manifest.version}: ` +
+        unmatched.slice(0, 5).map((u) => `"${u.id}" (line ${u.line})`).join(', ') + (unmatched.length > 5 ? ', …' : ''),
+    );
+  }
+  if ((errors.length || unmatched.length) && !opts.allowBadLines) {
+    throw new UserError(`nothing stored: fix the lines above, or pass --allow-bad-lines to store the ${matched.length} good result(s)`);
+  }
+  if (!matched.length) throw new UserError(`no result in ${file} matches a case of coverage model ${model.manifest.version} (cases are matched by "id")`);
+  const runId = opts.runId ?? `run-${createHash('sha256').update(content).digest('hex').slice(0, 12)}`;
+  const source = path.basename(file);
+  const rows: EvalResultRow[] = matched.map((m) => ({
+    model_version: model.manifest.version,
+    run_id: runId,
+    case_id: m.id,
+    cluster: m.cluster,
+    tags: m.tags,
+    passed: m.passed === null ? null : m.passed ? 1 : 0,
+    score: m.score,
+    scores: m.scores,
+    value: m.value,
+    source,
+  }));
+  const store = await Store.open(cfg.clickhouse).catch((e: Error) => {
+    throw new UserError(`cannot open the store to write results (${e.message}); stop the evalgap run holding it, or use a ClickHouse server`);
+  });
+  try {
+    const m = model.manifest;
+    await store.registerClusters(m.clusters.map((c) => ({ model_version: m.version, cluster: c.id, label: c.label, size: c.size, share: c.share, examples: c.examples })));
+    await insertEvalResults(store, rows, `results:${m.version}:${runId}:${createHash('sha256').update(content).digest('hex').slice(0, 16)}`);
+  } finally {
+    await store.close();
+  }
+  const withValue = matched.filter((m) => m.value !== null);
+  const metrics = [...new Set(matched.flatMap((m) => Object.keys(m.scores)))].sort();
+  const mean = withValue.length ? withValue.reduce((s, m) => s + m.value!, 0) / withValue.length : null;
+  const casesWith = new Set(matched.map((m) => m.id)).size;
+  console.log(
+    `stored ${matched.length} result(s) as eval run ${runId} of coverage model ${model.manifest.version}` +
+      (mean !== null ? `: eval score ${pct(mean)} over ${withValue.length} case(s)` : '') +
+      (metrics.length ? `; metrics: ${metrics.join(', ')}` : '') +
+      `; ${model.cases.length - casesWith} of the model's ${model.cases.length} cases have no result`,
+  );
+}
+
+const day = (ms: number) => new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+const iv = (x: readonly [number, number] | null) => (x ? `[${pct(x[0])}, ${pct(x[1])}]` : '-');
+
+export function estimateJson(rep: EstimateReport): unknown {
+  return { ...rep, since: new Date(rep.since).toISOString(), until: new Date(rep.until).toISOString() };
+}
+
+/** The one-line answer: "your eval says X%; on this traffic it would be Y% [interval], and Z% of traffic is untested". */
+export function headline(e: Estimate): string {
+  if (e.estimate === null) return `your eval says ${pct(e.raw)}; no covered production traffic in this period to reweight it to`;
+  return (
+    `your eval says ${pct(e.raw)}; on this traffic it would be ${pct(e.estimate)} ${iv(e.interval)} ` +
+    `(${Math.round(e.level * 100)}% interval), and ${pct(e.untested)} of traffic is untested`
+  );
+}
+
+export function formatEstimate(rep: EstimateReport, opts: { clusters?: number } = {}): string {
+  const e = rep.estimate;
+  const out: string[] = [];
+  out.push(
+    `production-weighted eval score ${rep.agent ? `of agent ${rep.agent}` : 'of all agents'}, ${day(rep.since)} → ${day(rep.until)} UTC; ` +
+      `coverage model ${rep.modelVersion}, eval run ${rep.runId}${rep.metric ? `, metric ${rep.metric}` : ''}`,
+  );
+  out.push(headline(e));
+  out.push('');
+  out.push(`eval run:       ${e.evalCases} case(s) with a result, score ${pct(e.raw)}`);
+  out.push(`traffic:        ${e.requests} request(s), ${e.covered} covered (${pct(e.coveredShare)}), ${e.requests - e.covered} untested (${pct(e.untested)})`);
+  if (e.estimate !== null) {
+    out.push(`reweighted:     ${pct(e.estimate)} ${iv(e.interval)} on covered traffic; gap to the eval score ${(100 * e.gap!).toFixed(1)} points`);
+    if (e.bounds && e.untested > 0) {
+      const b = e.bounds;
+      out.push(
+        `all traffic:    if the untested traffic all failed ${pct(b.allFail.estimate)} ${iv(b.allFail.interval)}; ` +
+          `passed like its nearest cluster ${pct(b.nearest.estimate)} ${iv(b.nearest.interval)}; all passed ${pct(b.allPass.estimate)} ${iv(b.allPass.interval)}`,
+      );
+    }
+    out.push(
+      `method:         post-stratified by eval cluster; ${Math.round(e.level * 100)}% posterior interval (eval results per cluster shrunk toward their tag ` +
+        `or the whole set, with ${e.priorCases} pseudo-case; production shares Dirichlet` +
+        (e.designEffect > 1 ? `, design effect ${e.designEffect.toFixed(2)} for sessions` : '') +
+        `). Assumes the eval's pass rate within a cluster is production's there.`,
+    );
+  }
+  const top = opts.clusters ?? 12;
+  const cs = [...e.clusters].filter((c) => c.covered > 0 || c.evalCases > 0).sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
+  if (cs.length && e.estimate !== null) {
+    out.push('');
+    out.push(`clusters by their part in the gap (top ${Math.min(top, cs.length)} of ${cs.length}; the rest of the gap, ${(100 * (e.shrinkage ?? 0)).toFixed(1)} points, is shrinkage):`);
+    out.push(
+      table(
+        ['cluster', 'label', 'prod share', 'eval cases', 'eval pass', 'pass (shrunk)', 'gap part'],
+        cs.slice(0, top).map((c) => [
+          c.cluster,
+          c.label,
+          pct(c.prodShare),
+          c.evalCases,
+          c.evalPassRate === null ? '-' : pct(c.evalPassRate),
+          `${pct(c.passRate)} ${iv(c.passRateInterval)}`,
+          `${c.contribution >= 0 ? '+' : ''}${(100 * c.contribution).toFixed(2)}`,
+        ]),
+        34,
+      ),
+    );
+  }
+  if (rep.agents.length) {
+    out.push('');
+    out.push('per agent:');
+    out.push(
+      table(
+        ['agent', 'requests', 'untested', 'reweighted', 'interval'],
+        rep.agents.map((a) => [a.agent || '(none)', a.estimate.requests, pct(a.estimate.untested), a.estimate.estimate === null ? '-' : pct(a.estimate.estimate), iv(a.estimate.interval)]),
+      ),
+    );
+  }
+  if (rep.days.length > 1) {
+    out.push('');
+    out.push('per day:');
+    out.push(
+      table(
+        ['day (UTC)', 'requests', 'untested', 'reweighted', 'interval'],
+        rep.days.map((d) => [d.day, d.estimate.requests, pct(d.estimate.untested), d.estimate.estimate === null ? '-' : pct(d.estimate.estimate), iv(d.estimate.interval)]),
+      ),
+    );
+  }
+  return out.join('\n') + '\n';
+}
+
+export interface WindowOpts {
+  since: Date;
+  until: Date;
+  agent?: string;
+  modelVersion: string;
+  runId?: string;
+  metric?: string;
+  level: number;
+}
+
+function query(o: WindowOpts): EstimateQuery {
+  if (o.until.getTime() <= o.since.getTime()) throw new UserError('--until must be after --since');
+  return { since: o.since.getTime(), until: o.until.getTime(), agent: o.agent, modelVersion: o.modelVersion, runId: o.runId, metric: o.metric, level: o.level };
+}
+
+async function withReader<T>(cfg: Config, fn: (r: Awaited<ReturnType<typeof openReader>>) => Promise<T>): Promise<T> {
+  const o = await openReader(cfg);
+  try {
+    if (o.note) console.error(o.note);
+    return await fn(o);
+  } catch (e) {
+    if (e instanceof EstimateError) throw new UserError(e.message);
+    throw e;
+  } finally {
+    await o.close();
+  }
+}
+
+export async function estimateCommand(cfg: Config, opts: WindowOpts & { format: 'table' | 'json'; store: boolean }): Promise<void> {
+  await withReader(cfg, async (o) => {
+    const rep = await computeEstimate(o.reader, query(opts));
+    const stored = opts.store && canWrite(o.reader) ? await storeWeightedScores(o.reader, rep) : false;
+    if (opts.format === 'json') console.log(JSON.stringify(estimateJson(rep), null, 2));
+    else {
+      process.stdout.write(formatEstimate(rep));
+      if (opts.store) console.log(stored ? `\nstored ${rep.days.length} day(s) in production_weighted_score` : '\nnot stored (the store is read-only here)');
+    }
+  });
+}
+
+const se = (x: number) => (Number.isFinite(x) ? pct(x, 2) : 'unbounded (untested traffic has no case)');
+
+export function formatPlan(p: PlanReport): string {
+  const out: string[] = [];
+  const { plan } = p;
+  out.push(headline(p.report.estimate));
+  out.push(
+    `plan for ${plan.budget} new eval case(s), Neyman allocation (n ∝ traffic share × σ) over ` +
+      (plan.scope === 'covered' ? 'the covered clusters' : `the covered clusters and the untested gaps${p.gapsFrom ? ` (gap discovery of ${p.gapsFrom})` : ''}`) +
+      `; standard error of the ${plan.scope === 'covered' ? 'reweighted' : 'all-traffic'} score ${se(plan.seBefore)} → ${se(plan.seAfter)} (if the new cases behave like the estimate)`,
+  );
+  const items = plan.items.filter((x) => x.cases > 0).sort((a, b) => b.cases - a.cases || b.weight - a.weight);
+  out.push('');
+  out.push(
+    table(
+      ['where', 'label', 'share', 'σ', 'has', 'add', 'pass rate / escalation'],
+      items.map((x) => [
+        x.kind === 'cluster' ? `cluster ${x.id}` : x.kind === 'gap' ? `gap ${x.id}` : 'untested',
+        x.label,
+        pct(x.weight),
+        x.sigma.toFixed(2),
+        x.existing,
+        x.cases,
+        x.passRate !== null ? `pass ${pct(x.passRate)}` : x.escalationRate !== null ? `escalated ${pct(x.escalationRate)}` : '-',
+      ]),
+      40,
+    ),
+  );
+  const withEx = items.filter((x) => (p.examples.get(`${x.kind}:${x.id}`) ?? []).length);
+  if (withEx.length) {
+    out.push('');
+    out.push('production queries to start from:');
+    for (const x of withEx) {
+      out.push(`  ${x.kind} ${x.id} (${x.label}):`);
+      for (const e of p.examples.get(`${x.kind}:${x.id}`)!) out.push(`    - ${e.length > 100 ? e.slice(0, 99) + '…' : e}`);
+    }
+  } else if (items.length) out.push('', 'no example queries (the stored text is redacted, or the period has none)');
+  return out.join('\n') + '\n';
+}
+
+export async function planCommand(
+  cfg: Config,
+  opts: WindowOpts & { budget: number; coveredOnly: boolean; examples: number; format: 'table' | 'json'; out?: string },
+): Promise<void> {
+  await withReader(cfg, async (o) => {
+    const p = await computePlan(o.reader, { ...query(opts), budget: opts.budget, coveredOnly: opts.coveredOnly, examples: opts.out ? Math.max(opts.examples, opts.budget) : opts.examples });
+    if (opts.out) {
+      const lines = planCases(p);
+      fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
+      fs.writeFileSync(opts.out, lines.map((l) => JSON.stringify(l)).join('\n') + (lines.length ? '\n' : ''));
+      console.error(`wrote ${lines.length} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
+    }
+    if (opts.format === 'json') {
+      const finite = (x: number) => (Number.isFinite(x) ? x : null); // JSON has no Infinity
+      console.log(JSON.stringify({ ...p.plan, seBefore: finite(p.plan.seBefore), seAfter: finite(p.plan.seAfter), headline: headline(p.report.estimate), examples: Object.fromEntries(p.examples), gapsFrom: p.gapsFrom }, null, 2));
+    } else process.stdout.write(formatPlan(p));
+  });
+}
+
+/** Candidate cases from a plan: up to each item's allocation, from its example queries, deduplicated. */
+export function planCases(p: PlanReport): { id: string; query: string; tags: string[]; plan_kind: string; plan_target: string; plan_label: string }[] {
+  const seen = new Set<string>();
+  const out: ReturnType<typeof planCases> = [];
+  for (const x of p.plan.items) {
+    let n = 0;
+    for (const q of p.examples.get(`${x.kind}:${x.id}`) ?? []) {
+      if (n >= x.cases) break;
+      const key = q.toLowerCase().replace(/\s+/g, ' ').trim();
+      if (seen.has(key)) continue;
+      seen.add(key);
+      n++;
+      out.push({ id: `plan-${x.kind}-${x.id}-${n}`, query: q, tags: [x.kind === 'gap' ? x.id : x.label], plan_kind: x.kind, plan_target: x.id, plan_label: x.label });
+    }
+  }
+  return out;
+}

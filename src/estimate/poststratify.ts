@@ -1,0 +1,290 @@
+/**
+ * The eval score reweighted to production traffic (post-stratification), with a posterior interval.
+ * Pure: counts in, numbers out.
+ *
+ * Target: θ = Σ_c w_c · p_c over the covered production traffic, where w_c is cluster c's share of
+ * the covered requests and p_c the pass rate of the agent on production requests of cluster c.
+ * Assumption (the one everything rests on): within a cluster, the eval cases' pass rate stands for
+ * production's. It breaks when production's requests in a cluster are harder or easier than the
+ * eval's there (a different mix of sub-topics inside the cluster, longer conversations, other
+ * phrasing); the estimate then inherits that bias, and no interval can show it.
+ *
+ * Uncertainty, propagated jointly by drawing from the posterior (`draws` times):
+ *  - p_c ~ Beta(s_c + m·μ_g, n_c − s_c + m·(1 − μ_g)): the cluster's eval results (s_c passes of
+ *    n_c, or the sum of scores in [0, 1]) shrunk toward μ_g, the pass rate of its group (the
+ *    clusters sharing its most frequent eval tag; the whole set when it has no tag or is its tag's
+ *    only cluster), smoothed toward the whole set with GROUP_PRIOR_CASES pseudo-cases. m = `priorCases`
+ *    (default 1): a cluster with n cases keeps n/(n + 1) of its own rate. Fixed and small on
+ *    purpose: an empirical-Bayes m (beta-binomial marginal likelihood) chose 5–10 pseudo-cases when
+ *    the cluster rates were bimodal (most clusters fine, a few much worse), pulled the bad clusters
+ *    up, and its 90% interval held the truth in 67% of simulated worlds where production leans
+ *    toward them; m = 1: 84% with 20 eval cases per cluster, 90% with 40, 92% with 80 (the Beta
+ *    posterior of a cluster whose ~20 cases nearly all passed is a little too sure). A Jeffreys
+ *    floor on the prior's parameters raised the first to 88% but moved the Banking77 estimate 1.5
+ *    points down (clusters whose cases all passed pulled toward ½), so it is not used.
+ *  - w ~ Dirichlet(N_c / deff): the production shares (a Bayesian bootstrap of the requests).
+ *    deff ≥ 1 is the design effect of sessions: requests of one session are not independent, so
+ *    the effective sample is between the sessions and the requests; deff = requests / sessions
+ *    treats a session as one draw (conservative).
+ * The interval is the equal-tailed `level` interval of the drawn θ; the point estimate is the
+ * posterior mean Σ w_c · E[p_c] (the shares observed).
+ */
+import gammaRandom from '@stdlib/random-base-gamma';
+
+export interface ClusterCounts {
+  cluster: number;
+  label: string;
+  /** shrinkage group (e.g. the cluster's most frequent eval tag); '' = the whole set */
+  group: string;
+  /** eval cases of this cluster with a result */
+  evalCases: number;
+  /** their passes (or the sum of their scores in [0, 1]) */
+  evalPassed: number;
+  /** covered production requests assigned to this cluster */
+  covered: number;
+  /** uncovered production requests whose nearest cluster this is */
+  uncovered: number;
+}
+
+export interface EstimateOptions {
+  /** interval level, e.g. 0.9 */
+  level: number;
+  /** posterior draws */
+  draws: number;
+  seed: number;
+  /** design effect of the production sample (≥ 1); requests / sessions is the conservative choice */
+  designEffect: number;
+  /** prior strength m: pseudo-cases at the group's pass rate added to each cluster */
+  priorCases: number;
+}
+
+export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1 };
+
+/** pseudo-cases with which a group's pass rate is smoothed toward the whole set's */
+export const GROUP_PRIOR_CASES = 10;
+
+export type Interval = [number, number];
+
+export interface ClusterEstimate extends ClusterCounts {
+  /** share of the covered production requests */
+  prodShare: number;
+  /** share of the eval results */
+  evalShare: number;
+  /** the cluster's raw eval pass rate (null: no results) */
+  evalPassRate: number | null;
+  /** posterior mean of the pass rate (shrunk toward the group) */
+  passRate: number;
+  /** its posterior interval */
+  passRateInterval: Interval;
+  /** (prodShare − evalShare) × (passRate − raw score): this cluster's part of the gap due to the mix */
+  contribution: number;
+  /** E[p(1 − p)]: the within-cluster variance the allocation uses */
+  variance: number;
+}
+
+export interface Estimate {
+  level: number;
+  /** eval results in all, and their mean (the score the eval run reports) */
+  evalCases: number;
+  raw: number;
+  /** production requests, covered ones, and the covered share */
+  requests: number;
+  covered: number;
+  coveredShare: number;
+  /** the reweighted score on covered traffic, and its interval (null when no covered traffic) */
+  estimate: number | null;
+  interval: Interval | null;
+  /** estimate − raw */
+  gap: number | null;
+  /** the part of the gap from shrinking small clusters (the rest is Σ contribution) */
+  shrinkage: number | null;
+  /** the untested share, and what it implies for the score on ALL traffic */
+  untested: number;
+  bounds: {
+    /** the uncovered traffic all passes / all fails / passes like its nearest cluster */
+    allPass: { estimate: number; interval: Interval };
+    allFail: { estimate: number; interval: Interval };
+    nearest: { estimate: number; interval: Interval };
+  } | null;
+  /** prior strength m (pseudo-cases) */
+  priorCases: number;
+  designEffect: number;
+  clusters: ClusterEstimate[];
+}
+
+/**
+ * The prior mean of each cluster: the pass rate of its group (when the group has two clusters or
+ * more), smoothed toward the whole set's Jeffreys-smoothed rate with GROUP_PRIOR_CASES pseudo-cases;
+ * the whole set's for clusters without a group.
+ */
+export function priorMeans(cs: readonly ClusterCounts[]): number[] {
+  let n = 0;
+  let s = 0;
+  const g = new Map<string, { n: number; s: number; k: number }>();
+  for (const c of cs) {
+    n += c.evalCases;
+    s += c.evalPassed;
+    const x = g.get(c.group) ?? { n: 0, s: 0, k: 0 };
+    x.n += c.evalCases;
+    x.s += c.evalPassed;
+    x.k++;
+    g.set(c.group, x);
+  }
+  // the whole set's rate (Jeffreys-smoothed: never exactly 0 or 1)
+  const all = (s + 0.5) / (n + 1);
+  return cs.map((c) => {
+    const x = g.get(c.group)!;
+    if (c.group === '' || x.k < 2) return all;
+    return (x.s + GROUP_PRIOR_CASES * all) / (x.n + GROUP_PRIOR_CASES);
+  });
+}
+
+function quantileOf(sorted: Float64Array, q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.min(sorted.length - 1, lo + 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+function intervalOf(x: Float64Array, level: number): Interval {
+  const s = Float64Array.from(x).sort();
+  return [quantileOf(s, (1 - level) / 2), quantileOf(s, (1 + level) / 2)];
+}
+
+function validate(cs: readonly ClusterCounts[], o: EstimateOptions): void {
+  if (!(o.level > 0 && o.level < 1)) throw new RangeError('level must be in (0, 1)');
+  if (!(Number.isInteger(o.draws) && o.draws >= 100)) throw new RangeError('draws must be an integer ≥ 100');
+  if (!(o.designEffect >= 1)) throw new RangeError('designEffect must be ≥ 1');
+  if (!(o.priorCases > 0)) throw new RangeError('priorCases must be > 0');
+  for (const c of cs) {
+    if (!(c.evalCases >= 0 && c.evalPassed >= 0 && c.evalPassed <= c.evalCases + 1e-9)) {
+      throw new RangeError(`cluster ${c.cluster}: passes must be between 0 and the eval cases`);
+    }
+    if (!(c.covered >= 0 && c.uncovered >= 0)) throw new RangeError(`cluster ${c.cluster}: negative request counts`);
+  }
+}
+
+/** The posterior of every cluster's pass rate: Beta(a_c, b_c). Shared by the estimate and the allocation. */
+export interface PassRatePosterior {
+  mu: number[];
+  a: number[];
+  b: number[];
+  /** posterior mean and E[p(1 − p)] per cluster */
+  mean: number[];
+  variance: number[];
+}
+
+export function passRatePosterior(cs: readonly ClusterCounts[], priorCases = DEFAULT_ESTIMATE.priorCases): PassRatePosterior {
+  const mu = priorMeans(cs);
+  const a = cs.map((c, i) => c.evalPassed + priorCases * mu[i]);
+  const b = cs.map((c, i) => c.evalCases - c.evalPassed + priorCases * (1 - mu[i]));
+  return {
+    mu,
+    a,
+    b,
+    mean: a.map((x, i) => x / (x + b[i])),
+    variance: a.map((x, i) => (x * b[i]) / ((x + b[i]) * (x + b[i] + 1))),
+  };
+}
+
+export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<EstimateOptions> = {}): Estimate {
+  // an option given as undefined keeps its default
+  const o = { ...DEFAULT_ESTIMATE, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as EstimateOptions;
+  validate(cs, o);
+  const k = cs.length;
+  const nEval = cs.reduce((s, c) => s + c.evalCases, 0);
+  const sEval = cs.reduce((s, c) => s + c.evalPassed, 0);
+  const nCov = cs.reduce((s, c) => s + c.covered, 0);
+  const nUnc = cs.reduce((s, c) => s + c.uncovered, 0);
+  const raw = nEval ? sEval / nEval : NaN;
+  const post = passRatePosterior(cs, o.priorCases);
+
+  const g = gammaRandom.factory({ seed: o.seed });
+  const theta = new Float64Array(o.draws);
+  const thetaNear = new Float64Array(o.draws);
+  const covShare = new Float64Array(o.draws);
+  const pDraw = new Float64Array(k);
+  const pDraws = cs.map(() => new Float64Array(o.draws));
+  const de = o.designEffect;
+  for (let d = 0; d < o.draws; d++) {
+    for (let i = 0; i < k; i++) {
+      const x = g(post.a[i], 1);
+      const y = g(post.b[i], 1);
+      pDraw[i] = x + y > 0 ? x / (x + y) : post.mu[i];
+      pDraws[i][d] = pDraw[i];
+    }
+    // Dirichlet(N_c / deff) shares of covered traffic, and of the uncovered traffic's nearest clusters
+    let t = 0;
+    let z = 0;
+    let tn = 0;
+    let zn = 0;
+    for (let i = 0; i < k; i++) {
+      if (cs[i].covered > 0) {
+        const w = g(cs[i].covered / de, 1);
+        t += w * pDraw[i];
+        z += w;
+      }
+      if (cs[i].uncovered > 0) {
+        const w = g(cs[i].uncovered / de, 1);
+        tn += w * pDraw[i];
+        zn += w;
+      }
+    }
+    theta[d] = z > 0 ? t / z : NaN;
+    thetaNear[d] = zn > 0 ? tn / zn : NaN;
+    const a = nCov > 0 ? g(nCov / de, 1) : 0;
+    const b = nUnc > 0 ? g(nUnc / de, 1) : 0;
+    covShare[d] = a + b > 0 ? a / (a + b) : NaN;
+  }
+
+  const clusters: ClusterEstimate[] = cs.map((c, i) => ({
+    ...c,
+    prodShare: nCov ? c.covered / nCov : 0,
+    evalShare: nEval ? c.evalCases / nEval : 0,
+    evalPassRate: c.evalCases > 0 ? c.evalPassed / c.evalCases : null,
+    passRate: post.mean[i],
+    passRateInterval: intervalOf(pDraws[i], o.level),
+    contribution: 0,
+    variance: post.variance[i],
+  }));
+  const est = nCov ? clusters.reduce((s, c) => s + c.prodShare * c.passRate, 0) : null;
+  for (const c of clusters) c.contribution = (c.prodShare - c.evalShare) * (c.passRate - (Number.isNaN(raw) ? 0 : raw));
+  const shrinkage = est === null || !nEval ? null : clusters.reduce((s, c) => s + (c.evalPassRate === null ? 0 : c.evalShare * (c.passRate - c.evalPassRate)), 0);
+  const requests = nCov + nUnc;
+  const coveredShare = requests ? nCov / requests : 0;
+  let bounds: Estimate['bounds'] = null;
+  if (est !== null) {
+    const near = nUnc ? cs.reduce((s, c, i) => s + (c.uncovered / nUnc) * post.mean[i], 0) : 0;
+    const mix = (fill: (d: number) => number) => {
+      const x = new Float64Array(o.draws);
+      for (let d = 0; d < o.draws; d++) {
+        const cv = Number.isNaN(covShare[d]) ? 1 : covShare[d];
+        x[d] = cv * theta[d] + (1 - cv) * fill(d);
+      }
+      return intervalOf(x, o.level);
+    };
+    const un = 1 - coveredShare;
+    bounds = {
+      allPass: { estimate: coveredShare * est + un, interval: mix(() => 1) },
+      allFail: { estimate: coveredShare * est, interval: mix(() => 0) },
+      nearest: { estimate: coveredShare * est + un * near, interval: mix((d) => (nUnc ? thetaNear[d] : 0)) },
+    };
+  }
+  return {
+    level: o.level,
+    evalCases: nEval,
+    raw,
+    requests,
+    covered: nCov,
+    coveredShare,
+    estimate: est,
+    interval: est === null ? null : intervalOf(theta, o.level),
+    gap: est === null || !nEval ? null : est - raw,
+    shrinkage,
+    untested: requests ? nUnc / requests : 0,
+    bounds,
+    priorCases: o.priorCases,
+    designEffect: de,
+    clusters,
+  };
+}

@@ -1,0 +1,220 @@
+/**
+ * The estimate stage's reads and writes: eval results per case (migration 15), production traffic
+ * per cluster, and the daily production-weighted score (migration 16). Values are always bound as
+ * query parameters; only the store's table names are interpolated.
+ */
+import type { StoreReader, StoreWriter, Window } from './gaps.js';
+import type { Store } from './store.js';
+
+/** One row of {db}.eval_results as inserted. */
+export interface EvalResultRow {
+  model_version: string;
+  run_id: string;
+  case_id: string;
+  cluster: number;
+  tags: string[];
+  passed: 0 | 1 | null;
+  score: number | null;
+  scores: Record<string, number>;
+  value: number | null;
+  source: string;
+}
+
+/** Insert with deduplication tokens derived from `token`: repeating the same import is a no-op. */
+export async function insertEvalResults(w: Store, rows: EvalResultRow[], token: string): Promise<void> {
+  for (let i = 0; i < rows.length; i += 10_000) await w.insertJson('eval_results', rows.slice(i, i + 10_000), `${token}:${i}`);
+}
+
+export interface EvalRunInfo {
+  run_id: string;
+  cases: number;
+  /** mean of passed/score (null: per-metric scores only) */
+  mean: number | null;
+  stored_at: string;
+}
+
+/** The eval runs stored for a coverage model version, latest first. */
+export async function listEvalRuns(r: StoreReader, modelVersion: string): Promise<EvalRunInfo[]> {
+  const rows = await r.query<{ run_id: string; cases: string; mean: number | null; stored_at: string }>(
+    `SELECT run_id, count() AS cases, avgOrNull(value) AS mean, max(stored_at) AS stored_at
+     FROM ${r.t('eval_results')} FINAL WHERE model_version = {v:String}
+     GROUP BY run_id ORDER BY stored_at DESC, run_id`,
+    { v: modelVersion },
+  );
+  return rows.map((x) => ({ run_id: x.run_id, cases: Number(x.cases), mean: x.mean === null ? null : Number(x.mean), stored_at: x.stored_at }));
+}
+
+/** Model versions that have eval results, latest first. */
+export async function modelsWithResults(r: StoreReader): Promise<string[]> {
+  const rows = await r.query<{ v: string }>(
+    `SELECT model_version AS v FROM ${r.t('eval_results')} GROUP BY v ORDER BY max(stored_at) DESC`,
+  );
+  return rows.map((x) => x.v);
+}
+
+/** Per cluster: cases with a result and the sum of their results (passes, or scores; or one metric's scores). */
+export async function evalResultsByCluster(
+  r: StoreReader,
+  modelVersion: string,
+  runId: string,
+  metric?: string,
+): Promise<Map<number, { cases: number; passed: number }>> {
+  const value = metric ? `scores[{metric:String}]` : 'value';
+  const cond = metric ? ` AND mapContains(scores, {metric:String})` : ' AND value IS NOT NULL';
+  const rows = await r.query<{ cluster: number; n: string; s: number }>(
+    `SELECT cluster, count() AS n, sum(${value}) AS s FROM ${r.t('eval_results')} FINAL
+     WHERE model_version = {v:String} AND run_id = {run:String}${cond} GROUP BY cluster`,
+    { v: modelVersion, run: runId, ...(metric ? { metric } : {}) },
+  );
+  return new Map(rows.map((x) => [Number(x.cluster), { cases: Number(x.n), passed: Number(x.s) }]));
+}
+
+/** Metric names present in an eval run. */
+export async function evalRunMetrics(r: StoreReader, modelVersion: string, runId: string): Promise<string[]> {
+  const rows = await r.query<{ m: string }>(
+    `SELECT DISTINCT arrayJoin(mapKeys(scores)) AS m FROM ${r.t('eval_results')} FINAL
+     WHERE model_version = {v:String} AND run_id = {run:String} ORDER BY m`,
+    { v: modelVersion, run: runId },
+  );
+  return rows.map((x) => x.m);
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+
+export interface TrafficCounts {
+  /** covered / uncovered requests per cluster (for uncovered rows: the nearest cluster) */
+  byCluster: Map<number, { covered: number; uncovered: number }>;
+  requests: number;
+  /** distinct sessions (a request without a session id counts as its own) */
+  sessions: number;
+}
+
+export interface DailyTraffic extends TrafficCounts {
+  day: string; // YYYY-MM-DD
+  agent: string; // '' = all agents
+}
+
+/**
+ * Production traffic of a window scored by one coverage model, per cluster, for the whole window,
+ * and per UTC day, per agent ('' = the window's agent or all agents) when `daily`.
+ */
+export async function trafficByCluster(
+  r: StoreReader,
+  w: Window & { modelVersion: string },
+): Promise<{ total: TrafficCounts; days: DailyTraffic[] }> {
+  let cond = `ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')} AND model_version = {v:String}`;
+  const params: Record<string, unknown> = { since: iso(w.since), until: iso(w.until), v: w.modelVersion };
+  if (w.agent) {
+    cond += ` AND agent = {agent:String}`;
+    params.agent = w.agent;
+  }
+  const rows = await r.query<{ day: string; cluster: number; cov: string; unc: string }>(
+    `SELECT toString(toDate(ts)) AS day, cluster, countIf(covered = 1) AS cov, countIf(covered = 0) AS unc
+     FROM ${r.t('requests')} WHERE ${cond} GROUP BY day, cluster ORDER BY day, cluster`,
+    params,
+  );
+  const sessionKey = `uniqExact(if(session_id = '', concat('r:', request_id), concat('s:', session_id)))`;
+  const perDay = await r.query<{ day: string; n: string; s: string }>(
+    `SELECT toString(toDate(ts)) AS day, count() AS n, ${sessionKey} AS s FROM ${r.t('requests')} WHERE ${cond} GROUP BY day`,
+    params,
+  );
+  const whole = await r.query<{ day: string; n: string; s: string }>(
+    `SELECT '' AS day, count() AS n, ${sessionKey} AS s FROM ${r.t('requests')} WHERE ${cond}`,
+    params,
+  );
+  const sess = [...perDay, ...whole];
+  const total: TrafficCounts = { byCluster: new Map(), requests: 0, sessions: 0 };
+  const days = new Map<string, DailyTraffic>();
+  for (const x of rows) {
+    const d = days.get(x.day) ?? { day: x.day, agent: w.agent ?? '', byCluster: new Map(), requests: 0, sessions: 0 };
+    days.set(x.day, d);
+    const c = Number(x.cluster);
+    const cov = Number(x.cov);
+    const unc = Number(x.unc);
+    d.byCluster.set(c, { covered: cov, uncovered: unc });
+    const t = total.byCluster.get(c) ?? { covered: 0, uncovered: 0 };
+    t.covered += cov;
+    t.uncovered += unc;
+    total.byCluster.set(c, t);
+  }
+  for (const s of sess) {
+    const target = s.day === '' ? total : days.get(s.day);
+    if (!target) continue;
+    target.requests = Number(s.n);
+    target.sessions = Number(s.s);
+  }
+  return { total, days: [...days.values()] };
+}
+
+/** Agents with traffic of a coverage model in the window, busiest first. */
+export async function agentsInWindow(r: StoreReader, w: Window & { modelVersion: string }): Promise<string[]> {
+  const rows = await r.query<{ agent: string }>(
+    `SELECT agent FROM ${r.t('requests')}
+     WHERE ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')} AND model_version = {v:String}
+     GROUP BY agent ORDER BY count() DESC, agent`,
+    { since: iso(w.since), until: iso(w.until), v: w.modelVersion },
+  );
+  return rows.map((x) => x.agent);
+}
+
+/** Example production queries of a cluster (covered rows, text not redacted), distinct, spread by a hash. */
+export async function clusterExamples(
+  r: StoreReader,
+  w: Window & { modelVersion: string },
+  cluster: number,
+  n: number,
+): Promise<string[]> {
+  let cond = `ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')} AND model_version = {v:String}
+    AND cluster = {c:Int32} AND covered = 1 AND query_redacted = 0`;
+  const params: Record<string, unknown> = { since: iso(w.since), until: iso(w.until), v: w.modelVersion, c: cluster, n };
+  if (w.agent) {
+    cond += ` AND agent = {agent:String}`;
+    params.agent = w.agent;
+  }
+  // one row per normalised text; a hash of it orders them (a spread sample, not the first ones stored)
+  const rows = await r.query<{ q: string }>(
+    `SELECT any(query) AS q FROM ${r.t('requests')} WHERE ${cond}
+     GROUP BY lower(trimBoth(replaceRegexpAll(query, '\\\\s+', ' '))) AS norm
+     ORDER BY cityHash64(norm) LIMIT {n:UInt32}`,
+    params,
+  );
+  return rows.map((x) => x.q);
+}
+
+/** One row of {db}.production_weighted_score. */
+export interface WeightedScoreRow {
+  day: string;
+  agent: string;
+  computed_at: string;
+  model_version: string;
+  run_id: string;
+  metric: string;
+  requests: number;
+  covered: number;
+  untested_share: number;
+  eval_cases: number;
+  raw_score: number;
+  estimate: number;
+  low: number;
+  high: number;
+  level: number;
+  all_traffic_all_fail: number;
+  all_traffic_all_pass: number;
+  all_traffic_nearest: number;
+}
+
+export async function writeWeightedScores(w: StoreWriter, rows: WeightedScoreRow[]): Promise<void> {
+  await w.insertJson('production_weighted_score', rows);
+}
+
+/** The stored daily scores of an agent ('' = all agents) since a day, oldest first (the latest computation of each day). */
+export async function readWeightedScores(r: StoreReader, agent: string, sinceDay: string): Promise<WeightedScoreRow[]> {
+  const rows = await r.query<Omit<WeightedScoreRow, 'day' | 'computed_at'> & { day_text: string; computed_text: string }>(
+    `SELECT toString(day) AS day_text, agent, toString(computed_at) AS computed_text, model_version, run_id, metric, requests, covered,
+            untested_share, eval_cases, raw_score, estimate, low, high, level, all_traffic_all_fail, all_traffic_all_pass, all_traffic_nearest
+     FROM ${r.t('production_weighted_score')} FINAL
+     WHERE agent = {agent:String} AND day >= {since:Date} ORDER BY day`,
+    { agent, since: sinceDay },
+  );
+  return rows.map(({ day_text, computed_text, ...x }) => ({ ...x, day: day_text, computed_at: computed_text, requests: Number(x.requests), covered: Number(x.covered), eval_cases: Number(x.eval_cases) }));
+}

@@ -1,0 +1,289 @@
+/**
+ * The production-weighted eval score on Banking77 with a known truth (npm run bench; prints one JSON object).
+ *
+ * Once: a coverage model is fitted (real embedding model, k auto) on an eval set of `perIntent`
+ * train queries of each of 67 intents (10 intents held out, never in the eval set). Every other
+ * Banking77 query (the test split and the train queries not in the eval set, all 77 intents) is
+ * embedded once and assigned by the model: the pool production draws from.
+ *
+ * Per draw (seeded, `draws` of them):
+ *  - truth: each intent gets a failure probability, most small (Beta(1, 15), mean 6%), a fifth of
+ *    them much worse (uniform 30–70%);
+ *  - eval run: each eval case passes with its intent's probability;
+ *  - production: `requests` queries drawn from the pool with an intent mix unlike the eval's
+ *    (lognormal weights, σ = 1), held-out intents included; two scenarios (--bad-boost=1,3): the
+ *    mix independent of failure, and the worse intents 3× as likely (production leans on the hard
+ *    cases);
+ *  - truth on covered traffic: the mean pass probability of the covered production requests;
+ *  - the estimate (src/estimate, the same core `evalgap estimate` runs) and its 90% interval.
+ * Reported: mean |raw − truth| and |estimate − truth|, their ratio, the interval's coverage and width,
+ * and the "oracle": the post-stratified score computed with the eval cases' TRUE pass probabilities
+ * (no sampling error at all): its error is what the method's assumption alone costs here.
+ *
+ * Plan: on `planDraws` of the draws, 200 new eval cases (drawn from the pool's covered queries of
+ * the chosen cluster, passing with their intent's probability) are placed by the plan (Neyman over
+ * the covered clusters, `evalgap plan --covered-only`), in proportion to traffic, or uniformly over
+ * the clusters with traffic; the reweighted score's 90% interval width after adding them.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import gammaRandom from '@stdlib/random-base-gamma';
+import { loadConfig } from '../../src/config/index.js';
+import { buildCoverageModel, dedupeCases, evalSetHash, DEFAULT_FIT } from '../../src/coverage/fit.js';
+import { CoverageAssigner, type CoverageModel } from '../../src/coverage/model.js';
+import { loadEmbedder } from '../../src/embed/embedder.js';
+import { proportionalAllocation, uniformAllocation } from '../../src/estimate/allocate.js';
+import { planCases } from '../../src/estimate/plan.js';
+import { estimateScore, type ClusterCounts } from '../../src/estimate/poststratify.js';
+import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const draws = Number(args.get('draws') ?? 200);
+const planDraws = Number(args.get('plan-draws') ?? 50);
+const perIntent = Number(args.get('per-intent') ?? 20);
+const requests = Number(args.get('requests') ?? 5000);
+const heldOutCount = Number(args.get('held') ?? 10);
+const budget = Number(args.get('budget') ?? 200);
+/** how much likelier the worse intents are in production than their lognormal weight (1: the mix is independent of failure) */
+/** clusters: auto (the fit's choice) or a number */
+const kArg = args.get('k') ?? 'auto';
+const badBoosts = (args.get('bad-boost') ?? '1,3').split(',').map(Number);
+
+const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
+
+async function main() {
+  if (!hasBanking77()) {
+    console.log(JSON.stringify({ bench: 'estimate', skipped: BANKING77_MISSING }));
+    return;
+  }
+  const cfg = loadConfig();
+  const embedder = await loadEmbedder(cfg.embed);
+  const dim = embedder.dim;
+  const train = loadBanking77('train');
+  const test = loadBanking77('test');
+  const cats = categories(train);
+  const trainCases = dedupeCases(train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [r.category] }))).unique;
+  // embeddings cached in the temp folder by model and texts (shared with the gaps benchmark)
+  const embedAll = async (texts: string[]): Promise<Float32Array> => {
+    const key = createHash('sha256').update(embedder.modelChecksum).update(texts.join('\n')).digest('hex').slice(0, 16);
+    const file = path.join(os.tmpdir(), `evalgap-bench-emb-${key}.f32`);
+    if (fs.existsSync(file)) {
+      const b = fs.readFileSync(file);
+      return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    }
+    console.error(`embedding ${texts.length} queries…`);
+    const v = (await embedder.embed(texts)).vectors;
+    fs.writeFileSync(file, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+    return v;
+  };
+  const trainVec = await embedAll(trainCases.map((c) => c.text));
+  const testVec = await embedAll(test.map((r) => r.text));
+  await embedder.close?.();
+
+  // the eval set: the first `perIntent` train queries of each fitted intent
+  const held = holdOut(cats, heldOutCount, 77);
+  const taken = new Map<string, number>();
+  const evalIdx: number[] = [];
+  const poolTrain: number[] = [];
+  trainCases.forEach((c, i) => {
+    const t = c.tags[0];
+    if (!held.has(t) && (taken.get(t) ?? 0) < perIntent) {
+      taken.set(t, (taken.get(t) ?? 0) + 1);
+      evalIdx.push(i);
+    } else poolTrain.push(i);
+  });
+  const evalCases = evalIdx.map((i) => trainCases[i]);
+  const evalVec = new Float32Array(evalIdx.length * dim);
+  evalIdx.forEach((i, j) => evalVec.set(trainVec.subarray(i * dim, i * dim + dim), j * dim));
+  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim, maxTokens: embedder.maxTokens };
+  const t0 = Date.now();
+  const built = buildCoverageModel(evalCases, evalCases.length, evalSetHash(evalCases), evalVec, emb, { ...DEFAULT_FIT, k: kArg === 'auto' ? 'auto' : Number(kArg), source: 'banking77', textField: 'text' });
+  const fitMs = Date.now() - t0;
+  const m = built.draft;
+  const k = m.params.k;
+  const evalCluster = built.arrays.labels;
+  // the cluster's group: its most frequent eval tag (as evalgap estimate reads it from the stored results)
+  const groupOf = Array.from({ length: k }, (_, c) => {
+    const counts = new Map<string, number>();
+    evalCases.forEach((x, i) => evalCluster[i] === c && counts.set(x.tags[0], (counts.get(x.tags[0]) ?? 0) + 1));
+    return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
+  });
+
+  // the production pool: the test split and the train queries not in the eval set, assigned once
+  const pool: { intent: string }[] = [];
+  const poolVec = new Float32Array((test.length + poolTrain.length) * dim);
+  test.forEach((r, i) => {
+    pool.push({ intent: r.category });
+    poolVec.set(testVec.subarray(i * dim, i * dim + dim), i * dim);
+  });
+  poolTrain.forEach((ti, j) => {
+    pool.push({ intent: trainCases[ti].tags[0] });
+    poolVec.set(trainVec.subarray(ti * dim, ti * dim + dim), (test.length + j) * dim);
+  });
+  const model = { manifest: m, centroids: built.arrays.centroids, embeddings: evalVec, labels: evalCluster, cases: built.arrays.cases } as unknown as CoverageModel;
+  const a = new CoverageAssigner(model).assign(poolVec, pool.length);
+  const poolCluster = Int32Array.from(a.cluster.subarray(0, pool.length));
+  const poolCovered = Uint8Array.from(a.covered.subarray(0, pool.length));
+  const byIntent = new Map<string, number[]>();
+  pool.forEach((p, i) => byIntent.set(p.intent, [...(byIntent.get(p.intent) ?? []), i]));
+  // covered pool queries of fitted intents per cluster: where new eval cases come from
+  const newCasePool: number[][] = Array.from({ length: k }, () => []);
+  pool.forEach((p, i) => {
+    if (poolCovered[i] && !held.has(p.intent)) newCasePool[poolCluster[i]].push(i);
+  });
+
+  const g = gammaRandom.factory({ seed: 20 });
+  const u = (g.PRNG as unknown as { normalized: () => number }).normalized;
+  const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+  const beta = (x: number, y: number) => {
+    const p = g(x, 1);
+    return p / (p + g(y, 1));
+  };
+
+  const scenarios: unknown[] = [];
+  for (const badBoost of badBoosts) {
+  const rows: { heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
+  for (let d = 0; d < draws; d++) {
+    const fail = new Map(cats.map((c) => [c, u() < 0.2 ? 0.3 + 0.4 * u() : beta(1, 15)]));
+    const passP = (intent: string) => 1 - fail.get(intent)!;
+    // the eval run
+    const n = new Array<number>(k).fill(0);
+    const s = new Array<number>(k).fill(0);
+    evalCases.forEach((c, i) => {
+      n[evalCluster[i]]++;
+      if (u() < passP(c.tags[0])) s[evalCluster[i]]++;
+    });
+    // production: an intent mix unlike the eval's, held-out intents included
+    const w = cats.map((c) => Math.exp(normal()) * (fail.get(c)! > 0.25 ? badBoost : 1));
+    const cum: number[] = [];
+    w.reduce((acc, x, i) => (cum[i] = acc + x), 0);
+    const cov = new Array<number>(k).fill(0);
+    const unc = new Array<number>(k).fill(0);
+    let truthSum = 0;
+    let covered = 0;
+    let heldCovered = 0;
+    let fittedSum = 0;
+    for (let r = 0; r < requests; r++) {
+      const x = u() * cum[cum.length - 1];
+      let j = 0;
+      while (cum[j] < x) j++;
+      const idx = byIntent.get(cats[j])!;
+      const q = idx[Math.floor(u() * idx.length)];
+      if (poolCovered[q]) {
+        cov[poolCluster[q]]++;
+        truthSum += passP(pool[q].intent);
+        covered++;
+        if (held.has(pool[q].intent)) heldCovered++;
+        else fittedSum += passP(pool[q].intent);
+      } else unc[poolCluster[q]]++;
+    }
+    const truth = truthSum / covered;
+    // what the assumption alone costs: the post-stratified score with the eval cases' TRUE pass probabilities (no sampling error)
+    const evalTrue = new Array<number>(k).fill(0);
+    evalCases.forEach((c, i) => (evalTrue[evalCluster[i]] += passP(c.tags[0])));
+    const oracle = cov.reduce((acc, x, c) => acc + (n[c] ? (x / covered) * (evalTrue[c] / n[c]) : 0), 0);
+    const counts = (add?: number[], addPassed?: number[]): ClusterCounts[] =>
+      Array.from({ length: k }, (_, c) => ({
+        cluster: c,
+        label: `c${c}`,
+        group: groupOf[c],
+        evalCases: n[c] + (add?.[c] ?? 0),
+        evalPassed: s[c] + (addPassed?.[c] ?? 0),
+        covered: cov[c],
+        uncovered: unc[c],
+      }));
+    const e = estimateScore(counts(), { draws: 2000, seed: d + 1 });
+    rows.push({ heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+
+    if (d < planDraws) {
+      const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
+      const plan = planCases(e, [], budget, { coveredOnly: true });
+      const byPlan = new Array<number>(k).fill(0);
+      plan.items.forEach((it) => (byPlan[Number(it.id)] = it.cases));
+      const prop = new Array<number>(k).fill(0);
+      proportionalAllocation(withTraffic.map((i) => cov[i]), budget).forEach((x, j) => (prop[withTraffic[j]] = x));
+      const unif = new Array<number>(k).fill(0);
+      uniformAllocation(withTraffic.length, budget).forEach((x, j) => (unif[withTraffic[j]] = x));
+      const width = (alloc: number[]) => {
+        const add = new Array<number>(k).fill(0);
+        const addP = new Array<number>(k).fill(0);
+        alloc.forEach((x, c) => {
+          const src = newCasePool[c];
+          if (!src.length) return; // nothing covered to draw new cases from in this cluster
+          for (let i = 0; i < x; i++) {
+            const q = src[Math.floor(u() * src.length)];
+            add[c]++;
+            if (u() < passP(pool[q].intent)) addP[c]++;
+          }
+        });
+        const r = estimateScore(counts(add, addP), { draws: 2000, seed: 1000 + d });
+        return { width: r.interval![1] - r.interval![0], placed: add.reduce((a2, b) => a2 + b, 0) };
+      };
+      const wp = width(byPlan);
+      const wr = width(prop);
+      const wu = width(unif);
+      planRows.push({ plan: wp.width, proportional: wr.width, uniform: wu.width, placed: { plan: wp.placed, proportional: wr.placed, uniform: wu.placed } });
+    }
+  }
+  const errRaw = mean(rows.map((r) => Math.abs(r.raw - r.truth)));
+  const errEst = mean(rows.map((r) => Math.abs(r.est - r.truth)));
+  scenarios.push({
+        badIntentBoost: badBoost,
+        meanUntestedShare: mean(rows.map((r) => r.untested)),
+        meanRaw: mean(rows.map((r) => r.raw)),
+        meanEstimate: mean(rows.map((r) => r.est)),
+        meanTruth: mean(rows.map((r) => r.truth)),
+        meanAbsErrorRaw: errRaw,
+        meanAbsErrorEstimate: errEst,
+        errorRatio: errRaw / errEst,
+        meanSignedErrorEstimate: mean(rows.map((r) => r.est - r.truth)),
+        // the assumption's own bias: post-stratified with the eval cases' true pass probabilities
+        meanSignedErrorOracle: mean(rows.map((r) => r.oracle - r.truth)),
+        meanAbsErrorOracle: mean(rows.map((r) => Math.abs(r.oracle - r.truth))),
+        meanHeldOutShareOfCovered: mean(rows.map((r) => r.heldCoveredShare)),
+        meanTruthFittedIntentsOnly: mean(rows.map((r) => r.truthFitted)),
+        coverage90: rows.filter((r) => r.inside).length / rows.length,
+        meanIntervalWidth: mean(rows.map((r) => r.width)),
+        targets: { errorRatioAtLeast: 3, coverage90Within: [0.85, 0.95] },
+        plan: {
+          budget,
+          draws: planRows.length,
+          widthBefore: mean(rows.slice(0, planRows.length).map((r) => r.width)),
+          widthPlan: mean(planRows.map((r) => r.plan)),
+          widthProportional: mean(planRows.map((r) => r.proportional)),
+          widthUniform: mean(planRows.map((r) => r.uniform)),
+          planNarrowestShare: planRows.filter((r) => r.plan <= r.proportional && r.plan <= r.uniform).length / planRows.length,
+          meanPlaced: {
+            plan: mean(planRows.map((r) => r.placed.plan)),
+            proportional: mean(planRows.map((r) => r.placed.proportional)),
+            uniform: mean(planRows.map((r) => r.placed.uniform)),
+          },
+        },
+        firstDraws: rows.slice(0, 3),
+  });
+  }
+  console.log(
+    JSON.stringify(
+      {
+        bench: 'estimate',
+        data: 'banking77',
+        draws,
+        evalCases: evalCases.length,
+        fittedIntents: cats.length - held.size,
+        heldOutIntents: held.size,
+        k,
+        fitSeconds: fitMs / 1000,
+        productionRequests: requests,
+        poolQueries: pool.length,
+        scenarios,
+      },
+      null,
+      2,
+    ),
+  );
+}
+
+void main();

@@ -1,0 +1,267 @@
+/**
+ * `evalgap results`, `estimate` and `plan` against the real engine (embedded chdb), the real model
+ * and rows stored by the real pipeline (`evalgap run` streaming from the real broker). The eval set
+ * is the bundled sample (six topics); its results fail 70% of one topic ("returns") and 5% of the
+ * rest; production leans on that topic (and has 20% untested traffic). A second agent's traffic is
+ * stored with redacted text: its plan is numbers only.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
+import { createLogger } from '../../src/config/logger.js';
+import { parseEvalSet } from '../../src/coverage/evalset.js';
+import { loadCoverageModel } from '../../src/coverage/model.js';
+import { produceJson } from '../../src/ingest/kafka.js';
+import { startRun } from '../../src/cli/run.js';
+import { parseSince, writeReport } from '../../src/cli/report.js';
+import { sampleEvalSet, sampleTraffic } from '../../src/cli/sample-data.js';
+import { Store } from '../../src/store/store.js';
+import { fitSampleModel, groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+
+const exec = promisify(execFile);
+const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
+const kafka = testKafka();
+let dir: string;
+let cfg: Config;
+let env: NodeJS.ProcessEnv;
+const BAD = 'returns';
+
+const cli = (...args: string[]) => exec('node', [CLI, ...args], { env, maxBuffer: 1 << 24 });
+const cliFails = (...args: string[]) => cli(...args).then(
+  () => {
+    throw new Error(`expected evalgap ${args[0]} to fail`);
+  },
+  (e: { code: number; stderr: string; stdout: string }) => e,
+);
+
+async function withStore<T>(fn: (s: Store) => Promise<T>): Promise<T> {
+  const s = await Store.open(cfg.clickhouse);
+  try {
+    return await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
+async function stream(topic: string, values: unknown[], redactText: boolean) {
+  const group = uniqueName('g');
+  const c: Config = {
+    ...cfg,
+    kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group },
+    ingest: { ...cfg.ingest, metricsPort: -1, redactText, redactKey: redactText ? 'k'.repeat(32) : undefined },
+  };
+  const p = kafka.producer();
+  await p.connect();
+  await produceJson(p, topic, values);
+  await p.disconnect();
+  const running = await startRun(c, path.join(dir, 'model'), createLogger('silent'));
+  try {
+    await waitFor(() => groupCaughtUp(kafka, group, topic), 120_000, 'the group to commit every offset');
+  } finally {
+    await running.stop();
+  }
+}
+
+/** The eval results: case i of topic t passes unless (t = returns and i mod 10 < 7) or (i mod 20 = 0). */
+const passes = (id: string) => {
+  const [t, i] = [id.slice(0, id.lastIndexOf('-')), Number(id.slice(id.lastIndexOf('-') + 1))];
+  return t === BAD ? i % 10 >= 7 : i % 20 !== 0;
+};
+
+beforeAll(async () => {
+  dir = tmpDir();
+  cfg = testConfig(path.join(dir, 'chdb'));
+  env = { ...process.env, EVALGAP_DATA_DIR: cfg.clickhouse.path, EVALGAP_LOG_LEVEL: 'warn' };
+  await fitSampleModel(path.join(dir, 'model'));
+  // production: 'returns' over-represented (each of its requests kept, the others' one in three), 20% untested
+  const topic = uniqueName('evalgap.test.estimate');
+  const all = sampleTraffic(900, { seed: 31, surpriseShare: 0.2, idPrefix: `${topic}-p`, start: Date.now() - 3 * 3_600_000, stepMs: 10_000 });
+  const kept = all.filter((t, i) => t.topic_hint === BAD || t.topic_hint === 'data-privacy' || t.topic_hint === 'gift-cards' || i % 3 === 0);
+  await stream(topic, kept.map(({ topic_hint: _t, ...m }) => m), false);
+  const secret = sampleTraffic(40, { seed: 32, surpriseShare: 0, idPrefix: `${topic}-s`, start: Date.now() - 3_600_000 }).map(({ topic_hint: _t, ...m }) => ({ ...m, agent: 'private-bot' }));
+  await stream(`${topic}.redacted`, secret, true);
+}, 300_000);
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe('evalgap results', () => {
+  it('refuses a file with a result for no case, or a malformed line, and stores nothing', async () => {
+    const f = path.join(dir, 'bad.jsonl');
+    fs.writeFileSync(f, ['{"id": "shipping-0", "passed": true}', '{"id": "no-such-case", "passed": false}', '{"id": "shipping-1", "score": 2}'].join('\n') + '\n');
+    const e = await cliFails('results', f, '--model', path.join(dir, 'model'));
+    expect(e.code).toBe(2);
+    expect(e.stderr).toContain('bad.jsonl:3');
+    expect(e.stderr).toContain('"no-such-case" (line 2)');
+    expect(e.stderr).toContain('nothing stored');
+    const [n] = await withStore((s) => s.query<{ n: string }>(`SELECT count() AS n FROM ${s.t('eval_results')}`));
+    expect(Number(n.n)).toBe(0);
+  });
+
+  it('stores every result with its case cluster, model version and run id; the same file again adds no row', async () => {
+    // the model's cases (the sample set has repeated texts, which fit keeps once)
+    const cases = loadCoverageModel(path.join(dir, 'model')).cases;
+    const f = path.join(dir, 'results.jsonl');
+    fs.writeFileSync(
+      f,
+      cases.map((c, i) => JSON.stringify({ id: c.id, passed: passes(c.id), scores: { faithfulness: i % 2 ? 1 : 0.5 } })).join('\n') + '\n',
+    );
+    const out = await cli('results', f, '--model', path.join(dir, 'model'), '--run-id', 'nightly-1');
+    expect(out.stdout).toContain(`stored ${cases.length} result(s) as eval run nightly-1`);
+    await cli('results', f, '--model', path.join(dir, 'model'), '--run-id', 'nightly-1');
+    const m = loadCoverageModel(path.join(dir, 'model'));
+    expect(m.manifest.evalSet.cases).toBeGreaterThan(cases.length);
+    const dup = path.join(dir, 'dup.jsonl');
+    const dropped = sampleEvalSet(30).find((c) => !m.cases.some((x) => x.id === c.id))!;
+    fs.writeFileSync(dup, JSON.stringify({ id: dropped.id, passed: true }) + '\n');
+    expect((await cliFails('results', dup, '--model', path.join(dir, 'model'))).stderr).toContain(`"${dropped.id}" (line 1)`);
+    const rows = await withStore((s) =>
+      s.query<{ case_id: string; cluster: number; value: number; model_version: string }>(
+        `SELECT case_id, cluster, value, model_version FROM ${s.t('eval_results')} FINAL WHERE run_id = 'nightly-1'`,
+      ),
+    );
+    expect(rows).toHaveLength(cases.length);
+    const clusterOf = new Map(m.cases.map((c, i) => [c.id, m.labels[i]]));
+    for (const r of rows) {
+      expect(r.model_version).toBe(m.manifest.version);
+      expect(Number(r.cluster)).toBe(clusterOf.get(r.case_id));
+      expect(Number(r.value)).toBe(passes(r.case_id) ? 1 : 0);
+    }
+  });
+});
+
+describe('evalgap estimate', () => {
+  it('reweights the eval score to the traffic, reports the untested share with its bounds, and stores one row per day', async () => {
+    const out = await cli('estimate', '--since', '1d', '--format', 'json');
+    const rep = JSON.parse(out.stdout);
+    const e = rep.estimate;
+    const cases = loadCoverageModel(path.join(dir, 'model')).cases;
+    const raw = cases.filter((c) => passes(c.id)).length / cases.length;
+    expect(e.raw).toBeCloseTo(raw, 9);
+    if (process.env.EVALGAP_TEST_PRINT) console.log({ raw, estimate: e.estimate, interval: e.interval, k: e.clusters.length });
+    expect(rep.runId).toBe('nightly-1');
+    // reference: the same post-stratification from the stored rows (no shrinkage) — the estimate sits near it
+    const m = loadCoverageModel(path.join(dir, 'model'));
+    const perCluster = new Map<number, { n: number; s: number }>();
+    m.cases.forEach((c, i) => {
+      const x = perCluster.get(m.labels[i]) ?? { n: 0, s: 0 };
+      x.n++;
+      x.s += passes(c.id) ? 1 : 0;
+      perCluster.set(m.labels[i], x);
+    });
+    const traffic = await withStore((s) =>
+      s.query<{ cluster: number; cov: string; n: string }>(
+        `SELECT cluster, countIf(covered = 1) AS cov, count() AS n FROM ${s.t('requests')} WHERE agent != 'private-bot' GROUP BY cluster`,
+      ),
+    );
+    const all = await withStore((s) => s.query<{ n: string; unc: string }>(`SELECT count() AS n, countIf(covered = 0) AS unc FROM ${s.t('requests')}`));
+    const covered = traffic.reduce((s, t) => s + Number(t.cov), 0);
+    // the private agent's rows count too (the estimate is over all agents)
+    const privateCov = Number(all[0].n) - Number(all[0].unc) - covered;
+    expect(e.requests).toBe(Number(all[0].n));
+    expect(e.untested).toBeCloseTo(Number(all[0].unc) / Number(all[0].n), 9);
+    expect(e.untested).toBeGreaterThan(0.1);
+    expect(privateCov).toBeGreaterThan(0);
+    const plugIn = e.clusters.reduce((s: number, c: { cluster: number; prodShare: number }) => {
+      const x = perCluster.get(c.cluster)!;
+      return s + c.prodShare * (x.s / x.n);
+    }, 0);
+    expect(Math.abs(e.estimate - plugIn)).toBeLessThan(0.03);
+    expect(e.estimate).toBeLessThan(raw - 0.05); // production leans on the failing topic
+    expect(e.interval[0]).toBeLessThan(e.estimate);
+    expect(e.interval[1]).toBeGreaterThan(e.estimate);
+    expect(e.designEffect).toBeGreaterThan(1); // sample traffic has sessions of 3 turns
+    const b = e.bounds;
+    expect(b.allFail.estimate).toBeLessThan(b.nearest.estimate);
+    expect(b.nearest.estimate).toBeLessThan(b.allPass.estimate);
+    expect(b.allFail.estimate).toBeCloseTo((1 - e.untested) * e.estimate, 9);
+    // per agent: both sample agents and the private one
+    expect(rep.agents.map((a: { agent: string }) => a.agent).sort()).toEqual(['checkout-assistant', 'private-bot', 'support-bot']);
+    const stored = await withStore((s) =>
+      s.query<{ day: string; agent: string; estimate: number; raw_score: number; requests: string }>(
+        `SELECT toString(day) AS day, agent, estimate, raw_score, requests FROM ${s.t('production_weighted_score')} FINAL ORDER BY day`,
+      ),
+    );
+    expect(stored.map((x) => x.day)).toEqual(rep.days.map((d: { day: string }) => d.day));
+    expect(stored.every((x) => x.agent === '')).toBe(true);
+    expect(stored.reduce((s, x) => s + Number(x.requests), 0)).toBe(e.requests);
+    expect(Number(stored[0].raw_score)).toBeCloseTo(raw, 9);
+  });
+
+  it('prints the one-line answer, the clusters of the gap, and reads a per-metric score with --metric', async () => {
+    const out = await cli('estimate', '--since', '1d', '--agent', 'support-bot', '--no-store');
+    expect(out.stdout).toMatch(/your eval says \d+\.\d%; on this traffic it would be \d+\.\d% \[\d+\.\d%, \d+\.\d%\] \(90% interval\), and \d+\.\d% of traffic is untested/);
+    expect(out.stdout).toContain('clusters by their part in the gap');
+    if (process.env.EVALGAP_TEST_PRINT) console.log(out.stdout);
+    const j = JSON.parse((await cli('estimate', '--since', '1d', '--metric', 'faithfulness', '--format', 'json', '--no-store')).stdout);
+    expect(j.estimate.raw).toBeCloseTo(0.75, 9);
+    const e = await cliFails('estimate', '--since', '1d', '--metric', 'nope');
+    expect(e.stderr).toContain('has no metric "nope"');
+  });
+});
+
+describe('evalgap plan', () => {
+  it('spends the budget by Neyman allocation, most on the failing, busy cluster, with production queries to start from', async () => {
+    const j = JSON.parse((await cli('plan', '--budget', '30', '--since', '1d', '--covered-only', '--format', 'json')).stdout);
+    expect(j.items.reduce((s: number, x: { cases: number }) => s + x.cases, 0)).toBe(30);
+    expect(j.seAfter).toBeLessThan(j.seBefore);
+    const top = [...j.items].sort((a, b) => b.cases - a.cases)[0];
+    expect(top.passRate).toBeLessThan(0.6);
+    const ex: string[] = j.examples[`cluster:${top.id}`];
+    expect(ex.length).toBeGreaterThan(0);
+    expect(new Set(ex).size).toBe(ex.length);
+    // the untested traffic takes part without --covered-only (no gaps stored yet: one stratum)
+    const all = JSON.parse((await cli('plan', '--budget', '30', '--since', '1d', '--format', 'json')).stdout);
+    expect(all.items.find((x: { kind: string }) => x.kind === 'uncovered').cases).toBeGreaterThan(0);
+  });
+
+  it('with stored gaps: each gap is a stratum of its own (σ = 0.5, no cases), with its examples', async () => {
+    await cli('gaps', '--since', '1d');
+    const out = await cli('plan', '--budget', '40', '--since', '1d');
+    if (process.env.EVALGAP_TEST_PRINT) console.log(out.stdout);
+    const j = JSON.parse((await cli('plan', '--budget', '40', '--since', '1d', '--format', 'json')).stdout);
+    const gaps = j.items.filter((x: { kind: string }) => x.kind === 'gap');
+    expect(gaps.length).toBeGreaterThan(0);
+    expect(j.items.some((x: { kind: string }) => x.kind === 'uncovered')).toBe(false);
+    for (const g of gaps) {
+      expect(g.sigma).toBe(0.5);
+      expect(g.existing).toBe(0);
+    }
+    const top = gaps.sort((a: { cases: number }, b: { cases: number }) => b.cases - a.cases)[0];
+    expect(top.cases).toBeGreaterThan(0);
+    expect(j.examples[`gap:${top.id}`].length).toBeGreaterThan(0);
+    expect(out.stdout).toContain(`gap ${top.id}`);
+  });
+
+  it('writes candidate cases that evalgap fit reads with --out', async () => {
+    const f = path.join(dir, 'plan.jsonl');
+    await cli('plan', '--budget', '12', '--since', '1d', '--covered-only', '--out', f);
+    const parsed = parseEvalSet(fs.readFileSync(f, 'utf8'), 'jsonl');
+    expect(parsed.errors).toEqual([]);
+    expect(parsed.cases.length).toBeGreaterThan(0);
+    expect(parsed.cases.length).toBeLessThanOrEqual(12);
+  });
+
+  it('on redacted traffic: numbers only, no example', async () => {
+    const out = await cli('plan', '--budget', '10', '--since', '1d', '--agent', 'private-bot', '--covered-only');
+    expect(out.stdout).toContain('plan for 10 new eval case(s)');
+    expect(out.stdout).toContain('no example queries');
+    expect(out.stdout).not.toMatch(/[0-9a-f]{64}/);
+  });
+});
+
+describe('evalgap report', () => {
+  it('shows the reweighted score beside the raw one, with the untested share and the stored daily rows', async () => {
+    const out = path.join(dir, 'report.html');
+    const d = await withStore((s) => writeReport(s, out, { since: parseSince('1d'), sinceText: '1d', modelPath: path.join(dir, 'model'), embedder: null, mapSample: 0 }));
+    const p = d.productionScore!;
+    expect(p.runId).toBe('nightly-1');
+    expect(p.estimate!).toBeLessThan(p.raw - 0.05);
+    expect(p.days.length).toBeGreaterThan(0);
+    const html = fs.readFileSync(out, 'utf8');
+    expect(html).toContain('Eval score on this traffic');
+    expect(html).toContain(p.headline.replace(/&/g, '&amp;'));
+    expect(html).toMatch(/your eval says \d+\.\d%; on this traffic it would be/);
+  });
+});

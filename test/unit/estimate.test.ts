@@ -1,0 +1,280 @@
+/**
+ * The estimate stage's pure core: post-stratification and its interval (by simulation), shrinkage,
+ * the untested bounds, Neyman allocation (against hand-computed cases), the plan, results parsing.
+ */
+import { describe, expect, it } from 'vitest';
+import gammaRandom from '@stdlib/random-base-gamma';
+import { neymanAllocation, proportionalAllocation, stratifiedVariance, uniformAllocation } from '../../src/estimate/allocate.js';
+import { estimateScore, type ClusterCounts } from '../../src/estimate/poststratify.js';
+import { planCases } from '../../src/estimate/plan.js';
+import { matchResults, parseResults } from '../../src/estimate/results.js';
+
+function sampler(seed: number) {
+  const g = gammaRandom.factory({ seed });
+  const u = (g.PRNG as unknown as { normalized: () => number }).normalized; // uniform on [0, 1), same stream
+  const binom = (n: number, p: number) => {
+    let s = 0;
+    for (let i = 0; i < n; i++) if (u() < p) s++;
+    return s;
+  };
+  const dirichlet = (a: number[]) => {
+    const x = a.map((v) => g(v, 1));
+    const z = x.reduce((s, v) => s + v, 0);
+    return x.map((v) => v / z);
+  };
+  const multinomial = (n: number, p: number[]) => {
+    const cum = p.map(((s) => (v: number) => (s += v))(0));
+    const out = p.map(() => 0);
+    for (let i = 0; i < n; i++) {
+      const r = u() * cum[cum.length - 1];
+      let j = 0;
+      while (cum[j] < r) j++;
+      out[j]++;
+    }
+    return out;
+  };
+  return { u, binom, dirichlet, multinomial };
+}
+
+describe('Neyman allocation', () => {
+  it('gives n_h ∝ W_h σ_h with no cases yet (hand-computed: W·σ = .25, .09, .02, budget 36 → 25, 9, 2)', () => {
+    const a = neymanAllocation(
+      [
+        { weight: 0.5, sigma: 0.5, existing: 0 },
+        { weight: 0.3, sigma: 0.3, existing: 0 },
+        { weight: 0.2, sigma: 0.1, existing: 0 },
+      ],
+      36,
+    );
+    expect(a.cases).toEqual([25, 9, 2]);
+    expect(a.varianceBefore).toBe(Infinity);
+    expect(a.varianceAfter).toBeCloseTo(0.0625 / 25 + 0.0081 / 9 + 0.0004 / 2, 12);
+  });
+
+  it('water-fills around the cases already there (hand-computed: existing 30, 0, 0 → λ = 66/.36; 15.8, 16.5, 3.7 → 16, 16, 4)', () => {
+    const a = neymanAllocation(
+      [
+        { weight: 0.5, sigma: 0.5, existing: 30 },
+        { weight: 0.3, sigma: 0.3, existing: 0 },
+        { weight: 0.2, sigma: 0.1, existing: 0 },
+      ],
+      36,
+    );
+    expect(a.cases).toEqual([16, 16, 4]);
+  });
+
+  it('gives nothing to a stratum already above its share (existing 100 where λWσ < 100)', () => {
+    const a = neymanAllocation(
+      [
+        { weight: 0.5, sigma: 0.5, existing: 100 },
+        { weight: 0.5, sigma: 0.5, existing: 0 },
+      ],
+      10,
+    );
+    expect(a.cases).toEqual([0, 10]);
+  });
+
+  it('is no worse than any single move of one case (integer optimality, random instances)', () => {
+    const s = sampler(7);
+    for (let t = 0; t < 200; t++) {
+      const k = 2 + Math.floor(s.u() * 6);
+      const strata = Array.from({ length: k }, () => ({ weight: s.u(), sigma: 0.05 + 0.45 * s.u(), existing: 1 + Math.floor(s.u() * 20) }));
+      const budget = 1 + Math.floor(s.u() * 60);
+      const a = neymanAllocation(strata, budget);
+      expect(a.cases.reduce((x, y) => x + y, 0)).toBe(budget);
+      const v = stratifiedVariance(strata, a.cases);
+      for (let i = 0; i < k; i++) {
+        for (let j = 0; j < k; j++) {
+          if (i === j || a.cases[i] === 0) continue;
+          const b = [...a.cases];
+          b[i]--;
+          b[j]++;
+          // rounding may cost a little against the integer optimum, never more than one case's worth
+          expect(v).toBeLessThanOrEqual(stratifiedVariance(strata, b) * 1.05);
+        }
+      }
+    }
+  });
+
+  it('baselines: proportional and uniform allocations sum to the budget', () => {
+    expect(proportionalAllocation([0.5, 0.3, 0.2], 10)).toEqual([5, 3, 2]);
+    expect(uniformAllocation(3, 10).reduce((a, b) => a + b, 0)).toBe(10);
+    expect(uniformAllocation(3, 10).every((x) => x === 3 || x === 4)).toBe(true);
+  });
+});
+
+/** A world: K clusters, true pass rates (some much worse), eval shares and production shares that differ. */
+function world(seed: number, k = 30) {
+  const s = sampler(seed);
+  const p = Array.from({ length: k }, () => (s.u() < 0.2 ? 0.3 + 0.4 * s.u() : 0.85 + 0.14 * s.u()));
+  const evalShare = s.dirichlet(p.map(() => 10));
+  // production leans toward the bad clusters
+  const prodShare = s.dirichlet(p.map((x) => (x < 0.8 ? 6 : 1.5)));
+  return { s, p, evalShare, prodShare, k };
+}
+
+function draw(w: ReturnType<typeof world>, nEval: number, nProd: number, nUnc = 0): ClusterCounts[] {
+  const ne = w.s.multinomial(nEval, w.evalShare);
+  const np = w.s.multinomial(nProd, w.prodShare);
+  const nu = w.s.multinomial(nUnc, w.prodShare);
+  return w.p.map((p, c) => ({
+    cluster: c,
+    label: `c${c}`,
+    group: '',
+    evalCases: ne[c],
+    evalPassed: w.s.binom(ne[c], p),
+    covered: np[c],
+    uncovered: nu[c],
+  }));
+}
+
+describe('post-stratified score', () => {
+  it('its 90% interval contains the true production pass rate in 85–95% of 300 simulated worlds, and it is ≥ 3× closer than the raw score', () => {
+    let inside = 0;
+    let errEst = 0;
+    let errRaw = 0;
+    const n = 300;
+    for (let t = 0; t < n; t++) {
+      const w = world(1000 + t);
+      const cs = draw(w, 1200, 5000); // 40 eval cases per cluster on average (with 20: 84%, see poststratify.ts)
+      const truth = w.p.reduce((s, p, c) => s + p * w.prodShare[c], 0);
+      const e = estimateScore(cs, { draws: 1000, seed: t + 1 });
+      if (truth >= e.interval![0] && truth <= e.interval![1]) inside++;
+      errEst += Math.abs(e.estimate! - truth);
+      errRaw += Math.abs(e.raw - truth);
+    }
+    const coverage = inside / n;
+    expect(coverage).toBeGreaterThanOrEqual(0.85);
+    expect(coverage).toBeLessThanOrEqual(0.95);
+    expect(errRaw / errEst).toBeGreaterThan(3);
+  });
+
+  it('would under-cover if the production shares were taken as exact and small clusters not shrunk (the interval needs both)', () => {
+    // the same worlds, few eval cases: a plug-in normal interval on the raw per-cluster rates misses far more often
+    let inside = 0;
+    const n = 200;
+    for (let t = 0; t < n; t++) {
+      const w = world(5000 + t);
+      const cs = draw(w, 150, 300);
+      const truth = w.p.reduce((s, p, c) => s + p * w.prodShare[c], 0);
+      const nc = cs.reduce((s, c) => s + c.covered, 0);
+      let est = 0;
+      let v = 0;
+      for (const c of cs) {
+        const wc = c.covered / nc;
+        const pc = c.evalCases ? c.evalPassed / c.evalCases : 0.5;
+        est += wc * pc;
+        if (c.evalCases) v += (wc * wc * pc * (1 - pc)) / c.evalCases;
+      }
+      if (Math.abs(est - truth) <= 1.645 * Math.sqrt(v)) inside++;
+    }
+    expect(inside / n).toBeLessThan(0.82);
+  });
+
+  it('shrinks a cluster with few cases toward its group, not the whole set', () => {
+    const cs: ClusterCounts[] = [
+      ...Array.from({ length: 10 }, (_, i) => ({ cluster: i, label: '', group: 'easy', evalCases: 40, evalPassed: 38, covered: 100, uncovered: 0 })),
+      ...Array.from({ length: 10 }, (_, i) => ({ cluster: 10 + i, label: '', group: 'hard', evalCases: 40, evalPassed: 16, covered: 100, uncovered: 0 })),
+      { cluster: 20, label: '', group: 'hard', evalCases: 1, evalPassed: 1, covered: 100, uncovered: 0 },
+      { cluster: 21, label: '', group: 'easy', evalCases: 1, evalPassed: 0, covered: 100, uncovered: 0 },
+    ];
+    const e = estimateScore(cs, { draws: 2000 });
+    const hard1 = e.clusters.find((c) => c.cluster === 20)!;
+    const easy1 = e.clusters.find((c) => c.cluster === 21)!;
+    const flat = estimateScore(cs.map((c) => ({ ...c, group: '' })), { draws: 2000 });
+    // one pass: pulled toward its group's 40%, further than the whole set's 68% pulls it
+    expect(hard1.passRate).toBeLessThan(flat.clusters[20].passRate - 0.05);
+    expect(hard1.passRate).toBeGreaterThan(0.5);
+    // one failure: pulled toward its group's 95%
+    expect(easy1.passRate).toBeGreaterThan(flat.clusters[21].passRate + 0.05);
+    expect(hard1.passRateInterval[1] - hard1.passRateInterval[0]).toBeGreaterThan(0.3);
+  });
+
+  it('reports the untested share separately with all-fail ≤ nearest ≤ all-pass bounds, and the gap parts sum to the gap', () => {
+    const w = world(42);
+    const cs = draw(w, 300, 2000, 500);
+    const e = estimateScore(cs, { draws: 2000 });
+    expect(e.untested).toBeCloseTo(500 / 2500, 9);
+    const b = e.bounds!;
+    expect(b.allFail.estimate).toBeCloseTo(e.coveredShare * e.estimate!, 9);
+    expect(b.allPass.estimate).toBeCloseTo(e.coveredShare * e.estimate! + e.untested, 9);
+    expect(b.allFail.estimate).toBeLessThan(b.nearest.estimate);
+    expect(b.nearest.estimate).toBeLessThan(b.allPass.estimate);
+    for (const x of [b.allFail, b.nearest, b.allPass]) {
+      expect(x.interval[0]).toBeLessThanOrEqual(x.estimate);
+      expect(x.interval[1]).toBeGreaterThanOrEqual(x.estimate);
+    }
+    const parts = e.clusters.reduce((s, c) => s + c.contribution, 0);
+    expect(parts + e.shrinkage!).toBeCloseTo(e.gap!, 9);
+  });
+
+  it('widens the interval with the design effect of sessions', () => {
+    const w = world(3);
+    const cs = draw(w, 3000, 400);
+    const a = estimateScore(cs, { draws: 3000, designEffect: 1 });
+    const b = estimateScore(cs, { draws: 3000, designEffect: 4 });
+    expect(b.interval![1] - b.interval![0]).toBeGreaterThan(1.2 * (a.interval![1] - a.interval![0]));
+    expect(b.estimate).toBeCloseTo(a.estimate!, 12);
+  });
+
+  it('no covered traffic: no estimate, everything untested', () => {
+    const e = estimateScore([{ cluster: 0, label: '', group: '', evalCases: 10, evalPassed: 9, covered: 0, uncovered: 5 }]);
+    expect(e.estimate).toBeNull();
+    expect(e.untested).toBe(1);
+    expect(e.raw).toBeCloseTo(0.9, 12);
+  });
+});
+
+describe('plan', () => {
+  it('spends on the gaps (σ = 0.5, no cases) and the clusters by Neyman; --covered-only only on the clusters', () => {
+    const cs: ClusterCounts[] = [
+      { cluster: 0, label: 'a', group: '', evalCases: 50, evalPassed: 49, covered: 700, uncovered: 0 },
+      { cluster: 1, label: 'b', group: '', evalCases: 5, evalPassed: 3, covered: 100, uncovered: 200 },
+    ];
+    const e = estimateScore(cs, { draws: 1000 });
+    const p = planCases(e, [{ gapId: 'g1', label: 'gift cards', share: 0.2, escalationRate: 0.3, priority: 10 }], 50);
+    expect(p.scope).toBe('all');
+    const gap = p.items.find((x) => x.kind === 'gap')!;
+    expect(gap.sigma).toBe(0.5);
+    expect(gap.cases).toBeGreaterThan(0);
+    expect(p.items.reduce((s, x) => s + x.cases, 0)).toBe(50);
+    expect(p.seAfter).toBeLessThan(p.seBefore);
+    const c = planCases(e, [{ gapId: 'g1', label: 'gift cards', share: 0.2, escalationRate: 0.3, priority: 10 }], 50, { coveredOnly: true });
+    expect(c.items.every((x) => x.kind === 'cluster')).toBe(true);
+    // the small uncertain cluster gets more than its traffic share
+    expect(c.items[1].cases).toBeGreaterThan(50 * (100 / 800));
+  });
+});
+
+describe('eval results in', () => {
+  it('reads passed, score and per-metric scores; reports bad lines and repeated ids with their line', () => {
+    const r = parseResults(
+      [
+        '{"id": "a", "passed": true}',
+        '{"id": 7, "score": 0.25, "scores": {"faithfulness": 0.5}}',
+        '{"id": "c", "scores": {"faithfulness": 1}}',
+        '{"id": "a", "passed": false}',
+        '{"id": "d", "score": 1.5}',
+        '{"id": "e"}',
+        'not json',
+        '',
+      ].join('\n'),
+    );
+    expect(r.results.map((x) => [x.id, x.value])).toEqual([
+      ['a', 1],
+      ['7', 0.25],
+      ['c', null],
+    ]);
+    expect(r.results[1].scores).toEqual({ faithfulness: 0.5 });
+    expect(r.errors.map((e) => e.line)).toEqual([4, 5, 6, 7]);
+    expect(r.errors[0].reason).toMatch(/line 1/);
+  });
+
+  it('matches results to the model cases by id and returns the ones that match none', () => {
+    const r = parseResults('{"id":"x","passed":true}\n{"id":"nope","passed":false}\n');
+    const m = matchResults(r.results, [{ id: 'y', tags: [] }, { id: 'x', tags: ['t'] }], Int32Array.from([3, 5]));
+    expect(m.matched).toHaveLength(1);
+    expect(m.matched[0]).toMatchObject({ id: 'x', cluster: 5, tags: ['t'] });
+    expect(m.unmatched.map((u) => u.id)).toEqual(['nope']);
+  });
+});
