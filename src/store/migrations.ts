@@ -290,4 +290,17 @@ export const MIGRATIONS: Migration[] = [
       `ALTER TABLE {db}.coverage_5m ${Array.from({ length: BANDS }, (_, b) => `ADD COLUMN IF NOT EXISTS band${b} UInt64 DEFAULT 0`).join(', ')}`,
     ],
   },
+  // 13: another branch's
+  {
+    version: 14,
+    name: 'agent or prompt version: requests.version, and coverage_5m per version (evalgap compare)',
+    statements: [
+      `ALTER TABLE {db}.requests ADD COLUMN IF NOT EXISTS version LowCardinality(String) DEFAULT ''
+       COMMENT 'the agent or prompt version of the message; empty when absent or stored before migration 14' AFTER agent`,
+      // a new column may join the end of a sorting key in the ALTER that adds it (metadata only);
+      // existing rows read as version '' and keep their order
+      `ALTER TABLE {db}.coverage_5m ADD COLUMN IF NOT EXISTS version LowCardinality(String) AFTER model_version,
+       MODIFY ORDER BY (bucket, agent, model_version, cluster, version)`,
+    ],
+  },
 ];
