@@ -1,0 +1,199 @@
+/**
+ * The version comparison's statistics by simulation: coverage of the confidence sequences under
+ * continuous peeking, false verdicts for identical versions with correlated sessions, detection of
+ * a regression, the multiplicity correction, and the mixture against numerical integration.
+ */
+import { describe, expect, it } from 'vitest';
+import { JEFFREYS, logMixture, rateInterval, twoSampleInterval } from '../../src/compare/sequence.js';
+import { ALL, RateComparison, UNCOVERED, compareVersions, emptyArm, type CompareInput, type SegmentArm } from '../../src/compare/detector.js';
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A session of 1–6 requests whose outcome probability is p × a session frailty (mean 1): correlated within. */
+function sessionValue(r: () => number, p: number): number {
+  const len = 1 + Math.floor(r() * 6);
+  const frailty = r() < 0.2 ? 3.5 : 0.375; // mean 0.2·3.5 + 0.8·0.375 = 1
+  const q = Math.min(1, p * frailty);
+  let k = 0;
+  for (let i = 0; i < len; i++) if (r() < q) k++;
+  return k / len;
+}
+
+describe('the beta-binomial mixture confidence sequence', () => {
+  it('matches the mixture integral computed by quadrature', () => {
+    for (const [n, s, p] of [
+      [10, 3, 0.2],
+      [200, 17.5, 0.05],
+      [50, 0, 0.1],
+      [1, 1, 0.9],
+    ] as const) {
+      // ∫ q^s (1-q)^(n-s) Beta(q; ½, ½) dq / (p^s (1-p)^(n-s)) by the midpoint rule in θ, q = sin²θ
+      const steps = 200_000;
+      let sum = 0;
+      for (let i = 0; i < steps; i++) {
+        const th = ((i + 0.5) / steps) * (Math.PI / 2);
+        const q = Math.sin(th) ** 2;
+        // Beta(½,½) density dq = (2/π) dθ under q = sin²θ
+        sum += Math.exp(s * Math.log(q) + (n - s) * Math.log1p(-q) - s * Math.log(p) - (n - s) * Math.log1p(-p)) * (2 / Math.PI) * (Math.PI / 2 / steps);
+      }
+      expect(logMixture({ n, s }, p, JEFFREYS)).toBeCloseTo(Math.log(sum), 4);
+    }
+  });
+
+  it('holds the true rate at every look with probability ≥ 1 - α (300 runs, a look after every unit)', () => {
+    const alpha = 0.1;
+    const p = 0.08;
+    const runs = 300;
+    let missed = 0;
+    let naiveMissed = 0;
+    for (let run = 0; run < runs; run++) {
+      const r = rng(1000 + run);
+      let n = 0;
+      let s = 0;
+      let miss = false;
+      let naive = false;
+      for (let i = 0; i < 1500; i++) {
+        n++;
+        s += r() < p ? 1 : 0;
+        if (!miss && n % 5 === 0) {
+          const iv = rateInterval({ n, s }, alpha);
+          if (p < iv.lo || p > iv.hi) miss = true;
+        }
+        // the fixed-sample Wald interval, peeked at the same looks (the failure anytime validity prevents)
+        if (!naive && n >= 30 && n % 5 === 0) {
+          const ph = s / n;
+          const h = 1.645 * Math.sqrt((ph * (1 - ph)) / n);
+          if (p < ph - h || p > ph + h) naive = true;
+        }
+      }
+      if (miss) missed++;
+      if (naive) naiveMissed++;
+    }
+    expect(missed / runs).toBeLessThanOrEqual(alpha);
+    expect(naiveMissed / runs).toBeGreaterThan(2 * alpha); // the check can fail: peeking breaks a fixed-horizon interval
+  });
+
+  it('narrows like √(log n / n) and is a proper sub-interval of [0, 1]', () => {
+    const a = rateInterval({ n: 100, s: 10 }, 0.05);
+    const b = rateInterval({ n: 10_000, s: 1000 }, 0.05);
+    expect(a.lo).toBeGreaterThan(0);
+    expect(a.hi).toBeLessThan(1);
+    expect(b.lo).toBeGreaterThan(a.lo);
+    expect(b.hi).toBeLessThan(a.hi);
+    expect(b.hi - b.lo).toBeLessThan((a.hi - a.lo) / 5);
+    expect(rateInterval({ n: 0, s: 0 }, 0.05)).toEqual({ lo: 0, hi: 1 });
+    expect(rateInterval({ n: 50, s: 0 }, 0.05).lo).toBe(0);
+    expect(rateInterval({ n: 50, s: 50 }, 0.05).hi).toBe(1);
+  });
+
+  it('gives a ratio and difference interval consistent with the two arms', () => {
+    const t = twoSampleInterval({ n: 5000, s: 500 }, { n: 500, s: 150 }, 0.01);
+    expect(t.difference.lo).toBeCloseTo(t.candidate.lo - t.baseline.hi, 12);
+    expect(t.ratio.lo).toBeCloseTo(t.candidate.lo / t.baseline.hi, 12);
+    expect(t.ratio.lo).toBeGreaterThan(1);
+  });
+});
+
+describe('RateComparison', () => {
+  it('gives a false verdict for identical versions in ≤ α of 300 runs, looked at after every 20 sessions (correlated sessions, 5%/95% split)', () => {
+    const alpha = 0.05;
+    const runs = 300;
+    let wrong = 0;
+    for (let run = 0; run < runs; run++) {
+      const r = rng(50_000 + run);
+      const t = new RateComparison(alpha);
+      let bad = false;
+      for (let i = 1; i <= 8000; i++) {
+        const arm = r() < 0.05 ? 'candidate' : 'baseline';
+        const len = 1 + Math.floor(r() * 6);
+        const q = Math.min(1, 0.1 * (r() < 0.2 ? 3.5 : 0.375));
+        let k = 0;
+        for (let j = 0; j < len; j++) k += r() < q ? 1 : 0;
+        t.update(arm, k / len);
+        if (i % 20 === 0) {
+          if (!bad && t.verdict !== 'no evidence yet') bad = true;
+        }
+      }
+      if (bad) wrong++;
+    }
+    expect(wrong / runs).toBeLessThanOrEqual(alpha);
+  });
+
+  it('calls a tripled escalation rate worse, and a halved one better', () => {
+    const r = rng(7);
+    const worse = new RateComparison(0.05 / 300);
+    const better = new RateComparison(0.05 / 300);
+    let worseAt = -1;
+    let betterAt = -1;
+    for (let i = 1; i <= 40_000 && (worseAt < 0 || betterAt < 0); i++) {
+      const cand = r() < 0.05;
+      const arm = cand ? 'candidate' : 'baseline';
+      const x = sessionValue(r, 0.1);
+      worse.update(arm, cand ? sessionValue(r, 0.3) : x);
+      better.update(arm, cand ? sessionValue(r, 0.05) : x);
+      if (worseAt < 0 && worse.verdict === 'worse') worseAt = worse.stats('candidate').n;
+      if (betterAt < 0 && better.verdict === 'better') betterAt = better.stats('candidate').n;
+    }
+    expect(worseAt).toBeGreaterThan(0);
+    expect(worseAt).toBeLessThan(600);
+    expect(betterAt).toBeGreaterThan(0);
+    expect(worse.exceeds(1.5)).toBe(true);
+    expect(worse.noWorseThan({ ratio: 1.2 })).toBe(false);
+  });
+
+  it('keeps its state as JSON', () => {
+    const t = new RateComparison(0.01).set('baseline', { n: 900, s: 90 }).set('candidate', { n: 100, s: 31 });
+    const u = RateComparison.fromJSON(JSON.parse(JSON.stringify(t)), 0.01);
+    expect(u.interval).toEqual(t.interval);
+    expect(() => t.update('candidate', 1.5)).toThrow(/\[0, 1\]/);
+  });
+});
+
+function arm(units: number, rate: number, mixShare: number, over: Partial<SegmentArm> = {}): SegmentArm {
+  return { ...emptyArm(), units, requests: units, escalated: units * rate, refused: 0, failed: 0, mix: mixShare, ...over };
+}
+
+describe('compareVersions', () => {
+  it('splits α over clusters × outcomes, the overall rows and the mix, and names the worse cluster', () => {
+    const segs = Array.from({ length: 10 }, (_, c) => ({
+      cluster: c,
+      baseline: arm(2000, 0.1, 2000),
+      candidate: arm(200, c === 3 ? 0.4 : 0.1, 200),
+    }));
+    const input: CompareInput = {
+      segments: [...segs, { cluster: UNCOVERED, baseline: arm(500, 0.2, 500), candidate: arm(50, 0.2, 50) }],
+      overall: { cluster: ALL, baseline: arm(20_500, 0.1, 20_500), candidate: arm(2050, 0.115, 2050) },
+      units: { baseline: 20_500, candidate: 2050 },
+    };
+    const res = compareVersions(input, { alpha: 0.05, outcomes: ['escalated', 'failed'] });
+    expect(res.tests).toBe(12 * 2 + 11);
+    expect(res.alphaPerTest).toBeCloseTo(0.05 / 35, 12);
+    expect(res.worse).toEqual([3]);
+    expect(res.overall.verdict).toBe('no evidence yet'); // the global rate barely moves
+    expect(res.mixDiffers).toBe(false);
+  });
+
+  it('finds a candidate whose traffic avoids a cluster (a canary routed to easy users)', () => {
+    const segs = [0, 1, 2].map((c) => ({
+      cluster: c,
+      baseline: arm(3000, 0.1, 3000),
+      candidate: arm(c === 0 ? 20 : 400, 0.1, c === 0 ? 20 : 400),
+    }));
+    const res = compareVersions(
+      { segments: segs, overall: { cluster: ALL, baseline: arm(9000, 0.1, 9000), candidate: arm(820, 0.1, 820) }, units: { baseline: 9000, candidate: 820 } },
+      { alpha: 0.05, outcomes: ['escalated'] },
+    );
+    expect(res.mixDiffers).toBe(true);
+    expect(res.segments[0].mix?.differs).toBe(true);
+    expect(res.worse).toEqual([]);
+  });
+});
