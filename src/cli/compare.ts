@@ -1,0 +1,174 @@
+/**
+ * `evalgap compare --baseline V1 --candidate V2`: both versions' outcome rates per eval cluster,
+ * for the uncovered traffic and overall, over the same period, with anytime-valid intervals and a
+ * verdict per cluster (src/compare), read through src/store/compare.ts.
+ */
+import type { Config } from '../config/index.js';
+import {
+  ALL,
+  OUTCOMES,
+  UNCOVERED,
+  compareVersions,
+  emptyArm,
+  type CompareInput,
+  type CompareResult,
+  type Outcome,
+  type SegmentCounts,
+} from '../compare/detector.js';
+import { CompareStore, type ComparePeriod, type VersionEvidenceRow } from '../store/compare.js';
+import type { StoreReader } from '../store/gaps.js';
+import { openReader } from './gaps.js';
+import { UserError } from './errors.js';
+import { pct, table } from './format.js';
+
+export interface CompareCommandOptions {
+  baseline: string;
+  candidate: string;
+  since: Date;
+  until: Date;
+  /** '' for all agents */
+  agent: string;
+  alpha: number;
+  /** coverage model whose clusters are compared (default: the one holding most of the candidate's units) */
+  modelVersion?: string;
+  /** `slow` threshold; default: the baseline's p95 latency over the period */
+  latencyMs?: number;
+  /** outcomes compared (default: all; slow only when latency is recorded); fewer tests, more power each */
+  outcomes?: readonly Outcome[];
+  format: 'table' | 'json';
+}
+
+export interface CompareReport {
+  baseline: string;
+  candidate: string;
+  period: { since: string; until: string };
+  agent: string;
+  model_version: string;
+  /** the latency a request must exceed to count as slow, and where it came from */
+  slow: { ms: number | null; source: 'option' | 'baseline p95' | 'no latency' };
+  outcomes: Outcome[];
+  result: CompareResult;
+}
+
+function toSegment(cluster: number, row: VersionEvidenceRow | undefined, label?: string): SegmentCounts {
+  return { cluster, label, baseline: row ? { ...row.baseline } : emptyArm(), candidate: row ? { ...row.candidate } : emptyArm() };
+}
+
+/** Read the evidence and compare. Throws UserError when a version has no rows in the period. */
+export async function compareFromStore(reader: StoreReader, o: Omit<CompareCommandOptions, 'format'>): Promise<CompareReport> {
+  if (o.baseline === o.candidate) throw new UserError('--baseline and --candidate must differ');
+  const cs = new CompareStore(reader);
+  const period: ComparePeriod = {
+    baseline: o.baseline,
+    candidate: o.candidate,
+    since: o.since.toISOString(),
+    until: o.until.toISOString(),
+    agent: o.agent,
+    slowMs: Infinity,
+  };
+  const seen = await cs.versions(period);
+  for (const v of [o.baseline, o.candidate]) {
+    if (!seen.some((s) => s.version === v)) {
+      const list = seen.map((s) => `${s.version === '' ? "'' (no version)" : s.version} (${s.requests})`).join(', ') || 'none';
+      throw new UserError(`no requests of version ${JSON.stringify(v)} between ${period.since} and ${period.until}${o.agent ? ` for agent ${o.agent}` : ''}; versions seen: ${list}`);
+    }
+  }
+  let slow: CompareReport['slow'] = { ms: null, source: 'no latency' };
+  if (o.latencyMs !== undefined) slow = { ms: o.latencyMs, source: 'option' };
+  else {
+    const p95 = await cs.baselineLatencyQuantile(period, 0.95);
+    if (p95 !== null) slow = { ms: p95, source: 'baseline p95' };
+  }
+  period.slowMs = slow.ms ?? Infinity;
+  const rows = await cs.evidence(period);
+  const byModel = new Map<string, VersionEvidenceRow[]>();
+  for (const r of rows) byModel.set(r.model_version, [...(byModel.get(r.model_version) ?? []), r]);
+  const modelVersion =
+    o.modelVersion ??
+    [...byModel.entries()]
+      .map(([mv, rs]) => ({ mv, units: rs.find((r) => r.segment === ALL)?.candidate.units ?? 0 }))
+      .sort((a, b) => b.units - a.units)[0]?.mv;
+  if (!modelVersion || !byModel.has(modelVersion)) {
+    throw new UserError(`no requests of both versions scored by coverage model ${modelVersion ?? '(any)'} in the period; models seen: ${[...byModel.keys()].join(', ') || 'none'}`);
+  }
+  const mine = byModel.get(modelVersion)!;
+  const bySegment = new Map(mine.map((r) => [r.segment, r]));
+  const registered = await cs.clusters(modelVersion);
+  // every registered cluster is a test, traffic or not (the count is fixed before the data)
+  const clusters = registered.length > 0 ? registered : mine.filter((r) => r.segment >= 0).map((r) => ({ cluster: r.segment, label: '' }));
+  const overall = bySegment.get(ALL);
+  const input: CompareInput = {
+    segments: [...clusters.map((c) => toSegment(c.cluster, bySegment.get(c.cluster), c.label)), toSegment(UNCOVERED, bySegment.get(UNCOVERED), 'uncovered')],
+    overall: toSegment(ALL, overall, 'all traffic'),
+    units: { baseline: overall?.baseline.units ?? 0, candidate: overall?.candidate.units ?? 0 },
+  };
+  const outcomes = (o.outcomes ?? OUTCOMES).filter((x) => x !== 'slow' || slow.ms !== null);
+  if (outcomes.length === 0) throw new UserError('no latency recorded in the period: choose an outcome other than slow');
+  const result = compareVersions(input, { alpha: o.alpha, outcomes });
+  return {
+    baseline: o.baseline,
+    candidate: o.candidate,
+    period: { since: period.since, until: period.until },
+    agent: o.agent,
+    model_version: modelVersion,
+    slow,
+    outcomes,
+    result,
+  };
+}
+
+const segName = (c: number) => (c === UNCOVERED ? 'uncovered' : c === ALL ? 'all' : String(c));
+const ratio = (lo: number, hi: number) => `${lo.toFixed(2)}–${Number.isFinite(hi) ? hi.toFixed(2) : '∞'}`;
+const pp = (x: number) => `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)}`;
+
+/** The report as text: one row per segment with traffic and outcome, worse first. */
+export function formatCompare(r: CompareReport): string {
+  const res = r.result;
+  const order = { worse: 0, better: 1, 'no evidence yet': 2 } as const;
+  const segs = [...res.segments]
+    .filter((s) => s.units.baseline + s.units.candidate > 0)
+    .sort((a, b) => order[a.verdict] - order[b.verdict] || b.units.candidate - a.units.candidate);
+  const rows: (string | number)[][] = [];
+  for (const s of [res.overall, ...segs]) {
+    for (const o of s.outcomes) {
+      if (o.baseline.units + o.candidate.units === 0) continue;
+      rows.push([
+        segName(s.cluster),
+        s.label ?? '',
+        `${s.units.baseline}/${s.units.candidate}`,
+        o.outcome,
+        o.baseline.rate === null ? '-' : pct(o.baseline.rate),
+        o.candidate.rate === null ? '-' : pct(o.candidate.rate),
+        `${pp(o.interval.difference.lo)} to ${pp(o.interval.difference.hi)}`,
+        ratio(o.interval.ratio.lo, o.interval.ratio.hi),
+        o.verdict,
+      ]);
+    }
+  }
+  const mixRows = segs
+    .filter((s) => s.mix?.differs)
+    .map((s) => `  ${segName(s.cluster)} ${s.label ?? ''}: ${pct(s.mix!.baseline ?? 0)} of the baseline's units, ${pct(s.mix!.candidate ?? 0)} of the candidate's`);
+  const lines = [
+    `compare ${r.candidate} (candidate) with ${r.baseline} (baseline), ${r.period.since} to ${r.period.until}${r.agent ? `, agent ${r.agent}` : ''}, coverage model ${r.model_version}`,
+    `units: sessions (requests without a session id count alone); baseline ${res.overall.units.baseline} units / ${res.overall.requests.baseline} requests, candidate ${res.overall.units.candidate} / ${res.overall.requests.candidate}`,
+    `slow: ${r.slow.ms === null ? 'no latency recorded, not compared' : `latency above ${r.slow.ms.toFixed(0)} ms (${r.slow.source})`}`,
+    `intervals: anytime-valid (valid however often you look); ${res.tests} tests share α = ${res.alpha} (Bonferroni: ${res.alphaPerTest.toExponential(2)} each)`,
+    '',
+    table(['segment', 'label', 'units b/c', 'outcome', 'baseline', 'candidate', 'diff (pp)', 'ratio', 'verdict'], rows, 40),
+    '',
+    `worse: ${res.worse.length ? res.worse.map(segName).join(', ') : 'none'}; better: ${res.better.length ? res.better.map(segName).join(', ') : 'none'}`,
+    res.mixDiffers ? `traffic mix: the candidate's differs from the baseline's:\n${mixRows.join('\n')}` : "traffic mix: no evidence that the candidate's differs from the baseline's",
+  ];
+  return lines.join('\n');
+}
+
+export async function compareCommand(cfg: Config, o: CompareCommandOptions): Promise<void> {
+  const opened = await openReader(cfg, { readOnly: true });
+  if (opened.note) console.error(opened.note);
+  try {
+    const report = await compareFromStore(opened.reader, o);
+    console.log(o.format === 'json' ? JSON.stringify(report, (_, v) => (v === Infinity ? 'Infinity' : v), 2) : formatCompare(report));
+  } finally {
+    await opened.close();
+  }
+}
