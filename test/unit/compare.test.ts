@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { JEFFREYS, logMixture, rateInterval, twoSampleInterval } from '../../src/compare/sequence.js';
 import { ALL, RateComparison, UNCOVERED, compareVersions, emptyArm, type CompareInput, type SegmentArm } from '../../src/compare/detector.js';
+import { CanaryGuard, GuardConfigSchema } from '../../src/compare/guard.js';
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -195,5 +196,100 @@ describe('compareVersions', () => {
     expect(res.mixDiffers).toBe(true);
     expect(res.segments[0].mix?.differs).toBe(true);
     expect(res.worse).toEqual([]);
+  });
+});
+
+describe('CanaryGuard', () => {
+  const cfg = (over: Record<string, unknown> = {}) =>
+    GuardConfigSchema.parse({
+      baseline: 'v1',
+      candidate: 'v2',
+      since: '2026-12-01T00:00:00Z',
+      rollback: [
+        { outcome: 'escalated', segments: 'clusters', min_share: 0.01, ratio: 1.5 },
+        { outcome: 'failed', segments: 'uncovered', ratio: 2 },
+      ],
+      promote: { ratio: 1.2, difference: 0.02, min_share: 0.05 },
+      ...over,
+    });
+
+  it('refuses a config that cannot mean what it says', () => {
+    expect(() => cfg({ candidate: 'v1' })).toThrow(/must differ/);
+    expect(() => cfg({ rollback: [{ outcome: 'slow', ratio: 1.2 }] })).toThrow(/latency_ms/);
+    expect(() => cfg({ rollback: [{ outcome: 'escalated', ratio: 0.5 }] })).toThrow();
+    expect(() => cfg({ rollback: [] })).toThrow();
+    expect(() => cfg({ promote: { min_share: 0.1 } })).toThrow(/ratio or a difference/);
+    expect(() => cfg({ surprise: 1 })).toThrow(/Unrecognized key/);
+    expect(cfg().alpha).toBe(0.05);
+  });
+
+  /** Cumulative evidence of 4 clusters and uncovered traffic; cluster 2 holds 5% and escalates `mult`× on the candidate. */
+  function stream(seed: number, mult: number, looks: number, perLook: number, g: CanaryGuard) {
+    const r = rng(seed);
+    const shares = [0.5, 0.3, 0.05, 0.1, 0.05];
+    const ids = [0, 1, 2, 3, UNCOVERED];
+    const esc = [0.1, 0.08, 0.1, 0.05, 0.2];
+    const fail = [0.02, 0.02, 0.02, 0.02, 0.05];
+    const arms = ids.map(() => ({ baseline: emptyArm(), candidate: emptyArm() }));
+    const overall = { baseline: emptyArm(), candidate: emptyArm() };
+    const verdicts = [];
+    for (let l = 0; l < looks; l++) {
+      for (let i = 0; i < perLook; i++) {
+        const cand = r() < 0.1;
+        const key = cand ? 'candidate' : 'baseline';
+        let u = r();
+        let k = 0;
+        while (k < shares.length - 1 && u >= shares[k]) u -= shares[k++];
+        const pe = cand && ids[k] === 2 ? Math.min(1, esc[k] * mult) : esc[k];
+        const e = r() < pe ? 1 : 0;
+        const f = r() < fail[k] ? 1 : 0;
+        for (const a of [arms[k][key], overall[key]]) {
+          a.units++;
+          a.requests++;
+          a.escalated += e;
+          a.failed += f;
+          a.mix++;
+        }
+      }
+      verdicts.push(
+        g.update({
+          segments: ids.map((c, i) => ({ cluster: c, baseline: arms[i].baseline, candidate: arms[i].candidate })),
+          overall: { cluster: ALL, ...overall },
+          units: { baseline: overall.baseline.units, candidate: overall.candidate.units },
+        }),
+      );
+    }
+    return verdicts;
+  }
+
+  it('rolls back a regression confined to one small cluster, naming it, and never an identical candidate in ≤ α of 200 runs', () => {
+    const hit = stream(3, 3, 40, 2000, new CanaryGuard(cfg(), [0, 1, 2, 3]));
+    const first = hit.findIndex((v) => v.rollback.length > 0);
+    expect(first).toBeGreaterThanOrEqual(0);
+    expect(hit[first].rollback.map((f) => [f.cluster, f.outcome])).toEqual([[2, 'escalated']]);
+    expect(hit[first].rollback[0].interval.ratio.lo).toBeGreaterThan(1.5);
+    expect(hit[hit.length - 1].promote).toBe(false);
+    let fired = 0;
+    for (let run = 0; run < 200; run++) {
+      const v = stream(100 + run, 1, 10, 2000, new CanaryGuard(cfg(), [0, 1, 2, 3]));
+      if (v.some((x) => x.rollback.length > 0)) fired++;
+    }
+    expect(fired / 200).toBeLessThanOrEqual(0.05);
+  });
+
+  it('promotes a candidate no worse anywhere, and keeps what fired across a restart', () => {
+    const promoting = cfg({ promote: { ratio: 1.2, difference: 0.05, min_share: 0.05, outcomes: ['escalated'] } });
+    const v = stream(9, 0.7, 250, 4000, new CanaryGuard(promoting, [0, 1, 2, 3]));
+    expect(v.some((x) => x.promote)).toBe(true);
+    expect(v.some((x) => x.rollback.length > 0)).toBe(false);
+    const g = new CanaryGuard(cfg(), [0, 1, 2, 3]);
+    stream(3, 3, 40, 2000, g);
+    const again = CanaryGuard.fromJSON(JSON.parse(JSON.stringify(g)), cfg(), [0, 1, 2, 3]);
+    expect(again.toJSON().fired).toEqual(['0:2:escalated']);
+    // latched: with no evidence at all the finding is still reported
+    const empty = { cluster: 0, baseline: emptyArm(), candidate: emptyArm() };
+    const res = again.update({ segments: [0, 1, 2, 3, UNCOVERED].map((c) => ({ ...empty, cluster: c })), overall: { ...empty, cluster: ALL }, units: { baseline: 0, candidate: 0 } });
+    expect(res.rollback.map((f) => f.cluster)).toEqual([]); // below min_share without data: not eligible, not reported
+    expect(again.toJSON().fired).toEqual(['0:2:escalated']);
   });
 });
