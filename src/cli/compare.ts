@@ -54,6 +54,35 @@ function toSegment(cluster: number, row: VersionEvidenceRow | undefined, label?:
   return { cluster, label, baseline: row ? { ...row.baseline } : emptyArm(), candidate: row ? { ...row.candidate } : emptyArm() };
 }
 
+/**
+ * The comparison's input from the view's rows: one coverage model's segments (every registered
+ * cluster, traffic or not, and the uncovered traffic), all traffic, and each version's units.
+ */
+export async function evidenceInput(cs: CompareStore, rows: VersionEvidenceRow[], wanted?: string): Promise<{ modelVersion: string; input: CompareInput; clusters: number[] }> {
+  const byModel = new Map<string, VersionEvidenceRow[]>();
+  for (const r of rows) byModel.set(r.model_version, [...(byModel.get(r.model_version) ?? []), r]);
+  const modelVersion =
+    wanted ??
+    [...byModel.entries()]
+      .map(([mv, rs]) => ({ mv, units: rs.find((r) => r.segment === ALL)?.candidate.units ?? 0 }))
+      .sort((a, b) => b.units - a.units)[0]?.mv;
+  if (!modelVersion || !byModel.has(modelVersion)) {
+    throw new UserError(`no requests of both versions scored by coverage model ${modelVersion ?? '(any)'} in the period; models seen: ${[...byModel.keys()].join(', ') || 'none'}`);
+  }
+  const mine = byModel.get(modelVersion)!;
+  const bySegment = new Map(mine.map((r) => [r.segment, r]));
+  const registered = await cs.clusters(modelVersion);
+  // every registered cluster is a test, traffic or not (the count is fixed before the data)
+  const clusters = registered.length > 0 ? registered : mine.filter((r) => r.segment >= 0).map((r) => ({ cluster: r.segment, label: '' }));
+  const overall = bySegment.get(ALL);
+  const input: CompareInput = {
+    segments: [...clusters.map((c) => toSegment(c.cluster, bySegment.get(c.cluster), c.label)), toSegment(UNCOVERED, bySegment.get(UNCOVERED), 'uncovered')],
+    overall: toSegment(ALL, overall, 'all traffic'),
+    units: { baseline: overall?.baseline.units ?? 0, candidate: overall?.candidate.units ?? 0 },
+  };
+  return { modelVersion, input, clusters: clusters.map((c) => c.cluster) };
+}
+
 /** Read the evidence and compare. Throws UserError when a version has no rows in the period. */
 export async function compareFromStore(reader: StoreReader, o: Omit<CompareCommandOptions, 'format'>): Promise<CompareReport> {
   if (o.baseline === o.candidate) throw new UserError('--baseline and --candidate must differ');
@@ -81,27 +110,7 @@ export async function compareFromStore(reader: StoreReader, o: Omit<CompareComma
   }
   period.slowMs = slow.ms ?? Infinity;
   const rows = await cs.evidence(period);
-  const byModel = new Map<string, VersionEvidenceRow[]>();
-  for (const r of rows) byModel.set(r.model_version, [...(byModel.get(r.model_version) ?? []), r]);
-  const modelVersion =
-    o.modelVersion ??
-    [...byModel.entries()]
-      .map(([mv, rs]) => ({ mv, units: rs.find((r) => r.segment === ALL)?.candidate.units ?? 0 }))
-      .sort((a, b) => b.units - a.units)[0]?.mv;
-  if (!modelVersion || !byModel.has(modelVersion)) {
-    throw new UserError(`no requests of both versions scored by coverage model ${modelVersion ?? '(any)'} in the period; models seen: ${[...byModel.keys()].join(', ') || 'none'}`);
-  }
-  const mine = byModel.get(modelVersion)!;
-  const bySegment = new Map(mine.map((r) => [r.segment, r]));
-  const registered = await cs.clusters(modelVersion);
-  // every registered cluster is a test, traffic or not (the count is fixed before the data)
-  const clusters = registered.length > 0 ? registered : mine.filter((r) => r.segment >= 0).map((r) => ({ cluster: r.segment, label: '' }));
-  const overall = bySegment.get(ALL);
-  const input: CompareInput = {
-    segments: [...clusters.map((c) => toSegment(c.cluster, bySegment.get(c.cluster), c.label)), toSegment(UNCOVERED, bySegment.get(UNCOVERED), 'uncovered')],
-    overall: toSegment(ALL, overall, 'all traffic'),
-    units: { baseline: overall?.baseline.units ?? 0, candidate: overall?.candidate.units ?? 0 },
-  };
+  const { modelVersion, input } = await evidenceInput(cs, rows, o.modelVersion);
   const outcomes = (o.outcomes ?? OUTCOMES).filter((x) => x !== 'slow' || slow.ms !== null);
   if (outcomes.length === 0) throw new UserError('no latency recorded in the period: choose an outcome other than slow');
   const result = compareVersions(input, { alpha: o.alpha, outcomes });

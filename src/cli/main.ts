@@ -446,8 +446,8 @@ export function buildProgram(): Command {
     program
       .command('compare')
       .description('compare two agent versions cluster by cluster: outcome rates, anytime-valid intervals, a verdict per cluster (docs/compare.md)')
-      .requiredOption('--baseline <version>', 'the version in place (the `version` field of the messages)')
-      .requiredOption('--candidate <version>', 'the new version (canary or shadow)')
+      .option('--baseline <version>', 'the version in place (the `version` field of the messages)')
+      .option('--candidate <version>', 'the new version (canary or shadow)')
       .option('--since <period>', 'start: a duration back from now (30m, 12h, 7d, 2w) or a date', '7d')
       .option('--until <period>', 'end: a duration back from now or a date (default: now)')
       .option('--agent <name>', "one agent's traffic (default: all agents)")
@@ -465,8 +465,28 @@ export function buildProgram(): Command {
         if (list.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${known.join(', ')}`);
         return list;
       })
-      .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table'),
+      .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
+      .option('--guard <file>', 'canary guard: a JSON file of rollback conditions declared before the canary (docs/compare.md); with --watch')
+      .option('--watch', 'evaluate the guard every --interval and send rollback / promote webhooks to the monitor config receivers')
+      .option('--once', 'with --guard: evaluate once and exit')
+      .option('--interval <seconds>', 'seconds between evaluations of the guard', intArg('--interval', 1), 60)
+      .option('--monitor-config <file>', "the monitor's config file, for its webhook receivers (with --guard)")
+      .option('--state <file>', "the guard's state file (default: <guard>.state.json beside the guard file)"),
   ).action(async (opts) => {
+    if (opts.guard || opts.watch || opts.once) {
+      if (!opts.guard) throw new InvalidArgumentError('--watch and --once need --guard FILE');
+      if (!opts.watch && !opts.once) throw new InvalidArgumentError('--guard needs --watch (or --once)');
+      const { watchCommand } = await import('./compare-watch.js');
+      await watchCommand(configFrom(opts), {
+        guardFile: opts.guard,
+        monitorConfig: opts.monitorConfig,
+        stateFile: opts.state,
+        intervalSeconds: opts.interval,
+        once: Boolean(opts.once),
+      });
+      return;
+    }
+    if (!opts.baseline || !opts.candidate) throw new InvalidArgumentError('--baseline and --candidate are required (or --guard FILE with --watch)');
     const { compareCommand } = await import('./compare.js');
     const { parseSince } = await import('./report.js');
     const now = new Date();

@@ -44,8 +44,8 @@ export function chTime(iso: string): string {
   return d.toISOString().replace('T', ' ').replace('Z', '');
 }
 
-// the largest finite Float64 stands for "no threshold" (a parameter cannot carry Infinity)
-const NO_THRESHOLD = Number.MAX_VALUE;
+// "no threshold": ClickHouse reads 'inf' as a Float64 (passed as text: a binder may refuse unsafe integers)
+const NO_THRESHOLD = 'inf';
 
 type Raw = Record<string, string | number | null>;
 const num = (v: unknown) => Number(v ?? 0);
@@ -73,7 +73,7 @@ export class CompareStore {
       since: chTime(p.since),
       until: chTime(p.until),
       agent: p.agent,
-      slow_ms: Number.isFinite(p.slowMs) ? p.slowMs : NO_THRESHOLD,
+      slow_ms: Number.isFinite(p.slowMs) ? String(p.slowMs) : NO_THRESHOLD,
       closed_before: chTime(p.closedBefore ?? p.until),
     };
   }

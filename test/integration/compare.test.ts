@@ -15,12 +15,18 @@ import { IngestService, ingestOptionsFrom } from '../../src/ingest/service.js';
 import { Store } from '../../src/store/store.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { compareFromStore } from '../../src/cli/compare.js';
+import fs from 'node:fs';
+import { WebhookReceiver } from '../../src/alert/receiver.js';
+import { newSecret } from '../../src/alert/config.js';
+import { guardTick, type CanaryPayload } from '../../src/cli/compare-watch.js';
+import { GuardConfigSchema } from '../../src/compare/guard.js';
 import { fitSampleModel, groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 let cfg: Config;
 let store: Store;
 let dataDir: string;
+let dir: string;
 const kafka = testKafka();
 const logger = createLogger('silent');
 const start = Math.floor(Date.now() / 60_000) * 60_000 - 3 * 3_600_000;
@@ -29,7 +35,7 @@ const N = 1500;
 const UNVERSIONED = Array.from({ length: N }, (_, i) => i).filter((i) => i % 97 === 5).length;
 
 beforeAll(async () => {
-  const dir = tmpDir();
+  dir = tmpDir();
   dataDir = path.join(dir, 'chdb');
   cfg = testConfig(dataDir);
   await fitSampleModel(path.join(dir, 'model'));
@@ -137,5 +143,58 @@ describe('evalgap compare', () => {
     expect(missing.status).not.toBe(0);
     expect(missing.stderr).toMatch(/no requests of version "v9".*versions seen: v1 \(\d+\), v2 \(\d+\), '' \(no version\)/);
     store = await Store.open(cfg.clickhouse);
+  });
+
+  it('guard: sends one signed rollback webhook naming the regressed clusters, with rates, intervals and examples, and not again after a restart', async () => {
+    const secret = newSecret();
+    const rx = new WebhookReceiver({ secret });
+    await rx.start();
+    try {
+      const config = GuardConfigSchema.parse({
+        baseline: 'v1',
+        candidate: 'v2',
+        since: new Date(start - 60_000).toISOString(),
+        rollback: [
+          { outcome: 'escalated', segments: 'clusters', min_share: 0.01, ratio: 1.5 },
+          { outcome: 'failed', segments: 'uncovered', ratio: 2 },
+        ],
+        promote: { ratio: 1.2, difference: 0.02 },
+      });
+      const receiver = { name: 'test', url: rx.url, secret, format: 'evalgap' as const, timeoutMs: 5000, minBackoffMs: 100, maxBackoffMs: 1000, maxAgeSeconds: 3600, headers: {} };
+      const stateFile = path.join(dir, 'guard.state.json');
+      const tick = () => guardTick({ reader: store, database: store.database, config, receivers: [receiver], stateFile });
+      const first = await tick();
+      expect(first.sent.map((p) => p.kind)).toEqual(['rollback']);
+      await waitFor(async () => rx.received.length === 1, 10_000, 'the webhook');
+      expect(rx.rejected).toBe(0); // the receiver verified the Standard Webhooks signature
+      const body = rx.received[0].body as CanaryPayload;
+      expect(body).toMatchObject({ type: 'evalgap.canary', kind: 'rollback', severity: 'rollback', baseline: 'v1', candidate: 'v2' });
+      expect(body.id).toBe(rx.received[0].id);
+      expect(body.findings.length).toBeGreaterThan(0);
+      for (const f of body.findings) {
+        expect(f.outcome).toBe('escalated');
+        expect(f.segment).toBe('cluster');
+        expect(f.ratio.lo).toBeGreaterThan(1.5);
+        expect(f.candidate.lo).toBeGreaterThan(f.baseline.hi * 1.5);
+        expect(f.examples.length).toBeGreaterThan(0);
+      }
+      expect(body.sql).toContain('version_comparison(');
+      // a restart: new objects, the state file only
+      const again = await tick();
+      expect(again.sent).toEqual([]);
+      expect(again.verdict?.rollback.length).toBe(body.findings.length);
+      expect(rx.requests).toBe(1);
+      expect(JSON.parse(fs.readFileSync(stateFile, 'utf8')).delivered).toEqual([body.id]);
+    } finally {
+      await rx.stop();
+    }
+  });
+
+  it('guard: a bad guard file is refused with the key named, before anything is read', () => {
+    const bad = path.join(dir, 'bad-guard.json');
+    fs.writeFileSync(bad, JSON.stringify({ baseline: 'v1', candidate: 'v2', since: 'yesterday', rollback: [{ outcome: 'slow', ratio: 1.2 }] }));
+    const r = spawnSync(process.execPath, [CLI, 'compare', '--guard', bad, '--once', '--data-dir', path.join(dir, 'nowhere')], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/invalid guard config .*\n\s+- since: /s);
   });
 });
