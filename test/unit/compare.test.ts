@@ -129,6 +129,25 @@ describe('RateComparison', () => {
     expect(wrong / runs).toBeLessThanOrEqual(alpha);
   });
 
+  it('stays within α for identical versions whose common rate follows a daily cycle (200 runs, 3 days, a look every 20 sessions)', () => {
+    const alpha = 0.05;
+    let wrong = 0;
+    for (let run = 0; run < 200; run++) {
+      const r = rng(90_000 + run);
+      const t = new RateComparison(alpha);
+      let bad = false;
+      // 3 days of sessions; the rate swings 4%–16% with the hour, the same for both versions (random routing)
+      for (let i = 1; i <= 9000 && !bad; i++) {
+        const hour = ((i / 9000) * 72) % 24;
+        const p = 0.1 + 0.06 * Math.sin((2 * Math.PI * hour) / 24);
+        t.update(r() < 0.05 ? 'candidate' : 'baseline', sessionValue(r, p));
+        if (i % 20 === 0 && t.verdict !== 'no evidence yet') bad = true;
+      }
+      if (bad) wrong++;
+    }
+    expect(wrong / 200).toBeLessThanOrEqual(alpha);
+  });
+
   it('calls a tripled escalation rate worse, and a halved one better', () => {
     const r = rng(7);
     const worse = new RateComparison(0.05 / 300);
