@@ -19,7 +19,7 @@ import { CanaryGuard, GuardConfigSchema, type GuardConfig, type GuardVerdict, ty
 import { ALL, UNCOVERED } from '../compare/detector.js';
 import { loadMonitorConfig, type ResolvedReceiver } from '../alert/config.js';
 import { DeliveryError, signRequest } from '../alert/webhook.js';
-import { CompareStore, type ComparePeriod } from '../store/compare.js';
+import { CompareStore, chTime, type ComparePeriod } from '../store/compare.js';
 import type { StoreReader } from '../store/gaps.js';
 import { evidenceInput } from './compare.js';
 import { openReader } from './gaps.js';
@@ -119,11 +119,12 @@ function toFinding(f: RollbackFinding, cfg: GuardConfig, examples: string[]): Ca
   };
 }
 
-function comparisonSql(db: string, cfg: GuardConfig, until: string): string {
+function comparisonSql(db: string, p: ComparePeriod): string {
   const lit = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
   return (
-    `SELECT * FROM ${db}.version_comparison(baseline = ${lit(cfg.baseline)}, candidate = ${lit(cfg.candidate)}, ` +
-    `since = ${lit(cfg.since)}, until = ${lit(until)}, agent = ${lit(cfg.agent)}, slow_ms = ${cfg.latency_ms ?? 'inf'}, closed_before = ${lit(until)})`
+    `SELECT * FROM ${db}.version_comparison(baseline = ${lit(p.baseline)}, candidate = ${lit(p.candidate)}, ` +
+    `since = ${lit(chTime(p.since))}, until = ${lit(chTime(p.until))}, agent = ${lit(p.agent)}, ` +
+    `slow_ms = ${Number.isFinite(p.slowMs) ? p.slowMs : 'inf'}, closed_before = ${lit(chTime(p.closedBefore ?? p.until))})`
   );
 }
 
@@ -218,7 +219,7 @@ export async function guardTick(o: GuardRunnerOptions): Promise<GuardTick> {
     model_version: modelVersion,
     alpha: cfg.alpha,
     tests: verdict.tests,
-    sql: comparisonSql(o.database, cfg, period.until),
+    sql: comparisonSql(o.database, period),
   };
   const keys = verdict.rollback.map((f) => `${f.condition}:${f.cluster}:${f.outcome}`).sort();
   const rollbackId = `cg_${digest([cfg.baseline, cfg.candidate, cfg.since, cfg.agent, 'rollback', keys])}`;
