@@ -95,13 +95,6 @@ export async function compareFromStore(reader: StoreReader, o: Omit<CompareComma
     agent: o.agent,
     slowMs: Infinity,
   };
-  const seen = await cs.versions(period);
-  for (const v of [o.baseline, o.candidate]) {
-    if (!seen.some((s) => s.version === v)) {
-      const list = seen.map((s) => `${s.version === '' ? "'' (no version)" : s.version} (${s.requests})`).join(', ') || 'none';
-      throw new UserError(`no requests of version ${JSON.stringify(v)} between ${period.since} and ${period.until}${o.agent ? ` for agent ${o.agent}` : ''}; versions seen: ${list}`);
-    }
-  }
   let slow: CompareReport['slow'] = { ms: null, source: 'no latency' };
   if (o.latencyMs !== undefined) slow = { ms: o.latencyMs, source: 'option' };
   else {
@@ -110,6 +103,13 @@ export async function compareFromStore(reader: StoreReader, o: Omit<CompareComma
   }
   period.slowMs = slow.ms ?? Infinity;
   const rows = await cs.evidence(period);
+  for (const v of ['baseline', 'candidate'] as const) {
+    if (!rows.some((r) => r.segment === ALL && r[v].units > 0)) {
+      const seen = await cs.versions(period);
+      const list = seen.map((s) => `${s.version === '' ? "'' (no version)" : s.version} (${s.requests})`).join(', ') || 'none';
+      throw new UserError(`no requests of version ${JSON.stringify(o[v])} between ${period.since} and ${period.until}${o.agent ? ` for agent ${o.agent}` : ''}; versions seen (most requests first): ${list}`);
+    }
+  }
   const { modelVersion, input } = await evidenceInput(cs, rows, o.modelVersion);
   const outcomes = (o.outcomes ?? OUTCOMES).filter((x) => x !== 'slow' || slow.ms !== null);
   if (outcomes.length === 0) throw new UserError('no latency recorded in the period: choose an outcome other than slow');

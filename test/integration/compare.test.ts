@@ -141,7 +141,7 @@ describe('evalgap compare', () => {
     expect(t.stdout).toMatch(/escalated .* worse/);
     const missing = run('--baseline', 'v1', '--candidate', 'v9');
     expect(missing.status).not.toBe(0);
-    expect(missing.stderr).toMatch(/no requests of version "v9".*versions seen: v1 \(\d+\), v2 \(\d+\), '' \(no version\)/);
+    expect(missing.stderr).toMatch(/no requests of version "v9".*versions seen \(most requests first\): v1 \(\d+\), v2 \(\d+\), '' \(no version\)/);
     store = await Store.open(cfg.clickhouse);
   });
 
