@@ -16,6 +16,7 @@ import {
   type SegmentCounts,
 } from '../compare/detector.js';
 import { CompareStore, type ComparePeriod, type VersionEvidenceRow } from '../store/compare.js';
+import { PAIRED_OUTCOMES, comparePaired, emptyPaired, type PairedOutcome, type PairedResult, type PairedSegmentCounts } from '../compare/paired.js';
 import type { StoreReader } from '../store/gaps.js';
 import { openReader } from './gaps.js';
 import { UserError } from './errors.js';
@@ -171,12 +172,90 @@ export function formatCompare(r: CompareReport): string {
   return lines.join('\n');
 }
 
-export async function compareCommand(cfg: Config, o: CompareCommandOptions): Promise<void> {
+export interface PairedReport {
+  baseline: string;
+  candidate: string;
+  period: { since: string; until: string };
+  agent: string;
+  model_version: string;
+  outcomes: PairedOutcome[];
+  result: PairedResult;
+}
+
+/** `--paired`: requests answered by both versions (shadow), compared pair by pair. */
+export async function comparePairedFromStore(reader: StoreReader, o: Omit<CompareCommandOptions, 'format'>): Promise<PairedReport> {
+  if (o.baseline === o.candidate) throw new UserError('--baseline and --candidate must differ');
+  const cs = new CompareStore(reader);
+  const period: ComparePeriod = { baseline: o.baseline, candidate: o.candidate, since: o.since.toISOString(), until: o.until.toISOString(), agent: o.agent, slowMs: Infinity };
+  const rows = await cs.pairedEvidence(period);
+  const overallRows = rows.filter((r) => r.segment === ALL).sort((a, b) => b.pairs - a.pairs);
+  const modelVersion = o.modelVersion ?? overallRows[0]?.model_version;
+  if (!modelVersion || !overallRows.some((r) => r.model_version === modelVersion)) {
+    throw new UserError(
+      `no request_id is stored under both ${JSON.stringify(o.baseline)} and ${JSON.stringify(o.candidate)} between ${period.since} and ${period.until}` +
+        `${o.modelVersion ? ` scored by ${o.modelVersion}` : ''}: --paired needs a shadow version logging its own rows for the same request_ids`,
+    );
+  }
+  const mine = rows.filter((r) => r.model_version === modelVersion);
+  const bySeg = new Map(mine.map((r) => [r.segment, r]));
+  const registered = await cs.clusters(modelVersion);
+  const clusters = registered.length > 0 ? registered : mine.filter((r) => r.segment >= 0).map((r) => ({ cluster: r.segment, label: '' }));
+  const seg = (c: number, label?: string): PairedSegmentCounts => {
+    const r = bySeg.get(c);
+    return r ? { cluster: c, label, pairs: r.pairs, outcomes: r.outcomes } : emptyPaired(c, label);
+  };
+  const outcomes = (o.outcomes ?? PAIRED_OUTCOMES).filter((x): x is PairedOutcome => (PAIRED_OUTCOMES as readonly string[]).includes(x));
+  if (outcomes.length === 0) throw new UserError('--paired compares escalated, refused and failed (not slow)');
+  const result = comparePaired(
+    { segments: [...clusters.map((c) => seg(c.cluster, c.label)), seg(UNCOVERED, 'uncovered')], overall: seg(ALL, 'all traffic') },
+    { alpha: o.alpha, outcomes },
+  );
+  return { baseline: o.baseline, candidate: o.candidate, period: { since: period.since, until: period.until }, agent: o.agent, model_version: modelVersion, outcomes, result };
+}
+
+export function formatPaired(r: PairedReport): string {
+  const res = r.result;
+  const order = { worse: 0, better: 1, 'no evidence yet': 2 } as const;
+  const segs = [...res.segments].filter((s) => s.pairs > 0).sort((a, b) => order[a.verdict] - order[b.verdict] || b.pairs - a.pairs);
+  const rows: (string | number)[][] = [];
+  for (const s of [res.overall, ...segs]) {
+    for (const o of s.outcomes) {
+      rows.push([
+        segName(s.cluster),
+        s.label ?? '',
+        s.pairs,
+        o.outcome,
+        o.baselineRate === null ? '-' : pct(o.baselineRate),
+        o.candidateRate === null ? '-' : pct(o.candidateRate),
+        `${o.candidateOnly}/${o.baselineOnly}`,
+        o.theta === null ? '-' : `${pct(o.theta, 0)} [${pct(o.interval.lo, 0)}–${pct(o.interval.hi, 0)}]`,
+        o.verdict,
+      ]);
+    }
+  }
+  return [
+    `compare ${r.candidate} (candidate) with ${r.baseline} (baseline) on the same requests (paired), ${r.period.since} to ${r.period.until}${r.agent ? `, agent ${r.agent}` : ''}, coverage model ${r.model_version}`,
+    `pairs: ${res.overall.pairs} requests stored under both versions; θ: the sessions' share of candidate-only outcomes among discordant pairs (50% when the versions do not differ)`,
+    `intervals: anytime-valid; ${res.tests} tests share α = ${res.alpha} (Bonferroni: ${res.alphaPerTest.toExponential(2)} each)`,
+    '',
+    table(['segment', 'label', 'pairs', 'outcome', 'baseline', 'candidate', 'only c/only b', 'θ', 'verdict'], rows, 40),
+    '',
+    `worse: ${res.worse.length ? res.worse.map(segName).join(', ') : 'none'}; better: ${res.better.length ? res.better.map(segName).join(', ') : 'none'}`,
+  ].join('\n');
+}
+
+export async function compareCommand(cfg: Config, o: CompareCommandOptions & { paired?: boolean }): Promise<void> {
   const opened = await openReader(cfg, { readOnly: true });
   if (opened.note) console.error(opened.note);
   try {
+    const json = (x: unknown) => JSON.stringify(x, (_, v) => (v === Infinity ? 'Infinity' : v), 2);
+    if (o.paired) {
+      const report = await comparePairedFromStore(opened.reader, o);
+      console.log(o.format === 'json' ? json(report) : formatPaired(report));
+      return;
+    }
     const report = await compareFromStore(opened.reader, o);
-    console.log(o.format === 'json' ? JSON.stringify(report, (_, v) => (v === Infinity ? 'Infinity' : v), 2) : formatCompare(report));
+    console.log(o.format === 'json' ? json(report) : formatCompare(report));
   } finally {
     await opened.close();
   }

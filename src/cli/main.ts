@@ -466,6 +466,7 @@ export function buildProgram(): Command {
         return list;
       })
       .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
+      .option('--paired', 'shadow traffic: compare the requests stored under both versions (same request_id) pair by pair (escalated, refused, failed)')
       .option('--guard <file>', 'canary guard: a JSON file of rollback conditions declared before the canary (docs/compare.md); with --watch')
       .option('--watch', 'evaluate the guard every --interval and send rollback / promote webhooks to the monitor config receivers')
       .option('--once', 'with --guard: evaluate once and exit')
@@ -510,6 +511,7 @@ export function buildProgram(): Command {
       latencyMs: opts.latencyMs,
       outcomes: opts.outcomes,
       format: opts.format,
+      paired: Boolean(opts.paired),
     });
   });
 

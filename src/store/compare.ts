@@ -149,4 +149,63 @@ export class CompareStore {
     );
     return rows.map((r) => ({ request_id: String(r.request_id), query: String(r.query) }));
   }
+
+  /**
+   * Shadow pairs: requests stored under both versions (same request_id), per coverage model and
+   * segment of the baseline's row (-2: all traffic). Per outcome: pairs where only the candidate /
+   * only the baseline had it, each version's count, and per session (a request without one counts
+   * alone) with a discordant pair: units and Σ the session's share of candidate-only pairs.
+   */
+  async pairedEvidence(p: ComparePeriod): Promise<PairedEvidenceRow[]> {
+    const side = (v: string) => `
+      SELECT request_id, any(model_version) AS mv, any(if(covered = 0, -1, cluster)) AS segment,
+             any(if(session_id != '', session_id, concat('request:', request_id))) AS unit,
+             max(escalated = 1) AS e, max(outcome = 'refused') AS rf, max(outcome = 'failed') AS fl
+      FROM ${this.store.t('requests')}
+      WHERE version = {${v}:String} AND ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}
+        AND ({agent:String} = '' OR agent = {agent:String})
+      GROUP BY request_id`;
+    const o = ['e', 'rf', 'fl'];
+    const perUnit = (seg: string) => `
+      SELECT b.mv AS mv, ${seg} AS segment, b.unit AS unit, count() AS pairs,
+             ${o.map((x) => `countIf(b.${x} = 0 AND c.${x} = 1) AS ${x}01, countIf(b.${x} = 1 AND c.${x} = 0) AS ${x}10, countIf(b.${x} = 1) AS ${x}b, countIf(c.${x} = 1) AS ${x}c`).join(',\n             ')}
+      FROM b INNER JOIN c ON c.request_id = b.request_id
+      GROUP BY mv, segment, unit`;
+    const rows = await this.store.query<Raw>(
+      `WITH b AS (${side('baseline')}), c AS (${side('candidate')}),
+            u AS (${perUnit('b.segment')} UNION ALL ${perUnit('-2')})
+       SELECT mv AS model_version, segment, sum(pairs) AS pairs,
+              ${o.map((x) => `sum(${x}01) AS ${x}_c_only, sum(${x}10) AS ${x}_b_only, sum(${x}b) AS ${x}_b, sum(${x}c) AS ${x}_c, countIf(${x}01 + ${x}10 > 0) AS ${x}_units, sumIf(${x}01 / (${x}01 + ${x}10), ${x}01 + ${x}10 > 0) AS ${x}_s`).join(',\n              ')}
+       FROM u GROUP BY model_version, segment ORDER BY model_version, segment`,
+      { baseline: p.baseline, candidate: p.candidate, since: chTime(p.since), until: chTime(p.until), agent: p.agent },
+    );
+    const names: Record<string, 'escalated' | 'refused' | 'failed'> = { e: 'escalated', rf: 'refused', fl: 'failed' };
+    return rows.map((r) => ({
+      model_version: String(r.model_version),
+      segment: num(r.segment),
+      pairs: num(r.pairs),
+      outcomes: Object.fromEntries(
+        o.map((x) => [
+          names[x],
+          { candidateOnly: num(r[`${x}_c_only`]), baselineOnly: num(r[`${x}_b_only`]), baseline: num(r[`${x}_b`]), candidate: num(r[`${x}_c`]), units: num(r[`${x}_units`]), s: num(r[`${x}_s`]) },
+        ]),
+      ) as PairedEvidenceRow['outcomes'],
+    }));
+  }
+}
+
+export interface PairedOutcomeRow {
+  candidateOnly: number;
+  baselineOnly: number;
+  baseline: number;
+  candidate: number;
+  units: number;
+  s: number;
+}
+
+export interface PairedEvidenceRow {
+  model_version: string;
+  segment: number;
+  pairs: number;
+  outcomes: Record<'escalated' | 'refused' | 'failed', PairedOutcomeRow>;
 }

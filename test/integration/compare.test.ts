@@ -14,7 +14,7 @@ import { createKafka, ensureTopics, produceJson } from '../../src/ingest/kafka.j
 import { IngestService, ingestOptionsFrom } from '../../src/ingest/service.js';
 import { Store } from '../../src/store/store.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
-import { compareFromStore } from '../../src/cli/compare.js';
+import { compareFromStore, comparePairedFromStore } from '../../src/cli/compare.js';
 import fs from 'node:fs';
 import { WebhookReceiver } from '../../src/alert/receiver.js';
 import { newSecret } from '../../src/alert/config.js';
@@ -32,6 +32,7 @@ const logger = createLogger('silent');
 const start = Math.floor(Date.now() / 60_000) * 60_000 - 3 * 3_600_000;
 const SESSIONS_V2 = (s: number) => s % 2 === 1;
 const N = 1500;
+const SHADOW = 300;
 const UNVERSIONED = Array.from({ length: N }, (_, i) => i).filter((i) => i % 97 === 5).length;
 
 beforeAll(async () => {
@@ -59,6 +60,17 @@ beforeAll(async () => {
     const regress = version === 'v2' && topic_hint === 'returns';
     return { ...rest, ...(version ? { version } : {}), ...(regress ? { escalated: true, outcome: 'escalated' } : {}) };
   });
+  // a shadow version s2 answers the first SHADOW requests v1 served (same request_id): it escalates every
+  // `returns` question; elsewhere it agrees with v1 except for 1 in 10 pairs whose escalation is flipped
+  const shadow = two
+    .map((m, i) => ({ m, v: msgs[i] }))
+    .filter((x) => x.v.version === 'v1')
+    .slice(0, SHADOW)
+    .map(({ m, v }, j) => {
+      const esc = m.topic_hint === 'returns' ? true : j % 10 === 3 ? !v.escalated : Boolean(v.escalated);
+      return { ...v, version: 's2', escalated: esc, outcome: esc ? 'escalated' : v.outcome === 'escalated' ? 'ok' : v.outcome };
+    });
+  msgs.push(...shadow);
   await ensureTopics(kafka, [{ topic }]);
   const p = kafka.producer();
   await p.connect();
@@ -86,8 +98,8 @@ describe('evalgap compare', () => {
     const agg = await store.query<{ version: string; n: string; e: string }>(
       `SELECT version, toString(sum(requests)) AS n, toString(sum(escalated)) AS e FROM ${store.t('coverage_5m')} GROUP BY version ORDER BY version`,
     );
-    expect(raw.map((r) => r.version)).toEqual(['', 'v1', 'v2']);
-    expect(raw.reduce((a, r) => a + Number(r.n), 0)).toBe(N);
+    expect(raw.map((r) => r.version)).toEqual(['', 's2', 'v1', 'v2']);
+    expect(raw.reduce((a, r) => a + Number(r.n), 0)).toBe(N + SHADOW);
     expect(Number(raw[0].n)).toBe(UNVERSIONED);
     expect(agg).toEqual(raw);
   });
@@ -141,8 +153,28 @@ describe('evalgap compare', () => {
     expect(t.stdout).toMatch(/escalated .* worse/);
     const missing = run('--baseline', 'v1', '--candidate', 'v9');
     expect(missing.status).not.toBe(0);
-    expect(missing.stderr).toMatch(/no requests of version "v9".*versions seen \(most requests first\): v1 \(\d+\), v2 \(\d+\), '' \(no version\)/);
+    expect(missing.stderr).toMatch(/no requests of version "v9".*versions seen \(most requests first\): v1 \(\d+\), v2 \(\d+\), s2 \(300\), '' \(no version\)/);
     store = await Store.open(cfg.clickhouse);
+  });
+
+  it('--paired: finds the shadow worse on the clusters of the regressed topic from its pairs alone', async () => {
+    const o = { baseline: 'v1', candidate: 's2', since: new Date(start - 60_000), until: new Date(), agent: '', alpha: 0.05 };
+    const rep = await comparePairedFromStore(store, o);
+    const res = rep.result;
+    expect(res.overall.pairs).toBe(SHADOW);
+    expect(res.tests).toBe((res.segments.length + 1) * 3);
+    expect(res.worse.length).toBeGreaterThan(0);
+    for (const c of res.worse) {
+      const seg = res.segments.find((s) => s.cluster === c)!;
+      const esc = seg.outcomes.find((x) => x.outcome === 'escalated')!;
+      expect(esc.verdict).toBe('worse');
+      expect(esc.interval.lo).toBeGreaterThan(0.5);
+      expect(esc.candidateOnly).toBeGreaterThan(esc.baselineOnly);
+    }
+    // nothing is called better
+    expect(res.better).toEqual([]);
+    // without a shadow, there are no pairs
+    await expect(comparePairedFromStore(store, { ...o, candidate: 'v2' })).rejects.toThrow(/no request_id is stored under both/);
   });
 
   it('guard: sends one signed rollback webhook naming the regressed clusters, with rates, intervals and examples, and not again after a restart', async () => {

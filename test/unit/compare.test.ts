@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { JEFFREYS, logMixture, rateInterval, twoSampleInterval } from '../../src/compare/sequence.js';
 import { ALL, RateComparison, UNCOVERED, compareVersions, emptyArm, type CompareInput, type SegmentArm } from '../../src/compare/detector.js';
 import { CanaryGuard, GuardConfigSchema } from '../../src/compare/guard.js';
+import { comparePaired, emptyPaired, pairedSegment } from '../../src/compare/paired.js';
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -310,5 +311,56 @@ describe('CanaryGuard', () => {
     const res = again.update({ segments: [0, 1, 2, 3, UNCOVERED].map((c) => ({ ...empty, cluster: c })), overall: { ...empty, cluster: ALL }, units: { baseline: 0, candidate: 0 } });
     expect(res.rollback.map((f) => f.cluster)).toEqual([]); // below min_share without data: not eligible, not reported
     expect(again.toJSON().fired).toEqual(['0:2:escalated']);
+  });
+});
+
+describe('paired (shadow) comparison', () => {
+  /** sessions of 1–4 shadowed requests; each version escalates with p (correlated within a request by `agree`) */
+  function run(seed: number, pBase: number, pCand: number, sessions: number, look: number, alpha: number) {
+    const r = rng(seed);
+    const seg = emptyPaired(0);
+    const c = seg.outcomes.escalated;
+    for (let i = 1; i <= sessions; i++) {
+      const len = 1 + Math.floor(r() * 4);
+      let c01 = 0;
+      let c10 = 0;
+      for (let j = 0; j < len; j++) {
+        // a shared difficulty makes the two answers agree more often than chance (what pairing exploits)
+        const hard = r() < 0.1;
+        const b = r() < (hard ? 0.6 : pBase * 0.5) ? 1 : 0;
+        const x = r() < (hard ? 0.6 * (pCand / pBase) : pCand * 0.5) ? 1 : 0;
+        seg.pairs++;
+        c.baseline += b;
+        c.candidate += x;
+        if (b === 0 && x === 1) c01++;
+        if (b === 1 && x === 0) c10++;
+      }
+      c.candidateOnly += c01;
+      c.baselineOnly += c10;
+      if (c01 + c10 > 0) {
+        c.units++;
+        c.s += c01 / (c01 + c10);
+      }
+      if (i % look === 0) {
+        const v = pairedSegment(seg, ['escalated'], alpha).verdict;
+        if (v !== 'no evidence yet') return { verdict: v, at: seg.pairs };
+      }
+    }
+    return { verdict: 'no evidence yet' as const, at: seg.pairs };
+  }
+
+  it('calls identical versions different in ≤ α of 300 runs looked at every 10 sessions, and finds a doubled rate', () => {
+    let wrong = 0;
+    for (let k = 0; k < 300; k++) if (run(300 + k, 0.1, 0.1, 3000, 10, 0.05).verdict !== 'no evidence yet') wrong++;
+    expect(wrong / 300).toBeLessThanOrEqual(0.05);
+    const hit = run(7, 0.1, 0.2, 20_000, 10, 0.05 / 100);
+    expect(hit.verdict).toBe('worse');
+    expect(run(8, 0.2, 0.1, 20_000, 10, 0.05 / 100).verdict).toBe('better');
+  });
+
+  it('splits α over (segments + 1) × outcomes', () => {
+    const res = comparePaired({ segments: [emptyPaired(0), emptyPaired(1), emptyPaired(-1)], overall: emptyPaired(-2) }, { alpha: 0.05, outcomes: ['escalated', 'failed'] });
+    expect(res.tests).toBe(8);
+    expect(res.segments.every((s) => s.verdict === 'no evidence yet')).toBe(true);
   });
 });
