@@ -20,6 +20,7 @@
 import { CanaryGuard, GuardConfigSchema, type GuardConfig } from '../../src/compare/guard.js';
 import { ALL, UNCOVERED, emptyArm, type CompareInput, type SegmentArm, type SegmentCounts } from '../../src/compare/detector.js';
 import { BANKING77_MISSING, hasBanking77, loadBanking77 } from '../helpers/banking77.js';
+import { emptyPaired, pairedSegment, type PairedSegmentCounts } from '../../src/compare/paired.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const IDENTICAL_RUNS = Number(args.get('identical-runs') ?? 200);
@@ -31,6 +32,14 @@ const HORIZON = Number(args.get('horizon') ?? 20_000);
 const PROMOTE_HORIZON = Number(args.get('promote-horizon') ?? 400_000);
 const GLOBAL_HORIZON = Number(args.get('global-horizon') ?? 400_000);
 const SPLIT = 0.05;
+/** --only=canary|shadow: run one part */
+const ONLY = args.get('only');
+const part = <T>(name: 'canary' | 'shadow', f: () => T): T | null => (ONLY === undefined || ONLY === name ? f() : null);
+const PAIRED_RUNS = Number(args.get('paired-runs') ?? 20);
+const PAIRED_IDENTICAL_RUNS = Number(args.get('paired-identical-runs') ?? 200);
+const SHADOW_HORIZON = Number(args.get('shadow-horizon') ?? 40_000);
+/** in the shadow simulation, the share of requests whose two answers are drawn independently (else from one shared draw) */
+const INDEPENDENT = 0.2;
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -209,6 +218,129 @@ function quantiles(xs: number[]): { median: number; p10: number; p90: number; me
   return { median: q(0.5), p10: q(0.1), p90: q(0.9), mean: Math.round(s.reduce((a, b) => a + b, 0) / s.length) };
 }
 
+/**
+ * Shadow: every session's requests are answered by both versions. The two answers to a request share
+ * one uniform draw (what pairing exploits) except for INDEPENDENT of them, drawn apart, so identical
+ * versions still disagree on some requests. Returns the shadow requests at which the paired test
+ * (per cluster, the guard's family) and the unpaired one on the same requests first call a segment
+ * worse (or better), or null.
+ */
+function runShadow(segs: Segment[], scenario: Scenario, target: number, seed: number, anyIncrease: GuardConfig, horizon: number) {
+  const r = rng(seed);
+  let c = 0;
+  const cum = segs.map((x) => (c += x.share));
+  const draw = () => {
+    const u = r() * cum[cum.length - 1];
+    let i = 0;
+    while (cum[i] < u) i++;
+    return i;
+  };
+  const rate = (seg: Segment, o: number, cand: boolean) =>
+    !cand ? seg.rates[o] : scenario === 'better' ? seg.rates[o] * 0.7 : scenario === 'regress' && o === 0 && seg.cluster === target ? Math.min(1, 3 * seg.rates[o]) : seg.rates[o];
+  const clusters = segs.filter((x) => x.cluster >= 0).map((x) => x.cluster);
+  const guard = new CanaryGuard(anyIncrease, clusters);
+  const arms = new Map(segs.map((x) => [x.cluster, { baseline: emptyArm(), candidate: emptyArm() }]));
+  const overall = { baseline: emptyArm(), candidate: emptyArm() };
+  const paired = new Map<number, PairedSegmentCounts>(segs.map((x) => [x.cluster, emptyPaired(x.cluster)]));
+  const names = ['escalated', 'refused', 'failed'] as const;
+  // the paired family: the guard's (outcome, segment) pairs, at the guard's α per test
+  const family = anyIncrease.rollback.flatMap((cond) =>
+    (cond.segments === 'clusters' ? clusters : cond.segments === 'uncovered' ? [UNCOVERED] : [...clusters, UNCOVERED]).map((cl) => ({ cl, o: cond.outcome as (typeof names)[number], minShare: cond.min_share })),
+  );
+  let requests = 0;
+  let sessions = 0;
+  let pairedAt: number | null = null;
+  let pairedWrongWay = false;
+  let unpairedAt: number | null = null;
+  while (requests < horizon && (pairedAt === null || unpairedAt === null)) {
+    let len = 1;
+    while (len < 10 && r() < 0.5) len++;
+    const main = draw();
+    const frailty = r() < 0.2 ? 3.5 : 0.375;
+    const per = new Map<number, { n: number; b: number[]; c: number[]; d01: number[]; d10: number[] }>();
+    const tb = [0, 0, 0];
+    const tc = [0, 0, 0];
+    for (let i = 0; i < len; i++) {
+      const si = r() < 0.7 ? main : draw();
+      const seg = segs[si];
+      const x = per.get(si) ?? { n: 0, b: [0, 0, 0], c: [0, 0, 0], d01: [0, 0, 0], d10: [0, 0, 0] };
+      x.n++;
+      for (let o = 0; o < 3; o++) {
+        const u = r();
+        const v = r() < INDEPENDENT ? r() : u;
+        const b = u < Math.min(1, rate(seg, o, false) * frailty) ? 1 : 0;
+        const cc = v < Math.min(1, rate(seg, o, true) * frailty) ? 1 : 0;
+        x.b[o] += b;
+        x.c[o] += cc;
+        tb[o] += b;
+        tc[o] += cc;
+        if (b === 0 && cc === 1) x.d01[o]++;
+        if (b === 1 && cc === 0) x.d10[o]++;
+      }
+      per.set(si, x);
+    }
+    requests += len;
+    sessions++;
+    for (const [si, x] of per) {
+      const cl = segs[si].cluster;
+      const a = arms.get(cl)!;
+      const pc = paired.get(cl)!;
+      pc.pairs += x.n;
+      for (const [key, vals] of [['baseline', x.b], ['candidate', x.c]] as const) {
+        const arm = a[key];
+        arm.units++;
+        arm.requests += x.n;
+        arm.escalated += vals[0] / x.n;
+        arm.refused += vals[1] / x.n;
+        arm.failed += vals[2] / x.n;
+        arm.mix += x.n / len;
+      }
+      names.forEach((nm, o) => {
+        const q = pc.outcomes[nm];
+        q.baseline += x.b[o];
+        q.candidate += x.c[o];
+        q.candidateOnly += x.d01[o];
+        q.baselineOnly += x.d10[o];
+        if (x.d01[o] + x.d10[o] > 0) {
+          q.units++;
+          q.s += x.d01[o] / (x.d01[o] + x.d10[o]);
+        }
+      });
+    }
+    for (const [key, vals] of [['baseline', tb], ['candidate', tc]] as const) {
+      const arm = overall[key];
+      arm.units++;
+      arm.requests += len;
+      arm.escalated += vals[0] / len;
+      arm.refused += vals[1] / len;
+      arm.failed += vals[2] / len;
+      arm.mix += 1;
+    }
+    if (sessions % 50 !== 0) continue;
+    if (unpairedAt === null) {
+      const input: CompareInput = {
+        segments: segs.map((x) => ({ cluster: x.cluster, ...arms.get(x.cluster)! })),
+        overall: { cluster: ALL, ...overall },
+        units: { baseline: overall.baseline.units, candidate: overall.candidate.units },
+      };
+      if (guard.update(input).rollback.length > 0) unpairedAt = requests;
+    }
+    if (pairedAt === null) {
+      for (const f of family) {
+        const share = (arms.get(f.cl)!.baseline.mix || 0) / Math.max(1, overall.baseline.units);
+        if (share < f.minShare) continue;
+        const v = pairedSegment(paired.get(f.cl)!, [f.o], guard.alphaPerTest).verdict;
+        if (v === 'worse') {
+          pairedAt = requests;
+          break;
+        }
+        if (v === 'better') pairedWrongWay = true;
+      }
+    }
+  }
+  return { pairedAt, unpairedAt, pairedWrongWay, requests };
+}
+
 function main() {
   if (!hasBanking77()) {
     console.log(JSON.stringify({ bench: 'compare', skipped: BANKING77_MISSING }));
@@ -257,7 +389,7 @@ function main() {
     return { runs: IDENTICAL_RUNS, false_rollbacks: fired, false_rollback_rate: fired / IDENTICAL_RUNS, horizon_candidate_requests: HORIZON };
   };
 
-  const better = Array.from({ length: Math.max(1, Math.floor(RUNS / 2)) }, (_, i) => runOnce(segs, 'better', -99, 9000 + i, guardCfg, PROMOTE_HORIZON, 'any'));
+  const better = part('canary', () => Array.from({ length: Math.max(1, Math.floor(RUNS / 2)) }, (_, i) => runOnce(segs, 'better', -99, 9000 + i, guardCfg, PROMOTE_HORIZON, 'any'))) ?? [];
   const promoted = better.filter((r) => r.promoteAt !== null);
   const out = {
     bench: 'compare',
@@ -271,11 +403,11 @@ function main() {
       guard_tests: new CanaryGuard(guardCfg, clusters.map((c) => c.cluster)).tests,
       looks: 'every 50 candidate sessions, every 1% more past 5,000',
     },
-    regression_guard_ratio_1_5: regress(guardCfg, RUNS, HORIZON * 5, 1000),
-    regression_any_increase: regress(anyIncrease, RUNS, HORIZON * 5, 2000),
-    regression_global_test: regress(global, GLOBAL_RUNS, GLOBAL_HORIZON, 3000),
-    identical_guard_ratio_1_5: identical(guardCfg, 5000),
-    identical_any_increase: identical(anyIncrease, 7000),
+    regression_guard_ratio_1_5: part('canary', () => regress(guardCfg, RUNS, HORIZON * 5, 1000)),
+    regression_any_increase: part('canary', () => regress(anyIncrease, RUNS, HORIZON * 5, 2000)),
+    regression_global_test: part('canary', () => regress(global, GLOBAL_RUNS, GLOBAL_HORIZON, 3000)),
+    identical_guard_ratio_1_5: part('canary', () => identical(guardCfg, 5000)),
+    identical_any_increase: part('canary', () => identical(anyIncrease, 7000)),
     better: {
       runs: better.length,
       promoted: promoted.length,
@@ -284,6 +416,24 @@ function main() {
       horizon_candidate_requests: PROMOTE_HORIZON,
       margin: 'every segment with ≥ 3% of the baseline and all traffic: escalated, refused, failed each ≤ 1.2 × or ≤ +2 pp the baseline',
     },
+    shadow: part('shadow', () => {
+      const reg = Array.from({ length: PAIRED_RUNS }, (_, i) => runShadow(segs, 'regress', targetSeg.cluster, 11_000 + i, anyIncrease, SHADOW_HORIZON * 5));
+      const same = Array.from({ length: PAIRED_IDENTICAL_RUNS }, (_, i) => runShadow(segs, 'identical', -99, 13_000 + i, anyIncrease, SHADOW_HORIZON));
+      return {
+        design: `every request answered by both versions; the two answers share one draw except ${INDEPENDENT * 100}% drawn independently; the any-increase family (${new CanaryGuard(anyIncrease, clusters.map((c) => c.cluster)).tests} tests), looked at every 50 sessions`,
+        regression_runs: PAIRED_RUNS,
+        paired_detected: reg.filter((x) => x.pairedAt !== null).length,
+        paired_delay_shadow_requests: quantiles(reg.filter((x) => x.pairedAt !== null).map((x) => x.pairedAt!)),
+        unpaired_detected: reg.filter((x) => x.unpairedAt !== null).length,
+        unpaired_delay_same_requests: quantiles(reg.filter((x) => x.unpairedAt !== null).map((x) => x.unpairedAt!)),
+        horizon_shadow_requests: SHADOW_HORIZON * 5,
+        identical_runs: PAIRED_IDENTICAL_RUNS,
+        identical_paired_false_worse: same.filter((x) => x.pairedAt !== null).length,
+        identical_paired_false_better: same.filter((x) => x.pairedWrongWay).length,
+        identical_unpaired_false: same.filter((x) => x.unpairedAt !== null).length,
+        identical_horizon_shadow_requests: SHADOW_HORIZON,
+      };
+    }),
     seconds: Math.round((performance.now() - t0) / 100) / 10,
   };
   console.log(JSON.stringify(out, null, 2));
