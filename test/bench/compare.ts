@@ -34,7 +34,10 @@ const GLOBAL_HORIZON = Number(args.get('global-horizon') ?? 400_000);
 const SPLIT = 0.05;
 /** --only=canary|shadow: run one part */
 const ONLY = args.get('only');
-const part = <T>(name: 'canary' | 'shadow', f: () => T): T | null => (ONLY === undefined || ONLY === name ? f() : null);
+const part = <T>(name: 'canary' | 'shadow' | 'long', f: () => T): T | null => (ONLY === undefined ? name !== 'long' : ONLY === name) ? f() : null;
+/** --only=long: identical versions over a longer horizon (not part of the default run) */
+const LONG_RUNS = Number(args.get('long-runs') ?? 100);
+const LONG_HORIZON = Number(args.get('long-horizon') ?? 100_000);
 const PAIRED_RUNS = Number(args.get('paired-runs') ?? 20);
 const PAIRED_IDENTICAL_RUNS = Number(args.get('paired-identical-runs') ?? 200);
 const SHADOW_HORIZON = Number(args.get('shadow-horizon') ?? 40_000);
@@ -383,10 +386,10 @@ function main() {
       horizon_candidate_requests: horizon,
     };
   };
-  const identical = (cfg: GuardConfig, seed0: number) => {
-    const rs = Array.from({ length: IDENTICAL_RUNS }, (_, i) => runOnce(segs, 'identical', -99, seed0 + i, cfg, HORIZON, 'rollback'));
+  const identical = (cfg: GuardConfig, seed0: number, runs = IDENTICAL_RUNS, horizon = HORIZON) => {
+    const rs = Array.from({ length: runs }, (_, i) => runOnce(segs, 'identical', -99, seed0 + i, cfg, horizon, 'rollback'));
     const fired = rs.filter((r) => r.rollbackAt !== null).length;
-    return { runs: IDENTICAL_RUNS, false_rollbacks: fired, false_rollback_rate: fired / IDENTICAL_RUNS, horizon_candidate_requests: HORIZON };
+    return { runs, false_rollbacks: fired, false_rollback_rate: fired / runs, horizon_candidate_requests: horizon };
   };
 
   const better = part('canary', () => Array.from({ length: Math.max(1, Math.floor(RUNS / 2)) }, (_, i) => runOnce(segs, 'better', -99, 9000 + i, guardCfg, PROMOTE_HORIZON, 'any'))) ?? [];
@@ -408,6 +411,7 @@ function main() {
     regression_global_test: part('canary', () => regress(global, GLOBAL_RUNS, GLOBAL_HORIZON, 3000)),
     identical_guard_ratio_1_5: part('canary', () => identical(guardCfg, 5000)),
     identical_any_increase: part('canary', () => identical(anyIncrease, 7000)),
+    identical_guard_ratio_1_5_long: part('long', () => identical(guardCfg, 20_000, LONG_RUNS, LONG_HORIZON)),
     better: {
       runs: better.length,
       promoted: promoted.length,
