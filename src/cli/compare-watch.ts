@@ -271,8 +271,18 @@ export async function watchCommand(cfg: Config, o: WatchOptions): Promise<void> 
   process.once('SIGTERM', onSignal);
   for (;;) {
     const opened = await openReader(cfg, { readOnly: true });
+    let t: GuardTick | null = null;
     try {
-      const t = await guardTick({ reader: opened.reader, database: cfg.clickhouse.database, config, receivers, stateFile });
+      t = await guardTick({ reader: opened.reader, database: cfg.clickhouse.database, config, receivers, stateFile });
+    } catch (e) {
+      // a receiver down or the store unreachable: nothing was recorded as delivered, so the next
+      // evaluation sends again under the same webhook-id
+      if (o.once || e instanceof UserError) throw e;
+      console.error(JSON.stringify({ at: new Date().toISOString(), error: (e as Error).message }));
+    } finally {
+      await opened.close();
+    }
+    if (t) {
       const v = t.verdict;
       console.log(
         JSON.stringify({
@@ -284,8 +294,6 @@ export async function watchCommand(cfg: Config, o: WatchOptions): Promise<void> 
           sent: t.sent.map((p) => ({ id: p.id, kind: p.kind })),
         }),
       );
-    } finally {
-      await opened.close();
     }
     if (o.once || stop) break;
     await new Promise((r) => setTimeout(r, o.intervalSeconds * 1000));
