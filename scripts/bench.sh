@@ -20,7 +20,8 @@ run() { npx vite-node "test/bench/$1.ts" -- "${@:2}" 2>/dev/null | sed -n '/^{/,
   echo '"gaps":'; run gaps "--draws=$([ "$draws" = 1 ] && echo 1 || echo 3)"; echo ','
   echo '"monitor":'; run monitor; echo ','
   echo '"traces":'; run traces; echo ','
-  echo '"estimate":'; run estimate "--draws=$([ "$draws" = 1 ] && echo 20 || echo 100)"
+  echo '"estimate":'; run estimate "--draws=$([ "$draws" = 1 ] && echo 20 || echo 100)"; echo ','
+  echo '"compare":'; run compare
   echo '}'
 } > "$out.tmp"
 node -e 'const fs=require("fs");const j=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));fs.writeFileSync(process.argv[2],JSON.stringify(j,null,2)+"\n");console.log(JSON.stringify(j,null,2))' "$out.tmp" "$out"

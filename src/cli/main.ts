@@ -508,6 +508,79 @@ export function buildProgram(): Command {
 
   storeOptions(
     program
+      .command('compare')
+      .description('compare two agent versions cluster by cluster: outcome rates, anytime-valid intervals, a verdict per cluster (docs/compare.md)')
+      .option('--baseline <version>', 'the version in place (the `version` field of the messages)')
+      .option('--candidate <version>', 'the new version (canary or shadow)')
+      .option('--since <period>', 'start: a duration back from now (30m, 12h, 7d, 2w) or a date', '7d')
+      .option('--until <period>', 'end: a duration back from now or a date (default: now)')
+      .option('--agent <name>', "one agent's traffic (default: all agents)")
+      .option('--alpha <a>', 'family-wise error over all tests (clusters × outcomes, overall, mix)', rateArg, 0.05)
+      .option('--model-version <v>', 'coverage model whose clusters are compared (default: the one scoring most of the candidate)')
+      .option('--latency-ms <ms>', "a request is slow above this latency (default: the baseline's p95 in the period)", (v: string) => {
+        const n = Number(v);
+        if (!(n >= 0) || !Number.isFinite(n)) throw new InvalidArgumentError('--latency-ms must be a number ≥ 0');
+        return n;
+      })
+      .option('--outcomes <list>', 'outcomes compared, comma-separated: escalated,refused,failed,slow (default: all; fewer tests, more power each)', (v: string) => {
+        const list = [...new Set(v.split(',').map((x) => x.trim()).filter(Boolean))];
+        const known = ['escalated', 'refused', 'failed', 'slow'];
+        const bad = list.filter((x) => !known.includes(x));
+        if (list.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${known.join(', ')}`);
+        return list;
+      })
+      .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
+      .option('--paired', 'shadow traffic: compare the requests stored under both versions (same request_id) pair by pair (escalated, refused, failed)')
+      .option('--guard <file>', 'canary guard: a JSON file of rollback conditions declared before the canary (docs/compare.md); with --watch')
+      .option('--watch', 'evaluate the guard every --interval and send rollback / promote webhooks to the monitor config receivers')
+      .option('--once', 'with --guard: evaluate once and exit')
+      .option('--interval <seconds>', 'seconds between evaluations of the guard', intArg('--interval', 1), 60)
+      .option('--monitor-config <file>', "the monitor's config file, for its webhook receivers (with --guard)")
+      .option('--state <file>', "the guard's state file (default: <guard>.state.json beside the guard file)"),
+  ).action(async (opts) => {
+    if (opts.guard || opts.watch || opts.once) {
+      if (!opts.guard) throw new InvalidArgumentError('--watch and --once need --guard FILE');
+      if (!opts.watch && !opts.once) throw new InvalidArgumentError('--guard needs --watch (or --once)');
+      const { watchCommand } = await import('./compare-watch.js');
+      await watchCommand(configFrom(opts), {
+        guardFile: opts.guard,
+        monitorConfig: opts.monitorConfig,
+        stateFile: opts.state,
+        intervalSeconds: opts.interval,
+        once: Boolean(opts.once),
+      });
+      return;
+    }
+    if (!opts.baseline || !opts.candidate) throw new InvalidArgumentError('--baseline and --candidate are required (or --guard FILE with --watch)');
+    const { compareCommand } = await import('./compare.js');
+    const { parseSince } = await import('./report.js');
+    const now = new Date();
+    let since: Date;
+    let until: Date;
+    try {
+      since = parseSince(opts.since, now);
+      until = opts.until === undefined ? now : parseSince(opts.until, now);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message.replace('--since', '--since/--until'));
+    }
+    if (!(since < until)) throw new InvalidArgumentError('--since must be before --until');
+    await compareCommand(configFrom(opts), {
+      baseline: opts.baseline,
+      candidate: opts.candidate,
+      since,
+      until,
+      agent: opts.agent ?? '',
+      alpha: opts.alpha,
+      modelVersion: opts.modelVersion,
+      latencyMs: opts.latencyMs,
+      outcomes: opts.outcomes,
+      format: opts.format,
+      paired: Boolean(opts.paired),
+    });
+  });
+
+  storeOptions(
+    program
       .command('sql')
       .description(
         'run one read-only SELECT against the store (embedded or server); while evalgap run holds the ' +

@@ -110,6 +110,7 @@ function toRow(m: SourceMessage, r: RequestLog, deps: ProcessDeps): Omit<Request
     request_id: r.request_id,
     ts: new Date(r.ts).toISOString(),
     agent: r.agent,
+    version: r.version,
     session_id: r.session_id,
     turn: r.turn,
     query: deps.redactText ? redactText(r.query, deps.redactKey ?? '') : r.query,

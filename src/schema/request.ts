@@ -8,8 +8,11 @@ import { DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, jsonDepth, repairStrings 
 
 const KNOWN = [
   'request_id', 'ts', 'query', 'agent', 'session_id', 'turn', 'escalated', 'outcome',
-  'latency_ms', 'cost_usd', 'tools', 'metadata',
+  'latency_ms', 'cost_usd', 'tools', 'metadata', 'version',
 ] as const;
+
+/** Longest accepted `version` (agent or prompt version), in UTF-16 units. */
+export const MAX_VERSION_LENGTH = 128;
 
 /**
  * The range any timestamp must fall in, whatever the retention: from 1973-03-03T09:46:40Z (1e11 ms;
@@ -91,6 +94,13 @@ const KnownFields = z.object({
   latency_ms: z.number().finite().nonnegative().optional(),
   cost_usd: z.number().finite().nonnegative().optional(),
   tools: z.array(z.string().max(256)).max(1000).optional(),
+  // the agent or prompt version the request was served by (a number, e.g. 3, is read as "3")
+  version: z
+    .union([z.string().max(MAX_VERSION_LENGTH), z.number().finite()], {
+      errorMap: () => ({ message: `expected a string of at most ${MAX_VERSION_LENGTH} characters` }),
+    })
+    .transform((v) => String(v))
+    .optional(),
   // validated as a plain object; its keys are taken from the input itself (zod drops `__proto__`)
   metadata: plainObject.optional(),
 });
@@ -120,6 +130,7 @@ export const RequestLogSchema = z.unknown().transform((input, ctx) => {
     ts: v.ts,
     query: v.query,
     agent: v.agent ?? '',
+    version: v.version ?? '',
     session_id: v.session_id ?? '',
     turn: v.turn ?? 0,
     escalated: v.escalated ?? v.outcome === 'escalated',

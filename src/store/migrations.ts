@@ -290,6 +290,71 @@ export const MIGRATIONS: Migration[] = [
       `ALTER TABLE {db}.coverage_5m ${Array.from({ length: BANDS }, (_, b) => `ADD COLUMN IF NOT EXISTS band${b} UInt64 DEFAULT 0`).join(', ')}`,
     ],
   },
+  // 13: another branch's
+  {
+    version: 14,
+    name: 'agent or prompt version: requests.version, and coverage_5m per version (evalgap compare)',
+    statements: [
+      `ALTER TABLE {db}.requests ADD COLUMN IF NOT EXISTS version LowCardinality(String) DEFAULT ''
+       COMMENT 'the agent or prompt version of the message; empty when absent or stored before migration 14' AFTER agent`,
+      // a new column may join the end of a sorting key in the ALTER that adds it (metadata only);
+      // existing rows read as version '' and keep their order
+      `ALTER TABLE {db}.coverage_5m ADD COLUMN IF NOT EXISTS version LowCardinality(String) AFTER model_version,
+       MODIFY ORDER BY (bucket, agent, model_version, cluster, version)`,
+      // evalgap compare's evidence, per coverage model and segment (an eval cluster; -1 uncovered;
+      // -2 all traffic), one column set per version. Units: a session, or a request without one;
+      // each unit's outcome columns are its share of requests with the outcome, summed over units.
+      // A parameterized view: SELECT * FROM {db}.version_comparison(baseline = 'v1', candidate = 'v2',
+      // since = '…', until = '…', agent = '', slow_ms = 2000, closed_before = '…') — see docs/compare.md
+      `CREATE VIEW IF NOT EXISTS {db}.version_comparison AS
+       WITH per_unit AS (
+         SELECT version, model_version, if(covered = 0, -1, cluster) AS segment,
+                if(session_id != '', session_id, concat('request:', request_id)) AS unit,
+                count() AS n, countIf(escalated = 1) AS e, countIf(outcome = 'refused') AS rf, countIf(outcome = 'failed') AS fl,
+                countIf(latency_ms IS NOT NULL) AS nl, countIf(latency_ms > {slow_ms:Float64}) AS sl, max(ts) AS last
+         FROM {db}.requests
+         WHERE version IN ({baseline:String}, {candidate:String}) AND {baseline:String} != {candidate:String}
+           AND ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}
+           AND ({agent:String} = '' OR agent = {agent:String})
+         GROUP BY version, model_version, segment, unit
+       ),
+       closed AS (
+         SELECT version, model_version, unit FROM per_unit GROUP BY version, model_version, unit
+         HAVING max(last) < {closed_before:DateTime64(3, 'UTC')}
+       ),
+       rows AS (
+         SELECT p.version AS version, p.model_version AS model_version, p.segment AS segment, p.n AS n, p.e AS e, p.rf AS rf,
+                p.fl AS fl, p.nl AS nl, p.sl AS sl, p.n / sum(p.n) OVER (PARTITION BY p.version, p.model_version, p.unit) AS share
+         FROM per_unit AS p INNER JOIN closed AS c ON c.version = p.version AND c.model_version = p.model_version AND c.unit = p.unit
+         UNION ALL
+         SELECT p.version, p.model_version, -2, sum(p.n), sum(p.e), sum(p.rf), sum(p.fl), sum(p.nl), sum(p.sl), 1
+         FROM per_unit AS p INNER JOIN closed AS c ON c.version = p.version AND c.model_version = p.model_version AND c.unit = p.unit
+         GROUP BY p.version, p.model_version, p.unit
+       )
+       SELECT model_version, segment,
+              countIf(version = {baseline:String}) AS baseline_units,
+              sumIf(n, version = {baseline:String}) AS baseline_requests,
+              sumIf(e / n, version = {baseline:String}) AS baseline_escalated,
+              sumIf(rf / n, version = {baseline:String}) AS baseline_refused,
+              sumIf(fl / n, version = {baseline:String}) AS baseline_failed,
+              countIf(version = {baseline:String} AND nl > 0) AS baseline_latency_units,
+              sumIf(sl / nl, version = {baseline:String} AND nl > 0) AS baseline_slow,
+              sumIf(share, version = {baseline:String}) AS baseline_mix,
+              countIf(version = {candidate:String}) AS candidate_units,
+              sumIf(n, version = {candidate:String}) AS candidate_requests,
+              sumIf(e / n, version = {candidate:String}) AS candidate_escalated,
+              sumIf(rf / n, version = {candidate:String}) AS candidate_refused,
+              sumIf(fl / n, version = {candidate:String}) AS candidate_failed,
+              countIf(version = {candidate:String} AND nl > 0) AS candidate_latency_units,
+              sumIf(sl / nl, version = {candidate:String} AND nl > 0) AS candidate_slow,
+              sumIf(share, version = {candidate:String}) AS candidate_mix,
+              if(baseline_units > 0, baseline_escalated / baseline_units, nan) AS baseline_escalation_rate,
+              if(candidate_units > 0, candidate_escalated / candidate_units, nan) AS candidate_escalation_rate
+       FROM rows
+       GROUP BY model_version, segment
+       ORDER BY model_version, segment`,
+    ],
+  },
   {
     version: 15,
     name: 'eval results per case, per coverage model version and eval run (evalgap results)',

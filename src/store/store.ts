@@ -15,6 +15,8 @@ export interface RequestRow {
   request_id: string;
   ts: string; // ISO-8601 UTC
   agent: string;
+  /** the agent or prompt version of the message ('' when absent; migration 14) */
+  version?: string;
   session_id: string;
   turn: number;
   query: string;
@@ -48,6 +50,8 @@ export interface CoverageAggRow {
   bucket: string;
   agent: string;
   model_version: string;
+  /** the agent or prompt version (migration 14; part of the key) */
+  version: string;
   cluster: number;
   requests: number;
   uncovered: number;
@@ -79,10 +83,10 @@ export function aggregateRows(rows: readonly RequestRow[]): CoverageAggRow[] {
   for (const r of rows) {
     const ms = Date.parse(r.ts);
     const bucket = new Date(ms - (((ms % BUCKET_MS) + BUCKET_MS) % BUCKET_MS)).toISOString().slice(0, 19).replace('T', ' ');
-    const key = JSON.stringify([bucket, r.agent, r.model_version, r.cluster]);
+    const key = JSON.stringify([bucket, r.agent, r.model_version, r.version ?? '', r.cluster]);
     let a = out.get(key);
     if (!a) {
-      a = { bucket, agent: r.agent, model_version: r.model_version, cluster: r.cluster, requests: 0, uncovered: 0, uncovered_escalated: 0, escalated: 0, refused: 0, failed: 0, truncated: 0, latency_ms_sum: 0, cost_usd_sum: 0 };
+      a = { bucket, agent: r.agent, model_version: r.model_version, version: r.version ?? '', cluster: r.cluster, requests: 0, uncovered: 0, uncovered_escalated: 0, escalated: 0, refused: 0, failed: 0, truncated: 0, latency_ms_sum: 0, cost_usd_sum: 0 };
       for (const c of BAND_COLUMNS) a[c] = 0;
       out.set(key, a);
     }
@@ -337,16 +341,16 @@ export class Store {
     if (p.agg < p.raw) {
       await this.client.command({
         query: `INSERT INTO ${this.t('coverage_5m')}
-                  (bucket, agent, model_version, cluster, requests, uncovered, uncovered_escalated, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum, ${BAND_COLUMNS.join(', ')})
-                SELECT toStartOfInterval(ts, toIntervalSecond({bucketSeconds:UInt32}), 'UTC') AS bucket, agent, model_version, cluster,
+                  (bucket, agent, model_version, version, cluster, requests, uncovered, uncovered_escalated, escalated, refused, failed, truncated, latency_ms_sum, cost_usd_sum, ${BAND_COLUMNS.join(', ')})
+                SELECT toStartOfInterval(ts, toIntervalSecond({bucketSeconds:UInt32}), 'UTC') AS bucket, agent, model_version, version, cluster,
                        count(), countIf(covered = 0), countIf(covered = 0 AND escalated = 1), countIf(escalated = 1), countIf(outcome = 'refused'),
                        countIf(outcome = 'failed'), countIf(truncated = 1), sum(ifNull(latency_ms, 0)), sum(ifNull(cost_usd, 0)),
                        ${BAND_COLUMNS.map((_, b) => `countIf(coverage_band = ${b})`).join(', ')}
                 FROM ${this.t('requests')}
                 WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:UInt32}
                   AND kafka_offset >= {lo:UInt64} AND kafka_offset <= {hi:UInt64}
-                GROUP BY bucket, agent, model_version, cluster
-                ORDER BY bucket, agent, model_version, cluster`,
+                GROUP BY bucket, agent, model_version, version, cluster
+                ORDER BY bucket, agent, model_version, version, cluster`,
         query_params: { topic, partition, lo: (p.agg + 1n).toString(), hi: p.raw.toString(), bucketSeconds: BUCKET_SECONDS },
         clickhouse_settings: { insert_deduplication_token: aggToken(topic, partition, p.agg, p.raw), ...ONE_BLOCK, max_partitions_per_insert_block: '0' },
       });

@@ -10,7 +10,8 @@
  *   looked up on the root span, then `invoke_agent` spans, then model calls, in start order;
  * - turn: how many user messages that history holds (1 = the first turn); absent without history;
  * - session_id: `gen_ai.conversation.id`, else `session.id`, `traceloop.association.properties.session_id`;
- * - agent: `gen_ai.agent.name`, else the resource's `service.name`; version: `service.version`;
+ * - agent: `gen_ai.agent.name`, else the resource's `service.name`; version: `service.version`
+ *   (else `gen_ai.agent.version`), the message's `version`;
  * - tools: the `execute_tool` spans (`gen_ai.tool.name`; OpenInference TOOL spans' `tool.name`) in
  *   start order; outcome: `escalated` when the configured attribute is true on any span, `failed`
  *   when the root or a model/agent span has status ERROR, else `ok`; latency: the root's duration;
@@ -35,6 +36,8 @@ export interface TurnMessage {
   outcome: 'ok' | 'failed' | 'escalated';
   latency_ms?: number;
   tools: string[];
+  /** the agent's version (the resource's service.version): evalgap compare's unit of comparison */
+  version?: string;
   metadata: Record<string, string | number | boolean>;
 }
 
@@ -198,8 +201,7 @@ export function turnFromTrace(spans: Span[], opts: TurnOptions): TurnResult {
     return any ? t : undefined;
   };
   const metadata: Record<string, string | number | boolean> = { source: 'otlp', trace_id: root.traceId };
-  const version = str(root.resource['service.version']) ?? firstAttr(ordered, ['gen_ai.agent.version']);
-  if (version) metadata.version = version.slice(0, 256);
+  const version = (str(root.resource['service.version']) ?? firstAttr(ordered, ['gen_ai.agent.version']))?.slice(0, 128);
   const inTok = sum(['gen_ai.usage.input_tokens', 'gen_ai.usage.prompt_tokens']);
   const outTok = sum(['gen_ai.usage.output_tokens', 'gen_ai.usage.completion_tokens']);
   if (inTok !== undefined) metadata.input_tokens = inTok;
@@ -220,6 +222,7 @@ export function turnFromTrace(spans: Span[], opts: TurnOptions): TurnResult {
     metadata,
   };
   if (agent) message.agent = agent.slice(0, 256);
+  if (version) message.version = version;
   if (session) message.session_id = session.slice(0, 256);
   if (found.turn !== undefined) message.turn = found.turn;
   if (root.endMs >= root.startMs) message.latency_ms = Math.round((root.endMs - root.startMs) * 1000) / 1000;

@@ -214,8 +214,8 @@ describe.skipIf(!COLLECTOR)('OpenTelemetry traces through the real Collector', (
         await waitFor(() => stored(all.size), 180_000, `${all.size} turns to be stored`);
         // a little longer: nothing more may arrive (no duplicates after the restart)
         await new Promise((r) => setTimeout(r, 3000));
-        const rows = await store.query<{ request_id: string; query: string; session_id: string; turn: number; tools: string[]; outcome: string; escalated: number; agent: string; metadata: string }>(
-          `SELECT request_id, query, session_id, turn, tools, outcome, escalated, agent, metadata FROM ${store.t('requests')} WHERE kafka_topic = {t:String}`,
+        const rows = await store.query<{ request_id: string; query: string; session_id: string; turn: number; tools: string[]; outcome: string; escalated: number; agent: string; version: string; metadata: string }>(
+          `SELECT request_id, query, session_id, turn, tools, outcome, escalated, agent, version, metadata FROM ${store.t('requests')} WHERE kafka_topic = {t:String}`,
           { t: requests },
         );
         const late = (await bridge.metrics.dropped.get()).values;
@@ -233,7 +233,7 @@ describe.skipIf(!COLLECTOR)('OpenTelemetry traces through the real Collector', (
           expect(Number(row.escalated)).toBe(p!.outcome === 'escalated' ? 1 : 0);
           expect(row.agent).toBe(p!.agent);
           const meta = JSON.parse(row.metadata) as Record<string, unknown>;
-          expect(meta.version).toBe(p!.version);
+          expect(row.version).toBe(p!.version);
           expect(meta.source).toBe('otlp');
           expect(meta.input_tokens).toBe(50);
         }

@@ -175,6 +175,7 @@ describe('processMessages', () => {
       cost_usd: 0.01,
       tools: ['orders'],
       region: 'eu',
+      version: 'v2',
     });
     const m2 = msg({ request_id: 'r2', ts: '2024-05-06T10:00:00Z', query: 'forgot my password again' }, 3);
     const m3 = msg({ request_id: 'r3', ts: TS, query: 'what is the meaning of life' });
@@ -190,6 +191,7 @@ describe('processMessages', () => {
       request_id: 'r1',
       ts: '2024-05-06T09:15:00.000Z',
       agent: 'support',
+      version: 'v2',
       session_id: 's1',
       turn: 2,
       query: 'I want a refund for my order',
@@ -212,6 +214,7 @@ describe('processMessages', () => {
       request_id: 'r2',
       ts: '2024-05-06T10:00:00.000Z',
       agent: '',
+      version: '',
       session_id: '',
       turn: 0,
       escalated: 0,

@@ -21,6 +21,7 @@ describe('decodeRequest: valid messages', () => {
       ts: TS,
       query: 'how do I reset my card?',
       agent: '',
+      version: '',
       session_id: '',
       turn: 0,
       escalated: false,
@@ -38,6 +39,7 @@ describe('decodeRequest: valid messages', () => {
       ts: TS,
       query: 'q',
       agent: 'support',
+      version: 'prompt-v7',
       session_id: 's',
       turn: 3,
       escalated: true,
@@ -48,6 +50,16 @@ describe('decodeRequest: valid messages', () => {
       metadata: { tier: 'gold' },
     };
     expect(ok(decodeRequest(buf(full)))).toEqual(full);
+  });
+
+  it('reads version as a string (a number as its decimal form) and refuses other types or an overlong one', () => {
+    expect(ok(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', version: 'v2' }))).version).toBe('v2');
+    expect(ok(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', version: 3 }))).version).toBe('3');
+    const v = ok(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', version: 'v2' })));
+    expect(v.metadata).toEqual({}); // a known field, no longer kept in metadata
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', version: true })))).toMatch(/^version: expected a string of at most 128/);
+    expect(reason(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', version: 'x'.repeat(129) })))).toMatch(/^version: /);
+    expect(ok(decodeRequest(buf({ request_id: 'r', ts: TS, query: 'q', version: 'x'.repeat(128) }))).version).toHaveLength(128);
   });
 
   it('accepts epoch milliseconds, rounding fractions', () => {

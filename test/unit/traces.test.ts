@@ -114,7 +114,7 @@ describe('turnFromTrace', () => {
     expect(m.turn).toBe(3);
     expect(m.session_id).toBe('conv-42');
     expect(m.agent).toBe('support');
-    expect(m.metadata.version).toBe('2.1.0');
+    expect(m.version).toBe('2.1.0');
     expect(m.tools).toEqual(['lookup_card', 'block_card']);
     expect(m.outcome).toBe('failed');
     expect(m.escalated).toBe(false);
