@@ -59,7 +59,8 @@ function startRun(args: string[], env: Record<string, string>): Proc {
   const started = new Promise<number>((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stderr! });
     rl.on('line', (line) => {
-      if (line.includes('evicted from consumer group')) evictions.push(line);
+      // evalgap's warning, or kafkajs's own line when the coordinator has dropped the member
+      if (line.includes('evicted from consumer group') || line.includes('not aware of this member')) evictions.push(line);
       lastLines.push(line);
       if (lastLines.length > 20) lastLines.shift();
       try {
