@@ -19,11 +19,13 @@ import { loadCoverageModel, saveCoverageModel, type Manifest } from '../coverage
 import type { Embedder } from '../embed/embedder.js';
 import { loadThreadedEmbedder, type ThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka, produceJson } from '../ingest/kafka.js';
-import { deployModel } from '../ingest/model-watch.js';
+import { deployModel, resolveModelDir } from '../ingest/model-watch.js';
 import type { Store } from '../store/store.js';
 import { discoverGaps, exportGapCases, type GapCase, type GapReport } from '../gaps/run.js';
 import { formatGapReport } from './gaps.js';
 import { modelSummary, pct, table } from './format.js';
+import { readAgentFile, saveAgentFile } from '../coverage/agent.js';
+import { depthCoverage, toolChains } from '../store/agent.js';
 import { writeReport } from './report.js';
 import { startRun, type Running } from './run.js';
 import { dispatchCaughtUp, startMonitor } from './monitor.js';
@@ -89,11 +91,28 @@ async function waitStored(ctx: DemoContext): Promise<{ stored: number; dead: num
   return { ...c, seconds: (Date.now() - t0) / 1000 };
 }
 
+/** The tool chain the eval cases of each topic expect (the agent's tools, as the demo tells it). */
+const TOPIC_TOOLS: Record<string, string[]> = {
+  shipping: ['order_lookup', 'track_parcel'],
+  returns: ['order_lookup', 'create_return'],
+  account: ['account_lookup'],
+  payments: ['payment_lookup'],
+  product: ['search_catalog'],
+  discounts: ['apply_coupon'],
+};
+/** A chain no eval case exercises, that the agent starts calling after the shift. */
+const UNTESTED_CHAIN = ['order_lookup', 'refund', 'escalate_human'];
+
 function traffic(ctx: DemoContext, phase: 'a' | 'b' | 'c', surpriseShare: number, seed: number) {
   const offset = { a: 0, b: 1, c: 2 }[phase] * PHASE * STEP_MS;
-  return sampleTraffic(PHASE, { seed, start: ctx.start + offset, stepMs: STEP_MS, surpriseShare, idPrefix: `demo-${ctx.stamp}-${phase}` }).map(
-    (t) => ({ ...t, phase }),
-  );
+  return sampleTraffic(PHASE, { seed, start: ctx.start + offset, stepMs: STEP_MS, surpriseShare, idPrefix: `demo-${ctx.stamp}-${phase}` }).map((t, i) => {
+    // the agent's side: sessions of 3 turns at first; after the shift users go deeper (up to turn 6)
+    // and a tenth of the requests run a tool chain no eval case exercises
+    const deep = phase !== 'a';
+    const per = deep ? 6 : 3;
+    const tools = deep && i % 10 === 3 ? UNTESTED_CHAIN : TOPIC_TOOLS[t.topic_hint] ?? ['order_lookup'];
+    return { ...t, session_id: `${phase}-${Math.floor(i / per)}`, turn: (i % per) + 1, tools, phase };
+  });
 }
 
 /** Uncovered share per true topic (a hint the demo keeps in metadata) for one phase. */
@@ -106,7 +125,7 @@ async function byTopic(store: Store, phase: string) {
 }
 
 async function fitAndDeploy(ctx: DemoContext): Promise<void> {
-  header(ctx, 'eval set: 180 support-agent test cases over 6 topics (shipping, returns, account, payments, product, discounts)');
+  header(ctx, 'eval set: 180 support-agent test cases over 6 topics (shipping, returns, account, payments, product, discounts), each at turn 1 or 2 of a conversation with the tool chain its topic expects');
   const evalSet = sampleEvalSet(30);
   const evalFile = path.join(ctx.dir, 'evalset.jsonl');
   fs.writeFileSync(evalFile, evalSet.map((c) => JSON.stringify(c)).join('\n') + '\n');
@@ -119,6 +138,8 @@ async function fitAndDeploy(ctx: DemoContext): Promise<void> {
   );
   const modelDir = path.join(ctx.dir, 'models', fit.draft.version);
   const manifest = saveCoverageModel(modelDir, fit.draft, fit.arrays);
+  // each case's conversation depth (turn 1 or 2) and the tools its topic expects: agent.json
+  saveAgentFile(modelDir, manifest.version, loadCoverageModel(modelDir).cases.map((c, i) => ({ id: c.id, turn: 1 + (i % 2), tools: TOPIC_TOOLS[c.tags[0] ?? ''] ?? [] })));
   ctx.models.push(manifest);
   deployModel(modelDir, ctx.current, { expectEmbedding: { model: ctx.embedder.modelName, checksum: ctx.embedder.modelChecksum, precision: ctx.embedder.precision } });
   const rel = (p: string) => path.relative(process.cwd(), p);
@@ -244,6 +265,21 @@ async function showGaps(ctx: DemoContext): Promise<void> {
   printGaps(ctx.gaps, 4);
 }
 
+/** `evalgap agent-coverage`: conversation depth and tool chains against what the eval set tests. */
+async function showAgentCoverage(ctx: DemoContext): Promise<void> {
+  header(ctx, 'evalgap agent-coverage: production conversations go deeper than the eval set, and one tool chain is never exercised');
+  const store = ctx.running!.store;
+  const w = { since: ctx.start - 60_000, until: ctx.start + 2 * PHASE * STEP_MS };
+  const [depth, chains] = await Promise.all([depthCoverage(store, w), toolChains(store, w, 3)]);
+  say(indent(table(
+    ['turn', 'production', 'uncovered', 'eval cases'],
+    depth.rows.map((r) => [r.band, `${pct(r.share)} (${r.requests})`, r.requests ? pct(r.uncoveredShare) : '-', r.evalShare === null ? 'unknown' : pct(r.evalShare)]),
+  )));
+  const beyond = depth.rows.filter((r) => r.evalShare === 0 && r.requests > 0);
+  if (beyond.length) say(`   the eval set has no case at turn ${beyond.map((r) => r.band).join(', ')}: ${pct(beyond.reduce((a, r) => a + r.share, 0))} of production traffic is there`);
+  for (const c of chains.untested) say(`   untested tool chain: ${c.chain} (${c.requests} requests, ${pct(c.failureRate)} failed or escalated; first untested step ${c.missingBigram})`);
+}
+
 /** `evalgap export-gaps`: candidate eval cases from the stored gaps. */
 async function exportCases(ctx: DemoContext): Promise<void> {
   header(ctx, 'evalgap export-gaps --out gap-cases.jsonl: candidate eval cases from the gaps (evalgap fit format, production context kept)');
@@ -264,11 +300,15 @@ async function refitAndRedeploy(ctx: DemoContext): Promise<void> {
   const base = loadCoverageModel(ctx.current);
   const merged = mergeCases(
     base.cases.map((c) => ({ id: c.id, text: c.text, tags: c.tags ?? [] })),
-    ctx.exported.map((c) => ({ id: c.id, text: c.query, tags: c.tags })),
+    ctx.exported.map((c) => ({ id: c.id, text: c.query, tags: c.tags, ...(c.turn !== undefined ? { turn: c.turn } : {}) })),
   );
   const fit = await fitCoverageModel(merged.cases, ctx.embedder, { ...DEFAULT_FIT, ...addFitOptions(base.manifest, 'gap-cases.jsonl', {}) });
   const modelDir = path.join(ctx.dir, 'models', fit.draft.version);
   const m = saveCoverageModel(modelDir, fit.draft, fit.arrays);
+  // the depth and tools of the model's own cases come along, and the exported cases' depth (as fit --add does)
+  const agentOf = new Map<string, { turn?: number; tools?: string[] }>(readAgentFile(resolveModelDir(ctx.current), base.manifest.version).map((e) => [e.id, e]));
+  for (const c of ctx.exported) if (c.turn !== undefined) agentOf.set(c.id, { turn: c.turn });
+  saveAgentFile(modelDir, m.version, loadCoverageModel(modelDir).cases.filter((c) => agentOf.has(c.id)).map((c) => ({ id: c.id, ...agentOf.get(c.id)! })));
   ctx.models.push(m);
   say(`   ${base.manifest.version} (${base.cases.length} cases) + ${merged.added} new → ${m.version} (${m.evalSet.uniqueCases} cases, k=${m.params.k})`);
   const t0 = Date.now();
@@ -380,6 +420,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     await streamShift(ctx);
     await alertArrives(ctx);
     await showGaps(ctx);
+    await showAgentCoverage(ctx);
     await exportCases(ctx);
     await refitAndRedeploy(ctx);
     await showClosing(ctx);

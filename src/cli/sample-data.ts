@@ -180,7 +180,7 @@ export function sampleTraffic(
       query: render(t, r),
       agent: agents[Math.floor(r() * agents.length)],
       session_id: `s-${Math.floor(i / 3)}`,
-      turn: i % 3,
+      turn: (i % 3) + 1,
       escalated,
       outcome: escalated ? 'escalated' : r() < 0.03 ? 'failed' : 'ok',
       latency_ms: Math.round(300 + r() * 2500),
