@@ -73,8 +73,18 @@ describe('runnable blocks', () => {
 /** pages other branches add; the lead merges them (then this list can go) */
 const PENDING_PAGES = new Set(['docs/monitor.md', 'docs/calibration.md', 'docs/gaps.md', 'docs/security.md', 'docs/operations-consumer.md', 'docs/estimate.md', 'docs/compare.md']);
 
+/** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens. */
+function anchors(md: string): Set<string> {
+  const out = new Set<string>();
+  const text = md.replace(/^(```|~~~)[\s\S]*?^\1/gm, '');
+  for (const m of text.matchAll(/^#{1,6} (.+)$/gm)) {
+    out.add(m[1].trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/ /g, '-'));
+  }
+  return out;
+}
+
 describe('links and help', () => {
-  it('every relative link in README.md and docs/ names a file that exists', () => {
+  it('every relative link in README.md and docs/ names a file that exists, and its #anchor a heading there', () => {
     const broken: string[] = [];
     for (const d of docFiles()) {
       const base = path.dirname(path.join(PACKAGE_ROOT, d.file));
@@ -83,8 +93,12 @@ describe('links and help', () => {
         const target = m[1];
         if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
         const abs = path.resolve(base, target);
-        if (!fs.existsSync(abs) && !PENDING_PAGES.has(path.relative(PACKAGE_ROOT, abs))) broken.push(`${d.file}: ${target}`);
+        if (PENDING_PAGES.has(path.relative(PACKAGE_ROOT, abs))) continue;
+        if (!fs.existsSync(abs)) broken.push(`${d.file}: ${target}`);
+        else if (m[2] && abs.endsWith('.md') && !anchors(fs.readFileSync(abs, 'utf8')).has(m[2].slice(1))) broken.push(`${d.file}: ${target}${m[2]}`);
       }
+      // links within the page
+      for (const m of text.matchAll(/\]\((#[^)\s]+)\)/g)) if (!anchors(d.text).has(m[1].slice(1))) broken.push(`${d.file}: ${m[1]}`);
     }
     expect(broken).toEqual([]);
   });
