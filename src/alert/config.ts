@@ -83,7 +83,7 @@ export const MonitorFileSchema = z
       })
       .strict()
       .default({}),
-    /** rule parameters of the detectors (README "Monitor: rules and guarantees"); a bad key fails at start */
+    /** rule parameters of the detectors (docs/alerts.md, "Rules and guarantees"); a bad key fails at start */
     rules: MonitorOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
   })

@@ -65,7 +65,8 @@ export function buildProgram(): Command {
     .name('evalgap')
     .description(
       'Measures where production LLM-agent traffic leaves the ground your eval set covers.\n' +
-        'Settings come from EVALGAP_* environment variables (see README) or the flags below.',
+        'Settings come from EVALGAP_* environment variables (docs/configuration.md) or the flags below.\n' +
+        `Docs: README.md and docs/ in ${PACKAGE_ROOT} (docs/README.md lists the pages).`,
     )
     .version(JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version)
     .showHelpAfterError();
@@ -606,6 +607,28 @@ export function buildProgram(): Command {
       const { runDemo } = await import('./demo.js');
       await runDemo(configFrom(opts), path.resolve(opts.dir));
     });
+
+  // each command's help names the docs page that describes it
+  const DOCS: Record<string, string> = {
+    fit: 'coverage-model.md',
+    inspect: 'coverage-model.md',
+    score: 'coverage-model.md',
+    deploy: 'coverage-model.md',
+    run: 'getting-started.md, message-contract.md, operations.md',
+    produce: 'message-contract.md',
+    monitor: 'alerts.md',
+    receive: 'alerts.md',
+    gaps: 'closing-the-loop.md',
+    'export-gaps': 'closing-the-loop.md',
+    'agent-coverage': 'traces.md',
+    sql: 'sql.md',
+    report: 'closing-the-loop.md',
+    demo: 'demo.md',
+  };
+  for (const c of program.commands) {
+    const pages = DOCS[c.name()] ?? 'README.md';
+    c.addHelpText('after', `\nDocs: ${pages.split(', ').map((p) => `docs/${p}`).join(', ')} (in ${PACKAGE_ROOT})`);
+  }
 
   return program;
 }

@@ -440,7 +440,7 @@ export function buildCoverageModel(
       kind: 'knn',
       description: `mean cosine to the ${params.neighbours} nearest eval cases, searched in the ${params.nprobe} nearest clusters`,
       reason: tagged
-        ? `${tagged} of ${n} cases tagged; tags set calibration regions, not the score (README: Tags)`
+        ? `${tagged} of ${n} cases tagged; tags set calibration regions, not the score (docs/coverage-model.md: Tags)`
         : 'no tags in the eval set',
     },
     calibration: {

@@ -1,6 +1,6 @@
 /**
  * The monitor's pure core: detectors, the rules that combine them, backtest and scoring.
- * See README "Monitor: rules and guarantees".
+ * See docs/alerts.md, "Rules and guarantees".
  */
 import { evaluateWindow as defaultEvaluate } from './rules.js';
 import type { EvaluateWindow } from './types.js';

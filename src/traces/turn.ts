@@ -2,7 +2,7 @@
  * One trace → one user turn in evalgap's message contract (src/schema/request.ts). Pure.
  *
  * Read from the OpenTelemetry GenAI semantic conventions (current names first, then the older and
- * vendor names that instrumentations still emit; the README lists them):
+ * vendor names that instrumentations still emit; docs/traces.md lists them):
  * - query: the latest user message of `gen_ai.input.messages` (conventions ≥ 1.37: a JSON array of
  *   {role, parts: [{type: 'text', content}]}, or {role, content}), else `gen_ai.prompt.N.role/content`
  *   (OpenLLMetry), `llm.input_messages.N.message.role/content` (OpenInference), the span events

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { SURPRISE_TOPICS } from '../../src/cli/sample-data.js';
-import { capMs, tmpDir } from '../helpers/fixtures.js';
+import { capMs, tmpDir, uniqueName } from '../helpers/fixtures.js';
+import { runDocsAgainstDemo } from '../helpers/docs.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 
@@ -21,6 +22,9 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
 }
 
 describe('evalgap demo', () => {
+  /** the demo's folder once the first test has run it: its data then serves the docs' runnable blocks */
+  let demoDir: string | null = null;
+
   it('fits, streams traffic that shifts, finds the untested topics uncovered, closes the gap with fit --add and a hot redeploy, writes the report', async () => {
     const dir = path.join(tmpDir(), 'demo');
     fs.mkdirSync(dir);
@@ -72,5 +76,17 @@ describe('evalgap demo', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/stored 600 rows, dead-lettered 3 messages/);
     expect(again.stdout).toMatch(/received after [\d.]+ s, signature verified/);
+    demoDir = dir;
   }, capMs(300_000));
+
+  // docs that stay true: the blocks marked `sh runnable` / `sql runnable` (docs/README.md) run against
+  // the stopped demo's data, and docs/sql.md lists the store's tables and columns
+  it('every runnable shell command and SQL query in README.md and docs/ runs against the demo data; docs/sql.md lists every column', async () => {
+    expect(demoDir, 'the demo ran').not.toBeNull();
+    const r = await runDocsAgainstDemo(demoDir!, { topic: uniqueName('docs') });
+    expect(r.blocks).toBeGreaterThan(5);
+    expect(r.failures, r.failures.join('\n\n')).toEqual([]);
+    expect(r.missingFromSqlDoc, 'in the store, missing from docs/sql.md').toEqual([]);
+    expect(r.notInStore, 'in docs/sql.md, not in the store').toEqual([]);
+  }, capMs(600_000));
 });
