@@ -144,7 +144,10 @@ export function auditAst(root: AstNode): string | null {
     if (n.type === 'Function') {
       const name = n.name.split(' ')[0];
       if (parent?.type === 'TableExpression') {
-        if (!TABLE_FUNCTIONS.has(name)) return `the table function ${name}() is not accepted (allowed: ${[...TABLE_FUNCTIONS].join(', ')})`;
+        // a qualified name (db.view) is a parameterized view, read like any view; real table functions have no database
+        if (!TABLE_FUNCTIONS.has(name) && !/^[A-Za-z_][\w]*\.[A-Za-z_][\w]*$/.test(name)) {
+          return `the table function ${name}() is not accepted (allowed: ${[...TABLE_FUNCTIONS].join(', ')}, and parameterized views as database.view(…))`;
+        }
       } else if (IO_FUNCTIONS.has(name.toLowerCase()) || name.toLowerCase().startsWith('dict')) {
         return `the function ${name}() is not accepted: it reads files, dictionaries, models or other hosts`;
       }
