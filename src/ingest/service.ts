@@ -296,7 +296,7 @@ export class IngestService {
       `evicted from consumer group ${this.opts.group}: the coordinator dropped this member ` +
         `(${this.heartbeatError ?? 'no heartbeat'}; longest gap between heartbeats ${(silence / 1000).toFixed(1)} s, session timeout ` +
         `${this.sessionTimeout() / 1000} s). Its uncommitted batch is redone. If it repeats, the machine is too slow or too busy for the ` +
-        `session timeout: raise EVALGAP_SESSION_TIMEOUT_MS (docs/operations-consumer.md)`,
+        `session timeout: raise EVALGAP_SESSION_TIMEOUT_MS (docs/operations.md, Troubleshooting)`,
     );
   }
 
