@@ -402,8 +402,8 @@ export function buildProgram(): Command {
     program
       .command('gaps')
       .description(
-        'group the uncovered traffic of a period into coverage gaps — new topics first, then near misses of tested\n' +
-          'clusters (thin coverage) — each ranked by priority (volume × risk × how far outside the eval set), and store them',
+        'group the uncovered traffic of a period into coverage gaps (new topics first, then near misses of tested ' +
+          'clusters: thin coverage), each ranked by priority (volume × risk × how far outside the eval set), and store them',
       )
       .option('--since <duration>', 'period to look back: 7d, 24h, 90m, 2w', durationArg, '7d')
       .option('--agent <name>', "one agent's traffic (default: all agents)")
