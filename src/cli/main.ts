@@ -435,8 +435,8 @@ export function buildProgram(): Command {
     program
       .command('gaps')
       .description(
-        'group the uncovered traffic of a period into coverage gaps — new topics first, then near misses of tested\n' +
-          'clusters (thin coverage) — each ranked by priority (volume × risk × how far outside the eval set), and store them',
+        'group the uncovered traffic of a period into coverage gaps (new topics first, then near misses of tested ' +
+          'clusters: thin coverage), each ranked by priority (volume × risk × how far outside the eval set), and store them',
       )
       .option('--since <when>', 'start of the period: a duration back from now (7d, 24h, 90m, 2w) or an ISO-8601 date (2024-05-01, 2024-05-01T12:00Z; no zone: UTC)', '7d')
       .option('--until <when>', 'end of the period, as --since (default: now); e.g. for replayed or backfilled traffic')

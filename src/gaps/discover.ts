@@ -3,7 +3,7 @@
  * ranked coverage gaps out. No I/O; `src/gaps/run.ts` reads and writes through `src/store/`.
  *
  * 1. Groups: HDBSCAN (./hdbscan.ts) on a seeded sample of at most `sampleSize` uncovered
- *    embeddings (cosine distance) chooses how many groups there are and leaves sparse queries as
+ *    embeddings, one per distinct phrasing (`distinctPhrasings`; cosine distance), chooses how many groups there are and leaves sparse queries as
  *    noise; groups whose centroids have cosine ≥ `mergeSimilarity` are then merged. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).

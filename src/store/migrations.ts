@@ -421,6 +421,12 @@ export const MIGRATIONS: Migration[] = [
            COMMENT 'share of distinct phrasings deeper than the in-scope 2% level (bands 0-3); NULL: no bands' AFTER depth,
          ADD COLUMN IF NOT EXISTS phrasings UInt64 DEFAULT 0 COMMENT 'distinct phrasings (normalised texts) among the members' AFTER deep_share`,
       `ALTER TABLE {db}.coverage_gaps COMMENT COLUMN priority 'members × (1 + 4 × bad_rate) × novelty (1 / (1 + exp(-depth)); 1 without bands)'`,
+      // a view's * is expanded when it is created: created again, it has the new columns
+      `CREATE OR REPLACE VIEW {db}.latest_gaps AS
+       SELECT * FROM {db}.coverage_gaps FINAL
+       WHERE (scope, run_day) IN (SELECT scope, max(run_day) FROM {db}.coverage_gaps GROUP BY scope)
+         AND status != 'closed'
+       ORDER BY scope, rank`,
     ],
   },
   {

@@ -177,6 +177,11 @@ describe('gap discovery', () => {
     const latest = (await readLatestGaps(store, '')).filter((g) => g.status !== 'closed');
     expect(latest.map((g) => [g.gap_id, g.kind, g.phrasings])).toEqual(open.map((g) => [g.gapId, g.kind, g.phrasings]));
     expect(latest.every((g) => g.depth !== null && Number.isFinite(g.depth))).toBe(true);
+    // the latest_gaps view has the new columns too
+    const view = await store.query<{ gap_id: string; kind: string; phrasings: string }>(
+      `SELECT gap_id, kind, phrasings FROM ${store.t('latest_gaps')} WHERE scope = '' ORDER BY rank`,
+    );
+    expect(view.map((v) => [v.gap_id, v.kind, Number(v.phrasings)])).toEqual(latest.map((g) => [g.gap_id, g.kind, g.phrasings]));
     const text = formatGapReport(r, 1);
     expect(text).toContain('new topics (as far outside the eval set as untested topics sit)');
     if (kinds.includes('thin')) expect(text).toContain('thin coverage of tested clusters');
