@@ -27,6 +27,9 @@ import { modelSummary, pct, table } from './format.js';
 import { readAgentFile, saveAgentFile } from '../coverage/agent.js';
 import { depthCoverage, toolChains } from '../store/agent.js';
 import { writeReport } from './report.js';
+import { headline } from './estimate.js';
+import { computeEstimate, storeWeightedScores } from '../estimate/run.js';
+import { insertEvalResults } from '../store/estimate.js';
 import { startRun, type Running } from './run.js';
 import { dispatchCaughtUp, startMonitor } from './monitor.js';
 import { MonitorStore } from '../store/monitor.js';
@@ -280,6 +283,32 @@ async function showAgentCoverage(ctx: DemoContext): Promise<void> {
   for (const c of chains.untested) say(`   untested tool chain: ${c.chain} (${c.requests} requests, ${pct(c.failureRate)} failed or escalated; first untested step ${c.missingBigram})`);
 }
 
+/**
+ * `evalgap results` and `evalgap estimate` (part of the report step): an eval run of the current
+ * model (simulated by the demo: 'returns' cases fail 2 in 5, the others 1 in 20), reweighted to the
+ * traffic that model scored.
+ */
+async function showEstimate(ctx: DemoContext): Promise<void> {
+  const store = ctx.running!.store;
+  const m = ctx.running!.model.current().model;
+  const passed = (id: string, i: number) => !((id.startsWith('returns-') && i % 5 < 2) || i % 20 === 7);
+  await insertEvalResults(
+    store,
+    m.cases.map((c, i) => {
+      const p = passed(c.id, i);
+      return { model_version: m.manifest.version, run_id: 'demo-run', case_id: c.id, cluster: m.labels[i], tags: c.tags, passed: p ? 1 : 0, score: null, scores: {}, value: p ? 1 : 0, source: 'demo' };
+    }),
+    `demo-results-${ctx.stamp}`,
+  );
+  say(`   evalgap results: ${m.cases.length} simulated results stored as eval run demo-run of ${m.manifest.version} ('returns' cases fail 2 in 5, the others 1 in 20)`);
+  say('   evalgap estimate: the eval score reweighted to the traffic that model scored (docs/estimate.md)');
+  const rep = await computeEstimate(store, { since: ctx.start - 60_000, until: Date.now() + 1000, modelVersion: m.manifest.version });
+  await storeWeightedScores(store, rep);
+  say(`   ${headline(rep.estimate)}`);
+  const b = rep.estimate.bounds;
+  if (b) say(`   on all traffic: ${pct(b.allFail.estimate)} if the untested traffic all failed, ${pct(b.nearest.estimate)} if it passed like its nearest cluster, ${pct(b.allPass.estimate)} if it all passed`);
+}
+
 /** `evalgap export-gaps`: candidate eval cases from the stored gaps. */
 async function exportCases(ctx: DemoContext): Promise<void> {
   header(ctx, 'evalgap export-gaps --out gap-cases.jsonl: candidate eval cases from the gaps (evalgap fit format, production context kept)');
@@ -379,6 +408,7 @@ async function gapsClose(ctx: DemoContext): Promise<void> {
 
 async function report(ctx: DemoContext): Promise<string> {
   header(ctx, 'evalgap report');
+  await showEstimate(ctx);
   const out = path.join(ctx.dir, 'report.html');
   await writeReport(ctx.running!.store, out, { since: new Date(ctx.start - 60_000), sinceText: '1h', modelPath: ctx.current, embedder: ctx.embedder, mapSample: 400 });
   say(`   report: ${out}  (one self-contained HTML file; open it in a browser, offline)`);

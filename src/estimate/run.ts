@@ -117,15 +117,17 @@ export async function computeEstimate(r: StoreReader, q: EstimateQuery): Promise
   const labels = await clusterLabels(r, modelVersion);
   const groups = await clusterGroups(r, modelVersion, runId);
   const opts: Partial<EstimateOptions> = { level: q.level, draws: q.draws, seed: q.seed };
-  const run = (t: TrafficCounts) => estimateScore(countsOf(results, t, labels, groups), { ...opts, designEffect: designEffect(t) });
+  const run = (t: TrafficCounts, draws = opts.draws) => estimateScore(countsOf(results, t, labels, groups), { ...opts, draws, designEffect: designEffect(t) });
+  // the period's estimate with the full draws; each day's and agent's with fewer (bounded work for long periods and many agents)
+  const part = Math.min(opts.draws ?? 4000, 1000);
   const w: Window & { modelVersion: string } = { since: q.since, until: q.until, agent: q.agent || undefined, modelVersion };
   const traffic = await trafficByCluster(r, w);
-  const days = traffic.days.map((d) => ({ day: d.day, estimate: run(d) }));
+  const days = traffic.days.map((d) => ({ day: d.day, estimate: run(d, part) }));
   const agents: EstimateReport['agents'] = [];
   if (!q.agent) {
     const names = await agentsInWindow(r, w);
     if (names.length > 1) {
-      for (const a of names) agents.push({ agent: a, estimate: run((await trafficByCluster(r, { ...w, agent: a })).total) });
+      for (const a of names) agents.push({ agent: a, estimate: run((await trafficByCluster(r, { ...w, agent: a })).total, part) });
     }
   }
   return { modelVersion, runId, metric: q.metric ?? '', since: q.since, until: q.until, agent: q.agent ?? '', estimate: run(traffic.total), days, agents, metrics };

@@ -126,6 +126,21 @@ async function main() {
   const a = new CoverageAssigner(model).assign(poolVec, pool.length);
   const poolCluster = Int32Array.from(a.cluster.subarray(0, pool.length));
   const poolCovered = Uint8Array.from(a.covered.subarray(0, pool.length));
+  // each pool query's KNN nearest eval cases (cosine; the vectors are unit): a finer reweighting than clusters, measured as an oracle below
+  const KNN = 10;
+  const nn = new Int32Array(pool.length * KNN);
+  {
+    const sims = new Float32Array(evalCases.length);
+    for (let q = 0; q < pool.length; q++) {
+      for (let j = 0; j < evalCases.length; j++) {
+        let d = 0;
+        for (let x = 0; x < dim; x++) d += poolVec[q * dim + x] * evalVec[j * dim + x];
+        sims[j] = d;
+      }
+      const top = Array.from(sims.keys()).sort((a2, b2) => sims[b2] - sims[a2]).slice(0, KNN);
+      nn.set(top, q * KNN);
+    }
+  }
   const byIntent = new Map<string, number[]>();
   pool.forEach((p, i) => byIntent.set(p.intent, [...(byIntent.get(p.intent) ?? []), i]));
   // covered pool queries of fitted intents per cluster: where new eval cases come from
@@ -144,7 +159,7 @@ async function main() {
 
   const scenarios: unknown[] = [];
   for (const badBoost of badBoosts) {
-  const rows: { heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
     const fail = new Map(cats.map((c) => [c, u() < 0.2 ? 0.3 + 0.4 * u() : beta(1, 15)]));
@@ -152,9 +167,10 @@ async function main() {
     // the eval run
     const n = new Array<number>(k).fill(0);
     const s = new Array<number>(k).fill(0);
+    const outcome = evalCases.map((c) => (u() < passP(c.tags[0]) ? 1 : 0));
     evalCases.forEach((c, i) => {
       n[evalCluster[i]]++;
-      if (u() < passP(c.tags[0])) s[evalCluster[i]]++;
+      s[evalCluster[i]] += outcome[i];
     });
     // production: an intent mix unlike the eval's, held-out intents included
     const w = cats.map((c) => Math.exp(normal()) * (fail.get(c)! > 0.25 ? badBoost : 1));
@@ -166,7 +182,9 @@ async function main() {
     let covered = 0;
     let heldCovered = 0;
     let fittedSum = 0;
-    for (let r = 0; r < requests; r++) {
+    let knnOracleSum = 0;
+    let knnObservedSum = 0;
+        for (let r = 0; r < requests; r++) {
       const x = u() * cum[cum.length - 1];
       let j = 0;
       while (cum[j] < x) j++;
@@ -178,6 +196,15 @@ async function main() {
         covered++;
         if (held.has(pool[q].intent)) heldCovered++;
         else fittedSum += passP(pool[q].intent);
+        let ko = 0;
+        let kb = 0;
+        for (let j = 0; j < KNN; j++) {
+          const e = nn[q * KNN + j];
+          ko += passP(evalCases[e].tags[0]);
+          kb += outcome[e];
+        }
+        knnOracleSum += ko / KNN;
+        knnObservedSum += kb / KNN;
       } else unc[poolCluster[q]]++;
     }
     const truth = truthSum / covered;
@@ -196,7 +223,7 @@ async function main() {
         uncovered: unc[c],
       }));
     const e = estimateScore(counts(), { draws: 2000, seed: d + 1 });
-    rows.push({ heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    rows.push({ knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -243,6 +270,10 @@ async function main() {
         // the assumption's own bias: post-stratified with the eval cases' true pass probabilities
         meanSignedErrorOracle: mean(rows.map((r) => r.oracle - r.truth)),
         meanAbsErrorOracle: mean(rows.map((r) => Math.abs(r.oracle - r.truth))),
+        // reweighting each request by its 10 nearest eval cases instead of its cluster (not what evalgap does: it would need
+        // each request's nearest eval cases stored at ingest); oracle = with their true pass probabilities, observed = their results
+        meanAbsErrorKnnOracle: mean(rows.map((r) => Math.abs(r.knnOracle - r.truth))),
+        meanAbsErrorKnnObserved: mean(rows.map((r) => Math.abs(r.knnObserved - r.truth))),
         meanHeldOutShareOfCovered: mean(rows.map((r) => r.heldCoveredShare)),
         meanTruthFittedIntentsOnly: mean(rows.map((r) => r.truthFitted)),
         coverage90: rows.filter((r) => r.inside).length / rows.length,

@@ -69,6 +69,8 @@ describe('evalgap demo', () => {
     expect(Number(closedGaps![1])).toBe(Number(closedGaps![2]));
     const report = /report: (\S+\.html)/.exec(r.stdout)![1];
     expect(fs.readFileSync(report, 'utf8')).toContain('<canvas id="chart-map">');
+    expect(r.stdout).toMatch(/your eval says \d+\.\d%; on this traffic it would be \d+\.\d% \[\d+\.\d%, \d+\.\d%\] \(90% interval\), and \d+\.\d% of traffic is untested/);
+    expect(fs.readFileSync(report, 'utf8')).toContain('Eval score on this traffic');
     expect(fs.readlinkSync(path.join(dir, 'models', 'current'))).toMatch(/^cm-[0-9a-f]{12}$/);
     expect(fs.readFileSync(path.join(dir, 'keep.txt'), 'utf8')).toBe('not the demo’s');
     // run again in the same folder: the demo replaces its own files and works again
