@@ -815,7 +815,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const mix = new DirichletMultinomialCusum({ concentration: o.concentration, threshold: hMixOmni, minRequests: o.minRequests }, sc.det.mix ?? undefined);
         // the omnibus test carries the reference's own noise as extra dispersion: about one hour of
         // evidence against the reference hours it is compared with
-        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + (n * (3600000 / windowMs)) / refN)));
+        // with sessions measured, at least the whole segment's evidence (it spans hours at a trickle)
+        const mixSeg = Math.max(n * (3600000 / windowMs), sessOk ? (sc.det.mix?.requests ?? 0) + n : 0);
+        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + mixSeg / refN)));
         sc.det.mix = mix.toJSON();
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
