@@ -795,7 +795,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // the reference is an estimate: rising detectors test against its upper standard-error
         // bound (dispersion-aware), so a reference that happens to sit low does not read as a rise
         const refN = HN + a;
-        const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
+        // (with sessions measured, the segment-scale factor 1 + N/refN of seg() carries the
+        // reference's noise instead: counting it twice would cap what a segment can show)
+        const upper = (p: number, m: number, f: string) => (sessOk ? p : Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m))));
         // evidence is scaled by φ of the detector's whole segment (see Dispersion in detectors.ts)
         // With sessions measured (κ dropped, see phi), the reference's own noise enters at the
         // segment's scale instead: Var(x − N·p̂0) = φ·N·p(1−p)·(1 + N/refN)

@@ -86,13 +86,13 @@ describe('sessions at a trickle (0.05 requests/s)', () => {
     expect(without).toBeGreaterThan(2);
   }, 600_000);
 
-  it('a large shift is still found at a trickle: one cluster ×6 from day 4 (8% → 35% of traffic)', () => {
+  it('a real shift is still found at a trickle: one cluster tripled from day 4 (about 8% → 21% of traffic)', () => {
     const change = Date.parse(START) + 4 * DAY;
     const target = 5;
     const shifted = (t: number) => {
       const w = world.intentWeights(t);
       if (t < change) return w;
-      const x = w.map((v, j) => (j % K === target ? 6 * v : v));
+      const x = w.map((v, j) => (j % K === target ? 3 * v : v));
       const s = x.reduce((a, b) => a + b, 0);
       return x.map((v) => v / s);
     };
