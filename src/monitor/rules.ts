@@ -215,6 +215,8 @@ interface ScopeState {
    * bound when it was reported); the rule fires again only above it
    */
   calFact?: number;
+  /** and the severity it was reported with (its resolution carries the same) */
+  calSeverity?: Finding['severity'];
 }
 
 /**
@@ -874,14 +876,13 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // an estimate from 20 windows is rough: its upper ~95% bound (r̄ has sd ≈ r̄·√(2/w))
         const up = 1 + 2 * Math.sqrt(2 / e.disp[0]);
         // with session ids, the sessions' design effect (measured across windows) is what matters
+        // (until minSessions have closed, the windows' reading alone, as without session ids)
         phiFixed = sessOk
           ? (N: number) => Math.max(f ? Math.min(o.maxDispersion, f(N) * up) : 1, sessPhi('unc'))
-          : f && !sc.sess
+          : f
             ? (N: number) => Math.min(o.maxDispersion, f(N) * up)
             : null;
       } else if (sc.early) delete sc.early;
-      // session ids present but too few sessions closed yet: the fixed-rate rules wait
-      if (sc.sess && !sessOk) phiFixed = null;
       const cal = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.cal ?? undefined);
       const pCalBase = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
       // once an excess is reported, only a further rise above its level is news
@@ -992,13 +993,14 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const before = sc.calFact;
         let e: Episode = { firing: false, lastAlarm: st.episodes[key]?.lastAlarm ?? -Infinity };
         let [est, lo, hi] = [uNow, uLo, uHi];
-        let severity: Finding['severity'] = 'info';
+        let severity: Finding['severity'] = sc.calSeverity ?? 'info';
         if (v.alarm && v.segmentRequests > 0) {
           const phiS = typeof phiFixed === 'function' ? phiFixed(v.segmentRequests) : 1;
           est = v.segmentEvents / v.segmentRequests;
           [lo, hi] = klInterval(v.segmentEvents, v.segmentRequests, CI_LEVEL, phiS);
           e = { firing: true, onset: start, lastAlarm: widx };
-          if (lo >= o.calibratedLargeRatio * pCalBase) severity = 'warning';
+          severity = lo >= o.calibratedLargeRatio * pCalBase ? 'warning' : 'info';
+          sc.calSeverity = severity;
           sc.calFact = Math.min(0.999, Math.max(hi, pCal));
         }
         st.episodes[key] = e;
