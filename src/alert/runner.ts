@@ -24,7 +24,7 @@ import { candidates, dedup, inhibit, pipeline, type NotificationLog, type Notify
 import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
 import { Outbox } from './outbox.js';
 import { alignDown, attachClosedSessions, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
-import { MonitorStore, type AlertRow } from '../store/monitor.js';
+import { MonitorStore, type AlertRow, type ClosedSessionRow } from '../store/monitor.js';
 import type { Store } from '../store/store.js';
 import type { EvaluateWindow, Finding, MonitorContext, MonitorState } from '../monitor/types.js';
 
@@ -171,6 +171,7 @@ export class MonitorRunner {
     this.lastEnd = cursor;
     let savedEnd = cp ? cursor : -1;
     const max = opts.maxWindows ?? 10_000;
+    let closedCache: { from: number; to: number; byWindow: Map<number, ClosedSessionRow[]> } | null = null;
     while (cursor + W <= closed && result.evaluated < max && this.leading(opts.force)) {
       const ws = new Date(cursor).toISOString();
       const we = new Date(cursor + W).toISOString();
@@ -192,8 +193,25 @@ export class MonitorRunner {
         const s = sessions.find((x) => x.agent === w.agent && x.model_version === w.modelVersion);
         if (s && s.sessions > 0) w.sessions = s.sessions;
       }
-      // whole sessions that closed in this window: the monitor measures their design effect
-      const windows = attachClosedSessions(counted, await this.ms.closedSessions(ws, we, c.sessionIdleSeconds), ws, we);
+      // whole sessions that closed in this window: the monitor measures their design effect (read
+      // for up to a day of closed windows at once when catching up)
+      if (!closedCache || cursor < closedCache.from || cursor >= closedCache.to) {
+        const to = Math.max(cursor + W, Math.min(closed, cursor + 86_400_000));
+        const byWindow = new Map<number, ClosedSessionRow[]>();
+        for (const r of await this.ms.closedSessions(ws, new Date(to).toISOString(), c.sessionIdleSeconds)) {
+          const k = alignDown(Date.parse(r.closedAt), c.windowSeconds);
+          byWindow.set(k, [...(byWindow.get(k) ?? []), r]);
+        }
+        closedCache = { from: cursor, to, byWindow };
+      }
+      // sessions that closed in skipped (empty) windows come with the next evaluated one
+      const due: ClosedSessionRow[] = [];
+      for (const [k, rows] of closedCache.byWindow)
+        if (k <= cursor) {
+          due.push(...rows);
+          closedCache.byWindow.delete(k);
+        }
+      const windows = attachClosedSessions(counted, due, ws, we);
       const mctx = typeof this.deps.ctx === 'function' ? this.deps.ctx() : this.deps.ctx;
       const ev = this.deps.evaluate(state.monitor, windows, mctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);

@@ -277,7 +277,7 @@ export function buildProgram(): Command {
     .option('--once', 'evaluate the windows closed now, wait for the receivers to acknowledge, and exit')
     .option('--status', 'print the eval-set mismatch (production vs eval share per cluster) and the firing alerts, and exit')
     .option('--status-days <n>', 'period of --status, in days', intArg('--status-days', 1), 7)
-    .option('--backtest', 'replay stored aggregates through the detectors and print what would have fired (needs --from, --to)')
+    .option('--backtest', 'replay stored aggregates and closed sessions through the detectors and print what would have fired (needs --from, --to)')
     .option('--from <time>', 'backtest start (ISO-8601)')
     .option('--to <time>', 'backtest end (ISO-8601, exclusive)')
     .option('--json', 'backtest output as JSON (the notifications in the webhook payload format)')

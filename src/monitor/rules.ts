@@ -215,6 +215,8 @@ interface ScopeState {
    * bound when it was reported); the rule fires again only above it
    */
   calFact?: number;
+  /** and the severity it was reported with (its resolution carries the same) */
+  calSeverity?: Finding['severity'];
 }
 
 /**
@@ -795,7 +797,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // the reference is an estimate: rising detectors test against its upper standard-error
         // bound (dispersion-aware), so a reference that happens to sit low does not read as a rise
         const refN = HN + a;
-        const upper = (p: number, m: number, f: string) => Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m)));
+        // (with sessions measured, the segment-scale factor 1 + N/refN of seg() carries the
+        // reference's noise instead: counting it twice would cap what a segment can show)
+        const upper = (p: number, m: number, f: string) => (sessOk ? p : Math.min(0.999, p + Math.sqrt((phi(f, n) * p * (1 - p)) / Math.max(1, m))));
         // evidence is scaled by φ of the detector's whole segment (see Dispersion in detectors.ts)
         // With sessions measured (κ dropped, see phi), the reference's own noise enters at the
         // segment's scale instead: Var(x − N·p̂0) = φ·N·p(1−p)·(1 + N/refN)
@@ -815,7 +819,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const mix = new DirichletMultinomialCusum({ concentration: o.concentration, threshold: hMixOmni, minRequests: o.minRequests }, sc.det.mix ?? undefined);
         // the omnibus test carries the reference's own noise as extra dispersion: about one hour of
         // evidence against the reference hours it is compared with
-        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + (n * (3600000 / windowMs)) / refN)));
+        // with sessions measured, at least the whole segment's evidence (it spans hours at a trickle)
+        const mixSeg = Math.max(n * (3600000 / windowMs), sessOk ? (sc.det.mix?.requests ?? 0) + n : 0);
+        run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + mixSeg / refN)));
         sc.det.mix = mix.toJSON();
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
@@ -870,14 +876,13 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // an estimate from 20 windows is rough: its upper ~95% bound (r̄ has sd ≈ r̄·√(2/w))
         const up = 1 + 2 * Math.sqrt(2 / e.disp[0]);
         // with session ids, the sessions' design effect (measured across windows) is what matters
+        // (until minSessions have closed, the windows' reading alone, as without session ids)
         phiFixed = sessOk
           ? (N: number) => Math.max(f ? Math.min(o.maxDispersion, f(N) * up) : 1, sessPhi('unc'))
-          : f && !sc.sess
+          : f
             ? (N: number) => Math.min(o.maxDispersion, f(N) * up)
             : null;
       } else if (sc.early) delete sc.early;
-      // session ids present but too few sessions closed yet: the fixed-rate rules wait
-      if (sc.sess && !sessOk) phiFixed = null;
       const cal = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.cal ?? undefined);
       const pCalBase = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
       // once an excess is reported, only a further rise above its level is news
@@ -988,13 +993,14 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const before = sc.calFact;
         let e: Episode = { firing: false, lastAlarm: st.episodes[key]?.lastAlarm ?? -Infinity };
         let [est, lo, hi] = [uNow, uLo, uHi];
-        let severity: Finding['severity'] = 'info';
+        let severity: Finding['severity'] = sc.calSeverity ?? 'info';
         if (v.alarm && v.segmentRequests > 0) {
           const phiS = typeof phiFixed === 'function' ? phiFixed(v.segmentRequests) : 1;
           est = v.segmentEvents / v.segmentRequests;
           [lo, hi] = klInterval(v.segmentEvents, v.segmentRequests, CI_LEVEL, phiS);
           e = { firing: true, onset: start, lastAlarm: widx };
-          if (lo >= o.calibratedLargeRatio * pCalBase) severity = 'warning';
+          severity = lo >= o.calibratedLargeRatio * pCalBase ? 'warning' : 'info';
+          sc.calSeverity = severity;
           sc.calFact = Math.min(0.999, Math.max(hi, pCal));
         }
         st.episodes[key] = e;
