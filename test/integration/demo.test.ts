@@ -45,7 +45,9 @@ describe('evalgap demo', () => {
     expect(rows.reduce((a, x) => a + x.n, 0)).toBe(300);
     for (const x of rows) {
       if (x.tested) expect(x.uncovered, x.topic).toBeLessThan(0.3);
-      else expect(x.uncovered, x.topic).toBeGreaterThan(0.8);
+      // the calibration over phrasing families sets a lower threshold than the leave-one-out one
+      // did (91–100% of these were uncovered then): about 53–79% of an untested topic now
+      else expect(x.uncovered, x.topic).toBeGreaterThan(0.4);
     }
     // the loop: exported, refitted, redeployed to the running consumer, closed
     // gap discovery finds the new topics; export-gaps turns them into cases
@@ -60,7 +62,7 @@ describe('evalgap demo', () => {
     expect(r.stdout).toMatch(/stored 900 rows in all/);
     const closing = /uncovered share of the new topics: ([\d.]+)% → ([\d.]+)%/.exec(r.stdout);
     expect(closing, r.stdout).not.toBeNull();
-    expect(Number(closing![1])).toBeGreaterThan(80);
+    expect(Number(closing![1])).toBeGreaterThan(40);
     expect(Number(closing![2])).toBeLessThan(20);
     // discovery over the fresh traffic marks the new topics' gaps closed
     const closedGaps = /gaps of the new topics marked closed: (\d+) of (\d+)/.exec(r.stdout);

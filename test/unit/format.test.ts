@@ -25,7 +25,7 @@ describe('gap reports print stored production text escaped', () => {
   it('labels and examples outside the table keep no control character', async () => {
     const { formatGapReport } = await import('../../src/cli/gaps.js');
     const gap = {
-      rank: 1, gapId: 'g-1', status: 'new', label: 'refund\x1b]0;title\x07', members: 3, share: 0.5, escalationRate: 0, trend: 'new',
+      rank: 1, gapId: 'g-1', status: 'new', kind: 'topic', depth: 1, deepShare: 1, phrasings: 3, label: 'refund\x1b]0;title\x07', members: 3, share: 0.5, escalationRate: 0, trend: 'new',
       nearestCluster: 0, nearestClusterLabel: 'x\x9b2J', casesNeeded: 2, priority: 3, firstSeen: 0, lastSeen: 0,
       examples: ['please\x1b[2J wipe', 'ok'],
     };
