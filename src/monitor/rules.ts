@@ -33,8 +33,8 @@ export interface MonitorOptions {
    */
   warmupSessions: number;
   /**
-   * closed sessions needed before the session design effect is trusted; until then, with session
-   * ids present, the rules that need a dispersion (all of them) wait
+   * closed sessions needed before the session design effect is used; until then the fixed-rate
+   * rules use the windows' dispersion (production-relative rules wait for warmupSessions)
    */
   minSessions: number;
   /**

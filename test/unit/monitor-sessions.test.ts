@@ -103,3 +103,23 @@ describe('sessions at a trickle (0.05 requests/s)', () => {
     expect(hit).toBeDefined();
   }, 600_000);
 });
+
+describe('uncovered_vs_calibrated: a standing fact, reported once', () => {
+  it('a rate standing above the calibrated one fires once per scope (info), not hourly; a large excess is a warning', async () => {
+    const { stream, syntheticCells } = await import('../helpers/monitor-sim.js');
+    const base6 = [0.3, 0.25, 0.15, 0.12, 0.1, 0.08];
+    const run = (uncovered: number, calibrated: number) => {
+      const cells6 = syntheticCells(base6.map(() => uncovered));
+      const c: MonitorContext = { modelVersion: 'm1', calibratedRate: calibrated, calibratedRateInterval: [calibrated * 0.9, calibrated * 1.1], evalShares: Object.fromEntries(base6.map((_, i) => [i, 1 / 6])) };
+      return backtest(stream({ start: START, windows: (3 * 86400) / 300, windowSeconds: 300, ratePerSecond: 2, agents: ['billing', 'support'], cells: cells6.cells, weights: () => cells6.weights(base6), seed: 9 }), c).alerts.filter((a) => a.rule === 'uncovered_vs_calibrated');
+    };
+    // 7% against 5% [4.5–5.5%]: established, reported once per scope (3 scopes), info
+    const small = run(0.07, 0.05);
+    expect(small.map((a) => a.scope.agent).sort()).toEqual(['*', 'billing', 'support']);
+    expect(small.every((a) => a.severity === 'info' && a.resolvedAt !== null)).toBe(true);
+    // 20% against 5%: a warning, still once per scope
+    const large = run(0.2, 0.05);
+    expect(large.map((a) => a.scope.agent).sort()).toEqual(['*', 'billing', 'support']);
+    expect(large.every((a) => a.severity === 'warning')).toBe(true);
+  });
+});
