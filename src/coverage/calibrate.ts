@@ -1,6 +1,9 @@
 /**
- * Calibration of the covered threshold: Mondrian (per-region) split-conformal thresholds on
- * calibration scores, and the uncovered rate each threshold implies, with an interval.
+ * Calibration of the covered threshold: Mondrian (per-region) thresholds and the uncovered rate
+ * each implies, with an interval. The fit uses `calibrateFamilies` (calibration over phrasing
+ * families, below; docs/calibration.md). `calibrateMondrian` is the calibration before it, on one
+ * score per case, kept as the reference the tests and the benchmark compare against; it is also
+ * what `calibrateFamilies` reduces to with no share of new phrasings (the threshold; not the interval).
  *
  * Guarantee (per region, under exchangeability of the region's calibration scores and the scores
  * of its future queries): with n calibration scores s₍₁₎ ≤ … ≤ s₍ₙ₎ and position p = (n + 1)·α,
@@ -189,11 +192,6 @@ export function nearestRow(x: Float32Array, i: number, centroids: Float32Array, 
   return bi;
 }
 
-/** A region's realised rate estimated from its own calibration scores against given thresholds (Jeffreys interval). */
-export function estimateRate(below: number, n: number, level: number, fallback: number): { rate: number; interval: [number, number] } {
-  if (n === 0) return { rate: fallback, interval: [0, 1] };
-  return { rate: below / n, interval: betaInterval(below + 0.5, n - below + 0.5, level) };
-}
 
 /*
  * ---------------------------------------------------------------------------------------------

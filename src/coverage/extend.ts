@@ -65,6 +65,8 @@ export function addFitOptions(
     targetRate: over.targetRate ?? m.calibration.targetFalseUncoveredRate,
     nearDuplicateCosine: over.nearDuplicateCosine ?? m.calibration.nearDuplicateCosine,
     minClusterCases: m.calibration.minClusterCases,
+    // a model calibrated before phrasing families is refitted with them (the default share)
+    ...(m.calibration.phrasing ? { newPhrasingShare: m.calibration.phrasing.newShare } : {}),
     // decided again from the merged cases (exported gap cases carry their gap id as a tag)
     regions: over.regions ?? 'auto',
     source: `${m.evalSet.source} + ${addSource}`,

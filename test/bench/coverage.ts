@@ -55,6 +55,8 @@ const { jStat } = jstatPkg as unknown as { jStat: { binomial: { pdf(k: number, n
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
 const draws = Number(args.get('draws') ?? 5);
+/** the first draw's number (to split the draws over several runs) */
+const firstDraw = Number(args.get('first-draw') ?? 0);
 const heldOutCount = Number(args.get('held') ?? 17);
 const kArg = args.get('k') ?? 'auto';
 const splits = (args.get('splits') ?? 'standard,families,families2').split(',') as Split[];
@@ -180,7 +182,7 @@ async function main() {
   const push = (key: string, j: Judged) => (results[key] ??= []).push(j);
   const perDraw: Record<string, unknown>[] = [];
   const fitMs: number[] = [];
-  for (let d = 0; d < draws; d++) {
+  for (let d = firstDraw; d < firstDraw + draws; d++) {
     const held = holdOut(cats, heldOutCount, 1000 + d);
     const fitted = cats.filter((c) => !held.has(c));
     for (const split of splits) {
@@ -322,6 +324,7 @@ async function main() {
         bench: 'coverage',
         data: 'banking77',
         draws,
+        firstDraw,
         heldOutIntents: heldOutCount,
         targetRate: DEFAULT_FIT.targetRate,
         settings: { nearDuplicateCosine: DEFAULT_FIT.nearDuplicateCosine, minClusterCases: DEFAULT_FIT.minClusterCases, newPhrasingShare: DEFAULT_FIT.newPhrasingShare },
