@@ -4,24 +4,9 @@
  * Values are always bound as query parameters.
  */
 import { DEPTH_BANDS, chainBigrams, type AgentProfile } from '../coverage/agent.js';
-import type { StoreReader, StoreWriter, Window } from './gaps.js';
+import { where, type StoreReader, type StoreWriter, type Window } from './gaps.js';
 
-const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
-
-function filter(w: Window, alias = ''): { sql: string; params: Record<string, unknown> } {
-  const a = alias ? `${alias}.` : '';
-  let sql = `${a}ts >= {since:DateTime64(3, 'UTC')} AND ${a}ts < {until:DateTime64(3, 'UTC')}`;
-  const params: Record<string, unknown> = { since: iso(w.since), until: iso(w.until) };
-  if (w.agent) {
-    sql += ` AND ${a}agent = {agent:String}`;
-    params.agent = w.agent;
-  }
-  if (w.modelVersion) {
-    sql += ` AND ${a}model_version = {mv:String}`;
-    params.mv = w.modelVersion;
-  }
-  return { sql, params };
-}
+const filter = where;
 
 /** Register what a model's eval set tests of depth and tools (idempotent: the latest registration wins). */
 export async function registerAgentProfile(store: StoreWriter, p: AgentProfile): Promise<void> {

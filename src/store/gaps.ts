@@ -32,7 +32,8 @@ export interface Window {
 
 const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
 
-function where(w: Window, alias = ''): { sql: string; params: Record<string, unknown> } {
+/** The SQL filter of a window (time, agent, model version) on `requests`-like rows, with its parameters. */
+export function where(w: Window, alias = ''): { sql: string; params: Record<string, unknown> } {
   const a = alias ? `${alias}.` : '';
   let sql = `${a}ts >= {since:DateTime64(3, 'UTC')} AND ${a}ts < {until:DateTime64(3, 'UTC')}`;
   const params: Record<string, unknown> = { since: iso(w.since), until: iso(w.until) };
