@@ -12,7 +12,7 @@ mkdir -p bench-results
 out="bench-results/bench-$(date -u +%Y%m%dT%H%M%SZ).json"
 run() { npx vite-node "test/bench/$1.ts" -- "${@:2}" 2>/dev/null | sed -n '/^{/,$p'; }
 {
-  echo '{"machine":'"$(node -e 'const os=require("os");console.log(JSON.stringify({cpus:os.cpus().length,model:os.cpus()[0].model,memGB:Math.round(os.totalmem()/2**30),node:process.version}))')"','
+  echo '{"machine":'"$(node -e 'const os=require("os"),fs=require("fs");let f="";try{f=fs.readFileSync("/proc/cpuinfo","utf8")}catch{};const flags=["avx2","avx512f","avx512_vnni","avx_vnni"].filter((x)=>new RegExp("\\b"+x+"\\b").test(f));console.log(JSON.stringify({cpus:os.cpus().length,model:os.cpus()[0].model,flags,cpuClass:flags.includes("avx512_vnni")?"AVX-512 VNNI":flags.includes("avx2")?"AVX2 only (embeds several times slower)":"unknown",memGB:Math.round(os.totalmem()/2**30),node:process.version}))')"','
   echo '"embedSweep":'; run embed-sweep; echo ','
   echo '"embedQuality":'; run embed-quality; echo ','
   echo '"coverage":'; run coverage "--draws=$draws"; echo ','
