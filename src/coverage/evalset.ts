@@ -68,9 +68,11 @@ function toCase(obj: Record<string, unknown>, textField: string, line: number): 
   return c;
 }
 
-function parseJsonlEvalSet(content: string, textField: string): EvalSetParse {
-  const cases: EvalCase[] = [];
-  const errors: EvalSetParse['errors'] = [];
+/**
+ * Each non-blank line of JSONL content, parsed: `fn` gets the value and its 1-based line number;
+ * a line that is not JSON is reported in `errors` with its number and not passed on.
+ */
+export function forEachJsonLine(content: string, errors: { line: number; reason: string }[], fn: (obj: unknown, line: number) => void): void {
   content.split(/\r?\n/).forEach((raw, i) => {
     const line = i + 1;
     if (!raw.trim()) return;
@@ -81,6 +83,14 @@ function parseJsonlEvalSet(content: string, textField: string): EvalSetParse {
       errors.push({ line, reason: `invalid JSON: ${(e as Error).message}` });
       return;
     }
+    fn(obj, line);
+  });
+}
+
+function parseJsonlEvalSet(content: string, textField: string): EvalSetParse {
+  const cases: EvalCase[] = [];
+  const errors: EvalSetParse['errors'] = [];
+  forEachJsonLine(content, errors, (obj, line) => {
     if (!obj || typeof obj !== 'object' || Array.isArray(obj)) {
       errors.push({ line, reason: 'expected a JSON object' });
       return;

@@ -4,6 +4,7 @@
  * coverage model's cases by id. Pure: text and cases in, rows and errors out.
  */
 import { z } from 'zod';
+import { forEachJsonLine } from '../coverage/evalset.js';
 
 const unit = z.number().finite().min(0).max(1);
 
@@ -39,16 +40,7 @@ export function parseResults(content: string): ResultsParse {
   const results: ParsedResult[] = [];
   const errors: ResultsParse['errors'] = [];
   const seen = new Map<string, number>();
-  content.split(/\r?\n/).forEach((raw, i) => {
-    const line = i + 1;
-    if (!raw.trim()) return;
-    let obj: unknown;
-    try {
-      obj = JSON.parse(raw);
-    } catch (e) {
-      errors.push({ line, reason: `invalid JSON: ${(e as Error).message}` });
-      return;
-    }
+  forEachJsonLine(content, errors, (obj, line) => {
     const p = ResultLineSchema.safeParse(obj);
     if (!p.success) {
       errors.push({ line, reason: p.error.issues.map((x) => (x.path.length ? `${x.path.join('.')}: ` : '') + x.message).join('; ') });
