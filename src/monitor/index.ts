@@ -11,16 +11,21 @@ export { backtest, type BacktestAlert, type BacktestOptions, type BacktestResult
 export { BernoulliCusum, DirichletMultinomialCusum, sequentialLogBayesFactors, type Verdict } from './detectors.js';
 export * from './scoring.js';
 export type * from './types.js';
+export { composeEvaluators, type RuleSet, type RuleSetEvaluation } from './compose.js';
 
 import { createEvaluateWindow as create, MonitorOptionsSchema as Rules } from './rules.js';
+import { composeEvaluators, type RuleSet } from './compose.js';
 
-/** An evaluator for a config file's `rules` object (validated; a bad or unknown key is named). */
-export function createEvaluator(rules: unknown): EvaluateWindow {
+/**
+ * An evaluator for a config file's `rules` object (validated; a bad or unknown key is named), with
+ * the rule sets that run beside the core rules (src/monitor/compose.ts).
+ */
+export function createEvaluator(rules: unknown, sets: readonly RuleSet<any>[] = []): EvaluateWindow {
   const r = Rules.safeParse(rules ?? {});
   if (!r.success) {
     throw new Error(
       'invalid monitor rules:\n' + r.error.issues.map((i) => `  - rules.${i.path.join('.') || '(root)'}: ${i.message}`).join('\n'),
     );
   }
-  return create(r.data);
+  return composeEvaluators(create(r.data), sets);
 }
