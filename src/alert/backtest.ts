@@ -11,6 +11,9 @@ import { decide, type NotificationLog } from './lifecycle.js';
 import { alignDown, attachClosedSessions, toWindowCounts } from './windows.js';
 import type { ClosedSessionRow, MonitorStore } from '../store/monitor.js';
 import { withExamples } from './runner.js';
+import { attachAgentRows } from './agent-windows.js';
+import { agentCellsByWindow, closedAgentSessions, type AgentCellRow, type AgentSessionRow } from '../store/agent.js';
+import type { StoreReader } from '../store/gaps.js';
 import type { EvaluateWindow, MonitorContext, MonitorState } from '../monitor/types.js';
 
 export interface BacktestResult {
@@ -29,6 +32,8 @@ export async function runBacktest(
   config: Pick<MonitorConfig, 'windowSeconds' | 'lifecycle' | 'examples' | 'sessionIdleSeconds'>,
   from: string,
   to: string,
+  /** the store behind `ms`, for the agent rules' rows (read only when the context has an agent profile) */
+  agentStore?: StoreReader,
 ): Promise<BacktestResult> {
   const W = config.windowSeconds * 1000;
   const start = alignDown(Date.parse(from), config.windowSeconds);
@@ -46,6 +51,18 @@ export async function runBacktest(
       const w = alignDown(Date.parse(r.closedAt), config.windowSeconds);
       closed.set(w, [...(closed.get(w) ?? []), r]);
     }
+    const agentCells = new Map<number, AgentCellRow[]>();
+    const agentSessions = new Map<number, AgentSessionRow[]>();
+    if (agentStore && ctx.agent) {
+      for (const r of await agentCellsByWindow(agentStore, new Date(c0).toISOString(), new Date(c1).toISOString(), config.windowSeconds)) {
+        const w = Date.parse(r.window);
+        agentCells.set(w, [...(agentCells.get(w) ?? []), r]);
+      }
+      for (const r of await closedAgentSessions(agentStore, new Date(c0).toISOString(), new Date(c1).toISOString(), config.sessionIdleSeconds)) {
+        const w = alignDown(Date.parse(r.closedAt), config.windowSeconds);
+        agentSessions.set(w, [...(agentSessions.get(w) ?? []), r]);
+      }
+    }
     const byWindow = new Map<number, typeof rows>();
     for (const r of rows) {
       const w = alignDown(Date.parse(r.bucket), config.windowSeconds);
@@ -57,7 +74,8 @@ export async function runBacktest(
       if (!rs && !closed.has(w)) continue;
       const ws = new Date(w).toISOString();
       const we = new Date(w + W).toISOString();
-      const windows = attachClosedSessions(toWindowCounts(rs ?? [], ws, we), closed.get(w) ?? [], ws, we);
+      let windows = attachClosedSessions(toWindowCounts(rs ?? [], ws, we), closed.get(w) ?? [], ws, we);
+      if (agentCells.has(w) || agentSessions.has(w)) windows = attachAgentRows(windows, agentCells.get(w) ?? [], agentSessions.get(w) ?? [], ws, we);
       for (const x of windows) {
         const s = sessions.find((y) => y.window === ws && y.agent === x.agent && y.model_version === x.modelVersion);
         if (s && s.sessions > 0) x.sessions = s.sessions;

@@ -18,6 +18,23 @@ import { Store } from '../store/store.js';
 import { escapeControl } from './format.js';
 import { createEvaluator } from '../monitor/index.js';
 import { evalgapPayload } from '../alert/payload.js';
+import { agentContextOf, createAgentRules } from '../monitor/agent-rules.js';
+import { loadAgentProfile } from '../coverage/agent.js';
+
+/**
+ * The monitor's context of a model folder: its manifest, and what its eval set tests of conversation
+ * depth and tool chains (agent.json; the agent rules stay silent without it or when it is invalid).
+ */
+export function monitorContext(dir: string, model: ReturnType<typeof loadCoverageModel>, logger?: Logger): MonitorContext {
+  const ctx = contextFromManifest(model.manifest);
+  try {
+    const p = loadAgentProfile(dir, model);
+    if (p) ctx.agent = agentContextOf(p);
+  } catch (e) {
+    logger?.warn({ err: e, model: model.manifest.version }, 'agent.json cannot be read: the agent rules (depth_mix, untested_chains, chain_failure) stay silent');
+  }
+  return ctx;
+}
 
 export interface StartedMonitor {
   runner: MonitorRunner;
@@ -37,12 +54,12 @@ export async function startMonitor(
   const model = loadCoverageModel(modelDir);
   // a model deployed while the monitor runs (a `current` symlink or pointer file repointed):
   // its context is read when the target changes, and the detectors restart their references
-  let cached = { dir: resolveModelDir(modelDir), ctx: contextFromManifest(model.manifest) };
+  let cached = { dir: resolveModelDir(modelDir), ctx: monitorContext(resolveModelDir(modelDir), model, logger) };
   const ctxNow = (): MonitorContext => {
     let dir = cached.dir;
     try {
       dir = resolveModelDir(modelDir);
-      if (dir !== cached.dir) cached = { dir, ctx: contextFromManifest(loadCoverageModel(dir).manifest) };
+      if (dir !== cached.dir) cached = { dir, ctx: monitorContext(dir, loadCoverageModel(dir), logger) };
     } catch (e) {
       logger.warn({ err: e, model: modelDir }, 'the deployed coverage model cannot be read; the monitor keeps the one in force');
     }
@@ -56,7 +73,7 @@ export async function startMonitor(
     store,
     kafka,
     logger,
-    evaluate: createEvaluator(mc.rules),
+    evaluate: createEvaluator(mc.rules, [createAgentRules(mc.agentRules)]),
     ctx: ctxNow,
     config: mc,
     metrics,
@@ -167,7 +184,7 @@ export async function monitorBacktest(cfg: Config, mc: MonitorConfig, modelDir: 
   const model = loadCoverageModel(modelDir);
   const store = await Store.open(cfg.clickhouse);
   try {
-    const r = await runBacktest(new MonitorStore(store), createEvaluator(mc.rules), contextFromManifest(model.manifest), mc, from, to);
+    const r = await runBacktest(new MonitorStore(store), createEvaluator(mc.rules, [createAgentRules(mc.agentRules)]), monitorContext(resolveModelDir(modelDir), model), mc, from, to, store);
     if (json) {
       return JSON.stringify({ ...r, notifications: r.notifications.map((n) => evalgapPayload(n)) }, null, 2);
     }

@@ -156,6 +156,10 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   eval_mismatch: 'info',
   escalation: 'critical',
   uncovered_escalation: 'warning',
+  // agent rules (src/monitor/agent-rules.ts)
+  depth_mix: 'warning',
+  untested_chains: 'warning',
+  chain_failure: 'critical',
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;

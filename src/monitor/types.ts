@@ -47,6 +47,31 @@ export interface WindowCounts {
    * how much of each rule's evidence a session repeats (a design effect, see docs/monitor.md)
    */
   closedSessions?: SessionCell[];
+  /**
+   * the window's requests by conversation depth band and tool chain (src/monitor/agent-rules.ts);
+   * optional: without them the agent rules stay silent
+   */
+  agentCells?: AgentCell[];
+  /** the agent cells of the sessions that closed since the last evaluated window, whole (design effect) */
+  agentSessions?: AgentSessionCell[];
+}
+
+/** Requests of one window in one conversation depth band, nearest cluster and tool chain. */
+export interface AgentCell {
+  /** 0: turn 1, 1: turns 2-3, 2: turns 4-7, 3: turn 8+; -1: the request carries no turn */
+  depthBand: number;
+  /** nearest eval cluster; -1 when the request called no tool (the cluster does not matter then) */
+  cluster: number;
+  /** the tools called, in order ([] = none) */
+  tools: string[];
+  requests: number;
+  /** failed or escalated */
+  failed: number;
+}
+
+/** One closed session's requests in one agent cell ('' = requests without a session id: each its own session). */
+export interface AgentSessionCell extends AgentCell {
+  session: string;
 }
 
 /** One closed session's requests in one coverage cell (nearest cluster, covered or not, depth band). */
@@ -78,6 +103,17 @@ export interface MonitorContext {
    * share per band); absent for a model without bands: the novel-topic detector is then off
    */
   novelProfile?: number[];
+  /** what the eval set tests of conversation depth and tool chains (the model's agent.json); absent: the agent rules stay silent */
+  agent?: AgentContext;
+}
+
+export interface AgentContext {
+  /** eval cases that give a depth, and their share per depth band (1, 2-3, 4-7, 8+) */
+  depthCases: number;
+  depthShares: number[];
+  /** eval cases that list tools, and the distinct chains they expect per cluster */
+  toolCases: number;
+  chains: { cluster: number; tools: string[] }[];
 }
 
 export type RuleName =
@@ -87,7 +123,10 @@ export type RuleName =
   | 'cluster_mix' // the mix of nearest clusters (uncovered as its own category) shifts
   | 'eval_mismatch' // production share per cluster vs eval-set share changed materially (static fact)
   | 'escalation' // escalation / refusal / failure rate of a cluster rises against its own history
-  | 'uncovered_escalation'; // uncovered traffic escalates more than covered traffic
+  | 'uncovered_escalation' // uncovered traffic escalates more than covered traffic
+  | 'depth_mix' // conversations move toward depths the eval set does not test (src/monitor/agent-rules.ts)
+  | 'untested_chains' // the share of requests calling a tool chain no eval case tests rises
+  | 'chain_failure'; // one tool chain's failure rate rises against its own history
 
 /** Who an alert is about: agent '*' = all agents together; cluster null = not cluster-specific. */
 export interface Scope {

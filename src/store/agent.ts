@@ -144,3 +144,108 @@ export async function sessionTurns(s: StoreReader, sessionId: string): Promise<{
     { sid: sessionId },
   );
 }
+
+/** The depth band of `turn` in SQL (-1: the request carries no turn). */
+const DEPTH_BAND_SQL = 'toInt8(if(turn = 0, -1, multiIf(turn <= 1, 0, turn <= 3, 1, turn <= 7, 2, 3)))';
+/** A request failed for the agent rules: outcome failed, or handed to a human. */
+const FAILED_SQL = "countIf(escalated = 1 OR outcome = 'failed')";
+
+/** Requests of one monitor window in one depth band, nearest cluster (-1 without tools) and tool chain. */
+export interface AgentCellRow {
+  /** window start (ISO) */
+  window: string;
+  agent: string;
+  model_version: string;
+  depth_band: number;
+  cluster: number;
+  tools: string[];
+  requests: number;
+  failed: number;
+}
+
+const chTime = (iso: string) => new Date(iso).toISOString().slice(0, 23).replace('T', ' ');
+const fromChTime = (s: string) => new Date(s.replace(' ', 'T') + (s.endsWith('Z') ? '' : 'Z')).toISOString();
+
+/**
+ * The monitor's agent rules: requests of [from, to) per window (of `windowSeconds`, aligned to the
+ * epoch), agent, model version, conversation depth band and tool chain, with their failures.
+ */
+export async function agentCellsByWindow(s: StoreReader, from: string, to: string, windowSeconds: number): Promise<AgentCellRow[]> {
+  const rows = await s.query<Record<string, unknown>>(
+    `SELECT toStartOfInterval(ts, toIntervalSecond({w:UInt32}), 'UTC') AS window, agent, model_version,
+            ${DEPTH_BAND_SQL} AS depth_band, if(length(tools) = 0, -1, cluster) AS chain_cluster, tools,
+            count() AS requests, ${FAILED_SQL} AS failed
+     FROM ${s.t('requests')}
+     WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')}
+     GROUP BY window, agent, model_version, depth_band, chain_cluster, tools`,
+    { from: chTime(from), to: chTime(to), w: windowSeconds },
+  );
+  return rows.map((r) => ({
+    window: fromChTime(String(r.window)),
+    agent: String(r.agent),
+    model_version: String(r.model_version),
+    depth_band: Number(r.depth_band),
+    cluster: Number(r.chain_cluster),
+    tools: (r.tools as string[]) ?? [],
+    requests: Number(r.requests),
+    failed: Number(r.failed),
+  }));
+}
+
+/** One closed session's requests in one agent cell ('' = a request without a session id). */
+export interface AgentSessionRow extends Omit<AgentCellRow, 'window'> {
+  session: string;
+  /** ISO: last request + the idle gap */
+  closedAt: string;
+}
+
+/**
+ * The sessions that closed in [from, to) (idle for `idleSeconds` since their last request, read
+ * whole over at most `maxSpanSeconds` before it), one row per session and agent cell, plus the
+ * requests of [from, to) without a session id: the same sessions as MonitorStore.closedSessions.
+ */
+export async function closedAgentSessions(s: StoreReader, from: string, to: string, idleSeconds: number, maxSpanSeconds = 4 * 3600): Promise<AgentSessionRow[]> {
+  const f = Date.parse(from);
+  const t = Date.parse(to);
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const R = s.t('requests');
+  const rows = await s.query<Record<string, unknown>>(
+    `WITH s AS (
+       SELECT agent, session_id, max(ts) AS last FROM ${R}
+       WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
+       GROUP BY agent, session_id
+       HAVING last >= {a:DateTime64(3, 'UTC')} AND last < {b:DateTime64(3, 'UTC')}
+     )
+     SELECT agent, model_version, session_id, depth_band, chain_cluster, tools, requests, failed, last_ms FROM (
+       SELECT r.agent AS agent, r.model_version AS model_version, r.session_id AS session_id,
+              ${DEPTH_BAND_SQL.replace(/turn/g, 'r.turn')} AS depth_band, if(length(r.tools) = 0, -1, r.cluster) AS chain_cluster, r.tools AS tools,
+              count() AS requests, countIf(r.escalated = 1 OR r.outcome = 'failed') AS failed, toUnixTimestamp64Milli(any(s.last)) AS last_ms
+       FROM ${R} AS r INNER JOIN s ON r.agent = s.agent AND r.session_id = s.session_id
+       WHERE r.ts >= {lo:DateTime64(3, 'UTC')} AND r.ts < {b:DateTime64(3, 'UTC')}
+       GROUP BY agent, model_version, session_id, depth_band, chain_cluster, tools
+       UNION ALL
+       SELECT agent, model_version, '' AS session_id, ${DEPTH_BAND_SQL} AS depth_band, if(length(tools) = 0, -1, cluster) AS chain_cluster, tools,
+              count() AS requests, ${FAILED_SQL} AS failed, toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms
+       FROM ${R} WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = ''
+       GROUP BY agent, model_version, depth_band, chain_cluster, tools)`,
+    {
+      lo: chTime(iso(f - (idleSeconds + maxSpanSeconds) * 1000)),
+      a: chTime(iso(f - idleSeconds * 1000)),
+      b: chTime(iso(t - idleSeconds * 1000)),
+      from: chTime(from),
+      to: chTime(to),
+      idle: idleSeconds,
+    },
+  );
+  return rows.map((r) => ({
+    agent: String(r.agent),
+    model_version: String(r.model_version),
+    session: String(r.session_id),
+    depth_band: Number(r.depth_band),
+    cluster: Number(r.chain_cluster),
+    tools: (r.tools as string[]) ?? [],
+    requests: Number(r.requests),
+    failed: Number(r.failed),
+    closedAt: new Date(Number(r.last_ms) + idleSeconds * 1000).toISOString(),
+  }));
+}
