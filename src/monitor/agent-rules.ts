@@ -168,6 +168,8 @@ interface Episode {
   firing: boolean;
   onset?: string;
   lastAlarm: number;
+  /** a production-relative detector alarmed in this episode (only then is the reference frozen) */
+  relative?: boolean;
 }
 
 export interface AgentRulesState {
@@ -545,19 +547,25 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
 
       // ---- episodes ----
       let freeze = false;
-      const episode = (rule: RuleName, alarm: boolean, ratio: number): Episode => {
+      const episode = (rule: RuleName, alarm: boolean, ratio: number, relative = true): Episode => {
         const key = `${rule}|${agent}`;
         const e: Episode = { ...(st.episodes[key] ?? { firing: false, lastAlarm: -1e15 }) };
         if (alarm) {
-          if (!e.firing) e.onset = start;
+          if (!e.firing) {
+            e.onset = start;
+            delete e.relative;
+          }
           e.firing = true;
           e.lastAlarm = widx;
+          if (relative) e.relative = true;
         } else if (e.firing && widx - e.lastAlarm >= resolveWindows && ratio < 0.5) {
           e.firing = false;
           delete e.onset;
+          delete e.relative;
         }
         st.episodes[key] = e;
-        if (e.firing && t0 - Date.parse(e.onset ?? start) < o.freezeHours * 3_600_000) freeze = true;
+        // a standing fact against the eval set (depth_mix (b)) does not freeze the production reference
+        if (e.firing && e.relative && t0 - Date.parse(e.onset ?? start) < o.freezeHours * 3_600_000) freeze = true;
         return e;
       };
       const note = (firing: boolean) => (firing && !hasIds ? ' (No session ids: each request is counted as independent evidence.)' : '');
@@ -590,6 +598,7 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
         const HN = sum(H.depth);
         let best: { v: Verdict; tail: number; kind: 'rel' | 'ev'; p0: number } | null = null;
         let alarm = false;
+        let relAlarm = false;
         let pdBest = 1;
         TAILS.forEach((t, i) => {
           const x = tailOf(now.depth, t);
@@ -618,6 +627,7 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
           } else sc.det.rel[i] = null;
           for (const [v, kind, p0] of [[ve, 'ev', p0e], [vr, 'rel', p0r]] as const) {
             if (v.alarm) alarm = true;
+            if (v.alarm && kind === 'rel') relAlarm = true;
             if (!best || (v.alarm && !best.v.alarm) || (v.alarm === best.v.alarm && v.statistic > best.v.statistic)) {
               best = { v, tail: i, kind, p0 };
               pdBest = pd ?? 1;
@@ -625,7 +635,7 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
           }
         });
         const b = best!;
-        const e = episode('depth_mix', alarm, b.v.statistic / hDepth);
+        const e = episode('depth_mix', alarm, b.v.statistic / hDepth, relAlarm);
         const curN = sum(cur.depth);
         const shareNow = (i: number) => (curN > 0 ? tailOf(cur!.depth, TAILS[i]) / curN : 0);
         const segShare = b.v.segmentRequests > 0 ? b.v.segmentEvents / b.v.segmentRequests : shareNow(b.tail);
