@@ -156,6 +156,7 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   eval_mismatch: 'info',
   escalation: 'critical',
   uncovered_escalation: 'warning',
+  version_regression: 'rollback', // evaluated by the runner (src/alert/version-guard.ts), not here
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;
