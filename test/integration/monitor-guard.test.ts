@@ -16,6 +16,7 @@ import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { CoverageAssigner, loadCoverageModel } from '../../src/coverage/model.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { MonitorStore } from '../../src/store/monitor.js';
+import { versionsForReport } from '../../src/cli/report.js';
 import { Store } from '../../src/store/store.js';
 import type { AlertPayload } from '../../src/alert/payload.js';
 import type { WebhookReceiver } from '../../src/alert/receiver.js';
@@ -150,6 +151,26 @@ describe('version_regression in evalgap monitor (real broker, engine and model)'
     expect(second.stdout).toMatch(/^0 notification\(s\)/);
     expect(receiver.requests).toBe(before);
     expect(receiver.duplicates).toBe(0);
+  });
+
+  it('the report compares the two versions cluster by cluster: v2 worse where it escalates, with intervals', async () => {
+    const store = await Store.open(testConfig(dataDir).clickhouse);
+    try {
+      const [v] = await versionsForReport(store, new Date(start - 60_000), new Date());
+      expect(v).toMatchObject({ baseline: 'v1', candidate: 'v2', alpha: 0.05, units: { baseline: 200, candidate: 200 } });
+      expect(v.worse.length).toBeGreaterThan(0);
+      expect(v.better).toEqual([]);
+      expect(v.rows[0].segment).toBe('all traffic');
+      for (const r of v.rows.filter((x) => x.verdict === 'worse')) {
+        expect(r.lo).toBeGreaterThan(0);
+        expect(r.candidate!).toBeGreaterThan(r.baseline!);
+        expect(r.outcome).toBe('escalated');
+      }
+      // one version only: no section
+      expect(await versionsForReport(store, new Date(start - 60_000), new Date(start - 30_000))).toEqual([]);
+    } finally {
+      await store.close();
+    }
   });
 
   it('a bad guard file is refused with the key named, before anything starts; compare --guard points to the monitor', async () => {
