@@ -9,11 +9,9 @@ import {
   OUTCOMES,
   UNCOVERED,
   compareVersions,
-  emptyArm,
   type CompareInput,
   type CompareResult,
   type Outcome,
-  type SegmentCounts,
 } from '../compare/detector.js';
 import { CompareStore, type ComparePeriod, type VersionEvidenceRow } from '../store/compare.js';
 import { chooseModel, compareInput } from '../compare/input.js';

@@ -3,7 +3,7 @@
  * `version_comparison` view gives them) to the comparison's input. Pure: the caller reads the rows
  * and the coverage model's registered clusters.
  */
-import { ALL, UNCOVERED, type CompareInput, type SegmentArm, type SegmentCounts } from './detector.js';
+import { ALL, UNCOVERED, emptyArm, type CompareInput, type SegmentArm, type SegmentCounts } from './detector.js';
 
 /** One coverage model's segment: both versions' evidence (the store's rows have this shape). */
 export interface EvidenceRow {
@@ -14,10 +14,8 @@ export interface EvidenceRow {
   candidate: SegmentArm;
 }
 
-export const emptyArmCounts = (): SegmentArm => ({ units: 0, requests: 0, escalated: 0, refused: 0, failed: 0, latencyUnits: 0, slow: 0, mix: 0 });
-
 function toSegment(cluster: number, row: EvidenceRow | undefined, label?: string): SegmentCounts {
-  return { cluster, label, baseline: row ? { ...row.baseline } : emptyArmCounts(), candidate: row ? { ...row.candidate } : emptyArmCounts() };
+  return { cluster, label, baseline: row ? { ...row.baseline } : emptyArm(), candidate: row ? { ...row.candidate } : emptyArm() };
 }
 
 /** The coverage model holding most of the candidate's units (or the one wanted), or null when the rows hold none. */
