@@ -6,12 +6,13 @@
 import crypto from 'node:crypto';
 import type { Finding } from '../monitor/types.js';
 
-export type AlertStatus = 'firing' | 'resolved';
-export type NotificationKind = 'firing' | 'reminder' | 'resolved';
+/** notice: a one-off message that neither fires nor resolves (the canary guard's promote) */
+export type AlertStatus = 'firing' | 'resolved' | 'notice';
+export type NotificationKind = 'firing' | 'reminder' | 'resolved' | 'notice';
 
 /** A finding's figures (the window whose evaluation produced this state), with the alert's identity and state. */
 export interface Alert
-  extends Pick<Finding, 'rule' | 'severity' | 'windowStart' | 'windowEnd' | 'statistic' | 'threshold' | 'effect' | 'summary' | 'clusters'> {
+  extends Pick<Finding, 'rule' | 'severity' | 'windowStart' | 'windowEnd' | 'statistic' | 'threshold' | 'effect' | 'summary' | 'clusters' | 'comparison'> {
   id: string;
   agent: string;
   cluster: number | null;
@@ -89,6 +90,7 @@ export function alertFromFinding(f: Finding, modelVersion: string, status: Alert
     effect: f.effect,
     summary: f.summary,
     clusters: f.clusters,
+    ...(f.comparison ? { comparison: f.comparison } : {}),
     sql,
     modelVersion,
   };

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MonitorOptionsSchema } from '../monitor/rules.js';
 import { AgentRulesOptionsSchema } from '../monitor/agent-rules.js';
+import { GuardConfigSchema, type GuardConfig } from '../compare/guard.js';
 import { z } from 'zod';
 
 const duration = z.number().int().positive();
@@ -89,6 +90,11 @@ export const MonitorFileSchema = z
     /** the agent rules' parameters (depth_mix, untested_chains, chain_failure; docs/traces.md) */
     agentRules: AgentRulesOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
+    /**
+     * a canary guard (docs/compare.md): its rollback conditions are the version_regression rule,
+     * evaluated at every poll; a file path (relative to this file) or the guard object inline
+     */
+    guard: z.union([z.string().min(1), z.unknown()]).optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -104,8 +110,10 @@ export type ReceiverConfig = z.infer<typeof ReceiverSchema>;
 export interface ResolvedReceiver extends Omit<ReceiverConfig, 'secret' | 'secretEnv' | 'secretFile'> {
   secret: string;
 }
-export interface MonitorConfig extends Omit<MonitorFileConfig, 'receivers'> {
+export interface MonitorConfig extends Omit<MonitorFileConfig, 'receivers' | 'guard'> {
   receivers: ResolvedReceiver[];
+  /** the canary guard in force (version_regression), if any */
+  guard?: GuardConfig;
 }
 
 export class MonitorConfigError extends Error {
@@ -149,7 +157,26 @@ export function parseMonitorConfig(raw: unknown, env: Record<string, string | un
     }
     return { ...rest, secret: value };
   });
-  return { ...p.data, receivers };
+  const { guard, ...rest } = p.data;
+  if (guard === undefined) return { ...rest, receivers };
+  return { ...rest, receivers, guard: typeof guard === 'string' ? loadGuardConfig(path.resolve(baseDir, guard)) : parseGuard(guard, `${where} (guard)`) };
+}
+
+function parseGuard(raw: unknown, where: string): GuardConfig {
+  const r = GuardConfigSchema.safeParse(raw);
+  if (!r.success) throw new MonitorConfigError(`invalid guard config ${where}:\n` + r.error.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n'));
+  return r.data;
+}
+
+/** Read and validate a canary guard file (docs/compare.md); a bad file names the key. */
+export function loadGuardConfig(file: string): GuardConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new MonitorConfigError(`cannot read the guard config ${file}: ${(e as Error).message}`);
+  }
+  return parseGuard(raw, file);
 }
 
 /** Read and validate a JSON config file; no file → all defaults, no receivers. */

@@ -126,6 +126,9 @@ export const dedup: Stage = async (ctx, items) => {
     } else if (e && e.id === a.id && e.status === 'firing') {
       delete log[key];
       out.push({ ...n, kind: 'resolved', webhookId: webhookId(a) });
+    } else if (a.status === 'notice') {
+      // a one-off notice (version_regression's promote): its rule sends it once, it is not logged
+      out.push({ ...n, kind: 'notice' });
     }
   }
   // grouping: each notification names the agent's alerts still firing after this evaluation

@@ -42,6 +42,32 @@ export class Outbox {
   }
 }
 
+const Interval = z.object({ lo: z.number(), hi: z.number() });
+const Rate = z.object({ units: z.number(), rate: z.number().nullable(), lo: z.number(), hi: z.number() });
+const VersionComparisonSchema = z.object({
+  verdict: z.enum(['rollback', 'promote']),
+  baseline: z.string(),
+  candidate: z.string(),
+  since: z.string(),
+  alpha: z.number(),
+  tests: z.number(),
+  segments: z.array(
+    z.object({
+      cluster: z.number().int(),
+      segment: z.enum(['cluster', 'uncovered', 'all']),
+      label: z.string().nullable(),
+      share: z.number(),
+      outcome: z.string(),
+      conditionRatio: z.number(),
+      baseline: Rate,
+      candidate: Rate,
+      difference: Interval,
+      ratio: z.object({ lo: z.number(), hi: z.number().nullable() }),
+      examples: z.array(z.string()),
+    }),
+  ),
+});
+
 const ClusterShareSchema = z.object({
   cluster: z.number().int(),
   label: z.string().optional(),
@@ -54,16 +80,16 @@ const ClusterShareSchema = z.object({
 /** The outbox message, checked when the dispatcher reads it (another writer could share the topic). */
 export const NotificationSchema = z.object({
   webhookId: z.string().min(1),
-  kind: z.enum(['firing', 'reminder', 'resolved']),
+  kind: z.enum(['firing', 'reminder', 'resolved', 'notice']),
   createdAt: z.string().datetime(),
   group: z.object({ key: z.string(), firing: z.array(z.string()) }),
   alert: z.object({
     id: z.string().min(1),
-    rule: z.enum(['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'eval_mismatch', 'escalation', 'uncovered_escalation', 'depth_mix', 'untested_chains', 'chain_failure']),
+    rule: z.enum(['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'eval_mismatch', 'escalation', 'uncovered_escalation', 'depth_mix', 'untested_chains', 'chain_failure', 'version_regression']),
     agent: z.string(),
     cluster: z.number().int().nullable(),
-    severity: z.enum(['info', 'warning', 'critical']),
-    status: z.enum(['firing', 'resolved']),
+    severity: z.enum(['info', 'warning', 'critical', 'rollback']),
+    status: z.enum(['firing', 'resolved', 'notice']),
     onset: z.string(),
     windowStart: z.string(),
     windowEnd: z.string(),
@@ -77,6 +103,7 @@ export const NotificationSchema = z.object({
     })),
     summary: z.string(),
     clusters: z.array(ClusterShareSchema),
+    comparison: VersionComparisonSchema.optional(),
     sql: z.string(),
     modelVersion: z.string(),
   }),

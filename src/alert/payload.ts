@@ -3,6 +3,7 @@
  * or a Slack-compatible incoming-webhook body. Both are signed the same way (src/alert/webhook.ts).
  */
 import type { Notification } from './alert.js';
+import type { VersionComparison } from '../monitor/types.js';
 
 export const PAYLOAD_TYPE = 'evalgap.alert';
 export const PAYLOAD_VERSION = 1;
@@ -15,11 +16,11 @@ export interface AlertPayload {
   kind: Notification['kind'];
   alert: {
     id: string;
-    status: 'firing' | 'resolved';
+    status: 'firing' | 'resolved' | 'notice';
     rule: string;
     agent: string;
     cluster: number | null;
-    severity: 'info' | 'warning' | 'critical';
+    severity: 'info' | 'warning' | 'critical' | 'rollback';
     onset: string;
     window: { start: string; end: string };
     statistic: number;
@@ -36,6 +37,28 @@ export interface AlertPayload {
     }[];
     sql: string;
     model_version: string;
+    /** version_regression only: the canary's versions and the segments behind the verdict */
+    comparison?: {
+      verdict: 'rollback' | 'promote';
+      baseline: string;
+      candidate: string;
+      since: string;
+      alpha: number;
+      tests: number;
+      segments: {
+        cluster: number;
+        segment: 'cluster' | 'uncovered' | 'all';
+        label: string | null;
+        share: number;
+        outcome: string;
+        condition_ratio: number;
+        baseline: { units: number; rate: number | null; lo: number; hi: number };
+        candidate: { units: number; rate: number | null; lo: number; hi: number };
+        difference: { lo: number; hi: number };
+        ratio: { lo: number; hi: number | null };
+        examples: string[];
+      }[];
+    };
   };
   group: { key: string; firing: string[] };
   created_at: string;
@@ -73,9 +96,34 @@ export function evalgapPayload(n: Notification): AlertPayload {
       })),
       sql: a.sql,
       model_version: a.modelVersion,
+      ...(a.comparison ? { comparison: comparisonPayload(a.comparison) } : {}),
     },
     group: n.group,
     created_at: n.createdAt,
+  };
+}
+
+function comparisonPayload(c: VersionComparison): NonNullable<AlertPayload['alert']['comparison']> {
+  return {
+    verdict: c.verdict,
+    baseline: c.baseline,
+    candidate: c.candidate,
+    since: c.since,
+    alpha: c.alpha,
+    tests: c.tests,
+    segments: c.segments.map((s) => ({
+      cluster: s.cluster,
+      segment: s.segment,
+      label: s.label,
+      share: num(s.share),
+      outcome: s.outcome,
+      condition_ratio: s.conditionRatio,
+      baseline: s.baseline,
+      candidate: s.candidate,
+      difference: s.difference,
+      ratio: s.ratio,
+      examples: s.examples,
+    })),
   };
 }
 
@@ -84,9 +132,14 @@ const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 /** A Slack incoming-webhook body (text fallback + Block Kit sections). */
 export function slackPayload(n: Notification): Record<string, unknown> {
   const a = n.alert;
-  const icon = a.status === 'resolved' ? ':white_check_mark:' : a.severity === 'critical' ? ':rotating_light:' : ':warning:';
+  const icon = a.status === 'resolved' ? ':white_check_mark:' : a.status === 'notice' ? ':information_source:' : a.severity === 'critical' || a.severity === 'rollback' ? ':rotating_light:' : ':warning:';
   const head = `${icon} [${a.status.toUpperCase()}${n.kind === 'reminder' ? ' (reminder)' : ''}] evalgap ${a.rule} — agent ${a.agent}${a.cluster === null ? '' : `, cluster ${a.cluster}`}`;
-  const lines = a.clusters.slice(0, 5).map((c) => {
+  const versionLines = (a.comparison?.segments ?? []).slice(0, 5).map((s) => {
+    const ex = s.examples.slice(0, 2).map((e) => `“${e.slice(0, 120)}”`).join(', ');
+    const r = (x: number | null) => (x === null ? '-' : pct(x));
+    return `• *${s.segment === 'cluster' ? (s.label ?? `cluster ${s.cluster}`) : s.segment}* ${s.outcome}: ${a.comparison!.candidate} ${r(s.candidate.rate)} vs ${a.comparison!.baseline} ${r(s.baseline.rate)}, ratio ≥ ${s.ratio.lo.toPrecision(3)}${ex ? ` — e.g. ${ex}` : ''}`;
+  });
+  const lines = a.comparison ? versionLines : a.clusters.slice(0, 5).map((c) => {
     const ex = (c.examples ?? []).slice(0, 2).map((e) => `“${e.slice(0, 120)}”`).join(', ');
     return `• *${c.label ?? `cluster ${c.cluster}`}*: now ${pct(c.shareNow)}, reference ${pct(c.shareReference)}, eval set ${pct(c.shareEval)}${ex ? ` — e.g. ${ex}` : ''}`;
   });

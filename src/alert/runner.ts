@@ -9,6 +9,10 @@
  *   5. record: alert rows and trend rows into ClickHouse (idempotent inserts)
  *   6. checkpoint: detector state + notification log + evaluated totals, durably in ClickHouse
  *
+ * Then, when a canary guard is configured, the `version_regression` rule (version-guard.ts): the
+ * evidence of both versions since the canary's start, read by version through src/store/compare.ts,
+ * through the same lifecycle → examples → outbox → record, and its state in the same checkpoint.
+ *
  * A crash anywhere before 6 evaluates the window again on restart, with the same state, so it
  * produces the same notifications with the same ids (receivers dedupe on webhook-id). A new leader
  * starts from the last checkpoint: no evidence forgotten, nothing re-alerted. The webhook
@@ -26,6 +30,7 @@ import { Outbox } from './outbox.js';
 import { alignDown, attachClosedSessions, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
 import { MonitorStore, type AlertRow, type ClosedSessionRow } from '../store/monitor.js';
 import { withAgentRows } from './agent-windows.js';
+import { VERSION_RULE, endedFinding, guardCandidates, markSent, type GuardSlice, type VersionGuard } from './version-guard.js';
 import type { Store } from '../store/store.js';
 import type { EvaluateWindow, Finding, MonitorContext, MonitorState } from '../monitor/types.js';
 
@@ -37,6 +42,8 @@ export interface RunnerState {
   evaluated: Totals;
   /** when the first monitor of this group started: windows closed before it are a backfill */
   firstStartedAt: string;
+  /** the canary guard's state (version_regression), absent without a guard */
+  guard?: GuardSlice;
 }
 
 export interface RunnerDeps {
@@ -56,6 +63,8 @@ export interface RunnerDeps {
   sessionTimeoutMs?: number;
   /** a new leader waits this long (ms) before evaluating, so that a rebalance still under way (e.g. monitors starting together) settles first; default 3 s */
   settleMs?: number;
+  /** the canary guard (version_regression), evaluated at every tick after the closed windows */
+  guard?: VersionGuard;
 }
 
 /** What the monitor's notification stages share for one evaluated window. */
@@ -77,6 +86,8 @@ export interface TickResult {
   evaluated: number;
   notifications: Notification[];
   windowEnd: string | null;
+  /** the canary guard's evaluation in this tick (null: no guard, or not evaluated) */
+  guard: { rollback: number; promote: boolean; waiting?: string } | null;
 }
 
 export class MonitorRunner {
@@ -147,7 +158,7 @@ export class MonitorRunner {
   private async evaluatePending(opts: { force?: boolean; maxWindows?: number }): Promise<TickResult> {
     const { config: c, logger } = this.deps;
     const name = c.electionGroup;
-    const result: TickResult = { evaluated: 0, notifications: [], windowEnd: null };
+    const result: TickResult = { evaluated: 0, notifications: [], windowEnd: null, guard: null };
     const W = c.windowSeconds * 1000;
     const now = this.clock().getTime();
     const closed = closedUntil(now, c.windowSeconds, c.latenessSeconds);
@@ -277,7 +288,22 @@ export class MonitorRunner {
       this.metrics.windows.inc();
       this.lastEnd = cursor;
     }
-    if (savedEnd !== cursor && this.leading(opts.force)) {
+    let guardChanged = false;
+    if (this.leading(opts.force) && (this.deps.guard || state.guard)) {
+      try {
+        const g = await this.evaluateGuard(state, name, opts.force);
+        if (g) {
+          guardChanged = JSON.stringify(g.state.guard ?? null) !== JSON.stringify(state.guard ?? null) || JSON.stringify(g.state.log) !== JSON.stringify(state.log);
+          state = g.state;
+          result.notifications.push(...g.notifications);
+          this.sent.push(...g.notifications);
+          result.guard = g.summary;
+        }
+      } catch (e) {
+        if (!(e instanceof LostLeadership)) logger.error({ err: e }, 'the canary guard could not be evaluated; retrying at the next poll');
+      }
+    }
+    if ((savedEnd !== cursor || guardChanged) && this.leading(opts.force)) {
       // persist the start, and skipped empty windows (state unchanged), unless another leader moved on
       const last = await this.ms.loadCheckpoint(name);
       if ((last?.seq ?? 0) === seq) await this.ms.saveCheckpoint(name, { seq: seq + 1, windowEnd: new Date(cursor).toISOString(), state: JSON.stringify(state) });
@@ -286,6 +312,53 @@ export class MonitorRunner {
     this.metrics.lag.set((this.clock().getTime() - cursor) / 1000);
     result.windowEnd = new Date(cursor).toISOString();
     return result;
+  }
+
+  /**
+   * The version_regression rule: evaluate the guard (or end the previous one), then the same
+   * pipeline as a window's findings. The caller checkpoints the returned state.
+   */
+  private async evaluateGuard(
+    state: RunnerState,
+    name: string,
+    force?: boolean,
+  ): Promise<{ state: RunnerState; notifications: Notification[]; summary: TickResult['guard'] } | null> {
+    const guard = this.deps.guard;
+    const now = this.clock();
+    let findings: Finding[];
+    let promote: Finding | null = null;
+    let slice: GuardSlice | null;
+    let modelVersion: string;
+    let summary: TickResult['guard'] = null;
+    if (!guard) {
+      // the guard was removed from the config: its canary is over
+      findings = [endedFinding(state.guard!, now, 'was removed: the canary is over')];
+      modelVersion = state.guard!.modelVersion ?? '';
+      slice = null;
+    } else {
+      const mctx = typeof this.deps.ctx === 'function' ? this.deps.ctx() : this.deps.ctx;
+      const ev = await guard.evaluate(state.guard ?? null, now, mctx);
+      findings = ev.findings;
+      slice = ev.slice;
+      modelVersion = ev.modelVersion || mctx.modelVersion;
+      summary = { rollback: ev.verdict?.rollback.length ?? 0, promote: ev.verdict?.promote ?? false, ...(ev.waiting ? { waiting: ev.waiting } : {}) };
+      promote = ev.promote;
+    }
+    const rc: RunContext = {
+      windowEnd: now.toISOString(),
+      now,
+      log: state.log,
+      opts: this.deps.config.lifecycle,
+      inhibited: [],
+      backfill: false,
+      token: `alerts:${name}:${VERSION_RULE}:${now.toISOString()}`,
+      stillLeading: () => this.leading(force),
+    };
+    const sql = (f: Finding) => (guard && f.onset === new Date(guard.config.since).toISOString() ? guard.sql(now.toISOString()) : '');
+    const notifications = await this.notify(rc, guardCandidates(findings, promote, state.log, { modelVersion, now, sql }));
+    slice = markSent(slice, notifications);
+    this.setFiring(rc.log);
+    return { state: { ...state, log: rc.log, guard: slice ?? undefined }, notifications, summary };
   }
 
   private observe(findings: Finding[], log: NotificationLog): void {
@@ -318,7 +391,12 @@ export class MonitorRunner {
   }
 
   /** Fill in example queries per cluster. */
-  private readonly examplesStage: Stage<RunContext> = (_ctx, items) => withExamples(this.ms, items, this.deps.config.examples);
+  private readonly examplesStage: Stage<RunContext> = async (_ctx, items) => {
+    const k = this.deps.config.examples;
+    const g = this.deps.guard;
+    const version = await Promise.all(items.filter((n) => n.alert.rule === VERSION_RULE).map((n) => (g ? g.examples(n, k) : n)));
+    return [...(await withExamples(this.ms, items.filter((n) => n.alert.rule !== VERSION_RULE), k)), ...version];
+  };
 
   /** Write to the durable outbox (acks=all); a backfill is not sent. */
   private readonly outboxStage: Stage<RunContext> = async (ctx, items) => {

@@ -9,13 +9,12 @@ import {
   OUTCOMES,
   UNCOVERED,
   compareVersions,
-  emptyArm,
   type CompareInput,
   type CompareResult,
   type Outcome,
-  type SegmentCounts,
 } from '../compare/detector.js';
 import { CompareStore, type ComparePeriod, type VersionEvidenceRow } from '../store/compare.js';
+import { chooseModel, compareInput } from '../compare/input.js';
 import { PAIRED_OUTCOMES, comparePaired, emptyPaired, type PairedOutcome, type PairedResult, type PairedSegmentCounts } from '../compare/paired.js';
 import type { StoreReader } from '../store/gaps.js';
 import { openReader } from './gaps.js';
@@ -51,37 +50,17 @@ export interface CompareReport {
   result: CompareResult;
 }
 
-function toSegment(cluster: number, row: VersionEvidenceRow | undefined, label?: string): SegmentCounts {
-  return { cluster, label, baseline: row ? { ...row.baseline } : emptyArm(), candidate: row ? { ...row.candidate } : emptyArm() };
-}
-
 /**
  * The comparison's input from the view's rows: one coverage model's segments (every registered
  * cluster, traffic or not, and the uncovered traffic), all traffic, and each version's units.
  */
 export async function evidenceInput(cs: CompareStore, rows: VersionEvidenceRow[], wanted?: string): Promise<{ modelVersion: string; input: CompareInput; clusters: number[] }> {
-  const byModel = new Map<string, VersionEvidenceRow[]>();
-  for (const r of rows) byModel.set(r.model_version, [...(byModel.get(r.model_version) ?? []), r]);
-  const modelVersion =
-    wanted ??
-    [...byModel.entries()]
-      .map(([mv, rs]) => ({ mv, units: rs.find((r) => r.segment === ALL)?.candidate.units ?? 0 }))
-      .sort((a, b) => b.units - a.units)[0]?.mv;
-  if (!modelVersion || !byModel.has(modelVersion)) {
-    throw new UserError(`no requests of both versions scored by coverage model ${modelVersion ?? '(any)'} in the period; models seen: ${[...byModel.keys()].join(', ') || 'none'}`);
+  const modelVersion = chooseModel(rows, wanted);
+  if (!modelVersion) {
+    const seen = [...new Set(rows.map((r) => r.model_version))];
+    throw new UserError(`no requests of both versions scored by coverage model ${wanted ?? '(any)'} in the period; models seen: ${seen.join(', ') || 'none'}`);
   }
-  const mine = byModel.get(modelVersion)!;
-  const bySegment = new Map(mine.map((r) => [r.segment, r]));
-  const registered = await cs.clusters(modelVersion);
-  // every registered cluster is a test, traffic or not (the count is fixed before the data)
-  const clusters = registered.length > 0 ? registered : mine.filter((r) => r.segment >= 0).map((r) => ({ cluster: r.segment, label: '' }));
-  const overall = bySegment.get(ALL);
-  const input: CompareInput = {
-    segments: [...clusters.map((c) => toSegment(c.cluster, bySegment.get(c.cluster), c.label)), toSegment(UNCOVERED, bySegment.get(UNCOVERED), 'uncovered')],
-    overall: toSegment(ALL, overall, 'all traffic'),
-    units: { baseline: overall?.baseline.units ?? 0, candidate: overall?.candidate.units ?? 0 },
-  };
-  return { modelVersion, input, clusters: clusters.map((c) => c.cluster) };
+  return { modelVersion, ...compareInput(rows, modelVersion, await cs.clusters(modelVersion)) };
 }
 
 /** Read the evidence and compare. Throws UserError when a version has no rows in the period. */

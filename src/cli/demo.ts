@@ -3,7 +3,8 @@
  * fit an eval set → deploy it → `evalgap run` consumes production traffic from Kafka that shifts
  * part-way (topics the eval set never tested appear) → [alert] → gaps → export them as new cases
  * → refit with --add and deploy to the running consumer (hot reload, no restart) → fresh traffic
- * shows the gap closing → an HTML report.
+ * shows the gap closing → a canary version that regresses in one cluster, caught by the monitor's
+ * canary guard while one global test has no evidence yet → an HTML report.
  * Every run uses a fresh topic, group and data folder, so it can be run again and again.
  *
  * Steps are separate functions over one shared context; the gaps, export and closing steps run
@@ -36,6 +37,10 @@ import { MonitorStore } from '../store/monitor.js';
 import { newSecret, parseMonitorConfig } from '../alert/config.js';
 import { WebhookReceiver, type Received } from '../alert/receiver.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
+import { rng } from '../coverage/vec.js';
+import { ALL, RateComparison } from '../compare/detector.js';
+import { CompareStore } from '../store/compare.js';
+import type { AlertPayload } from '../alert/payload.js';
 
 const say = (s = '') => console.log(s);
 const indent = (s: string) => s.replace(/^(?=.)/gm, '   ');
@@ -412,6 +417,99 @@ async function gapsClose(ctx: DemoContext): Promise<void> {
   say(`   gaps of the new topics marked closed: ${closed.length} of ${novel.length}`);
 }
 
+/** Requests of the canary step (sessions of 3); 40% of the sessions go to the candidate. */
+const CANARY = 2100;
+const CANARY_SHARE = 0.4;
+
+/**
+ * A canary: version v2 serves 40% of fresh sessions and escalates every request of one eval
+ * cluster (about 4% of the traffic), as v1 does elsewhere. The monitor, given a canary guard, calls
+ * for a rollback naming that cluster, while one test on all traffic (at α = 0.05, no multiplicity)
+ * has no evidence yet. Waits for conditions: every row stored, then one evaluation over all of
+ * them, then the webhook's delivery.
+ */
+async function canaryGuard(ctx: DemoContext): Promise<void> {
+  header(ctx, `a canary: version v2 answers ${pct(CANARY_SHARE, 0)} of ${CANARY / 3} new sessions (${CANARY} requests) and escalates one kind of request; evalgap monitor --guard canary.json`);
+  const store = ctx.running!.store;
+  const stepMs = 200;
+  const start = Date.now() - CANARY * stepMs - 1000;
+  const base = sampleTraffic(CANARY, { seed: 29, start, stepMs, surpriseShare: 0, idPrefix: `demo-${ctx.stamp}-canary` });
+  // the regressed kind of request: the requests the deployed model assigns to one covered cluster, about 4% of them
+  const assigned = ctx.running!.model.current().assign((await ctx.embedder.embed(base.map((m) => m.query))).vectors, base.length);
+  const counts = new Map<number, number>();
+  base.forEach((_, i) => assigned.covered[i] && counts.set(assigned.cluster[i], (counts.get(assigned.cluster[i]) ?? 0) + 1));
+  const [target] = [...counts.entries()].sort((a, b) => Math.abs(a[1] / CANARY - 0.04) - Math.abs(b[1] / CANARY - 0.04) || a[0] - b[0])[0];
+  const r = rng(31);
+  const sessionVersion = Array.from({ length: Math.ceil(CANARY / 3) }, () => (r() < CANARY_SHARE ? 'v2' : 'v1'));
+  const msgs = base.map(({ topic_hint: _t, ...m }, i) => {
+    // a session keeps one version (the canary routes users, not requests)
+    const version = sessionVersion[Math.floor(i / 3)];
+    const regressed = version === 'v2' && assigned.covered[i] === 1 && assigned.cluster[i] === target;
+    return { ...m, session_id: `canary-${ctx.stamp}-${Math.floor(i / 3)}`, turn: (i % 3) + 1, version, ...(regressed ? { escalated: true, outcome: 'escalated' } : {}) };
+  });
+  await publish(ctx, msgs);
+  await waitStored(ctx);
+  const guard = {
+    baseline: 'v1',
+    candidate: 'v2',
+    since: new Date(start - 1000).toISOString(),
+    // every session is complete once stored (the demo sends whole sessions)
+    session_idle_seconds: 0,
+    rollback: [{ outcome: 'escalated', segments: 'clusters', min_share: 0.01, ratio: 1.5 }],
+  };
+  fs.writeFileSync(path.join(ctx.dir, 'canary.json'), JSON.stringify(guard, null, 2) + '\n');
+  say(`   canary.json: roll back when any cluster with ≥ 1% of the traffic escalates more than 1.5× as often on v2, with confidence (α = 0.05 over all its tests)`);
+  const secret = newSecret();
+  const got: Received[] = [];
+  const receiver = new WebhookReceiver({ secret, onAlert: (x) => got.push(x) });
+  await receiver.start(0);
+  const mc = parseMonitorConfig({
+    start: 'now',
+    pollSeconds: 1,
+    controlTopic: `evalgap.demo.${ctx.stamp}.canary`,
+    electionGroup: `evalgap-demo-${ctx.stamp}-canary`,
+    alertsTopic: `evalgap.demo.${ctx.stamp}.canary-alerts`,
+    dispatchGroupPrefix: `evalgap-demo-${ctx.stamp}-canary-dispatch`,
+    receivers: [{ name: 'demo', url: receiver.url, secret }],
+    guard,
+  });
+  const mon = await startMonitor(ctx.cfg, mc, ctx.current, createLogger(ctx.cfg.logLevel), { store });
+  const kafka = createKafka(ctx.cfg.kafka, `${ctx.cfg.kafka.clientId}-demo-admin`);
+  try {
+    // one evaluation over every stored row (the leader goes on polling; it sends nothing twice)
+    const t = await mon.runner.tick({ force: true });
+    if (!t.guard?.rollback) throw new Error(`the canary guard did not call for a rollback (${t.guard?.waiting ?? 'no finding'})`);
+    const rollback = () => got.find((x) => (x.body as AlertPayload).alert?.rule === 'version_regression');
+    const t0 = Date.now();
+    while (!rollback()) {
+      if ((await dispatchCaughtUp(kafka, mc).catch(() => false)) && !rollback()) throw new Error('the rollback was written to the outbox but not delivered');
+      if (Date.now() - t0 > 600_000) throw new Error('the rollback was not delivered within 10 minutes');
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    const a = (rollback()!.body as AlertPayload).alert;
+    say(`   signed webhook received, signature verified: ${rollback()!.id} (severity ${a.severity})`);
+    for (const s of a.comparison?.segments ?? []) {
+      say(
+        `   ${s.segment === 'cluster' ? `cluster ${s.cluster}${s.label ? ` (${s.label})` : ''}` : s.segment}${s.cluster === target ? ' [the regressed one]' : ''}: ` +
+          `${s.outcome} ${pct(s.candidate.rate ?? 0)} on v2 (${s.candidate.units} sessions) vs ${pct(s.baseline.rate ?? 0)} on v1 (${s.baseline.units}); ratio ≥ ${s.ratio.lo.toFixed(2)} with confidence → rollback`,
+      );
+      if (s.examples.length) say(`     e.g. ${s.examples.slice(0, 2).map((e) => JSON.stringify(e)).join(', ')}`);
+    }
+    // the same traffic through one global test: all requests as one segment, escalation, α = 0.05
+    const rows = await new CompareStore(store).evidence({ baseline: 'v1', candidate: 'v2', since: guard.since, until: new Date().toISOString(), agent: '', slowMs: Infinity });
+    const all = rows.filter((x) => x.segment === ALL).reduce((x, y) => (y.candidate.units > x.candidate.units ? y : x));
+    const g = new RateComparison(0.05).set('baseline', { n: all.baseline.units, s: all.baseline.escalated }).set('candidate', { n: all.candidate.units, s: all.candidate.escalated });
+    const d = g.interval.difference;
+    say(
+      `   all traffic (one global test): escalated ${pct(g.rate('candidate') ?? 0)} on v2 vs ${pct(g.rate('baseline') ?? 0)} on v1; ` +
+        `difference ${(100 * d.lo).toFixed(1)} to ${(100 * d.hi).toFixed(1)} points: ${g.verdict}`,
+    );
+  } finally {
+    await mon.stop();
+    await receiver.stop();
+  }
+}
+
 async function report(ctx: DemoContext): Promise<string> {
   header(ctx, 'evalgap report');
   await showEstimate(ctx);
@@ -424,7 +522,7 @@ async function report(ctx: DemoContext): Promise<string> {
 export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.evalgap', 'demo')): Promise<void> {
   const stamp = Date.now().toString(36);
   // replace only what the demo itself writes there
-  for (const f of ['evalset.jsonl', 'model', 'models', 'chdb', 'gap-cases.jsonl', 'report.html']) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+  for (const f of ['evalset.jsonl', 'model', 'models', 'chdb', 'gap-cases.jsonl', 'report.html', 'canary.json']) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const cfg: Config = {
     ...base,
@@ -461,6 +559,7 @@ export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.eval
     await refitAndRedeploy(ctx);
     await showClosing(ctx);
     await gapsClose(ctx);
+    await canaryGuard(ctx);
     await report(ctx);
   } finally {
     await ctx.running?.stop();

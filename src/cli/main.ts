@@ -11,7 +11,7 @@ import { EvalSetError } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
 import { installedEmbedding, ModelNotInstalledError } from '../embed/embedder.js';
-import { isValidSecret, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
+import { isValidSecret, loadGuardConfig, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
 import { saveAgentFile } from '../coverage/agent.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
@@ -274,6 +274,7 @@ export function buildProgram(): Command {
     .description('evaluate closed windows of the stored aggregates, alert on coverage drift, deliver signed webhooks')
     .requiredOption('--model <dir>', 'coverage model folder in force (from evalgap fit)')
     .option('--config <file>', 'monitor config file (JSON: rules, receivers, lifecycle; EVALGAP_MONITOR_CONFIG)')
+    .option('--guard <file>', "a canary guard (JSON rollback conditions, docs/compare.md): the version_regression rule; replaces the config's guard key")
     .option('--once', 'evaluate the windows closed now, wait for the receivers to acknowledge, and exit')
     .option('--status', 'print the eval-set mismatch (production vs eval share per cluster) and the firing alerts, and exit')
     .option('--status-days <n>', 'period of --status, in days', intArg('--status-days', 1), 7)
@@ -288,6 +289,7 @@ export function buildProgram(): Command {
     .action(async (opts) => {
       const cfg = configFrom({ ...opts, metricsPort: undefined });
       const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG);
+      if (opts.guard) mc.guard = loadGuardConfig(opts.guard);
       const { createLogger } = await import('../config/logger.js');
       const logger = createLogger(cfg.logLevel);
       const m = await import('./monitor.js');
@@ -532,27 +534,14 @@ export function buildProgram(): Command {
       })
       .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table')
       .option('--paired', 'shadow traffic: compare the requests stored under both versions (same request_id) pair by pair (escalated, refused, failed)')
-      .option('--guard <file>', 'canary guard: a JSON file of rollback conditions declared before the canary (docs/compare.md); with --watch')
-      .option('--watch', 'evaluate the guard every --interval and send rollback / promote webhooks to the monitor config receivers')
-      .option('--once', 'with --guard: evaluate once and exit')
-      .option('--interval <seconds>', 'seconds between evaluations of the guard', intArg('--interval', 1), 60)
-      .option('--monitor-config <file>', "the monitor's config file, for its webhook receivers (with --guard)")
-      .option('--state <file>', "the guard's state file (default: <guard>.state.json beside the guard file)"),
+      .addOption(new Option('--guard <file>').hideHelp())
+      .addOption(new Option('--watch').hideHelp()),
   ).action(async (opts) => {
-    if (opts.guard || opts.watch || opts.once) {
-      if (!opts.guard) throw new InvalidArgumentError('--watch and --once need --guard FILE');
-      if (!opts.watch && !opts.once) throw new InvalidArgumentError('--guard needs --watch (or --once)');
-      const { watchCommand } = await import('./compare-watch.js');
-      await watchCommand(configFrom(opts), {
-        guardFile: opts.guard,
-        monitorConfig: opts.monitorConfig,
-        stateFile: opts.state,
-        intervalSeconds: opts.interval,
-        once: Boolean(opts.once),
-      });
-      return;
+    if (opts.guard || opts.watch) {
+      // one way to run a canary guard: inside the monitor, with its lifecycle, outbox and state
+      throw new InvalidArgumentError('the canary guard runs in the monitor: evalgap monitor --model DIR --guard FILE (or a "guard" key in the monitor config; docs/compare.md)');
     }
-    if (!opts.baseline || !opts.candidate) throw new InvalidArgumentError('--baseline and --candidate are required (or --guard FILE with --watch)');
+    if (!opts.baseline || !opts.candidate) throw new InvalidArgumentError('--baseline and --candidate are required');
     const { compareCommand } = await import('./compare.js');
     const { parseSince } = await import('./report.js');
     const now = new Date();

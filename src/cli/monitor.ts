@@ -11,6 +11,7 @@ import type { MonitorContext } from '../monitor/types.js';
 import { describeMonitorConfig, type MonitorConfig } from '../alert/config.js';
 import { createMonitorMetrics } from '../alert/metrics.js';
 import { contextFromManifest, MonitorRunner } from '../alert/runner.js';
+import { VersionGuard } from '../alert/version-guard.js';
 import { runBacktest } from '../alert/backtest.js';
 import { evalMismatch, formatMismatch } from '../alert/status.js';
 import { MonitorStore } from '../store/monitor.js';
@@ -77,6 +78,7 @@ export async function startMonitor(
     ctx: ctxNow,
     config: mc,
     metrics,
+    ...(mc.guard ? { guard: new VersionGuard(store, mc.guard, store.database) } : {}),
   });
   logger.info({ monitor: describeMonitorConfig(mc), model: model.manifest.version }, 'starting monitor');
   await runner.start();

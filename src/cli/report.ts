@@ -10,7 +10,10 @@ import { loadCoverageModel, type CoverageModel } from '../coverage/model.js';
 import type { Embedder } from '../embed/embedder.js';
 import { renderReport } from '../report/html.js';
 import { pcaMap } from '../report/pca.js';
-import type { AgentSection, ReportData, ReportGap, ReportProductionScore } from '../report/types.js';
+import type { AgentSection, ReportData, ReportGap, ReportProductionScore, ReportVersionComparison } from '../report/types.js';
+import { CompareStore } from '../store/compare.js';
+import { compareFromStore } from './compare.js';
+import { UserError } from './errors.js';
 import { computeEstimate, EstimateError } from '../estimate/run.js';
 import { readWeightedScores } from '../store/estimate.js';
 import { headline } from './estimate.js';
@@ -239,6 +242,7 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
   }
   const { gaps, note } = await gapsForReport(store, o.since, now);
   const productionScore = await productionScoreForReport(store, o.since, now);
+  const agentVersions = await versionsForReport(store, o.since, now);
   const m = model?.manifest;
   return {
     ...base,
@@ -259,7 +263,53 @@ export async function buildReportData(store: Store, o: ReportOptions): Promise<R
     gaps,
     gapsNote: note,
     productionScore,
+    versions: agentVersions,
   };
+}
+
+/** Candidates compared per report at most (the versions with the most requests after the baseline). */
+const REPORT_CANDIDATES = 3;
+
+/**
+ * With two or more agent versions in the period: each of the next ones (by requests, at most 3)
+ * against the version with the most requests, as `evalgap compare` does (α = 0.05 per comparison).
+ */
+export async function versionsForReport(store: Store, since: Date, now: Date): Promise<ReportVersionComparison[]> {
+  const seen = (await new CompareStore(store).versions({ since: since.toISOString(), until: now.toISOString(), agent: '' })).filter((v) => v.version !== '');
+  if (seen.length < 2) return [];
+  const baseline = seen[0].version;
+  const out: ReportVersionComparison[] = [];
+  for (const c of seen.slice(1, 1 + REPORT_CANDIDATES)) {
+    let rep;
+    try {
+      rep = await compareFromStore(store, { baseline, candidate: c.version, since, until: now, agent: '', alpha: 0.05 });
+    } catch (e) {
+      if (e instanceof UserError) continue; // e.g. no closed session of one version yet
+      throw e;
+    }
+    const r = rep.result;
+    const name = (cl: number) => (cl === -2 ? 'all traffic' : cl === -1 ? 'uncovered' : `cluster ${cl}`);
+    const rows: ReportVersionComparison['rows'] = [];
+    for (const s of [r.overall, ...r.segments.filter((x) => x.verdict !== 'no evidence yet')])
+      for (const o of s.outcomes) {
+        if (s !== r.overall && o.verdict === 'no evidence yet') continue;
+        if (o.baseline.units + o.candidate.units === 0) continue;
+        rows.push({ segment: name(s.cluster), label: s.cluster >= 0 ? (s.label ?? '') : '', outcome: o.outcome, baseline: o.baseline.rate, candidate: o.candidate.rate, lo: o.interval.difference.lo, hi: o.interval.difference.hi, verdict: o.verdict });
+      }
+    out.push({
+      baseline,
+      candidate: c.version,
+      modelVersion: rep.model_version,
+      alpha: r.alpha,
+      tests: r.tests,
+      units: { ...r.overall.units },
+      mixDiffers: r.mixDiffers,
+      rows,
+      worse: r.worse.map(name),
+      better: r.better.map(name),
+    });
+  }
+  return out;
 }
 
 /** The eval score reweighted to the period's traffic, and the stored daily rows; null without stored eval results. */

@@ -1,7 +1,7 @@
 /**
  * The canary guard: rollback conditions declared before the canary starts (a JSON file, validated
  * with zod), evaluated on the evidence so far as often as wanted. Pure: `update(input)` then a
- * verdict; the runner (src/cli/compare-watch.ts) reads the store and sends the notices.
+ * verdict; the monitor's runner evaluates it as the version_regression rule (src/alert/version-guard.ts).
  *
  * Guarantee. Every (outcome, segment) pair any condition or the promote test ranges over is one
  * anytime-valid confidence sequence at α / tests (Bonferroni). With probability ≥ 1 - α every one

@@ -3,12 +3,12 @@
  * Pure: the caller (evalgap monitor --backtest) reads the windows from the store.
  */
 import { createEvaluateWindow, type MonitorOptions } from './rules.js';
-import type { EvaluateWindow, MonitorContext, MonitorState, RuleName, Scope, TrendRow, Effect } from './types.js';
+import type { EvaluateWindow, MonitorContext, MonitorState, RuleName, Scope, TrendRow, Effect, Severity } from './types.js';
 
 export interface BacktestAlert {
   rule: RuleName;
   scope: Scope;
-  severity: 'info' | 'warning' | 'critical';
+  severity: Severity;
   /** window start at which the episode began firing (ISO) */
   onset: string;
   /** the statistic and threshold at onset */

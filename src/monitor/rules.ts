@@ -160,6 +160,7 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   depth_mix: 'warning',
   untested_chains: 'warning',
   chain_failure: 'critical',
+  version_regression: 'rollback', // evaluated by the runner (src/alert/version-guard.ts), not here
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;

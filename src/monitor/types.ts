@@ -126,7 +126,8 @@ export type RuleName =
   | 'uncovered_escalation' // uncovered traffic escalates more than covered traffic
   | 'depth_mix' // conversations move toward depths the eval set does not test (src/monitor/agent-rules.ts)
   | 'untested_chains' // the share of requests calling a tool chain no eval case tests rises
-  | 'chain_failure'; // one tool chain's failure rate rises against its own history
+  | 'chain_failure' // one tool chain's failure rate rises against its own history
+  | 'version_regression'; // a canary's candidate version meets a rollback condition (or earns promote); src/alert/version-guard.ts
 
 /** Who an alert is about: agent '*' = all agents together; cluster null = not cluster-specific. */
 export interface Scope {
@@ -158,7 +159,7 @@ export interface Finding {
   scope: Scope;
   /** true while the condition holds (detector alarmed and not yet cleared with hysteresis) */
   firing: boolean;
-  severity: 'info' | 'warning' | 'critical';
+  severity: Severity;
   /** the window in which the detector first alarmed for this episode (ISO), when firing */
   onset?: string;
   windowStart: string;
@@ -170,6 +171,44 @@ export interface Finding {
   summary: string;
   /** the clusters that drive it, most important first */
   clusters: ClusterShare[];
+  /** version_regression only: the two versions' rates and intervals behind the verdict */
+  comparison?: VersionComparison;
+}
+
+/** `rollback`: the canary guard's rollback conditions hold (version_regression). */
+export type Severity = 'info' | 'warning' | 'critical' | 'rollback';
+
+/** One (segment, outcome) of a canary guard's verdict: both versions' rates with their intervals. */
+export interface VersionSegment {
+  /** eval cluster id, -1 uncovered traffic, -2 all traffic */
+  cluster: number;
+  segment: 'cluster' | 'uncovered' | 'all';
+  label: string | null;
+  /** the segment's share of the baseline's units */
+  share: number;
+  outcome: string;
+  /** the rollback condition's ratio (the candidate's rate above ratio × the baseline's) */
+  conditionRatio: number;
+  baseline: { units: number; rate: number | null; lo: number; hi: number };
+  candidate: { units: number; rate: number | null; lo: number; hi: number };
+  difference: { lo: number; hi: number };
+  /** hi null: unbounded */
+  ratio: { lo: number; hi: number | null };
+  examples: string[];
+}
+
+/** What a version_regression alert (or promote notice) carries besides the common fields. */
+export interface VersionComparison {
+  verdict: 'rollback' | 'promote';
+  baseline: string;
+  candidate: string;
+  /** the canary's start (ISO) */
+  since: string;
+  alpha: number;
+  /** Bonferroni: every (segment, outcome) pair of the guard is tested at alpha / tests */
+  tests: number;
+  /** the rollback findings (empty for promote) */
+  segments: VersionSegment[];
 }
 
 /** One row per rule and scope per evaluated window: the trend table users plot. */

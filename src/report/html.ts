@@ -2,7 +2,7 @@
  * The report as ONE self-contained HTML file: the data as JSON, the charting library (Chart.js)
  * inlined, no request to any network. Pure: data and the library's source in, HTML out.
  */
-import type { ReportData, ReportGap } from './types.js';
+import type { ReportData, ReportGap, ReportVersionComparison } from './types.js';
 
 const esc = (s: unknown): string =>
   String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -28,6 +28,30 @@ function productionScore(d: ReportData): string {
 <p class="note">Eval run ${esc(s.runId)} of coverage model ${esc(s.modelVersion)}: eval score ${pct(s.raw)}; reweighted to the period's covered traffic ${pct(s.estimate)}${iv(s.interval)} (${Math.round(s.level * 100)}% interval)${
     b ? `; on all traffic, if the untested traffic all failed ${pct(b.allFail)}, passed like its nearest cluster ${pct(b.nearest)}, all passed ${pct(b.allPass)}` : ''
   }. Post-stratified by eval cluster: it assumes the eval's pass rate within a cluster is production's there.</p>${days}</section>`;
+}
+
+const pp = (x: number) => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}`;
+
+function versionTable(v: ReportVersionComparison): string {
+  const rows = v.rows
+    .map(
+      (r) =>
+        `<tr><td>${esc(r.segment)}</td><td>${esc(r.label)}</td><td>${esc(r.outcome)}</td><td class="num">${pct(r.baseline)}</td><td class="num">${pct(r.candidate)}</td><td class="num">${pp(r.lo)} to ${pp(r.hi)}</td><td>${r.verdict === 'no evidence yet' ? esc(r.verdict) : `<b>${esc(r.verdict)}</b>`}</td></tr>`,
+    )
+    .join('');
+  return `<h3>${esc(v.candidate)} against ${esc(v.baseline)}</h3>
+<p class="note">${v.units.candidate} sessions of ${esc(v.candidate)}, ${v.units.baseline} of ${esc(v.baseline)} (requests without a session id count alone); coverage model ${esc(v.modelVersion)}.
+Worse: ${v.worse.length ? esc(v.worse.join(', ')) : 'none'}; better: ${v.better.length ? esc(v.better.join(', ')) : 'none'}.
+${v.mixDiffers ? "The candidate's traffic mix differs from the baseline's: compare cluster by cluster, not overall." : "No evidence that the candidate's traffic mix differs."}</p>
+<table class="versions"><thead><tr><th>segment</th><th>label</th><th>outcome</th><th>${esc(v.baseline)}</th><th>${esc(v.candidate)}</th><th>difference (pp)</th><th>verdict</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function versionsSection(d: ReportData): string {
+  const vs = d.versions ?? [];
+  if (!vs.length) return '';
+  return `<section class="wide" id="versions"><h2>Versions compared, cluster by cluster</h2>
+<p class="note">Each outcome's rate per eval cluster, for the uncovered traffic and overall, with an anytime-valid interval of the difference; a verdict where the interval excludes zero. Each comparison's ${vs[0].tests} tests share α = ${vs[0].alpha} (Bonferroni). Rows: all traffic, then the segments with a verdict (evalgap compare shows every one).</p>
+${vs.map(versionTable).join('\n')}</section>`;
 }
 
 function exampleText(e: ReportGap['examples'][number]): string {
@@ -206,6 +230,7 @@ ${productionScore(d)}
 <p class="note">${esc(d.map.note)}</p></section>
 <section class="wide"><h2>Gaps, ranked</h2><p class="note">${esc(d.gapsNote)}</p>${gapsTable(d)}</section>
 ${agentSection(d)}
+${versionsSection(d)}
 <section class="wide"><h2>Recent alerts</h2>${alertsTable(d)}</section>
 </main>
 <script id="report-data" type="application/json">${json}</script>

@@ -54,6 +54,35 @@ export interface ReportData {
   agent: AgentSection | null;
   /** the eval score reweighted to the period's traffic (evalgap estimate); null without stored eval results */
   productionScore?: ReportProductionScore | null;
+  /** per-cluster comparisons of the agent versions in the period (evalgap compare); empty with fewer than two versions */
+  versions?: ReportVersionComparison[];
+}
+
+/** One candidate version against the baseline (the version with the most requests in the period). */
+export interface ReportVersionComparison {
+  baseline: string;
+  candidate: string;
+  modelVersion: string;
+  alpha: number;
+  tests: number;
+  units: { baseline: number; candidate: number };
+  /** the candidate's traffic mix differs from the baseline's, with confidence */
+  mixDiffers: boolean;
+  /** all traffic (every outcome), then each (segment, outcome) with a verdict */
+  rows: {
+    segment: string;
+    label: string;
+    outcome: string;
+    baseline: number | null;
+    candidate: number | null;
+    /** anytime-valid interval of the difference (candidate - baseline) */
+    lo: number;
+    hi: number;
+    verdict: 'worse' | 'better' | 'no evidence yet';
+  }[];
+  /** segment names called worse / better */
+  worse: string[];
+  better: string[];
 }
 
 export interface AgentSection {

@@ -2,7 +2,8 @@
  * evalgap compare against the real broker, the embedded engine and the real model: messages
  * carrying `version` go through `evalgap run`'s pipeline (IngestService), the per-version
  * aggregates equal the raw rows, and a candidate that escalates every `returns` question is found
- * worse in the clusters holding them — in-process and through the built CLI.
+ * worse in the clusters holding them — in-process and through the built CLI. (The canary guard, run
+ * by the monitor: monitor-guard.test.ts.)
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -15,11 +16,6 @@ import { IngestService, ingestOptionsFrom } from '../../src/ingest/service.js';
 import { Store } from '../../src/store/store.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { compareFromStore, comparePairedFromStore } from '../../src/cli/compare.js';
-import fs from 'node:fs';
-import { WebhookReceiver } from '../../src/alert/receiver.js';
-import { newSecret } from '../../src/alert/config.js';
-import { guardTick, type CanaryPayload } from '../../src/cli/compare-watch.js';
-import { GuardConfigSchema } from '../../src/compare/guard.js';
 import { fitSampleModel, groupCaughtUp, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
@@ -175,58 +171,5 @@ describe('evalgap compare', () => {
     expect(res.better).toEqual([]);
     // without a shadow, there are no pairs
     await expect(comparePairedFromStore(store, { ...o, candidate: 'v2' })).rejects.toThrow(/no request_id is stored under both/);
-  });
-
-  it('guard: sends one signed rollback webhook naming the regressed clusters, with rates, intervals and examples, and not again after a restart', async () => {
-    const secret = newSecret();
-    const rx = new WebhookReceiver({ secret });
-    await rx.start();
-    try {
-      const config = GuardConfigSchema.parse({
-        baseline: 'v1',
-        candidate: 'v2',
-        since: new Date(start - 60_000).toISOString(),
-        rollback: [
-          { outcome: 'escalated', segments: 'clusters', min_share: 0.01, ratio: 1.5 },
-          { outcome: 'failed', segments: 'uncovered', ratio: 2 },
-        ],
-        promote: { ratio: 1.2, difference: 0.02 },
-      });
-      const receiver = { name: 'test', url: rx.url, secret, format: 'evalgap' as const, timeoutMs: 5000, minBackoffMs: 100, maxBackoffMs: 1000, maxAgeSeconds: 3600, headers: {} };
-      const stateFile = path.join(dir, 'guard.state.json');
-      const tick = () => guardTick({ reader: store, database: store.database, config, receivers: [receiver], stateFile });
-      const first = await tick();
-      expect(first.sent.map((p) => p.kind)).toEqual(['rollback']);
-      await waitFor(async () => rx.received.length === 1, 10_000, 'the webhook');
-      expect(rx.rejected).toBe(0); // the receiver verified the Standard Webhooks signature
-      const body = rx.received[0].body as CanaryPayload;
-      expect(body).toMatchObject({ type: 'evalgap.canary', kind: 'rollback', severity: 'rollback', baseline: 'v1', candidate: 'v2' });
-      expect(body.id).toBe(rx.received[0].id);
-      expect(body.findings.length).toBeGreaterThan(0);
-      for (const f of body.findings) {
-        expect(f.outcome).toBe('escalated');
-        expect(f.segment).toBe('cluster');
-        expect(f.ratio.lo).toBeGreaterThan(1.5);
-        expect(f.candidate.lo).toBeGreaterThan(f.baseline.hi * 1.5);
-        expect(f.examples.length).toBeGreaterThan(0);
-      }
-      expect(body.sql).toContain('version_comparison(');
-      // a restart: new objects, the state file only
-      const again = await tick();
-      expect(again.sent).toEqual([]);
-      expect(again.verdict?.rollback.length).toBe(body.findings.length);
-      expect(rx.requests).toBe(1);
-      expect(JSON.parse(fs.readFileSync(stateFile, 'utf8')).delivered).toEqual([body.id]);
-    } finally {
-      await rx.stop();
-    }
-  });
-
-  it('guard: a bad guard file is refused with the key named, before anything is read', () => {
-    const bad = path.join(dir, 'bad-guard.json');
-    fs.writeFileSync(bad, JSON.stringify({ baseline: 'v1', candidate: 'v2', since: 'yesterday', rollback: [{ outcome: 'slow', ratio: 1.2 }] }));
-    const r = spawnSync(process.execPath, [CLI, 'compare', '--guard', bad, '--once', '--data-dir', path.join(dir, 'nowhere')], { encoding: 'utf8' });
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/invalid guard config .*\n\s+- since: /s);
   });
 });

@@ -69,7 +69,15 @@ describe('evalgap demo', () => {
     expect(closedGaps, r.stdout).not.toBeNull();
     expect(Number(closedGaps![2])).toBeGreaterThan(0);
     expect(Number(closedGaps![1])).toBe(Number(closedGaps![2]));
+    // the canary: the monitor's guard calls for a rollback naming the one regressed cluster, while
+    // one global test over all traffic has no evidence yet
+    expect(r.stdout).toMatch(/signed webhook received, signature verified: al_[0-9a-f]+\.firing \(severity rollback\)/);
+    const named = [...r.stdout.matchAll(/^\s+cluster (\d+) .*: escalated [\d.]+% on v2 \(\d+ sessions\) vs [\d.]+% on v1 \(\d+\); ratio ≥ [\d.]+ with confidence → rollback$/gm)];
+    expect(named.map((m) => m[0].includes('[the regressed one]'))).toEqual([true]);
+    expect(r.stdout).toMatch(/all traffic \(one global test\): escalated [\d.]+% on v2 vs [\d.]+% on v1; difference -[\d.]+ to [\d.]+ points: no evidence yet/);
     const report = /report: (\S+\.html)/.exec(r.stdout)![1];
+    // the report compares the versions cluster by cluster
+    expect(fs.readFileSync(report, 'utf8')).toContain(`Worse: cluster ${named[0][1]};`);
     expect(fs.readFileSync(report, 'utf8')).toContain('<canvas id="chart-map">');
     expect(r.stdout).toMatch(/your eval says \d+\.\d%; on this traffic it would be \d+\.\d% \[\d+\.\d%, \d+\.\d%\] \(90% interval\), and \d+\.\d% of traffic is untested/);
     expect(fs.readFileSync(report, 'utf8')).toContain('Eval score on this traffic');

@@ -32,6 +32,32 @@ function data(over: Partial<ReportData> = {}): ReportData {
 }
 
 describe('renderReport', () => {
+  it('shows the versions compared cluster by cluster, with verdicts and intervals, only when the period holds two or more', () => {
+    const v = {
+      baseline: 'v1',
+      candidate: '<b>v2</b>',
+      modelVersion: 'cm-000000000001',
+      alpha: 0.05,
+      tests: 12,
+      units: { baseline: 900, candidate: 100 },
+      mixDiffers: false,
+      rows: [
+        { segment: 'all traffic', label: '', outcome: 'escalated', baseline: 0.1, candidate: 0.12, lo: -0.03, hi: 0.08, verdict: 'no evidence yet' as const },
+        { segment: 'cluster 3', label: 'refunds', outcome: 'escalated', baseline: 0.1, candidate: 0.4, lo: 0.12, hi: 0.45, verdict: 'worse' as const },
+      ],
+      worse: ['cluster 3'],
+      better: [],
+    };
+    const html = renderReport(data({ versions: [v] }), '');
+    expect(html).toContain('id="versions"');
+    expect(html).toContain('&lt;b&gt;v2&lt;/b&gt; against v1');
+    expect(html).toMatch(/<td>cluster 3<\/td><td>refunds<\/td><td>escalated<\/td><td class="num">10\.0%<\/td><td class="num">40\.0%<\/td><td class="num">\+12\.0 to \+45\.0<\/td><td><b>worse<\/b><\/td>/);
+    expect(html).toContain('Worse: cluster 3; better: none');
+    expect(html).toContain('-3.0 to +8.0');
+    expect(renderReport(data({ versions: [] }), '')).not.toContain('id="versions"');
+    expect(renderReport(data(), '')).not.toContain('id="versions"');
+  });
+
   it('escapes text, shows redacted text as a hash prefix, inlines the library and the data', () => {
     const html = renderReport(data(), 'window.Chart = function(){}; /* </script> inside the library */\n//# sourceMappingURL=chart.umd.min.js.map');
     expect(html).not.toContain('<img src=x');
