@@ -5,7 +5,9 @@
  * CLI `evalgap monitor --once --guard FILE` evaluates the canary guard and its webhook arrives,
  * signed (verified with the standardwebhooks package), with severity `rollback`, naming the
  * clusters of the regressed topic with rates, intervals and examples. A restarted monitor (the
- * guard given through the config's `guard` key this time) re-sends nothing.
+ * guard given through the config's `guard` key this time) re-sends nothing. Two monitors in one
+ * process: the standby takes over from the checkpoint without re-sending, and a replaced guard
+ * resolves the alert. The report's version section is read from the same rows.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,8 +22,13 @@ import { versionsForReport } from '../../src/cli/report.js';
 import { Store } from '../../src/store/store.js';
 import type { AlertPayload } from '../../src/alert/payload.js';
 import type { WebhookReceiver } from '../../src/alert/receiver.js';
-import { capMs, fitSampleModel, realEmbedder, testConfig, tmpDir, uniqueName } from '../helpers/fixtures.js';
+import { capMs, fitSampleModel, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 import { assignRows, startReceiver, storeRows } from '../helpers/monitor.js';
+import { pino } from 'pino';
+import { parseMonitorConfig } from '../../src/alert/config.js';
+import { contextFromManifest, MonitorRunner } from '../../src/alert/runner.js';
+import { VersionGuard } from '../../src/alert/version-guard.js';
+import { createEvaluator } from '../../src/monitor/index.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 const N = 800;
@@ -169,6 +176,75 @@ describe('version_regression in evalgap monitor (real broker, engine and model)'
       // one version only: no section
       expect(await versionsForReport(store, new Date(start - 60_000), new Date(start - 30_000))).toEqual([]);
     } finally {
+      await store.close();
+    }
+  });
+
+  it('two monitors: the leader sends the rollback once, the standby takes over from the checkpoint without re-sending; a replaced guard resolves it', async () => {
+    const store = await Store.open(testConfig(dataDir).clickhouse);
+    const { receiver: rx, secret: s } = await startReceiver();
+    const kafka = testKafka();
+    const manifest = loadCoverageModel(modelDir).manifest;
+    const guard = { baseline: 'v1', candidate: 'v2', since: new Date(start - 60_000).toISOString(), rollback: [{ outcome: 'escalated', segments: 'clusters', min_share: 0.01, ratio: 1.5 }] };
+    const config = (g: unknown) =>
+      parseMonitorConfig({
+        controlTopic: uniqueName('evalgap.test.control'),
+        electionGroup: uniqueName('monitor'),
+        alertsTopic: uniqueName('evalgap.test.alerts'),
+        dispatchGroupPrefix: uniqueName('dispatch'),
+        windowSeconds: 300,
+        pollSeconds: 0.5,
+        start: 'now',
+        receivers: [{ name: 'test', url: rx.url, secret: s, minBackoffMs: 100, maxBackoffMs: 400 }],
+        guard: g,
+      });
+    const mc = config(guard);
+    const runner = (c = mc) =>
+      new MonitorRunner({
+        store,
+        kafka,
+        logger: pino({ level: 'silent' }),
+        evaluate: createEvaluator({}),
+        ctx: contextFromManifest(manifest),
+        config: c,
+        guard: new VersionGuard(store, c.guard!, store.database),
+        sessionTimeoutMs: 6_000,
+        settleMs: 500,
+      });
+    const a = runner();
+    const b = runner();
+    await Promise.all([a.start(), b.start()]);
+    try {
+      const rollback = () => rx.received.filter((r) => (r.body as AlertPayload).alert.rule === 'version_regression');
+      await waitFor(async () => rollback().length >= 1, 60_000, 'the rollback webhook');
+      const first = rollback()[0].body as AlertPayload;
+      expect(first).toMatchObject({ kind: 'firing', alert: { severity: 'rollback', status: 'firing' } });
+      const [leader, standby] = a.isLeader() ? [a, b] : [b, a];
+      expect(standby.isLeader()).toBe(false);
+      // the leader goes away; the standby takes over from the checkpoint
+      await leader.stop();
+      await waitFor(async () => standby.isLeader(), 60_000, 'the standby to lead');
+      const t = await standby.tick();
+      expect(t.guard?.rollback).toBeGreaterThan(0);
+      expect(t.notifications).toEqual([]);
+      expect(rx.requests).toBe(1);
+      expect(rx.duplicates).toBe(0);
+      await standby.stop();
+      // another canary (a new since) replaces the guard: the first one's alert resolves, same id
+      const replaced = config({ ...guard, candidate: 'v1', baseline: 'v2', since: new Date(start).toISOString() });
+      const c = runner({ ...replaced, electionGroup: mc.electionGroup, controlTopic: mc.controlTopic, alertsTopic: mc.alertsTopic, dispatchGroupPrefix: mc.dispatchGroupPrefix });
+      await c.start();
+      try {
+        await waitFor(async () => rx.received.some((r) => (r.body as AlertPayload).kind === 'resolved'), 60_000, 'the resolved webhook');
+        const resolved = rx.received.map((r) => r.body as AlertPayload).find((p) => p.kind === 'resolved')!;
+        expect(resolved.alert).toMatchObject({ id: first.alert.id, rule: 'version_regression', status: 'resolved' });
+        expect((await new MonitorStore(store).firingAlerts()).filter((x) => x.id === first.alert.id)).toEqual([]);
+      } finally {
+        await c.stop();
+      }
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+      await rx.stop();
       await store.close();
     }
   });
