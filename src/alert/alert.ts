@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import type { Finding } from '../monitor/types.js';
+import { requestsSql } from '../store/monitor.js';
 
 /** notice: a one-off message that neither fires nor resolves (the canary guard's promote) */
 export type AlertStatus = 'firing' | 'resolved' | 'notice';
@@ -50,23 +51,17 @@ export function webhookId(alert: Pick<Alert, 'id' | 'status'>, reminder = 0): st
   return reminder > 0 ? `${alert.id}.${alert.status}.r${reminder}` : `${alert.id}.${alert.status}`;
 }
 
-/** SQL literal for display text only (never executed by evalgap). */
-function lit(s: string): string {
-  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
-
-/** The SQL a person pastes to see the rows behind a finding. */
+/** The SQL a person pastes to see the rows behind a finding (display text; src/store/ owns the table). */
 export function rowsSql(database: string, f: Pick<Finding, 'rule' | 'scope' | 'windowStart' | 'windowEnd'>, modelVersion: string, from?: string): string {
-  const where = [
-    `ts >= ${lit(toSqlTime(from ?? f.windowStart))}`,
-    `ts < ${lit(toSqlTime(f.windowEnd))}`,
-    `model_version = ${lit(modelVersion)}`,
-  ];
-  if (f.scope.agent !== '*') where.push(`agent = ${lit(f.scope.agent)}`);
-  if (f.scope.cluster !== null) where.push(`cluster = ${f.scope.cluster}`);
-  if (f.rule.startsWith('uncovered')) where.push('covered = 0');
-  if (f.rule === 'escalation') where.push("(escalated = 1 OR outcome IN ('refused', 'failed'))");
-  return `SELECT ts, agent, cluster, covered, coverage, escalated, outcome, query FROM ${database}.requests WHERE ${where.join(' AND ')} ORDER BY ts LIMIT 100`;
+  return requestsSql(database, {
+    from: toSqlTime(from ?? f.windowStart),
+    to: toSqlTime(f.windowEnd),
+    modelVersion,
+    agent: f.scope.agent === '*' ? null : f.scope.agent,
+    cluster: f.scope.cluster,
+    uncoveredOnly: f.rule.startsWith('uncovered'),
+    escalatedOnly: f.rule === 'escalation',
+  });
 }
 
 export function toSqlTime(iso: string): string {

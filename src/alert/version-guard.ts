@@ -19,7 +19,7 @@ import { alertId } from './alert.js';
 import { CanaryGuard, type CanaryGuardState, type GuardConfig, type GuardVerdict, type RollbackFinding } from '../compare/guard.js';
 import { ALL, UNCOVERED } from '../compare/detector.js';
 import { chooseModel, compareInput } from '../compare/input.js';
-import { CompareStore, chTime, type ComparePeriod } from '../store/compare.js';
+import { CompareStore, chTime, comparisonSql, type ComparePeriod } from '../store/compare.js';
 import type { StoreReader } from '../store/gaps.js';
 import type { ClusterShare, Finding, MonitorContext, VersionComparison, VersionSegment } from '../monitor/types.js';
 import type { Notification } from './alert.js';
@@ -259,13 +259,7 @@ export class VersionGuard {
 
   /** The SQL a person pastes to see the evidence (the parameterized view; evalgap never runs this text). */
   sql(until: string): string {
-    const p = this.period(new Date(until));
-    const lit = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-    return (
-      `SELECT * FROM ${this.database}.version_comparison(baseline = ${lit(p.baseline)}, candidate = ${lit(p.candidate)}, ` +
-      `since = ${lit(chTime(p.since))}, until = ${lit(chTime(p.until))}, agent = ${lit(p.agent)}, ` +
-      `slow_ms = ${Number.isFinite(p.slowMs) ? p.slowMs : 'inf'}, closed_before = ${lit(chTime(p.closedBefore ?? p.until))})`
-    );
+    return comparisonSql(this.database, this.period(new Date(until)));
   }
 
   /**

@@ -34,6 +34,7 @@ import { insertEvalResults } from '../store/estimate.js';
 import { startRun, type Running } from './run.js';
 import { dispatchCaughtUp, startMonitor } from './monitor.js';
 import { MonitorStore } from '../store/monitor.js';
+import { byTopic, demoTotals, gapTopics } from '../store/demo.js';
 import { newSecret, parseMonitorConfig } from '../alert/config.js';
 import { WebhookReceiver, type Received } from '../alert/receiver.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
@@ -129,15 +130,6 @@ function traffic(ctx: DemoContext, phase: 'a' | 'b' | 'c', surpriseShare: number
   });
 }
 
-/** Uncovered share per true topic (a hint the demo keeps in metadata) for one phase. */
-async function byTopic(store: Store, phase: string) {
-  return store.query<{ topic: string; n: string; uncovered: string; v: string }>(
-    `SELECT JSONExtractString(metadata, 'topic_hint') AS topic, count() AS n, countIf(covered = 0) AS uncovered, any(model_version) AS v
-     FROM ${store.t('requests')} WHERE JSONExtractString(metadata, 'phase') = {p:String} GROUP BY topic ORDER BY topic`,
-    { p: phase },
-  );
-}
-
 async function fitAndDeploy(ctx: DemoContext): Promise<void> {
   header(ctx, 'eval set: 180 support-agent test cases over 6 topics (shipping, returns, account, payments, product, discounts), each at turn 1 or 2 of a conversation with the tool chain its topic expects');
   const evalSet = sampleEvalSet(30);
@@ -179,11 +171,7 @@ async function streamShift(ctx: DemoContext): Promise<void> {
   ctx.ingestSeconds = c.seconds;
   say(`   stored ${c.stored} rows, dead-lettered ${c.dead} messages to ${ctx.cfg.kafka.dlqTopic} in ${c.seconds.toFixed(1)} s`);
   const store = ctx.running!.store;
-  const R = store.t('requests');
-  const [tot] = await store.query<{ n: string; uncovered: string; esc_cov: number; esc_unc: number }>(
-    `SELECT count() AS n, countIf(covered = 0) AS uncovered, avgIf(escalated, covered = 1) AS esc_cov, avgIf(escalated, covered = 0) AS esc_unc
-     FROM ${R} WHERE JSONExtractString(metadata, 'phase') IN ('a', 'b')`,
-  );
+  const tot = await demoTotals(store, ['a', 'b']);
   const target = ctx.models[0].calibration.targetFalseUncoveredRate;
   say(`   uncovered: ${tot.uncovered} of ${tot.n} (${pct(Number(tot.uncovered) / Number(tot.n))}); calibrated rate under no shift: ${pct(target)}`);
   say(`   escalation rate: covered ${pct(tot.esc_cov)}, uncovered ${pct(tot.esc_unc)}`);
@@ -378,20 +366,6 @@ async function showClosing(ctx: DemoContext): Promise<void> {
     ],
   )));
   say(`   uncovered share of the new topics: ${pct(rate(before, true))} → ${pct(rate(after, true))} (calibrated rate ${pct(ctx.models[1].calibration.targetFalseUncoveredRate)})`);
-}
-
-/** The true topic (a hint the demo keeps in metadata) most of each gap's members came from. */
-async function gapTopics(store: Store, runId: string): Promise<Map<string, { topic: string; share: number }>> {
-  const rows = await store.query<{ gap_id: string; topic: string; n: string; total: string }>(
-    `SELECT gap_id, topic, n, sum(n) OVER (PARTITION BY gap_id) AS total FROM (
-       SELECT m.gap_id AS gap_id, JSONExtractString(q.metadata, 'topic_hint') AS topic, count() AS n
-       FROM ${store.t('gap_members')} AS m INNER JOIN ${store.t('requests')} AS q ON q.request_id = m.request_id
-       WHERE m.gap_id != '' AND m.version = (SELECT max(version) FROM ${store.t('coverage_gaps')} WHERE run_id = {run:String})
-       GROUP BY gap_id, topic)
-     ORDER BY gap_id, n DESC LIMIT 1 BY gap_id`,
-    { run: runId },
-  );
-  return new Map(rows.map((r) => [r.gap_id, { topic: r.topic, share: Number(r.n) / Number(r.total) }]));
 }
 
 /** Discovery again, over the traffic the new model scored: the gaps it closed are marked closed. */

@@ -44,6 +44,16 @@ export function chTime(iso: string): string {
   return d.toISOString().replace('T', ' ').replace('Z', '');
 }
 
+/** The SQL a person pastes to see a comparison's evidence (display text: evalgap never runs it). */
+export function comparisonSql(database: string, p: ComparePeriod): string {
+  const lit = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+  return (
+    `SELECT * FROM ${database}.version_comparison(baseline = ${lit(p.baseline)}, candidate = ${lit(p.candidate)}, ` +
+    `since = ${lit(chTime(p.since))}, until = ${lit(chTime(p.until))}, agent = ${lit(p.agent)}, ` +
+    `slow_ms = ${Number.isFinite(p.slowMs) ? p.slowMs : 'inf'}, closed_before = ${lit(chTime(p.closedBefore ?? p.until))})`
+  );
+}
+
 // "no threshold": ClickHouse reads 'inf' as a Float64 (passed as text: a binder may refuse unsafe integers)
 const NO_THRESHOLD = 'inf';
 

@@ -336,3 +336,24 @@ export class MonitorStore {
     });
   }
 }
+
+/** SQL literal for display text only (never executed by evalgap). */
+function displayLiteral(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/**
+ * The SQL a person pastes to see the stored requests behind an alert (display text: evalgap never
+ * runs it). Times are ClickHouse DateTime64 literals ('YYYY-MM-DD hh:mm:ss.sss', UTC).
+ */
+export function requestsSql(
+  database: string,
+  q: { from: string; to: string; modelVersion: string; agent: string | null; cluster: number | null; uncoveredOnly: boolean; escalatedOnly: boolean },
+): string {
+  const where = [`ts >= ${displayLiteral(q.from)}`, `ts < ${displayLiteral(q.to)}`, `model_version = ${displayLiteral(q.modelVersion)}`];
+  if (q.agent !== null) where.push(`agent = ${displayLiteral(q.agent)}`);
+  if (q.cluster !== null) where.push(`cluster = ${q.cluster}`);
+  if (q.uncoveredOnly) where.push('covered = 0');
+  if (q.escalatedOnly) where.push("(escalated = 1 OR outcome IN ('refused', 'failed'))");
+  return `SELECT ts, agent, cluster, covered, coverage, escalated, outcome, query FROM ${database}.requests WHERE ${where.join(' AND ')} ORDER BY ts LIMIT 100`;
+}
