@@ -37,6 +37,8 @@ export interface AgentSimOptions {
     /** failure rate of intent 0's chain multiplied by this */
     failureFactor?: number;
   };
+  /** called for each session as it starts (for an oracle that knows the stream's truth) */
+  onSession?: (s: { t: number; turns: number; after: boolean; tools: string[][] }) => void;
   /** no session ids: every request is its own session */
   noSessions?: boolean;
   start?: number;
@@ -119,6 +121,7 @@ export function* agentSim(o: AgentSimOptions): Generator<{ windows: WindowCounts
       tt += 5000 + r() * 85_000;
     }
     if (!o.noSessions) closing.push({ at: last + idle, cells });
+    o.onSession?.({ t: t0, turns: L, after, tools: pending.slice(-L).map((p) => p.tools) });
   };
   while (t < end) {
     const we = t + W;
