@@ -659,7 +659,8 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
       }
 
       // ---- untested_chains ----
-      if (toolsOn && (P.n > 0 || cur.n > 0)) {
+      // (only on traffic that calls tools)
+      if (toolsOn && Object.keys(P.chains).length + Object.keys(cur.chains).length > 0) {
         const pu = phi('untested');
         const p0 = clamp(hourRef(H.untested, H.n, P.untested, P.n));
         let v = idle(hUnt);
