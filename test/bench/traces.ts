@@ -119,7 +119,7 @@ function lengthLlr(L: number, m0: number, m1: number): number {
 
 /** The agent rules over one simulated stream: alarms (first firing window per rule and scope), and the oracle's crossing. */
 function ruleRun(o: AgentSimOptions, oracle?: { kind: 'depth' | 'chain'; h: number }) {
-  const rules = createAgentRules();
+  const rules = createAgentRules(args['agent-rules'] ? JSON.parse(args['agent-rules']) : {});
   const ctx = simContext();
   let state: AgentRulesState | null = null;
   const firing = new Set<string>();
@@ -131,8 +131,6 @@ function ruleRun(o: AgentSimOptions, oracle?: { kind: 'depth' | 'chain'; h: numb
   let cu = 0;
   let oracleAt: number | null = null;
   let oracleReq: number | null = null;
-  const p0 = 0.6 / 12; // untested share before: the intent without eval chains
-  const p1 = 0.05 + 0.95 * p0;
   const sim = agentSim({
     ...o,
     onSession: (s) => {
@@ -140,6 +138,9 @@ function ruleRun(o: AgentSimOptions, oracle?: { kind: 'depth' | 'chain'; h: numb
       if (!oracle || !s.after || oracleAt !== null) return;
       if (oracle.kind === 'depth') cu = Math.max(0, cu + lengthLlr(s.turns, 3, o.shift!.meanTurns!));
       else for (const tools of s.tools) {
+        // untested share before: the intent without eval chains at this hour (its share × 0.6); after: 5% more
+        const p0 = 0.6 * s.shares[s.shares.length - 1]!;
+        const p1 = 0.05 + 0.95 * p0;
         const u = tools.length > 0 && (tools[0] === 'search_web' || tools[1] === 'act_11');
         cu = Math.max(0, cu + (u ? Math.log(p1 / p0) : Math.log((1 - p1) / (1 - p0))));
       }
@@ -201,7 +202,7 @@ function agentRulesBench() {
     }
   }
   return {
-    stream: 'test/helpers/agent-sim.ts: 12 intents, sessions of geometric length (mean 3 turns, ≤ 30) 5–90 s apart, volume ×4 between night and day, a turn calls its intent\'s chain with probability 0.6 (one intent has no eval chain: 5% untested), failures 4% per turn and 30% in 10% of sessions; eval depth profile = the stream\'s (1000 cases); 60-second windows; default agentRules',
+    stream: 'test/helpers/agent-sim.ts: 12 intents (each ±60% over the day, its own phase), sessions of geometric length (mean 3 turns, ≤ 30) 5–90 s apart, volume ×4 between night and day, a turn calls its intent\'s chain with probability 0.6 (one intent has no eval chain: 5% untested), failures 4% per turn and 30% in 10% of sessions; eval depth profile = the stream\'s (1000 cases); 60-second windows; default agentRules',
     oracle: 'depth: a CUSUM over sessions after the change, each adding the log-likelihood ratio of its length (mean 5 vs 3), threshold ln(sessions in 30 days); chain: a Bernoulli CUSUM over requests after the change (untested or not, 5% → 9.75%), threshold ln(requests in 30 days), treating a session\'s requests as independent (optimistic)',
     noShift,
     shifts,
