@@ -22,12 +22,46 @@ export function attachAgentRows(windows: WindowCounts[], cells: readonly AgentCe
 }
 
 /**
- * For the runner: the agent rows of the window [start, end), with the sessions that closed since
- * `sessionsFrom` (the end of the last evaluated window: sessions closing in skipped empty windows
- * come with the next evaluated one).
+ * For the runner: the agent rows of each evaluated window, read for up to a day of closed windows
+ * at once when catching up (as the core's closed sessions are). A window gets its own requests and
+ * the sessions that closed since the last evaluated window (sessions closing in skipped empty
+ * windows come with the next evaluated one).
  */
-export async function withAgentRows(store: StoreReader, windows: WindowCounts[], sessionsFrom: string, start: string, end: string, windowSeconds: number, idleSeconds: number): Promise<WindowCounts[]> {
-  const cells = await agentCellsByWindow(store, start, end, windowSeconds);
-  const sessions = await closedAgentSessions(store, sessionsFrom < start ? sessionsFrom : start, end, idleSeconds);
-  return attachAgentRows(windows, cells, sessions, start, end);
+export class AgentRowReader {
+  private cache: { from: number; to: number; cells: Map<number, AgentCellRow[]>; sessions: Map<number, AgentSessionRow[]> } | null = null;
+
+  constructor(
+    private readonly store: StoreReader,
+    private readonly windowSeconds: number,
+    private readonly idleSeconds: number,
+  ) {}
+
+  /** `closed`: the end of the last closed window (ms); reads never go past it */
+  async attach(windows: WindowCounts[], start: string, end: string, closed: number): Promise<WindowCounts[]> {
+    const s = Date.parse(start);
+    const W = this.windowSeconds * 1000;
+    if (!this.cache || s < this.cache.from || s >= this.cache.to) {
+      const to = Math.max(s + W, Math.min(closed, s + 86_400_000));
+      const cells = new Map<number, AgentCellRow[]>();
+      for (const r of await agentCellsByWindow(this.store, start, new Date(to).toISOString(), this.windowSeconds)) {
+        const k = Date.parse(r.window);
+        cells.set(k, [...(cells.get(k) ?? []), r]);
+      }
+      const sessions = new Map<number, AgentSessionRow[]>();
+      for (const r of await closedAgentSessions(this.store, start, new Date(to).toISOString(), this.idleSeconds)) {
+        const k = Math.floor(Date.parse(r.closedAt) / W) * W;
+        sessions.set(k, [...(sessions.get(k) ?? []), r]);
+      }
+      // sessions that closed in windows skipped before this read are still due
+      if (this.cache) for (const [k, rows] of this.cache.sessions) if (k < s) sessions.set(k, [...rows, ...(sessions.get(k) ?? [])]);
+      this.cache = { from: s, to, cells, sessions };
+    }
+    const due: AgentSessionRow[] = [];
+    for (const [k, rows] of this.cache.sessions)
+      if (k <= s) {
+        due.push(...rows);
+        this.cache.sessions.delete(k);
+      }
+    return attachAgentRows(windows, this.cache.cells.get(s) ?? [], due, start, end);
+  }
 }

@@ -29,7 +29,7 @@ import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
 import { Outbox } from './outbox.js';
 import { alignDown, attachClosedSessions, closedUntil, dayString, horizonStart, newSince, toWindowCounts, totalsOf, type Totals } from './windows.js';
 import { MonitorStore, type AlertRow, type ClosedSessionRow } from '../store/monitor.js';
-import { withAgentRows } from './agent-windows.js';
+import { AgentRowReader } from './agent-windows.js';
 import { VERSION_RULE, endedFinding, guardCandidates, markSent, type GuardSlice, type VersionGuard } from './version-guard.js';
 import type { Store } from '../store/store.js';
 import type { EvaluateWindow, Finding, MonitorContext, MonitorState } from '../monitor/types.js';
@@ -184,8 +184,7 @@ export class MonitorRunner {
     let savedEnd = cp ? cursor : -1;
     const max = opts.maxWindows ?? 10_000;
     let closedCache: { from: number; to: number; byWindow: Map<number, ClosedSessionRow[]> } | null = null;
-    // the agent rules' sessions are read from the end of the last evaluated window
-    let agentFrom = cursor;
+    const agentRows = new AgentRowReader(this.deps.store, c.windowSeconds, c.sessionIdleSeconds);
     while (cursor + W <= closed && result.evaluated < max && this.leading(opts.force)) {
       const ws = new Date(cursor).toISOString();
       const we = new Date(cursor + W).toISOString();
@@ -227,7 +226,7 @@ export class MonitorRunner {
         }
       const mctx = typeof this.deps.ctx === 'function' ? this.deps.ctx() : this.deps.ctx;
       let windows = attachClosedSessions(counted, due, ws, we);
-      if (mctx.agent) windows = await withAgentRows(this.deps.store, windows, new Date(agentFrom).toISOString(), ws, we, c.windowSeconds, c.sessionIdleSeconds);
+      if (mctx.agent) windows = await agentRows.attach(windows, ws, we, closed);
       const ev = this.deps.evaluate(state.monitor, windows, mctx);
       for (const n of ev.notices) logger.info({ window: ws }, `notice: ${n}`);
       // the notification pipeline: inhibit → dedup → examples → outbox → record
@@ -282,7 +281,6 @@ export class MonitorRunner {
       seq += 1;
       await this.ms.saveCheckpoint(name, { seq, windowEnd: we, state: JSON.stringify(state) });
       cursor += W;
-      agentFrom = cursor;
       savedEnd = cursor;
       result.evaluated += 1;
       this.metrics.windows.inc();

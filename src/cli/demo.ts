@@ -225,9 +225,13 @@ async function alertArrives(ctx: DemoContext): Promise<void> {
   // only a monitor that makes no progress at all hits this: 10 minutes, or more on a machine that ingested slowly
   const cap = Math.max(600_000, 200 * ctx.ingestSeconds * 1000);
   try {
-    const firing = () => got.find((r) => (r.body as { kind?: string }).kind === 'firing');
+    // the story's alert is the untested topics' (uncovered_*); the agent rules (depth_mix, …) may fire first
+    const isFiring = (r: (typeof got)[number]) => (r.body as { kind?: string }).kind === 'firing';
+    const ruleOf = (r: (typeof got)[number]) => (r.body as { alert?: { rule?: string } }).alert?.rule ?? '';
+    const uncovered = () => got.find((r) => isFiring(r) && ruleOf(r).startsWith('uncovered'));
+    const firing = () => uncovered() ?? got.find(isFiring);
     let done = false;
-    while (!firing() && !done) {
+    while (!uncovered() && !done) {
       if (Date.now() - t0 > cap) throw new Error(`the monitor made no progress for ${Math.round(cap / 1000)} s (see evalgap monitor --status)`);
       await new Promise((r) => setTimeout(r, 250));
       const cp = await ms.loadCheckpoint(mc.electionGroup).catch(() => null);
@@ -241,6 +245,10 @@ async function alertArrives(ctx: DemoContext): Promise<void> {
     say(`   ${a.severity.toUpperCase()} ${a.rule} (agent ${a.agent}): ${a.summary}`);
     for (const c of (a.clusters ?? []).slice(0, 3)) {
       say(`     ${c.label ?? ''}${c.shareNow !== undefined ? ` (now ${pct(c.shareNow)})` : ''}: ${(c.examples ?? []).slice(0, 2).map((e) => JSON.stringify(e)).join(', ')}`);
+    }
+    for (const o of got.filter((r) => isFiring(r) && r !== f && !ruleOf(r).startsWith('uncovered')).slice(0, 3)) {
+      const x = (o.body as { alert: { rule: string; agent: string; severity: string; summary: string } }).alert;
+      say(`   also ${x.severity.toUpperCase()} ${x.rule} (agent ${x.agent}): ${x.summary}`);
     }
     say(`   ${got.length} notification(s) in all; every evaluation is also in ${ctx.running!.store.t('alerts')} and ${ctx.running!.store.t('monitor_trends')}`);
   } finally {

@@ -51,6 +51,8 @@ export interface AgentRulesOptions {
   resolveMinutes: number;
   /** while a rule fires, the scope's reference is frozen for at most this many hours of the episode */
   freezeHours: number;
+  /** pseudo-requests shrinking an hour-of-day reference toward the whole reference */
+  hourShrink: number;
 }
 
 export const DEFAULT_AGENT_RULES: AgentRulesOptions = {
@@ -66,6 +68,7 @@ export const DEFAULT_AGENT_RULES: AgentRulesOptions = {
   maxChains: 50,
   resolveMinutes: 60,
   freezeHours: 24,
+  hourShrink: 200,
 };
 
 /** The config file's `agentRules` object (every key optional; unknown keys rejected). */
@@ -83,6 +86,7 @@ export const AgentRulesOptionsSchema = z
     maxChains: z.number().int().positive().max(10_000),
     resolveMinutes: z.number().positive(),
     freezeHours: z.number().nonnegative(),
+    hourShrink: z.number().nonnegative(),
   })
   .partial()
   .strict();
@@ -90,8 +94,6 @@ export const AgentRulesOptionsSchema = z
 /** tails of the depth mix watched: turns at depth band ≥ 1 (turn 2+), ≥ 2 (turn 4+), ≥ 3 (turn 8+) */
 const TAILS = [1, 2, 3] as const;
 const TAIL_NAME = ['turn 2+', 'turn 4+', 'turn 8+'];
-/** pseudo-requests shrinking an hour-of-day reference toward the pooled one (the core's default) */
-const HOUR_SHRINK = 200;
 /** pseudo-requests shrinking a chain's failure rate toward all chains' rate */
 const CHAIN_SHRINK = 20;
 /** a chain needs this many requests of history before chain_failure watches it */
@@ -588,7 +590,7 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
         trends.push({ windowStart: start, windowEnd: end, rule, agent, cluster: null, modelVersion: ctx.modelVersion, shareNow: sNow, shareReference: sRef, shareEval: sEval, escalationRate: 0, statistic: stat, threshold: h });
       const P = ref.pooled;
       const H = ref.byHour[hour];
-      const hourRef = (hx: number, hn: number, px: number, pn: number) => ((hx + HOUR_SHRINK * ((px + 0.5) / (pn + 1))) / (hn + HOUR_SHRINK));
+      const hourRef = (hx: number, hn: number, px: number, pn: number) => (hx + o.hourShrink * ((px + 0.5) / (pn + 1))) / (hn + o.hourShrink);
 
       // ---- depth_mix ----
       const seenDepth = sum(P.depth) + sum(cur.depth) > 0;
@@ -621,7 +623,7 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
           const p0r = clamp(hourRef(tailOf(H.depth, t), HN, tailOf(P.depth, t), PN));
           if (ready && pd !== null && evalUp[i] < oddsShift(p0r, 2)) {
             const d = cusum(hDepth, sc.det.rel[i]);
-            const R = HN + HOUR_SHRINK;
+            const R = HN + o.hourShrink;
             vr = d.update(x, N, p0r, (seg: number) => pd * (1 + seg / R));
             sc.det.rel[i] = d.toJSON();
           } else sc.det.rel[i] = null;
@@ -659,13 +661,14 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
       }
 
       // ---- untested_chains ----
-      if (toolsOn && (P.n > 0 || cur.n > 0)) {
+      // (only on traffic that calls tools)
+      if (toolsOn && Object.keys(P.chains).length + Object.keys(cur.chains).length > 0) {
         const pu = phi('untested');
         const p0 = clamp(hourRef(H.untested, H.n, P.untested, P.n));
         let v = idle(hUnt);
         if (ready && pu !== null && now.n > 0) {
           const d = cusum(hUnt, sc.det.unt);
-          const R = H.n + HOUR_SHRINK;
+          const R = H.n + o.hourShrink;
           v = d.update(now.untested, now.n, p0, (seg: number) => pu * (1 + seg / R));
           sc.det.unt = d.toJSON();
         } else if (!ready) sc.det.unt = null;

@@ -1,7 +1,7 @@
 /**
  * A synthetic multi-turn, tool-using agent stream for the agent rules (src/monitor/agent-rules.ts):
- * sessions arriving with a daily cycle (volume ×4 between night and day), each following one
- * intent for a geometric number of turns 5–90 s apart; a turn calls its intent's tool chain with
+ * sessions arriving with a daily cycle (volume ×4 between night and day; each intent's share ±60%
+ * over the day, its own phase), each following one intent for a geometric number of turns 5–90 s apart; a turn calls its intent's tool chain with
  * probability 0.6; failures are per turn, with some sessions "troubled" (their turns fail far more
  * often: failures cluster within sessions). After `change` the stream may shift: longer sessions,
  * a new tool chain on a share of turns, one chain failing more often.
@@ -21,6 +21,8 @@ export interface AgentSimOptions {
   windowSeconds: number;
   idleSeconds?: number;
   intents?: number;
+  /** amplitude of each intent's daily cycle in the mix (default 0.6: ±60%, each intent its own phase) */
+  mixCycle?: number;
   /** mean session length in turns (geometric, at most 30) */
   meanTurns?: number;
   /** failure rate of a turn in an ordinary and in a troubled session; share of troubled sessions */
@@ -37,6 +39,8 @@ export interface AgentSimOptions {
     /** failure rate of intent 0's chain multiplied by this */
     failureFactor?: number;
   };
+  /** called for each session as it starts (for an oracle that knows the stream's truth) */
+  onSession?: (s: { t: number; turns: number; after: boolean; tools: string[][]; shares: number[] }) => void;
   /** no session ids: every request is its own session */
   noSessions?: boolean;
   start?: number;
@@ -92,11 +96,18 @@ export function* agentSim(o: AgentSimOptions): Generator<{ windows: WindowCounts
   let nextStart = start;
   const meanBase = o.meanTurns ?? 3;
   const peak = (o.rate / meanBase) * 1.6;
+  const cyc = o.mixCycle ?? 0.6;
+  const phases = Array.from({ length: K }, () => r());
   const newSession = (t0: number) => {
     const after = t0 - start >= change;
     const mean = after && o.shift?.meanTurns ? o.shift.meanTurns : meanBase;
     const L = turnsOf(mean);
-    const intent = Math.floor(r() * K);
+    // the intent mix follows a daily cycle, each intent with its own phase
+    const h = (t0 - start) / 86_400_000;
+    const w = phases.map((ph) => 1 + cyc * Math.sin(2 * Math.PI * (h + ph)));
+    let u = r() * w.reduce((x, y) => x + y, 0);
+    let intent = 0;
+    while ((u -= w[intent]) > 0 && intent < K - 1) intent++;
     const troubled = r() < (o.troubled ?? 0.1);
     const id = `s${sid++}`;
     let tt = t0;
@@ -119,6 +130,7 @@ export function* agentSim(o: AgentSimOptions): Generator<{ windows: WindowCounts
       tt += 5000 + r() * 85_000;
     }
     if (!o.noSessions) closing.push({ at: last + idle, cells });
+    o.onSession?.({ t: t0, turns: L, after, tools: pending.slice(-L).map((p) => p.tools), shares: w.map((x) => x / w.reduce((a, b) => a + b, 0)) });
   };
   while (t < end) {
     const we = t + W;

@@ -76,7 +76,7 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     const { stdout } = await run('node', [CLI, 'agent-coverage', '--format', 'json', '--since', since, '--until', until, '--top', '3', '--data-dir', cfg.clickhouse.path]);
     const out = JSON.parse(stdout) as {
       depth: { withTurn: number; rows: { band: string; requests: number; evalShare: number | null }[] };
-      toolChains: { verdicts: Record<string, number>; untested: { chain: string; requests: number; missingBigram: string }[] };
+      toolChains: { verdicts: Record<string, number>; untested: { chain: string; requests: number; missingBigram: string; failureRate: number; examples: string[] }[] };
       sessions: { sessions: number; deepestTurn: number };
     };
     // depth: the generator's counts per band; the eval set tests turns 1 and 2 only
@@ -121,6 +121,11 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     expect(held.chain).toBe(UNTESTED.join(' → '));
     expect(held.requests).toBe(traffic.filter((t) => t.tools === UNTESTED).length);
     expect(held.missingBigram).toBe('search_kb→escalate_human');
+    // …its failure rate (failed or escalated) and example queries of that chain
+    const heldRows = traffic.filter((t) => t.tools === UNTESTED);
+    expect(held.failureRate).toBeCloseTo(heldRows.filter((t) => t.outcome === 'failed' || t.escalated).length / heldRows.length, 9);
+    expect(held.examples.length).toBeGreaterThan(0);
+    for (const e of held.examples) expect(heldRows.map((t) => t.query)).toContain(e);
     expect(out.sessions.sessions).toBe(60);
     expect(out.sessions.deepestTurn).toBe(12);
     // the table view says it in words
