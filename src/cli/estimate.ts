@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
 import { loadCoverageModel } from '../coverage/model.js';
+import { discoverGaps } from '../gaps/run.js';
 import { matchResults, parseResults } from '../estimate/results.js';
 import { computeEstimate, computePlan, EstimateError, storeWeightedScores, type EstimateQuery, type EstimateReport, type PlanReport } from '../estimate/run.js';
 import type { Estimate } from '../estimate/poststratify.js';
@@ -112,7 +113,12 @@ export function formatEstimate(rep: EstimateReport, opts: { clusters?: number } 
       `method:         post-stratified by eval cluster; ${Math.round(e.level * 100)}% posterior interval (eval results per cluster shrunk toward their tag ` +
         `or the whole set, with ${e.priorCases} pseudo-case; production shares Dirichlet` +
         (e.designEffect > 1 ? `, design effect ${e.designEffect.toFixed(2)} for sessions` : '') +
-        `). Assumes the eval's pass rate within a cluster is production's there.`,
+        `), widened for the assumption that the eval's pass rate within a cluster is production's there: ` +
+        (e.assumptionSd && e.assumptionSd > 0
+          ? `its error term has sd ${(100 * e.assumptionSd).toFixed(1)} points from the spread between the tags within clusters ` +
+            `(sampling alone: ${iv(e.samplingInterval)})`
+          : `no cluster holds eval cases of two tags that score differently, so the interval is sampling error only`) +
+        '.',
     );
   }
   const top = opts.clusters ?? 12;
@@ -246,15 +252,51 @@ export async function planCommand(
   await withReader(cfg, async (o) => {
     const p = await computePlan(o.reader, { ...query(opts), budget: opts.budget, coveredOnly: opts.coveredOnly, examples: opts.out ? Math.max(opts.examples, opts.budget) : opts.examples });
     if (opts.out) {
-      const lines = planCases(p);
-      fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
-      fs.writeFileSync(opts.out, lines.map((l) => JSON.stringify(l)).join('\n') + (lines.length ? '\n' : ''));
-      console.error(`wrote ${lines.length} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
+      const n = writePlanCases(p, opts.out);
+      console.error(`wrote ${n} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
     }
     if (opts.format === 'json') {
       const finite = (x: number) => (Number.isFinite(x) ? x : null); // JSON has no Infinity
       console.log(JSON.stringify({ ...p.plan, seBefore: finite(p.plan.seBefore), seAfter: finite(p.plan.seAfter), headline: headline(p.report.estimate), examples: Object.fromEntries(p.examples), gapsFrom: p.gapsFrom }, null, 2));
     } else process.stdout.write(formatPlan(p));
+  });
+}
+
+/** Write a plan's candidate cases (planCases) as JSONL that evalgap fit reads; returns how many (plan --out, export-gaps --plan). */
+export function writePlanCases(p: PlanReport, file: string): number {
+  const lines = planCases(p);
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + (lines.length ? '\n' : ''));
+  return lines.length;
+}
+
+/**
+ * export-gaps --plan: the plan's candidate cases, as plan --budget N --out FILE writes them, after a
+ * fresh gap discovery of the period (stored when the store is writable, as export-gaps does), so the
+ * plan's gaps are the period's.
+ */
+export async function exportGapsPlanCommand(cfg: Config, opts: WindowOpts & { budget: number; out: string }): Promise<void> {
+  await withReader(cfg, async (o) => {
+    await discoverGaps(o.reader, {
+      since: opts.since,
+      now: opts.until,
+      agent: opts.agent,
+      modelVersion: opts.modelVersion,
+      write: !o.note,
+      modelsDir: cfg.embed.modelsDir,
+    });
+    // export-gaps' --model-version all: the plan reweights one model's clusters, the latest one's
+    const p = await computePlan(o.reader, { ...query({ ...opts, modelVersion: opts.modelVersion === 'all' ? 'latest' : opts.modelVersion }), budget: opts.budget, examples: opts.budget });
+    const n = writePlanCases(p, opts.out);
+    console.log(headline(p.report.estimate));
+    console.log(
+      `wrote ${n} candidate eval case(s) of a plan for ${opts.budget} to ${opts.out} (Neyman allocation over the clusters and the untested gaps` +
+        `${p.gapsFrom ? `, gap discovery of ${p.gapsFrom}` : ''}; fewer when the period has fewer distinct queries or the text is redacted)`,
+    );
+    for (const x of p.plan.items.filter((i) => i.cases > 0).sort((a, b) => b.cases - a.cases)) {
+      console.log(`  ${x.kind === 'cluster' ? `cluster ${x.id}` : x.kind === 'gap' ? `gap ${x.id}` : 'untested'}  ${x.label}  ${x.cases} case(s)`);
+    }
+    if (n) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
   });
 }
 

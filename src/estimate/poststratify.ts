@@ -31,6 +31,12 @@
  */
 import gammaRandom from '@stdlib/random-base-gamma';
 
+/** standard normal draws (Box–Muller) from a seeded uniform stream of its own */
+function normalFactory(o: { seed: number }): () => number {
+  const u = (gammaRandom.factory({ seed: o.seed }).PRNG as unknown as { normalized: () => number }).normalized;
+  return () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+}
+
 export interface ClusterCounts {
   cluster: number;
   label: string;
@@ -44,6 +50,12 @@ export interface ClusterCounts {
   covered: number;
   /** uncovered production requests whose nearest cluster this is */
   uncovered: number;
+  /**
+   * the cluster's eval results split by sub-group (the case's first tag): cases and passes (or sum
+   * of scores) per sub-group. Used for the within-cluster heterogeneity τ_c (the assumption's error
+   * term); absent or one sub-group: τ_c = 0
+   */
+  subgroups?: { n: number; s: number }[];
 }
 
 export interface EstimateOptions {
@@ -56,9 +68,15 @@ export interface EstimateOptions {
   designEffect: number;
   /** prior strength m: pseudo-cases at the group's pass rate added to each cluster */
   priorCases: number;
+  /**
+   * χ, how far production's mix of sub-groups within a cluster may be from the eval's (the χ² distance's
+   * square root; 1 = sub-group weights that vary by as much as their own size). The assumption's
+   * error term of the interval is N(0, (χ · Σ_c w_c τ_c)²); 0 leaves the interval to sampling error only
+   */
+  mixShift: number;
 }
 
-export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1 };
+export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1, mixShift: 1 };
 
 /** pseudo-cases with which a group's pass rate is smoothed toward the whole set's */
 export const GROUP_PRIOR_CASES = 10;
@@ -80,6 +98,8 @@ export interface ClusterEstimate extends ClusterCounts {
   contribution: number;
   /** E[p(1 − p)]: the within-cluster variance the allocation uses */
   variance: number;
+  /** τ_c: the spread of the true pass rates of the cluster's sub-groups (method of moments; 0 without sub-groups) */
+  heterogeneity: number;
 }
 
 export interface Estimate {
@@ -94,6 +114,10 @@ export interface Estimate {
   /** the reweighted score on covered traffic, and its interval (null when no covered traffic) */
   estimate: number | null;
   interval: Interval | null;
+  /** the interval of sampling error alone (eval results and production shares), without the assumption's error term */
+  samplingInterval: Interval | null;
+  /** the assumption's error term's standard deviation at the observed shares: χ · Σ_c w_c τ_c */
+  assumptionSd: number | null;
   /** estimate − raw */
   gap: number | null;
   /** the part of the gap from shrinking small clusters (the rest is Σ contribution) */
@@ -109,7 +133,31 @@ export interface Estimate {
   /** prior strength m (pseudo-cases) */
   priorCases: number;
   designEffect: number;
+  mixShift: number;
   clusters: ClusterEstimate[];
+}
+
+/**
+ * τ: the spread (standard deviation, weighted by cases) of the true pass rates of a cluster's
+ * sub-groups, by the method of moments: the between-group sum of squares less what binomial noise
+ * alone gives it, (G − 1) times the pooled within-group variance. Floored at 0. A pass/fail result
+ * per case cannot show heterogeneity without groups: one sub-group gives 0.
+ */
+export function heterogeneity(groups: readonly { n: number; s: number }[] | undefined): number {
+  const gs = (groups ?? []).filter((x) => x.n > 0);
+  if (gs.length < 2) return 0;
+  const n = gs.reduce((a, x) => a + x.n, 0);
+  const p = gs.reduce((a, x) => a + x.s, 0) / n;
+  let between = 0;
+  let within = 0;
+  for (const x of gs) {
+    const r = x.s / x.n;
+    between += x.n * (r - p) * (r - p);
+    // each result's variance around its group's rate: r(1 − r) for pass/fail (an upper bound for scores)
+    within += x.n * r * (1 - r);
+  }
+  const w = n > gs.length ? within / (n - gs.length) : p * (1 - p);
+  return Math.sqrt(Math.max(0, (between - (gs.length - 1) * w) / n));
 }
 
 /**
@@ -156,6 +204,7 @@ function validate(cs: readonly ClusterCounts[], o: EstimateOptions): void {
   if (!(Number.isInteger(o.draws) && o.draws >= 100)) throw new RangeError('draws must be an integer ≥ 100');
   if (!(o.designEffect >= 1)) throw new RangeError('designEffect must be ≥ 1');
   if (!(o.priorCases > 0)) throw new RangeError('priorCases must be > 0');
+  if (!(o.mixShift >= 0)) throw new RangeError('mixShift must be ≥ 0');
   for (const c of cs) {
     if (!(c.evalCases >= 0 && c.evalPassed >= 0 && c.evalPassed <= c.evalCases + 1e-9)) {
       throw new RangeError(`cluster ${c.cluster}: passes must be between 0 and the eval cases`);
@@ -200,7 +249,10 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   const post = passRatePosterior(cs, o.priorCases);
 
   const g = gammaRandom.factory({ seed: o.seed });
+  const norm = normalFactory({ seed: o.seed + 7919 });
+  const tau = cs.map((c) => heterogeneity(c.subgroups));
   const theta = new Float64Array(o.draws);
+  const thetaSampling = new Float64Array(o.draws);
   const thetaNear = new Float64Array(o.draws);
   const covShare = new Float64Array(o.draws);
   const pDraw = new Float64Array(k);
@@ -216,12 +268,14 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     // Dirichlet(N_c / deff) shares of covered traffic, and of the uncovered traffic's nearest clusters
     let t = 0;
     let z = 0;
+    let tb = 0;
     let tn = 0;
     let zn = 0;
     for (let i = 0; i < k; i++) {
       if (cs[i].covered > 0) {
         const w = g(cs[i].covered / de, 1);
         t += w * pDraw[i];
+        tb += w * tau[i];
         z += w;
       }
       if (cs[i].uncovered > 0) {
@@ -230,7 +284,9 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
         zn += w;
       }
     }
-    theta[d] = z > 0 ? t / z : NaN;
+    thetaSampling[d] = z > 0 ? t / z : NaN;
+    // the assumption's error: one shift shared by all clusters (production may lean toward the harder sub-groups everywhere at once)
+    theta[d] = z > 0 ? Math.min(1, Math.max(0, t / z + o.mixShift * norm() * (tb / z))) : NaN;
     thetaNear[d] = zn > 0 ? tn / zn : NaN;
     const a = nCov > 0 ? g(nCov / de, 1) : 0;
     const b = nUnc > 0 ? g(nUnc / de, 1) : 0;
@@ -246,6 +302,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     passRateInterval: intervalOf(pDraws[i], o.level),
     contribution: 0,
     variance: post.variance[i],
+    heterogeneity: tau[i],
   }));
   const est = nCov ? clusters.reduce((s, c) => s + c.prodShare * c.passRate, 0) : null;
   for (const c of clusters) c.contribution = (c.prodShare - c.evalShare) * (c.passRate - (Number.isNaN(raw) ? 0 : raw));
@@ -279,12 +336,15 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     coveredShare,
     estimate: est,
     interval: est === null ? null : intervalOf(theta, o.level),
+    samplingInterval: est === null ? null : intervalOf(thetaSampling, o.level),
+    assumptionSd: est === null ? null : o.mixShift * clusters.reduce((s, c) => s + c.prodShare * c.heterogeneity, 0),
     gap: est === null || !nEval ? null : est - raw,
     shrinkage,
     untested: requests ? nUnc / requests : 0,
     bounds,
     priorCases: o.priorCases,
     designEffect: de,
+    mixShift: o.mixShift,
     clusters,
   };
 }

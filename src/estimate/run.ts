@@ -15,7 +15,7 @@ import {
   type TrafficCounts,
   type WeightedScoreRow,
 } from '../store/estimate.js';
-import { estimateScore, type ClusterCounts, type Estimate, type EstimateOptions } from './poststratify.js';
+import { estimateScore, passRatePosterior, type ClusterCounts, type Estimate, type EstimateOptions } from './poststratify.js';
 import { planCases, type Plan, type PlanGap } from './plan.js';
 
 export class EstimateError extends Error {}
@@ -87,7 +87,7 @@ async function clusterGroups(r: StoreReader, modelVersion: string, runId: string
 }
 
 function countsOf(
-  results: Map<number, { cases: number; passed: number }>,
+  results: Map<number, { cases: number; passed: number; subgroups: { n: number; s: number }[] }>,
   traffic: TrafficCounts,
   labels: Map<number, string>,
   groups: Map<number, string>,
@@ -101,6 +101,7 @@ function countsOf(
     evalPassed: results.get(c)?.passed ?? 0,
     covered: traffic.byCluster.get(c)?.covered ?? 0,
     uncovered: traffic.byCluster.get(c)?.uncovered ?? 0,
+    subgroups: results.get(c)?.subgroups,
   }));
 }
 
@@ -209,4 +210,29 @@ export async function computePlan(
     }
   }
   return { report, plan, examples, gapsFrom: stored.length ? stored[0].run_day : null };
+}
+
+/**
+ * Each cluster's pass rate in the latest stored eval run of a coverage model (the posterior mean
+ * `evalgap estimate` uses: shrunk toward its tag's clusters or the whole set), for the monitor's
+ * weighted_score rule; null when the model has no stored results.
+ */
+export async function evalPassRates(r: StoreReader, modelVersion: string, clusterIds: readonly number[]): Promise<Record<number, number> | null> {
+  const runs = await listEvalRuns(r, modelVersion);
+  if (!runs.length) return null;
+  const results = await evalResultsByCluster(r, modelVersion, runs[0].run_id);
+  if (![...results.values()].some((x) => x.cases > 0)) return null;
+  const groups = await clusterGroups(r, modelVersion, runs[0].run_id);
+  const ids = [...new Set([...clusterIds, ...results.keys()])].sort((a, b) => a - b);
+  const counts: ClusterCounts[] = ids.map((c) => ({
+    cluster: c,
+    label: '',
+    group: groups.get(c) ?? '',
+    evalCases: results.get(c)?.cases ?? 0,
+    evalPassed: results.get(c)?.passed ?? 0,
+    covered: 0,
+    uncovered: 0,
+  }));
+  const post = passRatePosterior(counts);
+  return Object.fromEntries(ids.map((c, i) => [c, post.mean[i]]));
 }

@@ -243,6 +243,27 @@ describe('evalgap plan', () => {
     expect(parsed.cases.length).toBeLessThanOrEqual(12);
   });
 
+  it('export-gaps --plan writes the same candidate cases as plan --out (after its own gap discovery)', async () => {
+    const viaPlan = path.join(dir, 'plan-all.jsonl');
+    const viaExport = path.join(dir, 'export-plan.jsonl');
+    await cli('gaps', '--since', '1d');
+    await cli('plan', '--budget', '25', '--since', '1d', '--out', viaPlan);
+    const out = await cli('export-gaps', '--plan', '--budget', '25', '--since', '1d', '--out', viaExport);
+    expect(out.stdout).toContain('candidate eval case(s) of a plan for 25');
+    const lines = fs.readFileSync(viaExport, 'utf8');
+    const parsed = parseEvalSet(lines, 'jsonl');
+    expect(parsed.errors).toEqual([]);
+    expect(parsed.cases.length).toBeGreaterThan(0);
+    expect(parsed.cases.length).toBeLessThanOrEqual(25);
+    // both a cluster's and a gap's candidates (export-gaps alone writes only gaps')
+    const kinds = new Set(lines.trim().split('\n').map((l) => JSON.parse(l).plan_kind));
+    expect(kinds.has('cluster')).toBe(true);
+    expect(kinds.has('gap')).toBe(true);
+    expect(lines).toBe(fs.readFileSync(viaPlan, 'utf8'));
+    const e = await cliFails('export-gaps', '--plan', '--since', '1d', '--out', viaExport);
+    expect(e.stderr).toContain('--plan needs --budget');
+  });
+
   it('on redacted traffic: numbers only, no example', async () => {
     const out = await cli('plan', '--budget', '10', '--since', '1d', '--agent', 'private-bot', '--covered-only');
     expect(out.stdout).toContain('plan for 10 new eval case(s)');

@@ -278,3 +278,28 @@ describe('eval results in', () => {
     expect(m.unmatched.map((u) => u.id)).toEqual(['nope']);
   });
 });
+
+describe('the assumption term: heterogeneity within clusters', () => {
+  it('τ is 0 with one sub-group or equal rates, near the true spread with distinct ones', async () => {
+    const { heterogeneity } = await import('../../src/estimate/poststratify.js');
+    expect(heterogeneity(undefined)).toBe(0);
+    expect(heterogeneity([{ n: 40, s: 30 }])).toBe(0);
+    expect(heterogeneity([{ n: 200, s: 180 }, { n: 200, s: 180 }])).toBe(0);
+    // two halves at 95% and 45%: τ = 0.25
+    expect(heterogeneity([{ n: 2000, s: 1900 }, { n: 2000, s: 900 }])).toBeCloseTo(0.25, 2);
+  });
+
+  it('widens the interval by χ · Σ w_c τ_c, and mixShift 0 leaves sampling error only', async () => {
+    const { estimateScore } = await import('../../src/estimate/poststratify.js');
+    const cs = [
+      { cluster: 0, label: 'a', group: '', evalCases: 40, evalPassed: 28, covered: 500, uncovered: 0, subgroups: [{ n: 20, s: 19 }, { n: 20, s: 9 }] },
+      { cluster: 1, label: 'b', group: '', evalCases: 40, evalPassed: 38, covered: 500, uncovered: 0, subgroups: [{ n: 40, s: 38 }] },
+    ];
+    const e = estimateScore(cs, { seed: 3 });
+    const s = estimateScore(cs, { seed: 3, mixShift: 0 });
+    expect(e.assumptionSd!).toBeGreaterThan(0.05);
+    expect(e.interval![1] - e.interval![0]).toBeGreaterThan(2 * (s.interval![1] - s.interval![0]));
+    expect(s.interval).toEqual(s.samplingInterval);
+    expect(e.estimate).toBe(s.estimate);
+  });
+});
