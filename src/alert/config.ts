@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { MonitorOptionsSchema } from '../monitor/rules.js';
+import { WeightedScoreOptionsSchema } from '../monitor/score-rules.js';
 import { z } from 'zod';
 
 const duration = z.number().int().positive();
@@ -85,6 +86,8 @@ export const MonitorFileSchema = z
       .default({}),
     /** rule parameters of the detectors (docs/alerts.md, "Rules and guarantees"); a bad key fails at start */
     rules: MonitorOptionsSchema.default({}),
+    /** the weighted_score rule (src/monitor/score-rules.ts): the eval score reweighted to production traffic falls; docs/alerts.md#parameters */
+    weightedScore: WeightedScoreOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
   })
   .strict()

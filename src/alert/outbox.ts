@@ -59,7 +59,7 @@ export const NotificationSchema = z.object({
   group: z.object({ key: z.string(), firing: z.array(z.string()) }),
   alert: z.object({
     id: z.string().min(1),
-    rule: z.enum(['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'eval_mismatch', 'escalation', 'uncovered_escalation']),
+    rule: z.enum(['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'eval_mismatch', 'escalation', 'uncovered_escalation', 'weighted_score']),
     agent: z.string(),
     cluster: z.number().int().nullable(),
     severity: z.enum(['info', 'warning', 'critical']),

@@ -156,6 +156,7 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   eval_mismatch: 'info',
   escalation: 'critical',
   uncovered_escalation: 'warning',
+  weighted_score: 'warning', // evaluated by src/monitor/score-rules.ts
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;

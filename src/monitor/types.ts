@@ -78,6 +78,11 @@ export interface MonitorContext {
    * share per band); absent for a model without bands: the novel-topic detector is then off
    */
   novelProfile?: number[];
+  /**
+   * each eval cluster's pass rate in the model's latest stored eval run (shrunk as evalgap estimate
+   * does; cluster id → rate in [0, 1]); absent: the weighted_score rule is off
+   */
+  evalPassRates?: Record<number, number>;
 }
 
 export type RuleName =
@@ -87,7 +92,8 @@ export type RuleName =
   | 'cluster_mix' // the mix of nearest clusters (uncovered as its own category) shifts
   | 'eval_mismatch' // production share per cluster vs eval-set share changed materially (static fact)
   | 'escalation' // escalation / refusal / failure rate of a cluster rises against its own history
-  | 'uncovered_escalation'; // uncovered traffic escalates more than covered traffic
+  | 'uncovered_escalation' // uncovered traffic escalates more than covered traffic
+  | 'weighted_score'; // the eval score reweighted to production traffic falls (src/monitor/score-rules.ts)
 
 /** Who an alert is about: agent '*' = all agents together; cluster null = not cluster-specific. */
 export interface Scope {
