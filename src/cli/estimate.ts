@@ -113,11 +113,12 @@ export function formatEstimate(rep: EstimateReport, opts: { clusters?: number } 
       `method:         post-stratified by eval cluster; ${Math.round(e.level * 100)}% posterior interval (eval results per cluster shrunk toward their tag ` +
         `or the whole set, with ${e.priorCases} pseudo-case; production shares Dirichlet` +
         (e.designEffect > 1 ? `, design effect ${e.designEffect.toFixed(2)} for sessions` : '') +
-        `), widened for the assumption that the eval's pass rate within a cluster is production's there: ` +
-        (e.assumptionSd && e.assumptionSd > 0
-          ? `its error term has sd ${(100 * e.assumptionSd).toFixed(1)} points from the spread between the tags within clusters ` +
-            `(sampling alone: ${iv(e.samplingInterval)})`
-          : `no cluster holds eval cases of two tags that score differently, so the interval is sampling error only`) +
+        `). Assumes the eval's pass rate within a cluster is production's there, ` +
+        (e.withinCluster
+          ? `up to production's lean toward the failing tags inside clusters, taken as its lean toward failing clusters ` +
+            `(slope ${e.withinCluster.slope.toFixed(2)} ± ${e.withinCluster.slopeSe.toFixed(2)} over ${e.withinCluster.clusters} clusters: ` +
+            `${(100 * e.withinCluster.correction).toFixed(1)} points; plain post-stratification ${iv(e.samplingInterval)})`
+          : `with no correction (no cluster holds eval cases of two tags that score differently, or too few clusters)`) +
         '.',
     );
   }
@@ -125,7 +126,10 @@ export function formatEstimate(rep: EstimateReport, opts: { clusters?: number } 
   const cs = [...e.clusters].filter((c) => c.covered > 0 || c.evalCases > 0).sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
   if (cs.length && e.estimate !== null) {
     out.push('');
-    out.push(`clusters by their part in the gap (top ${Math.min(top, cs.length)} of ${cs.length}; the rest of the gap, ${(100 * (e.shrinkage ?? 0)).toFixed(1)} points, is shrinkage):`);
+    out.push(`clusters by their part in the gap (top ${Math.min(top, cs.length)} of ${cs.length}; the rest of the gap, ${(100 * (e.shrinkage ?? 0)).toFixed(1)} points, is shrinkage` +
+        (e.withinCluster ? ` and ${(100 * e.withinCluster.correction).toFixed(1)} the within-cluster term` : '') +
+        '):',
+    );
     out.push(
       table(
         ['cluster', 'label', 'prod share', 'eval cases', 'eval pass', 'pass (shrunk)', 'gap part'],
@@ -173,11 +177,13 @@ export interface WindowOpts {
   runId?: string;
   metric?: string;
   level: number;
+  /** the within-cluster term (default tilt) */
+  withinCluster?: 'tilt' | 'off';
 }
 
 function query(o: WindowOpts): EstimateQuery {
   if (o.until.getTime() <= o.since.getTime()) throw new UserError('--until must be after --since');
-  return { since: o.since.getTime(), until: o.until.getTime(), agent: o.agent, modelVersion: o.modelVersion, runId: o.runId, metric: o.metric, level: o.level };
+  return { since: o.since.getTime(), until: o.until.getTime(), agent: o.agent, modelVersion: o.modelVersion, runId: o.runId, metric: o.metric, level: o.level, withinCluster: o.withinCluster };
 }
 
 async function withReader<T>(cfg: Config, fn: (r: Awaited<ReturnType<typeof openReader>>) => Promise<T>): Promise<T> {

@@ -34,6 +34,8 @@ export interface EstimateQuery {
   level?: number;
   draws?: number;
   seed?: number;
+  /** the within-cluster term: tilt (default) or off (plain post-stratification) */
+  withinCluster?: 'tilt' | 'off';
 }
 
 export interface EstimateReport {
@@ -117,7 +119,7 @@ export async function computeEstimate(r: StoreReader, q: EstimateQuery): Promise
   }
   const labels = await clusterLabels(r, modelVersion);
   const groups = await clusterGroups(r, modelVersion, runId);
-  const opts: Partial<EstimateOptions> = { level: q.level, draws: q.draws, seed: q.seed };
+  const opts: Partial<EstimateOptions> = { level: q.level, draws: q.draws, seed: q.seed, withinCluster: q.withinCluster };
   const run = (t: TrafficCounts, draws = opts.draws) => estimateScore(countsOf(results, t, labels, groups), { ...opts, draws, designEffect: designEffect(t) });
   // the period's estimate with the full draws; each day's and agent's with fewer (bounded work for long periods and many agents)
   const part = Math.min(opts.draws ?? 4000, 1000);

@@ -54,8 +54,8 @@ const badBoosts = (args.get('bad-boost') ?? '1,3').split(',').map(Number);
 const seed = Number(args.get('seed') ?? 20);
 const holdSeed = Number(args.get('hold-seed') ?? 77);
 const badShare = Number(args.get('bad-share') ?? 0.2);
-/** χ of the interval's assumption term (src/estimate/poststratify.ts mixShift) */
-const mixShift = args.has('mix-shift') ? Number(args.get('mix-shift')) : undefined;
+/** the estimate's within-cluster term (src/estimate/poststratify.ts withinCluster): tilt (default) or off */
+const withinCluster = (args.get('within') ?? 'tilt') as 'tilt' | 'off';
 
 const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
 
@@ -165,7 +165,7 @@ async function main() {
 
   const scenarios: unknown[] = [];
   for (const badBoost of badBoosts) {
-  const rows: { insideSampling: boolean; samplingWidth: number; assumptionSd: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
     const fail = new Map(cats.map((c) => [c, u() < badShare ? 0.3 + 0.4 * u() : beta(1, 15)]));
@@ -237,8 +237,8 @@ async function main() {
         uncovered: unc[c],
         subgroups: [...sub[c].values()],
       }));
-    const e = estimateScore(counts(), { draws: 2000, seed: d + 1, mixShift });
-    rows.push({ insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], assumptionSd: e.assumptionSd!, knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    const e = estimateScore(counts(), { draws: 2000, seed: d + 1, withinCluster });
+    rows.push({ insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -262,7 +262,7 @@ async function main() {
           }
         });
         // the sampling interval: added cases narrow the sampling error, not the assumption's term
-        const r = estimateScore(counts(add, addP), { draws: 2000, seed: 1000 + d, mixShift });
+        const r = estimateScore(counts(add, addP), { draws: 2000, seed: 1000 + d, withinCluster });
         return { width: r.samplingInterval![1] - r.samplingInterval![0], placed: add.reduce((a2, b) => a2 + b, 0) };
       };
       const wp = width(byPlan);
@@ -294,10 +294,14 @@ async function main() {
         meanTruthFittedIntentsOnly: mean(rows.map((r) => r.truthFitted)),
         coverage90: rows.filter((r) => r.inside).length / rows.length,
         meanIntervalWidth: mean(rows.map((r) => r.width)),
-        // the interval of sampling error alone (no assumption term), and the assumption term's sd
+        // plain post-stratification (no within-cluster term): its error and its interval (sampling error alone)
+        meanAbsErrorPlain: mean(rows.map((r) => Math.abs(r.plainEst - r.truth))),
+        errorRatioPlain: errRaw / mean(rows.map((r) => Math.abs(r.plainEst - r.truth))),
         coverage90SamplingOnly: rows.filter((r) => r.insideSampling).length / rows.length,
         meanSamplingIntervalWidth: mean(rows.map((r) => r.samplingWidth)),
-        meanAssumptionSd: mean(rows.map((r) => r.assumptionSd)),
+        // the within-cluster term: the fitted slope (shrunk) and the correction it made
+        meanSlope: mean(rows.map((r) => r.slope)),
+        meanCorrection: mean(rows.map((r) => r.correction)),
         // the sampling error alone: the estimate against the oracle (the same reweighting with the eval cases' true pass probabilities)
         meanAbsErrorEstimateVsOracle: mean(rows.map((r) => Math.abs(r.est - r.oracle))),
         targets: { errorRatioAtLeast: 3, coverage90Within: [0.85, 0.95] },
@@ -328,7 +332,7 @@ async function main() {
         seed,
         holdOutSeed: holdSeed,
         badIntentShare: badShare,
-        mixShift: mixShift ?? 1,
+        withinCluster,
         evalCases: evalCases.length,
         fittedIntents: cats.length - held.size,
         heldOutIntents: held.size,
