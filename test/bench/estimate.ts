@@ -15,7 +15,11 @@
  *    mix independent of failure, and the worse intents 3× as likely (production leans on the hard
  *    cases);
  *  - truth on covered traffic: the mean pass probability of the covered production requests;
- *  - the estimate (src/estimate, the same core `evalgap estimate` runs) and its 90% interval.
+ *  - the estimate (src/estimate, the same core `evalgap estimate` runs, the eval cases tagged with their
+ *    intent: the within-cluster term's sub-groups) and its 90% interval, and plain post-stratification
+ *    (the estimate without that term) with its sampling interval.
+ * Options: --draws, --plan-draws, --per-intent, --requests, --held, --budget, --k, --bad-boost,
+ * --seed (draws), --hold-seed (held-out intents), --bad-share (share of failing intents), --within=tilt|off.
  * Reported: mean |raw − truth| and |estimate − truth|, their ratio, the interval's coverage and width,
  * and the "oracle": the post-stratified score computed with the eval cases' TRUE pass probabilities
  * (no sampling error at all): its error is what the method's assumption alone costs here.
