@@ -198,6 +198,16 @@ describe('evalgap estimate', () => {
     expect(j.estimate.raw).toBeCloseTo(0.75, 9);
     const e = await cliFails('estimate', '--since', '1d', '--metric', 'nope');
     expect(e.stderr).toContain('has no metric "nope"');
+    // the within-cluster term: production leans on the failing topic (slope < 0) and the estimate moves down
+    // from plain post-stratification, whose interval (--within-cluster off) is the sampling interval
+    const tilt = JSON.parse((await cli('estimate', '--since', '1d', '--format', 'json', '--no-store')).stdout).estimate;
+    const plain = JSON.parse((await cli('estimate', '--since', '1d', '--format', 'json', '--no-store', '--within-cluster', 'off')).stdout).estimate;
+    expect(tilt.withinCluster.slope).toBeLessThan(0);
+    expect(tilt.estimate).toBeLessThan(plain.estimate);
+    expect(tilt.estimate - plain.estimate).toBeCloseTo(tilt.withinCluster.correction, 9);
+    expect(plain.withinCluster).toBeNull();
+    expect(plain.interval).toEqual(plain.samplingInterval);
+    expect(tilt.interval[1] - tilt.interval[0]).toBeGreaterThan(plain.interval[1] - plain.interval[0]);
   });
 });
 
