@@ -4,10 +4,14 @@
  *
  * Target: θ = Σ_c w_c · p_c over the covered production traffic, where w_c is cluster c's share of
  * the covered requests and p_c the pass rate of the agent on production requests of cluster c.
- * Assumption (the one everything rests on): within a cluster, the eval cases' pass rate stands for
+ * Plain post-stratification assumes that within a cluster the eval cases' pass rate stands for
  * production's. It breaks when production's requests in a cluster are harder or easier than the
  * eval's there (a different mix of sub-topics inside the cluster, longer conversations, other
- * phrasing); the estimate then inherits that bias, and no interval can show it.
+ * phrasing). The within-cluster term (`withinCluster: 'tilt'`, tiltFit below) addresses the first
+ * for sub-topics the eval cases' tags separate: it assumes production leans toward the failing
+ * sub-groups inside a cluster as much as it leans toward failing clusters (fitted across
+ * clusters), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's uncertainty (slope,
+ * model form, sub-groups' scatter) to each draw. What no tag shows stays outside the interval.
  *
  * Uncertainty, propagated jointly by drawing from the posterior (`draws` times):
  *  - p_c ~ Beta(s_c + m·μ_g, n_c − s_c + m·(1 − μ_g)): the cluster's eval results (s_c passes of
@@ -165,7 +169,7 @@ function tiltFit(
   cs: readonly ClusterCounts[],
   designEffect: number,
   boot?: Float64Array,
-): { slope: number; se: number; resVar: number; k: number } | null {
+): { slope: number; naive: number; se: number; resVar: number; k: number } | null {
   const nCov = cs.reduce((a, c) => a + c.covered, 0) / designEffect;
   const nEval = cs.reduce((a, c) => a + c.evalCases, 0);
   const use = cs.map((c, i) => [c, i] as const).filter(([c]) => c.evalCases > 0);
@@ -218,7 +222,7 @@ function tiltFit(
   const resVar = Math.max(0, (rss - noiseY - slope * slope * noiseX) / sw);
   // the slope's standard error: the residual scatter (its own plus the counts') over the spread of the pass rates
   const se = Math.sqrt(rss / Math.max(1, K - 2) / den);
-  return { slope, se: Number.isFinite(se) ? se : Infinity, resVar, k: K };
+  return { slope, naive: sxy / sxx, se: Number.isFinite(se) ? se : Infinity, resVar, k: K };
 }
 
 /**
@@ -389,6 +393,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   const shrink = tilt ? Math.max(0, 1 - (tilt.se * tilt.se) / Math.max(1e-12, tilt.slope * tilt.slope)) : 0;
   const lambda = tilt ? tilt.slope * shrink : 0;
   const sigmaEps = tilt ? Math.sqrt(tilt.resVar) : 0;
+  const eivGap = tilt ? Math.abs(tilt.slope - tilt.naive) : 0;
   const bootW = new Float64Array(k);
   const theta = new Float64Array(o.draws);
   const thetaSampling = new Float64Array(o.draws);
@@ -408,6 +413,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     let t = 0;
     let z = 0;
     let tb = 0;
+    let tt = 0;
     let tm = 0;
     let tv = 0;
     let tn = 0;
@@ -426,6 +432,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
         if (tilt) {
           const first = lam * tau2[i];
           tb += w * first;
+          tt += w * tau2[i];
           tm += w * Math.abs(first - tiltShift(subs[i], lam));
           tv += w * w * spread[i];
         }
@@ -442,7 +449,9 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     // shrunk slope), and the sub-groups' own scatter ε
     // the first-order tilt λ τ², with the distance to the exact tilt of the (shrunk) sub-group rates as a
     // model-form error of its own, and the sub-groups' own scatter ε
-    const within = tilt && z > 0 ? tb / z + norm() * Math.sqrt((tm / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z)) : 0;
+    // the errors-in-variables correction is an approximation too: the slope's distance to the uncorrected fit
+    // (eivGap) times Σ w τ² is counted as a model-form error of its own
+    const within = tilt && z > 0 ? tb / z + norm() * Math.sqrt((tm / z) ** 2 + (eivGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z)) : 0;
     theta[d] = z > 0 ? Math.min(1, Math.max(0, t / z + within)) : NaN;
     thetaNear[d] = zn > 0 ? tn / zn : NaN;
     const a = nCov > 0 ? g(nCov / de, 1) : 0;
