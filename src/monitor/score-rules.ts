@@ -317,7 +317,8 @@ export function weightedScoreRules(options: Partial<WeightedScoreOptions> = {}):
           windowEnd: end,
           statistic: stat,
           threshold: h,
-          effect: { name: 'weighted_score_fall', value: fell, lo: o.drop, hi: fell },
+          // the fall: established above `drop` while firing (lo), the window's observed fall (value)
+          effect: { name: 'weighted_score_fall', value: fell, lo: sc.firing ? o.drop : 0, hi: Math.max(fell, sc.firing ? o.drop : 0) },
           summary: sc.firing
             ? `the eval score reweighted to the traffic of ${scopeName(agent)} fell by more than ${(100 * o.drop).toFixed(1)} points: ` +
               `${pct(scoreNow)} in this window against ${pct(mu0)} in its reference (eval set ${pct(evalScore)}); ` +
