@@ -9,6 +9,7 @@ import path from 'node:path';
 import { MonitorOptionsSchema } from '../monitor/rules.js';
 import { AgentRulesOptionsSchema } from '../monitor/agent-rules.js';
 import { GuardConfigSchema, type GuardConfig } from '../compare/guard.js';
+import { WeightedScoreOptionsSchema } from '../monitor/score-rules.js';
 import { z } from 'zod';
 
 const duration = z.number().int().positive();
@@ -89,6 +90,8 @@ export const MonitorFileSchema = z
     rules: MonitorOptionsSchema.default({}),
     /** the agent rules' parameters (depth_mix, untested_chains, chain_failure; docs/traces.md) */
     agentRules: AgentRulesOptionsSchema.default({}),
+    /** the weighted_score rule (src/monitor/score-rules.ts): the eval score reweighted to production traffic falls; docs/alerts.md#parameters */
+    weightedScore: WeightedScoreOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
     /**
      * a canary guard (docs/compare.md): its rollback conditions are the version_regression rule,

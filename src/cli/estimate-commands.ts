@@ -58,6 +58,7 @@ export function registerEstimateCommands(
         .option('--model-version <v>', "coverage model: latest (the period's latest request's) or a version", 'latest')
         .option('--run-id <id>', 'eval run (default: the latest stored for the model)')
         .option('--metric <name>', 'a per-metric score of the run instead of passed/score')
+        .option('--within-cluster <mode>', "tilt: correct for production's lean toward the failing tags inside clusters (as far as it leans toward failing clusters) and widen the interval for it; off: plain post-stratification (docs/estimate.md)", formatArg(['tilt', 'off']), 'tilt')
         .option('--level <p>', 'interval level', levelArg, 0.9)
         .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table'),
     );
@@ -71,6 +72,7 @@ export function registerEstimateCommands(
       runId: opts.runId as string | undefined,
       metric: opts.metric as string | undefined,
       level: opts.level as number,
+      withinCluster: opts.withinCluster as 'tilt' | 'off',
       format: opts.format as 'table' | 'json',
     };
   };

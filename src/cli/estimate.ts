@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
 import { loadCoverageModel } from '../coverage/model.js';
+import { discoverGaps } from '../gaps/run.js';
 import { matchResults, parseResults } from '../estimate/results.js';
 import { computeEstimate, computePlan, EstimateError, storeWeightedScores, type EstimateQuery, type EstimateReport, type PlanReport } from '../estimate/run.js';
 import type { Estimate } from '../estimate/poststratify.js';
@@ -112,14 +113,23 @@ export function formatEstimate(rep: EstimateReport, opts: { clusters?: number } 
       `method:         post-stratified by eval cluster; ${Math.round(e.level * 100)}% posterior interval (eval results per cluster shrunk toward their tag ` +
         `or the whole set, with ${e.priorCases} pseudo-case; production shares Dirichlet` +
         (e.designEffect > 1 ? `, design effect ${e.designEffect.toFixed(2)} for sessions` : '') +
-        `). Assumes the eval's pass rate within a cluster is production's there.`,
+        `). Assumes the eval's pass rate within a cluster is production's there, ` +
+        (e.withinCluster
+          ? `up to production's lean toward the failing tags inside clusters, taken as its lean toward failing clusters ` +
+            `(slope ${e.withinCluster.slope.toFixed(2)} ± ${e.withinCluster.slopeSe.toFixed(2)} over ${e.withinCluster.clusters} clusters: ` +
+            `${(100 * e.withinCluster.correction).toFixed(1)} points; plain post-stratification ${iv(e.samplingInterval)})`
+          : `with no correction (no cluster holds eval cases of two tags that score differently, or too few clusters)`) +
+        '.',
     );
   }
   const top = opts.clusters ?? 12;
   const cs = [...e.clusters].filter((c) => c.covered > 0 || c.evalCases > 0).sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
   if (cs.length && e.estimate !== null) {
     out.push('');
-    out.push(`clusters by their part in the gap (top ${Math.min(top, cs.length)} of ${cs.length}; the rest of the gap, ${(100 * (e.shrinkage ?? 0)).toFixed(1)} points, is shrinkage):`);
+    out.push(`clusters by their part in the gap (top ${Math.min(top, cs.length)} of ${cs.length}; the rest of the gap, ${(100 * (e.shrinkage ?? 0)).toFixed(1)} points, is shrinkage` +
+        (e.withinCluster ? ` and ${(100 * e.withinCluster.correction).toFixed(1)} the within-cluster term` : '') +
+        '):',
+    );
     out.push(
       table(
         ['cluster', 'label', 'prod share', 'eval cases', 'eval pass', 'pass (shrunk)', 'gap part'],
@@ -167,11 +177,13 @@ export interface WindowOpts {
   runId?: string;
   metric?: string;
   level: number;
+  /** the within-cluster term (default tilt) */
+  withinCluster?: 'tilt' | 'off';
 }
 
 function query(o: WindowOpts): EstimateQuery {
   if (o.until.getTime() <= o.since.getTime()) throw new UserError('--until must be after --since');
-  return { since: o.since.getTime(), until: o.until.getTime(), agent: o.agent, modelVersion: o.modelVersion, runId: o.runId, metric: o.metric, level: o.level };
+  return { since: o.since.getTime(), until: o.until.getTime(), agent: o.agent, modelVersion: o.modelVersion, runId: o.runId, metric: o.metric, level: o.level, withinCluster: o.withinCluster };
 }
 
 async function withReader<T>(cfg: Config, fn: (r: Awaited<ReturnType<typeof openReader>>) => Promise<T>): Promise<T> {
@@ -246,15 +258,51 @@ export async function planCommand(
   await withReader(cfg, async (o) => {
     const p = await computePlan(o.reader, { ...query(opts), budget: opts.budget, coveredOnly: opts.coveredOnly, examples: opts.out ? Math.max(opts.examples, opts.budget) : opts.examples });
     if (opts.out) {
-      const lines = planCases(p);
-      fs.mkdirSync(path.dirname(path.resolve(opts.out)), { recursive: true });
-      fs.writeFileSync(opts.out, lines.map((l) => JSON.stringify(l)).join('\n') + (lines.length ? '\n' : ''));
-      console.error(`wrote ${lines.length} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
+      const n = writePlanCases(p, opts.out);
+      console.error(`wrote ${n} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
     }
     if (opts.format === 'json') {
       const finite = (x: number) => (Number.isFinite(x) ? x : null); // JSON has no Infinity
       console.log(JSON.stringify({ ...p.plan, seBefore: finite(p.plan.seBefore), seAfter: finite(p.plan.seAfter), headline: headline(p.report.estimate), examples: Object.fromEntries(p.examples), gapsFrom: p.gapsFrom }, null, 2));
     } else process.stdout.write(formatPlan(p));
+  });
+}
+
+/** Write a plan's candidate cases (planCases) as JSONL that evalgap fit reads; returns how many (plan --out, export-gaps --plan). */
+export function writePlanCases(p: PlanReport, file: string): number {
+  const lines = planCases(p);
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + (lines.length ? '\n' : ''));
+  return lines.length;
+}
+
+/**
+ * export-gaps --plan: the plan's candidate cases, as plan --budget N --out FILE writes them, after a
+ * fresh gap discovery of the period (stored when the store is writable, as export-gaps does), so the
+ * plan's gaps are the period's.
+ */
+export async function exportGapsPlanCommand(cfg: Config, opts: WindowOpts & { budget: number; out: string }): Promise<void> {
+  await withReader(cfg, async (o) => {
+    await discoverGaps(o.reader, {
+      since: opts.since,
+      now: opts.until,
+      agent: opts.agent,
+      modelVersion: opts.modelVersion,
+      write: !o.note,
+      modelsDir: cfg.embed.modelsDir,
+    });
+    // export-gaps' --model-version all: the plan reweights one model's clusters, the latest one's
+    const p = await computePlan(o.reader, { ...query({ ...opts, modelVersion: opts.modelVersion === 'all' ? 'latest' : opts.modelVersion }), budget: opts.budget, examples: opts.budget });
+    const n = writePlanCases(p, opts.out);
+    console.log(headline(p.report.estimate));
+    console.log(
+      `wrote ${n} candidate eval case(s) of a plan for ${opts.budget} to ${opts.out} (Neyman allocation over the clusters and the untested gaps` +
+        `${p.gapsFrom ? `, gap discovery of ${p.gapsFrom}` : ''}; fewer when the period has fewer distinct queries or the text is redacted)`,
+    );
+    for (const x of p.plan.items.filter((i) => i.cases > 0).sort((a, b) => b.cases - a.cases)) {
+      console.log(`  ${x.kind === 'cluster' ? `cluster ${x.id}` : x.kind === 'gap' ? `gap ${x.id}` : 'untested'}  ${x.label}  ${x.cases} case(s)`);
+    }
+    if (n) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
   });
 }
 

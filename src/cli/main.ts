@@ -494,10 +494,24 @@ export function buildProgram(): Command {
       .option('--until <when>', 'end of the period, as --since (default: now)')
       .option('--agent <name>', "one agent's gaps (default: all agents)")
       .option('--model-version <v>', 'latest, all, or a coverage model version', 'latest')
-      .option('--kind <kind>', 'gaps to export: topic (new topics), thin (near misses of tested clusters) or all', formatArg(['topic', 'thin', 'all']), 'all'),
+      .option('--kind <kind>', 'gaps to export: topic (new topics), thin (near misses of tested clusters) or all', formatArg(['topic', 'thin', 'all']), 'all')
+      .option('--plan', "write the candidate cases of evalgap plan --budget N instead (Neyman allocation over the eval clusters and the gaps; needs --budget and stored eval results; --per-gap and --kind do not apply; see docs/estimate.md)"),
   ).action(async (opts) => {
     checkOutputFile(opts.out, '--out');
     const { exportGapsCommand, parsePeriod } = await import('./gaps.js');
+    if (opts.plan) {
+      if (opts.budget === undefined) throw new UserError('export-gaps --plan needs --budget N (the new eval cases the plan places)');
+      const { exportGapsPlanCommand } = await import('./estimate.js');
+      await exportGapsPlanCommand(configFrom(opts), {
+        out: opts.out,
+        budget: opts.budget,
+        agent: opts.agent,
+        ...parsePeriod(opts.since, opts.until),
+        modelVersion: opts.modelVersion,
+        level: 0.9,
+      });
+      return;
+    }
     await exportGapsCommand(configFrom(opts), {
       out: opts.out,
       perGap: opts.perGap,

@@ -17,7 +17,8 @@ import { evalMismatch, formatMismatch } from '../alert/status.js';
 import { MonitorStore } from '../store/monitor.js';
 import { Store } from '../store/store.js';
 import { escapeControl } from './format.js';
-import { createEvaluator } from '../monitor/index.js';
+import { createEvaluator, weightedScoreRules } from '../monitor/index.js';
+import { evalPassRates } from '../estimate/run.js';
 import { evalgapPayload } from '../alert/payload.js';
 import { agentContextOf, createAgentRules } from '../monitor/agent-rules.js';
 import { loadAgentProfile } from '../coverage/agent.js';
@@ -44,6 +45,20 @@ export interface StartedMonitor {
   stop: () => Promise<void>;
 }
 
+/** The rule sets beside the core rules, from the monitor config. */
+const ruleSets = (mc: MonitorConfig) => [createAgentRules(mc.agentRules), weightedScoreRules(mc.weightedScore)];
+
+/** The model's eval pass rates (its latest stored eval run) for the weighted_score rule; none when unreadable. */
+async function withPassRates(store: Store, ctx: MonitorContext, logger?: Logger): Promise<MonitorContext> {
+  try {
+    const rates = await evalPassRates(store, ctx.modelVersion, Object.keys(ctx.evalShares).map(Number));
+    return rates ? { ...ctx, evalPassRates: rates } : ctx;
+  } catch (e) {
+    logger?.warn({ err: e }, 'eval results unreadable: the weighted_score rule waits for them');
+    return ctx;
+  }
+}
+
 /** Start a monitor: election, evaluation of closed windows, outbox, webhook dispatcher. */
 export async function startMonitor(
   cfg: Config,
@@ -55,26 +70,39 @@ export async function startMonitor(
   const model = loadCoverageModel(modelDir);
   // a model deployed while the monitor runs (a `current` symlink or pointer file repointed):
   // its context is read when the target changes, and the detectors restart their references
-  let cached = { dir: resolveModelDir(modelDir), ctx: monitorContext(resolveModelDir(modelDir), model, logger) };
+  const ownStore = !opts.store;
+  const store = opts.store ?? (await Store.open(cfg.clickhouse));
+  let cached = { dir: resolveModelDir(modelDir), ctx: await withPassRates(store, monitorContext(resolveModelDir(modelDir), model, logger), logger), loaded: Date.now() };
+  // eval results loaded later (evalgap results) reach the weighted_score rule within RATES_REFRESH_MS
+  const RATES_REFRESH_MS = 600_000;
+  let refreshing = false;
   const ctxNow = (): MonitorContext => {
     let dir = cached.dir;
     try {
       dir = resolveModelDir(modelDir);
-      if (dir !== cached.dir) cached = { dir, ctx: monitorContext(dir, loadCoverageModel(dir), logger) };
+      if (dir !== cached.dir) cached = { dir, ctx: monitorContext(dir, loadCoverageModel(dir), logger), loaded: 0 };
     } catch (e) {
       logger.warn({ err: e, model: modelDir }, 'the deployed coverage model cannot be read; the monitor keeps the one in force');
     }
+    if (!refreshing && Date.now() - cached.loaded >= (cached.loaded ? RATES_REFRESH_MS : 0)) {
+      refreshing = true;
+      const c = cached;
+      const { evalPassRates: _old, ...base } = c.ctx;
+      void withPassRates(store, base, logger)
+        .then((ctx) => {
+          if (cached === c) cached = { ...c, ctx, loaded: Date.now() };
+        })
+        .finally(() => (refreshing = false));
+    }
     return cached.ctx;
   };
-  const ownStore = !opts.store;
-  const store = opts.store ?? (await Store.open(cfg.clickhouse));
   const kafka = opts.kafka ?? createKafka(cfg.kafka, `${cfg.kafka.clientId}-monitor`, logger);
   const metrics = createMonitorMetrics({ registry: opts.registry, defaultMetrics: !opts.registry });
   const runner = new MonitorRunner({
     store,
     kafka,
     logger,
-    evaluate: createEvaluator(mc.rules, [createAgentRules(mc.agentRules)]),
+    evaluate: createEvaluator(mc.rules, ruleSets(mc)),
     ctx: ctxNow,
     config: mc,
     metrics,
@@ -186,7 +214,8 @@ export async function monitorBacktest(cfg: Config, mc: MonitorConfig, modelDir: 
   const model = loadCoverageModel(modelDir);
   const store = await Store.open(cfg.clickhouse);
   try {
-    const r = await runBacktest(new MonitorStore(store), createEvaluator(mc.rules, [createAgentRules(mc.agentRules)]), monitorContext(resolveModelDir(modelDir), model), mc, from, to, store);
+    const ctx = await withPassRates(store, monitorContext(resolveModelDir(modelDir), model));
+    const r = await runBacktest(new MonitorStore(store), createEvaluator(mc.rules, ruleSets(mc)), ctx, mc, from, to, store);
     if (json) {
       return JSON.stringify({ ...r, notifications: r.notifications.map((n) => evalgapPayload(n)) }, null, 2);
     }

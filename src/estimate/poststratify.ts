@@ -4,10 +4,14 @@
  *
  * Target: θ = Σ_c w_c · p_c over the covered production traffic, where w_c is cluster c's share of
  * the covered requests and p_c the pass rate of the agent on production requests of cluster c.
- * Assumption (the one everything rests on): within a cluster, the eval cases' pass rate stands for
+ * Plain post-stratification assumes that within a cluster the eval cases' pass rate stands for
  * production's. It breaks when production's requests in a cluster are harder or easier than the
  * eval's there (a different mix of sub-topics inside the cluster, longer conversations, other
- * phrasing); the estimate then inherits that bias, and no interval can show it.
+ * phrasing). The within-cluster term (`withinCluster: 'tilt'`, tiltFit below) addresses the first
+ * for sub-topics the eval cases' tags separate: it assumes production leans toward the failing
+ * sub-groups inside a cluster as much as it leans toward failing clusters (fitted across
+ * clusters), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's uncertainty (slope,
+ * model form, sub-groups' scatter) to each draw. What no tag shows stays outside the interval.
  *
  * Uncertainty, propagated jointly by drawing from the posterior (`draws` times):
  *  - p_c ~ Beta(s_c + m·μ_g, n_c − s_c + m·(1 − μ_g)): the cluster's eval results (s_c passes of
@@ -31,6 +35,12 @@
  */
 import gammaRandom from '@stdlib/random-base-gamma';
 
+/** standard normal draws (Box–Muller) from a seeded uniform stream of its own */
+function normalFactory(o: { seed: number }): () => number {
+  const u = (gammaRandom.factory({ seed: o.seed }).PRNG as unknown as { normalized: () => number }).normalized;
+  return () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+}
+
 export interface ClusterCounts {
   cluster: number;
   label: string;
@@ -44,6 +54,12 @@ export interface ClusterCounts {
   covered: number;
   /** uncovered production requests whose nearest cluster this is */
   uncovered: number;
+  /**
+   * the cluster's eval results split by sub-group (the case's first tag): cases and passes (or sum
+   * of scores) per sub-group. Used for the within-cluster heterogeneity τ_c (the assumption's error
+   * term); absent or one sub-group: τ_c = 0
+   */
+  subgroups?: { n: number; s: number }[];
 }
 
 export interface EstimateOptions {
@@ -56,9 +72,15 @@ export interface EstimateOptions {
   designEffect: number;
   /** prior strength m: pseudo-cases at the group's pass rate added to each cluster */
   priorCases: number;
+  /**
+   * the within-cluster term (see withinClusterFit): 'tilt' corrects the estimate for production's
+   * lean toward the failing sub-groups inside clusters, as far as it leans toward failing clusters,
+   * and widens the interval for its uncertainty; 'off' is plain post-stratification, sampling error only
+   */
+  withinCluster: 'tilt' | 'off';
 }
 
-export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1 };
+export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1, withinCluster: 'tilt' };
 
 /** pseudo-cases with which a group's pass rate is smoothed toward the whole set's */
 export const GROUP_PRIOR_CASES = 10;
@@ -80,6 +102,8 @@ export interface ClusterEstimate extends ClusterCounts {
   contribution: number;
   /** E[p(1 − p)]: the within-cluster variance the allocation uses */
   variance: number;
+  /** τ_c: the spread of the true pass rates of the cluster's sub-groups (method of moments; 0 without sub-groups) */
+  heterogeneity: number;
 }
 
 export interface Estimate {
@@ -94,6 +118,10 @@ export interface Estimate {
   /** the reweighted score on covered traffic, and its interval (null when no covered traffic) */
   estimate: number | null;
   interval: Interval | null;
+  /** the interval of plain post-stratification: sampling error alone (eval results and production shares) */
+  samplingInterval: Interval | null;
+  /** the within-cluster term: its fit, and its part in the estimate (λ · Σ_c w_c τ_c²); null when off or no covered traffic */
+  withinCluster: WithinClusterFit | null;
   /** estimate − raw */
   gap: number | null;
   /** the part of the gap from shrinking small clusters (the rest is Σ contribution) */
@@ -110,6 +138,160 @@ export interface Estimate {
   priorCases: number;
   designEffect: number;
   clusters: ClusterEstimate[];
+}
+
+export interface WithinClusterFit {
+  /** λ: the slope of log(production share / eval share) on the pass rate across clusters, shrunk (< 0: production leans on failing clusters) */
+  slope: number;
+  /** its standard error, and the unshrunk slope */
+  slopeSe: number;
+  rawSlope: number;
+  /** σ_ε: the clusters' scatter around that line beyond the counts' own noise */
+  residualSd: number;
+  /** clusters in the fit */
+  clusters: number;
+  /** the estimate's correction: λ · Σ_c w_c τ_c² */
+  correction: number;
+}
+
+/**
+ * The production/eval density ratio r as a tilt on the pass rate: log r = α + λ·p + ε, ε of sd σ_ε,
+ * fitted across clusters (where both shares are seen) by weighted least squares of
+ * log(W_c / E_c) on the cluster's eval pass rate, with weights 1/(1/W_c + 1/E_c) (the log-ratio's
+ * counting noise), the slope corrected for the pass rates' own sampling noise (errors in variables)
+ * and shrunk toward 0 by its standard error (positive-part James–Stein: a slope within noise of 0
+ * corrects nothing). Assumed to hold inside clusters too: the sub-groups (tags) of a cluster get
+ * production weight ∝ eval weight × e^{λ p_t + ε_t}, so production's pass rate in cluster c is, to
+ * first order, p_c + λ τ_c² + Σ_t π_t ε_t (p_t − p_c).
+ * `boot` (Exp(1) weights per cluster) gives a Bayesian-bootstrap replicate of the raw slope.
+ */
+function tiltFit(
+  cs: readonly ClusterCounts[],
+  designEffect: number,
+  boot?: Float64Array,
+): { slope: number; naive: number; se: number; resVar: number; k: number } | null {
+  const nCov = cs.reduce((a, c) => a + c.covered, 0) / designEffect;
+  const nEval = cs.reduce((a, c) => a + c.evalCases, 0);
+  const use = cs.map((c, i) => [c, i] as const).filter(([c]) => c.evalCases > 0);
+  const K = use.length;
+  if (K < 3 || !(nCov > 0)) return null;
+  let sw = 0;
+  let sx = 0;
+  let sy = 0;
+  const xs: number[] = [];
+  const ys: number[] = [];
+  const ws: number[] = [];
+  const nvx: number[] = [];
+  const nvy: number[] = [];
+  for (const [c, i] of use) {
+    const W = c.covered / designEffect + 0.5;
+    const E = c.evalCases + 0.5;
+    const y = Math.log(W / (nCov + 0.5 * K)) - Math.log(E / (nEval + 0.5 * K));
+    const x = c.evalPassed / c.evalCases;
+    const vy = 1 / W + 1 / E;
+    const xs0 = (c.evalPassed + 0.5) / (c.evalCases + 1);
+    const w = (1 / vy) * (boot ? boot[i] : 1);
+    xs.push(x);
+    ys.push(y);
+    ws.push(w);
+    nvy.push(vy);
+    nvx.push((xs0 * (1 - xs0)) / c.evalCases);
+    sw += w;
+    sx += w * x;
+    sy += w * y;
+  }
+  const mx = sx / sw;
+  const my = sy / sw;
+  let sxx = 0;
+  let sxy = 0;
+  let noiseX = 0;
+  for (let j = 0; j < K; j++) {
+    sxx += ws[j] * (xs[j] - mx) ** 2;
+    sxy += ws[j] * (xs[j] - mx) * (ys[j] - my);
+    noiseX += ws[j] * nvx[j];
+  }
+  if (!(sxx > 0)) return null;
+  const den = Math.max(0.5 * sxx, sxx - noiseX);
+  const slope = sxy / den;
+  let rss = 0;
+  let noiseY = 0;
+  for (let j = 0; j < K; j++) {
+    rss += ws[j] * (ys[j] - my - slope * (xs[j] - mx)) ** 2;
+    noiseY += ws[j] * nvy[j];
+  }
+  const resVar = Math.max(0, (rss - noiseY - slope * slope * noiseX) / sw);
+  // the slope's standard error: the residual scatter (its own plus the counts') over the spread of the pass rates
+  const se = Math.sqrt(rss / Math.max(1, K - 2) / den);
+  return { slope, naive: sxy / sxx, se: Number.isFinite(se) ? se : Infinity, resVar, k: K };
+}
+
+/**
+ * A cluster's sub-groups as (share π_t, pass rate) with each rate shrunk toward the cluster's by the
+ * empirical-Bayes factor τ² / (τ² + its sampling variance), so that sampling noise is not read as spread.
+ */
+function shrunkSubgroups(groups: readonly { n: number; s: number }[] | undefined, tau2: number): { pi: number; r: number }[] {
+  const gs = (groups ?? []).filter((x) => x.n > 0);
+  if (gs.length < 2 || !(tau2 > 0)) return [];
+  const n = gs.reduce((a, x) => a + x.n, 0);
+  const p = gs.reduce((a, x) => a + x.s, 0) / n;
+  return gs.map((x) => {
+    const r = x.s / x.n;
+    const noise = Math.max(1e-6, (p * (1 - p)) / x.n);
+    return { pi: x.n / n, r: p + (tau2 / (tau2 + noise)) * (r - p) };
+  });
+}
+
+/** The shift of a cluster's pass rate when its sub-groups are weighted by e^{λ r_t}: Σ π e^{λr} r / Σ π e^{λr} − Σ π r. */
+function tiltShift(subs: readonly { pi: number; r: number }[], lambda: number): number {
+  if (!subs.length || lambda === 0) return 0;
+  let a = 0;
+  let b = 0;
+  let m = 0;
+  for (const x of subs) {
+    const w = x.pi * Math.exp(lambda * x.r);
+    a += w * x.r;
+    b += w;
+    m += x.pi * x.r;
+  }
+  return a / b - m;
+}
+
+/** Σ_t π_t² ((p_t − p_c)² less its sampling noise): the within-cluster random term's variance per unit σ_ε² */
+function subgroupSpread(groups: readonly { n: number; s: number }[] | undefined): number {
+  const gs = (groups ?? []).filter((x) => x.n > 0);
+  if (gs.length < 2) return 0;
+  const n = gs.reduce((a, x) => a + x.n, 0);
+  const p = gs.reduce((a, x) => a + x.s, 0) / n;
+  let v = 0;
+  for (const x of gs) {
+    const r = x.s / x.n;
+    const pi = x.n / n;
+    v += pi * pi * Math.max(0, (r - p) ** 2 - (r * (1 - r)) / Math.max(1, x.n - 1));
+  }
+  return v;
+}
+
+/**
+ * τ: the spread (standard deviation, weighted by cases) of the true pass rates of a cluster's
+ * sub-groups, by the method of moments: the between-group sum of squares less what binomial noise
+ * alone gives it, (G − 1) times the pooled within-group variance. Floored at 0. A pass/fail result
+ * per case cannot show heterogeneity without groups: one sub-group gives 0.
+ */
+export function heterogeneity(groups: readonly { n: number; s: number }[] | undefined): number {
+  const gs = (groups ?? []).filter((x) => x.n > 0);
+  if (gs.length < 2) return 0;
+  const n = gs.reduce((a, x) => a + x.n, 0);
+  const p = gs.reduce((a, x) => a + x.s, 0) / n;
+  let between = 0;
+  let within = 0;
+  for (const x of gs) {
+    const r = x.s / x.n;
+    between += x.n * (r - p) * (r - p);
+    // each result's variance around its group's rate: r(1 − r) for pass/fail (an upper bound for scores)
+    within += x.n * r * (1 - r);
+  }
+  const w = n > gs.length ? within / (n - gs.length) : p * (1 - p);
+  return Math.sqrt(Math.max(0, (between - (gs.length - 1) * w) / n));
 }
 
 /**
@@ -156,6 +338,7 @@ function validate(cs: readonly ClusterCounts[], o: EstimateOptions): void {
   if (!(Number.isInteger(o.draws) && o.draws >= 100)) throw new RangeError('draws must be an integer ≥ 100');
   if (!(o.designEffect >= 1)) throw new RangeError('designEffect must be ≥ 1');
   if (!(o.priorCases > 0)) throw new RangeError('priorCases must be > 0');
+  if (o.withinCluster !== 'tilt' && o.withinCluster !== 'off') throw new RangeError("withinCluster must be 'tilt' or 'off'");
   for (const c of cs) {
     if (!(c.evalCases >= 0 && c.evalPassed >= 0 && c.evalPassed <= c.evalCases + 1e-9)) {
       throw new RangeError(`cluster ${c.cluster}: passes must be between 0 and the eval cases`);
@@ -200,7 +383,20 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   const post = passRatePosterior(cs, o.priorCases);
 
   const g = gammaRandom.factory({ seed: o.seed });
+  const norm = normalFactory({ seed: o.seed + 7919 });
+  const tau = cs.map((c) => heterogeneity(c.subgroups));
+  const tau2 = tau.map((t) => t * t);
+  const spread = cs.map((c) => subgroupSpread(c.subgroups));
+  const subs = cs.map((c, i) => shrunkSubgroups(c.subgroups, tau2[i]));
+  const tilt = o.withinCluster === 'tilt' && tau.some((t) => t > 0) ? tiltFit(cs, o.designEffect) : null;
+  // the slope shrunk toward 0 by its standard error (positive part)
+  const shrink = tilt ? Math.max(0, 1 - (tilt.se * tilt.se) / Math.max(1e-12, tilt.slope * tilt.slope)) : 0;
+  const lambda = tilt ? tilt.slope * shrink : 0;
+  const sigmaEps = tilt ? Math.sqrt(tilt.resVar) : 0;
+  const eivGap = tilt ? Math.abs(tilt.slope - tilt.naive) : 0;
+  const bootW = new Float64Array(k);
   const theta = new Float64Array(o.draws);
+  const thetaSampling = new Float64Array(o.draws);
   const thetaNear = new Float64Array(o.draws);
   const covShare = new Float64Array(o.draws);
   const pDraw = new Float64Array(k);
@@ -216,12 +412,30 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     // Dirichlet(N_c / deff) shares of covered traffic, and of the uncovered traffic's nearest clusters
     let t = 0;
     let z = 0;
+    let tb = 0;
+    let tt = 0;
+    let tm = 0;
+    let tv = 0;
     let tn = 0;
     let zn = 0;
+    // this draw's slope: a Bayesian bootstrap of the clusters' fit, around the shrunk slope
+    let lam = 0;
+    if (tilt) {
+      for (let i = 0; i < k; i++) bootW[i] = g(1, 1);
+      const b = tiltFit(cs, o.designEffect, bootW);
+      lam = lambda + (b ? b.slope - tilt.slope : 0);
+    }
     for (let i = 0; i < k; i++) {
       if (cs[i].covered > 0) {
         const w = g(cs[i].covered / de, 1);
         t += w * pDraw[i];
+        if (tilt) {
+          const first = lam * tau2[i];
+          tb += w * first;
+          tt += w * tau2[i];
+          tm += w * Math.abs(first - tiltShift(subs[i], lam));
+          tv += w * w * spread[i];
+        }
         z += w;
       }
       if (cs[i].uncovered > 0) {
@@ -230,7 +444,15 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
         zn += w;
       }
     }
-    theta[d] = z > 0 ? t / z : NaN;
+    thetaSampling[d] = z > 0 ? t / z : NaN;
+    // the within-cluster term: the tilt with this draw's slope (a Bayesian bootstrap of the clusters, around the
+    // shrunk slope), and the sub-groups' own scatter ε
+    // the first-order tilt λ τ², with the distance to the exact tilt of the (shrunk) sub-group rates as a
+    // model-form error of its own, and the sub-groups' own scatter ε
+    // the errors-in-variables correction is an approximation too: the slope's distance to the uncorrected fit
+    // (eivGap) times Σ w τ² is counted as a model-form error of its own
+    const within = tilt && z > 0 ? tb / z + norm() * Math.sqrt((tm / z) ** 2 + (eivGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z)) : 0;
+    theta[d] = z > 0 ? Math.min(1, Math.max(0, t / z + within)) : NaN;
     thetaNear[d] = zn > 0 ? tn / zn : NaN;
     const a = nCov > 0 ? g(nCov / de, 1) : 0;
     const b = nUnc > 0 ? g(nUnc / de, 1) : 0;
@@ -246,8 +468,10 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     passRateInterval: intervalOf(pDraws[i], o.level),
     contribution: 0,
     variance: post.variance[i],
+    heterogeneity: tau[i],
   }));
-  const est = nCov ? clusters.reduce((s, c) => s + c.prodShare * c.passRate, 0) : null;
+  const correction = tilt && nCov ? lambda * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0) : 0;
+  const est = nCov ? clusters.reduce((s, c) => s + c.prodShare * c.passRate, 0) + correction : null;
   for (const c of clusters) c.contribution = (c.prodShare - c.evalShare) * (c.passRate - (Number.isNaN(raw) ? 0 : raw));
   const shrinkage = est === null || !nEval ? null : clusters.reduce((s, c) => s + (c.evalPassRate === null ? 0 : c.evalShare * (c.passRate - c.evalPassRate)), 0);
   const requests = nCov + nUnc;
@@ -279,6 +503,11 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     coveredShare,
     estimate: est,
     interval: est === null ? null : intervalOf(theta, o.level),
+    samplingInterval: est === null ? null : intervalOf(thetaSampling, o.level),
+    withinCluster:
+      est === null || !tilt
+        ? null
+        : { slope: lambda, slopeSe: tilt.se, rawSlope: tilt.slope, residualSd: sigmaEps, clusters: tilt.k, correction },
     gap: est === null || !nEval ? null : est - raw,
     shrinkage,
     untested: requests ? nUnc / requests : 0,

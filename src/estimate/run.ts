@@ -5,6 +5,7 @@
 import { clusterLabels, latestModelVersion, readLatestGaps, canWrite, type StoreReader, type Window } from '../store/gaps.js';
 import {
   agentsInWindow,
+  clusterGroups,
   clusterExamples,
   evalResultsByCluster,
   evalRunMetrics,
@@ -15,7 +16,7 @@ import {
   type TrafficCounts,
   type WeightedScoreRow,
 } from '../store/estimate.js';
-import { estimateScore, type ClusterCounts, type Estimate, type EstimateOptions } from './poststratify.js';
+import { estimateScore, passRatePosterior, type ClusterCounts, type Estimate, type EstimateOptions } from './poststratify.js';
 import { planCases, type Plan, type PlanGap } from './plan.js';
 
 export class EstimateError extends Error {}
@@ -34,6 +35,8 @@ export interface EstimateQuery {
   level?: number;
   draws?: number;
   seed?: number;
+  /** the within-cluster term: tilt (default) or off (plain post-stratification) */
+  withinCluster?: 'tilt' | 'off';
 }
 
 export interface EstimateReport {
@@ -77,17 +80,8 @@ async function resolveModelAndRun(r: StoreReader, q: EstimateQuery): Promise<{ m
   return { modelVersion, runId };
 }
 
-async function clusterGroups(r: StoreReader, modelVersion: string, runId: string): Promise<Map<number, string>> {
-  const rows = await r.query<{ cluster: number; g: string }>(
-    `SELECT cluster, topK(1)(tag)[1] AS g FROM ${r.t('eval_results')} FINAL ARRAY JOIN tags AS tag
-     WHERE model_version = {v:String} AND run_id = {run:String} GROUP BY cluster`,
-    { v: modelVersion, run: runId },
-  );
-  return new Map(rows.map((x) => [Number(x.cluster), x.g]));
-}
-
 function countsOf(
-  results: Map<number, { cases: number; passed: number }>,
+  results: Map<number, { cases: number; passed: number; subgroups: { n: number; s: number }[] }>,
   traffic: TrafficCounts,
   labels: Map<number, string>,
   groups: Map<number, string>,
@@ -101,6 +95,7 @@ function countsOf(
     evalPassed: results.get(c)?.passed ?? 0,
     covered: traffic.byCluster.get(c)?.covered ?? 0,
     uncovered: traffic.byCluster.get(c)?.uncovered ?? 0,
+    subgroups: results.get(c)?.subgroups,
   }));
 }
 
@@ -116,7 +111,7 @@ export async function computeEstimate(r: StoreReader, q: EstimateQuery): Promise
   }
   const labels = await clusterLabels(r, modelVersion);
   const groups = await clusterGroups(r, modelVersion, runId);
-  const opts: Partial<EstimateOptions> = { level: q.level, draws: q.draws, seed: q.seed };
+  const opts: Partial<EstimateOptions> = { level: q.level, draws: q.draws, seed: q.seed, withinCluster: q.withinCluster };
   const run = (t: TrafficCounts, draws = opts.draws) => estimateScore(countsOf(results, t, labels, groups), { ...opts, draws, designEffect: designEffect(t) });
   // the period's estimate with the full draws; each day's and agent's with fewer (bounded work for long periods and many agents)
   const part = Math.min(opts.draws ?? 4000, 1000);
@@ -209,4 +204,29 @@ export async function computePlan(
     }
   }
   return { report, plan, examples, gapsFrom: stored.length ? stored[0].run_day : null };
+}
+
+/**
+ * Each cluster's pass rate in the latest stored eval run of a coverage model (the posterior mean
+ * `evalgap estimate` uses: shrunk toward its tag's clusters or the whole set), for the monitor's
+ * weighted_score rule; null when the model has no stored results.
+ */
+export async function evalPassRates(r: StoreReader, modelVersion: string, clusterIds: readonly number[]): Promise<Record<number, number> | null> {
+  const runs = await listEvalRuns(r, modelVersion);
+  if (!runs.length) return null;
+  const results = await evalResultsByCluster(r, modelVersion, runs[0].run_id);
+  if (![...results.values()].some((x) => x.cases > 0)) return null;
+  const groups = await clusterGroups(r, modelVersion, runs[0].run_id);
+  const ids = [...new Set([...clusterIds, ...results.keys()])].sort((a, b) => a - b);
+  const counts: ClusterCounts[] = ids.map((c) => ({
+    cluster: c,
+    label: '',
+    group: groups.get(c) ?? '',
+    evalCases: results.get(c)?.cases ?? 0,
+    evalPassed: results.get(c)?.passed ?? 0,
+    covered: 0,
+    uncovered: 0,
+  }));
+  const post = passRatePosterior(counts);
+  return Object.fromEntries(ids.map((c, i) => [c, post.mean[i]]));
 }

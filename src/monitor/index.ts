@@ -12,6 +12,7 @@ export { BernoulliCusum, DirichletMultinomialCusum, sequentialLogBayesFactors, t
 export * from './scoring.js';
 export type * from './types.js';
 export { composeEvaluators, type RuleSet, type RuleSetEvaluation } from './compose.js';
+export { weightedScoreRules, DEFAULT_WEIGHTED_SCORE, WeightedScoreOptionsSchema, type WeightedScoreOptions } from './score-rules.js';
 
 import { createEvaluateWindow as create, MonitorOptionsSchema as Rules } from './rules.js';
 import { composeEvaluators, type RuleSet } from './compose.js';

@@ -161,6 +161,7 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   untested_chains: 'warning',
   chain_failure: 'critical',
   version_regression: 'rollback', // evaluated by the runner (src/alert/version-guard.ts), not here
+  weighted_score: 'warning', // evaluated by src/monitor/score-rules.ts
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;

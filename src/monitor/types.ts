@@ -105,6 +105,11 @@ export interface MonitorContext {
   novelProfile?: number[];
   /** what the eval set tests of conversation depth and tool chains (the model's agent.json); absent: the agent rules stay silent */
   agent?: AgentContext;
+  /**
+   * each eval cluster's pass rate in the model's latest stored eval run (shrunk as evalgap estimate
+   * does; cluster id → rate in [0, 1]); absent: the weighted_score rule is off
+   */
+  evalPassRates?: Record<number, number>;
 }
 
 export interface AgentContext {
@@ -127,7 +132,8 @@ export type RuleName =
   | 'depth_mix' // conversations move toward depths the eval set does not test (src/monitor/agent-rules.ts)
   | 'untested_chains' // the share of requests calling a tool chain no eval case tests rises
   | 'chain_failure' // one tool chain's failure rate rises against its own history
-  | 'version_regression'; // a canary's candidate version meets a rollback condition (or earns promote); src/alert/version-guard.ts
+  | 'version_regression' // a canary's candidate version meets a rollback condition (or earns promote); src/alert/version-guard.ts
+  | 'weighted_score'; // the eval score reweighted to production traffic falls (src/monitor/score-rules.ts)
 
 /** Who an alert is about: agent '*' = all agents together; cluster null = not cluster-specific. */
 export interface Scope {

@@ -52,21 +52,32 @@ export async function modelsWithResults(r: StoreReader): Promise<string[]> {
   return rows.map((x) => x.v);
 }
 
-/** Per cluster: cases with a result and the sum of their results (passes, or scores; or one metric's scores). */
+/**
+ * Per cluster: cases with a result and the sum of their results (passes, or scores; or one metric's
+ * scores), and the same per sub-group (the case's first tag, '' without tags).
+ */
 export async function evalResultsByCluster(
   r: StoreReader,
   modelVersion: string,
   runId: string,
   metric?: string,
-): Promise<Map<number, { cases: number; passed: number }>> {
+): Promise<Map<number, { cases: number; passed: number; subgroups: { n: number; s: number }[] }>> {
   const value = metric ? `scores[{metric:String}]` : 'value';
   const cond = metric ? ` AND mapContains(scores, {metric:String})` : ' AND value IS NOT NULL';
-  const rows = await r.query<{ cluster: number; n: string; s: number }>(
-    `SELECT cluster, count() AS n, sum(${value}) AS s FROM ${r.t('eval_results')} FINAL
-     WHERE model_version = {v:String} AND run_id = {run:String}${cond} GROUP BY cluster`,
+  const rows = await r.query<{ cluster: number; g: string; n: string; s: number }>(
+    `SELECT cluster, if(empty(tags), '', tags[1]) AS g, count() AS n, sum(${value}) AS s FROM ${r.t('eval_results')} FINAL
+     WHERE model_version = {v:String} AND run_id = {run:String}${cond} GROUP BY cluster, g ORDER BY cluster, g`,
     { v: modelVersion, run: runId, ...(metric ? { metric } : {}) },
   );
-  return new Map(rows.map((x) => [Number(x.cluster), { cases: Number(x.n), passed: Number(x.s) }]));
+  const out = new Map<number, { cases: number; passed: number; subgroups: { n: number; s: number }[] }>();
+  for (const x of rows) {
+    const c = out.get(Number(x.cluster)) ?? { cases: 0, passed: 0, subgroups: [] };
+    c.cases += Number(x.n);
+    c.passed += Number(x.s);
+    c.subgroups.push({ n: Number(x.n), s: Number(x.s) });
+    out.set(Number(x.cluster), c);
+  }
+  return out;
 }
 
 /** Metric names present in an eval run. */
@@ -217,4 +228,14 @@ export async function readWeightedScores(r: StoreReader, agent: string, sinceDay
     { agent, since: sinceDay },
   );
   return rows.map(({ day_text, computed_text, ...x }) => ({ ...x, day: day_text, computed_at: computed_text, requests: Number(x.requests), covered: Number(x.covered), eval_cases: Number(x.eval_cases) }));
+}
+
+/** Each cluster's most frequent eval tag in one eval run (its group, toward which small clusters shrink). */
+export async function clusterGroups(r: StoreReader, modelVersion: string, runId: string): Promise<Map<number, string>> {
+  const rows = await r.query<{ cluster: number; g: string }>(
+    `SELECT cluster, topK(1)(tag)[1] AS g FROM ${r.t('eval_results')} FINAL ARRAY JOIN tags AS tag
+     WHERE model_version = {v:String} AND run_id = {run:String} GROUP BY cluster`,
+    { v: modelVersion, run: runId },
+  );
+  return new Map(rows.map((x) => [Number(x.cluster), x.g]));
 }

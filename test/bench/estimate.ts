@@ -15,7 +15,11 @@
  *    mix independent of failure, and the worse intents 3× as likely (production leans on the hard
  *    cases);
  *  - truth on covered traffic: the mean pass probability of the covered production requests;
- *  - the estimate (src/estimate, the same core `evalgap estimate` runs) and its 90% interval.
+ *  - the estimate (src/estimate, the same core `evalgap estimate` runs, the eval cases tagged with their
+ *    intent: the within-cluster term's sub-groups) and its 90% interval, and plain post-stratification
+ *    (the estimate without that term) with its sampling interval.
+ * Options: --draws, --plan-draws, --per-intent, --requests, --held, --budget, --k, --bad-boost,
+ * --seed (draws), --hold-seed (held-out intents), --bad-share (share of failing intents), --within=tilt|off.
  * Reported: mean |raw − truth| and |estimate − truth|, their ratio, the interval's coverage and width,
  * and the "oracle": the post-stratified score computed with the eval cases' TRUE pass probabilities
  * (no sampling error at all): its error is what the method's assumption alone costs here.
@@ -50,6 +54,12 @@ const budget = Number(args.get('budget') ?? 200);
 /** clusters: auto (the fit's choice) or a number */
 const kArg = args.get('k') ?? 'auto';
 const badBoosts = (args.get('bad-boost') ?? '1,3').split(',').map(Number);
+/** the draws' seed, the held-out intents' seed, and the share of intents that fail much more (30–70%) */
+const seed = Number(args.get('seed') ?? 20);
+const holdSeed = Number(args.get('hold-seed') ?? 77);
+const badShare = Number(args.get('bad-share') ?? 0.2);
+/** the estimate's within-cluster term (src/estimate/poststratify.ts withinCluster): tilt (default) or off */
+const withinCluster = (args.get('within') ?? 'tilt') as 'tilt' | 'off';
 
 const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
 
@@ -83,7 +93,7 @@ async function main() {
   await embedder.close?.();
 
   // the eval set: the first `perIntent` train queries of each fitted intent
-  const held = holdOut(cats, heldOutCount, 77);
+  const held = holdOut(cats, heldOutCount, holdSeed);
   const taken = new Map<string, number>();
   const evalIdx: number[] = [];
   const poolTrain: number[] = [];
@@ -149,7 +159,7 @@ async function main() {
     if (poolCovered[i] && !held.has(p.intent)) newCasePool[poolCluster[i]].push(i);
   });
 
-  const g = gammaRandom.factory({ seed: 20 });
+  const g = gammaRandom.factory({ seed });
   const u = (g.PRNG as unknown as { normalized: () => number }).normalized;
   const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
   const beta = (x: number, y: number) => {
@@ -159,10 +169,10 @@ async function main() {
 
   const scenarios: unknown[] = [];
   for (const badBoost of badBoosts) {
-  const rows: { knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
-    const fail = new Map(cats.map((c) => [c, u() < 0.2 ? 0.3 + 0.4 * u() : beta(1, 15)]));
+    const fail = new Map(cats.map((c) => [c, u() < badShare ? 0.3 + 0.4 * u() : beta(1, 15)]));
     const passP = (intent: string) => 1 - fail.get(intent)!;
     // the eval run
     const n = new Array<number>(k).fill(0);
@@ -212,6 +222,14 @@ async function main() {
     const evalTrue = new Array<number>(k).fill(0);
     evalCases.forEach((c, i) => (evalTrue[evalCluster[i]] += passP(c.tags[0])));
     const oracle = cov.reduce((acc, x, c) => acc + (n[c] ? (x / covered) * (evalTrue[c] / n[c]) : 0), 0);
+    // the eval results by sub-group (the case's tag, here its intent) within each cluster
+    const sub = Array.from({ length: k }, () => new Map<string, { n: number; s: number }>());
+    evalCases.forEach((c, i) => {
+      const x = sub[evalCluster[i]].get(c.tags[0]) ?? { n: 0, s: 0 };
+      x.n++;
+      x.s += outcome[i];
+      sub[evalCluster[i]].set(c.tags[0], x);
+    });
     const counts = (add?: number[], addPassed?: number[]): ClusterCounts[] =>
       Array.from({ length: k }, (_, c) => ({
         cluster: c,
@@ -221,9 +239,10 @@ async function main() {
         evalPassed: s[c] + (addPassed?.[c] ?? 0),
         covered: cov[c],
         uncovered: unc[c],
+        subgroups: [...sub[c].values()],
       }));
-    const e = estimateScore(counts(), { draws: 2000, seed: d + 1 });
-    rows.push({ knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    const e = estimateScore(counts(), { draws: 2000, seed: d + 1, withinCluster });
+    rows.push({ insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -246,8 +265,9 @@ async function main() {
             if (u() < passP(pool[q].intent)) addP[c]++;
           }
         });
-        const r = estimateScore(counts(add, addP), { draws: 2000, seed: 1000 + d });
-        return { width: r.interval![1] - r.interval![0], placed: add.reduce((a2, b) => a2 + b, 0) };
+        // the sampling interval: added cases narrow the sampling error, not the assumption's term
+        const r = estimateScore(counts(add, addP), { draws: 2000, seed: 1000 + d, withinCluster });
+        return { width: r.samplingInterval![1] - r.samplingInterval![0], placed: add.reduce((a2, b) => a2 + b, 0) };
       };
       const wp = width(byPlan);
       const wr = width(prop);
@@ -278,11 +298,22 @@ async function main() {
         meanTruthFittedIntentsOnly: mean(rows.map((r) => r.truthFitted)),
         coverage90: rows.filter((r) => r.inside).length / rows.length,
         meanIntervalWidth: mean(rows.map((r) => r.width)),
+        // plain post-stratification (no within-cluster term): its error and its interval (sampling error alone)
+        meanAbsErrorPlain: mean(rows.map((r) => Math.abs(r.plainEst - r.truth))),
+        errorRatioPlain: errRaw / mean(rows.map((r) => Math.abs(r.plainEst - r.truth))),
+        coverage90SamplingOnly: rows.filter((r) => r.insideSampling).length / rows.length,
+        meanSamplingIntervalWidth: mean(rows.map((r) => r.samplingWidth)),
+        // the within-cluster term: the fitted slope (shrunk) and the correction it made
+        meanSlope: mean(rows.map((r) => r.slope)),
+        meanCorrection: mean(rows.map((r) => r.correction)),
+        // the sampling error alone: the estimate against the oracle (the same reweighting with the eval cases' true pass probabilities)
+        meanAbsErrorEstimateVsOracle: mean(rows.map((r) => Math.abs(r.est - r.oracle))),
         targets: { errorRatioAtLeast: 3, coverage90Within: [0.85, 0.95] },
         plan: {
           budget,
           draws: planRows.length,
-          widthBefore: mean(rows.slice(0, planRows.length).map((r) => r.width)),
+          // sampling intervals (added cases do not narrow the assumption's term)
+          widthBefore: mean(rows.slice(0, planRows.length).map((r) => r.samplingWidth)),
           widthPlan: mean(planRows.map((r) => r.plan)),
           widthProportional: mean(planRows.map((r) => r.proportional)),
           widthUniform: mean(planRows.map((r) => r.uniform)),
@@ -302,6 +333,10 @@ async function main() {
         bench: 'estimate',
         data: 'banking77',
         draws,
+        seed,
+        holdOutSeed: holdSeed,
+        badIntentShare: badShare,
+        withinCluster,
         evalCases: evalCases.length,
         fittedIntents: cats.length - held.size,
         heldOutIntents: held.size,

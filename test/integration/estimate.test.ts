@@ -198,6 +198,16 @@ describe('evalgap estimate', () => {
     expect(j.estimate.raw).toBeCloseTo(0.75, 9);
     const e = await cliFails('estimate', '--since', '1d', '--metric', 'nope');
     expect(e.stderr).toContain('has no metric "nope"');
+    // the within-cluster term: production leans on the failing topic (slope < 0) and the estimate moves down
+    // from plain post-stratification, whose interval (--within-cluster off) is the sampling interval
+    const tilt = JSON.parse((await cli('estimate', '--since', '1d', '--format', 'json', '--no-store')).stdout).estimate;
+    const plain = JSON.parse((await cli('estimate', '--since', '1d', '--format', 'json', '--no-store', '--within-cluster', 'off')).stdout).estimate;
+    expect(tilt.withinCluster.slope).toBeLessThan(0);
+    expect(tilt.estimate).toBeLessThan(plain.estimate);
+    expect(tilt.estimate - plain.estimate).toBeCloseTo(tilt.withinCluster.correction, 9);
+    expect(plain.withinCluster).toBeNull();
+    expect(plain.interval).toEqual(plain.samplingInterval);
+    expect(tilt.interval[1] - tilt.interval[0]).toBeGreaterThan(plain.interval[1] - plain.interval[0]);
   });
 });
 
@@ -241,6 +251,27 @@ describe('evalgap plan', () => {
     expect(parsed.errors).toEqual([]);
     expect(parsed.cases.length).toBeGreaterThan(0);
     expect(parsed.cases.length).toBeLessThanOrEqual(12);
+  });
+
+  it('export-gaps --plan writes the same candidate cases as plan --out (after its own gap discovery)', async () => {
+    const viaPlan = path.join(dir, 'plan-all.jsonl');
+    const viaExport = path.join(dir, 'export-plan.jsonl');
+    await cli('gaps', '--since', '1d');
+    await cli('plan', '--budget', '25', '--since', '1d', '--out', viaPlan);
+    const out = await cli('export-gaps', '--plan', '--budget', '25', '--since', '1d', '--out', viaExport);
+    expect(out.stdout).toContain('candidate eval case(s) of a plan for 25');
+    const lines = fs.readFileSync(viaExport, 'utf8');
+    const parsed = parseEvalSet(lines, 'jsonl');
+    expect(parsed.errors).toEqual([]);
+    expect(parsed.cases.length).toBeGreaterThan(0);
+    expect(parsed.cases.length).toBeLessThanOrEqual(25);
+    // both a cluster's and a gap's candidates (export-gaps alone writes only gaps')
+    const kinds = new Set(lines.trim().split('\n').map((l) => JSON.parse(l).plan_kind));
+    expect(kinds.has('cluster')).toBe(true);
+    expect(kinds.has('gap')).toBe(true);
+    expect(lines).toBe(fs.readFileSync(viaPlan, 'utf8'));
+    const e = await cliFails('export-gaps', '--plan', '--since', '1d', '--out', viaExport);
+    expect(e.stderr).toContain('--plan needs --budget');
   });
 
   it('on redacted traffic: numbers only, no example', async () => {
