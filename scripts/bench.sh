@@ -17,7 +17,7 @@ run() { npx vite-node "test/bench/$1.ts" -- "${@:2}" 2>/dev/null | sed -n '/^{/,
   echo '"embedQuality":'; run embed-quality; echo ','
   echo '"coverage":'; run coverage "--draws=$draws"; echo ','
   echo '"ingest":'; run ingest; echo ','
-  echo '"gaps":'; run gaps "--draws=$([ "$draws" = 1 ] && echo 1 || echo 3)"; echo ','
+  echo '"gaps":'; run gaps "--draws=$([ "$draws" = 1 ] && echo 1 || echo 6)"; echo ','
   echo '"monitor":'; run monitor; echo ','
   echo '"traces":'; run traces; echo ','
   echo '"estimate":'; run estimate "--draws=$([ "$draws" = 1 ] && echo 20 || echo 100)"; echo ','

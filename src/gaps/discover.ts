@@ -4,7 +4,9 @@
  *
  * 1. Groups: HDBSCAN (./hdbscan.ts) on a seeded sample of at most `sampleSize` uncovered
  *    embeddings, one per distinct phrasing (`distinctPhrasings`; cosine distance), chooses how many groups there are and leaves sparse queries as
- *    noise; groups whose centroids have cosine ≥ `mergeSimilarity` are then merged. Every uncovered request then joins the group whose centroid is most similar, if that
+ *    noise; groups whose centroids have cosine ≥ `mergeSimilarity` are then merged, and a group that
+ *    holds sub-groups whose centroids are further apart than that is split (`splitGroups`: excess
+ *    of mass can keep two topics as one group). Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
  * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
@@ -140,6 +142,15 @@ export interface DiscoveryOptions {
    * topic asked in many ways. Every request then joins by its vector as before.
    */
   distinctPhrasings: boolean;
+  /**
+   * Each group of at least 2 × minClusterSize sampled phrasings is clustered again on its own
+   * points; when that finds sub-groups whose centroids have cosine < `mergeSimilarity`, they become
+   * groups of their own (one level). Excess of mass keeps a parent whose stability outweighs its
+   * children's, so one group can hold two topics that the merge rule would keep apart; the merge
+   * step can only join. With the split, one rule (centroid cosine against `mergeSimilarity`)
+   * decides both ways. false: the groups as HDBSCAN selects them (the code before).
+   */
+  splitGroups: boolean;
   seed: number;
 }
 
@@ -155,6 +166,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   mergeSimilarity: 0.8,
   distinctPhrasings: true,
   excessAlpha: 0.5,
+  splitGroups: true,
   seed: 42,
 };
 
@@ -304,9 +316,11 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   let cutoff = new Float64Array(0);
   if (sn >= mcs) {
     const sx = gatherRows(vectors, dim, sIdx);
-    const h = hdbscan(cosineDistanceMatrix(sx, sn, dim), sn, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
+    const dist = cosineDistanceMatrix(sx, sn, dim);
+    const h = hdbscan(dist, sn, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
     if (h.k === 0) singleGroupFallback(h, sx, sn, dim, opts.minCoherence);
     k = mergeSimilarGroups(h.labels, h.k, sx, dim, opts.mergeSimilarity);
+    if (opts.splitGroups) k = splitDenseSubgroups(h.labels, k, sx, dist, sn, dim, mcs, ms, opts.mergeSimilarity);
     centroids = new Float32Array(k * dim);
     for (let i = 0; i < sn; i++) {
       const c = h.labels[i];
@@ -500,6 +514,61 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise },
     timings: { cluster: Math.round(t1 - t0), join: Math.round(t2 - t1), describe: Math.round(t3 - t2) },
   };
+}
+
+/**
+ * Split groups that hold dense sub-groups of different topics (labels 0..k-1 over the n rows of x,
+ * `dist` their n × n cosine distances; updated in place): each group of at least 2 × mcs points is
+ * clustered again by HDBSCAN on its own points (whose root is never selected, so any two
+ * children of mcs points are candidates) and the sub-groups merged as the groups were
+ * (mergeSimilarGroups). Two or more left: the first keeps the group's label, the others get new
+ * ones, and the group's points the second run left as noise join the sub-group with the most
+ * similar centroid (they were in the group). One level. Returns the new k.
+ */
+export function splitDenseSubgroups(
+  labels: Int32Array,
+  k: number,
+  x: Float32Array,
+  dist: Float32Array,
+  n: number,
+  dim: number,
+  mcs: number,
+  ms: number,
+  mergeSimilarity: number,
+): number {
+  const k0 = k;
+  for (let c = 0; c < k0; c++) {
+    const pts: number[] = [];
+    for (let i = 0; i < n; i++) if (labels[i] === c) pts.push(i);
+    const m = pts.length;
+    if (m < 2 * mcs) continue;
+    const sub = new Float32Array(m * m);
+    for (let a = 0; a < m; a++) for (let b = 0; b < m; b++) sub[a * m + b] = dist[pts[a] * n + pts[b]];
+    const h = hdbscan(sub, m, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
+    if (h.k < 2) continue;
+    const px = gatherRows(x, dim, Int32Array.from(pts));
+    const kk = mergeSimilarGroups(h.labels, h.k, px, dim, mergeSimilarity);
+    if (kk < 2) continue;
+    const cent = new Float32Array(kk * dim);
+    for (let a = 0; a < m; a++) if (h.labels[a] >= 0) for (let d = 0; d < dim; d++) cent[h.labels[a] * dim + d] += px[a * dim + d];
+    normalizeRows(cent, dim);
+    for (let a = 0; a < m; a++) {
+      let sc = h.labels[a];
+      if (sc < 0) {
+        let best = -Infinity;
+        for (let q = 0; q < kk; q++) {
+          const s = dotAt(px, a * dim, cent, q * dim, dim);
+          if (s > best) {
+            best = s;
+            sc = q;
+          }
+        }
+      }
+      labels[pts[a]] = sc === 0 ? c : k + sc - 1;
+    }
+    k += kk - 1;
+  }
+  return k;
 }
 
 /** Merge groups (labels 0..k-1 over rows of x) whose centroids have cosine ≥ threshold; returns the new k. */

@@ -19,7 +19,11 @@
  *  - purity, pollution (in-scope share of all gap members), noise (uncovered rows in no gap);
  *  - kmeansReference: plain k-means on the uncovered embeddings (k = the groups discovery found,
  *    and k = √(n/2)): share of held-out intents that lead a k-means group.
- * A sweep over grouping parameters (pure core, same rows) shows the trade-off of the defaults.
+ * A sweep over grouping parameters (pure core, same rows) shows the trade-off of the defaults; two
+ * of its entries, the defaults and the code before the split of groups (`splitGroups: false`), are
+ * reported per draw and as mean and worst draw (`beforeAndNow`), with the pure core's time of each
+ * (same rows, interleaved before, now, now, before; `pureCoreTimeRatioNowOverBefore`) and why each held-out intent
+ * that leads no topic gap missed (`missCauses`: unreachable, thin, merged, noise).
  * Then the time of one pass over 100,000 uncovered rows synthesised by resampling the real
  * uncovered embeddings with jitter: the pure core, and through the embedded store.
  */
@@ -33,7 +37,7 @@ import { clusterEmbeddings } from '../../src/coverage/cluster.js';
 import { CoverageAssigner, type Manifest } from '../../src/coverage/model.js';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import { loadEmbedder } from '../../src/embed/embedder.js';
-import { DEFAULT_DISCOVERY, discover, type DiscoveryOptions } from '../../src/gaps/discover.js';
+import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type DiscoveryOptions } from '../../src/gaps/discover.js';
 import { discoverGaps } from '../../src/gaps/run.js';
 import { dequantizeInto, inCoveredSample, quantize, type EmbeddingRow } from '../../src/store/embeddings.js';
 import { readUncovered } from '../../src/store/gaps.js';
@@ -126,6 +130,40 @@ function rankScore(labels: Int32Array, intents: string[], held: Set<string>, kin
   };
 }
 
+/** the sweep entry that is the code before the split of groups holding two dense sub-groups */
+const BEFORE = 'before: no split of groups (splitGroups false)';
+const TARGET_KEYS = ['heldOutLeadTopic', 'heldOutLeadAny', 'top10HeldOut', 'nearMissInTopics', 'topicGaps', 'thinGaps'] as const;
+const pick = (x: ReturnType<typeof rankScore>) => Object.fromEntries(TARGET_KEYS.map((k) => [k, x[k]]));
+
+/**
+ * Why each held-out intent that leads no topic gap missed (labels: gap index in rank order, or -1):
+ * 'unreachable' (fewer uncovered distinct phrasings than the minimum cluster size: no density
+ * method can make a group of it), 'thin' (it leads a thin group), 'merged' (most of its grouped rows
+ * sit in gaps another intent leads), 'noise' (most of its rows are in no gap).
+ */
+function missCauses(labels: Int32Array, intents: string[], held: Set<string>, rows: readonly { query: string }[], kinds: string[], mcs: number) {
+  const byGap = new Map<number, Map<string, number>>();
+  labels.forEach((g, i) => {
+    if (g < 0) return;
+    const m = byGap.get(g) ?? new Map<string, number>();
+    m.set(intents[i], (m.get(intents[i]) ?? 0) + 1);
+    byGap.set(g, m);
+  });
+  const majority = new Map<number, string>();
+  for (const [g, m] of byGap) majority.set(g, [...m.entries()].sort((a, b) => b[1] - a[1])[0][0]);
+  const out: Record<string, string[]> = { unreachable: [], thin: [], merged: [], noise: [] };
+  for (const h of held) {
+    if ([...majority].some(([g, x]) => x === h && kinds[g] === 'topic')) continue;
+    const idx = intents.map((x, i) => (x === h ? i : -1)).filter((i) => i >= 0);
+    const distinct = new Set(idx.map((i) => rows[i].query.toLowerCase().replace(/\s+/g, ' ').trim())).size;
+    if (distinct < mcs) out.unreachable.push(h);
+    else if ([...majority].some(([g, x]) => x === h && kinds[g] === 'thin')) out.thin.push(h);
+    else if (idx.filter((i) => labels[i] >= 0).length * 2 >= idx.length) out.merged.push(h);
+    else out.noise.push(h);
+  }
+  return out;
+}
+
 async function main() {
   if (!hasBanking77()) {
     console.log(JSON.stringify({ bench: 'gaps', skipped: BANKING77_MISSING }));
@@ -156,6 +194,8 @@ async function main() {
   const testVec = await embedAll(test.map((r) => r.text));
 
   const perDraw = [];
+  type Side = { pureCoreMs: number; missed: Record<string, string[]> } & Record<string, unknown>;
+  const compare: { draw: number; before: Side; now: Side }[] = [];
   const sweep: Record<string, ReturnType<typeof score>[]> = {};
   let lastUncovered: Float32Array | null = null;
   for (let d = 0; d < draws; d++) {
@@ -298,6 +338,7 @@ async function main() {
     // sweep of the grouping parameters on the same rows (pure core)
     const configs: [string, Partial<DiscoveryOptions>][] = [
       ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
+      [BEFORE, { splitGroups: false }],
       ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
       ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
       ['excessAlpha 0.05', { excessAlpha: 0.05 }],
@@ -317,28 +358,45 @@ async function main() {
       c.uncovered += row.covered ? 0 : 1;
       perCluster.set(row.cluster, c);
     }
+    const compared: Record<string, { scores: ReturnType<typeof rankScore>; ms: number; misses: Record<string, string[]> }> = {};
+    const sweepInput: DiscoveryInput = {
+      scope: '',
+      rows: data.rows,
+      vectors: data.vectors,
+      dim,
+      totalRequests: traffic.length,
+      since: now - 7 * 86_400_000,
+      until: now,
+      previous: [],
+      clusterLabels: new Map(),
+      threshold: m.calibration.threshold,
+      neighbours: 5,
+      novelProfile,
+      clusterTraffic: [...perCluster.values()],
+      promisedRate,
+    };
     for (const [name, o] of configs) {
-      const r = discover(
-        {
-          scope: '',
-          rows: data.rows,
-          vectors: data.vectors,
-          dim,
-          totalRequests: traffic.length,
-          since: now - 7 * 86_400_000,
-          until: now,
-          previous: [],
-          clusterLabels: new Map(),
-          threshold: m.calibration.threshold,
-          neighbours: 5,
-          novelProfile,
-          clusterTraffic: [...perCluster.values()],
-          promisedRate,
-        },
-        { ...DEFAULT_DISCOVERY, ...o },
-      );
-      (sweep[name] ??= []).push({ ...score(r.membership, intents, held), ...rankScore(r.membership, intents, held, r.gaps.filter((g) => g.status !== 'closed').map((g) => g.kind)) });
+      const t0 = performance.now();
+      const r = discover(sweepInput, { ...DEFAULT_DISCOVERY, ...o });
+      const ms = performance.now() - t0;
+      const rks = rankScore(r.membership, intents, held, r.gaps.filter((g) => g.status !== 'closed').map((g) => g.kind));
+      (sweep[name] ??= []).push({ ...score(r.membership, intents, held), ...rks });
+      if (name === BEFORE || Object.keys(o).length === 0) {
+        compared[name === BEFORE ? 'before' : 'now'] = { scores: rks, ms, misses: missCauses(r.membership, intents, held, data.rows, r.gaps.map((g) => g.kind), r.params.minClusterSize) };
+      }
     }
+    // the pure core's time, before and now, interleaved (before, now, now, before) on the same rows
+    const timed = { before: 0, now: 0 };
+    for (const w of ['before', 'now', 'now', 'before'] as const) {
+      const t0 = performance.now();
+      discover(sweepInput, { ...DEFAULT_DISCOVERY, splitGroups: w === 'now' });
+      timed[w] += (performance.now() - t0) / 2;
+    }
+    compare.push({
+      draw: d,
+      before: { ...pick(compared.before.scores), pureCoreMs: Math.round(timed.before), missed: compared.before.misses },
+      now: { ...pick(compared.now.scores), pureCoreMs: Math.round(timed.now), missed: compared.now.misses },
+    });
     lastUncovered = data.vectors;
     await store.close();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -464,6 +522,27 @@ async function main() {
           ),
         },
         targets: { heldOutLeadTopic: '≥ 0.85', top10HeldOut: '≥ 0.80', nearMissInTopics: '≤ 0.05' },
+        beforeAndNow: Object.fromEntries(
+          (['before', 'now'] as const).map((w) => {
+            const xs = compare.map((p) => p[w]);
+            const col = (k: string) => xs.map((x) => Number((x as Record<string, unknown>)[k]));
+            const causes = ['unreachable', 'thin', 'merged', 'noise'].map((c) => [c, xs.reduce((a, x) => a + x.missed[c].length, 0)]);
+            return [
+              w,
+              {
+                what: w === 'before' ? BEFORE : 'now (default options)',
+                mean: Object.fromEntries(TARGET_KEYS.map((k) => [k, col(k).reduce((a, v) => a + v, 0) / xs.length])),
+                worstDraw: { heldOutLeadTopic: Math.min(...col('heldOutLeadTopic')), top10HeldOut: Math.min(...col('top10HeldOut')), nearMissInTopics: Math.max(...col('nearMissInTopics')) },
+                perDraw: Object.fromEntries(['heldOutLeadTopic', 'top10HeldOut', 'nearMissInTopics'].map((k) => [k, col(k).map((v) => Math.round(v * 1000) / 1000)])),
+                heldOutMissedBy: { ...Object.fromEntries(causes), of: compare.length * heldOutCount },
+                pureCoreMsTotal: xs.reduce((a, x) => a + x.pureCoreMs, 0),
+              },
+            ];
+          }),
+        ),
+        pureCoreTimeRatioNowOverBefore: compare.reduce((a, p) => a + p.now.pureCoreMs, 0) / compare.reduce((a, p) => a + p.before.pureCoreMs, 0),
+        perDrawBeforeAndNow: compare,
+        heldOutReachable: 'held-out intents with at least the minimum cluster size of distinct uncovered phrasings: the most any grouping can lead (1 − unreachable / of)',
         perDraw,
         sweep: Object.fromEntries(Object.entries(sweep).map(([name, xs]) => [name, Object.fromEntries(keys.map((k) => [k, mean(xs, k)]))])),
         pass100k: {

@@ -246,6 +246,62 @@ describe('discover', () => {
     expect(Array.from(l2)).toEqual([0, 1, -1, 2, 3]);
   });
 
+  it('splits a group that holds two topics further apart than mergeSimilarity, which excess of mass kept as one', () => {
+    // topics A and B (centre cosine 0.52–0.72, below mergeSimilarity 0.8) a little denser than the
+    // gap between them, far from topic C and from scattered noise: excess of mass selects A ∪ B
+    for (const seed of [1, 2, 3]) {
+      const r = rng(seed);
+      const base = unit(r);
+      const other = unit(r);
+      const mix = (x: Float32Array, y: Float32Array) => normalizeRows(Float32Array.from(x, (v, i) => 0.75 * v + 0.25 * y[i]), DIM);
+      const [a, b, c] = [mix(base, other), mix(other, base), unit(r)];
+      const centres = [a, b, c];
+      const vecs: Float32Array[] = [];
+      const truth: string[] = [];
+      const rows: UncoveredRow[] = [];
+      const add = (name: string, v: Float32Array) => {
+        vecs.push(v);
+        truth.push(name);
+        rows.push({ request_id: `${name}-${rows.length}`, ts: 0, agent: 'bot', query: `${name} question ${rows.length}`, query_redacted: 0, escalated: 0, outcome: 'ok', cluster: 0, coverage: 0.3 });
+      };
+      ['A', 'B', 'C'].forEach((name, t) => {
+        for (let i = 0; i < 30; i++) add(name, around(centres[t], 0.2, r));
+      });
+      for (let i = 0; i < 40; i++) add('noise', unit(r));
+      const vectors = new Float32Array(rows.length * DIM);
+      vecs.forEach((v, i) => vectors.set(v, i * DIM));
+      const input: DiscoveryInput = { scope: '', rows, vectors, dim: DIM, totalRequests: rows.length * 10, since: 0, until: 7 * 86_400_000, previous: [], clusterLabels: new Map(), threshold: 0.8, neighbours: 5 };
+      const leads = (res: ReturnType<typeof discover>) =>
+        res.gaps.map((_, g) => {
+          const names = truth.filter((_, i) => res.membership[i] === g);
+          return [...new Set(names)].sort((x, y) => names.filter((t) => t === y).length - names.filter((t) => t === x).length)[0];
+        });
+      // the code before: A and B in one gap, one of them leads nothing
+      const before = discover(input, { ...DEFAULT_DISCOVERY, splitGroups: false });
+      expect(before.gaps).toHaveLength(2);
+      // now: one gap per topic, each pure, the noise left out
+      const now = discover(input);
+      expect(now.gaps).toHaveLength(3);
+      expect(new Set(leads(now))).toEqual(new Set(['A', 'B', 'C']));
+      for (let g = 0; g < 3; g++) {
+        const names = truth.filter((_, i) => now.membership[i] === g);
+        expect(new Set(names).size).toBe(1);
+        expect(names.length).toBeGreaterThanOrEqual(24);
+      }
+      expect(truth.filter((t, i) => t === 'noise' && now.membership[i] >= 0).length).toBeLessThanOrEqual(2);
+    }
+  });
+
+  it('does not split one topic (its halves are closer than mergeSimilarity): the same gap as without the split', () => {
+    for (const seed of [11, 12, 13]) {
+      const t = traffic([{ ...TOPICS[0], n: 80 }], 30, seed);
+      const res = discover(t.input);
+      expect(res.gaps).toHaveLength(1);
+      // the very gap the code before found
+      expect(Array.from(res.membership)).toEqual(Array.from(discover(t.input, { ...DEFAULT_DISCOVERY, splitGroups: false }).membership));
+    }
+  });
+
   it('estimates more eval cases for a spread-out gap than for a tight one', () => {
     const r = rng(7);
     const c = unit(r);
