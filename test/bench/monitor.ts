@@ -314,10 +314,14 @@ async function main() {
  * of the product and of an oracle CUSUM on the same stream.
  *
  * The oracle knows the pre- and post-change distributions and the change time (it starts at the
- * change): for the novel and tripled shifts it observes each session once, by the coverage cell of
- * its first turn (independent across sessions; a session's later turns repeat its intent), with
- * threshold ln(sessions in 30 days); for escalations, each request of the cluster (independent
- * per request in this generator), threshold ln(that cluster's requests in 30 days).
+ * change): for the novel and tripled shifts it observes each session once, through the coverage
+ * cells (cluster, covered, depth band) of all its turns, with the likelihood ratio of the whole
+ * session under the post- against the pre-change intent mix (the forward algorithm over the
+ * generator's model: a hidden intent per turn, retries, paraphrases, switches), threshold
+ * ln(sessions in 30 days); for escalations, each request of the cluster (independent per request
+ * in this generator), threshold ln(that cluster's requests in 30 days). The same CUSUM is also
+ * reported at the monitor's own threshold for the rule. At ≥ 5 requests/s a shift run stops
+ * `--session-cap-days` (default 2) days after the change.
  */
 function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phase: number[]; ctx: MonitorContext; cellWeights: (iw: number[]) => number[] }) {
   const { cells, F, isHeld, phase, ctx } = w;
