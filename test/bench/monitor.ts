@@ -390,7 +390,18 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       const t = performance.now();
       let requests = 0;
       let sessions = 0;
-      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, 5), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx);
+      // progress on stderr (a long run at a flood can be read before it ends): each simulated day and
+      // each alert as it fires
+      const inner = createEvaluateWindow({ output: 'changes' });
+      let day = 0;
+      const evaluate: typeof inner = (st, win, c) => {
+        const ev = inner(st, win, c);
+        const t = win.length ? Date.parse(win[0].start) : START;
+        for (const f of ev.findings) if (f.firing && f.onset === f.windowStart) console.error(JSON.stringify({ rate, alert: { rule: f.rule, agent: f.scope.agent, severity: f.severity, onset: f.onset } }));
+        if (t - START >= (day + 1) * DAY) console.error(JSON.stringify({ rate, days: ++day, requests, sessions }));
+        return ev;
+      };
+      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, 5), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx, { evaluate });
       const per = Object.fromEntries(rules.map((x) => [x, r.alerts.filter((al) => al.rule === x).length]));
       res.noShift = {
         days: SESSION_DAYS,
