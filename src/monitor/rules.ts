@@ -821,7 +821,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // the segment met (ReferenceCell in detectors.ts), so a segment of many hours carries the
         // noise of many cells (averaged), not N²/R of the current cell alone. The pooled reference
         // every cell is shrunk toward is shared by all of them: its part (w·N)²/PN is added.
-        const hourCell = (size: number): ReferenceCell => ({ cell: Math.floor(t0 / 3600000), size, period: 24 });
+        // (only with sessions measured: without session ids the detectors keep their old state and path)
+        const hourCell = (size: number): ReferenceCell | undefined => (sessOk ? { cell: Math.floor(t0 / 3600000), size, period: 24 } : undefined);
         const wPool = a / (HN + a);
         const seg = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + (v + (wPool * N) ** 2 / Math.max(1, PN)) / N : 1);
         const segRate = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + v / N : 1);
@@ -856,7 +857,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
             // one pooled reference per cluster (not by hour): a single cell, Σ N²/R = N²/R
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), { cell: 0, size: at(P.req, i) + 20, period: 0 }), m);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: at(P.req, i) + 20, period: 0 } : undefined), m);
             sc.det.rate[rk] = r.toJSON();
           }
         }
