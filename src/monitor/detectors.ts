@@ -45,6 +45,16 @@ export interface BernoulliCusumState {
   s: number[];
   n: number[];
   x: number[];
+  /**
+   * reference noise of the segment (see ReferenceCell): Σ N_h²/R_h, requests in the current cell,
+   * the current cell and the segment's first cell; absent when no reference cells were given
+   */
+  rv?: number[];
+  rc?: number[];
+  rk?: number[];
+  r0?: number[];
+  /** requests of the segment in the cell before the current one */
+  rp?: number[];
 }
 
 /**
@@ -72,19 +82,49 @@ export interface BernoulliCusumState {
  * true rate wanders slowly (a drift shared by consecutive windows), the segment's counts vary as
  * φ(N) = φ0 + κ·N, more than any one window's φ(n) shows.
  */
-export type Dispersion = number | ((segmentRequests: number) => number);
+export type Dispersion = number | ((segmentRequests: number, referenceTerm: number) => number);
+
+/**
+ * The reference a window is tested against, for the reference's own noise at the segment's scale:
+ * `cell` names it (hour-of-day references: the absolute hour; one pooled reference: a constant),
+ * `size` is its requests, `period` how many cells pass before the same reference comes back (24
+ * for hour-of-day cells). The detector keeps, per alternative, Σ_h N_h²/R_h over the cells its
+ * segment has spanned (N_h its requests tested against cell h): the variance of the reference's
+ * error summed over the segment, in units of φ·p(1 − p), when different cells are estimated from
+ * different requests. Sessions that straddle an hour correlate adjacent cells; the term adds their
+ * covariance at its bound (ρ = 1, 2·N_{h−1}·N_h/R_h), assuming sessions shorter than a cell (no
+ * correlation two cells apart). A segment spanning D periods meets a cell up to D times; the cells are then
+ * not independent of themselves, and the term is taken ×D (Cauchy–Schwarz: (Σ_d a_d)² ≤ D·Σ a_d²).
+ * The dispersion function receives this term as its second argument.
+ */
+export interface ReferenceCell {
+  cell: number;
+  size: number;
+  period: number;
+}
 
 abstract class MultiAlternativeCusum {
   protected s: number[];
   protected n: number[];
   protected x: number[];
+  /** reference noise per alternative (see ReferenceCell); null until a reference cell is given */
+  protected rv: number[] | null;
+  protected rc: number[] | null;
+  protected rk: number[] | null;
+  protected r0: number[] | null;
+  protected rp: number[] | null;
   /** the divisor of each alternative's sum at the last update (1 with a number dispersion) */
   private scale: number[];
 
-  constructor(alternatives: number, state?: { s: number[]; n: number[]; x: number[] }) {
+  constructor(alternatives: number, state?: BernoulliCusumState) {
     this.s = state?.s.slice() ?? new Array(alternatives).fill(0);
     this.n = state?.n.slice() ?? new Array(alternatives).fill(0);
     this.x = state?.x.slice() ?? new Array(alternatives).fill(0);
+    this.rv = state?.rv?.slice() ?? null;
+    this.rc = state?.rc?.slice() ?? null;
+    this.rk = state?.rk?.slice() ?? null;
+    this.r0 = state?.r0?.slice() ?? null;
+    this.rp = state?.rp?.slice() ?? (this.rv ? new Array(alternatives).fill(0) : null);
     this.scale = new Array(alternatives).fill(1);
   }
 
@@ -93,26 +133,66 @@ abstract class MultiAlternativeCusum {
     return Math.max(0, ...this.s.map((v, g) => v / this.scale[g]));
   }
 
+  /** the reference-noise term of alternative g's segment (Σ N_h²/R_h, ×D periods spanned) */
+  protected refTerm(g: number, ref?: ReferenceCell): number {
+    if (!this.rv || !this.rk || !this.r0) return 0;
+    const d = ref && ref.period > 0 ? Math.floor((this.rk[g] - this.r0[g]) / ref.period) + 1 : 1;
+    return this.rv[g] * Math.max(1, d);
+  }
+
   /**
    * add one window: `llr(g)` for each alternative g (labelled `labels[g]` in the verdict), the
-   * evidence scaled by the dispersion `phi`
+   * evidence scaled by the dispersion `phi`; `ref` names the reference the window is tested against
    */
-  protected step(llr: (g: number) => number, requests: number, events: number, o: { threshold: number; minRequests: number; minEvents: number }, labels: number[], phi: Dispersion): Verdict {
+  protected step(llr: (g: number) => number, requests: number, events: number, o: { threshold: number; minRequests: number; minEvents: number }, labels: number[], phi: Dispersion, ref?: ReferenceCell): Verdict {
     let best = 0;
     let alarm = false;
-    const stat = new Array<number>(labels.length);
-    for (let g = 0; g < labels.length; g++) {
+    const G = labels.length;
+    if (ref && !this.rv) {
+      this.rv = new Array(G).fill(0);
+      this.rc = new Array(G).fill(0);
+      this.rk = new Array(G).fill(ref.cell);
+      this.r0 = new Array(G).fill(ref.cell);
+      this.rp = new Array(G).fill(0);
+    }
+    const stat = new Array<number>(G);
+    for (let g = 0; g < G; g++) {
       if (requests > 0) {
+        if (this.n[g] === 0 && ref) {
+          this.rv![g] = 0;
+          this.rc![g] = 0;
+          this.rk![g] = ref.cell;
+          this.r0![g] = ref.cell;
+          this.rp![g] = 0;
+        }
         this.s[g] += typeof phi === 'number' ? llr(g) / phi : llr(g);
         this.n[g] += requests;
         this.x[g] += events;
+        if (ref) {
+          if (this.rk![g] !== ref.cell) {
+            // the previous cell is kept for its covariance with this one (below)
+            this.rp![g] = this.rk![g] === ref.cell - 1 ? this.rc![g] : 0;
+            this.rk![g] = ref.cell;
+            this.rc![g] = 0;
+          }
+          const c = this.rc![g];
+          // N_h²/R_h grows by (c + n)² − c²; and sessions straddling the hour make adjacent cells'
+          // errors correlated (at most fully): + 2·n·N_{h−1}/R (Cauchy–Schwarz bound, ρ ≤ 1)
+          this.rv![g] += ((c + requests) ** 2 - c * c + 2 * requests * this.rp![g]) / Math.max(1, ref.size);
+          this.rc![g] = c + requests;
+        }
       }
       if (this.s[g] <= 0) {
         this.s[g] = 0;
         this.n[g] = 0;
         this.x[g] = 0;
+        if (this.rv) {
+          this.rv[g] = 0;
+          this.rc![g] = 0;
+          this.rp![g] = 0;
+        }
       }
-      this.scale[g] = typeof phi === 'number' ? 1 : Math.max(1, phi(this.n[g]));
+      this.scale[g] = typeof phi === 'number' ? 1 : Math.max(1, phi(this.n[g], this.refTerm(g, ref)));
       stat[g] = this.s[g] / this.scale[g];
       if (stat[g] > stat[best]) best = g;
       if (stat[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;
@@ -126,11 +206,19 @@ abstract class MultiAlternativeCusum {
     this.s.fill(0);
     this.n.fill(0);
     this.x.fill(0);
+    this.rv?.fill(0);
+    this.rc?.fill(0);
+    this.rp?.fill(0);
     this.scale.fill(1);
   }
 
-  toJSON(): { s: number[]; n: number[]; x: number[] } {
-    return { s: this.s.slice(), n: this.n.slice(), x: this.x.slice() };
+  toJSON(): BernoulliCusumState {
+    return {
+      s: this.s.slice(),
+      n: this.n.slice(),
+      x: this.x.slice(),
+      ...(this.rv ? { rv: this.rv.slice(), rc: this.rc!.slice(), rk: this.rk!.slice(), r0: this.r0!.slice(), rp: this.rp!.slice() } : {}),
+    };
   }
 }
 
@@ -151,9 +239,9 @@ export class BernoulliCusum extends MultiAlternativeCusum {
     return this.options.threshold;
   }
 
-  update(x: number, n: number, p0: number, phi: Dispersion = 1): Verdict {
+  update(x: number, n: number, p0: number, phi: Dispersion = 1, ref?: ReferenceCell): Verdict {
     const o = this.options;
-    return this.step((g) => bernoulliLlr(x, n, p0, oddsShift(p0, o.ratios[g])), n, x, o, o.ratios, phi);
+    return this.step((g) => bernoulliLlr(x, n, p0, oddsShift(p0, o.ratios[g])), n, x, o, o.ratios, phi, ref);
   }
 
   static fromJSON(state: BernoulliCusumState, options: Partial<BernoulliCusumOptions> = {}): BernoulliCusum {
@@ -182,6 +270,8 @@ export interface DirichletCusumState {
   /** effective counts accumulated in the segment */
   seg: number[] | null;
   requests: number;
+  /** reference noise of the segment (see ReferenceCell): Σ N_h²/R_h, current cell's requests, current and first cell */
+  ref?: [number, number, number, number];
 }
 
 /**
@@ -199,7 +289,7 @@ export class DirichletMultinomialCusum {
 
   constructor(options: Partial<DirichletCusumOptions> = {}, state?: DirichletCusumState) {
     this.options = { ...DIRICHLET_CUSUM_DEFAULTS, ...options };
-    this.st = state ? { ...state, alpha0: state.alpha0?.slice() ?? null, seg: state.seg?.slice() ?? null } : { lbf: 0, alpha0: null, seg: null, requests: 0 };
+    this.st = state ? { ...state, alpha0: state.alpha0?.slice() ?? null, seg: state.seg?.slice() ?? null, ...(state.ref ? { ref: [...state.ref] as [number, number, number, number] } : {}) } : { lbf: 0, alpha0: null, seg: null, requests: 0 };
   }
 
   set threshold(h: number) {
@@ -229,7 +319,11 @@ export class DirichletMultinomialCusum {
     return s - (lnGamma(a + n) - lnGamma(a));
   }
 
-  update(counts: ArrayLike<number>, p0: ArrayLike<number>, phi = 1): Verdict {
+  /**
+   * add one window; `phi` divides its counts: a number, or φ(N, term) of the segment's N requests
+   * (this window included) and its reference-noise term when `ref` names the reference cell
+   */
+  update(counts: ArrayLike<number>, p0: ArrayLike<number>, phi: Dispersion = 1, ref?: ReferenceCell): Verdict {
     const o = this.options;
     const k = counts.length;
     let n = 0;
@@ -240,8 +334,21 @@ export class DirichletMultinomialCusum {
         this.st.seg = new Array(k).fill(0);
         this.st.lbf = 0;
         this.st.requests = 0;
+        delete this.st.ref;
       }
-      const c = Array.from(counts, (v) => v / phi);
+      let term = 0;
+      if (ref) {
+        const r = (this.st.ref ??= [0, 0, ref.cell, ref.cell]);
+        if (r[2] !== ref.cell) {
+          r[2] = ref.cell;
+          r[1] = 0;
+        }
+        r[0] += ((r[1] + n) ** 2 - r[1] * r[1]) / Math.max(1, ref.size);
+        r[1] += n;
+        term = r[0] * (ref.period > 0 ? Math.floor((r[2] - r[3]) / ref.period) + 1 : 1);
+      }
+      const f = typeof phi === 'number' ? phi : Math.max(1, phi(this.st.requests + n, term));
+      const c = Array.from(counts, (v) => v / f);
       const alpha = this.st.alpha0.map((a, i) => a + this.st.seg![i]);
       this.st.lbf += DirichletMultinomialCusum.increment(c, p0, alpha);
       for (let i = 0; i < k; i++) this.st.seg[i] += c[i];
@@ -264,7 +371,7 @@ export class DirichletMultinomialCusum {
   }
 
   toJSON(): DirichletCusumState {
-    return { ...this.st, alpha0: this.st.alpha0?.slice() ?? null, seg: this.st.seg?.slice() ?? null };
+    return { ...this.st, alpha0: this.st.alpha0?.slice() ?? null, seg: this.st.seg?.slice() ?? null, ...(this.st.ref ? { ref: [...this.st.ref] as [number, number, number, number] } : {}) };
   }
 
   static fromJSON(state: DirichletCusumState, options: Partial<DirichletCusumOptions> = {}): DirichletMultinomialCusum {
@@ -333,7 +440,7 @@ export class ProfileCusum extends MultiAlternativeCusum {
     return s;
   }
 
-  update(counts: ArrayLike<number>, p0: ArrayLike<number>, q: ArrayLike<number>, phi: Dispersion = 1): Verdict {
+  update(counts: ArrayLike<number>, p0: ArrayLike<number>, q: ArrayLike<number>, phi: Dispersion = 1, ref?: ReferenceCell): Verdict {
     const o = this.options;
     let n = 0;
     let x = 0;
@@ -341,6 +448,6 @@ export class ProfileCusum extends MultiAlternativeCusum {
       n += counts[b];
       if (q[b] > p0[b]) x += counts[b];
     }
-    return this.step((g) => ProfileCusum.llr(counts, p0, q, o.mixes[g]), n, x, o, o.mixes, phi);
+    return this.step((g) => ProfileCusum.llr(counts, p0, q, o.mixes[g]), n, x, o, o.mixes, phi, ref);
   }
 }

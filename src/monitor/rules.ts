@@ -4,7 +4,7 @@
  * state goes in and comes out as plain JSON; no I/O, no clock (hours come from window timestamps).
  */
 import { z } from 'zod';
-import { BernoulliCusum, DirichletMultinomialCusum, ProfileCusum, type BernoulliCusumState, type Dispersion, type DirichletCusumState, type ProfileCusumState, type Verdict } from './detectors.js';
+import { BernoulliCusum, DirichletMultinomialCusum, ProfileCusum, type BernoulliCusumState, type Dispersion, type DirichletCusumState, type ProfileCusumState, type ReferenceCell, type Verdict } from './detectors.js';
 import { klInterval, totalVariation, tvInterval, tvIntervalApprox } from './stats.js';
 import type {
   ClusterCounts,
@@ -255,6 +255,9 @@ interface SessionAcc {
 interface SessionEntry {
   end: string;
   sessions: number;
+  /** requests and Σ m² of the sessions (Kish's effective number of sessions n²/Σm²; absent in older checkpoints) */
+  n?: number;
+  m2?: number;
   num: Record<string, number>;
   den: Record<string, number>;
 }
@@ -322,7 +325,7 @@ interface Reference {
 }
 
 /** session totals, cached per (immutable) session state */
-const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number }>();
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number }>();
 
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
@@ -540,6 +543,9 @@ function sessionMoments(a: SessionAcc): { num: Record<string, number>; den: Reco
   };
   multi(a.mixT, a.mixQ, a.n, a.m2, 'mix');
   multi(a.bandT, a.bandQ, a.bandN, a.bandM2, 'band');
+  // the clusters' shares (covered and uncovered together, as the per-cluster share detectors count
+  // them): a session's turns stay in one cluster more often than in one (cluster, covered) cell
+  multi(a.cn, a.cn2, a.n, a.m2, 'share');
   const binary = (sy: number, sy2: number, smy: number, sn: number, sm2: number): [number, number] | null => {
     if (sn <= 0) return null;
     const p = sy / sn;
@@ -689,7 +695,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -698,23 +704,29 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const num: Record<string, number> = {};
         const den: Record<string, number> = {};
         let sessions = 0;
-        const add = (x: { sessions: number; num: Record<string, number>; den: Record<string, number> }) => {
+        let sn = 0;
+        let sm2 = 0;
+        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number> }) => {
           sessions += x.sessions;
+          // without sizes (older checkpoints), sessions of one request
+          sn += x.n ?? x.sessions;
+          sm2 += x.m2 ?? x.sessions;
           for (const f of Object.keys(x.den)) {
             num[f] = (num[f] ?? 0) + x.num[f];
             den[f] = (den[f] ?? 0) + x.den[f];
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, ...sessionMoments(ss.acc) });
-        const r = { num, den, sessions };
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc) });
+        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions };
         sessCache.set(ss, r);
         return r;
       })();
       /** session ids are present and enough sessions have closed to measure the design effect */
       const sessOk = sessAll !== null && sessAll.sessions >= o.minSessions;
-      // an estimate from few sessions is rough: its upper ~95% bound (a ratio of sums over S sessions)
-      const sessUp = sessAll && sessAll.sessions > 0 ? 1 + 2 * Math.sqrt(2 / sessAll.sessions) : 1;
+      // an estimate from few sessions is rough: its upper ~95% bound (a ratio of sums over S sessions,
+      // S counted as Kish's effective number n²/Σm²: the sums are dominated by the long sessions)
+      const sessUp = sessAll && sessAll.effective > 0 ? 1 + 2 * Math.sqrt(2 / sessAll.effective) : 1;
       const sessPhi = (f: string) => {
         if (!sessOk || !(sessAll!.den[f] > 0)) return 1;
         return Math.min(o.maxDispersion, Math.max(1, (sessAll!.num[f] / sessAll!.den[f]) * sessUp));
@@ -755,7 +767,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const models = new Map<string, (n: number) => number>();
       const phi = (f: string, volume: number) => {
         let m = models.get(f);
-        if (!m) models.set(f, (m = dispersion(ref, f, o)));
+        // (the per-cluster shares have no windows' statistic of their own: the mix's)
+        if (!m) models.set(f, (m = dispersion(ref, f === 'share' ? 'mix' : f, o)));
         // With whole sessions measured, their design effect replaces the windows' growth with volume
         // (κ·n): at a trickle a window's size mostly counts turns of the same sessions, which the
         // windows' Pearson statistics read as a wandering rate and extrapolate to the segment.
@@ -809,8 +822,17 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // evidence is scaled by φ of the detector's whole segment (see Dispersion in detectors.ts)
         // With sessions measured (κ dropped, see phi), the reference's own noise enters at the
         // segment's scale instead: Var(x − N·p̂0) = φ·N·p(1−p)·(1 + N/refN)
-        const seg = (f: string, rn = refN) => (N: number) => phi(f, N) * (sessOk ? 1 + N / Math.max(1, rn) : 1);
-        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), seg('unc')));
+        // The segment spans hours; each hour is tested against its own hour-of-day cell of the
+        // reference, estimated from other requests: the detectors track Σ_h N_h²/R_h over the cells
+        // the segment met (ReferenceCell in detectors.ts), so a segment of many hours carries the
+        // noise of many cells (averaged), not N²/R of the current cell alone. The pooled reference
+        // every cell is shrunk toward is shared by all of them: its part (w·N)²/PN is added.
+        // (only with sessions measured: without session ids the detectors keep their old state and path)
+        const hourCell = (size: number): ReferenceCell | undefined => (sessOk ? { cell: Math.floor(t0 / 3600000), size, period: 24 } : undefined);
+        const wPool = a / (HN + a);
+        const seg = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + (v + (wPool * N) ** 2 / Math.max(1, PN)) / N : 1);
+        const segRate = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + v / N : 1);
+        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), seg('unc'), hourCell(refN)));
         sc.det.unc = unc.toJSON();
         if (q) {
           // novel topics: a share of traffic moving to the model's novel-topic band profile; the
@@ -818,7 +840,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
           if (bandsOn) {
             const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
-            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, seg('band', HB + a)));
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, seg('band'), hourCell(HB + a)));
           }
           sc.det.novel = d.toJSON();
         }
@@ -826,6 +848,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // the omnibus test carries the reference's own noise as extra dispersion: about one hour of
         // evidence against the reference hours it is compared with
         // with sessions measured, at least the whole segment's evidence (it spans hours at a trickle)
+        // (the omnibus keeps the current cell's N/R: its mixture alternative adapts to whatever
+        // direction the reference errs in, and sessions straddling an hour correlate adjacent cells)
         const mixSeg = Math.max(n * (3600000 / windowMs), sessOk ? (sc.det.mix?.requests ?? 0) + n : 0);
         run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + mixSeg / refN)));
         sc.det.mix = mix.toJSON();
@@ -833,12 +857,13 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
-          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), seg('mix')));
+          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), seg('share'), hourCell(refN)));
           sc.det.share[key] = d.toJSON();
           for (const m of METRICS) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), seg(m, at(P.req, i) + 20)), m);
+            // one pooled reference per cluster (not by hour): a single cell, Σ N²/R = N²/R
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: at(P.req, i) + 20, period: 0 } : undefined), m);
             sc.det.rate[rk] = r.toJSON();
           }
         }
@@ -1001,7 +1026,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let [est, lo, hi] = [uNow, uLo, uHi];
         let severity: Finding['severity'] = sc.calSeverity ?? 'info';
         if (v.alarm && v.segmentRequests > 0) {
-          const phiS = typeof phiFixed === 'function' ? phiFixed(v.segmentRequests) : 1;
+          const phiS = typeof phiFixed === 'function' ? phiFixed(v.segmentRequests, 0) : 1;
           est = v.segmentEvents / v.segmentRequests;
           [lo, hi] = klInterval(v.segmentEvents, v.segmentRequests, CI_LEVEL, phiS);
           e = { firing: true, onset: start, lastAlarm: widx };

@@ -48,6 +48,9 @@ const SESSION_DAYS = Number(args.get('session-days') ?? 30);
 const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
 /** --session-parts=noshift,shifts */
 const SESSION_PARTS = (args.get('session-parts') ?? 'noshift,shifts').split(',');
+/** shift runs stop this many days after the change (default 2 at ≥ 5 requests/s, else the horizon) */
+const CAP_DAYS_ARG = args.has('session-cap-days') ? Number(args.get('session-cap-days')) : null;
+let CAP_DAYS = Infinity;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
 const START = Date.parse('2026-01-05T00:00:00.000Z');
@@ -311,10 +314,14 @@ async function main() {
  * of the product and of an oracle CUSUM on the same stream.
  *
  * The oracle knows the pre- and post-change distributions and the change time (it starts at the
- * change): for the novel and tripled shifts it observes each session once, by the coverage cell of
- * its first turn (independent across sessions; a session's later turns repeat its intent), with
- * threshold ln(sessions in 30 days); for escalations, each request of the cluster (independent
- * per request in this generator), threshold ln(that cluster's requests in 30 days).
+ * change): for the novel and tripled shifts it observes each session once, through the coverage
+ * cells (cluster, covered, depth band) of all its turns, with the likelihood ratio of the whole
+ * session under the post- against the pre-change intent mix (the forward algorithm over the
+ * generator's model: a hidden intent per turn, retries, paraphrases, switches), threshold
+ * ln(sessions in 30 days); for escalations, each request of the cluster (independent per request
+ * in this generator), threshold ln(that cluster's requests in 30 days). The same CUSUM is also
+ * reported at the monitor's own threshold for the rule. At ≥ 5 requests/s a shift run stops
+ * `--session-cap-days` (default 2) days after the change.
  */
 function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phase: number[]; ctx: MonitorContext; cellWeights: (iw: number[]) => number[] }) {
   const { cells, F, isHeld, phase, ctx } = w;
@@ -334,6 +341,23 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
     f.forEach((v, c) => by.set(cells[c].cluster, (by.get(cells[c].cluster) ?? 0) + v));
     return [...by.entries()].sort((a, b) => b[1] - a[1])[0][0];
   });
+  // the forward algorithm over the hidden intent of each turn (sessionStream's model: retry 0.3,
+  // switch 0.05, otherwise a paraphrase drawn from the intent's cells)
+  const RETRY = 0.3;
+  const SWITCH = 0.05;
+  const sessionLogLik = (seq: number[], iw: number[]) => {
+    let alpha = iw.map((wj, j) => wj * F[j][seq[0]]);
+    let ll = 0;
+    for (let t = 0; ; t++) {
+      const z = alpha.reduce((a, b) => a + b, 0);
+      if (!(z > 0)) return -Infinity;
+      ll += Math.log(z);
+      if (t + 1 >= seq.length) return ll;
+      const c = seq[t + 1];
+      const same = c === seq[t] ? RETRY : 0;
+      alpha = alpha.map((a, j) => (a / z) * (same + (1 - SWITCH - RETRY) * F[j][c]) + SWITCH * iw[j] * F[j][c]);
+    }
+  };
   // the tripled cluster: the main cluster of fitted intents with the median traffic among those ≥ 1%
   const base = weightsAt(0, 'support', 0, null);
   const byCl = new Map<number, number>();
@@ -366,7 +390,18 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       const t = performance.now();
       let requests = 0;
       let sessions = 0;
-      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, 5), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx);
+      // progress on stderr (a long run at a flood can be read before it ends): each simulated day and
+      // each alert as it fires
+      const inner = createEvaluateWindow({ output: 'changes' });
+      let day = 0;
+      const evaluate: typeof inner = (st, win, c) => {
+        const ev = inner(st, win, c);
+        const t = win.length ? Date.parse(win[0].start) : START;
+        for (const f of ev.findings) if (f.firing && f.onset === f.windowStart) console.error(JSON.stringify({ rate, alert: { rule: f.rule, agent: f.scope.agent, severity: f.severity, onset: f.onset } }));
+        if (t - START >= (day + 1) * DAY) console.error(JSON.stringify({ rate, days: ++day, requests, sessions }));
+        return ev;
+      };
+      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, 5), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx, { evaluate });
       const per = Object.fromEntries(rules.map((x) => [x, r.alerts.filter((al) => al.rule === x).length]));
       res.noShift = {
         days: SESSION_DAYS,
@@ -381,6 +416,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
     }
     if (SESSION_PARTS.includes('shifts')) {
       const reps = SESSION_REPS ?? (rate >= 5 ? 1 : 2);
+      CAP_DAYS = CAP_DAYS_ARG ?? (rate >= 5 ? 2 : Infinity);
       type S = { name: string; history: boolean; rules: RuleName[]; cluster: number | null; over: (change: number) => Partial<SessionStreamSpec> };
       const shifted = (change: number, novel: number, boost: number | null) => (t: number, agent: string) => weightsAt(t, agent, t >= change ? novel : 0, t >= change ? boost : null);
       const shifts: S[] = [
@@ -401,6 +437,11 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
           let clusterReqSince = 0;
           let oracleAt: number | null = null;
           let oracleReq: number | null = null;
+          // the same oracle CUSUM at the monitor's own threshold for the rule (which pays for
+          // watching every cluster, metric, alternative and scope): what is left of the ratio is
+          // the monitor's inefficiency, the rest is the price of not knowing what will change
+          let oracleHAt: number | null = null;
+          let oracleHReq: number | null = null;
           // oracle CUSUM, started at the change
           let cu = 0;
           const pEsc0 = 0.05;
@@ -408,28 +449,39 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
           const hSessions = Math.log(sessions30);
           const clusterShare30 = byCl.get(target) ?? 0.01;
           const hEsc = Math.log(rate * 30 * 86400 * clusterShare30);
+          // the monitor's threshold for the rule (rules.ts: ln(windows in 30 days × scopes × …)), 3 scopes
+          const K = Object.keys(ctx.evalShares).length;
+          const G = DEFAULT_MONITOR.ratios.length;
+          const W30 = (30 * 86400) / WINDOW;
+          const hMonitor = s.name.startsWith('escalation')
+            ? Math.log(W30 * 3 * K * 3 * G)
+            : s.name.startsWith('cluster')
+              ? Math.log(W30 * 3 * (K + 1) * G)
+              : Math.log(W30 * 3 * (G + DEFAULT_MONITOR.novelMixes.length));
+          // at high volume a run is long: stop this many days after the change (--session-cap-days)
+          const capMs = CAP_DAYS * DAY;
           const onSession = (x: { t: number; agent: string; cells: number[]; escalated: number[] }) => {
-            if (x.t < change || oracleAt !== null) return;
+            if (x.t < change || oracleHAt !== null) return;
             if (s.name.startsWith('escalation')) {
               x.cells.forEach((c, i) => {
-                if (oracleAt !== null || cells[c].cluster !== target) return;
+                if (oracleHAt !== null || cells[c].cluster !== target) return;
                 const e = x.escalated[i];
                 cu = Math.max(0, cu + (e ? Math.log(pEsc1 / pEsc0) : Math.log((1 - pEsc1) / (1 - pEsc0))));
-                if (cu >= hEsc) oracleAt = x.t;
+                if (cu >= hEsc && oracleAt === null) oracleAt = x.t;
+                if (cu >= hMonitor && oracleHAt === null) oracleHAt = x.t;
               });
               return;
             }
-            const c = x.cells[0];
+            // the likelihood of the whole session (every turn's coverage cell: cluster, covered or
+            // not, depth band) under the pre- and post-change intent mix, by the generator's own
+            // model: a hidden intent per turn; a turn is an exact retry of the previous cell, a
+            // paraphrase (a cell of the intent) or, rarely, a new intent drawn from the mix
             const pre = weightsAt(x.t, x.agent, 0, null);
             const post = s.name.startsWith('novel') ? weightsAt(x.t, x.agent, 0.05, null) : weightsAt(x.t, x.agent, 0, target);
-            let a = 0;
-            let b = 0;
-            for (let j = 0; j < J; j++) {
-              a += post[j] * F[j][c];
-              b += pre[j] * F[j][c];
-            }
-            if (a > 0 && b > 0) cu = Math.max(0, cu + Math.log(a / b));
-            if (cu >= hSessions) oracleAt = x.t;
+            const llr = sessionLogLik(x.cells, post) - sessionLogLik(x.cells, pre);
+            if (Number.isFinite(llr)) cu = Math.max(0, cu + llr);
+            if (cu >= hSessions && oracleAt === null) oracleAt = x.t;
+            if (cu >= hMonitor && oracleHAt === null) oracleHAt = x.t;
           };
           const spec = specFor(rate, change - START + horizon, 100 + rep, {
             ...s.over(change),
@@ -437,6 +489,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             onWindow: (t, n) => {
               if (t >= change) reqSince += n;
               if (oracleAt !== null && oracleReq === null && t + WINDOW * 1000 > oracleAt) oracleReq = reqSince;
+              if (oracleHAt !== null && oracleHReq === null && t + WINDOW * 1000 > oracleHAt) oracleHReq = reqSince;
             },
           });
           const evaluate = createEvaluateWindow({ output: 'changes' });
@@ -461,10 +514,11 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
                 foundAt = f.rule;
               }
             }
-            if (found !== null && oracleReq !== null) break;
+            if (found !== null && oracleHReq !== null) break;
+            if (t0w - change > capMs) break;
           }
           void clusterReqSince;
-          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, falseAlarmsBeforeChange: falseBefore });
+          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
           console.error(JSON.stringify({ rate, shift: s.name, rep, ...runs[runs.length - 1] }));
         }
         const d = runs.filter((x) => x.detected && x.oracleDelayRequests);
