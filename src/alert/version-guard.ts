@@ -15,7 +15,7 @@
  *   margin in every eligible segment and no rollback condition holds.
  */
 import crypto from 'node:crypto';
-import { alertId } from './alert.js';
+import { alertFromFinding, alertId } from './alert.js';
 import { CanaryGuard, type CanaryGuardState, type GuardConfig, type GuardVerdict, type RollbackFinding } from '../compare/guard.js';
 import { ALL, UNCOVERED } from '../compare/detector.js';
 import { chooseModel, compareInput } from '../compare/input.js';
@@ -185,25 +185,7 @@ export function promoteNotification(f: Finding, modelVersion: string, now: Date,
   return {
     webhookId: `${id}.notice`,
     kind: 'notice',
-    alert: {
-      id,
-      rule: f.rule,
-      agent: f.scope.agent,
-      cluster: null,
-      severity: f.severity,
-      status: 'notice',
-      onset: f.onset ?? f.windowStart,
-      windowStart: f.windowStart,
-      windowEnd: f.windowEnd,
-      statistic: f.statistic,
-      threshold: f.threshold,
-      effect: f.effect,
-      summary: f.summary,
-      clusters: f.clusters,
-      ...(f.comparison ? { comparison: f.comparison } : {}),
-      sql,
-      modelVersion,
-    },
+    alert: { ...alertFromFinding(f, modelVersion, 'notice', f.onset ?? f.windowStart, sql), cluster: null },
     group: { key: `agent=${f.scope.agent}`, firing: [] },
     createdAt: now.toISOString(),
   };

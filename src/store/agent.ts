@@ -5,6 +5,7 @@
  */
 import { DEPTH_BANDS, chainBigrams, type AgentProfile } from '../coverage/agent.js';
 import { where, type StoreReader, type StoreWriter, type Window } from './gaps.js';
+import { closedSessionsCte } from './monitor.js';
 
 const filter = where;
 
@@ -205,17 +206,10 @@ export interface AgentSessionRow extends Omit<AgentCellRow, 'window'> {
  * requests of [from, to) without a session id: the same sessions as MonitorStore.closedSessions.
  */
 export async function closedAgentSessions(s: StoreReader, from: string, to: string, idleSeconds: number, maxSpanSeconds = 4 * 3600): Promise<AgentSessionRow[]> {
-  const f = Date.parse(from);
-  const t = Date.parse(to);
-  const iso = (ms: number) => new Date(ms).toISOString();
   const R = s.t('requests');
+  const q = closedSessionsCte(R, from, to, idleSeconds, maxSpanSeconds);
   const rows = await s.query<Record<string, unknown>>(
-    `WITH s AS (
-       SELECT agent, session_id, max(ts) AS last FROM ${R}
-       WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
-       GROUP BY agent, session_id
-       HAVING last >= {a:DateTime64(3, 'UTC')} AND last < {b:DateTime64(3, 'UTC')}
-     )
+    `${q.cte}
      SELECT agent, model_version, session_id, depth_band, chain_cluster, tools, requests, failed, last_ms FROM (
        SELECT r.agent AS agent, r.model_version AS model_version, r.session_id AS session_id,
               ${DEPTH_BAND_SQL.replace(/turn/g, 'r.turn')} AS depth_band, if(length(r.tools) = 0, -1, r.cluster) AS chain_cluster, r.tools AS tools,
@@ -228,14 +222,7 @@ export async function closedAgentSessions(s: StoreReader, from: string, to: stri
               count() AS requests, ${FAILED_SQL} AS failed, toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms
        FROM ${R} WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = ''
        GROUP BY agent, model_version, depth_band, chain_cluster, tools)`,
-    {
-      lo: chTime(iso(f - (idleSeconds + maxSpanSeconds) * 1000)),
-      a: chTime(iso(f - idleSeconds * 1000)),
-      b: chTime(iso(t - idleSeconds * 1000)),
-      from: chTime(from),
-      to: chTime(to),
-      idle: idleSeconds,
-    },
+    q.params,
   );
   return rows.map((r) => ({
     agent: String(r.agent),

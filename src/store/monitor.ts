@@ -188,17 +188,10 @@ export class MonitorStore {
    * without a session id (session '', each its own session). A session is (agent, session_id).
    */
   async closedSessions(from: string, to: string, idleSeconds: number, maxSpanSeconds = 4 * 3600): Promise<ClosedSessionRow[]> {
-    const f = Date.parse(from);
-    const t = Date.parse(to);
-    const iso = (ms: number) => new Date(ms).toISOString();
     const R = this.store.t('requests');
+    const q = closedSessionsCte(R, from, to, idleSeconds, maxSpanSeconds);
     const rows = await this.store.query<Raw>(
-      `WITH s AS (
-         SELECT agent, session_id, max(ts) AS last FROM ${R}
-         WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
-         GROUP BY agent, session_id
-         HAVING last >= {a:DateTime64(3, 'UTC')} AND last < {b:DateTime64(3, 'UTC')}
-       )
+      `${q.cte}
        SELECT r.agent AS agent, r.model_version AS model_version, r.session_id AS session_id, r.cluster AS cluster,
               r.covered AS covered, r.coverage_band AS band, count() AS requests, countIf(r.escalated = 1) AS escalated,
               countIf(r.outcome = 'refused') AS refused, countIf(r.outcome = 'failed') AS failed,
@@ -212,14 +205,7 @@ export class MonitorStore {
               toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms
        FROM (SELECT * FROM ${R} WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = '')
        GROUP BY agent, model_version, cluster, covered, band`,
-      {
-        lo: chTime(iso(f - (idleSeconds + maxSpanSeconds) * 1000)),
-        a: chTime(iso(f - idleSeconds * 1000)),
-        b: chTime(iso(t - idleSeconds * 1000)),
-        from: chTime(from),
-        to: chTime(to),
-        idle: idleSeconds,
-      },
+      q.params,
     );
     return rows.map((r) => ({
       agent: String(r.agent),
@@ -356,4 +342,32 @@ export function requestsSql(
   if (q.uncoveredOnly) where.push('covered = 0');
   if (q.escalatedOnly) where.push("(escalated = 1 OR outcome IN ('refused', 'failed'))");
   return `SELECT ts, agent, cluster, covered, coverage, escalated, outcome, query FROM ${database}.requests WHERE ${where.join(' AND ')} ORDER BY ts LIMIT 100`;
+}
+
+/**
+ * The sessions that closed in [from, to) (last request `idleSeconds` before a time in it, none
+ * after it so far, read whole over at most `maxSpanSeconds` before that): the CTE `s` (agent,
+ * session_id, last) and the parameters every closed-session reader binds: lo (the earliest request
+ * read), a and b (the last request's range), from and to, idle (seconds).
+ */
+export function closedSessionsCte(R: string, from: string, to: string, idleSeconds: number, maxSpanSeconds: number) {
+  const f = Date.parse(from);
+  const t = Date.parse(to);
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return {
+    cte: `WITH s AS (
+         SELECT agent, session_id, max(ts) AS last FROM ${R}
+         WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
+         GROUP BY agent, session_id
+         HAVING last >= {a:DateTime64(3, 'UTC')} AND last < {b:DateTime64(3, 'UTC')}
+       )`,
+    params: {
+      lo: chTime(iso(f - (idleSeconds + maxSpanSeconds) * 1000)),
+      a: chTime(iso(f - idleSeconds * 1000)),
+      b: chTime(iso(t - idleSeconds * 1000)),
+      from: chTime(from),
+      to: chTime(to),
+      idle: idleSeconds,
+    },
+  };
 }
