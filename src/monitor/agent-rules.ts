@@ -25,6 +25,7 @@ import { klInterval, oddsShift } from './stats.js';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
 import type { AgentCell, AgentContext, AgentSessionCell, Finding, MonitorContext, RuleName, TrendRow, WindowCounts } from './types.js';
 import { DEPTH_BANDS, chainBigrams, chainKey } from '../coverage/agent.js';
+import { pct, scopeName, CI_LEVEL } from './wording.js';
 
 export interface AgentRulesOptions {
   /** false: the agent rules do not run */
@@ -99,8 +100,6 @@ const CHAIN_SHRINK = 20;
 /** a chain needs this many requests of history before chain_failure watches it */
 const CHAIN_MIN_HISTORY = 20;
 const MAX_DISPERSION = 100;
-/** two-sided 95% Chernoff level (each side 2.5%) */
-const CI_LEVEL = Math.log(1 / 0.025);
 const SEVERITY: Record<'depth_mix' | 'untested_chains' | 'chain_failure', Finding['severity']> = {
   depth_mix: 'warning',
   untested_chains: 'warning',
@@ -185,8 +184,6 @@ export interface AgentRulesState {
 const zeros = (k: number) => new Array<number>(k).fill(0);
 const sum = (a: readonly number[]) => a.reduce((s, v) => s + v, 0);
 const clamp = (p: number) => Math.min(0.999, Math.max(1e-4, p));
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-const scopeName = (agent: string) => (agent === '*' ? 'all agents' : agent === '' ? 'traffic with no agent' : `agent "${agent}"`);
 const tailOf = (depth: readonly number[], t: number) => depth.slice(t).reduce((s, v) => s + v, 0);
 
 /** What the eval set's chains cover: exact per cluster, exact anywhere, bigrams per cluster (the view tool_chain_coverage's rule). */

@@ -19,6 +19,7 @@ import type {
   SessionCell,
   WindowCounts,
 } from './types.js';
+import { pct, scopeName, CI_LEVEL } from './wording.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -165,8 +166,6 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;
-/** two-sided 95% Chernoff level for effect intervals */
-const CI_LEVEL = Math.log(1 / 0.025);
 
 interface Agg {
   req: number[];
@@ -571,9 +570,6 @@ function normalInterval(p: number, n: number, phi: number): [number, number] {
   const h = 1.96 * Math.sqrt((phi * p * (1 - p)) / n);
   return [Math.max(0, p - h), Math.min(1, p + h)];
 }
-
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-const scopeName = (agent: string) => (agent === '*' ? 'all agents' : agent === '' ? 'traffic with no agent' : `agent "${agent}"`);
 
 export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
   const o: MonitorOptions = { ...DEFAULT_MONITOR, ...options };

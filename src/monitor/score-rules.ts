@@ -25,6 +25,7 @@
 import { z } from 'zod';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
 import type { ClusterShare, Finding, MonitorContext, TrendRow, WindowCounts } from './types.js';
+import { pct, scopeName } from './wording.js';
 
 export interface WeightedScoreOptions {
   /** off: the rule evaluates nothing */
@@ -125,8 +126,6 @@ const freshScope = (bets: number): ScopeSlice => ({
   frozenSince: null,
 });
 
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-const scopeName = (agent: string) => (agent === '*' ? 'all agents' : agent === '' ? 'traffic with no agent' : `agent "${agent}"`);
 
 /** The bet η for a fall to m0 − δ with the score's variance v (Kelly's approximation), kept where every factor stays positive. */
 export function betFor(m0: number, delta: number, v: number): number {
