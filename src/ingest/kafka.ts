@@ -1,5 +1,6 @@
 /** kafkajs wiring shared by the consumer, the producer helpers and the CLI. */
 import kafkajs, { Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
+import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 
@@ -34,30 +35,43 @@ export function createKafka(cfg: Config['kafka'], clientId = cfg.clientId, logge
   });
 }
 
-/** Create topics that do not exist yet (no-op for existing ones). */
+/**
+ * Create topics that do not exist yet (no-op for existing ones). A topic just created can still be
+ * unknown to the broker's metadata for a moment (kafkajs' wait for leaders then fails with a
+ * retriable "does not host this topic-partition"): retriable errors are retried with backoff; an
+ * unreachable broker still fails after kafkajs' own retries.
+ */
 export async function ensureTopics(
   kafka: Kafka,
   topics: { topic: string; numPartitions?: number; configEntries?: { name: string; value: string }[] }[],
 ): Promise<void> {
-  const admin: Admin = kafka.admin();
-  await admin.connect();
-  try {
-    const existing = new Set(await admin.listTopics());
-    const missing = topics.filter((t) => !existing.has(t.topic));
-    if (missing.length) {
-      await admin.createTopics({
-        waitForLeaders: true,
-        topics: missing.map((t) => ({
-          topic: t.topic,
-          numPartitions: t.numPartitions ?? 1,
-          replicationFactor: 1,
-          ...(t.configEntries ? { configEntries: t.configEntries } : {}),
-        })),
-      });
-    }
-  } finally {
-    await admin.disconnect();
-  }
+  await pRetry(
+    async () => {
+      const admin: Admin = kafka.admin();
+      await admin.connect();
+      try {
+        const existing = new Set(await admin.listTopics());
+        const missing = topics.filter((t) => !existing.has(t.topic));
+        if (missing.length) {
+          await admin.createTopics({
+            waitForLeaders: true,
+            topics: missing.map((t) => ({
+              topic: t.topic,
+              numPartitions: t.numPartitions ?? 1,
+              replicationFactor: 1,
+              ...(t.configEntries ? { configEntries: t.configEntries } : {}),
+            })),
+          });
+        }
+      } catch (e) {
+        if ((e as { retriable?: boolean }).retriable === true && (e as Error).name !== 'KafkaJSConnectionError') throw e;
+        throw new AbortError(e as Error);
+      } finally {
+        await admin.disconnect();
+      }
+    },
+    { retries: 5, minTimeout: 200, maxTimeout: 2000 },
+  );
 }
 
 /**
