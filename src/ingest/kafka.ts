@@ -38,8 +38,8 @@ export function createKafka(cfg: Config['kafka'], clientId = cfg.clientId, logge
 /**
  * Create topics that do not exist yet (no-op for existing ones). A topic just created can still be
  * unknown to the broker's metadata for a moment (kafkajs' wait for leaders then fails with a
- * retriable "does not host this topic-partition"): retriable errors are retried with backoff; an
- * unreachable broker still fails after kafkajs' own retries.
+ * retriable "does not host this topic-partition"): the broker's retriable answers are retried with
+ * backoff; an unreachable broker still fails after kafkajs' own retries.
  */
 export async function ensureTopics(
   kafka: Kafka,
@@ -64,7 +64,9 @@ export async function ensureTopics(
           });
         }
       } catch (e) {
-        if ((e as { retriable?: boolean }).retriable === true && (e as Error).name !== 'KafkaJSConnectionError') throw e;
+        // only the broker's own retriable answers (a topic or leader not known yet); an unreachable
+        // broker has had kafkajs' retries already and fails at once
+        if ((e as Error).name === 'KafkaJSProtocolError' && (e as { retriable?: boolean }).retriable === true) throw e;
         throw new AbortError(e as Error);
       } finally {
         await admin.disconnect();
