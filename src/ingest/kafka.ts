@@ -1,6 +1,6 @@
 /** kafkajs wiring shared by the consumer, the producer helpers and the CLI. */
 import kafkajs, { Kafka, logLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
-import pRetry, { AbortError } from 'p-retry';
+import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 
@@ -63,16 +63,18 @@ export async function ensureTopics(
             })),
           });
         }
-      } catch (e) {
-        // only the broker's own retriable answers (a topic or leader not known yet); an unreachable
-        // broker has had kafkajs' retries already and fails at once
-        if ((e as Error).name === 'KafkaJSProtocolError' && (e as { retriable?: boolean }).retriable === true) throw e;
-        throw new AbortError(e as Error);
       } finally {
         await admin.disconnect();
       }
     },
-    { retries: 5, minTimeout: 200, maxTimeout: 2000 },
+    {
+      retries: 5,
+      minTimeout: 200,
+      maxTimeout: 2000,
+      // only the broker's own retriable answers (a topic or leader not known yet); an unreachable
+      // broker has had kafkajs' retries already and fails at once
+      shouldRetry: (e) => e.name === 'KafkaJSProtocolError' && (e as { retriable?: boolean }).retriable === true,
+    },
   );
 }
 

@@ -40,4 +40,19 @@ describe('ensureTopics', () => {
     await expect(ensureTopics(f.kafka, [{ topic: 't1' }])).rejects.toThrow(/does not host/);
     expect(f.calls.connect).toBe(1);
   });
+
+  it('fails after one attempt when the broker cannot be reached (kafkajs has retried already)', async () => {
+    let connects = 0;
+    const kafka = {
+      admin: () => ({
+        connect: async () => {
+          connects++;
+          throw Object.assign(new Error('Connection error: connect ECONNREFUSED'), { name: 'KafkaJSNumberOfRetriesExceeded', retriable: false });
+        },
+        disconnect: async () => {},
+      }),
+    } as unknown as Kafka;
+    await expect(ensureTopics(kafka, [{ topic: 't1' }])).rejects.toThrow(/ECONNREFUSED/);
+    expect(connects).toBe(1);
+  });
 });
