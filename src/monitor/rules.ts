@@ -20,6 +20,7 @@ import type {
   WindowCounts,
 } from './types.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
+import { directionalMoments, novelScores } from './sandwich.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -241,6 +242,12 @@ interface SessionAcc {
   bandQ: number[];
   bandN: number;
   bandM2: number;
+  /**
+   * depth bands per session: Σ y_b·y_c (BX × BX, row-major) and Σ m·y_b, for the design effect
+   * in the novel-topic detector's own direction (src/monitor/sandwich.ts; absent in older checkpoints)
+   */
+  bandX?: number[];
+  bandMY?: number[];
   /** uncovered: Σ y, Σ y², Σ m·y */
   unc: [number, number, number];
   /** per cluster: Σ n, Σ n²; per metric and cluster: Σ e, Σ n·e, Σ e² */
@@ -284,6 +291,8 @@ interface State extends MonitorState {
 }
 
 const zeros = (k: number) => new Array<number>(k).fill(0);
+/** depth bands tracked in the sessions' cross-moments (the model has 9) */
+const BX = 16;
 const emptyAgg = (k: number): Agg => ({ req: zeros(k), unc: zeros(k), escalated: zeros(k), refused: zeros(k), failed: zeros(k), uncEsc: null });
 const sum = (a: number[]) => a.reduce((s, v) => s + v, 0);
 const at = (a: number[], i: number) => a[i] ?? 0;
@@ -412,6 +421,8 @@ const emptySessionAcc = (k: number, start: string): SessionAcc => ({
   bandQ: [],
   bandN: 0,
   bandM2: 0,
+  bandX: zeros(BX * BX),
+  bandMY: zeros(BX),
   unc: [0, 0, 0],
   cn: zeros(k),
   cn2: zeros(k),
@@ -425,6 +436,7 @@ const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
   mixQ: a.mixQ.slice(),
   bandT: a.bandT.slice(),
   bandQ: a.bandQ.slice(),
+  ...(a.bandX && a.bandMY ? { bandX: a.bandX.slice(), bandMY: a.bandMY.slice() } : {}),
   unc: [a.unc[0], a.unc[1], a.unc[2]],
   cn: a.cn.slice(),
   cn2: a.cn2.slice(),
@@ -460,6 +472,10 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
         grow(acc.bandQ, c.band, n);
         acc.bandN += n;
         acc.bandM2 += n;
+        if (acc.bandX && acc.bandMY && c.band < BX) {
+          acc.bandX[c.band * BX + c.band] += n;
+          acc.bandMY[c.band] += n;
+        }
       }
       if (c.uncovered) for (let j = 0; j < 3; j++) acc.unc[j] += n;
       acc.cn[i] += n;
@@ -508,6 +524,13 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
     }
     acc.bandN += mb;
     acc.bandM2 += mb * mb;
+    if (acc.bandX && acc.bandMY) {
+      for (const [b, v] of band) {
+        if (b >= BX) continue;
+        acc.bandMY[b] += mb * v;
+        for (const [c, w] of band) if (c < BX) acc.bandX[b * BX + c] += v * w;
+      }
+    }
     acc.unc[0] += y;
     acc.unc[1] += y * y;
     acc.unc[2] += m * y;
@@ -529,7 +552,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
  * be for independent requests: num / den estimates the design effect (Kish) of whole sessions, 1
  * when a session's requests are independent, Σm²/Σm when each session repeats one category.
  */
-function sessionMoments(a: SessionAcc): { num: Record<string, number>; den: Record<string, number> } {
+function sessionMoments(a: SessionAcc, novel?: { q: number[]; mixes: number[] } | null): { num: Record<string, number>; den: Record<string, number> } {
   const num: Record<string, number> = {};
   const den: Record<string, number> = {};
   const multi = (t: number[], q: number[], n: number, m2: number, f: string) => {
@@ -542,6 +565,18 @@ function sessionMoments(a: SessionAcc): { num: Record<string, number>; den: Reco
   };
   multi(a.mixT, a.mixQ, a.n, a.m2, 'mix');
   multi(a.bandT, a.bandQ, a.bandN, a.bandM2, 'band');
+  // the novel-topic detector's own directions: one score per band for each of its mixes
+  if (novel && a.bandX && a.bandMY && a.bandN > 0 && novel.q.length <= BX) {
+    const B = novel.q.length;
+    const t = Array.from({ length: B }, (_, b) => at(a.bandT, b));
+    const x = Array.from({ length: B * B }, (_, i) => a.bandX![Math.floor(i / B) * BX + (i % B)]);
+    const cm = { n: a.bandN, m2: a.bandM2, t, x, my: a.bandMY.slice(0, B) };
+    const p = t.map((v) => v / a.bandN);
+    novel.mixes.forEach((mix, i) => {
+      const d = directionalMoments(cm, novelScores(p, novel.q, mix));
+      if (d) [num[`novel${i}`], den[`novel${i}`]] = [d.num, d.den];
+    });
+  }
   // the clusters' shares (covered and uncovered together, as the per-cluster share detectors count
   // them): a session's turns stay in one cluster more often than in one (cluster, covered) cell
   multi(a.cn, a.cn2, a.n, a.m2, 'share');
@@ -635,6 +670,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     const hOne = Math.log(arlWindows * S * G);
     // uncovered_share runs two detectors when the model has bands: the budget is split over both
     const q = ctx.novelProfile && ctx.novelProfile.length > 1 ? ctx.novelProfile : null;
+    const novelDirs = q ? { q, mixes: o.novelMixes } : null;
     const hUnc = q ? Math.log(arlWindows * S * (G + o.novelMixes.length)) : hOne;
     const hMixCluster = Math.log(arlWindows * S * (K + 1) * G);
     const hMixOmni = Math.log(arlWindows * S * (K + 1));
@@ -691,7 +727,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -713,7 +749,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc) });
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs) });
         const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions };
         sessCache.set(ss, r);
         return r;
@@ -827,6 +863,13 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const hourCell = (size: number): ReferenceCell | undefined => (sessOk ? { cell: Math.floor(t0 / 3600000), size, period: 24 } : undefined);
         const wPool = a / (HN + a);
         const seg = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + (v + (wPool * N) ** 2 / Math.max(1, PN)) / N : 1);
+        // the novel-topic detector: the bands' design effect in its own directions (the largest over
+        // its mixes, src/monitor/sandwich.ts) when whole sessions measured it, else the family's
+        const segNovel = (N: number, v: number) => {
+          const pb = phi('band', N);
+          const f = Math.max(pb, ...o.novelMixes.map((_, i) => sessPhi(`novel${i}`)));
+          return seg('band')(N, v) * (pb > 0 ? f / pb : 1);
+        };
         const segRate = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + v / N : 1);
         run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), seg('unc'), hourCell(refN)));
         sc.det.unc = unc.toJSON();
@@ -836,7 +879,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
           if (bandsOn) {
             const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
-            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, seg('band'), hourCell(HB + a)));
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, segNovel, hourCell(HB + a)));
           }
           sc.det.novel = d.toJSON();
         }
