@@ -45,6 +45,8 @@ const RATE = 20;
 /** --only=sessions: the session-traffic part, at these volumes (requests/s) */
 const SESSION_RATES = (args.get('rates') ?? '0.05,0.5,20').split(',').map(Number);
 const SESSION_DAYS = Number(args.get('session-days') ?? 30);
+/** --novel-share=0.2: the share of traffic moving to the held-out intents in the novel shifts (default 5%) */
+const NOVEL_SHARE = Number(args.get('novel-share') ?? 0.05);
 /** runs per shift and volume (default: 1 at ≥ 5 requests/s, 2 below) */
 const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
 /** --session-parts=noshift,shifts */
@@ -384,6 +386,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
   const out: Record<string, unknown> = {
     generator: { agents, volumeRatio: 5, turns: '1–30, P(L) ∝ 0.88^L (mean 6.6)', gapSeconds: [5, 90], retry: 0.3, switchIntent: 0.05, mixCycle: 0.6, windowSeconds: WINDOW, sessionIdleSeconds: 300 },
     tripledCluster: target,
+    novelShare: NOVEL_SHARE,
     volumes: {} as Record<string, unknown>,
   };
   for (const rate of SESSION_RATES) {
@@ -422,10 +425,10 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       type S = { name: string; history: boolean; rules: RuleName[]; cluster: number | null; over: (change: number) => Partial<SessionStreamSpec> };
       const shifted = (change: number, novel: number, boost: number | null) => (t: number, agent: string) => weightsAt(t, agent, t >= change ? novel : 0, t >= change ? boost : null);
       const shifts: S[] = [
-        { name: 'novel_5pct', history: true, rules: ['uncovered_share'], cluster: null, over: (c) => ({ intentWeights: shifted(c, 0.05, null) }) },
+        { name: 'novel_5pct', history: true, rules: ['uncovered_share'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
         { name: 'cluster_tripled', history: true, rules: ['cluster_mix'], cluster: target, over: (c) => ({ intentWeights: shifted(c, 0, target) }) },
         { name: 'escalation_5_to_20pct', history: true, rules: ['escalation'], cluster: target, over: (c) => ({ escalation: (cell: Cell, t: number) => (t >= c && cell.cluster === target ? 0.2 : 0.05) }) },
-        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget'], cluster: null, over: (c) => ({ intentWeights: shifted(c, 0.05, null) }) },
+        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
       ];
       // requests and sessions of 30 days at this volume (the oracle's ARL)
       const meanLen = 6.6;
@@ -479,7 +482,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             // model: a hidden intent per turn; a turn is an exact retry of the previous cell, a
             // paraphrase (a cell of the intent) or, rarely, a new intent drawn from the mix
             const pre = weightsAt(x.t, x.agent, 0, null);
-            const post = s.name.startsWith('novel') ? weightsAt(x.t, x.agent, 0.05, null) : weightsAt(x.t, x.agent, 0, target);
+            const post = s.name.startsWith('novel') ? weightsAt(x.t, x.agent, NOVEL_SHARE, null) : weightsAt(x.t, x.agent, 0, target);
             const llr = sessionLogLik(x.cells, post) - sessionLogLik(x.cells, pre);
             if (Number.isFinite(llr)) cu = Math.max(0, cu + llr);
             if (cu >= hSessions && oracleAt === null) oracleAt = x.t;
@@ -519,7 +522,9 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
                 foundAt = f.rule;
               }
             }
-            if (found !== null && oracleHReq !== null) break;
+            // (a shift that novel_vs_calibrated counts runs on until it fires too, within the cap)
+            const waitNovel = s.rules.includes('novel_vs_calibrated') && ctx.heldOutDeep !== undefined && firstByRule.novel_vs_calibrated === undefined;
+            if (found !== null && oracleHReq !== null && !waitNovel) break;
             if (t0w - change > capMs) break;
           }
           void clusterReqSince;
