@@ -490,7 +490,12 @@ export function alertRow(n: Notification, notified: boolean): AlertRow {
 /** The monitor's view of the coverage model in force. */
 export function contextFromManifest(m: {
   version: string;
-  calibration: { targetFalseUncoveredRate: number; expectedRate: number; expectedRateInterval: [number, number]; bands?: { novel: number[] } };
+  calibration: {
+    targetFalseUncoveredRate: number;
+    expectedRate: number;
+    expectedRateInterval: [number, number];
+    bands?: { novel: number[]; heldOut?: { deepBands: number; deepShare: number; deepShareInterval: [number, number]; novelDeepShare: number } };
+  };
   clusters: { id: number; label: string; share: number }[];
 }): MonitorContext {
   return {
@@ -500,5 +505,11 @@ export function contextFromManifest(m: {
     evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
     ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
+    ...(m.calibration.bands?.heldOut ? { heldOutDeep: heldOutDeepOf(m.calibration.bands.heldOut) } : {}),
   };
+}
+
+/** The fixed reference of novel_vs_calibrated from a model's calibration.bands.heldOut. */
+export function heldOutDeepOf(h: { deepBands: number; deepShare: number; deepShareInterval: [number, number]; novelDeepShare: number }): NonNullable<MonitorContext['heldOutDeep']> {
+  return { deepBands: h.deepBands, share: h.deepShare, interval: h.deepShareInterval, novelShare: h.novelDeepShare };
 }

@@ -67,6 +67,12 @@ export function modelSummary(m: Manifest): string {
           `depth bands: a novel topic (${c.bands.novelCases} cases scored with their region left out) falls below the threshold ` +
             `${pct(c.bands.novel.slice(0, 5).reduce((a, b) => a + b, 0))} of the time, in the deepest band ${pct(c.bands.novel[0])} ` +
             `(eval cases: ${pct(c.bands.inScope[0])})`,
+          ...(c.bands.heldOut
+            ? [
+                `  ${c.bands.heldOut.deepBands} deepest band(s): ${rateWithInterval(c.bands.heldOut.deepShare, c.bands.heldOut.deepShareInterval)} of new phrasings of tested intents, ` +
+                  `${pct(c.bands.heldOut.novelDeepShare)} of a novel topic (the reference of novel_vs_calibrated; docs/monitor.md)`,
+              ]
+            : []),
         ]
       : []),
     '',

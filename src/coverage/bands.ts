@@ -11,7 +11,11 @@
  * against a "novel topic" profile: the bands that eval cases fall in when their whole region (tag,
  * or cluster without tags) is left out of the index, estimated at fit time (`novelProfile`).
  */
+import jstatPkg from 'jstat';
+import { dersimonianLaird, robustRate } from './calibrate.js';
 import { dotAt, dotMany, rng } from './vec.js';
+
+const { jStat } = jstatPkg as unknown as { jStat: { normal: { inv(p: number, mean: number, sd: number): number } } };
 
 /** levels of the in-scope margin distribution between bands; 'threshold' is margin 0 */
 export const BAND_LEVELS = [0.0025, 0.005, 0.01, 0.02, 'threshold', 0.1, 0.2, 0.4] as const;
@@ -143,4 +147,112 @@ export function sampleByRegion(region: Int32Array, regions: number, max: number,
     if (!any) break;
   }
   return out;
+}
+
+/**
+ * The deep-band share of in-scope traffic the fit can vouch for, for the monitor's fixed-reference
+ * novel-topic rule (`novel_vs_calibrated`, docs/monitor.md "No blind day").
+ *
+ * The in-scope band profile (`inScope`) mixes the eval cases scored against the others and with
+ * their phrasing family left out; eval phrasings sit closer to each other than production's do, so
+ * a profile of seen phrasings is biased toward the shallow bands. The calibration over phrasing
+ * families (calibrate.ts) already scores each case with its whole family left out: a phrasing the
+ * eval set did not write, of an intent it tests. The share of those margins in the `deepBands`
+ * lowest bands, per region, is the in-scope deep share for new phrasings; the interval runs, as the
+ * calibrated rate's does, from the lower bound of the seen phrasings' share to the upper bound of
+ * the new phrasings' share, each with its families as the independent units (cluster-robust
+ * variance) and the between-region variance (DerSimonian–Laird) added, because production weights
+ * the regions otherwise than the eval set does.
+ *
+ * `deepBands` is chosen where a share `designMix` of traffic moving to the novel-topic profile
+ * gives the most evidence per request against the interval's upper end (Bernoulli KL), so the
+ * bands are those where novel topics are many times more common than new phrasings of tested ones.
+ */
+export interface HeldOutDeep {
+  /** the deepest bands counted (bands 0 … deepBands − 1) */
+  deepBands: number;
+  /** share of new phrasings (family left out) in those bands, region-weighted */
+  deepShare: number;
+  /** from the lower bound of the seen phrasings' share to the upper bound of the new phrasings' */
+  deepShareInterval: [number, number];
+  /** the same share for seen phrasings (near-duplicates left out) */
+  deepShareSeen: number;
+  /** between-region standard deviation of the new phrasings' deep share */
+  betweenRegionSd: number;
+  /** the novel-topic profile's share in those bands */
+  novelDeepShare: number;
+  /** band profile of the new phrasings (each band smoothed by half a count) */
+  profile: number[];
+  /** regions with cases */
+  regions: number;
+}
+
+export interface HeldOutDeepInput {
+  /** margins of each case scored against the others (near-duplicates left out) */
+  seen: ArrayLike<number>;
+  /** margins of each case scored with its whole phrasing family left out */
+  fresh: ArrayLike<number>;
+  family: ArrayLike<number>;
+  region: ArrayLike<number>;
+  regions: number;
+  edges: ArrayLike<number>;
+  /** the novel-topic profile (one share per band) */
+  novel: ArrayLike<number>;
+  /** central level of the interval (each end one-sided (1 − level) / 2) */
+  level: number;
+  /** share of traffic on novel topics the choice of deep bands is made for */
+  designMix: number;
+}
+
+export function heldOutDeep(x: HeldOutDeepInput): HeldOutDeep {
+  const thr = BAND_LEVELS.indexOf('threshold');
+  const n = x.seen.length;
+  const by: number[][] = Array.from({ length: x.regions }, () => []);
+  for (let i = 0; i < n; i++) by[x.region[i]].push(i);
+  const use = by.map((_, r) => r).filter((r) => by[r].length > 0);
+  const z = jStat.normal.inv(1 - (1 - x.level) / 2, 0, 1);
+  // one side of the interval: the region-weighted share below `edge` with its random-effects sd
+  const side = (m: ArrayLike<number>, edge: number) => {
+    const rates = use.map((r) => robustRate(by[r].map((i) => m[i]), by[r].map((i) => x.family[i]), edge));
+    // a region with no case in the bands: at least the binomial variance of half a case
+    const v = rates.map((t, j) => Math.max(t.variance, (Math.max(t.rate, 0.5 / by[use[j]].length) * (1 - t.rate)) / by[use[j]].length));
+    const y = rates.map((t) => t.rate);
+    const tau2 = dersimonianLaird(y, v);
+    let mean = 0;
+    let variance = 0;
+    use.forEach((r, j) => {
+      const w = by[r].length / n;
+      mean += w * y[j];
+      variance += w * w * (v[j] + tau2);
+    });
+    return { mean, sd: Math.sqrt(variance), tau: Math.sqrt(tau2) };
+  };
+  let best: HeldOutDeep | null = null;
+  let bestKl = -Infinity;
+  for (let d = 1; d <= thr; d++) {
+    const edge = x.edges[d - 1];
+    const F = side(x.fresh, edge);
+    const S = side(x.seen, edge);
+    const hi = Math.min(1, F.mean + z * F.sd);
+    let novelDeep = 0;
+    for (let b = 0; b < d; b++) novelDeep += x.novel[b];
+    // evidence per request against the upper end when in-scope traffic sits at the estimate and a
+    // share moves to the profile
+    const p1 = (1 - x.designMix) * F.mean + x.designMix * novelDeep;
+    const kl = p1 > hi && hi > 0 && hi < 1 ? p1 * Math.log(p1 / hi) + (1 - p1) * Math.log((1 - p1) / (1 - hi)) : 0;
+    if (kl > bestKl) {
+      bestKl = kl;
+      best = {
+        deepBands: d,
+        deepShare: F.mean,
+        deepShareInterval: [Math.max(0, Math.min(F.mean, S.mean - z * S.sd)), hi],
+        deepShareSeen: S.mean,
+        betweenRegionSd: F.tau,
+        novelDeepShare: novelDeep,
+        profile: bandShares(x.fresh, x.edges),
+        regions: use.length,
+      };
+    }
+  }
+  return best!;
 }

@@ -28,7 +28,7 @@ import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
 import { quantile } from './vec.js';
 import { CALIBRATION_METHOD, modelVersion } from './version.js';
-import { BAND_LEVELS, bandEdges, bandShares, leaveRegionOutMargins, sampleByRegion } from './bands.js';
+import { BAND_LEVELS, bandEdges, bandShares, heldOutDeep, leaveRegionOutMargins, sampleByRegion } from './bands.js';
 
 export interface FitOptions {
   k: number | 'auto';
@@ -214,6 +214,8 @@ export function defaultNprobe(k: number): number {
 
 /** eval cases scored with their region left out to estimate the novel-topic band profile */
 const NOVEL_PROFILE_CASES = 400;
+/** share of traffic on novel topics the deep bands of the held-out profile are chosen for (bands.ts heldOutDeep) */
+const HELD_OUT_DESIGN_MIX = 0.05;
 
 /** k, the clusters and each case's similarity to its centroid: the first part of buildCoverageModel. */
 export interface FitClusters {
@@ -350,11 +352,32 @@ export function buildCoverageModel(
       vectors, n, dim, region: caseRegion, regionThreshold: cal.regions.map((r) => r.threshold), regionCentroids, regions: regionCount,
       neighbours: params.neighbours, sample,
     });
+    const novelShares = bandShares(novel, edges);
+    // the deep-band share of new phrasings of tested intents, with its interval (bands.ts heldOutDeep)
+    const ho = heldOutDeep({
+      seen: margins.subarray(0, n), fresh: margins.subarray(n), family, region: caseRegion, regions: regionCount, edges, novel: novelShares,
+      level: INTERVAL_LEVEL, designMix: HELD_OUT_DESIGN_MIX,
+    });
     bands = {
       levels: BAND_LEVELS.map((l) => (l === 'threshold' ? opts.targetRate : l)),
       edges,
       inScope: bandShares(margins, edges),
-      novel: bandShares(novel, edges),
+      novel: novelShares,
+      heldOut: {
+        deepBands: ho.deepBands,
+        deepShare: ho.deepShare,
+        deepShareInterval: ho.deepShareInterval,
+        deepShareSeen: ho.deepShareSeen,
+        betweenRegionSd: ho.betweenRegionSd,
+        novelDeepShare: ho.novelDeepShare,
+        profile: ho.profile,
+        designMix: HELD_OUT_DESIGN_MIX,
+        method:
+          `share of the eval cases scored with their phrasing family left out (new phrasings of tested intents) in the ${ho.deepBands} deepest band(s), ` +
+          `per ${regions === 'tags' ? 'tag' : 'cluster'}, weighted by its cases; interval from the lower bound of the seen phrasings' share to the upper bound ` +
+          `of the new phrasings' (family-clustered variance plus the between-region variance, ${INTERVAL_LEVEL} central); deep bands chosen where ` +
+          `${HELD_OUT_DESIGN_MIX} of traffic moving to the novel profile gives the most evidence against that upper end`,
+      },
       novelCases: sample.length,
       method:
         `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins (both scores of each case: seen and new phrasing); ` +

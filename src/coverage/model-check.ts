@@ -135,6 +135,19 @@ export function modelValueProblems(m: CoverageModel): string[] {
       if (b[name].length !== BANDS || Math.abs(s - 1) > SUM_TOLERANCE) out.push(`calibration.bands.${name} shares sum to ${s}, not 1`);
     }
     if (b.novelCases > n) out.push(`calibration.bands.novelCases ${b.novelCases} exceeds the ${n} cases`);
+    const h = b.heldOut;
+    if (h) {
+      const at = 'calibration.bands.heldOut';
+      const s = h.profile.reduce((a, x) => a + x, 0);
+      if (Math.abs(s - 1) > SUM_TOLERANCE) out.push(`${at}.profile shares sum to ${s}, not 1`);
+      if (h.deepBands > thr) out.push(`${at}.deepBands ${h.deepBands} reaches above the threshold's band (${thr})`);
+      const [lo, hi] = h.deepShareInterval;
+      if (!(lo <= h.deepShare && h.deepShare <= hi)) out.push(`${at}.deepShare ${h.deepShare} lies outside its interval [${lo}, ${hi}]`);
+      if (!(hi < 1)) out.push(`${at}.deepShareInterval's upper end ${hi} leaves no room for a rise`);
+      let novelDeep = 0;
+      for (let i = 0; i < Math.min(h.deepBands, BANDS); i++) novelDeep += b.novel[i];
+      if (Math.abs(novelDeep - h.novelDeepShare) > 1e-6) out.push(`${at}.novelDeepShare ${h.novelDeepShare} is not the novel profile's share in its ${h.deepBands} deep band(s) (${novelDeep})`);
+    }
   }
 
   // the version id is the hash of the fit's inputs: one edited by hand is not this model's

@@ -147,6 +147,24 @@ export const ManifestSchema = z.object({
         novel: z.array(z.number().positive()).length(BANDS),
         novelCases: z.number().int().nonnegative(),
         method: z.string(),
+        /**
+         * the deep-band share of new phrasings of tested intents (src/coverage/bands.ts
+         * `heldOutDeep`) with its interval: the reference of the monitor's novel_vs_calibrated
+         * rule. Absent in models fitted before it: that rule is then off.
+         */
+        heldOut: z
+          .object({
+            deepBands: z.number().int().positive().lt(BANDS),
+            deepShare: z.number().min(0).max(1),
+            deepShareInterval: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+            deepShareSeen: z.number().min(0).max(1),
+            betweenRegionSd: z.number().nonnegative(),
+            novelDeepShare: z.number().min(0).max(1),
+            profile: z.array(z.number().positive()).length(BANDS),
+            designMix: z.number().gt(0).lt(1),
+            method: z.string(),
+          })
+          .optional(),
       })
       .optional(),
   }),

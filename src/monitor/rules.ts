@@ -153,6 +153,7 @@ const RELATIVE: RuleName[] = ['uncovered_share', 'cluster_mix', 'escalation', 'u
 const SEVERITY: Record<RuleName, Finding['severity']> = {
   uncovered_share: 'warning',
   uncovered_vs_calibrated: 'warning',
+  novel_vs_calibrated: 'warning',
   uncovered_budget: 'critical',
   cluster_mix: 'warning',
   eval_mismatch: 'info',
@@ -204,6 +205,8 @@ interface ScopeState {
     mix: DirichletCusumState | null;
     /** the novel-topic detector on the coverage depth bands (part of the uncovered_share rule) */
     novel?: ProfileCusumState | null;
+    /** novel_vs_calibrated: the deep-band share against the fit's held-out phrasings (absent: never run) */
+    deep?: BernoulliCusumState | null;
     share: Record<string, BernoulliCusumState>;
     rate: Record<string, BernoulliCusumState>;
   };
@@ -223,6 +226,13 @@ interface ScopeState {
   calFact?: number;
   /** and the severity it was reported with (its resolution carries the same) */
   calSeverity?: Finding['severity'];
+  /**
+   * novel_vs_calibrated: the deep-band share established above the fit's (its upper bound when
+   * reported; the rule fires again only above it), and each cluster's recent deep requests
+   * (decayed like `recent`) for the finding's clusters
+   */
+  deepFact?: number;
+  deepBy?: number[];
 }
 
 /**
@@ -965,6 +975,40 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         sc.det.budget = b.toJSON();
       }
 
+      // novel_vs_calibrated: the share of requests in the deepest bands against the upper end of the
+      // fit's interval for new phrasings of tested intents (src/coverage/bands.ts heldOutDeep); a
+      // fixed reference, so it runs from the first windows and keeps running once production history
+      // exists. Evidence is divided by the sessions' design effect (the larger of the uncovered
+      // share's and the bands'); with session ids it waits until minSessions have closed (until
+      // then a long session of one deep query would read as many), without them it uses the
+      // windows' dispersion as the other fixed-rate rules do.
+      const hd = ctx.heldOutDeep && ctx.heldOutDeep.deepBands > 0 ? ctx.heldOutDeep : null;
+      const pDeepBase = hd ? Math.min(0.999, Math.max(1e-4, hd.interval[1])) : 0;
+      const pDeep = Math.min(0.999, Math.max(pDeepBase, sc.deepFact ?? 0));
+      const phiDeep: Dispersion | null =
+        phiFixed === null || (sc.sess && !sessOk)
+          ? null
+          : (N: number, t: number) => Math.max(typeof phiFixed === 'number' ? phiFixed : phiFixed!(N, t), sessPhi('band'));
+      if (hd) {
+        const nowBands = now.bands ?? [];
+        const bandN = sum(nowBands);
+        let deepX = 0;
+        for (let b = 0; b < hd.deepBands; b++) deepX += at(nowBands, b);
+        const d = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.deep ?? undefined);
+        run('novel_vs_calibrated', 'novel_vs_calibrated', null, phiDeep !== null && bandN > 0 ? d.update(deepX, bandN, pDeep, phiDeep) : idle(hOne));
+        sc.det.deep = d.toJSON();
+        // each cluster's deep requests, decayed like the recent shares
+        const by = (sc.deepBy ?? []).map((v) => v * decay);
+        for (const w of scopeWindows)
+          for (const c of w.clusters) {
+            const i = index.get(c.cluster)!;
+            let x = 0;
+            for (let b = 0; b < hd.deepBands; b++) x += at(c.bands ?? [], b);
+            if (x > 0) grow(by, i, x);
+          }
+        sc.deepBy = by;
+      }
+
       // ---- episodes (hysteresis) ----
       const episode = (rule: RuleName, cluster: number | null, alarm: boolean, stat: number, h: number) => {
         const key = `${rule}|${agent}|${cluster ?? ''}`;
@@ -1091,6 +1135,57 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           severity,
         );
         trend('uncovered_vs_calibrated', null, uNow, pCalBase, 0, escRate, v.statistic, hOne);
+      }
+      if (hd) {
+        // a standing fact, like uncovered_vs_calibrated: reported once when established, again only
+        // when the deep share rises above the level reported
+        const v = verdicts.get('novel_vs_calibrated')!.v;
+        const key = `novel_vs_calibrated|${agent}|`;
+        const before = sc.deepFact;
+        let e: Episode = { firing: false, lastAlarm: st.episodes[key]?.lastAlarm ?? -Infinity };
+        const rb = recent.bands ?? [];
+        const rbN = sum(rb);
+        let rbX = 0;
+        for (let b = 0; b < hd.deepBands; b++) rbX += at(rb, b);
+        const phiD = (N: number) => (phiDeep === null ? 1 : typeof phiDeep === 'number' ? phiDeep : phiDeep(N, 0));
+        const dNow = rbN > 0 ? rbX / rbN : 0;
+        let [est, lo, hi] = [dNow, ...klInterval(rbX, rbN, CI_LEVEL, phiD(rbN))] as [number, number, number];
+        if (v.alarm && v.segmentRequests > 0) {
+          est = v.segmentEvents / v.segmentRequests;
+          [lo, hi] = klInterval(v.segmentEvents, v.segmentRequests, CI_LEVEL, phiD(v.segmentRequests));
+          e = { firing: true, onset: start, lastAlarm: widx };
+          sc.deepFact = Math.min(0.999, Math.max(hi, pDeep));
+        }
+        st.episodes[key] = e;
+        // the clusters nearest to the deep requests, most deep requests first
+        const by = sc.deepBy ?? [];
+        const byN = sum(by);
+        const top = by
+          .map((x, i) => ({ i, x }))
+          .filter((d) => d.x > 0)
+          .sort((x, y) => y.x - x.x)
+          .slice(0, o.drivers);
+        const drivers = top.map((d) => cs(d.i));
+        const names = top.filter((d) => label(d.i)).slice(0, 3).map((d) => `"${label(d.i)}" (${pct(d.x / byN)} of them)`);
+        const bandsText = hd.deepBands === 1 ? 'the deepest coverage band' : `the ${hd.deepBands} deepest coverage bands`;
+        finding(
+          'novel_vs_calibrated',
+          null,
+          e,
+          v.statistic,
+          hOne,
+          { name: 'deep_share_diff', value: est - pDeepBase, lo: lo - pDeepBase, hi: hi - pDeepBase },
+          e.firing
+            ? `${pct(est)} of requests for ${scopeName(agent)} (95% ${pct(lo)}–${pct(hi)}) fall far below the eval set (${bandsText}), against at most ${pct(pDeepBase)} for new phrasings of the intents it tests ` +
+                `(${pct(hd.share)} calibrated at fit time, interval ${pct(hd.interval[0])}–${pct(hd.interval[1])}; topics the eval set lacks put ${pct(hd.novelShare)} there)` +
+                (before !== undefined ? `, above the ${pct(before)} reported before` : '') +
+                `: production carries topics the eval set does not test${names.length ? `, nearest to ${names.join(', ')}` : ''}. ` +
+                'Reported once; again only if it rises further (see gaps for the topics).'
+            : `${pct(dNow)} of requests for ${scopeName(agent)} fall far below the eval set (${bandsText}) against at most ${pct(pDeepBase)} for new phrasings of the intents it tests` +
+                (before !== undefined ? `; established above it (up to ${pct(before)}) and reported.` : '.'),
+          drivers,
+        );
+        trend('novel_vs_calibrated', null, dNow, pDeepBase, 0, escRate, v.statistic, hOne);
       }
       if (o.budget !== null) {
         const v = verdicts.get('uncovered_budget')!.v;

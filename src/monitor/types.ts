@@ -103,6 +103,11 @@ export interface MonitorContext {
    * share per band); absent for a model without bands: the novel-topic detector is then off
    */
   novelProfile?: number[];
+  /**
+   * the deep-band share of new phrasings of tested intents with its interval (the model's
+   * calibration.bands.heldOut): the fixed reference of novel_vs_calibrated; absent: that rule is off
+   */
+  heldOutDeep?: { deepBands: number; share: number; interval: [number, number]; novelShare: number };
   /** what the eval set tests of conversation depth and tool chains (the model's agent.json); absent: the agent rules stay silent */
   agent?: AgentContext;
   /**
@@ -124,6 +129,7 @@ export interface AgentContext {
 export type RuleName =
   | 'uncovered_share' // uncovered share rises against the production reference
   | 'uncovered_vs_calibrated' // uncovered share above the rate calibrated at fit time
+  | 'novel_vs_calibrated' // more traffic far below the eval set than new phrasings of tested intents reach (fit-time reference, no history needed)
   | 'uncovered_budget' // more than X% of traffic untested, established with confidence
   | 'cluster_mix' // the mix of nearest clusters (uncovered as its own category) shifts
   | 'eval_mismatch' // production share per cluster vs eval-set share changed materially (static fact)

@@ -162,6 +162,17 @@ function judge(
   };
 }
 
+/** the held-out deep-band share of one fitted model against the fitted intents' test queries */
+interface DeepJudged {
+  deepBands: number;
+  realised: number;
+  stated: number;
+  interval: [number, number];
+  inside: boolean;
+  heldOutIntents: number;
+  novelProfile: number;
+}
+
 async function main() {
   if (!hasBanking77()) {
     console.log(JSON.stringify({ bench: 'coverage', skipped: BANKING77_MISSING }));
@@ -179,6 +190,7 @@ async function main() {
   const testVec = (await embedder.embed(test.map((r) => r.text))).vectors;
 
   const results: Record<string, Judged[]> = {};
+  const deepResults: Record<string, DeepJudged[]> = {};
   const push = (key: string, j: Judged) => (results[key] ??= []).push(j);
   const perDraw: Record<string, unknown>[] = [];
   const fitMs: number[] = [];
@@ -234,7 +246,32 @@ async function main() {
           regionsInside: `${j.regions.inside}/${j.regions.judged}`, regionsPredictive: `${j.regions.predictive}/${j.regions.judged}`,
           auroc: r4(j.aurocScore), aurocRelative: r4(j.aurocRelative), heldOutUncovered: r4(j.heldOutUncovered),
         });
-        row[mode] = { k: manifest.params.k, families: c.phrasing?.families, looseRegions: c.looseRegions?.length ?? 0, now: brief(now), before: brief(before) };
+        // the deep-band share of the fitted intents' test queries against the fit's held-out interval
+        // (calibration.bands.heldOut: the reference of the monitor's novel_vs_calibrated rule)
+        let deep: DeepJudged | undefined;
+        const ho = c.bands?.heldOut;
+        if (ho && a.band) {
+          let n = 0;
+          let x = 0;
+          let hn = 0;
+          let hx = 0;
+          test.forEach((r, i) => {
+            const isDeep = a.band![i] < ho.deepBands ? 1 : 0;
+            if (held.has(r.category)) {
+              hn++;
+              hx += isDeep;
+            } else {
+              n++;
+              x += isDeep;
+            }
+          });
+          deep = { deepBands: ho.deepBands, realised: x / n, stated: ho.deepShare, interval: ho.deepShareInterval, inside: x / n >= ho.deepShareInterval[0] && x / n <= ho.deepShareInterval[1], heldOutIntents: hx / hn, novelProfile: ho.novelDeepShare };
+          (deepResults[`${split}.${mode}`] ??= []).push(deep);
+        }
+        row[mode] = {
+          k: manifest.params.k, families: c.phrasing?.families, looseRegions: c.looseRegions?.length ?? 0, now: brief(now), before: brief(before),
+          ...(deep ? { deepBand: { deepBands: deep.deepBands, realised: r4(deep.realised), stated: r4(deep.stated), interval: deep.interval.map(r4), inside: deep.inside, heldOutIntents: r4(deep.heldOutIntents), novelProfile: r4(deep.novelProfile) } } : {}),
+        };
       }
       perDraw.push(row);
       console.error(JSON.stringify(row));
@@ -264,6 +301,21 @@ async function main() {
   for (const split of splits)
     for (const mode of ['untagged', 'tagged'] as Mode[])
       for (const method of ['families', 'before'] as Method[]) calibration[`${split}.${mode}.${method}`] = summary(`${split}.${mode}.${method}`);
+
+  // the held-out deep-band share (novel_vs_calibrated's reference): realised on the fitted intents'
+  // test queries, inside the stated interval in how many draws
+  const deepBand: Record<string, unknown> = {};
+  for (const [key, js] of Object.entries(deepResults))
+    deepBand[key] = {
+      realised: { mean: r4(mean(js.map((j) => j.realised))), min: r4(Math.min(...js.map((j) => j.realised))), max: r4(Math.max(...js.map((j) => j.realised))) },
+      stated: r4(mean(js.map((j) => j.stated))),
+      statedInterval: { meanLo: r4(mean(js.map((j) => j.interval[0]))), meanHi: r4(mean(js.map((j) => j.interval[1]))) },
+      insideInterval: `${js.filter((j) => j.inside).length} of ${js.length} draws`,
+      aboveInterval: js.filter((j) => j.realised > j.interval[1]).length,
+      deepBands: js.map((j) => j.deepBands),
+      heldOutIntentsDeepShare: r4(mean(js.map((j) => j.heldOutIntents))),
+      novelProfileDeepShare: r4(mean(js.map((j) => j.novelProfile))),
+    };
 
   let full: Record<string, unknown> | undefined;
   if (fullFit) {
@@ -329,6 +381,7 @@ async function main() {
         targetRate: DEFAULT_FIT.targetRate,
         settings: { nearDuplicateCosine: DEFAULT_FIT.nearDuplicateCosine, minClusterCases: DEFAULT_FIT.minClusterCases, newPhrasingShare: DEFAULT_FIT.newPhrasingShare },
         calibration,
+        deepBand,
         buildMsMean: Math.round(mean(fitMs)),
         perDraw,
         ...(full ? { fullFit: full } : {}),

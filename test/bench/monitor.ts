@@ -24,6 +24,7 @@ import { CoverageAssigner, loadCoverageModel, saveCoverageModel } from '../../sr
 import { backtest, createEvaluateWindow, DEFAULT_MONITOR, scoreDetections } from '../../src/monitor/index.js';
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
+import { heldOutDeepOf } from '../../src/alert/runner.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 import { sessionStream, stream, type Cell, type SessionStreamSpec, type StreamSpec } from '../helpers/monitor-sim.js';
 import { rng } from '../../src/monitor/stats.js';
@@ -44,6 +45,8 @@ const RATE = 20;
 /** --only=sessions: the session-traffic part, at these volumes (requests/s) */
 const SESSION_RATES = (args.get('rates') ?? '0.05,0.5,20').split(',').map(Number);
 const SESSION_DAYS = Number(args.get('session-days') ?? 30);
+/** --novel-share=0.2: the share of traffic moving to the held-out intents in the novel shifts (default 5%) */
+const NOVEL_SHARE = Number(args.get('novel-share') ?? 0.05);
 /** runs per shift and volume (default: 1 at ≥ 5 requests/s, 2 below) */
 const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
 /** --session-parts=noshift,shifts */
@@ -132,6 +135,7 @@ async function main() {
     evalShares: Object.fromEntries(m.clusters.map((c) => [c.id, c.share])),
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
     ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
+    ...(m.calibration.bands?.heldOut ? { heldOutDeep: heldOutDeepOf(m.calibration.bands.heldOut) } : {}),
   };
   const baseCells = cellWeights(intentWeights(0, 0, 0));
   const pUncPre = baseCells.reduce((s, w, c) => s + (cells[c].uncovered ? w : 0), 0);
@@ -183,7 +187,7 @@ async function main() {
   };
   if (ONLY === 'sessions') {
     const out = sessionBench({ cells, F, isHeld, phase, ctx, cellWeights });
-    console.log(JSON.stringify({ bench: 'monitor', only: 'sessions', data: 'banking77', model: { k: m.params.k, fittedIntents: fittedIdx.length, heldOutIntents: heldIdx.length, calibratedRate: ctx.calibratedRate, calibratedRateInterval: ctx.calibratedRateInterval }, ...out }, null, 2));
+    console.log(JSON.stringify({ bench: 'monitor', only: 'sessions', data: 'banking77', model: { k: m.params.k, fittedIntents: fittedIdx.length, heldOutIntents: heldIdx.length, calibratedRate: ctx.calibratedRate, calibratedRateInterval: ctx.calibratedRateInterval, heldOutDeep: ctx.heldOutDeep ?? null }, ...out }, null, 2));
     return;
   }
   const shuffled = !ONLY || ONLY === 'shuffled' ? noShift(false) : null;
@@ -364,7 +368,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
   base.forEach((v, j) => byCl.set(clusterOfIntent[j], (byCl.get(clusterOfIntent[j]) ?? 0) + v));
   const cand = [...byCl.entries()].filter((x) => x[1] >= 0.01).sort((a, b) => a[1] - b[1]);
   const target = cand[Math.floor(cand.length / 2)][0];
-  const rules: RuleName[] = ['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'escalation', 'uncovered_escalation', 'eval_mismatch'];
+  const rules: RuleName[] = ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'escalation', 'uncovered_escalation', 'eval_mismatch'];
   const specFor = (rate: number, durationMs: number, seed: number, over: Partial<SessionStreamSpec> = {}): SessionStreamSpec => ({
     start: new Date(START).toISOString(),
     durationMs,
@@ -382,6 +386,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
   const out: Record<string, unknown> = {
     generator: { agents, volumeRatio: 5, turns: '1–30, P(L) ∝ 0.88^L (mean 6.6)', gapSeconds: [5, 90], retry: 0.3, switchIntent: 0.05, mixCycle: 0.6, windowSeconds: WINDOW, sessionIdleSeconds: 300 },
     tripledCluster: target,
+    novelShare: NOVEL_SHARE,
     volumes: {} as Record<string, unknown>,
   };
   for (const rate of SESSION_RATES) {
@@ -420,10 +425,10 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       type S = { name: string; history: boolean; rules: RuleName[]; cluster: number | null; over: (change: number) => Partial<SessionStreamSpec> };
       const shifted = (change: number, novel: number, boost: number | null) => (t: number, agent: string) => weightsAt(t, agent, t >= change ? novel : 0, t >= change ? boost : null);
       const shifts: S[] = [
-        { name: 'novel_5pct', history: true, rules: ['uncovered_share'], cluster: null, over: (c) => ({ intentWeights: shifted(c, 0.05, null) }) },
+        { name: 'novel_5pct', history: true, rules: ['uncovered_share'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
         { name: 'cluster_tripled', history: true, rules: ['cluster_mix'], cluster: target, over: (c) => ({ intentWeights: shifted(c, 0, target) }) },
         { name: 'escalation_5_to_20pct', history: true, rules: ['escalation'], cluster: target, over: (c) => ({ escalation: (cell: Cell, t: number) => (t >= c && cell.cluster === target ? 0.2 : 0.05) }) },
-        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'uncovered_budget'], cluster: null, over: (c) => ({ intentWeights: shifted(c, 0.05, null) }) },
+        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
       ];
       // requests and sessions of 30 days at this volume (the oracle's ARL)
       const meanLen = 6.6;
@@ -477,7 +482,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             // model: a hidden intent per turn; a turn is an exact retry of the previous cell, a
             // paraphrase (a cell of the intent) or, rarely, a new intent drawn from the mix
             const pre = weightsAt(x.t, x.agent, 0, null);
-            const post = s.name.startsWith('novel') ? weightsAt(x.t, x.agent, 0.05, null) : weightsAt(x.t, x.agent, 0, target);
+            const post = s.name.startsWith('novel') ? weightsAt(x.t, x.agent, NOVEL_SHARE, null) : weightsAt(x.t, x.agent, 0, target);
             const llr = sessionLogLik(x.cells, post) - sessionLogLik(x.cells, pre);
             if (Number.isFinite(llr)) cu = Math.max(0, cu + llr);
             if (cu >= hSessions && oracleAt === null) oracleAt = x.t;
@@ -497,6 +502,8 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
           let found: number | null = null;
           let foundAt: string | null = null;
           let falseBefore = 0;
+          // the first alert after the change of each rule the shift counts (requests after the change)
+          const firstByRule: Record<string, number> = {};
           for (const win of sessionStream(spec)) {
             if (win.length === 0) continue;
             const ev = evaluate(state, win, ctx);
@@ -509,16 +516,19 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
                 continue;
               }
               const ok = s.rules.includes(f.rule) && (s.cluster === null || f.scope.cluster === s.cluster || f.clusters[0]?.cluster === s.cluster);
+              if (ok && firstByRule[f.rule] === undefined) firstByRule[f.rule] = reqSince;
               if (ok && found === null) {
                 found = reqSince;
                 foundAt = f.rule;
               }
             }
-            if (found !== null && oracleHReq !== null) break;
+            // (a shift that novel_vs_calibrated counts runs on until it fires too, within the cap)
+            const waitNovel = s.rules.includes('novel_vs_calibrated') && ctx.heldOutDeep !== undefined && firstByRule.novel_vs_calibrated === undefined;
+            if (found !== null && oracleHReq !== null && !waitNovel) break;
             if (t0w - change > capMs) break;
           }
           void clusterReqSince;
-          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
+          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, firstByRule, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
           console.error(JSON.stringify({ rate, shift: s.name, rep, ...runs[runs.length - 1] }));
         }
         const d = runs.filter((x) => x.detected && x.oracleDelayRequests);

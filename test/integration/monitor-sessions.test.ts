@@ -3,7 +3,9 @@
  * the default rules → lifecycle) on session traffic embedded and assigned by the real model:
  * 36 hours at about 0.05 requests/s of sessions of 1–30 turns 5–90 s apart that repeat one topic
  * (exact retries and paraphrases), two agents 70/30, a daily topic cycle. No shift: nothing above
- * info is notified, and the rules were given the closed sessions the store holds.
+ * info is notified, and the rules were given the closed sessions the store holds. The same stream
+ * with 5% of its sessions on untested topics from the first request: novel_vs_calibrated finds it
+ * without production history.
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,21 +27,35 @@ const END = Math.floor(Date.now() / HOUR) * HOUR - 2 * HOUR;
 const START = END - 36 * HOUR;
 
 let manifest: Manifest;
+let modelDir: string;
 let store: Store;
 let cfg: ReturnType<typeof testConfig>;
 const extra: Store[] = [];
 let sessionsMade = 0;
 let requestsMade = 0;
 
-/** Session traffic from the sample generator's phrasings, grouped by topic. */
-function sessionTraffic(seed: number) {
+/** novel_vs_calibrated's detector for all agents in a monitor state (undefined: the rule does not run) */
+function deepDetector(state: unknown): { s: number[]; n: number[] } | undefined {
+  return (state as { scopes?: Record<string, { det?: { deep?: { s: number[]; n: number[] } | null } }> }).scopes?.['*']?.det?.deep ?? undefined;
+}
+/** its largest evidence sum (before the sessions' design effect divides it) */
+const deepStatistic = (state: unknown) => Math.max(0, ...(deepDetector(state)?.s ?? [0]));
+
+/**
+ * Session traffic from the sample generator's phrasings, grouped by topic; a share `novel` of the
+ * sessions (from the first) on the topics the eval set never covered.
+ */
+function sessionTraffic(seed: number, novel = 0, from = START) {
   const pool = new Map<string, ReturnType<typeof sampleTraffic>>();
   for (const r of sampleTraffic(4000, { seed, surpriseShare: 0 })) pool.set(r.topic_hint, [...(pool.get(r.topic_hint) ?? []), r]);
   const topics = [...pool.keys()].sort();
+  const surprise = new Map<string, ReturnType<typeof sampleTraffic>>();
+  if (novel > 0) for (const r of sampleTraffic(2000, { seed, surpriseShare: 1 })) surprise.set(r.topic_hint, [...(surprise.get(r.topic_hint) ?? []), r]);
+  const novelTopics = [...surprise.keys()].sort();
   const r = rng(seed);
   const phase = topics.map(() => r());
   const out: Record<string, unknown>[] = [];
-  let t = START;
+  let t = from;
   let k = 0;
   while (t < END - HOUR) {
     const h = ((t / HOUR) % 24) / 24;
@@ -50,20 +66,20 @@ function sessionTraffic(seed: number) {
     let u = r() * w.reduce((a, b) => a + b, 0);
     let j = 0;
     while ((u -= w[j]) > 0 && j < w.length - 1) j++;
-    const texts = pool.get(topics[j])!;
+    const texts = novel > 0 && r() < novel ? surprise.get(novelTopics[Math.floor(r() * novelTopics.length)])! : pool.get(topics[j])!;
     let q = texts[Math.floor(r() * texts.length)];
     let L = 1;
     while (L < 30 && r() < 0.85) L++;
     let ts = t;
     const sid = `sess-${seed}-${k++}`;
-    sessionsMade++;
+    if (novel === 0) sessionsMade++;
     for (let turn = 1; turn <= L; turn++) {
       if (turn > 1) {
         ts += (5 + r() * 85) * 1000;
         if (r() > 0.3) q = texts[Math.floor(r() * texts.length)]; // a paraphrase, else an exact retry
       }
       out.push({ request_id: `${sid}-${turn}`, ts: new Date(ts).toISOString(), query: q.query, agent, session_id: sid, turn, escalated: q.escalated, outcome: q.outcome });
-      requestsMade++;
+      if (novel === 0) requestsMade++;
     }
   }
   return out;
@@ -72,9 +88,10 @@ function sessionTraffic(seed: number) {
 beforeAll(async () => {
   const dir = tmpDir();
   cfg = testConfig(path.join(dir, 'chdb'));
-  manifest = await fitSampleModel(path.join(dir, 'model'));
+  modelDir = path.join(dir, 'model');
+  manifest = await fitSampleModel(modelDir);
   const embedder = await realEmbedder();
-  const assigner = new CoverageAssigner(loadCoverageModel(path.join(dir, 'model')));
+  const assigner = new CoverageAssigner(loadCoverageModel(modelDir));
   store = await Store.open({ ...cfg.clickhouse, database: `monsess${process.pid}` });
   const rows = await assignRows(sessionTraffic(21), embedder, assigner);
   for (let i = 0; i < rows.length; i += 2000) await storeRows(store, rows.slice(i, i + 2000));
@@ -87,7 +104,14 @@ afterAll(async () => {
 describe('monitor --backtest on session traffic (real engine and model)', () => {
   it('36 hours at 0.05 requests/s without a shift notify nothing above info; the rules see the closed sessions', async () => {
     const seen: WindowCounts[][] = [];
-    const evaluate = createEvaluateWindow({ output: 'changes' });
+    const inner = createEvaluateWindow({ output: 'changes' });
+    // novel_vs_calibrated (the real fit states its reference) runs and stays quiet
+    let novelEvaluated = 0;
+    const evaluate: typeof inner = (s, w, c) => {
+      const ev = inner(s, w, c);
+      if (deepDetector(ev.state)) novelEvaluated++;
+      return ev;
+    };
     const mc = monitorConfig(null, '', { windowSeconds: 30 });
     const res = await runBacktest(
       new MonitorStore(store),
@@ -101,6 +125,7 @@ describe('monitor --backtest on session traffic (real engine and model)', () => 
       new Date(END).toISOString(),
     );
     const firing = res.notifications.filter((n) => n.kind === 'firing');
+    expect(novelEvaluated).toBeGreaterThan(0);
     expect(firing.filter((n) => n.alert.severity !== 'info').map((n) => `${n.alert.rule} ${n.alert.agent}: ${n.alert.summary}`)).toEqual([]);
     // the fixed-rate rule reports a standing fact once per scope at most
     const cal = firing.filter((n) => n.alert.rule === 'uncovered_vs_calibrated');
@@ -113,6 +138,42 @@ describe('monitor --backtest on session traffic (real engine and model)', () => 
     const turns = seen.flat().reduce((a, w) => a + (w.closedSessions ?? []).reduce((b, c) => b + c.requests, 0), 0);
     expect(turns).toBe(requestsMade);
   }, 600_000);
+
+  // The sample eval set is small (180 cases): the fit's deep-band interval is wide (upper end ≈ 2.5%
+  // in the deepest band) and untested topics put ≈ 6% of their requests there, so only traffic
+  // mostly on untested topics is found within a day at this volume (docs/monitor.md, "No blind day").
+  it('a fresh deployment whose sessions are all on untested topics from the first request: novel_vs_calibrated finds it within the day (the real fit states the deep-band reference)', async () => {
+    const st = await Store.open({ ...cfg.clickhouse, database: `monnovel${process.pid}` });
+    extra.push(st);
+    const embedder = await realEmbedder();
+    const assigner = new CoverageAssigner(loadCoverageModel(modelDir));
+    const from = END - 24 * HOUR;
+    const traffic = sessionTraffic(22, 1, from);
+    const rows = await assignRows(traffic, embedder, assigner);
+    for (let i = 0; i < rows.length; i += 2000) await storeRows(st, rows.slice(i, i + 2000));
+    const ctx = contextFromManifest(manifest);
+    expect(ctx.heldOutDeep).toBeDefined();
+    const inner = createEvaluateWindow({ output: 'changes' });
+    let maxStat = 0;
+    const res = await runBacktest(
+      new MonitorStore(st),
+      (s, w, c) => {
+        const ev = inner(s, w, c);
+        maxStat = Math.max(maxStat, deepStatistic(ev.state));
+        return ev;
+      },
+      ctx,
+      monitorConfig(null, '', { windowSeconds: 30 }),
+      new Date(from).toISOString(),
+      new Date(END).toISOString(),
+    );
+    const hit = res.notifications.filter((n) => n.kind === 'firing' && n.alert.rule === 'novel_vs_calibrated');
+    expect(hit.length, `largest statistic ${maxStat}; ${res.notifications.map((n) => `${n.kind} ${n.alert.rule} ${n.alert.agent}`).join('; ')}`).toBeGreaterThan(0);
+    expect(hit[0].alert.severity).toBe('warning');
+    expect(hit[0].alert.summary).toMatch(/fall far below the eval set/);
+    // found within the first day (the production-relative rules wait 24 hours for a reference)
+    expect(Date.parse(hit[0].alert.onset) - from).toBeLessThan(24 * HOUR);
+  }, 900_000);
 
   it('closedSessions: a session is read whole once, in the window where it went idle; requests without a session id are sessions of one', async () => {
     // the same data directory (one per process), another database

@@ -31,6 +31,7 @@ import {
 import { conformalThreshold, mixtureThreshold, nearestRow, phrasingFamilies, tagCentroids } from '../../src/coverage/calibrate.js';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import { BANDS, bandOf } from '../../src/coverage/bands.js';
+import { contextFromManifest } from '../../src/alert/runner.js';
 import { adjustedRandIndex } from '../../src/coverage/metrics.js';
 import {
   CoverageAssigner,
@@ -857,6 +858,21 @@ describe('coverage model on disk', () => {
     for (let i = 0; i < q.n; i++) if (q.labels[i] === 3) expect(r1.covered[i]).toBe(0);
   });
 
+  it('records the deep-band share of new phrasings of tested intents, with an interval, far below the novel profile\'s', () => {
+    const bands = built.draft.calibration.bands!;
+    const h = bands.heldOut!;
+    expect(h.deepBands).toBeGreaterThanOrEqual(1);
+    expect(h.deepBands).toBeLessThanOrEqual(4);
+    const [lo, hi] = h.deepShareInterval;
+    expect(lo).toBeLessThanOrEqual(h.deepShare);
+    expect(h.deepShare).toBeLessThanOrEqual(hi);
+    // new phrasings (family left out) fall deep at least as often as seen ones
+    expect(h.deepShare).toBeGreaterThanOrEqual(h.deepShareSeen);
+    expect(h.novelDeepShare).toBeCloseTo(bands.novel.slice(0, h.deepBands).reduce((a, b) => a + b, 0), 9);
+    expect(h.novelDeepShare).toBeGreaterThan(hi);
+    expect(h.profile.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 9);
+  });
+
   it('records coverage depth bands and a novel-topic profile deeper than the eval set', () => {
     const bands = built.draft.calibration.bands!;
     expect(bands.edges).toHaveLength(BANDS - 1);
@@ -1052,6 +1068,31 @@ describe('coverage model on disk', () => {
       dir = save();
       editManifest(dir, (m) => (m.calibration.bands.novelCases = 31));
       refused(dir, /novelCases 31 exceeds the 30 cases/);
+    });
+
+    it('refuses an inconsistent held-out deep-band share; a model without one (fitted before it) loads', () => {
+      let dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.heldOut.profile[0] += 0.5));
+      refused(dir, /calibration\.bands\.heldOut\.profile shares sum to 1\.5/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.heldOut.deepShare = m.calibration.bands.heldOut.deepShareInterval[1] + 0.01));
+      refused(dir, /calibration\.bands\.heldOut\.deepShare .* lies outside its interval/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.heldOut.novelDeepShare = 0.999));
+      refused(dir, /calibration\.bands\.heldOut\.novelDeepShare 0\.999 is not the novel profile's share/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.heldOut.deepBands = 5));
+      refused(dir, /calibration\.bands\.heldOut\.deepBands 5 reaches above the threshold's band/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.heldOut.deepShareInterval[1] = 1.5));
+      expect(() => loadCoverageModel(dir)).toThrow(/deepShareInterval/);
+      dir = save();
+      editManifest(dir, (m) => delete m.calibration.bands.heldOut);
+      const old = loadCoverageModel(dir);
+      expect(old.manifest.calibration.bands!.heldOut).toBeUndefined();
+      // the monitor's context then has no fixed deep-band reference: novel_vs_calibrated is off
+      expect(contextFromManifest(old.manifest).heldOutDeep).toBeUndefined();
+      expect(contextFromManifest(loadCoverageModel(save()).manifest).heldOutDeep).toBeDefined();
     });
 
     it('refuses a version id edited by hand (a copy passed off as a new model)', () => {
