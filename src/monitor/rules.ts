@@ -20,6 +20,7 @@ import type {
   WindowCounts,
 } from './types.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
+import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, shareDispersion, type RunHistogram } from './session-evalue.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -247,6 +248,8 @@ interface SessionAcc {
   cn: number[];
   cn2: number[];
   rate: Record<string, [number[], number[], number[]]>;
+  /** per session and cluster touched, its requests in the cluster (cluster_mix's e-value dispersion; session-evalue.ts) */
+  runs?: RunHistogram;
   /** ISO start of the period */
   start: string;
 }
@@ -259,6 +262,8 @@ interface SessionEntry {
   m2?: number;
   num: Record<string, number>;
   den: Record<string, number>;
+  /** the period's per-session cluster counts (absent in older checkpoints) */
+  runs?: RunHistogram;
 }
 
 interface SessionState {
@@ -324,7 +329,7 @@ interface Reference {
 }
 
 /** session totals, cached per (immutable) session state */
-const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number }>();
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number; runs: RunHistogram }>();
 
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
@@ -429,6 +434,7 @@ const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
   cn: a.cn.slice(),
   cn2: a.cn2.slice(),
   rate: Object.fromEntries(Object.entries(a.rate).map(([m, v]) => [m, [v[0].slice(), v[1].slice(), v[2].slice()]])) as SessionAcc['rate'],
+  ...(a.runs ? { runs: cloneRuns(a.runs) } : {}),
 });
 
 const grow = (a: number[], i: number, v: number) => {
@@ -464,6 +470,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
       if (c.uncovered) for (let j = 0; j < 3; j++) acc.unc[j] += n;
       acc.cn[i] += n;
       acc.cn2[i] += n;
+      addRuns((acc.runs ??= emptyRuns()), 1, n);
       for (const m of METRICS) for (let j = 0; j < 3; j++) acc.rate[m][j][i] += c[m];
       continue;
     }
@@ -514,6 +521,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
     for (const [i, t] of cl) {
       acc.cn[i] += t[0];
       acc.cn2[i] += t[0] * t[0];
+      addRuns((acc.runs ??= emptyRuns()), t[0]);
       METRICS.forEach((met, j) => {
         const e = t[j + 1];
         acc.rate[met][0][i] += e;
@@ -691,7 +699,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -702,8 +710,10 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let sessions = 0;
         let sn = 0;
         let sm2 = 0;
-        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number> }) => {
+        const runs = emptyRuns();
+        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number>; runs?: RunHistogram }) => {
           sessions += x.sessions;
+          if (x.runs) mergeRuns(runs, x.runs);
           // without sizes (older checkpoints), sessions of one request
           sn += x.n ?? x.sessions;
           sm2 += x.m2 ?? x.sessions;
@@ -713,8 +723,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc) });
-        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions };
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}) });
+        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs };
         sessCache.set(ss, r);
         return r;
       })();
@@ -849,11 +859,16 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const mixSeg = Math.max(n * (3600000 / windowMs), sessOk ? (sc.det.mix?.requests ?? 0) + n : 0);
         run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + mixSeg / refN)));
         sc.det.mix = mix.toJSON();
+        // per alternative (odds ratio), the dispersion at which a whole session's likelihood ratio has
+        // mean ≤ 1 under the sessions' measured counts per cluster (session-evalue.ts), at the same
+        // upper bound as the design effect and never below it: a count made of a few long sessions
+        // has a heavier upper tail than the design effect (its variance) describes
+        const segShare = shareDispersion(seg('share'), (N) => phi('share', N), sessOk ? evalueDispersions(sessAll!.runs, o.ratios) : null, sessUp, o.maxDispersion);
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
-          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), seg('share'), hourCell(refN)));
+          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), segShare, hourCell(refN)));
           sc.det.share[key] = d.toJSON();
           for (const m of METRICS) {
             const rk = `${key}|${m}`;
