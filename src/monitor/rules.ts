@@ -20,7 +20,7 @@ import type {
   WindowCounts,
 } from './types.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
-import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, shareDispersion, type RunHistogram } from './session-evalue.js';
+import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, type RunHistogram } from './session-evalue.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -859,11 +859,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const mixSeg = Math.max(n * (3600000 / windowMs), sessOk ? (sc.det.mix?.requests ?? 0) + n : 0);
         run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + mixSeg / refN)));
         sc.det.mix = mix.toJSON();
-        // per alternative (odds ratio), the dispersion at which a whole session's likelihood ratio has
-        // mean ≤ 1 under the sessions' measured counts per cluster (session-evalue.ts), at the same
-        // upper bound as the design effect and never below it: a count made of a few long sessions
-        // has a heavier upper tail than the design effect (its variance) describes
-        const segShare = shareDispersion(seg('share'), (N) => phi('share', N), sessOk ? evalueDispersions(sessAll!.runs, o.ratios) : null, sessUp, o.maxDispersion);
+        // per alternative (odds ratio), the design effect times the tail factor at which a whole
+        // session's likelihood ratio has mean ≤ 1 under the sessions' measured counts per cluster
+        // (session-evalue.ts): a count made of a few long sessions has a heavier upper tail than the
+        // design effect (its variance) describes
+        const segShare = shareDispersion(seg('share'), (N) => phi('share', N), sessOk ? evalueDispersions(sessAll!.runs, o.ratios) : null, sessOk ? runsDesignEffect(sessAll!.runs) : 0, o.maxDispersion);
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;

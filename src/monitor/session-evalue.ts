@@ -164,24 +164,33 @@ export function evalueDispersions(h: RunHistogram, ratios: number[]): number[] {
 
 /**
  * The share detectors' segment dispersion per alternative g: the segment's dispersion `seg(N, v)`
- * (design effect × the reference's noise) with the design effect φ(N) replaced by
- * min(cap, max(φ(N), φ*_g · up)), φ*_g the e-value dispersion of alternative g and `up` the factor
- * that takes the design effect at its upper bound (the histogram is measured on as few sessions).
- * Without φ* (no sessions measured) it is `seg` unchanged.
+ * (design effect × the reference's noise) with the design effect φ(N) multiplied by the tail
+ * factor τ_g = max(1, φ*_g / D) of alternative g, φ*_g its e-value dispersion and D = Σy²/Σy the
+ * design effect of the same histogram (capped at `cap`). The design effect φ keeps its own estimate
+ * (per cluster, at its upper bound); the histogram says how much more than their variance the
+ * sessions' counts ask at odds ratio g. When the two measure the same sessions (φ = D: one shape of
+ * session in every cluster) the dispersion is φ*_g itself. Without φ* (no sessions measured) it is
+ * `seg` unchanged.
  */
 export function shareDispersion(
   seg: (segmentRequests: number, referenceTerm: number) => number,
   phi: (segmentRequests: number) => number,
   evalue: number[] | null,
-  up: number,
+  design: number,
   cap: number,
 ): (segmentRequests: number, referenceTerm: number, alternative?: number) => number {
-  if (!evalue) return (N, v) => seg(N, v);
+  if (!evalue || !(design > 0)) return (N, v) => seg(N, v);
   return (N, v, g) => {
     const base = seg(N, v);
     if (g === undefined || !(evalue[g] > 0)) return base;
     const f = Math.max(1, phi(N));
-    const fr = Math.min(cap, Math.max(f, evalue[g] * up));
+    const fr = Math.min(Math.max(cap, f), f * Math.max(1, evalue[g] / design));
     return (base * fr) / f;
   };
+}
+
+/** the tail factors φ*_r / (Σy²/Σy) of a histogram, per ratio (for reports and tests) */
+export function tailFactors(h: RunHistogram, ratios: number[]): number[] {
+  const d = runsDesignEffect(h);
+  return evalueDispersions(h, ratios).map((f) => Math.max(1, f / d));
 }

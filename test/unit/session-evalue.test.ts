@@ -4,7 +4,7 @@
  * cluster or none), against the design effect, and at its limits.
  */
 import { describe, expect, it } from 'vitest';
-import { addRuns, emptyRuns, evalueDispersion, runsDesignEffect, shareDispersion } from '../../src/monitor/session-evalue.js';
+import { addRuns, emptyRuns, evalueDispersion, runsDesignEffect, shareDispersion, tailFactors } from '../../src/monitor/session-evalue.js';
 import { rng } from '../../src/monitor/stats.js';
 
 /** the bench generator's session sizes: 1..30 turns, P(L) ∝ 0.88^L */
@@ -86,6 +86,7 @@ describe('evalueDispersion: the dispersion at which a session likelihood ratio i
       prev = f;
     }
     // about 1.18× the design effect at odds ratio 5 on this size distribution
+    expect(tailFactors(h, [5])[0]).toBeCloseTo(evalueDispersion(h, 5) / D, 12);
     expect(evalueDispersion(h, 5) / D).toBeGreaterThan(1.15);
     expect(evalueDispersion(h, 5) / D).toBeLessThan(1.2);
   });
@@ -131,13 +132,15 @@ describe('evalueDispersion: the dispersion at which a session likelihood ratio i
     }
   });
 
-  it('shareDispersion: never below the design effect, per alternative, capped; unchanged without sessions', () => {
+  it('shareDispersion: the design effect times the tail factor φ*_r/D per alternative, never below the design effect, capped; unchanged without sessions', () => {
     const seg = (N: number, v: number) => 2 * (1 + v / Math.max(1, N));
     const phi = () => 2;
-    const s = shareDispersion(seg, phi, [1, 3, 10], 1.1, 8);
+    // D = 4: tail factors 0.5 (→ 1), 1.5 and 5 (capped at 8 / 2)
+    const s = shareDispersion(seg, phi, [2, 6, 20], 4, 8);
     expect(s(100, 10, 0)).toBeCloseTo(seg(100, 10), 12);
-    expect(s(100, 10, 1)).toBeCloseTo((seg(100, 10) * 3.3) / 2, 12);
+    expect(s(100, 10, 1)).toBeCloseTo(seg(100, 10) * 1.5, 12);
     expect(s(100, 10, 2)).toBeCloseTo((seg(100, 10) * 8) / 2, 12);
-    expect(shareDispersion(seg, phi, null, 1.1, 8)(100, 10, 2)).toBe(seg(100, 10));
+    expect(s(100, 10)).toBe(seg(100, 10));
+    expect(shareDispersion(seg, phi, null, 4, 8)(100, 10, 2)).toBe(seg(100, 10));
   });
 });
