@@ -80,9 +80,11 @@ export interface BernoulliCusumState {
  * divided by it), or φ(N) of the evidence segment's N requests: the segment's summed ratio is then
  * divided by φ(N). The second is the quasi-likelihood of the segment as one observation: when the
  * true rate wanders slowly (a drift shared by consecutive windows), the segment's counts vary as
- * φ(N) = φ0 + κ·N, more than any one window's φ(n) shows.
+ * φ(N) = φ0 + κ·N, more than any one window's φ(n) shows. The multi-alternative CUSUMs pass the
+ * alternative's index as a third argument (a dispersion may differ per alternative: see
+ * session-evalue.ts).
  */
-export type Dispersion = number | ((segmentRequests: number, referenceTerm: number) => number);
+export type Dispersion = number | ((segmentRequests: number, referenceTerm: number, alternative?: number) => number);
 
 /**
  * The reference a window is tested against, for the reference's own noise at the segment's scale:
@@ -192,7 +194,7 @@ abstract class MultiAlternativeCusum {
           this.rp![g] = 0;
         }
       }
-      this.scale[g] = typeof phi === 'number' ? 1 : Math.max(1, phi(this.n[g], this.refTerm(g, ref)));
+      this.scale[g] = typeof phi === 'number' ? 1 : Math.max(1, phi(this.n[g], this.refTerm(g, ref), g));
       stat[g] = this.s[g] / this.scale[g];
       if (stat[g] > stat[best]) best = g;
       if (stat[g] >= o.threshold && this.n[g] >= o.minRequests && this.x[g] >= o.minEvents) alarm = true;

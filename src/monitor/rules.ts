@@ -21,6 +21,7 @@ import type {
 } from './types.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
 import { directionalMoments, novelScores } from './sandwich.js';
+import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, type RunHistogram } from './session-evalue.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -264,6 +265,8 @@ interface SessionAcc {
   cn: number[];
   cn2: number[];
   rate: Record<string, [number[], number[], number[]]>;
+  /** per session and cluster touched, its requests in the cluster (cluster_mix's e-value dispersion; session-evalue.ts) */
+  runs?: RunHistogram;
   /** ISO start of the period */
   start: string;
 }
@@ -276,6 +279,8 @@ interface SessionEntry {
   m2?: number;
   num: Record<string, number>;
   den: Record<string, number>;
+  /** the period's per-session cluster counts (absent in older checkpoints) */
+  runs?: RunHistogram;
 }
 
 interface SessionState {
@@ -343,7 +348,7 @@ interface Reference {
 }
 
 /** session totals, cached per (immutable) session state */
-const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number }>();
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number; runs: RunHistogram }>();
 
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
@@ -451,6 +456,7 @@ const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
   cn: a.cn.slice(),
   cn2: a.cn2.slice(),
   rate: Object.fromEntries(Object.entries(a.rate).map(([m, v]) => [m, [v[0].slice(), v[1].slice(), v[2].slice()]])) as SessionAcc['rate'],
+  ...(a.runs ? { runs: cloneRuns(a.runs) } : {}),
 });
 
 const grow = (a: number[], i: number, v: number) => {
@@ -490,6 +496,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
       if (c.uncovered) for (let j = 0; j < 3; j++) acc.unc[j] += n;
       acc.cn[i] += n;
       acc.cn2[i] += n;
+      addRuns((acc.runs ??= emptyRuns()), 1, n);
       for (const m of METRICS) for (let j = 0; j < 3; j++) acc.rate[m][j][i] += c[m];
       continue;
     }
@@ -547,6 +554,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
     for (const [i, t] of cl) {
       acc.cn[i] += t[0];
       acc.cn2[i] += t[0] * t[0];
+      addRuns((acc.runs ??= emptyRuns()), t[0]);
       METRICS.forEach((met, j) => {
         const e = t[j + 1];
         acc.rate[met][0][i] += e;
@@ -737,7 +745,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -748,8 +756,10 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let sessions = 0;
         let sn = 0;
         let sm2 = 0;
-        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number> }) => {
+        const runs = emptyRuns();
+        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number>; runs?: RunHistogram }) => {
           sessions += x.sessions;
+          if (x.runs) mergeRuns(runs, x.runs);
           // without sizes (older checkpoints), sessions of one request
           sn += x.n ?? x.sessions;
           sm2 += x.m2 ?? x.sessions;
@@ -759,8 +769,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs) });
-        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions };
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}) });
+        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs };
         sessCache.set(ss, r);
         return r;
       })();
@@ -902,11 +912,16 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const mixSeg = Math.max(n * (3600000 / windowMs), sessOk ? (sc.det.mix?.requests ?? 0) + n : 0);
         run('cluster_mix', 'cluster_mix', null, mix.update(mixNow, mixP0, phiMix * (1 + mixSeg / refN)));
         sc.det.mix = mix.toJSON();
+        // per alternative (odds ratio), the design effect times the tail factor at which a whole
+        // session's likelihood ratio has mean ≤ 1 under the sessions' measured counts per cluster
+        // (session-evalue.ts): a count made of a few long sessions has a heavier upper tail than the
+        // design effect (its variance) describes
+        const segShare = shareDispersion(seg('share'), (N) => phi('share', N), sessOk ? evalueDispersions(sessAll!.runs, o.ratios) : null, sessOk ? runsDesignEffect(sessAll!.runs) : 0, o.maxDispersion);
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
-          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), seg('share'), hourCell(refN)));
+          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), segShare, hourCell(refN)));
           sc.det.share[key] = d.toJSON();
           for (const m of METRICS) {
             const rk = `${key}|${m}`;

@@ -47,6 +47,8 @@ const SESSION_RATES = (args.get('rates') ?? '0.05,0.5,20').split(',').map(Number
 const SESSION_DAYS = Number(args.get('session-days') ?? 30);
 /** --novel-share=0.2: the share of traffic moving to the held-out intents in the novel shifts (default 5%) */
 const NOVEL_SHARE = Number(args.get('novel-share') ?? 0.05);
+/** --session-seed=N: the seed of the session no-shift run (default 5) */
+const SESSION_SEED = Number(args.get('session-seed') ?? 5);
 /** runs per shift and volume (default: 1 at ≥ 5 requests/s, 2 below) */
 const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
 /** --session-parts=noshift,shifts */
@@ -406,9 +408,10 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
         if (t - START >= (day + 1) * DAY) console.error(JSON.stringify({ rate, days: ++day, requests, sessions }));
         return ev;
       };
-      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, 5), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx, { evaluate });
+      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, SESSION_SEED), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx, { evaluate });
       const per = Object.fromEntries(rules.map((x) => [x, r.alerts.filter((al) => al.rule === x).length]));
       res.noShift = {
+        seed: SESSION_SEED,
         days: SESSION_DAYS,
         requests,
         sessions,
