@@ -21,7 +21,7 @@ import type {
 } from './types.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
 import { directionalMoments, novelScores } from './sandwich.js';
-import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, type RunHistogram } from './session-evalue.js';
+import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, tailFactors, type RunHistogram } from './session-evalue.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -267,6 +267,8 @@ interface SessionAcc {
   rate: Record<string, [number[], number[], number[]]>;
   /** per session and cluster touched, its requests in the cluster (cluster_mix's e-value dispersion; session-evalue.ts) */
   runs?: RunHistogram;
+  /** per session with uncovered requests, how many (the uncovered detectors' tail factor; session-evalue.ts) */
+  uncRuns?: RunHistogram;
   /** ISO start of the period */
   start: string;
 }
@@ -281,6 +283,7 @@ interface SessionEntry {
   den: Record<string, number>;
   /** the period's per-session cluster counts (absent in older checkpoints) */
   runs?: RunHistogram;
+  uncRuns?: RunHistogram;
 }
 
 interface SessionState {
@@ -348,7 +351,7 @@ interface Reference {
 }
 
 /** session totals, cached per (immutable) session state */
-const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number; runs: RunHistogram }>();
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number; runs: RunHistogram; uncRuns: RunHistogram }>();
 
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
@@ -457,6 +460,7 @@ const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
   cn2: a.cn2.slice(),
   rate: Object.fromEntries(Object.entries(a.rate).map(([m, v]) => [m, [v[0].slice(), v[1].slice(), v[2].slice()]])) as SessionAcc['rate'],
   ...(a.runs ? { runs: cloneRuns(a.runs) } : {}),
+  ...(a.uncRuns ? { uncRuns: cloneRuns(a.uncRuns) } : {}),
 });
 
 const grow = (a: number[], i: number, v: number) => {
@@ -493,7 +497,10 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
           acc.bandMY[c.band] += n;
         }
       }
-      if (c.uncovered) for (let j = 0; j < 3; j++) acc.unc[j] += n;
+      if (c.uncovered) {
+        for (let j = 0; j < 3; j++) acc.unc[j] += n;
+        addRuns((acc.uncRuns ??= emptyRuns()), 1, n);
+      }
       acc.cn[i] += n;
       acc.cn2[i] += n;
       addRuns((acc.runs ??= emptyRuns()), 1, n);
@@ -550,6 +557,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
     }
     acc.unc[0] += y;
     acc.unc[1] += y * y;
+    if (y > 0) addRuns((acc.uncRuns ??= emptyRuns()), y);
     acc.unc[2] += m * y;
     for (const [i, t] of cl) {
       acc.cn[i] += t[0];
@@ -745,7 +753,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -757,9 +765,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let sn = 0;
         let sm2 = 0;
         const runs = emptyRuns();
-        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number>; runs?: RunHistogram }) => {
+        const uncRuns = emptyRuns();
+        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number>; runs?: RunHistogram; uncRuns?: RunHistogram }) => {
           sessions += x.sessions;
           if (x.runs) mergeRuns(runs, x.runs);
+          if (x.uncRuns) mergeRuns(uncRuns, x.uncRuns);
           // without sizes (older checkpoints), sessions of one request
           sn += x.n ?? x.sessions;
           sm2 += x.m2 ?? x.sessions;
@@ -769,8 +779,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}) });
-        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs };
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) });
+        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs, uncRuns };
         sessCache.set(ss, r);
         return r;
       })();
@@ -784,6 +794,16 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         return Math.min(o.maxDispersion, Math.max(1, (sessAll!.num[f] / sessAll!.den[f]) * sessUp));
       };
       const ready = ref.blocks >= warmBlocks && (!sc.sess || (sessOk && sessAll!.sessions >= o.warmupSessions));
+      // The uncovered detectors' tail factor per odds ratio: how much more than the design effect a
+      // whole session's likelihood ratio needs to have mean ≤ 1 under the sessions' measured counts
+      // of uncovered requests (session-evalue.ts, as for the per-cluster shares): at the night trough
+      // of a flood a burst of a few long sessions of uncovered retries has a heavier upper tail than
+      // the design effect (their variance) describes.
+      const uncTail = (ratios: number[]): number[] | null =>
+        sessOk && sessAll!.uncRuns.c.length > 0 ? tailFactors(sessAll!.uncRuns, ratios).map((t) => Math.min(t, o.maxDispersion)) : null;
+      const withTail = (d: Dispersion, tau: number[] | null): Dispersion =>
+        tau === null || typeof d === 'number' ? d : (N: number, v: number, g?: number) => d(N, v) * (g === undefined ? 1 : tau[g] ?? 1);
+      const tauUnc = uncTail(o.ratios);
 
       // ---- references for this hour of day (shrunk toward the pooled reference) ----
       const P = ref.pooled;
@@ -891,7 +911,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           return seg('band')(N, v) * (pb > 0 ? f / pb : 1);
         };
         const segRate = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + v / N : 1);
-        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), seg('unc'), hourCell(refN)));
+        run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), withTail(seg('unc'), tauUnc), hourCell(refN)));
         sc.det.unc = unc.toJSON();
         if (q) {
           // novel topics: a share of traffic moving to the model's novel-topic band profile; the
@@ -899,7 +919,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
           if (bandsOn) {
             const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
-            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, segNovel, hourCell(HB + a)));
+            // its tail factor: each mix's largest per-request ratio, 1 − ε + ε·q_b/p_b, taken as the odds
+            // ratio of a session's uncovered requests (the bands the profile favours are below the
+            // threshold, so a session's count there is at most its uncovered count: conservative)
+            const tauNovel = uncTail(o.novelMixes.map((e) => Math.max(1, ...q.map((qb, b) => 1 - e + (e * qb) / Math.max(p0n[b], 1e-9)))));
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, withTail(segNovel, tauNovel), hourCell(HB + a)));
           }
           sc.det.novel = d.toJSON();
         }
@@ -982,7 +1006,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const pCalBase = Math.min(0.999, Math.max(1e-4, ctx.calibratedRateInterval?.[1] ?? ctx.calibratedRate));
       // once an excess is reported, only a further rise above its level is news
       const pCal = Math.min(0.999, Math.max(pCalBase, sc.calFact ?? 0));
-      run('uncovered_vs_calibrated', 'uncovered_vs_calibrated', null, phiFixed !== null ? cal.update(nowUnc, n, pCal, phiFixed) : idle(hOne));
+      run('uncovered_vs_calibrated', 'uncovered_vs_calibrated', null, phiFixed !== null ? cal.update(nowUnc, n, pCal, withTail(phiFixed, tauUnc)) : idle(hOne));
       sc.det.cal = cal.toJSON();
       if (o.budget !== null) {
         const b = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.budget ?? undefined);
@@ -1010,7 +1034,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let deepX = 0;
         for (let b = 0; b < hd.deepBands; b++) deepX += at(nowBands, b);
         const d = new BernoulliCusum({ ...cusumOpts, threshold: hOne }, sc.det.deep ?? undefined);
-        run('novel_vs_calibrated', 'novel_vs_calibrated', null, phiDeep !== null && bandN > 0 ? d.update(deepX, bandN, pDeep, phiDeep) : idle(hOne));
+        run('novel_vs_calibrated', 'novel_vs_calibrated', null, phiDeep !== null && bandN > 0 ? d.update(deepX, bandN, pDeep, withTail(phiDeep, tauUnc)) : idle(hOne));
         sc.det.deep = d.toJSON();
         // each cluster's deep requests, decayed like the recent shares
         const by = (sc.deepBy ?? []).map((v) => v * decay);
