@@ -20,6 +20,7 @@ import type {
   WindowCounts,
 } from './types.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
+import { rateReference, type RateReference } from './rate-reference.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -565,6 +566,21 @@ function sessionMoments(a: SessionAcc): { num: Record<string, number>; den: Reco
   return { num, den };
 }
 
+/**
+ * The escalation-family reference of every cluster (rate-reference.ts), once per reference (the
+ * pooled reference changes when a block closes). The within-cluster variance is taken at φ = 1:
+ * a design effect above 1 would let more of the clusters' spread be read as noise, so 1 keeps the
+ * between-cluster variance, and the prior's weight, on the conservative side.
+ */
+const rateRefCache = new WeakMap<number[], RateReference>();
+function pooledRateReference(events: number[], requests: number[], k: number): RateReference {
+  const hit = rateRefCache.get(events);
+  if (hit && hit.p0.length === k) return hit;
+  const r = rateReference(Array.from({ length: k }, (_, i) => at(events, i)), Array.from({ length: k }, (_, i) => at(requests, i)), 1);
+  rateRefCache.set(events, r);
+  return r;
+}
+
 function normalInterval(p: number, n: number, phi: number): [number, number] {
   if (n <= 0) return [0, 1];
   const h = 1.96 * Math.sqrt((phi * p * (1 - p)) / n);
@@ -757,7 +773,18 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const all = (sum(P[m]) + 0.5) / (PN + 1);
         rateTable[m] = Array.from({ length: K }, (_, i) => Math.min(0.999, Math.max(1e-4, (at(P[m], i) + 20 * all) / (at(P.req, i) + 20))));
       }
+      // with sessions measured, each cluster's rate borrows from the others as far as their measured
+      // spread allows (empirical Bayes, src/monitor/rate-reference.ts); its error is worth rateSize requests
+      const rateSize = {} as Record<Metric, number[]>;
+      if (sessOk) {
+        for (const m of METRICS) {
+          const rr = pooledRateReference(P[m], P.req, K);
+          rateTable[m] = rr.p0;
+          rateSize[m] = rr.size;
+        }
+      }
       const rateP0 = (m: Metric, i: number) => rateTable[m][i];
+      const rateRefSize = (m: Metric, i: number) => rateSize[m]?.[i] ?? at(P.req, i) + 20;
 
       // ---- dispersion from the reference's window-to-window variability ----
       const models = new Map<string, (n: number) => number>();
@@ -859,7 +886,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
             // one pooled reference per cluster (not by hour): a single cell, Σ N²/R = N²/R
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: at(P.req, i) + 20, period: 0 } : undefined), m);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: rateRefSize(m, i), period: 0 } : undefined), m);
             sc.det.rate[rk] = r.toJSON();
           }
         }
