@@ -11,10 +11,13 @@
  * observed rate y_j = x_j/n_j with within-cluster variance v_j = u/n_j, u = φ·p̄(1 − p̄), φ the
  * family's design effect) gives each cluster the posterior mean
  *
- *     p0_j = (x_j + M·μ) / (n_j + M),   M = u / (τ² + Var μ̂),
+ *     p0_j = (x_j + M_j·μ) / (n_j + M_j),   M_j = u_j / (τ² + Var μ̂),
  *
- * whose error has variance u/(n_j + M): the detector's reference term uses n_j + M requests. M is
- * large when clusters agree (the pool lends its many requests), small when they differ.
+ * (u_j = φ·p̃_j(1 − p̃_j), the cluster's within-variance at its own smoothed rate), whose error has
+ * variance u_j/(n_j + M_j): the detector's reference term uses n_j + M_j requests (rescaled to the
+ * detector's unit, p0_j(1 − p0_j)). M_j is large when clusters agree (the pool lends its many
+ * requests), small when they differ. The spread itself is estimated with the pooled within-variance
+ * u = φ·p̄(1 − p̄)/n_j (the beta-binomial method of moments; Kleinman 1973).
  *
  * The false-alarm guarantee then rests on τ² not being underestimated: a cluster whose true rate is
  * above the pool would be shrunk below it and read as a rise. Three safeguards:
@@ -99,7 +102,7 @@ export interface RateReferenceOptions {
   ceil: number;
 }
 
-export const RATE_REFERENCE_DEFAULTS: RateReferenceOptions = { level: 0.95, screen: 2, minClusters: 5, ownPrior: 20, floor: 1e-4, ceil: 0.999 };
+export const RATE_REFERENCE_DEFAULTS: RateReferenceOptions = { level: 0.99, screen: 2, minClusters: 5, ownPrior: 20, floor: 1e-4, ceil: 0.999 };
 
 export interface RateReference {
   /** each cluster's reference rate */
@@ -156,9 +159,15 @@ export function rateReference(events: ArrayLike<number>, requests: ArrayLike<num
   const out: RateReference = { p0: unshrunk.p0.slice(), size: unshrunk.size.slice(), shrunk: unshrunk.shrunk.slice(), mean, tau2, tau2Upper: up, prior };
   for (let j = 0; j < k; j++) {
     const n = requests[j];
-    if (n > 0 && Math.abs(events[j] / n - mean) > o.screen * Math.sqrt(u / n + spread)) continue;
-    out.p0[j] = clamp((events[j] + prior * mean) / (n + prior));
-    out.size[j] = n + prior;
+    // the cluster's own within-variance (at its own smoothed rate: a cluster escalating at 15% varies
+    // more than the pool's rate says), so that its weight and its error are its own
+    const uj = Math.max(1, phi) * unshrunk.p0[j] * (1 - unshrunk.p0[j]);
+    if (n > 0 && Math.abs(events[j] / n - mean) > o.screen * Math.sqrt(uj / n + spread)) continue;
+    const mj = uj / spread;
+    const p0 = clamp((events[j] + mj * mean) / (n + mj));
+    out.p0[j] = p0;
+    // the posterior variance uj/(n + mj), in units of the reference rate's own p0(1 − p0)
+    out.size[j] = ((p0 * (1 - p0)) / uj) * (n + mj);
     out.shrunk[j] = true;
   }
   return out;

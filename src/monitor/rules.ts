@@ -206,6 +206,11 @@ interface ScopeState {
     novel?: ProfileCusumState | null;
     share: Record<string, BernoulliCusumState>;
     rate: Record<string, BernoulliCusumState>;
+    /**
+     * escalation family: the block (hour) in which each rate detector's evidence segment began
+     * (absent while its statistic is 0); those blocks are kept out of that cluster's rate reference
+     */
+    rateSince?: Record<string, number>;
   };
   /** eval-mismatch: the under-tested clusters last reported (null until the reference is ready) */
   mismatch: number[] | null;
@@ -572,12 +577,37 @@ function sessionMoments(a: SessionAcc): { num: Record<string, number>; den: Reco
  * a design effect above 1 would let more of the clusters' spread be read as noise, so 1 keeps the
  * between-cluster variance, and the prior's weight, on the conservative side.
  */
-const rateRefCache = new WeakMap<number[], RateReference>();
-function pooledRateReference(events: number[], requests: number[], k: number): RateReference {
-  const hit = rateRefCache.get(events);
-  if (hit && hit.p0.length === k) return hit;
-  const r = rateReference(Array.from({ length: k }, (_, i) => at(events, i)), Array.from({ length: k }, (_, i) => at(requests, i)), 1);
-  rateRefCache.set(events, r);
+const rateRefCache = new WeakMap<number[], Map<string, RateReference>>();
+/**
+ * A rising rate is tested against a reference that must not contain the evidence it is tested on:
+ * with a rolling reference, the hours after a change enter the reference before the detector has
+ * gathered enough evidence (at a trickle that takes days), and the reference climbs after the rate.
+ * Each cluster's rate reference therefore leaves out the blocks since its rate detector's current
+ * evidence segment began (`rateSince`; the segment and its reference are then disjoint, which is
+ * what the segment's reference-noise term 1 + N/R assumes), keeping at least half of the
+ * reference's blocks.
+ */
+function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined): RateReference {
+  const minKeep = Math.ceil(blocks.length / 2);
+  const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
+  const cut = ids.map((id) => Math.max(floorKey, since?.[`${id}|${m}`] ?? Infinity));
+  const sig = `${k}|${cut.join(',')}`;
+  let byCut = rateRefCache.get(P[m]);
+  if (!byCut) rateRefCache.set(P[m], (byCut = new Map()));
+  const hit = byCut.get(sig);
+  if (hit) return hit;
+  const x = Array.from({ length: k }, (_, i) => at(P[m], i));
+  const n = Array.from({ length: k }, (_, i) => at(P.req, i));
+  for (let i = 0; i < k; i++) {
+    if (!Number.isFinite(cut[i])) continue;
+    for (let b = blocks.length - 1; b >= 0 && blocks[b].key >= cut[i]; b--) {
+      x[i] -= at(blocks[b][m], i);
+      n[i] -= at(blocks[b].req, i);
+    }
+  }
+  const r = rateReference(x, n, 1);
+  if (byCut.size > 64) byCut.clear();
+  byCut.set(sig, r);
   return r;
 }
 
@@ -778,7 +808,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const rateSize = {} as Record<Metric, number[]>;
       if (sessOk) {
         for (const m of METRICS) {
-          const rr = pooledRateReference(P[m], P.req, K);
+          const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince);
           rateTable[m] = rr.p0;
           rateSize[m] = rr.size;
         }
@@ -888,6 +918,13 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             // one pooled reference per cluster (not by hour): a single cell, Σ N²/R = N²/R
             run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: rateRefSize(m, i), period: 0 } : undefined), m);
             sc.det.rate[rk] = r.toJSON();
+            if (sessOk) {
+              // the evidence segment's own hours stay out of this cluster's rate reference
+              const since = { ...(sc.det.rateSince ?? {}) };
+              if (r.statistic > 0) since[rk] ??= bkey;
+              else delete since[rk];
+              sc.det.rateSince = since;
+            }
           }
         }
         if (now.uncEsc !== null && P.uncEsc !== null) {
