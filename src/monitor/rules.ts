@@ -590,7 +590,12 @@ const rateRefCache = new WeakMap<number[], Map<string, RateReference>>();
 function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined): RateReference {
   const minKeep = Math.ceil(blocks.length / 2);
   const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
-  const cut = ids.map((id) => Math.max(floorKey, since?.[`${id}|${m}`] ?? Infinity));
+  // (a segment begun in the block in progress cuts nothing yet)
+  const last = blocks.length ? blocks[blocks.length - 1].key : -Infinity;
+  const cut = ids.map((id) => {
+    const c = Math.max(floorKey, since?.[`${id}|${m}`] ?? Infinity);
+    return c > last ? Infinity : c;
+  });
   const sig = `${k}|${cut.join(',')}`;
   let byCut = rateRefCache.get(P[m]);
   if (!byCut) rateRefCache.set(P[m], (byCut = new Map()));
@@ -920,10 +925,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             sc.det.rate[rk] = r.toJSON();
             if (sessOk) {
               // the evidence segment's own hours stay out of this cluster's rate reference
-              const since = { ...(sc.det.rateSince ?? {}) };
+              // (copied once per window: the previous window's state stays as it was)
+              if (sc.det.rateSince === prevScope.det.rateSince) sc.det.rateSince = { ...(prevScope.det.rateSince ?? {}) };
+              const since = sc.det.rateSince!;
               if (r.statistic > 0) since[rk] ??= bkey;
               else delete since[rk];
-              sc.det.rateSince = since;
             }
           }
         }

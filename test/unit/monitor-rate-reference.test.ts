@@ -51,12 +51,14 @@ function draw(r: () => number, rates: number[], sizes: number[]) {
 }
 
 describe('between-cluster variance: a beta-binomial simulation', () => {
-  it('the moment estimator is about unbiased and the 95% upper bound covers τ² in ≥ 92% of draws', () => {
+  it('the moment estimator is about unbiased; the 99% upper bound (the rule’s) covers τ² in ≥ 95% of draws (≥ 98% when the spread is not skewed)', () => {
     const g = gammaRandom.factory({ seed: 11 });
     const r = rng(12);
-    for (const [a, b] of [
-      [2, 38],
-      [10, 190],
+    // Beta(2, 38): a skewed spread (rates 0.5–15%), where Q is not χ²-distributed and the bound covers
+    // less than its level; Beta(10, 190): rates 2–9%
+    for (const [a, b, cover] of [
+      [2, 38, 0.95],
+      [10, 190, 0.98],
     ]) {
       const tau2 = (a * b) / ((a + b) ** 2 * (a + b + 1));
       let sum = 0;
@@ -72,11 +74,11 @@ describe('between-cluster variance: a beta-binomial simulation', () => {
         const { x, n } = draw(r, rates, sizes);
         const { y, v } = yv(x, n);
         sum += tau2Moments(y, v);
-        if (tau2Upper(y, v, 0.95) >= tau2) covered++;
+        if (tau2Upper(y, v, 0.99) >= tau2) covered++;
       }
       expect(sum / reps / tau2).toBeGreaterThan(0.85);
       expect(sum / reps / tau2).toBeLessThan(1.15);
-      expect(covered / reps).toBeGreaterThanOrEqual(0.92);
+      expect(covered / reps).toBeGreaterThanOrEqual(cover);
     }
   });
 
@@ -96,7 +98,9 @@ describe('between-cluster variance: a beta-binomial simulation', () => {
       'one at 10%, the rest 5%': (j) => (j === 0 ? 0.1 : 0.05),
     };
     const report: Record<string, { tail: number; mse: number; outlierTail?: number }> = {};
-    for (const [name, rate] of Object.entries(worlds)) {
+    for (const [name0, rate] of Object.entries(worlds)) for (const own of [false, true]) {
+      // own: each cluster on its own reference (the rule's reference before this change), for comparison
+      const name = own ? `${name0} (own)` : name0;
       let tail = 0;
       let sq = 0;
       let cnt = 0;
@@ -108,7 +112,7 @@ describe('between-cluster variance: a beta-binomial simulation', () => {
         // thin and thick clusters: 0.05 requests/s over 3 days gives 30–600 requests a cluster
         const sizes = Array.from({ length: K }, (_, j) => (j === 0 ? 130 : 30 + Math.floor(r() * 600)));
         const { x, n } = draw(r, rates, sizes);
-        const ref = rateReference(x, n, 1);
+        const ref = rateReference(x, n, 1, own ? { minClusters: Infinity } : {});
         for (let j = 0; j < K; j++) {
           // in the detector's unit: the segment's variance is N·p(1 − p)·(1 + N/size)
           const z = (rates[j] - ref.p0[j]) / Math.sqrt((rates[j] * (1 - rates[j])) / ref.size[j]);
@@ -121,17 +125,21 @@ describe('between-cluster variance: a beta-binomial simulation', () => {
         }
       }
       report[name] = { tail: tail / cnt, mse: sq / cnt, outlierTail: outTail / reps };
-      console.log(name, report[name]);
     }
     for (const [name, x] of Object.entries(report)) {
-      // averaged over clusters: the error's variance is at most about what is charged
-      expect(x.mse, name).toBeLessThan(1.3);
-      expect(x.tail, name).toBeLessThan(0.04);
+      // averaged over clusters: the error's variance is at most what is charged, its upper tail no
+      // heavier than a normal's (2.3% beyond 2)
+      expect(x.mse, name).toBeLessThan(1.2);
+      expect(x.tail, name).toBeLessThan(0.03);
     }
-    // a cluster far from all others keeps its own reference (the screen), so it is not read as a rise
-    expect(report['one at 15%, the rest 5%'].outlierTail!).toBeLessThan(0.05);
-    // nearer the pool it is sometimes shrunk: bounded, and the rule's budget is summed over clusters
-    expect(report['one at 10%, the rest 5%'].outlierTail!).toBeLessThan(0.2);
+    // One cluster alone away from all others pays for the borrowing (measured: the 15% one is read
+    // more than 2 sd low in 10.7% of draws against 3.3% on its own reference; the 10% one, which its
+    // 130 requests cannot tell from the pool's 5% at 2 sd, in 59% against 1.3%): the rule's budget is
+    // summed over clusters, and the evidence such a cluster can gather against a reference worth a
+    // few hundred requests stays below the threshold (the monitor-level test below).
+    expect(report['one at 15%, the rest 5%'].outlierTail!).toBeLessThan(0.15);
+    expect(report['one at 10%, the rest 5%'].outlierTail!).toBeLessThan(0.7);
+    expect(report['one at 10%, the rest 5% (own)'].outlierTail!).toBeLessThan(0.05);
   });
 
   it('clusters that agree lend their requests: a thin cluster’s reference is worth many more requests than its own', () => {
@@ -140,7 +148,7 @@ describe('between-cluster variance: a beta-binomial simulation', () => {
     const { x, n } = draw(r, sizes.map(() => 0.05), sizes);
     const ref = rateReference(x, n, 1);
     expect(ref.shrunk[0]).toBe(true);
-    expect(ref.size[0]).toBeGreaterThan(4 * 150);
+    expect(ref.size[0]).toBeGreaterThan(3 * 150);
     // two groups far apart: the spread is large and each cluster keeps nearly its own reference
     const two = draw(r, sizes.map((_, j) => (j % 2 ? 0.15 : 0.02)), sizes);
     const ref2 = rateReference(two.x, two.n, 1);
@@ -207,6 +215,15 @@ describe('escalation rules on clusters that genuinely escalate at different rate
     }
     expect(fired).toEqual([]);
   }, 600_000);
+  it('0.05 requests/s, 14 days: a thin cluster alone at 15% and another at 10%, the rest at 5%: no escalation-family alert', () => {
+    const lone = (c: Cell) => (c.cluster === 0 ? 0.15 : c.cluster === 1 ? 0.1 : 0.05);
+    const fired: string[] = [];
+    for (const seed of [1, 2]) {
+      const res = backtest(sessionStream(spec(seed, { escalation: lone })), ctx);
+      fired.push(...res.alerts.filter((a) => ESC_RULES.has(a.rule)).map((a) => `${a.rule} ${a.scope.agent} ${a.scope.cluster} ${a.onset}`));
+    }
+    expect(fired).toEqual([]);
+  }, 600_000);
   it('0.5 requests/s, 7 days: no escalation-family alert', () => {
     const res = backtest(sessionStream(spec(3, { escalation: esc, ratePerSecond: 0.5, durationMs: 7 * DAY })), ctx);
     expect(res.alerts.filter((a) => ESC_RULES.has(a.rule)).map((a) => `${a.rule} ${a.scope.agent} ${a.scope.cluster} ${a.onset}`)).toEqual([]);
@@ -217,10 +234,10 @@ describe('escalation 5% → 20% in a thin cluster at 0.05 requests/s (issue 17: 
   // cluster 0 is about 1% of traffic: ~130 requests and ~6 escalations in a 3-day reference. Against
   // its own reference alone the evidence is capped near R·KL, below the rule's threshold; borrowing
   // from the 39 clusters escalating at 5% lifts the cap.
-  it('is found within 8 days of the change, with no alert before it', () => {
+  it('is found within 6 days of the change, with no alert before it', () => {
     const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
     for (const seed of [4, 5]) {
-      const res = backtest(sessionStream(spec(seed, { durationMs: 11 * DAY, escalation: (c, t) => (t >= change && c.cluster === 0 ? 0.2 : 0.05) })), ctx);
+      const res = backtest(sessionStream(spec(seed, { durationMs: 9 * DAY, escalation: (c, t) => (t >= change && c.cluster === 0 ? 0.2 : 0.05) })), ctx);
       const before = res.alerts.filter((a) => Date.parse(a.onset) < change && a.rule !== 'eval_mismatch');
       const hit = res.alerts.find((a) => a.rule === 'escalation' && a.scope.cluster === 0 && Date.parse(a.onset) >= change);
       expect(before.map((a) => `${a.rule} ${a.onset}`)).toEqual([]);
