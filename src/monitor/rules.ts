@@ -616,6 +616,12 @@ function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number,
   return r;
 }
 
+/** how a thin cluster's reference rate was made, for the escalation findings ('' when it is its own) */
+function borrowedNote(r: RateReference | undefined, i: number): string {
+  if (!r?.shrunk[i]) return '';
+  return `, weighed with all clusters' ${pct(r.mean)} as far as their spread allows`;
+}
+
 function normalInterval(p: number, n: number, phi: number): [number, number] {
   if (n <= 0) return [0, 1];
   const h = 1.96 * Math.sqrt((phi * p * (1 - p)) / n);
@@ -811,11 +817,13 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // with sessions measured, each cluster's rate borrows from the others as far as their measured
       // spread allows (empirical Bayes, src/monitor/rate-reference.ts); its error is worth rateSize requests
       const rateSize = {} as Record<Metric, number[]>;
+      const rateRefs = {} as Partial<Record<Metric, RateReference>>;
       if (sessOk) {
         for (const m of METRICS) {
           const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince);
           rateTable[m] = rr.p0;
           rateSize[m] = rr.size;
+          rateRefs[m] = rr;
         }
       }
       const rateP0 = (m: Metric, i: number) => rateTable[m][i];
@@ -1211,8 +1219,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           hRate,
           { name: `${METRIC_NAME[m]}_rate_ratio`, value: rate / p0, lo: lo / p0, hi: hi / p0 },
           e.firing
-            ? `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} rose to ${pct(rate)} (95% ${pct(lo)}–${pct(hi)}) from ${pct(p0)} in its own history.`
-            : `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} is ${pct(rate)} (its history: ${pct(p0)}).`,
+            ? `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} rose to ${pct(rate)} (95% ${pct(lo)}–${pct(hi)}) from ${pct(p0)} in its own history${borrowedNote(rateRefs[m], i)}.`
+            : `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} is ${pct(rate)} (its history: ${pct(p0)}${borrowedNote(rateRefs[m], i)}).`,
           [share],
         );
         trend('escalation', ids[i], share.shareNow, share.shareReference, share.shareEval, rn > 0 ? at(recent.escalated, i) / rn : 0, v.statistic, hRate);

@@ -242,6 +242,8 @@ describe('escalation 5% → 20% in a thin cluster at 0.05 requests/s (issue 17: 
       const hit = res.alerts.find((a) => a.rule === 'escalation' && a.scope.cluster === 0 && Date.parse(a.onset) >= change);
       expect(before.map((a) => `${a.rule} ${a.onset}`)).toEqual([]);
       expect(hit, `seed ${seed}`).toBeDefined();
+      // the finding says its reference was borrowed
+      expect(hit!.summary).toContain("weighed with all clusters'");
     }
   }, 600_000);
 });
