@@ -22,6 +22,7 @@ import type {
 import { pct, scopeName, CI_LEVEL } from './wording.js';
 import { directionalMoments, novelScores } from './sandwich.js';
 import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, tailFactors, type RunHistogram } from './session-evalue.js';
+import { rateReference, type RateReference } from './rate-reference.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -210,6 +211,11 @@ interface ScopeState {
     deep?: BernoulliCusumState | null;
     share: Record<string, BernoulliCusumState>;
     rate: Record<string, BernoulliCusumState>;
+    /**
+     * escalation family: the block (hour) in which each rate detector's evidence segment began
+     * (absent while its statistic is 0); those blocks are kept out of that cluster's rate reference
+     */
+    rateSince?: Record<string, number>;
   };
   /** eval-mismatch: the under-tested clusters last reported (null until the reference is ready) */
   mismatch: number[] | null;
@@ -626,6 +632,57 @@ function sessionMoments(a: SessionAcc, novel?: { q: number[]; mixes: number[] } 
   return { num, den };
 }
 
+/**
+ * The escalation-family reference of every cluster (rate-reference.ts), once per reference (the
+ * pooled reference changes when a block closes). The within-cluster variance is taken at φ = 1:
+ * a design effect above 1 would let more of the clusters' spread be read as noise, so 1 keeps the
+ * between-cluster variance, and the prior's weight, on the conservative side.
+ */
+const rateRefCache = new WeakMap<number[], Map<string, RateReference>>();
+/**
+ * A rising rate is tested against a reference that must not contain the evidence it is tested on:
+ * with a rolling reference, the hours after a change enter the reference before the detector has
+ * gathered enough evidence (at a trickle that takes days), and the reference climbs after the rate.
+ * Each cluster's rate reference therefore leaves out the blocks since its rate detector's current
+ * evidence segment began (`rateSince`; the segment and its reference are then disjoint, which is
+ * what the segment's reference-noise term 1 + N/R assumes), keeping at least half of the
+ * reference's blocks.
+ */
+function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined): RateReference {
+  const minKeep = Math.ceil(blocks.length / 2);
+  const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
+  // (a segment begun in the block in progress cuts nothing yet)
+  const last = blocks.length ? blocks[blocks.length - 1].key : -Infinity;
+  const cut = ids.map((id) => {
+    const c = Math.max(floorKey, since?.[`${id}|${m}`] ?? Infinity);
+    return c > last ? Infinity : c;
+  });
+  const sig = `${k}|${cut.join(',')}`;
+  let byCut = rateRefCache.get(P[m]);
+  if (!byCut) rateRefCache.set(P[m], (byCut = new Map()));
+  const hit = byCut.get(sig);
+  if (hit) return hit;
+  const x = Array.from({ length: k }, (_, i) => at(P[m], i));
+  const n = Array.from({ length: k }, (_, i) => at(P.req, i));
+  for (let i = 0; i < k; i++) {
+    if (!Number.isFinite(cut[i])) continue;
+    for (let b = blocks.length - 1; b >= 0 && blocks[b].key >= cut[i]; b--) {
+      x[i] -= at(blocks[b][m], i);
+      n[i] -= at(blocks[b].req, i);
+    }
+  }
+  const r = rateReference(x, n, 1);
+  if (byCut.size > 64) byCut.clear();
+  byCut.set(sig, r);
+  return r;
+}
+
+/** how a thin cluster's reference rate was made, for the escalation findings ('' when it is its own) */
+function borrowedNote(r: RateReference | undefined, i: number): string {
+  if (!r?.shrunk[i]) return '';
+  return `, weighed with all clusters' ${pct(r.mean)} as far as their spread allows`;
+}
+
 function normalInterval(p: number, n: number, phi: number): [number, number] {
   if (n <= 0) return [0, 1];
   const h = 1.96 * Math.sqrt((phi * p * (1 - p)) / n);
@@ -833,7 +890,20 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const all = (sum(P[m]) + 0.5) / (PN + 1);
         rateTable[m] = Array.from({ length: K }, (_, i) => Math.min(0.999, Math.max(1e-4, (at(P[m], i) + 20 * all) / (at(P.req, i) + 20))));
       }
+      // with sessions measured, each cluster's rate borrows from the others as far as their measured
+      // spread allows (empirical Bayes, src/monitor/rate-reference.ts); its error is worth rateSize requests
+      const rateSize = {} as Record<Metric, number[]>;
+      const rateRefs = {} as Partial<Record<Metric, RateReference>>;
+      if (sessOk) {
+        for (const m of METRICS) {
+          const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince);
+          rateTable[m] = rr.p0;
+          rateSize[m] = rr.size;
+          rateRefs[m] = rr;
+        }
+      }
       const rateP0 = (m: Metric, i: number) => rateTable[m][i];
+      const rateRefSize = (m: Metric, i: number) => rateSize[m]?.[i] ?? at(P.req, i) + 20;
 
       // ---- dispersion from the reference's window-to-window variability ----
       const models = new Map<string, (n: number) => number>();
@@ -951,8 +1021,16 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
             // one pooled reference per cluster (not by hour): a single cell, Σ N²/R = N²/R
-            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: at(P.req, i) + 20, period: 0 } : undefined), m);
+            run(`rate|${rk}`, 'escalation', ids[i], r.update(now[m][i], now.req[i], upper(rateP0(m, i), at(P.req, i) + 20, m), segRate(m), sessOk ? { cell: 0, size: rateRefSize(m, i), period: 0 } : undefined), m);
             sc.det.rate[rk] = r.toJSON();
+            if (sessOk) {
+              // the evidence segment's own hours stay out of this cluster's rate reference
+              // (copied once per window: the previous window's state stays as it was)
+              if (sc.det.rateSince === prevScope.det.rateSince) sc.det.rateSince = { ...(prevScope.det.rateSince ?? {}) };
+              const since = sc.det.rateSince!;
+              if (r.statistic > 0) since[rk] ??= bkey;
+              else delete since[rk];
+            }
           }
         }
         if (now.uncEsc !== null && P.uncEsc !== null) {
@@ -1318,8 +1396,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           hRate,
           { name: `${METRIC_NAME[m]}_rate_ratio`, value: rate / p0, lo: lo / p0, hi: hi / p0 },
           e.firing
-            ? `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} rose to ${pct(rate)} (95% ${pct(lo)}–${pct(hi)}) from ${pct(p0)} in its own history.`
-            : `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} is ${pct(rate)} (its history: ${pct(p0)}).`,
+            ? `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} rose to ${pct(rate)} (95% ${pct(lo)}–${pct(hi)}) from ${pct(p0)} in its own history${borrowedNote(rateRefs[m], i)}.`
+            : `The ${METRIC_NAME[m]} rate of ${name} for ${scopeName(agent)} is ${pct(rate)} (its history: ${pct(p0)}${borrowedNote(rateRefs[m], i)}).`,
           [share],
         );
         trend('escalation', ids[i], share.shareNow, share.shareReference, share.shareEval, rn > 0 ? at(recent.escalated, i) / rn : 0, v.statistic, hRate);

@@ -27,6 +27,7 @@ import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/t
 import { heldOutDeepOf } from '../../src/alert/runner.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 import { sessionStream, stream, type Cell, type SessionStreamSpec, type StreamSpec } from '../helpers/monitor-sim.js';
+import { betaRates } from '../helpers/monitor-sim.js';
 import { rng } from '../../src/monitor/stats.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
@@ -55,6 +56,12 @@ const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps'))
 const SESSION_PARTS = (args.get('session-parts') ?? 'noshift,shifts').split(',');
 /** shift runs stop this many days after the change (default 2 at ≥ 5 requests/s, else the horizon) */
 const CAP_DAYS_ARG = args.has('session-cap-days') ? Number(args.get('session-cap-days')) : null;
+/**
+ * --escalation-beta=A,B: in the no-shift session runs, each cluster escalates at its own rate drawn
+ * once from Beta(A, B) (default: every cluster at 5%), so that the escalation rules' between-cluster
+ * spread is exercised
+ */
+const ESC_BETA = args.get('escalation-beta')?.split(',').map(Number) as [number, number] | undefined;
 let CAP_DAYS = Infinity;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -408,10 +415,13 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
         if (t - START >= (day + 1) * DAY) console.error(JSON.stringify({ rate, days: ++day, requests, sessions }));
         return ev;
       };
-      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, SESSION_SEED), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx, { evaluate });
+      const escRates = ESC_BETA ? betaRates(Object.keys(ctx.evalShares).map(Number), ESC_BETA[0], ESC_BETA[1], 17) : null;
+      const escOver: Partial<SessionStreamSpec> = escRates ? { escalation: (cell: Cell) => escRates.get(cell.cluster) ?? 0.05 } : {};
+      const r = backtest(sessionStream({ ...specFor(rate, SESSION_DAYS * DAY, SESSION_SEED, escOver), onWindow: (_, n) => (requests += n), onSession: () => sessions++ }), ctx, { evaluate });
       const per = Object.fromEntries(rules.map((x) => [x, r.alerts.filter((al) => al.rule === x).length]));
       res.noShift = {
         seed: SESSION_SEED,
+        ...(escRates ? { escalationRates: { beta: ESC_BETA, min: Math.min(...escRates.values()), max: Math.max(...escRates.values()), byCluster: Object.fromEntries([...escRates].map(([c, x]) => [c, Math.round(x * 1e4) / 1e4])) } } : {}),
         days: SESSION_DAYS,
         requests,
         sessions,

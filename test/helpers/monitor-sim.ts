@@ -5,6 +5,7 @@
  */
 import { rng } from '../../src/monitor/stats.js';
 import type { ClusterCounts, SessionCell, WindowCounts } from '../../src/monitor/types.js';
+import gammaRandom from '@stdlib/random-base-gamma';
 
 function normal(r: () => number): number {
   const u = Math.max(1e-12, r());
@@ -354,4 +355,17 @@ export function* sessionStream(spec: SessionStreamSpec): Generator<WindowCounts[
     spec.onWindow?.(tw, total);
     yield out;
   }
+}
+
+/**
+ * Per-cluster rates drawn once from Beta(alpha, beta) (seeded): clusters that genuinely escalate at
+ * different rates, for the escalation family's no-shift checks. Returns a rate for each cluster id.
+ */
+export function betaRates(clusters: number[], alpha: number, beta: number, seed = 1): Map<number, number> {
+  const g = gammaRandom.factory({ seed });
+  return new Map(clusters.map((c) => {
+    const x = g(alpha, 1);
+    const y = g(beta, 1);
+    return [c, x / (x + y)];
+  }));
 }
