@@ -16,6 +16,8 @@ export default defineConfig({
     pool: 'forks',
     poolOptions: { forks: { singleFork: false, maxForks: 1, minForks: 1 } },
     fileParallelism: false,
+    // one event-loop turn between tests (long synchronous simulations; see the file)
+    setupFiles: ['test/helpers/yield-between-tests.ts'],
     testTimeout: 120_000 * factor,
     hookTimeout: 180_000 * factor,
   },
