@@ -989,11 +989,9 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           const d = new ProfileCusum({ mixes: o.novelMixes, threshold: hUnc, minRequests: o.minRequests, minEvents: o.minEvents }, sc.det.novel ?? undefined);
           if (bandsOn) {
             const p0n = bandP0.map((p, b) => (q[b] > p ? upper(p, HB + a, 'band') : p));
-            // its tail factor: each mix's largest per-request ratio, 1 − ε + ε·q_b/p_b, taken as the odds
-            // ratio of a session's uncovered requests (the bands the profile favours are below the
-            // threshold, so a session's count there is at most its uncovered count: conservative)
-            const tauNovel = uncTail(o.novelMixes.map((e) => Math.max(1, ...q.map((qb, b) => 1 - e + (e * qb) / Math.max(p0n[b], 1e-9)))));
-            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, withTail(segNovel, tauNovel), hourCell(HB + a)));
+            // (no tail factor here: bounding its mixes by their largest per-request ratio with the
+            // sessions' uncovered counts lost 5% novel intents at 0.05 requests/s; docs/monitor.md)
+            run('novel_topics', 'uncovered_share', null, d.update(now.bands!, p0n, q, segNovel, hourCell(HB + a)));
           }
           sc.det.novel = d.toJSON();
         }
