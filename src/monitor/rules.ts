@@ -975,10 +975,11 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         const seg = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + (v + (wPool * N) ** 2 / Math.max(1, PN)) / N : 1);
         // the novel-topic detector: the bands' design effect in its own directions (the largest over
         // its mixes, src/monitor/sandwich.ts) when whole sessions measured it, else the family's
+        const phiNovelDir = Math.max(1, ...o.novelMixes.map((_, i) => sessPhi(`novel${i}`)));
+        const segBand = seg('band');
         const segNovel = (N: number, v: number) => {
           const pb = phi('band', N);
-          const f = Math.max(pb, ...o.novelMixes.map((_, i) => sessPhi(`novel${i}`)));
-          return seg('band')(N, v) * (pb > 0 ? f / pb : 1);
+          return segBand(N, v) * (pb > 0 ? Math.max(pb, phiNovelDir) / pb : 1);
         };
         const segRate = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + v / N : 1);
         run('uncovered_share', 'uncovered_share', null, unc.update(nowUnc, n, upper(p0Unc, refN, 'unc'), withTail(seg('unc'), tauUnc), hourCell(refN)));

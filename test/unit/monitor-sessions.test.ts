@@ -42,6 +42,14 @@ export function syntheticIntents(seed = 3) {
 }
 
 const world = syntheticIntents();
+/** the intent mix with the intents of cluster `target` tripled from `change` on */
+const tripledFrom = (change: number, target: number) => (t: number) => {
+  const w = world.intentWeights(t);
+  if (t < change) return w;
+  const x = w.map((v, j) => (j % K === target ? 3 * v : v));
+  const s = x.reduce((a, b) => a + b, 0);
+  return x.map((v) => v / s);
+};
 const ctx: MonitorContext = {
   modelVersion: 'm1',
   calibratedRate: world.uRate,
@@ -89,13 +97,7 @@ describe('sessions at a trickle (0.05 requests/s)', () => {
   it('a real shift is still found at a trickle: one cluster tripled from day 4 (about 8% → 21% of traffic)', () => {
     const change = Date.parse(START) + 4 * DAY;
     const target = 5;
-    const shifted = (t: number) => {
-      const w = world.intentWeights(t);
-      if (t < change) return w;
-      const x = w.map((v, j) => (j % K === target ? 3 * v : v));
-      const s = x.reduce((a, b) => a + b, 0);
-      return x.map((v) => v / s);
-    };
+    const shifted = tripledFrom(change, target);
     const res = backtest(sessionStream(spec(4, { durationMs: 10 * DAY, intentWeights: shifted })), ctx);
     const before = res.alerts.filter((a) => Date.parse(a.onset) < change);
     const hit = res.alerts.find((a) => a.rule === 'cluster_mix' && Date.parse(a.onset) >= change && a.clusters[0] === target);
@@ -182,13 +184,7 @@ describe('cluster_mix at 0.5 requests/s: a few long sessions in one agent at its
   it('a cluster tripled after a 3-day history is still found within half a day', () => {
     const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
     const target = 5;
-    const shifted = (t: number) => {
-      const w = world.intentWeights(t);
-      if (t < change) return w;
-      const x = w.map((v, j) => (j % K === target ? 3 * v : v));
-      const s = x.reduce((a, b) => a + b, 0);
-      return x.map((v) => v / s);
-    };
+    const shifted = tripledFrom(change, target);
     const res = backtest(sessionStream(at05(1, { intentWeights: shifted })), ctx);
     expect(res.alerts.filter((a) => Date.parse(a.onset) < change)).toEqual([]);
     const hit = res.alerts.find((a) => a.rule === 'cluster_mix' && Date.parse(a.onset) >= change && a.clusters[0] === target);
