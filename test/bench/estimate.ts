@@ -19,7 +19,8 @@
  *    intent: the within-cluster term's sub-groups) and its 90% interval, and plain post-stratification
  *    (the estimate without that term) with its sampling interval.
  * Options: --draws, --plan-draws, --per-intent, --requests, --held, --budget, --k, --bad-boost,
- * --seed (draws), --hold-seed (held-out intents), --bad-share (share of failing intents), --within=tilt|off.
+ * --seed (draws), --hold-seed (held-out intents), --bad-share (share of failing intents), --within=tilt|off,
+ * --dump=FILE (each draw's cluster counts, truth and per-cluster true rates as JSONL, to study the estimator offline).
  * Reported: mean |raw − truth| and |estimate − truth|, their ratio, the interval's coverage and width,
  * and the "oracle": the post-stratified score computed with the eval cases' TRUE pass probabilities
  * (no sampling error at all): its error is what the method's assumption alone costs here.
@@ -60,8 +61,11 @@ const holdSeed = Number(args.get('hold-seed') ?? 77);
 const badShare = Number(args.get('bad-share') ?? 0.2);
 /** the estimate's within-cluster term (src/estimate/poststratify.ts withinCluster): tilt (default) or off */
 const withinCluster = (args.get('within') ?? 'tilt') as 'tilt' | 'off';
+/** --dump=FILE: each draw's cluster counts, truth, raw and oracle as JSONL (to study the estimator offline without refitting) */
+const dumpFile = args.get('dump');
 
 const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
+const sd = (x: number[]) => Math.sqrt(mean(x.map((v) => (v - mean(x)) ** 2)));
 
 async function main() {
   if (!hasBanking77()) {
@@ -121,6 +125,9 @@ async function main() {
     return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
   });
 
+  // each cluster's eval tags (intents)
+  const evalTags = Array.from({ length: k }, () => new Set<string>());
+  evalCases.forEach((x, i) => evalTags[evalCluster[i]].add(x.tags[0]));
   // the production pool: the test split and the train queries not in the eval set, assigned once
   const pool: { intent: string }[] = [];
   const poolVec = new Float32Array((test.length + poolTrain.length) * dim);
@@ -169,7 +176,7 @@ async function main() {
 
   const scenarios: unknown[] = [];
   for (const badBoost of badBoosts) {
-  const rows: { insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
     const fail = new Map(cats.map((c) => [c, u() < badShare ? 0.3 + 0.4 * u() : beta(1, 15)]));
@@ -189,6 +196,10 @@ async function main() {
     const cov = new Array<number>(k).fill(0);
     const unc = new Array<number>(k).fill(0);
     let truthSum = 0;
+    const prodTruthByCluster = new Array<number>(k).fill(0);
+    // covered requests whose intent is one of the cluster's eval tags (a sub-group the within-cluster term sees), and their true pass rate
+    const prodTagged = new Array<number>(k).fill(0);
+    const prodTaggedTruth = new Array<number>(k).fill(0);
     let covered = 0;
     let heldCovered = 0;
     let fittedSum = 0;
@@ -202,6 +213,11 @@ async function main() {
       const q = idx[Math.floor(u() * idx.length)];
       if (poolCovered[q]) {
         cov[poolCluster[q]]++;
+        prodTruthByCluster[poolCluster[q]] += passP(pool[q].intent);
+        if (evalTags[poolCluster[q]].has(pool[q].intent)) {
+          prodTagged[poolCluster[q]]++;
+          prodTaggedTruth[poolCluster[q]] += passP(pool[q].intent);
+        }
         truthSum += passP(pool[q].intent);
         covered++;
         if (held.has(pool[q].intent)) heldCovered++;
@@ -242,7 +258,23 @@ async function main() {
         subgroups: [...sub[c].values()],
       }));
     const e = estimateScore(counts(), { draws: 2000, seed: d + 1, withinCluster });
-    rows.push({ insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    // where truth − oracle comes from: production's lean among the cluster's tagged sub-groups (what the within-cluster
+    // term can see) and the covered requests of intents with no eval case in their cluster (held-out intents, neighbours')
+    let taggedPart = 0;
+    let untaggedPart = 0;
+    let untaggedShare = 0;
+    for (let c = 0; c < k; c++) {
+      if (!cov[c] || !n[c]) continue;
+      const et = evalTrue[c] / n[c];
+      taggedPart += (prodTaggedTruth[c] - prodTagged[c] * et) / covered;
+      untaggedPart += (prodTruthByCluster[c] - prodTaggedTruth[c] - (cov[c] - prodTagged[c]) * et) / covered;
+      untaggedShare += (cov[c] - prodTagged[c]) / covered;
+    }
+    if (dumpFile) {
+      // per cluster: the true pass rate of its covered production requests and of its eval cases
+      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
+    }
+    rows.push({ taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -308,6 +340,22 @@ async function main() {
         meanCorrection: mean(rows.map((r) => r.correction)),
         // the sampling error alone: the estimate against the oracle (the same reweighting with the eval cases' true pass probabilities)
         meanAbsErrorEstimateVsOracle: mean(rows.map((r) => Math.abs(r.est - r.oracle))),
+        // the error's parts (signed, truth − oracle = taggedPart + untaggedPart): production's lean among the clusters'
+        // tagged sub-groups, which the within-cluster term estimates (correction − taggedPart: its error), and covered
+        // requests of intents with no eval case in their cluster, which no count shows
+        decomposition: {
+          meanUntaggedShareOfCovered: mean(rows.map((r) => r.untaggedShare)),
+          meanTaggedPart: mean(rows.map((r) => r.taggedPart)),
+          meanUntaggedPart: mean(rows.map((r) => r.untaggedPart)),
+          meanCorrectionMinusTaggedPart: mean(rows.map((r) => r.correction - r.taggedPart)),
+          sdCorrectionMinusTaggedPart: sd(rows.map((r) => r.correction - r.taggedPart)),
+          sdUntaggedPart: sd(rows.map((r) => r.untaggedPart)),
+          // the sampling error: the plain estimate against the oracle
+          sdPlainMinusOracle: sd(rows.map((r) => r.plainEst - r.oracle)),
+          sdEstimateError: sd(rows.map((r) => r.est - r.truth)),
+          // the interval's implied standard deviation (width / 3.29)
+          meanIntervalSd: mean(rows.map((r) => r.width / 3.29)),
+        },
         targets: { errorRatioAtLeast: 3, coverage90Within: [0.85, 0.95] },
         plan: {
           budget,
