@@ -23,7 +23,10 @@
  * --dump=FILE (each draw's cluster counts, truth and per-cluster true rates as JSONL, to study the estimator offline).
  * Reported: mean |raw − truth| and |estimate − truth|, their ratio, the interval's coverage and width,
  * and the "oracle": the post-stratified score computed with the eval cases' TRUE pass probabilities
- * (no sampling error at all): its error is what the method's assumption alone costs here.
+ * (no sampling error at all): its error is what the method's assumption alone costs here; and
+ * `decomposition`: truth − oracle split into production's lean among each cluster's tagged
+ * sub-groups (what the within-cluster term estimates) and the covered requests of intents with no
+ * eval case in their cluster (held-out intents, neighbours' queries: what no count shows).
  *
  * Plan: on `planDraws` of the draws, 200 new eval cases (drawn from the pool's covered queries of
  * the chosen cluster, passing with their intent's probability) are placed by the plan (Neyman over
