@@ -23,6 +23,7 @@ import { pct, scopeName, CI_LEVEL } from './wording.js';
 import { directionalMoments, novelScores } from './sandwich.js';
 import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, tailFactors, type RunHistogram } from './session-evalue.js';
 import { rateReference, type RateReference } from './rate-reference.js';
+import { updateThresholds, type UpdateRateState } from './update-rates.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -312,6 +313,8 @@ interface State extends MonitorState {
   scopes: Record<string, ScopeState>;
   episodes: Record<string, Episode>;
   lastWindow: string | null;
+  /** data-bearing updates per reference block, for the thresholds (src/monitor/update-rates.ts) */
+  upd?: UpdateRateState;
 }
 
 const zeros = (k: number) => new Array<number>(k).fill(0);
@@ -691,7 +694,6 @@ function normalInterval(p: number, n: number, phi: number): [number, number] {
 
 export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
   const o: MonitorOptions = { ...DEFAULT_MONITOR, ...options };
-  const G = o.ratios.length;
   const cusumOpts = { ratios: o.ratios, minRequests: o.minRequests, minEvents: o.minEvents };
 
   function fresh(ctx: MonitorContext): State {
@@ -749,15 +751,15 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     const agents = [...new Set(mine.map((w) => w.agent))].sort();
     const knownAgents = new Set([...Object.keys(st.scopes).filter((a) => a !== '*'), ...agents]);
     const S = knownAgents.size + 1;
-    // thresholds: each rule's alarm budget 1/ARL split over its scopes and alternatives
-    const hOne = Math.log(arlWindows * S * G);
+    // thresholds: each rule's alarm budget 1/ARL split over its scopes and alternatives, counted in
+    // the updates that can raise a statistic (windows with data), not in clock windows, and never
+    // above the clock count (src/monitor/update-rates.ts)
     // uncovered_share runs two detectors when the model has bands: the budget is split over both
     const q = ctx.novelProfile && ctx.novelProfile.length > 1 ? ctx.novelProfile : null;
     const novelDirs = q ? { q, mixes: o.novelMixes } : null;
-    const hUnc = q ? Math.log(arlWindows * S * (G + o.novelMixes.length)) : hOne;
-    const hMixCluster = Math.log(arlWindows * S * (K + 1) * G);
-    const hMixOmni = Math.log(arlWindows * S * (K + 1));
-    const hRate = Math.log(arlWindows * S * K * METRICS.length * G);
+    const th = updateThresholds(st.upd, mine, t0, { arlDays: o.arlDays, referenceDays: o.referenceDays, blockMinutes: o.blockMinutes, ratios: o.ratios, novelMixes: q ? o.novelMixes.length : 0, K, S, metrics: METRICS.length, arlWindows });
+    st.upd = th.state;
+    const { one: hOne, unc: hUnc, mixCluster: hMixCluster, mixOmni: hMixOmni, rate: hRate } = th.h;
 
     for (const agent of ['*', ...agents]) {
       const scopeWindows = agent === '*' ? mine : mine.filter((w) => w.agent === agent);
@@ -1430,7 +1432,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
 
       // eval-set mismatch: a standing fact, reported when it changes materially
       if (ready) {
-        const lv = Math.log(arlWindows * S * K);
+        const lv = th.h.mismatch;
         const under = new Set(sc.mismatch ?? []);
         const before = new Set(under);
         // the reference changes once a block: recompute then (or on the first ready window)

@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BANDS } from '../../src/coverage/bands.js';
 import { CoverageAssigner, loadCoverageModel, saveCoverageModel } from '../../src/coverage/model.js';
-import { backtest, createEvaluateWindow, DEFAULT_MONITOR, scoreDetections } from '../../src/monitor/index.js';
+import { backtest, createEvaluateWindow, DEFAULT_MONITOR, scoreDetections, reportedThresholds } from '../../src/monitor/index.js';
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
 import { heldOutDeepOf } from '../../src/alert/runner.js';
@@ -428,6 +428,8 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
         alertsPerRule: per,
         alertsPer30DaysPerRule: Object.fromEntries(rules.map((x) => [x, Math.round((per[x] * 30 * 100) / SESSION_DAYS) / 100])),
         alerts: r.alerts.slice(0, 12).map((al) => ({ rule: al.rule, agent: al.scope.agent, severity: al.severity, onset: al.onset, summary: al.summary })),
+        // the thresholds of the last window: counted in data-bearing updates, and the clock count's
+        thresholdsAtEnd: reportedThresholds(r.state),
         seconds: Math.round((performance.now() - t) / 100) / 10,
       };
       console.error(JSON.stringify({ rate, noShift: res.noShift }));
@@ -471,15 +473,27 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
           const K = Object.keys(ctx.evalShares).length;
           const G = DEFAULT_MONITOR.ratios.length;
           const W30 = (30 * 86400) / WINDOW;
-          const hMonitor = s.name.startsWith('escalation')
+          const hClockMonitor = s.name.startsWith('escalation')
             ? Math.log(W30 * 3 * K * 3 * G)
             : s.name.startsWith('cluster')
               ? Math.log(W30 * 3 * (K + 1) * G)
               : Math.log(W30 * 3 * (G + DEFAULT_MONITOR.novelMixes.length));
+          // the threshold the monitor used for the rule at the change (counted in data-bearing
+          // updates, src/monitor/update-rates.ts): read from its state when the oracle starts
+          // (the clock count above until the monitor has a day of history)
+          let hMonitor = hClockMonitor;
+          let hFrozen = false;
+          const freezeH = () => {
+            if (hFrozen) return;
+            hFrozen = true;
+            const r = reportedThresholds(state);
+            if (r) hMonitor = s.name.startsWith('escalation') ? r.h.rate : s.name.startsWith('cluster') ? r.h.mixCluster : r.h.unc;
+          };
           // at high volume a run is long: stop this many days after the change (--session-cap-days)
           const capMs = CAP_DAYS * DAY;
           const onSession = (x: { t: number; agent: string; cells: number[]; escalated: number[] }) => {
             if (x.t < change || oracleHAt !== null) return;
+            freezeH();
             if (s.name.startsWith('escalation')) {
               x.cells.forEach((c, i) => {
                 if (oracleHAt !== null || cells[c].cluster !== target) return;
@@ -541,7 +555,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             if (t0w - change > capMs) break;
           }
           void clusterReqSince;
-          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, firstByRule, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
+          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, monitorThresholdClock: Math.round(hClockMonitor * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, firstByRule, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
           console.error(JSON.stringify({ rate, shift: s.name, rep, ...runs[runs.length - 1] }));
         }
         const d = runs.filter((x) => x.detected && x.oracleDelayRequests);
