@@ -217,11 +217,6 @@ interface ScopeState {
      */
     rateSince?: Record<string, number>;
     /**
-     * escalation family: each open segment's reference, frozen when the segment began (the
-     * cluster's events and requests in the blocks before it), kept until the statistic returns to 0
-     */
-    rateFrozen?: Record<string, [number, number]>;
-    /**
      * cluster_mix: the block in which each cluster's share detector's evidence segment began (absent
      * while its statistic is 0); those blocks are kept out of that cluster's share reference
      */
@@ -657,16 +652,8 @@ const rateRefCache = new WeakMap<number[], Map<string, RateReference>>();
  * evidence segment began (`rateSince`; the segment and its reference are then disjoint, which is
  * what the segment's reference-noise term 1 + N/R assumes), keeping at least half of the
  * reference's blocks.
- *
- * A segment open for days at a trickle outlasts that floor: once the blocks since its start are
- * more than half of the reference, the floor let the shifted hours back in (at 0.05 requests/s
- * about 2.3 days after the change, and the reference then followed the shifted rate). So the
- * reference a segment is tested against is frozen when the segment begins (`frozen`: the cluster's
- * events and requests in the blocks before it) and kept, whatever rolls out of the ring, until the
- * statistic returns to 0; the floor applies only to segments without a frozen reference (state
- * written before it).
  */
-function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined, frozen?: Record<string, [number, number]>): RateReference {
+function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined): RateReference {
   const minKeep = Math.ceil(blocks.length / 2);
   const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
   // (a segment begun in the block in progress cuts nothing yet)
@@ -675,8 +662,7 @@ function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number,
     const c = Math.max(floorKey, since?.[`${id}|${m}`] ?? Infinity);
     return c > last ? Infinity : c;
   });
-  const fz = ids.map((id) => frozen?.[`${id}|${m}`]);
-  const sig = `${k}|${cut.join(',')}|${fz.map((f) => (f ? `${f[0]}/${f[1]}` : '')).join(',')}`;
+  const sig = `${k}|${cut.join(',')}`;
   let byCut = rateRefCache.get(P[m]);
   if (!byCut) rateRefCache.set(P[m], (byCut = new Map()));
   const hit = byCut.get(sig);
@@ -684,12 +670,6 @@ function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number,
   const x = Array.from({ length: k }, (_, i) => at(P[m], i));
   const n = Array.from({ length: k }, (_, i) => at(P.req, i));
   for (let i = 0; i < k; i++) {
-    const f = fz[i];
-    if (f) {
-      x[i] = f[0];
-      n[i] = f[1];
-      continue;
-    }
     if (!Number.isFinite(cut[i])) continue;
     for (let b = blocks.length - 1; b >= 0 && blocks[b].key >= cut[i]; b--) {
       x[i] -= at(blocks[b][m], i);
@@ -976,7 +956,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const rateRefs = {} as Partial<Record<Metric, RateReference>>;
       if (sessOk) {
         for (const m of METRICS) {
-          const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince, prevScope.det.rateFrozen);
+          const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince);
           rateTable[m] = rr.p0;
           rateSize[m] = rr.size;
           rateRefs[m] = rr;
@@ -1125,18 +1105,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
               // (copied once per window: the previous window's state stays as it was)
               if (sc.det.rateSince === prevScope.det.rateSince) sc.det.rateSince = { ...(prevScope.det.rateSince ?? {}) };
               const since = sc.det.rateSince!;
-              if (sc.det.rateFrozen === prevScope.det.rateFrozen) sc.det.rateFrozen = { ...(prevScope.det.rateFrozen ?? {}) };
-              const frozen = sc.det.rateFrozen!;
-              if (r.statistic > 0) {
-                if (since[rk] === undefined) {
-                  since[rk] = bkey;
-                  // the reference of the blocks before the segment (the block in progress is not in it)
-                  frozen[rk] = [at(P[m], i), at(P.req, i)];
-                }
-              } else {
-                delete since[rk];
-                delete frozen[rk];
-              }
+              if (r.statistic > 0) since[rk] ??= bkey;
+              else delete since[rk];
             }
           }
         }

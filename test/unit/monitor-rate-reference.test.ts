@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import gammaRandom from '@stdlib/random-base-gamma';
-import { backtest, createEvaluateWindow } from '../../src/monitor/index.js';
+import { backtest } from '../../src/monitor/index.js';
 import { generalizedQ, rateReference, solveTau2, tau2Moments, tau2Upper } from '../../src/monitor/rate-reference.js';
 import { rng } from '../../src/monitor/stats.js';
 import type { MonitorContext } from '../../src/monitor/types.js';
@@ -245,37 +245,5 @@ describe('escalation 5% → 20% in a thin cluster at 0.05 requests/s (issue 17: 
       // the finding says its reference was borrowed
       expect(hit!.summary).toContain("weighed with all clusters'");
     }
-  }, 600_000);
-});
-
-describe('escalation: a segment open for days keeps the reference it began with (issue 17)', () => {
-  // At a trickle a segment can stay open for days. The quarantine used to keep at least half of the
-  // reference's blocks: once the hours since the segment began were more than half of the reference,
-  // the shifted hours entered the cluster's reference and it followed the shifted rate. The
-  // reference is now frozen when the segment begins and kept while it stays open.
-  it('5% → 12% in the thin cluster: its reference on days 5–6 after the change stays where it was on the first day', () => {
-    const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
-    const inner = createEvaluateWindow();
-    const p0: { t: number; p: number }[] = [];
-    const evaluate: typeof inner = (st, win, c) => {
-      const r = inner(st, win, c);
-      for (const f of r.findings) {
-        if (f.rule !== 'escalation' || f.scope.agent !== '*' || f.scope.cluster !== 0 || !f.summary.includes('escalation rate')) continue;
-        const m = /(?:its history: |from )([\d.]+)%/.exec(f.summary);
-        if (m) p0.push({ t: Date.parse(f.windowStart), p: Number(m[1]) / 100 });
-      }
-      return { ...r, trends: [] };
-    };
-    const res = backtest(sessionStream(spec(6, { durationMs: 9 * DAY + 3 * 3600_000, escalation: (c, t) => (t >= change && c.cluster === 0 ? 0.12 : 0.05) })), ctx, { evaluate });
-    const mean = (from: number, to: number) => {
-      const x = p0.filter((q) => q.t >= change + from * DAY && q.t < change + to * DAY);
-      return x.reduce((a, q) => a + q.p, 0) / x.length;
-    };
-    // not found at 12% within the run (what is measured is the reference, not a detection)
-    expect(res.alerts.filter((a) => a.rule === 'escalation' && a.scope.cluster === 0)).toEqual([]);
-    // before, the reference climbed from 3.1% on the first day to 4.4–4.8% on days 5–6 (seed 6)
-    const first = mean(0, 1);
-    expect(first).toBeGreaterThan(0);
-    expect(mean(4, 6) / first).toBeLessThan(1.15);
   }, 600_000);
 });
