@@ -217,6 +217,11 @@ interface ScopeState {
      * (absent while its statistic is 0); those blocks are kept out of that cluster's rate reference
      */
     rateSince?: Record<string, number>;
+    /**
+     * cluster_mix: the block in which each cluster's share detector's evidence segment began (absent
+     * while its statistic is 0); those blocks are kept out of that cluster's share reference
+     */
+    shareSince?: Record<string, number>;
   };
   /** eval-mismatch: the under-tested clusters last reported (null until the reference is ready) */
   mismatch: number[] | null;
@@ -680,6 +685,61 @@ function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number,
   return r;
 }
 
+/** the first block a quarantine leaves out (Infinity: none), keeping at least half of the reference's blocks */
+function quarantineCut(blocks: Block[], since: number | undefined): number {
+  if (since === undefined || blocks.length === 0) return Infinity;
+  const minKeep = Math.ceil(blocks.length / 2);
+  const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
+  const c = Math.max(floorKey, since);
+  // (a segment begun in the block in progress cuts nothing yet)
+  return c > blocks[blocks.length - 1].key ? Infinity : c;
+}
+
+/** a cluster's share reference with a quarantine: its requests and all requests, this hour's cell and pooled */
+interface ShareCut {
+  h: number;
+  hn: number;
+  p: number;
+  pn: number;
+}
+const shareCutCache = new WeakMap<Block[], Map<string, ShareCut>>();
+/**
+ * cluster_mix's per-cluster share detectors face the same rolling reference as the escalation
+ * family (see quarantinedRateReference): at a trickle a tripled share takes days to establish, and
+ * meanwhile its hours enter the hour-of-day cells of the reference, which climb after the share
+ * and take the evidence back. The cluster's share reference therefore leaves out the blocks since
+ * its share detector's current evidence segment began (its requests and all requests of those
+ * blocks, in this hour's cell and in the pooled reference), keeping at least half of the
+ * reference's blocks. Null when nothing is cut.
+ */
+function quarantinedShare(blocks: Block[], ref: Reference, i: number, hour: number, since: number | undefined): ShareCut | null {
+  const cut = quarantineCut(blocks, since);
+  if (!Number.isFinite(cut)) return null;
+  let byKey = shareCutCache.get(blocks);
+  if (!byKey) shareCutCache.set(blocks, (byKey = new Map()));
+  const sig = `${cut}|${i}|${hour}`;
+  const hit = byKey.get(sig);
+  if (hit) return hit;
+  const H = ref.byHour[hour];
+  const r: ShareCut = { h: at(H.req, i), hn: sum(H.req), p: at(ref.pooled.req, i), pn: sum(ref.pooled.req) };
+  for (let b = blocks.length - 1; b >= 0 && blocks[b].key >= cut; b--) {
+    const x = at(blocks[b].req, i);
+    const t = sum(blocks[b].req);
+    r.p -= x;
+    r.pn -= t;
+    if (blocks[b].hour === hour) {
+      r.h -= x;
+      r.hn -= t;
+    }
+  }
+  r.h = Math.max(0, r.h);
+  r.hn = Math.max(0, r.hn);
+  r.p = Math.max(0, r.p);
+  r.pn = Math.max(0, r.pn);
+  byKey.set(sig, r);
+  return r;
+}
+
 /** how a thin cluster's reference rate was made, for the escalation findings ('' when it is its own) */
 function borrowedNote(r: RateReference | undefined, i: number): string {
   if (!r?.shrunk[i]) return '';
@@ -952,6 +1012,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // ---- detectors ----
       const verdicts = new Map<string, { rule: RuleName; cluster: number | null; v: Verdict; extra?: Metric }>();
       const run = (key: string, rule: RuleName, cluster: number | null, v: Verdict, extra?: Metric) => verdicts.set(key, { rule, cluster, v, extra });
+      /** clusters whose share reference is quarantined this window: that reference (for the findings) */
+      const shareQ = new Map<number, number>();
       const idle = (h: number): Verdict => ({ alarm: false, statistic: 0, threshold: h, segmentRequests: 0, segmentEvents: 0, ratio: 1 });
       const phiUnc = phi('unc', n);
       const phiMix = phi('mix', n);
@@ -1012,12 +1074,28 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // (session-evalue.ts): a count made of a few long sessions has a heavier upper tail than the
         // design effect (its variance) describes
         const segShare = shareDispersion(seg('share'), (N) => phi('share', N), sessOk ? evalueDispersions(sessAll!.runs, o.ratios) : null, sessOk ? runsDesignEffect(sessAll!.runs) : 0, o.maxDispersion);
+        let evq: { e: number[]; d: number } | undefined;
         for (let i = 0; i < K; i++) {
           const key = String(ids[i]);
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
-          run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), segShare, hourCell(refN)));
+          // the evidence segment's own hours stay out of this cluster's share reference (with sessions measured)
+          const qs = sessOk ? quarantinedShare(blocks, ref, i, hour, prevScope.det.shareSince?.[key]) : null;
+          if (qs) {
+            const p0 = (qs.h + a * ((qs.p + 0.5) / (qs.pn + 0.5 * K))) / (qs.hn + a);
+            const wq = a / (qs.hn + a);
+            evq ??= { e: evalueDispersions(sessAll!.runs, o.ratios), d: runsDesignEffect(sessAll!.runs) };
+            const segQ = shareDispersion((N, v) => phi('share', N) * (N > 0 ? 1 + (v + (wq * N) ** 2 / Math.max(1, qs.pn)) / N : 1), (N) => phi('share', N), evq.e, evq.d, o.maxDispersion);
+            shareQ.set(i, p0);
+            run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, p0, segQ, hourCell(qs.hn + a)));
+          } else run(`share|${key}`, 'cluster_mix', ids[i], d.update(now.req[i], n, upper(shareP0[i], refN, 'mix'), segShare, hourCell(refN)));
           sc.det.share[key] = d.toJSON();
+          if (sessOk) {
+            if (sc.det.shareSince === prevScope.det.shareSince) sc.det.shareSince = { ...(prevScope.det.shareSince ?? {}) };
+            const since = sc.det.shareSince!;
+            if (d.statistic > 0) since[key] ??= bkey;
+            else delete since[key];
+          }
           for (const m of METRICS) {
             const rk = `${key}|${m}`;
             const r = new BernoulliCusum({ ...cusumOpts, threshold: hRate }, sc.det.rate[rk]);
@@ -1346,7 +1424,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           .filter((i) => shareNow(i) > shareP0[i] || alarmed.has(ids[i]))
           .sort((x, y) => Number(alarmed.has(ids[y])) - Number(alarmed.has(ids[x])) || (statOf.get(ids[y]) ?? 0) - (statOf.get(ids[x]) ?? 0) || Math.abs(shareNow(y) - shareP0[y]) - Math.abs(shareNow(x) - shareP0[x]))
           .slice(0, o.drivers)
-          .map((i) => cs(i, shareP0[i]));
+          .map((i) => cs(i, shareQ.get(i) ?? shareP0[i]));
         const top = drivers[0];
         finding(
           'cluster_mix',
@@ -1363,7 +1441,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           drivers,
         );
         trend('cluster_mix', null, tv, 0, 0, escRate, stat, h);
-        for (let i = 0; i < K; i++) trend('cluster_mix', ids[i], shareNow(i), shareP0[i], evalShare(i), RN > 0 && at(recent.req, i) > 0 ? at(recent.escalated, i) / at(recent.req, i) : 0, statOf.get(ids[i]) ?? 0, hMixCluster);
+        for (let i = 0; i < K; i++) trend('cluster_mix', ids[i], shareNow(i), shareQ.get(i) ?? shareP0[i], evalShare(i), RN > 0 && at(recent.req, i) > 0 ? at(recent.escalated, i) / at(recent.req, i) : 0, statOf.get(ids[i]) ?? 0, hMixCluster);
       }
 
       // escalation / refusal / failure per cluster
