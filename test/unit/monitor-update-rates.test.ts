@@ -116,13 +116,13 @@ describe('thresholds in data-bearing updates at 0.05 requests/s', () => {
     expect(JSON.stringify((state as { upd?: unknown }).upd).length).toBeLessThan(20_000);
   }, 600_000);
 
-  it('30 days of session traffic with no shift: at most 1 alert per rule (the budget), 0 here', async () => {
+  it('14 days of session traffic with no shift at the lowered thresholds: no alert (the 30-day figure is the benchmark\'s: docs/monitor.md "Measured")', async () => {
     const evaluate = createEvaluateWindow({ output: 'changes' });
     let state: MonitorState | null = null;
     const alerts: string[] = [];
     const per = new Map<string, number>();
     let i = 0;
-    for (const win of sessionStream(spec(5, { durationMs: 30 * DAY }))) {
+    for (const win of sessionStream(spec(5, { durationMs: 14 * DAY }))) {
       // (a long synchronous loop starves the test runner's messages: yield now and then)
       if (++i % 2000 === 0) await new Promise((r) => setImmediate(r));
       if (win.length === 0) continue;
