@@ -617,7 +617,8 @@ export const MIN_HOUR_RHO = 0.02;
  * its requests in hour h and any correlation κ ∈ [0, 1] between two requests of one session, a
  * cell's error has variance ∝ Σ_s Σ_h (m_h + κ·m_h(m_h − 1)) and two cells' covariance
  * ∝ κ·Σ_s m_h·m_h', so their correlation is at most Σ_s Σ_{h<h'} m_h·m_h' / Σ_s Σ_h m_h² (all
- * pairs of hours, not only adjacent ones: conservative), estimated over the reference period as
+ * pairs of hours, not only adjacent ones: conservative; κ taken as the same for all sessions),
+ * estimated over the reference period as
  * `straddle` (SessionAcc.hx / hsq), raised by `up` (the estimate's roughness from few sessions)
  * and kept in [MIN_HOUR_RHO, 1]. null (too few sessions measured) gives 1.
  */
