@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { BernoulliCusum, type ReferenceCell } from '../../src/monitor/detectors.js';
+import { adjacentHourRho, MIN_HOUR_RHO } from '../../src/monitor/rules.js';
 
 const seg = (N: number, v: number) => (N > 0 ? 1 + v / N : 1);
 
@@ -67,5 +68,14 @@ describe('reference cells (detectors)', () => {
     expect(term(0)).toBeCloseTo(at(0), 6);
     expect(term(7)).toBeCloseTo(at(1), 6);
     expect(term(Number.NaN)).toBeCloseTo(at(1), 6);
+  });
+
+  it('ρ from the sessions: 1 until measured, the measured share raised for few sessions, within [MIN_HOUR_RHO, 1]', () => {
+    expect(adjacentHourRho(null, 1.1)).toBe(1);
+    expect(adjacentHourRho(0.04, 1.1)).toBeCloseTo(0.044, 9);
+    expect(adjacentHourRho(0.04, 0.5)).toBeCloseTo(0.04, 9);
+    expect(adjacentHourRho(0, 1.1)).toBe(MIN_HOUR_RHO);
+    expect(adjacentHourRho(0.8, 1.5)).toBe(1);
+    expect(adjacentHourRho(Number.NaN, 1)).toBe(1);
   });
 });
