@@ -126,7 +126,7 @@ export function attachClosedSessions(windows: WindowCounts[], rows: ClosedSessio
   for (const r of rows) {
     let w = out.find((x) => x.agent === r.agent && x.modelVersion === r.model_version);
     if (!w) out.push((w = { start, end, agent: r.agent, modelVersion: r.model_version, clusters: [] }));
-    (w.closedSessions ??= []).push({ session: r.session, cluster: r.cluster, uncovered: r.uncovered, band: r.band, requests: r.requests, escalated: r.escalated, refused: r.refused, failed: r.failed });
+    (w.closedSessions ??= []).push({ session: r.session, cluster: r.cluster, uncovered: r.uncovered, band: r.band, requests: r.requests, escalated: r.escalated, refused: r.refused, failed: r.failed, hourSq: r.hourSq });
   }
   return out;
 }

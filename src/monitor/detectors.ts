@@ -94,8 +94,10 @@ export type Dispersion = number | ((segmentRequests: number, referenceTerm: numb
  * segment has spanned (N_h its requests tested against cell h): the variance of the reference's
  * error summed over the segment, in units of φ·p(1 − p), when different cells are estimated from
  * different requests. Sessions that straddle an hour correlate adjacent cells; the term adds their
- * covariance at its bound (ρ = 1, 2·N_{h−1}·N_h/R_h), assuming sessions shorter than a cell (no
- * correlation two cells apart). A segment spanning D periods meets a cell up to D times; the cells are then
+ * covariance 2·ρ·N_{h−1}·N_h/R_h, assuming sessions shorter than a cell (no correlation two cells
+ * apart). `rho` bounds the correlation of adjacent cells' errors: by Cauchy–Schwarz at most the
+ * share of a cell's variance carried by sessions that straddle an hour (measured by the caller from
+ * closed sessions, src/monitor/rules.ts); absent = 1, the bound that holds whatever the sessions. A segment spanning D periods meets a cell up to D times; the cells are then
  * not independent of themselves, and the term is taken ×D (Cauchy–Schwarz: (Σ_d a_d)² ≤ D·Σ a_d²).
  * The dispersion function receives this term as its second argument.
  */
@@ -103,6 +105,8 @@ export interface ReferenceCell {
   cell: number;
   size: number;
   period: number;
+  /** upper bound on the correlation of adjacent cells' errors, in [0, 1] (default 1) */
+  rho?: number;
 }
 
 abstract class MultiAlternativeCusum {
@@ -179,8 +183,9 @@ abstract class MultiAlternativeCusum {
           }
           const c = this.rc![g];
           // N_h²/R_h grows by (c + n)² − c²; and sessions straddling the hour make adjacent cells'
-          // errors correlated (at most fully): + 2·n·N_{h−1}/R (Cauchy–Schwarz bound, ρ ≤ 1)
-          this.rv![g] += ((c + requests) ** 2 - c * c + 2 * requests * this.rp![g]) / Math.max(1, ref.size);
+          // errors correlated (at most ρ, itself at most 1 by Cauchy–Schwarz): + 2·ρ·n·N_{h−1}/R
+          const rho = Number.isFinite(ref.rho) ? Math.min(1, Math.max(0, ref.rho!)) : 1;
+          this.rv![g] += ((c + requests) ** 2 - c * c + 2 * rho * requests * this.rp![g]) / Math.max(1, ref.size);
           this.rc![g] = c + requests;
         }
       }

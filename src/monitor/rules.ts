@@ -257,6 +257,14 @@ interface SessionAcc {
   /** requests and Σ m_s² (session sizes) */
   n: number;
   m2: number;
+  /**
+   * per session, from its requests per clock hour m_h (SessionCell.hourSq): Σ Σ_h m_h² (the hour
+   * cells' variance) and Σ Σ_{h<h'} m_h·m_h' = Σ (m² − Σ_h m_h²)/2 (their covariance, carried by
+   * sessions that straddle hours); a session of unknown hours adds m² to both. Absent in older
+   * checkpoints (then m2 to both: ρ = 1)
+   */
+  hsq?: number;
+  hx?: number;
   /** mix categories (K clusters covered + uncovered): Σ y, Σ y² */
   mixT: number[];
   mixQ: number[];
@@ -291,6 +299,9 @@ interface SessionEntry {
   /** requests and Σ m² of the sessions (Kish's effective number of sessions n²/Σm²; absent in older checkpoints) */
   n?: number;
   m2?: number;
+  /** SessionAcc.hsq and hx (absent in older checkpoints: m2 for both) */
+  hsq?: number;
+  hx?: number;
   num: Record<string, number>;
   den: Record<string, number>;
   /** the period's per-session cluster counts (absent in older checkpoints) */
@@ -365,7 +376,7 @@ interface Reference {
 }
 
 /** session totals, cached per (immutable) session state */
-const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number; runs: RunHistogram; uncRuns: RunHistogram }>();
+const sessCache = new WeakMap<object, { num: Record<string, number>; den: Record<string, number>; sessions: number; effective: number; runs: RunHistogram; uncRuns: RunHistogram; straddle: number }>();
 
 /** reference sums, cached per (immutable) blocks array */
 const refCache = new WeakMap<Block[], Reference>();
@@ -447,6 +458,8 @@ const emptySessionAcc = (k: number, start: string): SessionAcc => ({
   sessions: 0,
   n: 0,
   m2: 0,
+  hsq: 0,
+  hx: 0,
   mixT: zeros(k + 1),
   mixQ: zeros(k + 1),
   bandT: [],
@@ -464,6 +477,8 @@ const emptySessionAcc = (k: number, start: string): SessionAcc => ({
 
 const cloneSessionAcc = (a: SessionAcc): SessionAcc => ({
   ...a,
+  hsq: a.hsq ?? a.m2,
+  hx: a.hx ?? a.m2,
   mixT: a.mixT.slice(),
   mixQ: a.mixQ.slice(),
   bandT: a.bandT.slice(),
@@ -498,6 +513,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
       acc.sessions += n;
       acc.n += n;
       acc.m2 += n;
+      acc.hsq = (acc.hsq ?? 0) + n;
       const cat = c.uncovered ? k : i;
       acc.mixT[cat] += n;
       acc.mixQ[cat] += n;
@@ -552,6 +568,11 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
     acc.sessions += 1;
     acc.n += m;
     acc.m2 += m * m;
+    // its requests per clock hour: unknown counts as every pair in different hours (ρ = 1)
+    const hq = cellsOf.find((c) => typeof c.hourSq === 'number' && Number.isFinite(c.hourSq))?.hourSq;
+    const hsq = hq === undefined ? m * m : Math.min(m * m, Math.max(m, hq));
+    acc.hsq = (acc.hsq ?? 0) + (hq === undefined ? m * m : hsq);
+    acc.hx = (acc.hx ?? 0) + (hq === undefined ? m * m : (m * m - hsq) / 2);
     for (const [c, v] of mix) {
       acc.mixT[c] += v;
       acc.mixQ[c] += v * v;
@@ -585,6 +606,25 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
       });
     }
   }
+}
+
+/** the smallest correlation of adjacent hour cells' errors the reference noise assumes */
+export const MIN_HOUR_RHO = 0.02;
+
+/**
+ * Upper bound on the correlation of adjacent hour-of-day reference cells' errors (ReferenceCell.rho
+ * in detectors.ts). Only a session that straddles an hour puts requests in two cells: with m_h of
+ * its requests in hour h and any correlation κ ∈ [0, 1] between two requests of one session, a
+ * cell's error has variance ∝ Σ_s Σ_h (m_h + κ·m_h(m_h − 1)) and two cells' covariance
+ * ∝ κ·Σ_s m_h·m_h', so their correlation is at most Σ_s Σ_{h<h'} m_h·m_h' / Σ_s Σ_h m_h² (all
+ * pairs of hours, not only adjacent ones: conservative; κ taken as the same for all sessions),
+ * estimated over the reference period as
+ * `straddle` (SessionAcc.hx / hsq), raised by `up` (the estimate's roughness from few sessions)
+ * and kept in [MIN_HOUR_RHO, 1]. null (too few sessions measured) gives 1.
+ */
+export function adjacentHourRho(straddle: number | null, up: number): number {
+  if (straddle === null || !Number.isFinite(straddle)) return 1;
+  return Math.min(1, Math.max(MIN_HOUR_RHO, straddle * Math.max(1, up)));
 }
 
 /**
@@ -872,7 +912,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, hsq: ss.acc.hsq ?? ss.acc.m2, hx: ss.acc.hx ?? ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -883,23 +923,27 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         let sessions = 0;
         let sn = 0;
         let sm2 = 0;
+        let shsq = 0;
+        let shx = 0;
         const runs = emptyRuns();
         const uncRuns = emptyRuns();
-        const add = (x: { sessions: number; n?: number; m2?: number; num: Record<string, number>; den: Record<string, number>; runs?: RunHistogram; uncRuns?: RunHistogram }) => {
+        const add = (x: { sessions: number; n?: number; m2?: number; hsq?: number; hx?: number; num: Record<string, number>; den: Record<string, number>; runs?: RunHistogram; uncRuns?: RunHistogram }) => {
           sessions += x.sessions;
           if (x.runs) mergeRuns(runs, x.runs);
           if (x.uncRuns) mergeRuns(uncRuns, x.uncRuns);
           // without sizes (older checkpoints), sessions of one request
           sn += x.n ?? x.sessions;
           sm2 += x.m2 ?? x.sessions;
+          shsq += x.hsq ?? x.m2 ?? x.sessions;
+          shx += x.hx ?? x.m2 ?? x.sessions;
           for (const f of Object.keys(x.den)) {
             num[f] = (num[f] ?? 0) + x.num[f];
             den[f] = (den[f] ?? 0) + x.den[f];
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) });
-        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs, uncRuns };
+        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, hsq: ss.acc.hsq ?? ss.acc.m2, hx: ss.acc.hx ?? ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) });
+        const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs, uncRuns, straddle: shsq > 0 ? Math.min(1, shx / shsq) : 1 };
         sessCache.set(ss, r);
         return r;
       })();
@@ -908,6 +952,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // an estimate from few sessions is rough: its upper ~95% bound (a ratio of sums over S sessions,
       // S counted as Kish's effective number n²/Σm²: the sums are dominated by the long sessions)
       const sessUp = sessAll && sessAll.effective > 0 ? 1 + 2 * Math.sqrt(2 / sessAll.effective) : 1;
+      const rhoHours = adjacentHourRho(sessOk ? sessAll!.straddle : null, sessUp);
       const sessPhi = (f: string) => {
         if (!sessOk || !(sessAll!.den[f] > 0)) return 1;
         return Math.min(o.maxDispersion, Math.max(1, (sessAll!.num[f] / sessAll!.den[f]) * sessUp));
@@ -1034,7 +1079,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // noise of many cells (averaged), not N²/R of the current cell alone. The pooled reference
         // every cell is shrunk toward is shared by all of them: its part (w·N)²/PN is added.
         // (only with sessions measured: without session ids the detectors keep their old state and path)
-        const hourCell = (size: number): ReferenceCell | undefined => (sessOk ? { cell: Math.floor(t0 / 3600000), size, period: 24 } : undefined);
+        const hourCell = (size: number): ReferenceCell | undefined => (sessOk ? { cell: Math.floor(t0 / 3600000), size, period: 24, rho: rhoHours } : undefined);
         const wPool = a / (HN + a);
         const seg = (f: string) => (N: number, v: number) => phi(f, N) * (sessOk && N > 0 ? 1 + (v + (wPool * N) ** 2 / Math.max(1, PN)) / N : 1);
         // the novel-topic detector: the bands' design effect in its own directions (the largest over

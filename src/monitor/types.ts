@@ -86,6 +86,13 @@ export interface SessionCell {
   escalated: number;
   refused: number;
   failed: number;
+  /**
+   * Σ over the clock hours the whole session touched of its requests in that hour, squared (the
+   * same on every row of the session; m² when it stayed within one hour, less when it straddled
+   * hours, whose requests then correlate adjacent hour-of-day reference cells). Optional: absent =
+   * unknown, counted as if every pair of the session's requests fell in different hours
+   */
+  hourSq?: number;
 }
 
 /** What the monitor knows about the coverage model in force (from its manifest). */

@@ -40,6 +40,8 @@ export interface ClosedSessionRow {
   escalated: number;
   refused: number;
   failed: number;
+  /** Σ over the clock hours of the whole session of its requests in the hour, squared (SessionCell.hourSq) */
+  hourSq: number;
   /** ISO: last request + the idle gap */
   closedAt: string;
 }
@@ -195,14 +197,14 @@ export class MonitorStore {
        SELECT r.agent AS agent, r.model_version AS model_version, r.session_id AS session_id, r.cluster AS cluster,
               r.covered AS covered, r.coverage_band AS band, count() AS requests, countIf(r.escalated = 1) AS escalated,
               countIf(r.outcome = 'refused') AS refused, countIf(r.outcome = 'failed') AS failed,
-              toUnixTimestamp64Milli(any(s.last)) AS last_ms
+              toUnixTimestamp64Milli(any(s.last)) AS last_ms, any(s.hour_sq) AS hour_sq
        FROM ${R} AS r INNER JOIN s ON r.agent = s.agent AND r.session_id = s.session_id
        WHERE r.ts >= {lo:DateTime64(3, 'UTC')} AND r.ts < {b:DateTime64(3, 'UTC')}
        GROUP BY agent, model_version, session_id, cluster, covered, band
        UNION ALL
        SELECT agent, model_version, '' AS session_id, cluster, covered, coverage_band AS band, count() AS requests,
               countIf(escalated = 1) AS escalated, countIf(outcome = 'refused') AS refused, countIf(outcome = 'failed') AS failed,
-              toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms
+              toUnixTimestamp64Milli(max(ts)) - {idle:Int64} * 1000 AS last_ms, count() AS hour_sq
        FROM (SELECT * FROM ${R} WHERE ts >= {from:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id = '')
        GROUP BY agent, model_version, cluster, covered, band`,
       q.params,
@@ -218,6 +220,7 @@ export class MonitorStore {
       escalated: n(r.escalated),
       refused: n(r.refused),
       failed: n(r.failed),
+      hourSq: n(r.hour_sq),
       closedAt: new Date(n(r.last_ms) + idleSeconds * 1000).toISOString(),
     }));
   }
@@ -347,7 +350,8 @@ export function requestsSql(
 /**
  * The sessions that closed in [from, to) (last request `idleSeconds` before a time in it, none
  * after it so far, read whole over at most `maxSpanSeconds` before that): the CTE `s` (agent,
- * session_id, last) and the parameters every closed-session reader binds: lo (the earliest request
+ * session_id, last, hour_sq: Σ over the session's clock hours of its requests in the hour, squared)
+ * and the parameters every closed-session reader binds: lo (the earliest request
  * read), a and b (the last request's range), from and to, idle (seconds).
  */
 export function closedSessionsCte(R: string, from: string, to: string, idleSeconds: number, maxSpanSeconds: number) {
@@ -356,8 +360,11 @@ export function closedSessionsCte(R: string, from: string, to: string, idleSecon
   const iso = (ms: number) => new Date(ms).toISOString();
   return {
     cte: `WITH s AS (
-         SELECT agent, session_id, max(ts) AS last FROM ${R}
-         WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
+         SELECT agent, session_id, max(hour_last) AS last, sum(hour_n * hour_n) AS hour_sq FROM (
+           SELECT agent, session_id, toStartOfHour(ts) AS hour, max(ts) AS hour_last, count() AS hour_n FROM ${R}
+           WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {to:DateTime64(3, 'UTC')} AND session_id != ''
+           GROUP BY agent, session_id, hour
+         )
          GROUP BY agent, session_id
          HAVING last >= {a:DateTime64(3, 'UTC')} AND last < {b:DateTime64(3, 'UTC')}
        )`,

@@ -278,6 +278,8 @@ export function* sessionStream(spec: SessionStreamSpec): Generator<WindowCounts[
         const seq: number[] = [];
         const esc: number[] = [];
         const tally = new Map<number, number[]>();
+        // the session's requests per clock hour (SessionCell.hourSq)
+        const perHour = new Map<number, number>();
         for (let turn = 0; turn < L; turn++) {
           if (turn > 0) {
             t += (g0 + r() * (g1 - g0)) * 1000;
@@ -293,6 +295,7 @@ export function* sessionStream(spec: SessionStreamSpec): Generator<WindowCounts[
           const fl = r() < 0.01 ? 1 : 0;
           seq.push(cell);
           esc.push(e);
+          perHour.set(Math.floor(t / 3600000), (perHour.get(Math.floor(t / 3600000)) ?? 0) + 1);
           const wi = Math.floor((t - t0) / W);
           const s = slot(wi, agent);
           const cc = s.cells.get(cell) ?? [0, 0, 0, 0];
@@ -311,11 +314,13 @@ export function* sessionStream(spec: SessionStreamSpec): Generator<WindowCounts[
         }
         spec.onSession?.({ t: start, agent, intent, cells: seq, escalated: esc });
         if (ids) {
+          let hourSq = 0;
+          for (const v of perHour.values()) hourSq += v * v;
           const cw = Math.floor((t + idle - t0) / W);
           const s = slot(cw, agent);
           for (const [cell, tt] of tally) {
             const c = spec.cells[cell];
-            s.closed.push({ session: `s${id}`, cluster: c.cluster, uncovered: c.uncovered, band: c.band ?? -1, requests: tt[0], escalated: tt[1], refused: tt[2], failed: tt[3] });
+            s.closed.push({ session: `s${id}`, cluster: c.cluster, uncovered: c.uncovered, band: c.band ?? -1, requests: tt[0], escalated: tt[1], refused: tt[2], failed: tt[3], hourSq });
           }
         }
       }

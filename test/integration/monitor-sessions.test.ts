@@ -192,6 +192,14 @@ describe('monitor --backtest on session traffic (real engine and model)', () => 
       const key = (r: { session: string; cluster: number; requests: number; escalated: number }) => `${r.session}:${r.cluster}:${r.requests}:${r.escalated}`;
       expect(later.map(key).sort()).toEqual(['s1:1:2:0', 's1:2:1:1', 's2:1:1:0']);
       expect(later.find((r) => r.session === 's1')!.closedAt).toBe(iso(T + 340_000));
+      // Σ over the session's clock hours of its requests in the hour, squared (on every row of it):
+      // a request without a session id is 1; s3 straddles an hour, 2 requests before it and 1 after: 2² + 1²
+      expect(early[0].hourSq).toBe(1);
+      expect(later.find((r) => r.session === 's2')!.hourSq).toBe(1);
+      const H = Math.ceil((T + HOUR) / HOUR) * HOUR;
+      await storeRows(st, [row(6, 's3', H - 30_000, 1), row(7, 's3', H - 10_000, 1), row(8, 's3', H + 10_000, 2)]);
+      const s3 = await ms.closedSessions(iso(H), iso(H + 600_000), 300);
+      expect(s3.map((r) => `${r.session}:${r.cluster}:${r.requests}:${r.hourSq}`).sort()).toEqual(['s3:1:2:5', 's3:2:1:5']);
     }
   });
 });

@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { BernoulliCusum, type ReferenceCell } from '../../src/monitor/detectors.js';
+import { adjacentHourRho, MIN_HOUR_RHO } from '../../src/monitor/rules.js';
 
 const seg = (N: number, v: number) => (N > 0 ? 1 + v / N : 1);
 
@@ -52,5 +53,29 @@ describe('reference cells (detectors)', () => {
     expect(st.rv![0]).toBeCloseTo(v, 6);
     // the statistic is divided by 1 + 2v/N (D = 2 days spanned)
     expect(d.statistic).toBeCloseTo(st.s[0] / (1 + (2 * v) / 3000), 6);
+  });
+
+  it('adjacent cells\' covariance is charged at the measured bound ρ (default 1; out-of-range values clamp)', () => {
+    const term = (rho?: number) => {
+      const d = new BernoulliCusum({ ratios: [3], threshold: 1e9, minRequests: 0, minEvents: 0 });
+      for (let h = 0; h < 10; h++) d.update(10, 100, 0.05, seg, { cell: h, size: 1000, period: 24, ...(rho === undefined ? {} : { rho }) });
+      return d.toJSON().rv![0];
+    };
+    const at = (rho: number) => (10 * 100 ** 2 + rho * 9 * 2 * 100 * 100) / 1000;
+    expect(term()).toBeCloseTo(at(1), 6);
+    expect(term(1)).toBeCloseTo(at(1), 6);
+    expect(term(0.05)).toBeCloseTo(at(0.05), 6);
+    expect(term(0)).toBeCloseTo(at(0), 6);
+    expect(term(7)).toBeCloseTo(at(1), 6);
+    expect(term(Number.NaN)).toBeCloseTo(at(1), 6);
+  });
+
+  it('ρ from the sessions: 1 until measured, the measured share raised for few sessions, within [MIN_HOUR_RHO, 1]', () => {
+    expect(adjacentHourRho(null, 1.1)).toBe(1);
+    expect(adjacentHourRho(0.04, 1.1)).toBeCloseTo(0.044, 9);
+    expect(adjacentHourRho(0.04, 0.5)).toBeCloseTo(0.04, 9);
+    expect(adjacentHourRho(0, 1.1)).toBe(MIN_HOUR_RHO);
+    expect(adjacentHourRho(0.8, 1.5)).toBe(1);
+    expect(adjacentHourRho(Number.NaN, 1)).toBe(1);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { backtest, createEvaluateWindow } from '../../src/monitor/index.js';
-import type { MonitorContext, TrendRow } from '../../src/monitor/types.js';
+import type { MonitorContext, MonitorState, TrendRow, WindowCounts } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 import { sessionStream, type Cell, type SessionStreamSpec } from '../helpers/monitor-sim.js';
 
@@ -228,5 +228,62 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     expect(after0.reduce((a, r) => a + r.shareNow, 0) / after0.length / before).toBeGreaterThan(1.25);
     expect(after / before).toBeLessThan(1.12);
     expect(after / before).toBeGreaterThan(0.8);
+  }, 600_000);
+
+  it('a checkpoint from before the sessions\' hours loads and counts its sessions at ρ = 1', () => {
+    const evaluate = createEvaluateWindow();
+    const wins = [...sessionStream(spec(8, { durationMs: 4 * DAY, intentWeights: weights }))];
+    const cut = Math.floor(wins.length * 0.75);
+    let st: MonitorState | null = null;
+    for (const w of wins.slice(0, cut)) st = evaluate(st, w, ctx).state;
+    const json = JSON.stringify(st);
+    expect(json).toMatch(/"hsq":/);
+    // an older checkpoint: no hsq/hx in the session accumulators and their ring
+    const older = JSON.parse(json, (k, v) => (k === 'hsq' || k === 'hx' ? undefined : v)) as MonitorState;
+    let a: MonitorState = JSON.parse(json) as MonitorState;
+    let b = older;
+    for (const w of wins.slice(cut)) {
+      const ra = evaluate(a, w, ctx);
+      const rb = evaluate(b, w, ctx);
+      a = ra.state;
+      b = rb.state;
+      for (const t of rb.trends) {
+        expect(Number.isFinite(t.statistic)).toBe(true);
+        const ta = ra.trends.find((x) => x.rule === t.rule && x.agent === t.agent && x.cluster === t.cluster)!;
+        // a larger divisor (ρ = 1 for the older sessions) never raises a share statistic
+        if (t.rule === 'cluster_mix' && t.cluster !== null) expect(t.statistic).toBeLessThanOrEqual(ta.statistic + 1e-9);
+      }
+    }
+    expect(JSON.stringify(b)).toMatch(/"hsq":/);
+  }, 600_000);
+
+  it('the reference noise charged to its share segment is smaller when closed sessions say how they spread over clock hours', () => {
+    // The reference's noise over a segment of many hours charges the covariance of adjacent hour
+    // cells; only sessions straddling an hour carry it. Without the sessions' hours (hourSq absent)
+    // it is charged at its bound ρ = 1; with them at the measured bound (about 0.04 here: sessions
+    // of a few minutes). The evidence (the CUSUM sum) is the same stream's, so the ratio of the two
+    // statistics is the inverse ratio of their divisors.
+    const strip = function* (g: Generator<WindowCounts[]>) {
+      for (const ws of g) yield ws.map((w) => (w.closedSessions ? { ...w, closedSessions: w.closedSessions.map(({ hourSq: _, ...c }) => c) } : w));
+    };
+    const stats = (hours: boolean) => {
+      const inner = createEvaluateWindow();
+      const out = new Map<string, number>();
+      const evaluate: typeof inner = (st, w, c) => {
+        const r = inner(st, w, c);
+        for (const t of r.trends) if (t.rule === 'cluster_mix' && t.agent === '*' && t.cluster === small) out.set(t.windowStart, t.statistic);
+        return { ...r, trends: [] };
+      };
+      const g = sessionStream(spec(8, { durationMs: 6 * DAY + 12 * 3600_000, intentWeights: weights }));
+      backtest(hours ? g : strip(g), ctx, { evaluate });
+      return out;
+    };
+    const measured = stats(true);
+    const bound = stats(false);
+    // never a larger divisor
+    for (const [w, v] of bound) expect(measured.get(w)!).toBeGreaterThanOrEqual(v - 1e-9);
+    // at the longest segment after the change the divisor is at least a fifth smaller
+    const last = [...bound].filter(([w]) => Date.parse(w) >= change).sort((a, b) => b[1] - a[1])[0];
+    expect(measured.get(last[0])! / last[1]).toBeGreaterThan(1.2);
   }, 600_000);
 });
