@@ -627,6 +627,11 @@ export function adjacentHourRho(straddle: number | null, up: number): number {
   return Math.min(1, Math.max(MIN_HOUR_RHO, straddle * Math.max(1, up)));
 }
 
+/** an accumulation period's totals as the ring keeps them (without its end) */
+function sessionEntry(a: SessionAcc, novel: { q: number[]; mixes: number[] } | null): Omit<SessionEntry, 'end'> {
+  return { sessions: a.sessions, n: a.n, m2: a.m2, hsq: a.hsq ?? a.m2, hx: a.hx ?? a.m2, ...sessionMoments(a, novel), ...(a.runs ? { runs: a.runs } : {}), ...(a.uncRuns ? { uncRuns: a.uncRuns } : {}) };
+}
+
 /**
  * The cluster-robust Pearson statistic of an accumulation period per family, and what it would
  * be for independent requests: num / den estimates the design effect (Kish) of whole sessions, 1
@@ -697,14 +702,7 @@ const rateRefCache = new WeakMap<number[], Map<string, RateReference>>();
  * reference's blocks.
  */
 function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined): RateReference {
-  const minKeep = Math.ceil(blocks.length / 2);
-  const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
-  // (a segment begun in the block in progress cuts nothing yet)
-  const last = blocks.length ? blocks[blocks.length - 1].key : -Infinity;
-  const cut = ids.map((id) => {
-    const c = Math.max(floorKey, since?.[`${id}|${m}`] ?? Infinity);
-    return c > last ? Infinity : c;
-  });
+  const cut = ids.map((id) => quarantineCut(blocks, since?.[`${id}|${m}`]));
   const sig = `${k}|${cut.join(',')}`;
   let byCut = rateRefCache.get(P[m]);
   if (!byCut) rateRefCache.set(P[m], (byCut = new Map()));
@@ -912,7 +910,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
         // a period closes after an hour holding at least minSessions sessions; periods older than
         // the reference drop out
         if (ss.acc && ss.acc.sessions >= o.minSessions && t0 - Date.parse(ss.acc.start) >= 3600000) {
-          ss = { ...ss, ring: [...ss.ring, { end: start, sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, hsq: ss.acc.hsq ?? ss.acc.m2, hx: ss.acc.hx ?? ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
+          ss = { ...ss, ring: [...ss.ring, { end: start, ...sessionEntry(ss.acc, novelDirs) }].filter((x) => t0 - Date.parse(x.end) < o.referenceDays * 86400000), acc: null };
         }
         sc.sess = ss;
       }
@@ -942,7 +940,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           }
         };
         for (const x of ss.ring) add(x);
-        if (ss.acc && ss.acc.sessions > 0) add({ sessions: ss.acc.sessions, n: ss.acc.n, m2: ss.acc.m2, hsq: ss.acc.hsq ?? ss.acc.m2, hx: ss.acc.hx ?? ss.acc.m2, ...sessionMoments(ss.acc, novelDirs), ...(ss.acc.runs ? { runs: ss.acc.runs } : {}), ...(ss.acc.uncRuns ? { uncRuns: ss.acc.uncRuns } : {}) });
+        if (ss.acc && ss.acc.sessions > 0) add(sessionEntry(ss.acc, novelDirs));
         const r = { num, den, sessions, effective: sm2 > 0 ? Math.min(sessions, (sn * sn) / sm2) : sessions, runs, uncRuns, straddle: shsq > 0 ? Math.min(1, shx / shsq) : 1 };
         sessCache.set(ss, r);
         return r;
