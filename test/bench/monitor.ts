@@ -551,7 +551,9 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             }
             // (a shift that novel_vs_calibrated counts runs on until it fires too, within the cap)
             const waitNovel = s.rules.includes('novel_vs_calibrated') && ctx.heldOutDeep !== undefined && firstByRule.novel_vs_calibrated === undefined;
-            if (found !== null && oracleHReq !== null && !waitNovel) break;
+            // (and until the oracle has crossed its own threshold too: at high volume ln(sessions in 30
+            // days) is above the monitor's threshold, and stopping at the monitor's alert left it unknown)
+            if (found !== null && oracleHReq !== null && oracleReq !== null && !waitNovel) break;
             if (t0w - change > capMs) break;
           }
           void clusterReqSince;
