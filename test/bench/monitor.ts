@@ -492,11 +492,11 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
           // at high volume a run is long: stop this many days after the change (--session-cap-days)
           const capMs = CAP_DAYS * DAY;
           const onSession = (x: { t: number; agent: string; cells: number[]; escalated: number[] }) => {
-            if (x.t < change || oracleHAt !== null) return;
+            if (x.t < change || (oracleHAt !== null && oracleAt !== null)) return;
             freezeH();
             if (s.name.startsWith('escalation')) {
               x.cells.forEach((c, i) => {
-                if (oracleHAt !== null || cells[c].cluster !== target) return;
+                if ((oracleHAt !== null && oracleAt !== null) || cells[c].cluster !== target) return;
                 const e = x.escalated[i];
                 cu = Math.max(0, cu + (e ? Math.log(pEsc1 / pEsc0) : Math.log((1 - pEsc1) / (1 - pEsc0))));
                 if (cu >= hEsc && oracleAt === null) oracleAt = x.t;
