@@ -375,18 +375,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     }
   }
   // a group of the deep pass that, with the rows it drew, sits no deeper than near misses is dropped
-  if (k > deepFrom) {
-    const lr = bandLogRatios(input.novelProfile!);
-    for (let c = deepFrom; c < k; c++) {
-      const band = new Map<string, number>();
-      for (let i = 0; i < n; i++) if (membership[i] === c && !band.has(phrasingKey(rows[i]))) band.set(phrasingKey(rows[i]), rows[i].band ?? -1);
-      const { depth } = groupDepth([...band.values()], lr);
-      if (depth !== null && depth <= 0) {
-        for (let i = 0; i < n; i++) if (membership[i] === c) membership[i] = -1;
-        counts[c] = 0;
-      }
-    }
-  }
+  if (k > deepFrom) for (const c of dropShallowGroups(membership, rows, deepFrom, k, bandLogRatios(input.novelProfile!))) counts[c] = 0;
   // groups that lost their members to others are dropped; renumber the rest
   const keep: number[] = [];
   const renum = new Int32Array(k).fill(-1);
@@ -631,6 +620,34 @@ export function deepNoisePass(labels: Int32Array, k: number, dist: Float32Array,
   const h = hdbscan(sub, m, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
   for (let a = 0; a < m; a++) if (h.labels[a] >= 0) labels[pts[a]] = k + h.labels[a];
   return k + h.k;
+}
+
+/**
+ * Groups `from` … `to` − 1 (the deep pass's) whose depth, over the distinct phrasings of the rows
+ * that joined them (`membership`), is ≤ 0 — no deeper than near misses — lose their rows to noise
+ * (in place). Returns the groups dropped.
+ */
+export function dropShallowGroups(
+  membership: Int32Array,
+  rows: readonly Pick<UncoveredRow, 'query' | 'query_redacted' | 'band'>[],
+  from: number,
+  to: number,
+  logRatios: readonly number[],
+): number[] {
+  const bands = Array.from({ length: to - from }, () => new Map<string, number>());
+  for (let i = 0; i < membership.length; i++) {
+    const c = membership[i];
+    if (c < from || c >= to) continue;
+    const key = phrasingKey(rows[i]);
+    if (!bands[c - from].has(key)) bands[c - from].set(key, rows[i].band ?? -1);
+  }
+  const dropped: number[] = [];
+  bands.forEach((b, j) => {
+    const { depth } = groupDepth([...b.values()], logRatios);
+    if (depth !== null && depth <= 0) dropped.push(from + j);
+  });
+  for (let i = 0; i < membership.length; i++) if (dropped.includes(membership[i])) membership[i] = -1;
+  return dropped;
 }
 
 /** Merge groups (labels 0..k-1 over rows of x) whose centroids have cosine ≥ threshold; returns the new k. */

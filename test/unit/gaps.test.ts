@@ -12,6 +12,8 @@ import {
   inScopeMissShares,
   mergeSimilarGroups,
   novelBands,
+  dropShallowGroups,
+  bandLogRatios,
   clusterExcess,
   type DiscoveryInput,
   type UncoveredRow,
@@ -595,6 +597,29 @@ describe('second pass over the deep noise', () => {
     // the groups they lead hold more of their rows and a smaller share of near misses (42 of 146 rows against 36 of 90)
     expect(share.now[1]).toBeGreaterThan(share.before[1]);
     expect(share.now[0] / share.now[1]).toBeLessThan(share.before[0] / share.before[1]);
+  });
+
+  it('drops a group of the deep pass that, with the requests that joined it, sits no deeper than near misses; leaves the first pass’s groups alone', () => {
+    const row = (query: string, band: number) => ({ query, query_redacted: 0 as const, band });
+    // group 0: the first pass's, shallow; group 1: deep pass, deep phrasings; group 2: deep pass, its deep
+    // seed outnumbered by shallow phrasings (one of them repeated) that joined it; -1: noise
+    const rows = [
+      ...['a', 'b', 'c'].map((q) => row(q, 4)),
+      ...['d', 'e', 'f', 'g'].map((q, i) => row(q, i % 3)),
+      row('h', 0),
+      row('i', 1),
+      ...['j', 'k', 'l', 'm', 'o', 'p'].map((q) => row(q, 4)),
+      row('j', 0),
+      row('n', 4),
+    ];
+    const membership = Int32Array.from([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, -1]);
+    const lr = bandLogRatios(NOVEL_PROFILE);
+    // group 2: one band per distinct phrasing (the repeat of 'j' counts with its first band, 4)
+    expect(groupDepth([0, 1, 4, 4, 4, 4, 4, 4], lr).depth!).toBeLessThan(0);
+    // counted per request, the repeat of 'j' in band 0 would make it deeper than near misses
+    expect(groupDepth([0, 1, 4, 4, 4, 4, 4, 4, 0], lr).depth!).toBeGreaterThan(0);
+    expect(dropShallowGroups(membership, rows, 1, 3, lr)).toEqual([2]);
+    expect(Array.from(membership)).toEqual([0, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1]);
   });
 
   it('changes nothing when the diffuse topics sit where near misses do (the band just below the threshold)', () => {
