@@ -6,7 +6,10 @@
  *    embeddings, one per distinct phrasing (`distinctPhrasings`; cosine distance), chooses how many groups there are and leaves sparse queries as
  *    noise; groups whose centroids have cosine ≥ `mergeSimilarity` are then merged, and a group that
  *    holds sub-groups whose centroids are further apart than that is split (`splitGroups`: excess
- *    of mass can keep two topics as one group). Every uncovered request then joins the group whose centroid is most similar, if that
+ *    of mass can keep two topics as one group). The phrasings left as noise that sit in the deep
+ *    bands (where a phrasing is more likely on a novel topic than a near miss) are clustered again
+ *    on their own (`deepPass`): a diffuse new topic is as sparse as the near misses around it, which
+ *    sit mostly just below the threshold. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
  * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
@@ -151,6 +154,18 @@ export interface DiscoveryOptions {
    * decides both ways. false: the groups as HDBSCAN selects them (the code before).
    */
   splitGroups: boolean;
+  /**
+   * Second pass over the deep noise: the sampled phrasings the first pass left as noise whose band
+   * is more likely on a novel topic than on a near miss (novelBands: the bands below the one just
+   * under the threshold where the novel-topic profile's share exceeds the in-scope one's, both
+   * conditioned on being uncovered) are clustered again by HDBSCAN on their own, with the same
+   * minimums. 60% of in-scope misses sit in the band just below the threshold, which is never one
+   * of them, so most near misses cannot seed a group there. The new groups are merged neither with
+   * each other nor with the first pass's, and one that, with the requests that joined it, sits no
+   * deeper than near misses (depth ≤ 0, the rule of `kind`) is dropped. Needs the novel-topic
+   * profile; without it nothing changes. false: the first pass only (the code before).
+   */
+  deepPass: boolean;
   seed: number;
 }
 
@@ -167,6 +182,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   distinctPhrasings: true,
   excessAlpha: 0.5,
   splitGroups: true,
+  deepPass: true,
   seed: 42,
 };
 
@@ -314,6 +330,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   let k = 0;
   let centroids = new Float32Array(0);
   let cutoff = new Float64Array(0);
+  let deepFrom = Infinity;
   if (sn >= mcs) {
     const sx = gatherRows(vectors, dim, sIdx);
     const dist = cosineDistanceMatrix(sx, sn, dim);
@@ -321,6 +338,9 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     if (h.k === 0) singleGroupFallback(h, sx, sn, dim, opts.minCoherence);
     k = mergeSimilarGroups(h.labels, h.k, sx, dim, opts.mergeSimilarity);
     if (opts.splitGroups) k = splitDenseSubgroups(h.labels, k, sx, dist, sn, dim, mcs, ms, opts.mergeSimilarity);
+    deepFrom = k;
+    const novel = opts.deepPass ? novelBands(input.novelProfile) : null;
+    if (novel) k = deepNoisePass(h.labels, k, dist, sn, mcs, ms, Uint8Array.from(sIdx, (r) => (novel(rows[r].band ?? -1) ? 1 : 0)));
     centroids = new Float32Array(k * dim);
     for (let i = 0; i < sn; i++) {
       const c = h.labels[i];
@@ -354,6 +374,8 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
       counts[bc]++;
     }
   }
+  // a group of the deep pass that, with the rows it drew, sits no deeper than near misses is dropped
+  if (k > deepFrom) for (const c of dropShallowGroups(membership, rows, deepFrom, k, bandLogRatios(input.novelProfile!))) counts[c] = 0;
   // groups that lost their members to others are dropped; renumber the rest
   const keep: number[] = [];
   const renum = new Int32Array(k).fill(-1);
@@ -569,6 +591,63 @@ export function splitDenseSubgroups(
     k += kk - 1;
   }
   return k;
+}
+
+/**
+ * The deep bands of the second pass, as a test on a band: those below the threshold where a
+ * phrasing is more likely on a novel topic than a near miss (band log-ratio > 0), never the band
+ * just below the threshold (where 60% of in-scope misses fall); null without the novel-topic profile.
+ */
+export function novelBands(novelProfile: readonly number[] | null | undefined): ((band: number) => boolean) | null {
+  if (!novelProfile || novelProfile.length <= THIN_BAND) return null;
+  const lr = bandLogRatios(novelProfile);
+  return (b) => b >= 0 && b < THIN_BAND && lr[b] > 0;
+}
+
+/**
+ * Cluster the noise points marked deep on their own (labels 0..k-1 over the n sampled points,
+ * `dist` their distances; updated in place), with the same minimums: the new groups get labels
+ * k… and are merged neither with each other nor with the first pass's. Returns the new k; the
+ * first pass's groups keep labels 0..k-1.
+ */
+export function deepNoisePass(labels: Int32Array, k: number, dist: Float32Array, n: number, mcs: number, ms: number, deep: Uint8Array): number {
+  const pts: number[] = [];
+  for (let i = 0; i < n; i++) if (labels[i] < 0 && deep[i]) pts.push(i);
+  const m = pts.length;
+  if (m < mcs) return k;
+  const sub = new Float32Array(m * m);
+  for (let a = 0; a < m; a++) for (let b = 0; b < m; b++) sub[a * m + b] = dist[pts[a] * n + pts[b]];
+  const h = hdbscan(sub, m, { minClusterSize: mcs, minSamples: ms, minDistance: 0.01 });
+  for (let a = 0; a < m; a++) if (h.labels[a] >= 0) labels[pts[a]] = k + h.labels[a];
+  return k + h.k;
+}
+
+/**
+ * Groups `from` … `to` − 1 (the deep pass's) whose depth, over the distinct phrasings of the rows
+ * that joined them (`membership`), is ≤ 0 — no deeper than near misses — lose their rows to noise
+ * (in place). Returns the groups dropped.
+ */
+export function dropShallowGroups(
+  membership: Int32Array,
+  rows: readonly Pick<UncoveredRow, 'query' | 'query_redacted' | 'band'>[],
+  from: number,
+  to: number,
+  logRatios: readonly number[],
+): number[] {
+  const bands = Array.from({ length: to - from }, () => new Map<string, number>());
+  for (let i = 0; i < membership.length; i++) {
+    const c = membership[i];
+    if (c < from || c >= to) continue;
+    const key = phrasingKey(rows[i]);
+    if (!bands[c - from].has(key)) bands[c - from].set(key, rows[i].band ?? -1);
+  }
+  const dropped: number[] = [];
+  bands.forEach((b, j) => {
+    const { depth } = groupDepth([...b.values()], logRatios);
+    if (depth !== null && depth <= 0) dropped.push(from + j);
+  });
+  for (let i = 0; i < membership.length; i++) if (dropped.includes(membership[i])) membership[i] = -1;
+  return dropped;
 }
 
 /** Merge groups (labels 0..k-1 over rows of x) whose centroids have cosine ≥ threshold; returns the new k. */

@@ -20,10 +20,13 @@
  *  - kmeansReference: plain k-means on the uncovered embeddings (k = the groups discovery found,
  *    and k = √(n/2)): share of held-out intents that lead a k-means group.
  * A sweep over grouping parameters (pure core, same rows) shows the trade-off of the defaults; two
- * of its entries, the defaults and the code before the split of groups (`splitGroups: false`), are
+ * of its entries, the defaults and the code before the second pass over the deep noise (`deepPass: false`), are
  * reported per draw and as mean and worst draw (`beforeAndNow`), with the pure core's time of each
  * (same rows, interleaved before, now, now, before; `pureCoreTimeRatioNowOverBefore`) and why each held-out intent
  * that leads no topic gap missed (`missCauses`: unreachable, thin, merged, noise).
+ * `--dump=DIR` writes each draw's uncovered rows, vectors and scoring inputs; `--replay=DIR` (with
+ * `--only=NAME,…` to pick sweep entries by a part of their name) runs the sweep on them without
+ * embedding, fitting or the store, for iterating on the pure core.
  * Then the time of one pass over 100,000 uncovered rows synthesised by resampling the real
  * uncovered embeddings with jitter: the pure core, and through the embedded store.
  */
@@ -52,6 +55,10 @@ const novelShare = Number(args.get('novel') ?? 0.07);
 /** train: fit on every train query of the fitted intents, in-scope traffic = test queries (the issue's set-up); half: fit on half of them, the other half is traffic too */
 const fitSplit = (args.get('fit') ?? 'train') as 'train' | 'half';
 const bigN = Number(args.get('rows') ?? 100_000);
+/** --dump=DIR: write each draw's uncovered rows, vectors and scoring inputs to DIR (draw-N.json, draw-N.f32) for --replay */
+const dumpDir = args.get('dump');
+/** --replay=DIR: no embedding, fit or store: the sweep (or --only=NAME,… of it) on the rows --dump wrote; prints one JSON object */
+const replayDir = args.get('replay');
 
 function score(labels: Int32Array, intents: string[], held: Set<string>) {
   const byGap = new Map<number, Map<string, number>>();
@@ -130,10 +137,28 @@ function rankScore(labels: Int32Array, intents: string[], held: Set<string>, kin
   };
 }
 
-/** the sweep entry that is the code before the split of groups holding two dense sub-groups */
-const BEFORE = 'before: no split of groups (splitGroups false)';
+/** the sweep entry that is the code before the second pass over the deep noise */
+const BEFORE = 'before: no second pass over the deep noise (deepPass false)';
 const TARGET_KEYS = ['heldOutLeadTopic', 'heldOutLeadAny', 'top10HeldOut', 'nearMissInTopics', 'topicGaps', 'thinGaps'] as const;
 const pick = (x: ReturnType<typeof rankScore>) => Object.fromEntries(TARGET_KEYS.map((k) => [k, x[k]]));
+
+/** the sweep: grouping parameters tried on the same rows (pure core) */
+const CONFIGS: [string, Partial<DiscoveryOptions>][] = [
+  ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
+  [BEFORE, { deepPass: false }],
+  ['earlier: neither the deep pass nor the split of groups', { deepPass: false, splitGroups: false }],
+  ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
+  ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
+  ['excessAlpha 0.05', { excessAlpha: 0.05 }],
+  ['excessAlpha 0.01', { excessAlpha: 0.01 }],
+  ['mcs 5, ms 3', { minClusterSize: 5, minSamples: 3 }],
+  ['mcs 8, ms 5', { minClusterSize: 8, minSamples: 5 }],
+  ['mcs 15, ms 5', { minClusterSize: 15, minSamples: 5 }],
+  ['memberQuantile 0.2', { memberQuantile: 0.2 }],
+  ['no merging (mergeSimilarity 1)', { mergeSimilarity: 1 }],
+  ['mergeSimilarity 0.75', { mergeSimilarity: 0.75 }],
+  ['mergeSimilarity 0.7', { mergeSimilarity: 0.7 }],
+];
 
 /**
  * Why each held-out intent that leads no topic gap missed (labels: gap index in rank order, or -1):
@@ -164,7 +189,48 @@ function missCauses(labels: Int32Array, intents: string[], held: Set<string>, ro
   return out;
 }
 
+/** Figures of one sweep entry over the draws: mean, worst draw, per draw, and why held-out intents missed. */
+function summarise(xs: { scores: ReturnType<typeof rankScore>; missed: Record<string, string[]>; groups: number }[], heldPerDraw: number) {
+  const col = (k: 'heldOutLeadTopic' | 'heldOutLeadAny' | 'top10HeldOut' | 'nearMissInTopics' | 'topicGaps' | 'thinGaps') => xs.map((x) => Number(x.scores[k]));
+  const avg = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+  return {
+    mean: Object.fromEntries(TARGET_KEYS.map((k) => [k, avg(col(k))])),
+    worstDraw: { heldOutLeadTopic: Math.min(...col('heldOutLeadTopic')), top10HeldOut: Math.min(...col('top10HeldOut')), nearMissInTopics: Math.max(...col('nearMissInTopics')) },
+    perDraw: Object.fromEntries((['heldOutLeadTopic', 'top10HeldOut', 'nearMissInTopics'] as const).map((k) => [k, col(k).map((v) => Math.round(v * 1000) / 1000)])),
+    heldOutMissedBy: { ...Object.fromEntries(['unreachable', 'thin', 'merged', 'noise'].map((c) => [c, xs.reduce((a, x) => a + x.missed[c].length, 0)])), of: xs.length * heldPerDraw },
+  };
+}
+
+/** --replay: the sweep on dumped rows (pure core only) */
+function replay(dir: string) {
+  const only = args.get('only')?.split(',');
+  const files = fs.readdirSync(dir).filter((f) => /^draw-\d+\.json$/.test(f)).sort((a, b) => parseInt(a.slice(5)) - parseInt(b.slice(5)));
+  const results: Record<string, { scores: ReturnType<typeof rankScore>; missed: Record<string, string[]>; groups: number }[]> = {};
+  let heldPerDraw = 0;
+  for (const f of files) {
+    const dump = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
+      held: string[];
+      intents: string[];
+      input: Omit<DiscoveryInput, 'vectors' | 'clusterLabels'>;
+    };
+    const b = fs.readFileSync(path.join(dir, f.replace(/json$/, 'f32')));
+    const vectors = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    const input: DiscoveryInput = { ...dump.input, vectors, clusterLabels: new Map() };
+    const held = new Set(dump.held);
+    heldPerDraw = held.size;
+    for (const [name, o] of CONFIGS) {
+      if (only && !only.some((x) => name.includes(x))) continue;
+      const r = discover(input, { ...DEFAULT_DISCOVERY, ...o });
+      const kinds = r.gaps.filter((g) => g.status !== 'closed').map((g) => g.kind);
+      (results[name] ??= []).push({ scores: rankScore(r.membership, dump.intents, held, kinds), missed: missCauses(r.membership, dump.intents, held, input.rows, kinds, r.params.minClusterSize), groups: kinds.length });
+    }
+    console.error(`replayed ${f}`);
+  }
+  console.log(JSON.stringify({ bench: 'gaps', replay: dir, draws: files.length, sweep: Object.fromEntries(Object.entries(results).map(([k, xs]) => [k, summarise(xs, heldPerDraw)])) }, null, 2));
+}
+
 async function main() {
+  if (replayDir) return replay(replayDir);
   if (!hasBanking77()) {
     console.log(JSON.stringify({ bench: 'gaps', skipped: BANKING77_MISSING }));
     return;
@@ -336,21 +402,6 @@ async function main() {
     });
     console.error(JSON.stringify(perDraw[perDraw.length - 1]));
     // sweep of the grouping parameters on the same rows (pure core)
-    const configs: [string, Partial<DiscoveryOptions>][] = [
-      ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
-      [BEFORE, { splitGroups: false }],
-      ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
-      ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
-      ['excessAlpha 0.05', { excessAlpha: 0.05 }],
-      ['excessAlpha 0.01', { excessAlpha: 0.01 }],
-      ['mcs 5, ms 3', { minClusterSize: 5, minSamples: 3 }],
-      ['mcs 8, ms 5', { minClusterSize: 8, minSamples: 5 }],
-      ['mcs 15, ms 5', { minClusterSize: 15, minSamples: 5 }],
-      ['memberQuantile 0.2', { memberQuantile: 0.2 }],
-      ['no merging (mergeSimilarity 1)', { mergeSimilarity: 1 }],
-      ['mergeSimilarity 0.75', { mergeSimilarity: 0.75 }],
-      ['mergeSimilarity 0.7', { mergeSimilarity: 0.7 }],
-    ];
     const perCluster = new Map<number, { cluster: number; requests: number; uncovered: number }>();
     for (const row of rows) {
       const c = perCluster.get(row.cluster) ?? { cluster: row.cluster, requests: 0, uncovered: 0 };
@@ -375,7 +426,13 @@ async function main() {
       clusterTraffic: [...perCluster.values()],
       promisedRate,
     };
-    for (const [name, o] of configs) {
+    if (dumpDir) {
+      fs.mkdirSync(dumpDir, { recursive: true });
+      const { vectors, clusterLabels: _labels, ...rest } = sweepInput;
+      fs.writeFileSync(path.join(dumpDir, `draw-${d}.json`), JSON.stringify({ draw: d, held: [...held], intents, input: rest }));
+      fs.writeFileSync(path.join(dumpDir, `draw-${d}.f32`), Buffer.from(vectors.buffer, vectors.byteOffset, vectors.byteLength));
+    }
+    for (const [name, o] of CONFIGS) {
       const t0 = performance.now();
       const r = discover(sweepInput, { ...DEFAULT_DISCOVERY, ...o });
       const ms = performance.now() - t0;
@@ -389,7 +446,7 @@ async function main() {
     const timed = { before: 0, now: 0 };
     for (const w of ['before', 'now', 'now', 'before'] as const) {
       const t0 = performance.now();
-      discover(sweepInput, { ...DEFAULT_DISCOVERY, splitGroups: w === 'now' });
+      discover(sweepInput, { ...DEFAULT_DISCOVERY, deepPass: w === 'now' });
       timed[w] += (performance.now() - t0) / 2;
     }
     compare.push({

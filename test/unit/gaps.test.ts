@@ -11,6 +11,9 @@ import {
   groupDepth,
   inScopeMissShares,
   mergeSimilarGroups,
+  novelBands,
+  dropShallowGroups,
+  bandLogRatios,
   clusterExcess,
   type DiscoveryInput,
   type UncoveredRow,
@@ -506,6 +509,130 @@ describe('gap kinds and ranking by depth', () => {
     expect(groupDepth([0, 1, 2, 4], null).depth!).toBeGreaterThan(0);
     expect(groupDepth([4, 4, 4, 4], null).depth!).toBeLessThan(0);
     expect(groupDepth([-1, -1], NOVEL_PROFILE)).toEqual({ depth: null, deepShare: null });
+  });
+});
+
+/**
+ * Diffuse new topics among near misses as sparse as they are: two dense topics, two diffuse new
+ * topics (30 phrasings each, asked once, in the deep bands 0–2) and 400 near misses of tested
+ * clusters spread everywhere (each asked three times, in the bands just below the threshold: 3–4).
+ * `diffuseBand` replaces the diffuse topics' bands (to put them where near misses sit).
+ */
+function diffuseAmongNearMisses(seed: number, diffuseBand?: number) {
+  const r = rng(seed);
+  const rows: UncoveredRow[] = [];
+  const vecs: Float32Array[] = [];
+  const truth: string[] = [];
+  const push = (name: string, text: string, v: Float32Array, band: number, cluster: number, times = 1) => {
+    for (let k = 0; k < times; k++) {
+      rows.push({ request_id: `${name}-${rows.length}`, ts: 0, agent: 'bot', query: text, query_redacted: 0, escalated: 0, outcome: 'ok', cluster, coverage: 0.5, band });
+      vecs.push(v);
+      truth.push(name);
+    }
+  };
+  const [cA, cB, cC, cD] = [unit(r), unit(r), unit(r), unit(r)];
+  for (let p = 0; p < 40; p++) push('dense-a', `alpha question ${p}`, around(cA, 0.1, r), p % 5, 1);
+  for (let p = 0; p < 40; p++) push('dense-b', `beta question ${p}`, around(cB, 0.1, r), p % 5, 2);
+  for (let p = 0; p < 30; p++) push('diffuse-c', `gamma question ${p}`, around(cC, 0.6, r), diffuseBand ?? p % 3, 3);
+  for (let p = 0; p < 30; p++) push('diffuse-d', `delta question ${p}`, around(cD, 0.6, r), diffuseBand ?? p % 3, 4);
+  for (let p = 0; p < 400; p++) push('near', `near miss ${p}`, unit(r), p % 10 === 0 ? 3 : 4, 0, 3);
+  const vectors = new Float32Array(rows.length * DIM);
+  vecs.forEach((v, i) => vectors.set(v, i * DIM));
+  const input: DiscoveryInput = {
+    scope: '',
+    rows,
+    vectors,
+    dim: DIM,
+    totalRequests: rows.length * 10,
+    since: 0,
+    until: 7 * 86_400_000,
+    previous: [],
+    clusterLabels: new Map(),
+    threshold: 0.8,
+    neighbours: 5,
+    novelProfile: NOVEL_PROFILE,
+  };
+  return { input, truth };
+}
+
+describe('second pass over the deep noise', () => {
+  it('deep bands are those where a phrasing is more likely on a novel topic than a near miss; never the band just below the threshold', () => {
+    // NOVEL_PROFILE, conditioned on being uncovered, against 5/5/10/20/60%: ratios 2.6, 2.2, 1.9, 0.77, 0.70
+    const deep = novelBands(NOVEL_PROFILE)!;
+    expect([0, 1, 2, 3, 4, 5, 8, -1].map(deep)).toEqual([true, true, true, false, false, false, false, false]);
+    // a profile shallower than near misses: no band, not even the one just below the threshold where it is more common
+    const shallow = novelBands([0.02, 0.02, 0.05, 0.15, 0.76, 0.2, 0.2, 0.2, 0.2])!;
+    expect([0, 1, 2, 3, 4].some(shallow)).toBe(false);
+    expect(novelBands(null)).toBeNull();
+  });
+
+  it('finds diffuse new topics the first pass leaves as noise among near misses as sparse as they are, without drawing more near misses into them', () => {
+    let leadNow = 0;
+    let leadBefore = 0;
+    const share = { now: [0, 0], before: [0, 0] };
+    for (let seed = 1; seed <= 12; seed++) {
+      const { input, truth } = diffuseAmongNearMisses(seed);
+      for (const [w, res] of [
+        ['now', discover(input)],
+        ['before', discover(input, { ...DEFAULT_DISCOVERY, deepPass: false })],
+      ] as const) {
+        const majority = res.gaps.map((_, gi) => {
+          const m = new Map<string, number>();
+          truth.forEach((t, i) => res.membership[i] === gi && m.set(t, (m.get(t) ?? 0) + 1));
+          return [...m].sort((a, b) => b[1] - a[1])[0]?.[0];
+        });
+        const led = ['diffuse-c', 'diffuse-d'].filter((t) => res.gaps.some((g, gi) => majority[gi] === t && g.kind === 'topic')).length;
+        if (w === 'now') leadNow += led;
+        else leadBefore += led;
+        truth.forEach((t, i) => {
+          const g = res.membership[i];
+          if (g < 0 || !majority[g]?.startsWith('diffuse')) return;
+          share[w][1]++;
+          if (t === 'near') share[w][0]++;
+        });
+      }
+    }
+    // 24 diffuse topics over 12 seeds: the first pass alone leads 8 of them as topics, with the deep pass 12
+    expect(leadNow - leadBefore).toBeGreaterThanOrEqual(4);
+    // the groups they lead hold more of their rows and a smaller share of near misses (42 of 146 rows against 36 of 90)
+    expect(share.now[1]).toBeGreaterThan(share.before[1]);
+    expect(share.now[0] / share.now[1]).toBeLessThan(share.before[0] / share.before[1]);
+  });
+
+  it('drops a group of the deep pass that, with the requests that joined it, sits no deeper than near misses; leaves the first pass’s groups alone', () => {
+    const row = (query: string, band: number) => ({ query, query_redacted: 0 as const, band });
+    // group 0: the first pass's, shallow; group 1: deep pass, deep phrasings; group 2: deep pass, its deep
+    // seed outnumbered by shallow phrasings (one of them repeated) that joined it; -1: noise
+    const rows = [
+      ...['a', 'b', 'c'].map((q) => row(q, 4)),
+      ...['d', 'e', 'f', 'g'].map((q, i) => row(q, i % 3)),
+      row('h', 0),
+      row('i', 1),
+      ...['j', 'k', 'l', 'm', 'o', 'p'].map((q) => row(q, 4)),
+      row('j', 0),
+      row('n', 4),
+    ];
+    const membership = Int32Array.from([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, -1]);
+    const lr = bandLogRatios(NOVEL_PROFILE);
+    // group 2: one band per distinct phrasing (the repeat of 'j' counts with its first band, 4)
+    expect(groupDepth([0, 1, 4, 4, 4, 4, 4, 4], lr).depth!).toBeLessThan(0);
+    // counted per request, the repeat of 'j' in band 0 would make it deeper than near misses
+    expect(groupDepth([0, 1, 4, 4, 4, 4, 4, 4, 0], lr).depth!).toBeGreaterThan(0);
+    expect(dropShallowGroups(membership, rows, 1, 3, lr)).toEqual([2]);
+    expect(Array.from(membership)).toEqual([0, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1]);
+  });
+
+  it('changes nothing when the diffuse topics sit where near misses do (the band just below the threshold)', () => {
+    for (const seed of [1, 2, 3, 4]) {
+      const { input } = diffuseAmongNearMisses(seed, 4);
+      const now = discover(input);
+      const before = discover(input, { ...DEFAULT_DISCOVERY, deepPass: false });
+      expect(Array.from(now.membership)).toEqual(Array.from(before.membership));
+      // without the novel-topic profile there are no deep bands: no second pass
+      const { input: deepInput } = diffuseAmongNearMisses(seed);
+      const noProfile = { ...deepInput, novelProfile: null };
+      expect(Array.from(discover(noProfile).membership)).toEqual(Array.from(discover(noProfile, { ...DEFAULT_DISCOVERY, deepPass: false }).membership));
+    }
   });
 });
 
