@@ -37,6 +37,7 @@
  * posterior mean Σ w_c · E[p_c] (the shares observed).
  */
 import gammaRandom from '@stdlib/random-base-gamma';
+import { BAND_LEVELS } from '../coverage/bands.js';
 
 /** standard normal draws (Box–Muller) from a seeded uniform stream of its own */
 function normalFactory(o: { seed: number }): () => number {
@@ -63,6 +64,11 @@ export interface ClusterCounts {
    * term); absent or one sub-group: τ_c = 0
    */
   subgroups?: { n: number; s: number }[];
+  /**
+   * the covered production requests of this cluster per covered coverage depth band (requests.coverage_band),
+   * shallowest first; absent: the model has no bands
+   */
+  coveredBands?: number[];
 }
 
 export interface EstimateOptions {
@@ -81,9 +87,57 @@ export interface EstimateOptions {
    * and widens the interval for its uncertainty; 'off' is plain post-stratification, sampling error only
    */
   withinCluster: 'tilt' | 'off';
+  /**
+   * with the within-cluster term: also count the covered traffic the eval cases do not represent, sized from
+   * the covered requests' coverage depth bands (unrepresentedShare) — an unrepresented topic's pass rate departs
+   * from its cluster's as tested sub-groups sharing a cluster do, with the same lean. Needs `coveredBands`.
+   */
+  unrepresented: boolean;
+  /**
+   * the covered depth bands' shares expected of traffic the eval set represents (shallowest first); default:
+   * what the bands' construction gives (inScopeCoveredBands at the fit's default target rate)
+   */
+  bandReference?: number[];
 }
 
-export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1, withinCluster: 'tilt' };
+export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1, withinCluster: 'tilt', unrepresented: true };
+
+/** the fit's default target rate (src/coverage/fit.ts DEFAULT_FIT.targetRate): the threshold's level among the bands' levels */
+export const DEFAULT_TARGET_RATE = 0.05;
+
+/**
+ * The covered depth bands' shares (shallowest first) of the traffic the calibration describes: the band edges
+ * are quantiles of the eval cases' calibration margins (seen and new phrasings of tested intents), at
+ * BAND_LEVELS, with the threshold at the target rate; so a covered band between levels a and b holds
+ * (b − a) / (1 − target) of such traffic, by construction.
+ */
+export function inScopeCoveredBands(targetRate = DEFAULT_TARGET_RATE): number[] {
+  const above = BAND_LEVELS.slice(BAND_LEVELS.indexOf('threshold') + 1) as number[];
+  const cuts = [targetRate, ...above.map((l) => Math.max(l, targetRate)), 1];
+  return cuts.slice(1).map((b, i) => (b - cuts[i]) / (1 - targetRate));
+}
+
+/**
+ * The smallest share u of covered traffic not represented by the eval cases that the covered requests' depth
+ * bands imply: traffic the eval represents falls in the bands as `ref` says; whatever else is there sits no
+ * deeper than the shallowest band, at most. With S and F the cumulative shares up to band b (shallowest
+ * first), S(b) ≤ (1 − u)·F(b) + u, so u ≥ max_b (S(b) − F(b)) / (1 − F(b)). A lower bound: unrepresented
+ * requests that land in deep bands are not counted.
+ */
+export function unrepresentedShare(bands: ArrayLike<number>, ref: readonly number[]): number {
+  let n = 0;
+  for (let b = 0; b < bands.length; b++) n += bands[b];
+  if (!(n > 0) || bands.length !== ref.length) return 0;
+  let S = 0;
+  let F = 0;
+  let u = 0;
+  for (let b = 0; b < ref.length - 1; b++) {
+    S += bands[b] / n;
+    F += ref[b];
+    if (F < 1) u = Math.max(u, (S - F) / (1 - F));
+  }
+  return Math.min(1, u);
+}
 
 /** pseudo-cases with which a group's pass rate is smoothed toward the whole set's */
 export const GROUP_PRIOR_CASES = 10;
@@ -160,6 +214,12 @@ export interface WithinClusterFit {
    * (the slope's draws are centred on the shrunk slope)
    */
   shrinkageBias: number;
+  /**
+   * the covered traffic the eval cases do not represent (null: off, or no depth bands): its share of covered
+   * requests implied by the depth bands (a lower bound), τ̄ (how far an unrepresented topic's pass rate may
+   * depart from its cluster's: the tested sub-groups' spread inside clusters, pooled), and its part of the correction
+   */
+  unrepresented: { share: number; spread: number; correction: number } | null;
 }
 
 /**
@@ -178,7 +238,8 @@ function tiltFit(
   designEffect: number,
   boot?: Float64Array,
 ): { slope: number; naive: number; se: number; resVar: number; k: number } | null {
-  const nCov = cs.reduce((a, c) => a + c.covered, 0) / designEffect;
+  const W0 = (c: ClusterCounts) => (DEEP && c.coveredBands?.length ? c.coveredBands[c.coveredBands.length - 1] : c.covered);
+  const nCov = cs.reduce((a, c) => a + W0(c), 0) / designEffect;
   const nEval = cs.reduce((a, c) => a + c.evalCases, 0);
   const use = cs.map((c, i) => [c, i] as const).filter(([c]) => c.evalCases > 0);
   const K = use.length;
@@ -192,7 +253,7 @@ function tiltFit(
   const nvx: number[] = [];
   const nvy: number[] = [];
   for (const [c, i] of use) {
-    const W = c.covered / designEffect + 0.5;
+    const W = W0(c) / designEffect + 0.5;
     const E = c.evalCases + 0.5;
     const y = Math.log(W / (nCov + 0.5 * K)) - Math.log(E / (nEval + 0.5 * K));
     const x = c.evalPassed / c.evalCases;
@@ -378,6 +439,8 @@ export function passRatePosterior(cs: readonly ClusterCounts[], priorCases = DEF
   };
 }
 
+const DEATT = process.env.DEATT === '1';
+const DEEP = process.env.DEEP === '1';
 export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<EstimateOptions> = {}): Estimate {
   // an option given as undefined keeps its default
   const o = { ...DEFAULT_ESTIMATE, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as EstimateOptions;
@@ -405,6 +468,42 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   // the shrinkage's own bias: the draws' slopes are centred on the shrunk slope, so the distance to the unshrunk
   // one (which the bootstrap spreads around) is a bias the interval carries as an error of its own (bias-aware)
   const shrinkGap = tilt ? Math.abs(tilt.slope - lambda) : 0;
+  // the covered traffic the eval cases do not represent (from the covered requests' depth bands), and how far an
+  // unrepresented topic's pass rate may depart from its cluster's: τ̄², the tested sub-groups' spread inside the
+  // clusters that hold several (pooled, weighted by eval cases)
+  const ref = o.bandReference ?? inScopeCoveredBands();
+  const bandTotals = new Float64Array(ref.length);
+  for (const c of cs) if (c.coveredBands?.length === ref.length) c.coveredBands.forEach((x, b) => (bandTotals[b] += x));
+  const unrep = tilt !== null && o.unrepresented && bandTotals.some((x) => x > 0);
+  let tauBar2 = 0;
+  const pooled: { pi: number; d: number }[] = [];
+  if (unrep) {
+    let nn = 0;
+    cs.forEach((c, i) => {
+      if (!subs[i].length) return;
+      tauBar2 += c.evalCases * tau2[i];
+      nn += c.evalCases;
+      const m = subs[i].reduce((a, x) => a + x.pi * x.r, 0);
+      for (const x of subs[i]) pooled.push({ pi: x.pi * c.evalCases, d: x.r - m });
+    });
+    tauBar2 = nn > 0 ? tauBar2 / nn : 0;
+    const z = pooled.reduce((a, x) => a + x.pi, 0);
+    for (const x of pooled) x.pi /= z;
+  }
+  const u0 = unrep ? unrepresentedShare(bandTotals, ref) : 0;
+  // the exact tilt of the pooled deviations (an unrepresented topic drawn from them, weighted by e^{λ d}) less its first order
+  const pooledFormError = (lam: number) => {
+    if (!pooled.length || lam === 0) return 0;
+    let a = 0;
+    let b = 0;
+    for (const x of pooled) {
+      const w = x.pi * Math.exp(lam * x.d);
+      a += w * x.d;
+      b += w;
+    }
+    return Math.abs(lam * tauBar2 - a / b);
+  };
+  const bandDraw = new Float64Array(ref.length);
   const bootW = new Float64Array(k);
   const theta = new Float64Array(o.draws);
   const thetaSampling = new Float64Array(o.draws);
@@ -436,16 +535,30 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
       const b = tiltFit(cs, o.designEffect, bootW);
       lam = lambda + (b ? b.slope - tilt.slope : 0);
     }
+    // this draw's unrepresented share: from a Bayesian bootstrap of the covered requests' bands
+    let ud = 0;
+    let tr = 0;
+    if (unrep) {
+      for (let b = 0; b < ref.length; b++) bandDraw[b] = bandTotals[b] > 0 ? g(bandTotals[b] / de, 1) : 0;
+      ud = unrepresentedShare(bandDraw, ref);
+    }
+    // the between-cluster slope is diluted by the unrepresented share (its weight does not follow the cluster's eval
+    // pass rate): d log W_c / d p_c = (1 − u) λ, so the lean of the traffic the tilt applies to is the fitted one / (1 − u)
+    const att = DEATT && unrep ? 1 / Math.max(0.5, 1 - ud) : 1;
+    lam *= att;
+    const udForm = ud * pooledFormError(lam);
     for (let i = 0; i < k; i++) {
       if (cs[i].covered > 0) {
         const w = g(cs[i].covered / de, 1);
         t += w * pDraw[i];
         if (tilt) {
+          // the tagged sub-groups' share (1 − u) tilts by λ τ_c², the unrepresented share u by λ τ̄²
           const first = lam * tau2[i];
-          tb += w * first;
-          tt += w * tau2[i];
-          tm += w * Math.abs(first - tiltShift(subs[i], lam));
+          tb += w * ((1 - ud) * first + ud * lam * tauBar2);
+          tt += w * ((1 - ud) * tau2[i] + ud * tauBar2);
+          tm += w * ((1 - ud) * Math.abs(first - tiltShift(subs[i], lam)) + udForm);
           tv += w * w * spread[i];
+          tr += w * w;
         }
         z += w;
       }
@@ -464,7 +577,13 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     // (eivGap) times Σ w τ² is counted as a model-form error of its own; so is the shrinkage's bias (shrinkGap)
     const within =
       tilt && z > 0
-        ? tb / z + norm() * Math.sqrt((tm / z) ** 2 + (eivGap * tt / z) ** 2 + (shrinkGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z))
+        ? tb / z +
+          norm() *
+            Math.sqrt(
+              (tm / z) ** 2 + (att * eivGap * tt / z) ** 2 + (att * shrinkGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z) +
+                // the unrepresented topics' own pass rates: each cluster's share u of one topic, spread τ̄² around the cluster's rate
+                (ud * ud * tauBar2 * tr) / (z * z),
+            )
         : 0;
     theta[d] = z > 0 ? Math.min(1, Math.max(0, t / z + within)) : NaN;
     thetaNear[d] = zn > 0 ? tn / zn : NaN;
@@ -484,7 +603,10 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     variance: post.variance[i],
     heterogeneity: tau[i],
   }));
-  const correction = tilt && nCov ? lambda * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0) : 0;
+  // Σ_c w_c τ_eff,c²: the tagged sub-groups' spread where the eval represents the traffic, τ̄² where it does not
+  const tauEff2 = nCov ? clusters.reduce((s, c, i) => s + c.prodShare * ((1 - u0) * tau2[i] + u0 * tauBar2), 0) : 0;
+  const att0 = DEATT && unrep ? 1 / Math.max(0.5, 1 - u0) : 1;
+  const correction = tilt && nCov ? att0 * lambda * tauEff2 : 0;
   const est = nCov ? clusters.reduce((s, c) => s + c.prodShare * c.passRate, 0) + correction : null;
   for (const c of clusters) c.contribution = (c.prodShare - c.evalShare) * (c.passRate - (Number.isNaN(raw) ? 0 : raw));
   const shrinkage = est === null || !nEval ? null : clusters.reduce((s, c) => s + (c.evalPassRate === null ? 0 : c.evalShare * (c.passRate - c.evalPassRate)), 0);
@@ -528,7 +650,14 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
             residualSd: sigmaEps,
             clusters: tilt.k,
             correction,
-            shrinkageBias: shrinkGap * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0),
+            shrinkageBias: shrinkGap * tauEff2,
+            unrepresented: unrep
+              ? {
+                  share: u0,
+                  spread: Math.sqrt(tauBar2),
+                  correction: lambda * u0 * clusters.reduce((s, c, i) => s + c.prodShare * (tauBar2 - tau2[i]), 0),
+                }
+              : null,
           },
     gap: est === null || !nEval ? null : est - raw,
     shrinkage,

@@ -40,6 +40,7 @@ import path from 'node:path';
 import gammaRandom from '@stdlib/random-base-gamma';
 import { loadConfig } from '../../src/config/index.js';
 import { buildCoverageModel, dedupeCases, evalSetHash, DEFAULT_FIT } from '../../src/coverage/fit.js';
+import { BAND_LEVELS, BANDS } from '../../src/coverage/bands.js';
 import { CoverageAssigner, type CoverageModel } from '../../src/coverage/model.js';
 import { loadEmbedder } from '../../src/embed/embedder.js';
 import { proportionalAllocation, uniformAllocation } from '../../src/estimate/allocate.js';
@@ -146,6 +147,10 @@ async function main() {
   const a = new CoverageAssigner(model).assign(poolVec, pool.length);
   const poolCluster = Int32Array.from(a.cluster.subarray(0, pool.length));
   const poolCovered = Uint8Array.from(a.covered.subarray(0, pool.length));
+  // each pool query's coverage depth band (as evalgap run stores it in requests.coverage_band)
+  const poolBand = Int8Array.from(a.band!.subarray(0, pool.length));
+  const firstCoveredBand = BAND_LEVELS.indexOf('threshold') + 1;
+  const coveredBandCount = BANDS - firstCoveredBand;
   // each pool query's KNN nearest eval cases (cosine; the vectors are unit): a finer reweighting than clusters, measured as an oracle below
   const KNN = 10;
   const nn = new Int32Array(pool.length * KNN);
@@ -198,6 +203,11 @@ async function main() {
     w.reduce((acc, x, i) => (cum[i] = acc + x), 0);
     const cov = new Array<number>(k).fill(0);
     const unc = new Array<number>(k).fill(0);
+    // covered requests per cluster and covered depth band; and (for the study of the estimator) those of intents with / without an eval case in their cluster
+    const covBands = Array.from({ length: k }, () => new Array<number>(coveredBandCount).fill(0));
+    const bandsTagged = new Array<number>(coveredBandCount).fill(0);
+    const covBandsTagged = Array.from({ length: k }, () => new Array<number>(coveredBandCount).fill(0));
+    const bandsUntagged = new Array<number>(coveredBandCount).fill(0);
     let truthSum = 0;
     const prodTruthByCluster = new Array<number>(k).fill(0);
     // covered requests whose intent is one of the cluster's eval tags (a sub-group the within-cluster term sees), and their true pass rate
@@ -216,6 +226,13 @@ async function main() {
       const q = idx[Math.floor(u() * idx.length)];
       if (poolCovered[q]) {
         cov[poolCluster[q]]++;
+        const bq = poolBand[q] - firstCoveredBand;
+        covBands[poolCluster[q]][bq]++;
+        if (evalTags[poolCluster[q]].has(pool[q].intent)) {
+          bandsTagged[bq]++;
+          covBandsTagged[poolCluster[q]][bq]++;
+        }
+        else bandsUntagged[bq]++;
         prodTruthByCluster[poolCluster[q]] += passP(pool[q].intent);
         if (evalTags[poolCluster[q]].has(pool[q].intent)) {
           prodTagged[poolCluster[q]]++;
@@ -259,6 +276,7 @@ async function main() {
         covered: cov[c],
         uncovered: unc[c],
         subgroups: [...sub[c].values()],
+        coveredBands: covBands[c],
       }));
     const e = estimateScore(counts(), { draws: 2000, seed: d + 1, withinCluster });
     // where truth − oracle comes from: production's lean among the cluster's tagged sub-groups (what the within-cluster
@@ -275,7 +293,7 @@ async function main() {
     }
     if (dumpFile) {
       // per cluster: the true pass rate of its covered production requests and of its eval cases
-      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
+      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, bandsTagged, bandsUntagged, covBandsTagged, ...(d === 0 ? { modelBands: m.calibration.bands } : {}), seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
     }
     rows.push({ taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
