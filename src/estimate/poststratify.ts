@@ -37,7 +37,6 @@
  * posterior mean Σ w_c · E[p_c] (the shares observed).
  */
 import gammaRandom from '@stdlib/random-base-gamma';
-import { BAND_LEVELS } from '../coverage/bands.js';
 
 /** standard normal draws (Box–Muller) from a seeded uniform stream of its own */
 function normalFactory(o: { seed: number }): () => number {
@@ -65,10 +64,10 @@ export interface ClusterCounts {
    */
   subgroups?: { n: number; s: number }[];
   /**
-   * the covered production requests of this cluster per covered coverage depth band (requests.coverage_band),
-   * shallowest first; absent: the model has no bands
+   * covered production requests of this cluster in the deepest coverage depth band (requests.coverage_band:
+   * the requests most like the eval cases); absent: the model has no bands, and the tilt is fitted on `covered`
    */
-  coveredBands?: number[];
+  deepCovered?: number;
 }
 
 export interface EstimateOptions {
@@ -87,57 +86,9 @@ export interface EstimateOptions {
    * and widens the interval for its uncertainty; 'off' is plain post-stratification, sampling error only
    */
   withinCluster: 'tilt' | 'off';
-  /**
-   * with the within-cluster term: also count the covered traffic the eval cases do not represent, sized from
-   * the covered requests' coverage depth bands (unrepresentedShare) — an unrepresented topic's pass rate departs
-   * from its cluster's as tested sub-groups sharing a cluster do, with the same lean. Needs `coveredBands`.
-   */
-  unrepresented: boolean;
-  /**
-   * the covered depth bands' shares expected of traffic the eval set represents (shallowest first); default:
-   * what the bands' construction gives (inScopeCoveredBands at the fit's default target rate)
-   */
-  bandReference?: number[];
 }
 
-export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1, withinCluster: 'tilt', unrepresented: true };
-
-/** the fit's default target rate (src/coverage/fit.ts DEFAULT_FIT.targetRate): the threshold's level among the bands' levels */
-export const DEFAULT_TARGET_RATE = 0.05;
-
-/**
- * The covered depth bands' shares (shallowest first) of the traffic the calibration describes: the band edges
- * are quantiles of the eval cases' calibration margins (seen and new phrasings of tested intents), at
- * BAND_LEVELS, with the threshold at the target rate; so a covered band between levels a and b holds
- * (b − a) / (1 − target) of such traffic, by construction.
- */
-export function inScopeCoveredBands(targetRate = DEFAULT_TARGET_RATE): number[] {
-  const above = BAND_LEVELS.slice(BAND_LEVELS.indexOf('threshold') + 1) as number[];
-  const cuts = [targetRate, ...above.map((l) => Math.max(l, targetRate)), 1];
-  return cuts.slice(1).map((b, i) => (b - cuts[i]) / (1 - targetRate));
-}
-
-/**
- * The smallest share u of covered traffic not represented by the eval cases that the covered requests' depth
- * bands imply: traffic the eval represents falls in the bands as `ref` says; whatever else is there sits no
- * deeper than the shallowest band, at most. With S and F the cumulative shares up to band b (shallowest
- * first), S(b) ≤ (1 − u)·F(b) + u, so u ≥ max_b (S(b) − F(b)) / (1 − F(b)). A lower bound: unrepresented
- * requests that land in deep bands are not counted.
- */
-export function unrepresentedShare(bands: ArrayLike<number>, ref: readonly number[]): number {
-  let n = 0;
-  for (let b = 0; b < bands.length; b++) n += bands[b];
-  if (!(n > 0) || bands.length !== ref.length) return 0;
-  let S = 0;
-  let F = 0;
-  let u = 0;
-  for (let b = 0; b < ref.length - 1; b++) {
-    S += bands[b] / n;
-    F += ref[b];
-    if (F < 1) u = Math.max(u, (S - F) / (1 - F));
-  }
-  return Math.min(1, u);
-}
+export const DEFAULT_ESTIMATE: EstimateOptions = { level: 0.9, draws: 4000, seed: 1, designEffect: 1, priorCases: 1, withinCluster: 'tilt' };
 
 /** pseudo-cases with which a group's pass rate is smoothed toward the whole set's */
 export const GROUP_PRIOR_CASES = 10;
@@ -214,18 +165,21 @@ export interface WithinClusterFit {
    * (the slope's draws are centred on the shrunk slope)
    */
   shrinkageBias: number;
-  /**
-   * the covered traffic the eval cases do not represent (null: off, or no depth bands): its share of covered
-   * requests implied by the depth bands (a lower bound), τ̄ (how far an unrepresented topic's pass rate may
-   * depart from its cluster's: the tested sub-groups' spread inside clusters, pooled), and its part of the correction
-   */
-  unrepresented: { share: number; spread: number; correction: number } | null;
+  /** the production counts the slope is fitted on: each cluster's requests in the deepest depth band, or all its covered requests (a model without bands) */
+  fittedOn: 'deepest band' | 'covered';
 }
 
 /**
  * The production/eval density ratio r as a tilt on the pass rate: log r = α + λ·p + ε, ε of sd σ_ε,
  * fitted across clusters (where both shares are seen) by weighted least squares of
- * log(W_c / E_c) on the cluster's eval pass rate, with weights 1/(1/W_c + 1/E_c) (the log-ratio's
+ * log(W_c / E_c) on the cluster's eval pass rate. W_c counts the cluster's production requests in the
+ * deepest coverage depth band when `deep` (else all its covered requests): a cluster's covered traffic
+ * also holds requests the eval cases do not represent (topics without an eval case there, neighbours'
+ * queries), whose volume does not follow the cluster's eval pass rate, so they dilute the slope toward 0
+ * (by their share u: d log W_c / d p_c ≈ (1 − u) λ); they sit shallower than represented requests, and
+ * the deepest band holds fewer of them (Banking77: 6–7% of it against 16–17% of covered requests).
+ * Assumed: the share of a cluster's represented requests that reaches the deepest band does not depend
+ * on its pass rate (it only shifts α). Weights 1/(1/W_c + 1/E_c) (the log-ratio's
  * counting noise), the slope corrected for the pass rates' own sampling noise (errors in variables)
  * and shrunk toward 0 by its standard error (positive-part James–Stein: a slope within noise of 0
  * corrects nothing). Assumed to hold inside clusters too: the sub-groups (tags) of a cluster get
@@ -236,9 +190,10 @@ export interface WithinClusterFit {
 function tiltFit(
   cs: readonly ClusterCounts[],
   designEffect: number,
+  deep: boolean,
   boot?: Float64Array,
 ): { slope: number; naive: number; se: number; resVar: number; k: number } | null {
-  const W0 = (c: ClusterCounts) => (DEEP && c.coveredBands?.length ? c.coveredBands[c.coveredBands.length - 1] : c.covered);
+  const W0 = (c: ClusterCounts) => (deep ? (c.deepCovered ?? 0) : c.covered);
   const nCov = cs.reduce((a, c) => a + W0(c), 0) / designEffect;
   const nEval = cs.reduce((a, c) => a + c.evalCases, 0);
   const use = cs.map((c, i) => [c, i] as const).filter(([c]) => c.evalCases > 0);
@@ -439,8 +394,6 @@ export function passRatePosterior(cs: readonly ClusterCounts[], priorCases = DEF
   };
 }
 
-const DEATT = process.env.DEATT === '1';
-const DEEP = process.env.DEEP === '1';
 export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<EstimateOptions> = {}): Estimate {
   // an option given as undefined keeps its default
   const o = { ...DEFAULT_ESTIMATE, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as EstimateOptions;
@@ -459,7 +412,9 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   const tau2 = tau.map((t) => t * t);
   const spread = cs.map((c) => subgroupSpread(c.subgroups));
   const subs = cs.map((c, i) => shrunkSubgroups(c.subgroups, tau2[i]));
-  const tilt = o.withinCluster === 'tilt' && tau.some((t) => t > 0) ? tiltFit(cs, o.designEffect) : null;
+  // the lean is fitted on each cluster's deepest-band requests when every cluster with traffic has them (a model with bands)
+  const deep = cs.some((c) => (c.deepCovered ?? 0) > 0) && cs.every((c) => c.covered === 0 || c.deepCovered !== undefined);
+  const tilt = o.withinCluster === 'tilt' && tau.some((t) => t > 0) ? tiltFit(cs, o.designEffect, deep) : null;
   // the slope shrunk toward 0 by its standard error (positive part)
   const shrink = tilt ? Math.max(0, 1 - (tilt.se * tilt.se) / Math.max(1e-12, tilt.slope * tilt.slope)) : 0;
   const lambda = tilt ? tilt.slope * shrink : 0;
@@ -468,42 +423,6 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   // the shrinkage's own bias: the draws' slopes are centred on the shrunk slope, so the distance to the unshrunk
   // one (which the bootstrap spreads around) is a bias the interval carries as an error of its own (bias-aware)
   const shrinkGap = tilt ? Math.abs(tilt.slope - lambda) : 0;
-  // the covered traffic the eval cases do not represent (from the covered requests' depth bands), and how far an
-  // unrepresented topic's pass rate may depart from its cluster's: τ̄², the tested sub-groups' spread inside the
-  // clusters that hold several (pooled, weighted by eval cases)
-  const ref = o.bandReference ?? inScopeCoveredBands();
-  const bandTotals = new Float64Array(ref.length);
-  for (const c of cs) if (c.coveredBands?.length === ref.length) c.coveredBands.forEach((x, b) => (bandTotals[b] += x));
-  const unrep = tilt !== null && o.unrepresented && bandTotals.some((x) => x > 0);
-  let tauBar2 = 0;
-  const pooled: { pi: number; d: number }[] = [];
-  if (unrep) {
-    let nn = 0;
-    cs.forEach((c, i) => {
-      if (!subs[i].length) return;
-      tauBar2 += c.evalCases * tau2[i];
-      nn += c.evalCases;
-      const m = subs[i].reduce((a, x) => a + x.pi * x.r, 0);
-      for (const x of subs[i]) pooled.push({ pi: x.pi * c.evalCases, d: x.r - m });
-    });
-    tauBar2 = nn > 0 ? tauBar2 / nn : 0;
-    const z = pooled.reduce((a, x) => a + x.pi, 0);
-    for (const x of pooled) x.pi /= z;
-  }
-  const u0 = unrep ? unrepresentedShare(bandTotals, ref) : 0;
-  // the exact tilt of the pooled deviations (an unrepresented topic drawn from them, weighted by e^{λ d}) less its first order
-  const pooledFormError = (lam: number) => {
-    if (!pooled.length || lam === 0) return 0;
-    let a = 0;
-    let b = 0;
-    for (const x of pooled) {
-      const w = x.pi * Math.exp(lam * x.d);
-      a += w * x.d;
-      b += w;
-    }
-    return Math.abs(lam * tauBar2 - a / b);
-  };
-  const bandDraw = new Float64Array(ref.length);
   const bootW = new Float64Array(k);
   const theta = new Float64Array(o.draws);
   const thetaSampling = new Float64Array(o.draws);
@@ -532,33 +451,19 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     let lam = 0;
     if (tilt) {
       for (let i = 0; i < k; i++) bootW[i] = g(1, 1);
-      const b = tiltFit(cs, o.designEffect, bootW);
+      const b = tiltFit(cs, o.designEffect, deep, bootW);
       lam = lambda + (b ? b.slope - tilt.slope : 0);
     }
-    // this draw's unrepresented share: from a Bayesian bootstrap of the covered requests' bands
-    let ud = 0;
-    let tr = 0;
-    if (unrep) {
-      for (let b = 0; b < ref.length; b++) bandDraw[b] = bandTotals[b] > 0 ? g(bandTotals[b] / de, 1) : 0;
-      ud = unrepresentedShare(bandDraw, ref);
-    }
-    // the between-cluster slope is diluted by the unrepresented share (its weight does not follow the cluster's eval
-    // pass rate): d log W_c / d p_c = (1 − u) λ, so the lean of the traffic the tilt applies to is the fitted one / (1 − u)
-    const att = DEATT && unrep ? 1 / Math.max(0.5, 1 - ud) : 1;
-    lam *= att;
-    const udForm = ud * pooledFormError(lam);
     for (let i = 0; i < k; i++) {
       if (cs[i].covered > 0) {
         const w = g(cs[i].covered / de, 1);
         t += w * pDraw[i];
         if (tilt) {
-          // the tagged sub-groups' share (1 − u) tilts by λ τ_c², the unrepresented share u by λ τ̄²
           const first = lam * tau2[i];
-          tb += w * ((1 - ud) * first + ud * lam * tauBar2);
-          tt += w * ((1 - ud) * tau2[i] + ud * tauBar2);
-          tm += w * ((1 - ud) * Math.abs(first - tiltShift(subs[i], lam)) + udForm);
+          tb += w * first;
+          tt += w * tau2[i];
+          tm += w * Math.abs(first - tiltShift(subs[i], lam));
           tv += w * w * spread[i];
-          tr += w * w;
         }
         z += w;
       }
@@ -577,13 +482,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     // (eivGap) times Σ w τ² is counted as a model-form error of its own; so is the shrinkage's bias (shrinkGap)
     const within =
       tilt && z > 0
-        ? tb / z +
-          norm() *
-            Math.sqrt(
-              (tm / z) ** 2 + (att * eivGap * tt / z) ** 2 + (att * shrinkGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z) +
-                // the unrepresented topics' own pass rates: each cluster's share u of one topic, spread τ̄² around the cluster's rate
-                (ud * ud * tauBar2 * tr) / (z * z),
-            )
+        ? tb / z + norm() * Math.sqrt((tm / z) ** 2 + (eivGap * tt / z) ** 2 + (shrinkGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z))
         : 0;
     theta[d] = z > 0 ? Math.min(1, Math.max(0, t / z + within)) : NaN;
     thetaNear[d] = zn > 0 ? tn / zn : NaN;
@@ -603,10 +502,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     variance: post.variance[i],
     heterogeneity: tau[i],
   }));
-  // Σ_c w_c τ_eff,c²: the tagged sub-groups' spread where the eval represents the traffic, τ̄² where it does not
-  const tauEff2 = nCov ? clusters.reduce((s, c, i) => s + c.prodShare * ((1 - u0) * tau2[i] + u0 * tauBar2), 0) : 0;
-  const att0 = DEATT && unrep ? 1 / Math.max(0.5, 1 - u0) : 1;
-  const correction = tilt && nCov ? att0 * lambda * tauEff2 : 0;
+  const correction = tilt && nCov ? lambda * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0) : 0;
   const est = nCov ? clusters.reduce((s, c) => s + c.prodShare * c.passRate, 0) + correction : null;
   for (const c of clusters) c.contribution = (c.prodShare - c.evalShare) * (c.passRate - (Number.isNaN(raw) ? 0 : raw));
   const shrinkage = est === null || !nEval ? null : clusters.reduce((s, c) => s + (c.evalPassRate === null ? 0 : c.evalShare * (c.passRate - c.evalPassRate)), 0);
@@ -650,14 +546,8 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
             residualSd: sigmaEps,
             clusters: tilt.k,
             correction,
-            shrinkageBias: shrinkGap * tauEff2,
-            unrepresented: unrep
-              ? {
-                  share: u0,
-                  spread: Math.sqrt(tauBar2),
-                  correction: lambda * u0 * clusters.reduce((s, c, i) => s + c.prodShare * (tauBar2 - tau2[i]), 0),
-                }
-              : null,
+            shrinkageBias: shrinkGap * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0),
+            fittedOn: deep ? 'deepest band' : 'covered',
           },
     gap: est === null || !nEval ? null : est - raw,
     shrinkage,
