@@ -177,7 +177,7 @@ export interface WithinClusterFit {
  * also holds requests the eval cases do not represent (topics without an eval case there, neighbours'
  * queries), whose volume does not follow the cluster's eval pass rate, so they dilute the slope toward 0
  * (by their share u: d log W_c / d p_c ≈ (1 − u) λ); they sit shallower than represented requests, and
- * the deepest band holds fewer of them (Banking77: 6–7% of it against 16–17% of covered requests).
+ * the deepest band holds fewer of them (Banking77: 5–7% of it against 16–17% of covered requests).
  * Assumed: the share of a cluster's represented requests that reaches the deepest band does not depend
  * on its pass rate (it only shifts α). Weights 1/(1/W_c + 1/E_c) (the log-ratio's
  * counting noise), the slope corrected for the pass rates' own sampling noise (errors in variables)
