@@ -10,11 +10,13 @@
  * phrasing). The within-cluster term (`withinCluster: 'tilt'`, tiltFit below) addresses the first
  * for sub-topics the eval cases' tags separate: it assumes production leans toward the failing
  * sub-groups inside a cluster as much as it leans toward failing clusters (fitted across
- * clusters), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's uncertainty (slope,
- * the slope's shrinkage bias, model form, sub-groups' scatter) to each draw. What no tag shows stays
- * outside the interval: on Banking77 the covered requests of intents with no eval case in their
- * cluster (held-out intents, neighbours' queries; 17% of covered traffic) lean on failure too and
- * leave ~2 points of bias when production leans (test/bench/estimate.ts, `decomposition`).
+ * clusters on each cluster's deepest-depth-band requests, `deepCovered`, where the traffic the eval
+ * does not represent is scarcest), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's
+ * uncertainty (slope, the slope's shrinkage bias, model form, sub-groups' scatter) to each draw.
+ * What no tag shows stays outside the interval: on Banking77 the covered requests of intents with
+ * no eval case in their cluster (held-out intents, neighbours' queries; 16–17% of covered traffic)
+ * lean on failure too and leave 1.5–2 points of bias when production leans (test/bench/estimate.ts,
+ * `decomposition`); sizing them from the depth bands was tried and not kept (docs/estimate.md).
  *
  * Uncertainty, propagated jointly by drawing from the posterior (`draws` times):
  *  - p_c ~ Beta(s_c + m·μ_g, n_c − s_c + m·(1 − μ_g)): the cluster's eval results (s_c passes of
