@@ -10,11 +10,13 @@
  * phrasing). The within-cluster term (`withinCluster: 'tilt'`, tiltFit below) addresses the first
  * for sub-topics the eval cases' tags separate: it assumes production leans toward the failing
  * sub-groups inside a cluster as much as it leans toward failing clusters (fitted across
- * clusters), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's uncertainty (slope,
- * the slope's shrinkage bias, model form, sub-groups' scatter) to each draw. What no tag shows stays
- * outside the interval: on Banking77 the covered requests of intents with no eval case in their
- * cluster (held-out intents, neighbours' queries; 17% of covered traffic) lean on failure too and
- * leave ~2 points of bias when production leans (test/bench/estimate.ts, `decomposition`).
+ * clusters on each cluster's deepest-depth-band requests, `deepCovered`, where the traffic the eval
+ * does not represent is scarcest), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's
+ * uncertainty (slope, the slope's shrinkage bias, model form, sub-groups' scatter) to each draw.
+ * What no tag shows stays outside the interval: on Banking77 the covered requests of intents with
+ * no eval case in their cluster (held-out intents, neighbours' queries; 16–17% of covered traffic)
+ * lean on failure too and leave 1.5–2 points of bias when production leans (test/bench/estimate.ts,
+ * `decomposition`); sizing them from the depth bands was tried and not kept (docs/estimate.md).
  *
  * Uncertainty, propagated jointly by drawing from the posterior (`draws` times):
  *  - p_c ~ Beta(s_c + m·μ_g, n_c − s_c + m·(1 − μ_g)): the cluster's eval results (s_c passes of
@@ -63,6 +65,11 @@ export interface ClusterCounts {
    * term); absent or one sub-group: τ_c = 0
    */
   subgroups?: { n: number; s: number }[];
+  /**
+   * covered production requests of this cluster in the deepest coverage depth band (requests.coverage_band:
+   * the requests most like the eval cases); absent: the model has no bands, and the tilt is fitted on `covered`
+   */
+  deepCovered?: number;
 }
 
 export interface EstimateOptions {
@@ -160,12 +167,21 @@ export interface WithinClusterFit {
    * (the slope's draws are centred on the shrunk slope)
    */
   shrinkageBias: number;
+  /** the production counts the slope is fitted on: each cluster's requests in the deepest depth band, or all its covered requests (a model without bands) */
+  fittedOn: 'deepest band' | 'covered';
 }
 
 /**
  * The production/eval density ratio r as a tilt on the pass rate: log r = α + λ·p + ε, ε of sd σ_ε,
  * fitted across clusters (where both shares are seen) by weighted least squares of
- * log(W_c / E_c) on the cluster's eval pass rate, with weights 1/(1/W_c + 1/E_c) (the log-ratio's
+ * log(W_c / E_c) on the cluster's eval pass rate. W_c counts the cluster's production requests in the
+ * deepest coverage depth band when `deep` (else all its covered requests): a cluster's covered traffic
+ * also holds requests the eval cases do not represent (topics without an eval case there, neighbours'
+ * queries), whose volume does not follow the cluster's eval pass rate, so they dilute the slope toward 0
+ * (by their share u: d log W_c / d p_c ≈ (1 − u) λ); they sit shallower than represented requests, and
+ * the deepest band holds fewer of them (Banking77: 5–7% of it against 16–17% of covered requests).
+ * Assumed: the share of a cluster's represented requests that reaches the deepest band does not depend
+ * on its pass rate (it only shifts α). Weights 1/(1/W_c + 1/E_c) (the log-ratio's
  * counting noise), the slope corrected for the pass rates' own sampling noise (errors in variables)
  * and shrunk toward 0 by its standard error (positive-part James–Stein: a slope within noise of 0
  * corrects nothing). Assumed to hold inside clusters too: the sub-groups (tags) of a cluster get
@@ -176,9 +192,11 @@ export interface WithinClusterFit {
 function tiltFit(
   cs: readonly ClusterCounts[],
   designEffect: number,
+  deep: boolean,
   boot?: Float64Array,
 ): { slope: number; naive: number; se: number; resVar: number; k: number } | null {
-  const nCov = cs.reduce((a, c) => a + c.covered, 0) / designEffect;
+  const W0 = (c: ClusterCounts) => (deep ? (c.deepCovered ?? 0) : c.covered);
+  const nCov = cs.reduce((a, c) => a + W0(c), 0) / designEffect;
   const nEval = cs.reduce((a, c) => a + c.evalCases, 0);
   const use = cs.map((c, i) => [c, i] as const).filter(([c]) => c.evalCases > 0);
   const K = use.length;
@@ -192,7 +210,7 @@ function tiltFit(
   const nvx: number[] = [];
   const nvy: number[] = [];
   for (const [c, i] of use) {
-    const W = c.covered / designEffect + 0.5;
+    const W = W0(c) / designEffect + 0.5;
     const E = c.evalCases + 0.5;
     const y = Math.log(W / (nCov + 0.5 * K)) - Math.log(E / (nEval + 0.5 * K));
     const x = c.evalPassed / c.evalCases;
@@ -396,7 +414,9 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   const tau2 = tau.map((t) => t * t);
   const spread = cs.map((c) => subgroupSpread(c.subgroups));
   const subs = cs.map((c, i) => shrunkSubgroups(c.subgroups, tau2[i]));
-  const tilt = o.withinCluster === 'tilt' && tau.some((t) => t > 0) ? tiltFit(cs, o.designEffect) : null;
+  // the lean is fitted on each cluster's deepest-band requests when every cluster with traffic has them (a model with bands)
+  const deep = cs.some((c) => (c.deepCovered ?? 0) > 0) && cs.every((c) => c.covered === 0 || c.deepCovered !== undefined);
+  const tilt = o.withinCluster === 'tilt' && tau.some((t) => t > 0) ? tiltFit(cs, o.designEffect, deep) : null;
   // the slope shrunk toward 0 by its standard error (positive part)
   const shrink = tilt ? Math.max(0, 1 - (tilt.se * tilt.se) / Math.max(1e-12, tilt.slope * tilt.slope)) : 0;
   const lambda = tilt ? tilt.slope * shrink : 0;
@@ -433,7 +453,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     let lam = 0;
     if (tilt) {
       for (let i = 0; i < k; i++) bootW[i] = g(1, 1);
-      const b = tiltFit(cs, o.designEffect, bootW);
+      const b = tiltFit(cs, o.designEffect, deep, bootW);
       lam = lambda + (b ? b.slope - tilt.slope : 0);
     }
     for (let i = 0; i < k; i++) {
@@ -529,6 +549,7 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
             clusters: tilt.k,
             correction,
             shrinkageBias: shrinkGap * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0),
+            fittedOn: deep ? 'deepest band' : 'covered',
           },
     gap: est === null || !nEval ? null : est - raw,
     shrinkage,

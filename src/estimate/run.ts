@@ -96,6 +96,11 @@ function countsOf(
     covered: traffic.byCluster.get(c)?.covered ?? 0,
     uncovered: traffic.byCluster.get(c)?.uncovered ?? 0,
     subgroups: results.get(c)?.subgroups,
+    // the deepest band's requests, where the within-cluster term fits production's lean (none when rows lack bands)
+    deepCovered: (() => {
+      const t = traffic.byCluster.get(c);
+      return !t ? 0 : t.unbanded > 0 ? undefined : t.deep;
+    })(),
   }));
 }
 

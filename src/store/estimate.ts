@@ -3,6 +3,7 @@
  * per cluster, and the daily production-weighted score (migration 16). Values are always bound as
  * query parameters; only the store's table names are interpolated.
  */
+import { BANDS } from '../coverage/bands.js';
 import type { StoreReader, StoreWriter, Window } from './gaps.js';
 import type { Store } from './store.js';
 
@@ -92,9 +93,19 @@ export async function evalRunMetrics(r: StoreReader, modelVersion: string, runId
 
 const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
 
+export interface ClusterTraffic {
+  covered: number;
+  uncovered: number;
+  deep: number;
+  unbanded: number;
+}
+
 export interface TrafficCounts {
-  /** covered / uncovered requests per cluster (for uncovered rows: the nearest cluster) */
-  byCluster: Map<number, { covered: number; uncovered: number }>;
+  /**
+   * covered / uncovered requests per cluster (for uncovered rows: the nearest cluster); `deep`: covered requests in
+   * the deepest coverage depth band, `unbanded`: covered requests stored without a band (a model without bands)
+   */
+  byCluster: Map<number, ClusterTraffic>;
   requests: number;
   /** distinct sessions (a request without a session id counts as its own) */
   sessions: number;
@@ -119,10 +130,11 @@ export async function trafficByCluster(
     cond += ` AND agent = {agent:String}`;
     params.agent = w.agent;
   }
-  const rows = await r.query<{ day: string; cluster: number; cov: string; unc: string }>(
-    `SELECT toString(toDate(ts)) AS day, cluster, countIf(covered = 1) AS cov, countIf(covered = 0) AS unc
+  const rows = await r.query<{ day: string; cluster: number; cov: string; unc: string; deep: string; unbanded: string }>(
+    `SELECT toString(toDate(ts)) AS day, cluster, countIf(covered = 1) AS cov, countIf(covered = 0) AS unc,
+            countIf(covered = 1 AND coverage_band = {deepest:Int8}) AS deep, countIf(covered = 1 AND coverage_band < 0) AS unbanded
      FROM ${r.t('requests')} WHERE ${cond} GROUP BY day, cluster ORDER BY day, cluster`,
-    params,
+    { ...params, deepest: BANDS - 1 },
   );
   const sessionKey = `uniqExact(if(session_id = '', concat('r:', request_id), concat('s:', session_id)))`;
   const perDay = await r.query<{ day: string; n: string; s: string }>(
@@ -140,12 +152,13 @@ export async function trafficByCluster(
     const d = days.get(x.day) ?? { day: x.day, agent: w.agent ?? '', byCluster: new Map(), requests: 0, sessions: 0 };
     days.set(x.day, d);
     const c = Number(x.cluster);
-    const cov = Number(x.cov);
-    const unc = Number(x.unc);
-    d.byCluster.set(c, { covered: cov, uncovered: unc });
-    const t = total.byCluster.get(c) ?? { covered: 0, uncovered: 0 };
-    t.covered += cov;
-    t.uncovered += unc;
+    const v: ClusterTraffic = { covered: Number(x.cov), uncovered: Number(x.unc), deep: Number(x.deep), unbanded: Number(x.unbanded) };
+    d.byCluster.set(c, v);
+    const t = total.byCluster.get(c) ?? { covered: 0, uncovered: 0, deep: 0, unbanded: 0 };
+    t.covered += v.covered;
+    t.uncovered += v.uncovered;
+    t.deep += v.deep;
+    t.unbanded += v.unbanded;
     total.byCluster.set(c, t);
   }
   for (const s of sess) {

@@ -40,6 +40,7 @@ import path from 'node:path';
 import gammaRandom from '@stdlib/random-base-gamma';
 import { loadConfig } from '../../src/config/index.js';
 import { buildCoverageModel, dedupeCases, evalSetHash, DEFAULT_FIT } from '../../src/coverage/fit.js';
+import { BAND_LEVELS, BANDS } from '../../src/coverage/bands.js';
 import { CoverageAssigner, type CoverageModel } from '../../src/coverage/model.js';
 import { loadEmbedder } from '../../src/embed/embedder.js';
 import { proportionalAllocation, uniformAllocation } from '../../src/estimate/allocate.js';
@@ -146,6 +147,10 @@ async function main() {
   const a = new CoverageAssigner(model).assign(poolVec, pool.length);
   const poolCluster = Int32Array.from(a.cluster.subarray(0, pool.length));
   const poolCovered = Uint8Array.from(a.covered.subarray(0, pool.length));
+  // each pool query's coverage depth band (as evalgap run stores it in requests.coverage_band)
+  const poolBand = Int8Array.from(a.band!.subarray(0, pool.length));
+  const firstCoveredBand = BAND_LEVELS.indexOf('threshold') + 1;
+  const coveredBandCount = BANDS - firstCoveredBand;
   // each pool query's KNN nearest eval cases (cosine; the vectors are unit): a finer reweighting than clusters, measured as an oracle below
   const KNN = 10;
   const nn = new Int32Array(pool.length * KNN);
@@ -178,8 +183,31 @@ async function main() {
   };
 
   const scenarios: unknown[] = [];
+  const norm = (x: number[]) => {
+    const t = x.reduce((a2, b) => a2 + b, 0);
+    return x.map((v) => v / t);
+  };
+  const sumRows = (xs: number[][]) => xs[0].map((_, i) => xs.reduce((a2, x) => a2 + x[i], 0));
+  const lowerBound = (sh: number[], ref: number[]) => {
+    let S = 0;
+    let F = 0;
+    let lb = 0;
+    for (let b = 0; b < sh.length - 1; b++) {
+      S += sh[b];
+      F += ref[b];
+      lb = Math.max(lb, (S - F) / (1 - F));
+    }
+    return lb;
+  };
+  const mb = m.calibration.bands!;
+  const modelProfiles = {
+    mixture: norm(mb.inScope.slice(firstCoveredBand)),
+    newPhrasings: norm(mb.heldOut!.profile.slice(firstCoveredBand)),
+    seen: norm(mb.inScope.map((x, i) => Math.max(1e-9, 2 * x - mb.heldOut!.profile[i])).slice(firstCoveredBand)),
+    novelTopic: norm(mb.novel.slice(firstCoveredBand)),
+  };
   for (const badBoost of badBoosts) {
-  const rows: { taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { bandsTagged: number[]; bandsUntagged: number[]; deepUntaggedShare: number; coveredUntaggedShare: number; allEst: number; allInside: boolean; allWidth: number; allSlope: number; taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
     const fail = new Map(cats.map((c) => [c, u() < badShare ? 0.3 + 0.4 * u() : beta(1, 15)]));
@@ -198,6 +226,11 @@ async function main() {
     w.reduce((acc, x, i) => (cum[i] = acc + x), 0);
     const cov = new Array<number>(k).fill(0);
     const unc = new Array<number>(k).fill(0);
+    // covered requests per cluster and covered depth band; and (for the study of the estimator) those of intents with / without an eval case in their cluster
+    const covBands = Array.from({ length: k }, () => new Array<number>(coveredBandCount).fill(0));
+    const bandsTagged = new Array<number>(coveredBandCount).fill(0);
+    const covBandsTagged = Array.from({ length: k }, () => new Array<number>(coveredBandCount).fill(0));
+    const bandsUntagged = new Array<number>(coveredBandCount).fill(0);
     let truthSum = 0;
     const prodTruthByCluster = new Array<number>(k).fill(0);
     // covered requests whose intent is one of the cluster's eval tags (a sub-group the within-cluster term sees), and their true pass rate
@@ -216,6 +249,13 @@ async function main() {
       const q = idx[Math.floor(u() * idx.length)];
       if (poolCovered[q]) {
         cov[poolCluster[q]]++;
+        const bq = poolBand[q] - firstCoveredBand;
+        covBands[poolCluster[q]][bq]++;
+        if (evalTags[poolCluster[q]].has(pool[q].intent)) {
+          bandsTagged[bq]++;
+          covBandsTagged[poolCluster[q]][bq]++;
+        }
+        else bandsUntagged[bq]++;
         prodTruthByCluster[poolCluster[q]] += passP(pool[q].intent);
         if (evalTags[poolCluster[q]].has(pool[q].intent)) {
           prodTagged[poolCluster[q]]++;
@@ -259,8 +299,11 @@ async function main() {
         covered: cov[c],
         uncovered: unc[c],
         subgroups: [...sub[c].values()],
+        deepCovered: covBands[c][coveredBandCount - 1],
       }));
     const e = estimateScore(counts(), { draws: 2000, seed: d + 1, withinCluster });
+    // the within-cluster term's slope fitted on all covered requests (as before the deepest band was used)
+    const eAll = estimateScore(counts().map(({ deepCovered: _, ...c }) => c), { draws: 2000, seed: d + 1, withinCluster });
     // where truth − oracle comes from: production's lean among the cluster's tagged sub-groups (what the within-cluster
     // term can see) and the covered requests of intents with no eval case in their cluster (held-out intents, neighbours')
     let taggedPart = 0;
@@ -275,9 +318,10 @@ async function main() {
     }
     if (dumpFile) {
       // per cluster: the true pass rate of its covered production requests and of its eval cases
-      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
+      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, bandsTagged, bandsUntagged, covBandsTagged, ...(d === 0 ? { modelBands: m.calibration.bands } : {}), seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), coveredBands: covBands, evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
     }
-    rows.push({ taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    const nb = (x: number[]) => x.reduce((a2, b) => a2 + b, 0);
+    rows.push({ bandsTagged, bandsUntagged, deepUntaggedShare: bandsUntagged[coveredBandCount - 1] / (bandsUntagged[coveredBandCount - 1] + bandsTagged[coveredBandCount - 1]), coveredUntaggedShare: nb(bandsUntagged) / (nb(bandsUntagged) + nb(bandsTagged)), allEst: eAll.estimate!, allInside: truth >= eAll.interval![0] && truth <= eAll.interval![1], allWidth: eAll.interval![1] - eAll.interval![0], allSlope: eAll.withinCluster?.slope ?? 0, taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -338,6 +382,31 @@ async function main() {
         errorRatioPlain: errRaw / mean(rows.map((r) => Math.abs(r.plainEst - r.truth))),
         coverage90SamplingOnly: rows.filter((r) => r.insideSampling).length / rows.length,
         meanSamplingIntervalWidth: mean(rows.map((r) => r.samplingWidth)),
+        // the slope fitted on all covered requests instead of each cluster's deepest band (the estimate before)
+        slopeOnAllCovered: {
+          meanAbsErrorEstimate: mean(rows.map((r) => Math.abs(r.allEst - r.truth))),
+          errorRatio: errRaw / mean(rows.map((r) => Math.abs(r.allEst - r.truth))),
+          meanSignedErrorEstimate: mean(rows.map((r) => r.allEst - r.truth)),
+          coverage90: rows.filter((r) => r.allInside).length / rows.length,
+          meanIntervalWidth: mean(rows.map((r) => r.allWidth)),
+          meanSlope: mean(rows.map((r) => r.allSlope)),
+        },
+        // covered requests by depth band (shallowest covered band first), those of intents with an eval case in their
+        // cluster (represented) and without (unrepresented); the unrepresented share of covered requests and of the deepest band
+        depthBands: {
+          represented: norm(sumRows(rows.map((r) => r.bandsTagged))),
+          unrepresented: norm(sumRows(rows.map((r) => r.bandsUntagged))),
+          unrepresentedShareOfCovered: mean(rows.map((r) => r.coveredUntaggedShare)),
+          unrepresentedShareOfDeepestBand: mean(rows.map((r) => r.deepUntaggedShare)),
+          // the fit's profiles of the same bands: the calibration mixture (seen and new phrasings of tested intents, by
+          // construction of the bands), new phrasings, seen phrasings (2 × mixture − new), a novel topic (its tag left out)
+          model: modelProfiles,
+          // the smallest unrepresented share the bands imply against a reference (u ≥ max_b (S(b) − F(b)) / (1 − F(b)))
+          unrepresentedLowerBound: {
+            calibrationMixture: mean(rows.map((r) => lowerBound(norm(sumRows([r.bandsTagged, r.bandsUntagged])), modelProfiles.mixture))),
+            seenPhrasings: mean(rows.map((r) => lowerBound(norm(sumRows([r.bandsTagged, r.bandsUntagged])), modelProfiles.seen))),
+          },
+        },
         // the within-cluster term: the fitted slope (shrunk) and the correction it made
         meanSlope: mean(rows.map((r) => r.slope)),
         meanCorrection: mean(rows.map((r) => r.correction)),

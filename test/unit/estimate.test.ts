@@ -360,6 +360,100 @@ describe('the assumption term: heterogeneity within clusters', () => {
     expect(none.errTilt).toBeLessThan(1.35 * none.errOff);
   });
 
+  /**
+   * The tilt worlds above plus covered traffic the eval cases do not represent: 20 topics with no eval case, each
+   * landing in a random cluster, drawn like the tagged sub-groups (a fifth failing) and weighted by production as
+   * they are (e^{λ p + 0.7 ε}, scaled to about `unrepShare` of the requests). Their volume does not follow their
+   * cluster's eval pass rate, so they dilute the slope fitted across clusters. Each covered request lands in the
+   * deepest depth band with probability 0.75 when the eval represents it, 0.25 when not.
+   */
+  function unrepresentedWorlds(lambda: number, worlds: number, seed: number, unrepShare: number) {
+    const u = (gammaRandom.factory({ seed }).PRNG as unknown as { normalized: () => number }).normalized;
+    const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+    const rate = () => (u() < 0.2 ? 0.3 + 0.4 * u() : 0.85 + 0.14 * u());
+    const out: { truth: number; raw: number; deep: number; all: number; inDeep: boolean; inAll: boolean; slopeDeep: number; slopeAll: number }[] = [];
+    for (let w = 0; w < worlds; w++) {
+      const cs: ClusterCounts[] = [];
+      const groups: { c: number; p: number; wt: number; represented: boolean }[] = [];
+      for (let c = 0; c < 40; c++) {
+        const G = 1 + Math.floor(u() * 3);
+        const subgroups: { n: number; s: number }[] = [];
+        let n = 0;
+        let s = 0;
+        for (let t = 0; t < G; t++) {
+          const p = rate();
+          let k = 0;
+          for (let i = 0; i < 12; i++) if (u() < p) k++;
+          subgroups.push({ n: 12, s: k });
+          n += 12;
+          s += k;
+          groups.push({ c, p, wt: Math.exp(lambda * p + 0.7 * normal()), represented: true });
+        }
+        cs.push({ cluster: c, label: `c${c}`, group: '', evalCases: n, evalPassed: s, covered: 0, uncovered: 0, subgroups, deepCovered: 0 });
+      }
+      const tagged = groups.reduce((a, g) => a + g.wt, 0);
+      const unrep = Array.from({ length: 20 }, () => {
+        const p = rate();
+        return { c: Math.floor(u() * 40), p, wt: Math.exp(lambda * p + 0.7 * normal()), represented: false };
+      });
+      // scaled so that the unrepresented topics hold about unrepShare of the traffic in expectation
+      const scale = ((unrepShare / (1 - unrepShare)) * tagged) / unrep.reduce((a, g) => a + g.wt, 0) || 0;
+      for (const g of unrep) groups.push({ ...g, wt: g.wt * scale });
+      const total = groups.reduce((a, g) => a + g.wt, 0);
+      let truth = 0;
+      for (let r = 0; r < 5000; r++) {
+        let x = u() * total;
+        let j = 0;
+        while (j < groups.length - 1 && (x -= groups[j].wt) > 0) j++;
+        const g = groups[j];
+        cs[g.c].covered++;
+        if (u() < (g.represented ? 0.75 : 0.25)) cs[g.c].deepCovered!++;
+        truth += g.p;
+      }
+      truth /= 5000;
+      const d = estimateScore(cs, { draws: 1000, seed: w + 1 });
+      const a = estimateScore(cs.map(({ deepCovered: _, ...c }) => c), { draws: 1000, seed: w + 1 });
+      out.push({
+        truth,
+        raw: d.raw,
+        deep: d.estimate!,
+        all: a.estimate!,
+        inDeep: truth >= d.interval![0] && truth <= d.interval![1],
+        inAll: truth >= a.interval![0] && truth <= a.interval![1],
+        slopeDeep: d.withinCluster!.slope,
+        slopeAll: a.withinCluster!.slope,
+      });
+    }
+    const m = (f: (x: (typeof out)[number]) => number) => out.reduce((a, x) => a + f(x), 0) / out.length;
+    return {
+      coverageDeep: m((x) => (x.inDeep ? 1 : 0)),
+      coverageAll: m((x) => (x.inAll ? 1 : 0)),
+      errDeep: m((x) => Math.abs(x.deep - x.truth)),
+      errAll: m((x) => Math.abs(x.all - x.truth)),
+      errRaw: m((x) => Math.abs(x.raw - x.truth)),
+      biasDeep: m((x) => x.deep - x.truth),
+      biasAll: m((x) => x.all - x.truth),
+      slopeDeep: m((x) => x.slopeDeep),
+      slopeAll: m((x) => x.slopeAll),
+    };
+  }
+
+  it('fits the lean on the deepest band: closer to production\'s lean than a slope on all covered requests, which the traffic the eval does not represent dilutes', { timeout: 600_000 }, () => {
+    const lean = unrepresentedWorlds(-3, 150, 51, 0.3);
+    const none = unrepresentedWorlds(0, 150, 52, 0.3);
+    if (process.env.EVALGAP_TEST_PRINT) console.log({ lean, none });
+    // measured: slope −2.93 on the deepest band against −2.45 on all covered requests (true λ = −3); the estimate's
+    // bias +2.5 points against +3.5, its error 4.3 against 5.0 (raw 13.0)
+    expect(lean.slopeDeep).toBeLessThan(lean.slopeAll - 0.3);
+    expect(lean.biasDeep).toBeLessThan(0.8 * lean.biasAll);
+    expect(lean.errDeep).toBeLessThan(lean.errAll);
+    // no lean: no cost (measured 2.25 against 2.37 points)
+    expect(none.errDeep).toBeLessThan(1.1 * none.errAll);
+    // NOT met in these worlds (docs/estimate.md): the 90% interval holds the truth in 76% (lean) and 73% (none) of
+    // them, against 71% and 76% fitted on all covered requests: the unrepresented topics' own pass rates (30% of the
+    // traffic, 20 topics) vary more than anything the interval counts, and no count the estimate reads sizes them
+  });
+
   it('the interval carries the slope shrinkage\'s bias (|unshrunk − shrunk slope| · Σ w τ²), reported in withinCluster', () => {
     // 12 clusters of two tags (one failing), production leaning on failure with noise: the fitted slope is shrunk
     const s = sampler(11);
