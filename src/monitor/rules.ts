@@ -74,6 +74,14 @@ export interface MonitorOptions {
   freezeHours: number;
   /** pseudo-requests shrinking an hour-of-day reference toward the pooled reference */
   hourShrink: number;
+  /**
+   * correlation of adjacent hour-of-day reference cells' errors charged in the reference's noise:
+   * 'bound' (default) ρ = 1; 'measured' ρ estimated from closed sessions that straddle an hour
+   * (adjacentHourRho). The measured ρ counts only the noise of sessions; on realistic low-volume
+   * session streams the reference cells also vary from day to day beyond it, and 'measured' raised
+   * `uncovered_share` false alarms there (docs/monitor.md, backtest), so the bound is the default
+   */
+  hourCorrelation: 'bound' | 'measured';
   /** half-life (minutes) of the "now" shares shown in findings and trends */
   recentHalfLifeMinutes: number;
   /** eval-set mismatch: production share at least this multiple of the eval-set share… */
@@ -108,6 +116,7 @@ export const DEFAULT_MONITOR: MonitorOptions = {
   resolveMinutes: 60,
   freezeHours: 24,
   hourShrink: 200,
+  hourCorrelation: 'bound',
   recentHalfLifeMinutes: 30,
   mismatchRatio: 2,
   mismatchMinShare: 0.01,
@@ -138,6 +147,7 @@ export const MonitorOptionsSchema = z
     resolveMinutes: z.number().positive(),
     freezeHours: z.number().nonnegative(),
     hourShrink: z.number().nonnegative(),
+    hourCorrelation: z.enum(['bound', 'measured']),
     recentHalfLifeMinutes: z.number().positive(),
     mismatchRatio: z.number().positive(),
     mismatchMinShare: z.number().min(0).max(1),
@@ -950,7 +960,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // an estimate from few sessions is rough: its upper ~95% bound (a ratio of sums over S sessions,
       // S counted as Kish's effective number n²/Σm²: the sums are dominated by the long sessions)
       const sessUp = sessAll && sessAll.effective > 0 ? 1 + 2 * Math.sqrt(2 / sessAll.effective) : 1;
-      const rhoHours = adjacentHourRho(sessOk ? sessAll!.straddle : null, sessUp);
+      const rhoHours = o.hourCorrelation === 'measured' ? adjacentHourRho(sessOk ? sessAll!.straddle : null, sessUp) : 1;
       const sessPhi = (f: string) => {
         if (!sessOk || !(sessAll!.den[f] > 0)) return 1;
         return Math.min(o.maxDispersion, Math.max(1, (sessAll!.num[f] / sessAll!.den[f]) * sessUp));

@@ -52,6 +52,8 @@ const NOVEL_SHARE = Number(args.get('novel-share') ?? 0.05);
 const SESSION_SEED = Number(args.get('session-seed') ?? 5);
 /** runs per shift and volume (default: 1 at ≥ 5 requests/s, 2 below) */
 const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
+/** --hour-correlation=bound|measured: the monitor's hourCorrelation option in the session runs (default: the monitor's default) */
+const HOUR_CORRELATION = args.get('hour-correlation') as 'bound' | 'measured' | undefined;
 /** --session-parts=noshift,shifts */
 const SESSION_PARTS = (args.get('session-parts') ?? 'noshift,shifts').split(',');
 /** shift runs stop this many days after the change (default 2 at ≥ 5 requests/s, else the horizon) */
@@ -406,7 +408,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       let sessions = 0;
       // progress on stderr (a long run at a flood can be read before it ends): each simulated day and
       // each alert as it fires
-      const inner = createEvaluateWindow({ output: 'changes' });
+      const inner = createEvaluateWindow({ output: 'changes', ...(HOUR_CORRELATION ? { hourCorrelation: HOUR_CORRELATION } : {}) });
       let day = 0;
       const evaluate: typeof inner = (st, win, c) => {
         const ev = inner(st, win, c);
@@ -524,7 +526,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
               if (oracleHAt !== null && oracleHReq === null && t + WINDOW * 1000 > oracleHAt) oracleHReq = reqSince;
             },
           });
-          const evaluate = createEvaluateWindow({ output: 'changes' });
+          const evaluate = createEvaluateWindow({ output: 'changes', ...(HOUR_CORRELATION ? { hourCorrelation: HOUR_CORRELATION } : {}) });
           let state = null as Parameters<typeof evaluate>[0];
           let found: number | null = null;
           let foundAt: string | null = null;

@@ -231,7 +231,7 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
   }, 600_000);
 
   it('a checkpoint from before the sessions\' hours loads and counts its sessions at ρ = 1', () => {
-    const evaluate = createEvaluateWindow();
+    const evaluate = createEvaluateWindow({ hourCorrelation: 'measured' });
     const wins = [...sessionStream(spec(8, { durationMs: 4 * DAY, intentWeights: weights }))];
     const cut = Math.floor(wins.length * 0.75);
     let st: MonitorState | null = null;
@@ -257,7 +257,7 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     expect(JSON.stringify(b)).toMatch(/"hsq":/);
   }, 600_000);
 
-  it('the reference noise charged to its share segment is smaller when closed sessions say how they spread over clock hours', () => {
+  it('with hourCorrelation measured, the reference noise charged to its share segment is smaller when closed sessions say how they spread over clock hours; at the default bound it is not', () => {
     // The reference's noise over a segment of many hours charges the covariance of adjacent hour
     // cells; only sessions straddling an hour carry it. Without the sessions' hours (hourSq absent)
     // it is charged at its bound ρ = 1; with them at the measured bound (about 0.04 here: sessions
@@ -266,8 +266,8 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     const strip = function* (g: Generator<WindowCounts[]>) {
       for (const ws of g) yield ws.map((w) => (w.closedSessions ? { ...w, closedSessions: w.closedSessions.map(({ hourSq: _, ...c }) => c) } : w));
     };
-    const stats = (hours: boolean) => {
-      const inner = createEvaluateWindow();
+    const stats = (hours: boolean, hourCorrelation: 'bound' | 'measured' = 'measured') => {
+      const inner = createEvaluateWindow({ hourCorrelation });
       const out = new Map<string, number>();
       const evaluate: typeof inner = (st, w, c) => {
         const r = inner(st, w, c);
@@ -285,5 +285,9 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     // at the longest segment after the change the divisor is at least a fifth smaller
     const last = [...bound].filter(([w]) => Date.parse(w) >= change).sort((a, b) => b[1] - a[1])[0];
     expect(measured.get(last[0])! / last[1]).toBeGreaterThan(1.2);
+    // at the default (hourCorrelation 'bound') the sessions' hours change nothing: ρ = 1 either way
+    const dflt = stats(true, 'bound');
+    expect(dflt.size).toBe(bound.size);
+    for (const [w, v] of bound) expect(dflt.get(w)!).toBeCloseTo(v, 9);
   }, 600_000);
 });
