@@ -15,6 +15,7 @@ import {
   writeWeightedScores,
   type TrafficCounts,
   type WeightedScoreRow,
+  type ClusterTraffic,
 } from '../store/estimate.js';
 import { estimateScore, passRatePosterior, type ClusterCounts, type Estimate, type EstimateOptions } from './poststratify.js';
 import { planCases, type Plan, type PlanGap } from './plan.js';
@@ -80,6 +81,9 @@ async function resolveModelAndRun(r: StoreReader, q: EstimateQuery): Promise<{ m
   return { modelVersion, runId };
 }
 
+/** a cluster's covered requests in the deepest depth band: undefined when its rows lack bands, 0 without traffic */
+const deepCovered = (t: ClusterTraffic | undefined): number | undefined => (!t ? 0 : t.unbanded > 0 ? undefined : t.deep);
+
 function countsOf(
   results: Map<number, { cases: number; passed: number; subgroups: { n: number; s: number }[] }>,
   traffic: TrafficCounts,
@@ -97,10 +101,7 @@ function countsOf(
     uncovered: traffic.byCluster.get(c)?.uncovered ?? 0,
     subgroups: results.get(c)?.subgroups,
     // the deepest band's requests, where the within-cluster term fits production's lean (none when rows lack bands)
-    deepCovered: (() => {
-      const t = traffic.byCluster.get(c);
-      return !t ? 0 : t.unbanded > 0 ? undefined : t.deep;
-    })(),
+    deepCovered: deepCovered(traffic.byCluster.get(c)),
   }));
 }
 

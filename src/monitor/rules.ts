@@ -581,7 +581,7 @@ function addSessions(acc: SessionAcc, rows: { key: string; c: SessionCell }[], i
     // its requests per clock hour: unknown counts as every pair in different hours (ρ = 1)
     const hq = cellsOf.find((c) => typeof c.hourSq === 'number' && Number.isFinite(c.hourSq))?.hourSq;
     const hsq = hq === undefined ? m * m : Math.min(m * m, Math.max(m, hq));
-    acc.hsq = (acc.hsq ?? 0) + (hq === undefined ? m * m : hsq);
+    acc.hsq = (acc.hsq ?? 0) + hsq;
     acc.hx = (acc.hx ?? 0) + (hq === undefined ? m * m : (m * m - hsq) / 2);
     for (const [c, v] of mix) {
       acc.mixT[c] += v;
