@@ -222,6 +222,10 @@ describe('evalgap estimate', () => {
     expect(plain.withinCluster).toBeNull();
     expect(plain.interval).toEqual(plain.samplingInterval);
     expect(tilt.interval[1] - tilt.interval[0]).toBeGreaterThan(plain.interval[1] - plain.interval[0]);
+    // the unrepresented term is said in the text, with the share and sd the JSON reports
+    const text = (await cli('estimate', '--since', '1d', '--no-store')).stdout;
+    expect(text).toContain(`sized at ${(100 * tilt.withinCluster.unrepresented.share).toFixed(1)}% from the lean in the shallower depth bands`);
+    expect(text).toContain(`adds an error of ${(100 * tilt.withinCluster.unrepresented.sd).toFixed(1)} points (sd)`);
   });
 });
 
