@@ -26,7 +26,8 @@
  * (no sampling error at all): its error is what the method's assumption alone costs here; and
  * `decomposition`: truth − oracle split into production's lean among each cluster's tagged
  * sub-groups (what the within-cluster term estimates) and the covered requests of intents with no
- * eval case in their cluster (held-out intents, neighbours' queries: what no count shows).
+ * eval case in their cluster (held-out intents, neighbours' queries: what no count shows), and
+ * `unrepresentedTerm`: the share of them the estimate's unrepresented term infers (û) and the sd it adds.
  *
  * Plan: on `planDraws` of the draws, 200 new eval cases (drawn from the pool's covered queries of
  * the chosen cluster, passing with their intent's probability) are placed by the plan (Neyman over
