@@ -117,7 +117,11 @@ export function formatEstimate(rep: EstimateReport, opts: { clusters?: number } 
         (e.withinCluster
           ? `up to production's lean toward the failing tags inside clusters, taken as its lean toward failing clusters ` +
             `(slope ${e.withinCluster.slope.toFixed(2)} ± ${e.withinCluster.slopeSe.toFixed(2)} over ${e.withinCluster.clusters} clusters: ` +
-            `${(100 * e.withinCluster.correction).toFixed(1)} points; plain post-stratification ${iv(e.samplingInterval)})`
+            `${(100 * e.withinCluster.correction).toFixed(1)} points; plain post-stratification ${iv(e.samplingInterval)})` +
+            (e.withinCluster.unrepresented
+              ? `; covered traffic the eval does not represent, sized at ${pct(e.withinCluster.unrepresented.share)} from the lean in the shallower depth bands, ` +
+                `adds an error of ${(100 * e.withinCluster.unrepresented.sd).toFixed(1)} points (sd) to the interval`
+              : '')
           : `with no correction (no cluster holds eval cases of two tags that score differently, or too few clusters)`) +
         '.',
     );

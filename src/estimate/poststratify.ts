@@ -13,10 +13,13 @@
  * clusters on each cluster's deepest-depth-band requests, `deepCovered`, where the traffic the eval
  * does not represent is scarcest), corrects the estimate by λ · Σ_c w_c τ_c², and adds that term's
  * uncertainty (slope, the slope's shrinkage bias, model form, sub-groups' scatter) to each draw.
- * What no tag shows stays outside the interval: on Banking77 the covered requests of intents with
- * no eval case in their cluster (held-out intents, neighbours' queries; 16–17% of covered traffic)
- * lean on failure too and leave 1.5–2 points of bias when production leans (test/bench/estimate.ts,
- * `decomposition`); sizing them from the depth bands was tried and not kept (docs/estimate.md).
+ * What no tag shows: on Banking77 the covered requests of intents with no eval case in their
+ * cluster (held-out intents, neighbours' queries; 16–17% of covered traffic) lean on failure too
+ * and leave 1.5–2 points of bias when production leans (test/bench/estimate.ts, `decomposition`).
+ * The unrepresented term (unrepresentedShare) sizes their share from the dilution of the lean fitted
+ * on the shallower bands and carries û · |λ| · V_G in the interval as an error of its own (their
+ * pass rates taken to be those of topics drawn from the whole eval set, tilted by the same λ); it
+ * does not move the point estimate (as a correction it cost accuracy where production does not lean).
  *
  * Uncertainty, propagated jointly by drawing from the posterior (`draws` times):
  *  - p_c ~ Beta(s_c + m·μ_g, n_c − s_c + m·(1 − μ_g)): the cluster's eval results (s_c passes of
@@ -169,6 +172,23 @@ export interface WithinClusterFit {
   shrinkageBias: number;
   /** the production counts the slope is fitted on: each cluster's requests in the deepest depth band, or all its covered requests (a model without bands) */
   fittedOn: 'deepest band' | 'covered';
+  /**
+   * the unrepresented term (fitted on the deepest band only; null otherwise): covered requests of topics without an
+   * eval case in their cluster, sized from how much the lean fitted on the shallower bands is diluted, and carried in
+   * the interval as an error of its own (see unrepresentedTerm)
+   */
+  unrepresented: UnrepresentedTerm | null;
+}
+
+export interface UnrepresentedTerm {
+  /** the slope of the same fit on each cluster's covered requests outside the deepest band (unshrunk) */
+  shallowSlope: number;
+  /** û: the estimated share of covered requests the eval does not represent, (S/N) · clamp(1 − shallowSlope / deep slope, 0, 1) */
+  share: number;
+  /** √V_G: the spread of the true pass rates of all sub-groups of the eval set (method of moments, all clusters' sub-groups pooled) */
+  topicSpread: number;
+  /** the error's standard deviation at the fitted slope: û · |λ| · V_G */
+  sd: number;
 }
 
 /**
@@ -249,6 +269,20 @@ function tiltFit(
   // the slope's standard error: the residual scatter (its own plus the counts') over the spread of the pass rates
   const se = Math.sqrt(rss / Math.max(1, K - 2) / den);
   return { slope, naive: sxy / sxx, se: Number.isFinite(se) ? se : Infinity, resVar, k: K };
+}
+
+/**
+ * The unrepresented share of covered traffic from the dilution of the lean in the shallower bands. A cluster's covered
+ * requests outside the deepest band (S_c) hold most of the requests the eval does not represent (Banking77: 70–79% of
+ * them, against 22–23% of the represented ones); their volume does not follow the cluster's eval pass rate, so the
+ * slope fitted on S_c is the deepest band's diluted by their share u_S of S: λ_S ≈ (1 − u_S) λ_D (assumed: the
+ * deepest band's own unrepresented share is small beside u_S, and the represented requests' lean is the same in both).
+ * û = (S/N) · clamp(1 − λ_S / λ_D, 0, 1). It is only informative when production leans (λ_D away from 0), and then
+ * only what it is needed for: the error it sizes is proportional to λ.
+ */
+function unrepresentedShare(deepSlope: number, shallowSlope: number, shallowShare: number): number {
+  if (deepSlope === 0) return 0;
+  return shallowShare * Math.min(1, Math.max(0, 1 - shallowSlope / deepSlope));
 }
 
 /**
@@ -417,6 +451,13 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
   // the lean is fitted on each cluster's deepest-band requests when every cluster with traffic has them (a model with bands)
   const deep = cs.some((c) => (c.deepCovered ?? 0) > 0) && cs.every((c) => c.covered === 0 || c.deepCovered !== undefined);
   const tilt = o.withinCluster === 'tilt' && tau.some((t) => t > 0) ? tiltFit(cs, o.designEffect, deep) : null;
+  // the unrepresented term (unrepresentedShare): the same fit on each cluster's covered requests outside the deepest band
+  const shallowCs = deep ? cs.map((c) => ({ ...c, covered: c.covered - Math.min(c.covered, c.deepCovered ?? 0) })) : [];
+  const shallow = tilt && deep ? tiltFit(shallowCs, o.designEffect, false) : null;
+  const nDeep = cs.reduce((s, c) => s + Math.min(c.covered, c.deepCovered ?? 0), 0);
+  const shallowShare = nCov > 0 ? (nCov - nDeep) / nCov : 0;
+  // V_G: the spread of the true pass rates of all the eval set's sub-groups (each cluster's sub-groups, pooled)
+  const vG = shallow ? heterogeneity(cs.flatMap((c) => c.subgroups ?? [])) ** 2 : 0;
   // the slope shrunk toward 0 by its standard error (positive part)
   const shrink = tilt ? Math.max(0, 1 - (tilt.se * tilt.se) / Math.max(1e-12, tilt.slope * tilt.slope)) : 0;
   const lambda = tilt ? tilt.slope * shrink : 0;
@@ -451,10 +492,16 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     let zn = 0;
     // this draw's slope: a Bayesian bootstrap of the clusters' fit, around the shrunk slope
     let lam = 0;
+    // this draw's unrepresented error: û (from the same bootstrap replicate of both fits) · |λ| · V_G
+    let unrepSd = 0;
     if (tilt) {
       for (let i = 0; i < k; i++) bootW[i] = g(1, 1);
       const b = tiltFit(cs, o.designEffect, deep, bootW);
       lam = lambda + (b ? b.slope - tilt.slope : 0);
+      if (shallow && b) {
+        const bs = tiltFit(shallowCs, o.designEffect, false, bootW);
+        unrepSd = bs ? unrepresentedShare(b.slope, bs.slope, shallowShare) * Math.abs(lam) * vG : 0;
+      }
     }
     for (let i = 0; i < k; i++) {
       if (cs[i].covered > 0) {
@@ -484,7 +531,8 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
     // (eivGap) times Σ w τ² is counted as a model-form error of its own; so is the shrinkage's bias (shrinkGap)
     const within =
       tilt && z > 0
-        ? tb / z + norm() * Math.sqrt((tm / z) ** 2 + (eivGap * tt / z) ** 2 + (shrinkGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z))
+        ? tb / z +
+          norm() * Math.sqrt((tm / z) ** 2 + (eivGap * tt / z) ** 2 + (shrinkGap * tt / z) ** 2 + (sigmaEps * sigmaEps * tv) / (z * z) + unrepSd ** 2)
         : 0;
     theta[d] = z > 0 ? Math.min(1, Math.max(0, t / z + within)) : NaN;
     thetaNear[d] = zn > 0 ? tn / zn : NaN;
@@ -550,6 +598,14 @@ export function estimateScore(cs: readonly ClusterCounts[], opts: Partial<Estima
             correction,
             shrinkageBias: shrinkGap * clusters.reduce((s, c, i) => s + c.prodShare * tau2[i], 0),
             fittedOn: deep ? 'deepest band' : 'covered',
+            unrepresented: shallow
+              ? {
+                  shallowSlope: shallow.slope,
+                  share: unrepresentedShare(tilt.slope, shallow.slope, shallowShare),
+                  topicSpread: Math.sqrt(vG),
+                  sd: unrepresentedShare(tilt.slope, shallow.slope, shallowShare) * Math.abs(lambda) * vG,
+                }
+              : null,
           },
     gap: est === null || !nEval ? null : est - raw,
     shrinkage,

@@ -26,7 +26,8 @@
  * (no sampling error at all): its error is what the method's assumption alone costs here; and
  * `decomposition`: truth − oracle split into production's lean among each cluster's tagged
  * sub-groups (what the within-cluster term estimates) and the covered requests of intents with no
- * eval case in their cluster (held-out intents, neighbours' queries: what no count shows).
+ * eval case in their cluster (held-out intents, neighbours' queries: what no count shows), and
+ * `unrepresentedTerm`: the share of them the estimate's unrepresented term infers (û) and the sd it adds.
  *
  * Plan: on `planDraws` of the draws, 200 new eval cases (drawn from the pool's covered queries of
  * the chosen cluster, passing with their intent's probability) are placed by the plan (Neyman over
@@ -207,7 +208,7 @@ async function main() {
     novelTopic: norm(mb.novel.slice(firstCoveredBand)),
   };
   for (const badBoost of badBoosts) {
-  const rows: { bandsTagged: number[]; bandsUntagged: number[]; deepUntaggedShare: number; coveredUntaggedShare: number; allEst: number; allInside: boolean; allWidth: number; allSlope: number; taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { unrepShare: number; unrepSd: number; bandsTagged: number[]; bandsUntagged: number[]; deepUntaggedShare: number; coveredUntaggedShare: number; allEst: number; allInside: boolean; allWidth: number; allSlope: number; taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
     const fail = new Map(cats.map((c) => [c, u() < badShare ? 0.3 + 0.4 * u() : beta(1, 15)]));
@@ -321,7 +322,7 @@ async function main() {
       fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, bandsTagged, bandsUntagged, covBandsTagged, ...(d === 0 ? { modelBands: m.calibration.bands } : {}), seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), coveredBands: covBands, evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
     }
     const nb = (x: number[]) => x.reduce((a2, b) => a2 + b, 0);
-    rows.push({ bandsTagged, bandsUntagged, deepUntaggedShare: bandsUntagged[coveredBandCount - 1] / (bandsUntagged[coveredBandCount - 1] + bandsTagged[coveredBandCount - 1]), coveredUntaggedShare: nb(bandsUntagged) / (nb(bandsUntagged) + nb(bandsTagged)), allEst: eAll.estimate!, allInside: truth >= eAll.interval![0] && truth <= eAll.interval![1], allWidth: eAll.interval![1] - eAll.interval![0], allSlope: eAll.withinCluster?.slope ?? 0, taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    rows.push({ unrepShare: e.withinCluster?.unrepresented?.share ?? 0, unrepSd: e.withinCluster?.unrepresented?.sd ?? 0, bandsTagged, bandsUntagged, deepUntaggedShare: bandsUntagged[coveredBandCount - 1] / (bandsUntagged[coveredBandCount - 1] + bandsTagged[coveredBandCount - 1]), coveredUntaggedShare: nb(bandsUntagged) / (nb(bandsUntagged) + nb(bandsTagged)), allEst: eAll.estimate!, allInside: truth >= eAll.interval![0] && truth <= eAll.interval![1], allWidth: eAll.interval![1] - eAll.interval![0], allSlope: eAll.withinCluster?.slope ?? 0, taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -406,6 +407,13 @@ async function main() {
             calibrationMixture: mean(rows.map((r) => lowerBound(norm(sumRows([r.bandsTagged, r.bandsUntagged])), modelProfiles.mixture))),
             seenPhrasings: mean(rows.map((r) => lowerBound(norm(sumRows([r.bandsTagged, r.bandsUntagged])), modelProfiles.seen))),
           },
+        },
+        // the unrepresented term: the share of covered requests it estimates (true: decomposition.meanUntaggedShareOfCovered)
+        // and the standard deviation of the error it carries in the interval (û · |λ| · V_G)
+        unrepresentedTerm: {
+          meanShare: mean(rows.map((r) => r.unrepShare)),
+          sdShare: sd(rows.map((r) => r.unrepShare)),
+          meanSd: mean(rows.map((r) => r.unrepSd)),
         },
         // the within-cluster term: the fitted slope (shrunk) and the correction it made
         meanSlope: mean(rows.map((r) => r.slope)),

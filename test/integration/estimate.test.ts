@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT, type Config } from '../../src/config/index.js';
 import { createLogger } from '../../src/config/logger.js';
+import { BANDS } from '../../src/coverage/bands.js';
 import { parseEvalSet } from '../../src/coverage/evalset.js';
 import { loadCoverageModel } from '../../src/coverage/model.js';
 import { produceJson } from '../../src/ingest/kafka.js';
@@ -169,6 +170,17 @@ describe('evalgap estimate', () => {
     }, 0);
     // the within-cluster term's correction apart; its lean is fitted on the deepest depth band's requests (stored by evalgap run)
     expect(e.withinCluster.fittedOn).toBe('deepest band');
+    // the unrepresented term, sized from the stored bands: û within the covered share outside the deepest band
+    const bands = await withStore((s) =>
+      s.query<{ cov: string; deep: string }>(`SELECT countIf(covered = 1) AS cov, countIf(covered = 1 AND coverage_band = ${BANDS - 1}) AS deep FROM ${s.t('requests')}`),
+    );
+    const shallowShare = 1 - Number(bands[0].deep) / Number(bands[0].cov);
+    expect(shallowShare).toBeGreaterThan(0);
+    const un = e.withinCluster.unrepresented;
+    expect(un.share).toBeGreaterThanOrEqual(0);
+    expect(un.share).toBeLessThanOrEqual(shallowShare + 1e-12);
+    expect(un.sd).toBeCloseTo(un.share * Math.abs(e.withinCluster.slope) * un.topicSpread ** 2, 12);
+    if (process.env.EVALGAP_TEST_PRINT) console.log({ shallowShare, unrepresented: un });
     expect(Math.abs(e.estimate - e.withinCluster.correction - plugIn)).toBeLessThan(0.03);
     expect(e.estimate).toBeLessThan(raw - 0.05); // production leans on the failing topic
     expect(e.interval[0]).toBeLessThan(e.estimate);
@@ -210,6 +222,10 @@ describe('evalgap estimate', () => {
     expect(plain.withinCluster).toBeNull();
     expect(plain.interval).toEqual(plain.samplingInterval);
     expect(tilt.interval[1] - tilt.interval[0]).toBeGreaterThan(plain.interval[1] - plain.interval[0]);
+    // the unrepresented term is said in the text, with the share and sd the JSON reports
+    const text = (await cli('estimate', '--since', '1d', '--no-store')).stdout;
+    expect(text).toContain(`sized at ${(100 * tilt.withinCluster.unrepresented.share).toFixed(1)}% from the lean in the shallower depth bands`);
+    expect(text).toContain(`adds an error of ${(100 * tilt.withinCluster.unrepresented.sd).toFixed(1)} points (sd)`);
   });
 });
 
