@@ -93,7 +93,7 @@ export const MonitorFileSchema = z
     agentRules: AgentRulesOptionsSchema.default({}),
     /** the weighted_score rule (src/monitor/score-rules.ts): the eval score reweighted to production traffic falls; docs/alerts.md#parameters */
     weightedScore: WeightedScoreOptionsSchema.default({}),
-    /** the novel_sessions rule (src/monitor/session-novel.ts): whole sessions far below the eval set; docs/monitor.md#novel-topics-one-session-at-a-time */
+    /** the novel_sessions rule (src/monitor/session-novel.ts): whole sessions far below the eval set; docs/monitor.md#novel-topics-one-session-at-a-time-novel_sessions */
     novelSessions: NovelSessionsOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
     /**
