@@ -95,7 +95,7 @@ export const DEFAULT_NOVEL_SESSIONS: NovelSessionsOptions = {
   blockMinutes: 60,
   warmupHours: 24,
   warmupSessions: 200,
-  capShare: 0.1,
+  capShare: 0.2,
   minCap: 10,
   cap: 1000,
   delta: 0.01,
@@ -129,14 +129,17 @@ export const NovelSessionsOptionsSchema = z
   .strict();
 
 /** distinct cells counted per group up to these caps: deepest bands, other uncovered, covered */
-const CAPS = [4, 4, 6] as const;
+const CAPS = [4, 4, 4, 4, 4, 6] as const;
+/** the band groups: the deepest bands, the other uncovered, covered near the threshold, covered well */
+export const GROUPS = CAPS.length;
+export type Counts = number[];
 
 /** One reference block of a scope: its closed sessions by summary, and their distinct cells per group. */
 interface Block {
   k: number;
   /** summary "n0,n1,n2" → sessions */
   sig: Record<string, number>;
-  g: [number, number, number];
+  g: Counts;
   /** sessions */
   n: number;
   /** the rule was firing in this block (left out of the reference) */
@@ -169,24 +172,32 @@ export interface NovelSessionsState {
   h?: number;
 }
 
-/** The group of a cell: 0 the deepest bands, 1 other uncovered, 2 covered; -1 without a band. */
+/** the first covered band, and the first covered band above the in-scope margins' 20% level */
+const BELOW = BAND_LEVELS.indexOf('threshold') + 1;
+const NEAR = BAND_LEVELS.indexOf(0.2) + 1;
+
+/**
+ * The group of a cell: 0 the deepest bands, 1 other uncovered, 2 covered below the in-scope
+ * margins' 20% level (near the threshold), 3 covered above it; -1 without a band.
+ */
 export function cellGroup(c: Pick<SessionCell, 'band' | 'uncovered'>, deepBands: number): number {
   if (!(c.band >= 0)) return -1;
   if (c.band < deepBands) return 0;
-  return c.uncovered ? 1 : 2;
+  if (c.uncovered || c.band < BELOW) return 1;
+  return Math.min(GROUPS - 1, 2 + c.band - BELOW);
 }
 
 /** Each closed session's distinct cells per group (sessions without an id: one per request). */
-export function sessionSummaries(rows: readonly { agent: string; cell: SessionCell }[], deepBands: number): { n: [number, number, number]; clusters: number[] }[] {
-  const by = new Map<string, { n: [number, number, number]; clusters: number[] }>();
-  const out: { n: [number, number, number]; clusters: number[] }[] = [];
+export function sessionSummaries(rows: readonly { agent: string; cell: SessionCell }[], deepBands: number): { n: Counts; clusters: number[] }[] {
+  const by = new Map<string, { n: Counts; clusters: number[] }>();
+  const out: { n: Counts; clusters: number[] }[] = [];
   for (const { agent, cell } of rows) {
     if (!(cell.requests > 0)) continue;
     const g = cellGroup(cell, deepBands);
     if (g < 0) continue;
     if (cell.session === '') {
       for (let i = 0; i < cell.requests; i++) {
-        const n: [number, number, number] = [0, 0, 0];
+        const n: Counts = new Array<number>(GROUPS).fill(0);
         n[g] = 1;
         out.push({ n, clusters: g === 0 ? [cell.cluster] : [] });
       }
@@ -195,7 +206,7 @@ export function sessionSummaries(rows: readonly { agent: string; cell: SessionCe
     const key = `${agent}\u0000${cell.session}`;
     let x = by.get(key);
     if (!x) {
-      x = { n: [0, 0, 0], clusters: [] };
+      x = { n: new Array<number>(GROUPS).fill(0), clusters: [] };
       by.set(key, x);
       out.push(x);
     }
@@ -211,7 +222,7 @@ export const summaryKey = (n: readonly number[]) => n.map((v, g) => Math.min(v, 
 export function cappedRatio(key: string, logRatio: readonly number[], cap: number): number {
   const n = key.split(',').map(Number);
   let s = 0;
-  for (let g = 0; g < 3; g++) s += n[g] * logRatio[g];
+  for (let g = 0; g < n.length; g++) s += n[g] * logRatio[g];
   return Math.min(cap, Math.exp(s));
 }
 
@@ -280,11 +291,10 @@ export function bettingUpper(values: readonly { x: number; c: number }[], W: num
   return best;
 }
 
-/** the novel profile summed over the three groups (deepest bands, other uncovered, covered) */
-export function groupProfile(q: readonly number[], deepBands: number): [number, number, number] {
-  const below = BAND_LEVELS.indexOf('threshold') + 1;
-  const out: [number, number, number] = [0, 0, 0];
-  q.forEach((v, b) => (out[b < deepBands ? 0 : b < below ? 1 : 2] += v));
+/** the novel profile summed over the groups of cellGroup */
+export function groupProfile(q: readonly number[], deepBands: number): Counts {
+  const out: Counts = new Array<number>(GROUPS).fill(0);
+  q.forEach((v, b) => (out[b < deepBands ? 0 : b < BELOW ? 1 : Math.min(GROUPS - 1, 2 + b - BELOW)] += v));
   return out;
 }
 
@@ -390,17 +400,17 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         const memoKey = `${agent}|${key}|${ref.length}|${ref[0]?.k ?? -1}|${ref[ref.length - 1]?.k ?? -1}|${sc.first}`;
         let r = memo.get(memoKey);
         if (!r) {
-          const gsum: [number, number, number] = [0, 0, 0];
+          const gsum: Counts = new Array<number>(GROUPS).fill(0);
           const hist = new Map<string, number>();
           let nref = 0;
           for (const b of ref) {
-            for (let g = 0; g < 3; g++) gsum[g] += b.g[g];
+            for (let g = 0; g < GROUPS; g++) gsum[g] += b.g[g] ?? 0;
             nref += b.n;
             for (const [k, c] of Object.entries(b.sig)) hist.set(k, (hist.get(k) ?? 0) + c);
           }
-          const cells = gsum[0] + gsum[1] + gsum[2];
+          const cells = gsum.reduce((a, b) => a + b, 0);
           // the reference's share of distinct cells per group, with half a cell of each group added (no log 0)
-          const p = gsum.map((x) => (x + 0.5) / (cells + 1.5));
+          const p = gsum.map((x) => (x + 0.5) / (cells + 0.5 * GROUPS));
           const logRatio = qg.map((x, g) => Math.log(Math.max(x, 1e-9) / p[g]));
           const ready = nref >= o.warmupSessions && key - sc.first >= (o.warmupHours * 60) / o.blockMinutes;
           let C = Infinity;
@@ -463,11 +473,11 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         }
 
         // ---- this window's sessions join the block in progress; the nearest clusters of deep cells ----
-        const cur: Block = sc.cur ? { ...sc.cur, sig: { ...sc.cur.sig }, g: [...sc.cur.g] as Block['g'] } : { k: key, sig: {}, g: [0, 0, 0], n: 0 };
+        const cur: Block = sc.cur ? { ...sc.cur, sig: { ...sc.cur.sig }, g: [...sc.cur.g] as Block['g'] } : { k: key, sig: {}, g: new Array<number>(GROUPS).fill(0), n: 0 };
         for (const x of sessions) {
           const k = summaryKey(x.n);
           cur.sig[k] = (cur.sig[k] ?? 0) + 1;
-          for (let g = 0; g < 3; g++) cur.g[g] += x.n[g];
+          for (let g = 0; g < GROUPS; g++) cur.g[g] += x.n[g];
           cur.n += 1;
         }
         if (sc.firing && sc.onset !== null && t0 - Date.parse(sc.onset) < o.freezeHours * 3600000) cur.f = 1;
