@@ -148,11 +148,16 @@ describe('novel_sessions: the parts of the guarantee', () => {
       cell: { session, cluster, uncovered: band < 5, band, requests, escalated: 0, refused: 0, failed: 0 },
     });
     const s = sessionSummaries([row('x', 1, 0, 5), row('x', 2, 1, 1), row('x', 1, 7, 3), row('', 4, 0, 2), row('y', 3, 4, 1)], 3);
-    expect(s.map((x) => x.n)).toEqual([[2, 0, 1], [1, 0, 0], [1, 0, 0], [0, 1, 0]]);
+    expect(s.map((x) => x.n)).toEqual([
+      [2, 0, 0, 0, 1, 0],
+      [1, 0, 0, 0, 0, 0],
+      [1, 0, 0, 0, 0, 0],
+      [0, 1, 0, 0, 0, 0],
+    ]);
     expect(s[0].clusters).toEqual([1, 2]);
-    expect(summaryKey([9, 0, 9])).toBe('4,0,6');
-    // the novel profile by group: 3 deepest bands, the other uncovered (bands 3–4), covered
-    expect(groupProfile([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15], 3).map((x) => +x.toFixed(3))).toEqual([0.3, 0.2, 0.5]);
+    expect(summaryKey([9, 0, 9, 0, 9, 9])).toBe('4,0,4,0,4,6');
+    // the novel profile by group: 3 deepest bands, the other uncovered (bands 3–4), each covered band
+    expect(groupProfile([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15], 3).map((x) => +x.toFixed(3))).toEqual([0.3, 0.2, 0.1, 0.1, 0.15, 0.15]);
   });
 
   it('the reference bound holds: the betting and the empirical-Bernstein upper bounds at δ = 0.05 cover the mean of a heavy-tailed capped ratio in ≥ 95% of draws; betting is the tighter', () => {
