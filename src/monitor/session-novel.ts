@@ -10,18 +10,18 @@
  * exactly that evidence. Here each closed session is one observation.
  *
  * The session's summary: how many of its distinct coverage cells (nearest cluster, covered or not,
- * depth band) fall in each of three band groups: the deepest bands (the fit's `deepBands`), the
- * other uncovered bands, covered. Distinct cells, because an exact retry repeats its cell (a retry
- * is the same text); counted up to small caps. Its score is the working likelihood ratio of "a
+ * depth band) fall in each of six band groups: the deepest bands (the fit's `deepBands`), the
+ * other uncovered bands, and each covered band (a topic the eval set lacks is mostly covered by
+ * little). Distinct cells, because an exact retry repeats its cell (a retry is the same text);
+ * counted up to small caps. Its score is the working likelihood ratio of "a
  * session on a topic the eval set lacks" against "an in-scope session", as if its distinct cells
  * were independent: Λ = Π_g (q_g / p_g)^{n_g}, q the fit's novel-topic profile (the model's
  * calibration) and p the production reference's share of distinct cells per group.
  *
  * The guarantee does not rest on that working model. The e-value of a session is
  * L = min(Λ, W) / C, where C is an upper confidence bound, at level 1 − δ, on the mean of min(Λ, W)
- * over the reference's closed sessions (empirical Bernstein; Maurer & Pontil 2009, Theorem 4: for
- * n i.i.d. values in [0, W], with probability ≥ 1 − δ the mean is at most the sample mean plus
- * √(2·V·ln(2/δ)/n) + 7·W·ln(2/δ)/(3(n − 1)), V the sample variance). Sessions, not turns, are the
+ * over the reference's closed sessions (by betting, `bettingUpper`; the empirical-Bernstein bound,
+ * `empiricalBernsteinUpper`, is valid too but several times looser). Sessions, not turns, are the
  * sampled units, so whatever the dependence between a session's turns (retries, paraphrases of one
  * intent, a poorly covered intent that puts every turn deep) its distribution is measured, not
  * assumed: E0[L] ≤ 1 for a session drawn like the reference's, when the bound holds. For a share ε
