@@ -10,6 +10,7 @@ import { MonitorOptionsSchema } from '../monitor/rules.js';
 import { AgentRulesOptionsSchema } from '../monitor/agent-rules.js';
 import { GuardConfigSchema, type GuardConfig } from '../compare/guard.js';
 import { WeightedScoreOptionsSchema } from '../monitor/score-rules.js';
+import { NovelSessionsOptionsSchema } from '../monitor/session-novel.js';
 import { z } from 'zod';
 
 const duration = z.number().int().positive();
@@ -92,6 +93,8 @@ export const MonitorFileSchema = z
     agentRules: AgentRulesOptionsSchema.default({}),
     /** the weighted_score rule (src/monitor/score-rules.ts): the eval score reweighted to production traffic falls; docs/alerts.md#parameters */
     weightedScore: WeightedScoreOptionsSchema.default({}),
+    /** the novel_sessions rule (src/monitor/session-novel.ts): whole sessions far below the eval set; docs/monitor.md#novel-topics-one-session-at-a-time-novel_sessions */
+    novelSessions: NovelSessionsOptionsSchema.default({}),
     receivers: z.array(ReceiverSchema).default([]),
     /**
      * a canary guard (docs/compare.md): its rollback conditions are the version_regression rule,

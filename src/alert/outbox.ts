@@ -85,7 +85,7 @@ export const NotificationSchema = z.object({
   group: z.object({ key: z.string(), firing: z.array(z.string()) }),
   alert: z.object({
     id: z.string().min(1),
-    rule: z.enum(['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'eval_mismatch', 'escalation', 'uncovered_escalation', 'depth_mix', 'untested_chains', 'chain_failure', 'version_regression', 'weighted_score']),
+    rule: z.enum(['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'eval_mismatch', 'escalation', 'uncovered_escalation', 'depth_mix', 'untested_chains', 'chain_failure', 'version_regression', 'weighted_score', 'novel_sessions']),
     agent: z.string(),
     cluster: z.number().int().nullable(),
     severity: z.enum(['info', 'warning', 'critical', 'rollback']),

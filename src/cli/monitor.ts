@@ -17,7 +17,7 @@ import { evalMismatch, formatMismatch } from '../alert/status.js';
 import { MonitorStore } from '../store/monitor.js';
 import { Store } from '../store/store.js';
 import { escapeControl } from './format.js';
-import { createEvaluator, weightedScoreRules } from '../monitor/index.js';
+import { createEvaluator, novelSessionRules, weightedScoreRules } from '../monitor/index.js';
 import { evalPassRates } from '../estimate/run.js';
 import { evalgapPayload } from '../alert/payload.js';
 import { agentContextOf, createAgentRules } from '../monitor/agent-rules.js';
@@ -46,7 +46,7 @@ export interface StartedMonitor {
 }
 
 /** The rule sets beside the core rules, from the monitor config. */
-const ruleSets = (mc: MonitorConfig) => [createAgentRules(mc.agentRules), weightedScoreRules(mc.weightedScore)];
+const ruleSets = (mc: MonitorConfig) => [createAgentRules(mc.agentRules), weightedScoreRules(mc.weightedScore), novelSessionRules(mc.novelSessions)];
 
 /** The model's eval pass rates (its latest stored eval run) for the weighted_score rule; none when unreadable. */
 async function withPassRates(store: Store, ctx: MonitorContext, logger?: Logger): Promise<MonitorContext> {

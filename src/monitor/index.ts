@@ -13,6 +13,7 @@ export { BernoulliCusum, DirichletMultinomialCusum, sequentialLogBayesFactors, t
 export * from './scoring.js';
 export type * from './types.js';
 export { composeEvaluators, type RuleSet, type RuleSetEvaluation } from './compose.js';
+export { novelSessionRules, DEFAULT_NOVEL_SESSIONS, NovelSessionsOptionsSchema, novelSessionsThreshold, type NovelSessionsOptions } from './session-novel.js';
 export { weightedScoreRules, DEFAULT_WEIGHTED_SCORE, WeightedScoreOptionsSchema, type WeightedScoreOptions } from './score-rules.js';
 
 import { createEvaluateWindow as create, MonitorOptionsSchema as Rules } from './rules.js';

@@ -178,6 +178,7 @@ const SEVERITY: Record<RuleName, Finding['severity']> = {
   chain_failure: 'critical',
   version_regression: 'rollback', // evaluated by the runner (src/alert/version-guard.ts), not here
   weighted_score: 'warning', // evaluated by src/monitor/score-rules.ts
+  novel_sessions: 'warning', // evaluated by src/monitor/session-novel.ts
 };
 /** reference windows (Pearson statistics) needed before a dispersion is estimated */
 const DISP_MIN_WINDOWS = 20;

@@ -146,7 +146,8 @@ export type RuleName =
   | 'untested_chains' // the share of requests calling a tool chain no eval case tests rises
   | 'chain_failure' // one tool chain's failure rate rises against its own history
   | 'version_regression' // a canary's candidate version meets a rollback condition (or earns promote); src/alert/version-guard.ts
-  | 'weighted_score'; // the eval score reweighted to production traffic falls (src/monitor/score-rules.ts)
+  | 'weighted_score' // the eval score reweighted to production traffic falls (src/monitor/score-rules.ts)
+  | 'novel_sessions'; // whole closed sessions fall far below the eval set more often than in the production reference (src/monitor/session-novel.ts)
 
 /** Who an alert is about: agent '*' = all agents together; cluster null = not cluster-specific. */
 export interface Scope {

@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BANDS } from '../../src/coverage/bands.js';
 import { CoverageAssigner, loadCoverageModel, saveCoverageModel } from '../../src/coverage/model.js';
-import { backtest, createEvaluateWindow, DEFAULT_MONITOR, scoreDetections, reportedThresholds } from '../../src/monitor/index.js';
+import { backtest, composeEvaluators, createEvaluateWindow, DEFAULT_MONITOR, novelSessionRules, novelSessionsThreshold, scoreDetections, reportedThresholds } from '../../src/monitor/index.js';
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
 import { heldOutDeepOf } from '../../src/alert/runner.js';
@@ -64,6 +64,8 @@ const CAP_DAYS_ARG = args.has('session-cap-days') ? Number(args.get('session-cap
  * spread is exercised
  */
 const ESC_BETA = args.get('escalation-beta')?.split(',').map(Number) as [number, number] | undefined;
+/** --novel-sessions=off: the session runs without the novel_sessions rule (src/monitor/session-novel.ts; default on) */
+const NOVEL_SESSIONS = args.get('novel-sessions') !== 'off';
 let CAP_DAYS = Infinity;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -379,7 +381,12 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
   base.forEach((v, j) => byCl.set(clusterOfIntent[j], (byCl.get(clusterOfIntent[j]) ?? 0) + v));
   const cand = [...byCl.entries()].filter((x) => x[1] >= 0.01).sort((a, b) => a[1] - b[1]);
   const target = cand[Math.floor(cand.length / 2)][0];
-  const rules: RuleName[] = ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'escalation', 'uncovered_escalation', 'eval_mismatch'];
+  const rules: RuleName[] = ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget', 'cluster_mix', 'escalation', 'uncovered_escalation', 'eval_mismatch', 'novel_sessions'];
+  // the core rules with the session-level novel-topic rule beside them (as evalgap monitor runs them)
+  const evaluator = () => {
+    const core = createEvaluateWindow({ output: 'changes', ...(HOUR_CORRELATION ? { hourCorrelation: HOUR_CORRELATION } : {}) });
+    return NOVEL_SESSIONS ? composeEvaluators(core, [novelSessionRules({ output: 'changes' })]) : core;
+  };
   const specFor = (rate: number, durationMs: number, seed: number, over: Partial<SessionStreamSpec> = {}): SessionStreamSpec => ({
     start: new Date(START).toISOString(),
     durationMs,
@@ -398,6 +405,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
     generator: { agents, volumeRatio: 5, turns: '1–30, P(L) ∝ 0.88^L (mean 6.6)', gapSeconds: [5, 90], retry: 0.3, switchIntent: 0.05, mixCycle: 0.6, windowSeconds: WINDOW, sessionIdleSeconds: 300 },
     tripledCluster: target,
     novelShare: NOVEL_SHARE,
+    novelSessionsRule: NOVEL_SESSIONS,
     volumes: {} as Record<string, unknown>,
   };
   for (const rate of SESSION_RATES) {
@@ -408,7 +416,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       let sessions = 0;
       // progress on stderr (a long run at a flood can be read before it ends): each simulated day and
       // each alert as it fires
-      const inner = createEvaluateWindow({ output: 'changes', ...(HOUR_CORRELATION ? { hourCorrelation: HOUR_CORRELATION } : {}) });
+      const inner = evaluator();
       let day = 0;
       const evaluate: typeof inner = (st, win, c) => {
         const ev = inner(st, win, c);
@@ -442,10 +450,10 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       type S = { name: string; history: boolean; rules: RuleName[]; cluster: number | null; over: (change: number) => Partial<SessionStreamSpec> };
       const shifted = (change: number, novel: number, boost: number | null) => (t: number, agent: string) => weightsAt(t, agent, t >= change ? novel : 0, t >= change ? boost : null);
       const shifts: S[] = [
-        { name: 'novel_5pct', history: true, rules: ['uncovered_share'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
+        { name: 'novel_5pct', history: true, rules: ['uncovered_share', 'novel_sessions'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
         { name: 'cluster_tripled', history: true, rules: ['cluster_mix'], cluster: target, over: (c) => ({ intentWeights: shifted(c, 0, target) }) },
         { name: 'escalation_5_to_20pct', history: true, rules: ['escalation'], cluster: target, over: (c) => ({ escalation: (cell: Cell, t: number) => (t >= c && cell.cluster === target ? 0.2 : 0.05) }) },
-        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
+        { name: 'novel_5pct_fresh', history: false, rules: ['uncovered_share', 'uncovered_vs_calibrated', 'novel_vs_calibrated', 'uncovered_budget', 'novel_sessions'], cluster: null, over: (c) => ({ intentWeights: shifted(c, NOVEL_SHARE, null) }) },
       ];
       // requests and sessions of 30 days at this volume (the oracle's ARL)
       const meanLen = 6.6;
@@ -490,7 +498,10 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             hFrozen = true;
             const r = reportedThresholds(state);
             if (r) hMonitor = s.name.startsWith('escalation') ? r.h.rate : s.name.startsWith('cluster') ? r.h.mixCluster : r.h.unc;
+            hNovelSessions = novelSessionsThreshold(state);
           };
+          // the novel_sessions rule's threshold at the change (null when it is off or has not run)
+          let hNovelSessions: number | null = null;
           // at high volume a run is long: stop this many days after the change (--session-cap-days)
           const capMs = CAP_DAYS * DAY;
           const onSession = (x: { t: number; agent: string; cells: number[]; escalated: number[] }) => {
@@ -526,7 +537,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
               if (oracleHAt !== null && oracleHReq === null && t + WINDOW * 1000 > oracleHAt) oracleHReq = reqSince;
             },
           });
-          const evaluate = createEvaluateWindow({ output: 'changes', ...(HOUR_CORRELATION ? { hourCorrelation: HOUR_CORRELATION } : {}) });
+          const evaluate = evaluator();
           let state = null as Parameters<typeof evaluate>[0];
           let found: number | null = null;
           let foundAt: string | null = null;
@@ -559,7 +570,7 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
             if (t0w - change > capMs) break;
           }
           void clusterReqSince;
-          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, monitorThresholdClock: Math.round(hClockMonitor * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, firstByRule, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
+          runs.push({ detected: found !== null, delayRequests: found, rule: foundAt, oracleDelayRequests: oracleReq, ratio: found !== null && oracleReq ? Math.round((found / oracleReq) * 100) / 100 : null, oracleAtMonitorThresholdRequests: oracleHReq, ratioAtMonitorThreshold: found !== null && oracleHReq ? Math.round((found / oracleHReq) * 100) / 100 : null, monitorThreshold: Math.round(hMonitor * 100) / 100, monitorThresholdClock: Math.round(hClockMonitor * 100) / 100, novelSessionsThreshold: hNovelSessions === null ? null : Math.round(hNovelSessions * 100) / 100, oracleThreshold: Math.round((s.name.startsWith('escalation') ? hEsc : hSessions) * 100) / 100, falseAlarmsBeforeChange: falseBefore, firstByRule, cappedAtDaysAfterChange: found === null ? Math.round(Math.min(capMs, horizon) / DAY * 10) / 10 : undefined });
           console.error(JSON.stringify({ rate, shift: s.name, rep, ...runs[runs.length - 1] }));
         }
         const d = runs.filter((x) => x.detected && x.oracleDelayRequests);
