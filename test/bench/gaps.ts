@@ -7,7 +7,10 @@
  * drawn like a deployment's: each request is, with probability 0.3, a retry of the previous one
  * (same text), otherwise an intent (a held-out one with probability `novel`, default 7%) and one
  * of its phrasings the fit did not see (test queries; held-out intents: train and test). So in-scope near
- * misses repeat as real ones do and are about as many uncovered rows as the new topics. Rows are
+ * misses repeat as real ones do and are about as many uncovered rows as the new topics.
+ * `--stream=sessions` draws the traffic as conversations instead, as ../shared/tools/sessions_stream.py
+ * does: 1 + ⌊Exp(mean 3)⌋ turns (at most 30), each later turn a new intent (0.15), another phrasing
+ * of the same intent (0.40) or a retry of the same text; rows carry their session id and turn. Rows are
  * assigned by the coverage model (per-region thresholds, depth bands), stored with their int8
  * embeddings (every uncovered one, the 1-in-20 covered sample) in an embedded ClickHouse, and one
  * `discoverGaps` pass (store read + discovery + write) groups the uncovered ones. Scored:
@@ -55,6 +58,8 @@ const novelShare = Number(args.get('novel') ?? 0.07);
 /** train: fit on every train query of the fitted intents, in-scope traffic = test queries (the issue's set-up); half: fit on half of them, the other half is traffic too */
 const fitSplit = (args.get('fit') ?? 'train') as 'train' | 'half';
 const bigN = Number(args.get('rows') ?? 100_000);
+/** retries: the stream without sessions (each request a retry of the previous one with probability 0.3); sessions: conversations as ../shared/tools/sessions_stream.py draws them */
+const streamKind = (args.get('stream') ?? 'retries') as 'retries' | 'sessions';
 /** --dump=DIR: write each draw's uncovered rows, vectors and scoring inputs to DIR (draw-N.json, draw-N.f32) for --replay */
 const dumpDir = args.get('dump');
 /** --replay=DIR: no embedding, fit or store: the sweep (or --only=NAME,… of it) on the rows --dump wrote; prints one JSON object */
@@ -288,17 +293,44 @@ async function main() {
     // production traffic: retries, in-scope phrasings the fit did not see, held-out intents
     const fitted = cats.filter((c) => !held.has(c));
     const heldList = [...held];
-    const traffic: { text: string; intent: string; v: Float32Array }[] = [];
-    for (let i = 0; i < trafficRows; i++) {
-      if (i > 0 && r() < 0.3) {
-        traffic.push(traffic[i - 1]);
-        continue;
-      }
+    const traffic: { text: string; intent: string; v: Float32Array; session: string; turn: number }[] = [];
+    const pickIntent = () => {
       const list = r() < novelShare ? heldList : fitted;
-      const intent = list[Math.floor(r() * list.length)];
+      return list[Math.floor(r() * list.length)];
+    };
+    const phrase = (intent: string) => {
       const p = pool.get(intent)!;
-      const q = p[Math.floor(r() * p.length)];
-      traffic.push({ text: q.text, intent, v: q.v });
+      return p[Math.floor(r() * p.length)];
+    };
+    if (streamKind === 'sessions') {
+      // sessions as ../shared/tools/sessions_stream.py draws them: 1 + ⌊Exp(mean 3)⌋ turns (at most
+      // 30); each later turn is, with probability 0.15, a new intent, 0.40 another phrasing of the same
+      // intent, else a retry of the same text
+      for (let s = 0; traffic.length < trafficRows; s++) {
+        let intent = pickIntent();
+        let q = phrase(intent);
+        const turns = Math.min(30, 1 + Math.floor(-3 * Math.log(1 - r())));
+        for (let t = 1; t <= turns && traffic.length < trafficRows; t++) {
+          if (t > 1) {
+            const u = r();
+            if (u < 0.15) {
+              intent = pickIntent();
+              q = phrase(intent);
+            } else if (u < 0.55) q = phrase(intent);
+          }
+          traffic.push({ text: q.text, intent, v: q.v, session: `s-${d}-${s}`, turn: t });
+        }
+      }
+    } else {
+      for (let i = 0; i < trafficRows; i++) {
+        if (i > 0 && r() < 0.3) {
+          traffic.push(traffic[i - 1]);
+          continue;
+        }
+        const intent = pickIntent();
+        const q = phrase(intent);
+        traffic.push({ text: q.text, intent, v: q.v, session: '', turn: 0 });
+      }
     }
     const tv = new Float32Array(traffic.length * dim);
     traffic.forEach((t, i) => tv.set(t.v, i * dim));
@@ -313,8 +345,8 @@ async function main() {
         request_id: `b-${d}-${i}`,
         ts: new Date(now - 6 * 86_400_000 + Math.floor((i / traffic.length) * 6 * 86_400_000)).toISOString(),
         agent: 'banking-bot',
-        session_id: '',
-        turn: 0,
+        session_id: t.session,
+        turn: t.turn,
         query: t.text,
         query_redacted: 0,
         truncated: 0,
@@ -571,7 +603,11 @@ async function main() {
         draws,
         heldOutIntents: heldOutCount,
         fit: fitSplit === 'train' ? 'train queries of the fitted intents' : 'a random half of the train queries of the fitted intents',
-        traffic: `${trafficRows} requests: 30% retries of the previous one, else an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see`,
+        stream: streamKind,
+        traffic:
+          streamKind === 'sessions'
+            ? `${trafficRows} requests in sessions of 1 + ⌊Exp(mean 3)⌋ turns (≤ 30): a session starts on an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see; each later turn is a new intent (0.15), another phrasing of the same intent (0.40) or a retry of the same text`
+            : `${trafficRows} requests: 30% retries of the previous one, else an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see`,
         mean: {
           ...Object.fromEntries(keys.map((k) => [k, mean(perDraw, k)])),
           kmeansReferenceHeldOutLead: Object.fromEntries(
