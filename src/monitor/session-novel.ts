@@ -226,19 +226,24 @@ export function cappedRatio(key: string, logRatio: readonly number[], cap: numbe
   return Math.min(cap, Math.exp(s));
 }
 
-/**
- * The upper confidence bound (level 1 − δ) on the mean of values in [0, W] from their histogram
- * (value → count): empirical Bernstein (Maurer & Pontil 2009, Theorem 4). Infinity with < 2 values.
- */
-export function empiricalBernsteinUpper(values: readonly { x: number; c: number }[], W: number, delta: number): number {
+/** The number of values and their mean, from a histogram (value → count). */
+function histogramMean(values: readonly { x: number; c: number }[]): { n: number; mean: number } {
   let n = 0;
   let s = 0;
   for (const v of values) {
     n += v.c;
     s += v.c * v.x;
   }
+  return { n, mean: n > 0 ? s / n : 0 };
+}
+
+/**
+ * The upper confidence bound (level 1 − δ) on the mean of values in [0, W] from their histogram
+ * (value → count): empirical Bernstein (Maurer & Pontil 2009, Theorem 4). Infinity with < 2 values.
+ */
+export function empiricalBernsteinUpper(values: readonly { x: number; c: number }[], W: number, delta: number): number {
+  const { n, mean } = histogramMean(values);
   if (n < 2) return Infinity;
-  const mean = s / n;
   let ss = 0;
   for (const v of values) ss += v.c * (v.x - mean) ** 2;
   const V = ss / (n - 1);
@@ -260,14 +265,8 @@ const BETS = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9];
  * with < 2 values.
  */
 export function bettingUpper(values: readonly { x: number; c: number }[], W: number, delta: number): number {
-  let n = 0;
-  let s = 0;
-  for (const v of values) {
-    n += v.c;
-    s += v.c * v.x;
-  }
+  const { n, mean } = histogramMean(values);
   if (n < 2) return Infinity;
-  const mean = s / n;
   const target = Math.log(BETS.length / delta);
   let best = W;
   for (const c of BETS) {
