@@ -9,6 +9,8 @@ started=0
 if ! bash scripts/kafka.sh status >/dev/null 2>&1; then bash scripts/kafka.sh start; started=1; fi
 cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka.sh stop; fi; }
 trap cleanup EXIT
+# the tests and benchmarks are TypeScript too: type-check them with the sources (strict, no output)
+npx tsc -p tsconfig.check.json
 npx vitest run --config test/vitest.config.ts "$@"
 # the fault suite (~5 min) on a broker of its own; skipped when vitest was given arguments or
 # EVALGAP_SKIP_FAULTS=1

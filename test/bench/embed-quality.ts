@@ -137,7 +137,8 @@ async function main() {
     perDraw.push(r);
     console.error(JSON.stringify(r));
   }
-  const meanOf = (f: (r: (typeof perDraw)[number]) => number) => perDraw.reduce((s, r) => s + f(r), 0) / perDraw.length;
+  const draws_ = perDraw;
+  const meanOf = (f: (r: (typeof draws_)[number]) => number) => draws_.reduce((s, r) => s + f(r), 0) / draws_.length;
   const delta = {
     auroc: +meanOf((r) => r.delta.auroc).toFixed(5),
     realisedFalseUncoveredRate: +meanOf((r) => r.delta.realisedFalseUncoveredRate).toFixed(5),
@@ -146,8 +147,8 @@ async function main() {
   };
   // paired over draws (the same held-out intents for both precisions): mean difference and its
   // 95% t interval
-  const paired = (f: (r: (typeof perDraw)[number]) => number) => {
-    const xs = perDraw.map(f);
+  const paired = (f: (r: (typeof draws_)[number]) => number) => {
+    const xs = draws_.map(f);
     const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
     const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
     const half = xs.length > 1 ? jStat.studentt.inv(0.975, xs.length - 1) * (sd / Math.sqrt(xs.length)) : Infinity;

@@ -99,7 +99,6 @@ async function main() {
   };
   const trainVec = await embedAll(trainCases.map((c) => c.text));
   const testVec = await embedAll(test.map((r) => r.text));
-  await embedder.close?.();
 
   // the eval set: the first `perIntent` train queries of each fitted intent
   const held = holdOut(cats, heldOutCount, holdSeed);

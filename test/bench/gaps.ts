@@ -246,7 +246,7 @@ async function main() {
   const train = loadBanking77('train');
   const test = loadBanking77('test');
   const cats = categories(train);
-  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, dim, maxTokens: embedder.maxTokens };
+  const emb = { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, dim, maxTokens: embedder.maxTokens };
   const trainCases = dedupeCases(train.map((r, i) => ({ id: `train-${i}`, text: r.text, tags: [r.category] }))).unique;
   // embeddings cached in the temp folder by model and texts (re-runs skip ~40 s of embedding)
   const embedAll = async (texts: string[]): Promise<Float32Array> => {
@@ -267,7 +267,7 @@ async function main() {
   const perDraw = [];
   type Side = { pureCoreMs: number; missed: Record<string, string[]> } & Record<string, unknown>;
   const compare: { draw: number; before: Side; now: Side }[] = [];
-  const sweep: Record<string, ReturnType<typeof score>[]> = {};
+  const sweep: Record<string, (ReturnType<typeof score> & ReturnType<typeof rankScore>)[]> = {};
   let lastUncovered: Float32Array | null = null;
   for (let d = 0; d < draws; d++) {
     const held = holdOut(cats, heldOutCount, 1000 + d);
@@ -594,6 +594,7 @@ async function main() {
   const check = new Float32Array(dim);
   const q0 = quantize(big, 0, dim);
   dequantizeInto(q0.scale, q0.q, check, 0);
+  const drawsDone = perDraw;
 
   console.log(
     JSON.stringify(
@@ -609,9 +610,9 @@ async function main() {
             ? `${trafficRows} requests in sessions of 1 + ⌊Exp(mean 3)⌋ turns (≤ 30): a session starts on an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see; each later turn is a new intent (0.15), another phrasing of the same intent (0.40) or a retry of the same text`
             : `${trafficRows} requests: 30% retries of the previous one, else an intent (held-out with probability ${novelShare}) and one of its phrasings the fit did not see`,
         mean: {
-          ...Object.fromEntries(keys.map((k) => [k, mean(perDraw, k)])),
+          ...Object.fromEntries(keys.map((k) => [k, mean(drawsDone, k)])),
           kmeansReferenceHeldOutLead: Object.fromEntries(
-            ['same k as discovery', 'k = √(n/2)'].map((name, j) => [name, perDraw.reduce((x, p) => x + p.kmeansReference[j].heldOutLead, 0) / perDraw.length]),
+            ['same k as discovery', 'k = √(n/2)'].map((name, j) => [name, drawsDone.reduce((x, p) => x + p.kmeansReference[j].heldOutLead, 0) / drawsDone.length]),
           ),
         },
         targets: { heldOutLeadTopic: '≥ 0.85', top10HeldOut: '≥ 0.80', nearMissInTopics: '≤ 0.05' },

@@ -195,7 +195,8 @@ function agentRulesBench() {
         runs.push({ seed: 200 + rep, detected: Boolean(hit), delayRequests: hit?.requestsAfterChange ?? null, oracleDelayRequests: r.oracleReq, ratio: hit && r.oracleReq ? Math.round((hit.requestsAfterChange! / r.oracleReq) * 100) / 100 : null, alarmsBeforeChange: before.length });
       }
       const det = runs.filter((x) => x.detected && x.oracleDelayRequests);
-      const mean = (f: (x: (typeof runs)[number]) => number) => (det.length ? Math.round(det.reduce((a, x) => a + f(x), 0) / det.length) : null);
+      const done = runs;
+      const mean = (f: (x: (typeof done)[number]) => number) => (det.length ? Math.round(det.reduce((a, x) => a + f(x), 0) / det.length) : null);
       const md = mean((x) => x.delayRequests!);
       const mo = mean((x) => x.oracleDelayRequests!);
       shifts[`${name} @ ${rate}/s`] = { rate, runs: reps, missed: runs.filter((x) => !x.detected).length, delayRequests: md, oracleDelayRequests: mo, ratioToOracle: md !== null && mo ? Math.round((md / mo) * 100) / 100 : null, each: runs };

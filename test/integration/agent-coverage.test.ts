@@ -123,7 +123,7 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     expect(held.missingBigram).toBe('search_kb→escalate_human');
     // …its failure rate (failed or escalated) and example queries of that chain
     const heldRows = traffic.filter((t) => t.tools === UNTESTED);
-    expect(held.failureRate).toBeCloseTo(heldRows.filter((t) => t.outcome === 'failed' || t.escalated).length / heldRows.length, 9);
+    expect(held.failureRate).toBeCloseTo(heldRows.filter((t) => (t as { outcome?: string }).outcome === 'failed' || (t as { escalated?: boolean }).escalated === true).length / heldRows.length, 9);
     expect(held.examples.length).toBeGreaterThan(0);
     for (const e of held.examples) expect(heldRows.map((t) => t.query)).toContain(e);
     expect(out.sessions.sessions).toBe(60);

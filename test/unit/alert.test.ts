@@ -204,7 +204,7 @@ describe('Standard Webhooks signatures', () => {
 
 describe('windows and late rows', () => {
   it('counts late rows in the next evaluation, once', () => {
-    const row = (day: string, requests: number, uncovered = 0) => ({ day, agent: 'a|b', model_version: 'm', cluster: 1, requests, uncovered, escalated: 0, refused: 0, failed: 0, uncovered_escalated: Math.min(1, uncovered) });
+    const row = (day: string, requests: number, uncovered = 0) => ({ day, agent: 'a|b', model_version: 'm', cluster: 1, requests, uncovered, escalated: 0, refused: 0, failed: 0, uncovered_escalated: Math.min(1, uncovered), bands: [] as number[] });
     const first = newSince(totalsOf([row('2025-01-01', 10, 2)]), {}, '2025-01-01');
     expect(first.fresh.map((r) => [r.agent, r.requests, r.uncovered])).toEqual([['a|b', 10, 2]]);
     // 3 late rows of the same day arrive with 5 new ones of the next day

@@ -316,6 +316,7 @@ describe('processMessages', () => {
     const spy: Embedder = {
       modelName: embedder.modelName,
       modelChecksum: embedder.modelChecksum,
+      precision: embedder.precision,
       dim: embedder.dim,
       maxTokens: embedder.maxTokens,
       embed: async (t) => {

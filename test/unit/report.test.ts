@@ -17,10 +17,10 @@ function data(over: Partial<ReportData> = {}): ReportData {
     map: { eval: [[0, 1]], covered: [[1, 0]], uncovered: [[2, 2]], note: 'map' },
     gaps: [
       {
-        rank: 1, id: 'g1', label: '<img src=x onerror=alert(1)>', requests: 2, share: 0.2, escalationRate: 0.5, firstSeen: 'a', lastSeen: 'b', nearest: 'a / b', priority: 30,
+        rank: 1, id: 'g1', status: 'new', kind: 'topic', label: '<img src=x onerror=alert(1)>', requests: 2, share: 0.2, escalationRate: 0.5, firstSeen: 'a', lastSeen: 'b', nearest: 'a / b', priority: 30,
         examples: [
-          { text: 'plain </script><script>alert(1)</script>', redacted: false, seen: 1 },
-          { text: 'ab'.repeat(32), redacted: true, seen: 2 },
+          { text: 'plain </script><script>alert(1)</script>', redacted: false },
+          { text: 'ab'.repeat(32), redacted: true },
         ],
       },
     ],
