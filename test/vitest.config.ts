@@ -18,6 +18,8 @@ export default defineConfig({
     fileParallelism: false,
     // one event-loop turn between tests (long synchronous simulations; see the file)
     setupFiles: ['test/helpers/yield-between-tests.ts'],
+    // every temporary folder under one of this run's, removed at the end (test/helpers/tmp-root.ts)
+    globalSetup: ['test/helpers/tmp-root.ts'],
     testTimeout: 120_000 * factor,
     hookTimeout: 180_000 * factor,
   },

@@ -97,6 +97,8 @@ async function main() {
   saveCoverageModel(dir, built.draft, built.arrays);
   const assigner = new CoverageAssigner(loadCoverageModel(dir));
   const a = assigner.assign(testVec, test.length);
+  // the model file was only needed to load it as `run` does
+  fs.rmSync(dir, { recursive: true, force: true });
   const B = m.calibration.bands ? BANDS : 0;
   const fitSeconds = (performance.now() - t0) / 1000;
 

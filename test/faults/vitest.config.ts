@@ -10,6 +10,8 @@ export default defineConfig({
     pool: 'forks',
     poolOptions: { forks: { singleFork: true } },
     fileParallelism: false,
+    // every temporary folder under one of this run's, removed at the end (test/helpers/tmp-root.ts)
+    globalSetup: ['test/helpers/tmp-root.ts'],
     testTimeout: 600_000 * factor,
     hookTimeout: 180_000 * factor,
   },
