@@ -709,11 +709,11 @@ const rateRefCache = new WeakMap<number[], Map<string, RateReference>>();
  * gathered enough evidence (at a trickle that takes days), and the reference climbs after the rate.
  * Each cluster's rate reference therefore leaves out the blocks since its rate detector's current
  * evidence segment began (`rateSince`; the segment and its reference are then disjoint, which is
- * what the segment's reference-noise term 1 + N/R assumes), keeping at least the warm-up's blocks
- * (quarantineCut).
+ * what the segment's reference-noise term 1 + N/R assumes), keeping at least half of the
+ * reference's blocks.
  */
-function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined, minKeep: number): RateReference {
-  const cut = ids.map((id) => quarantineCut(blocks, since?.[`${id}|${m}`], minKeep));
+function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number, ids: number[], since: Record<string, number> | undefined): RateReference {
+  const cut = ids.map((id) => quarantineCut(blocks, since?.[`${id}|${m}`]));
   const sig = `${k}|${cut.join(',')}`;
   let byCut = rateRefCache.get(P[m]);
   if (!byCut) rateRefCache.set(P[m], (byCut = new Map()));
@@ -734,20 +734,11 @@ function quarantinedRateReference(blocks: Block[], P: Agg, m: Metric, k: number,
   return r;
 }
 
-/**
- * The first block a quarantine leaves out (Infinity: none). The blocks before the segment began
- * stay the reference for as long as the rolling window holds at least `minKeep` of them (the
- * warm-up's amount of reference, which no production-relative rule runs with less of); below that,
- * the oldest blocks of the window make up `minKeep`. The reference's thinness needs no floor of its
- * own: the segment's divisor charges the noise of what is kept (1 + V/N). A floor of half the
- * window's blocks, as before, ended the quarantine once the segment had lasted as long as the
- * history before it (a young deployment: hours to a day or two), and the shifted hours then entered
- * the reference and took the evidence back.
- */
-function quarantineCut(blocks: Block[], since: number | undefined, minKeep: number): number {
+/** the first block a quarantine leaves out (Infinity: none), keeping at least half of the reference's blocks */
+function quarantineCut(blocks: Block[], since: number | undefined): number {
   if (since === undefined || blocks.length === 0) return Infinity;
-  const keep = Math.max(1, minKeep);
-  const floorKey = blocks.length > keep ? blocks[keep - 1].key + 1 : Infinity;
+  const minKeep = Math.ceil(blocks.length / 2);
+  const floorKey = blocks.length > minKeep ? blocks[minKeep - 1].key + 1 : Infinity;
   const c = Math.max(floorKey, since);
   // (a segment begun in the block in progress cuts nothing yet)
   return c > blocks[blocks.length - 1].key ? Infinity : c;
@@ -767,11 +758,11 @@ const shareCutCache = new WeakMap<Block[], Map<string, ShareCut>>();
  * meanwhile its hours enter the hour-of-day cells of the reference, which climb after the share
  * and take the evidence back. The cluster's share reference therefore leaves out the blocks since
  * its share detector's current evidence segment began (its requests and all requests of those
- * blocks, in this hour's cell and in the pooled reference), keeping at least the warm-up's
- * blocks (quarantineCut). Null when nothing is cut.
+ * blocks, in this hour's cell and in the pooled reference), keeping at least half of the
+ * reference's blocks. Null when nothing is cut.
  */
-function quarantinedShare(blocks: Block[], ref: Reference, i: number, hour: number, since: number | undefined, minKeep: number): ShareCut | null {
-  const cut = quarantineCut(blocks, since, minKeep);
+function quarantinedShare(blocks: Block[], ref: Reference, i: number, hour: number, since: number | undefined): ShareCut | null {
+  const cut = quarantineCut(blocks, since);
   if (!Number.isFinite(cut)) return null;
   let byKey = shareCutCache.get(blocks);
   if (!byKey) shareCutCache.set(blocks, (byKey = new Map()));
@@ -1021,7 +1012,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       const rateRefs = {} as Partial<Record<Metric, RateReference>>;
       if (sessOk) {
         for (const m of METRICS) {
-          const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince, warmBlocks);
+          const rr = quarantinedRateReference(blocks, P, m, K, ids, prevScope.det.rateSince);
           rateTable[m] = rr.p0;
           rateSize[m] = rr.size;
           rateRefs[m] = rr;
@@ -1143,7 +1134,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
           if (at(P.req, i) <= 0 && now.req[i] <= 0) continue;
           const d = new BernoulliCusum({ ...cusumOpts, threshold: hMixCluster }, sc.det.share[key]);
           // the evidence segment's own hours stay out of this cluster's share reference (with sessions measured)
-          const qs = sessOk ? quarantinedShare(blocks, ref, i, hour, prevScope.det.shareSince?.[key], warmBlocks) : null;
+          const qs = sessOk ? quarantinedShare(blocks, ref, i, hour, prevScope.det.shareSince?.[key]) : null;
           if (qs) {
             const p0 = (qs.h + a * ((qs.p + 0.5) / (qs.pn + 0.5 * K))) / (qs.hn + a);
             const wq = a / (qs.hn + a);
