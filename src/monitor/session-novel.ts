@@ -47,6 +47,7 @@
  */
 import { z } from 'zod';
 import { BAND_LEVELS } from '../coverage/bands.js';
+import { SESSION_GROUP_CAPS } from '../coverage/session-reference.js';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
 import type { ClusterShare, Finding, MonitorContext, SessionCell, TrendRow, WindowCounts } from './types.js';
 import { pct, scopeName } from './wording.js';
@@ -128,8 +129,8 @@ export const NovelSessionsOptionsSchema = z
   .partial()
   .strict();
 
-/** distinct cells counted per group up to these caps: deepest bands, other uncovered, covered */
-const CAPS = [4, 4, 4, 4, 4, 6] as const;
+/** distinct cells counted per group up to these caps: deepest bands, other uncovered, covered (the fit's session reference uses the same) */
+const CAPS = SESSION_GROUP_CAPS;
 /** the band groups: the deepest bands, the other uncovered, covered near the threshold, covered well */
 export const GROUPS = CAPS.length;
 export type Counts = number[];
@@ -160,6 +161,14 @@ interface ScopeSlice {
   lastAlarm: number | null;
   /** the nearest clusters of recent deep cells (decayed counts; for the findings) */
   near: Record<string, number>;
+  /**
+   * the CUSUMs against the fit's session reference (per mix: statistic, sessions in the segment,
+   * segment start, still running), from the first window until production's reference is ready and
+   * then until each one's segment ends; null when they have ended (or never ran)
+   */
+  fit?: { s: number[]; n: number[]; since: (number | null)[]; on: boolean[] } | null;
+  /** the reference behind the current episode's first alarm */
+  by?: 'fit' | 'production';
 }
 
 export interface NovelSessionsState {
@@ -332,6 +341,23 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
 
       const deepBands = ctx.heldOutDeep?.deepBands ?? 3;
       const qg = groupProfile(q, deepBands);
+      // the fit's session reference (a model without it, or computed for other groups: none)
+      const sr = ctx.sessionReference;
+      const fitRef =
+        sr && sr.deepBands === deepBands && sr.caps.length === GROUPS && sr.caps.every((c, g) => c === CAPS[g]) && sr.shape.length > 0 && sr.bound > 0 && sr.groupShares.length === GROUPS
+          ? { sr, logRatio: sr.groupShares.map((p, g) => Math.log(Math.max(sr.novelShares[g] ?? 0, 1e-9) / p)) }
+          : null;
+      /** a session's e-value against the fit's reference: min(Λ, W) / (bound · f(k)), k its distinct cells */
+      const fitValue = (n: Counts) => {
+        const { sr: r, logRatio } = fitRef!;
+        let l = 0;
+        let k = 0;
+        for (let g = 0; g < GROUPS; g++) {
+          l += Math.min(n[g], CAPS[g]) * logRatio[g];
+          k += n[g];
+        }
+        return Math.min(r.cap, Math.exp(l)) / (r.bound * r.shape[Math.min(r.shape.length, Math.max(1, k)) - 1]);
+      };
       const start = mine[0].start;
       const end = mine[0].end;
       const t0 = Date.parse(start);
@@ -374,6 +400,10 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         const ws: WindowCounts[] = agent === '*' ? mine : mine.filter((w) => w.agent === agent);
         const prevScope = st.scopes[agent] ?? freshScope(key, G);
         const sc: ScopeSlice = { ...prevScope, s: prevScope.s.slice(), n: prevScope.n.slice(), since: prevScope.since.slice(), near: { ...prevScope.near } };
+        // a new scope starts against the fit's reference (when the model states one)
+        if (!st.scopes[agent] && fitRef) sc.fit = { s: new Array(G).fill(0), n: new Array(G).fill(0), since: new Array(G).fill(null), on: new Array(G).fill(true) };
+        if (sc.fit) sc.fit = { s: sc.fit.s.slice(), n: sc.fit.n.slice(), since: sc.fit.since.slice(), on: sc.fit.on.slice() };
+        if (!fitRef) sc.fit = null;
         st.scopes[agent] = sc;
         if (sc.cur && sc.cur.k !== key) {
           sc.blocks = [...sc.blocks, sc.cur];
@@ -456,16 +486,64 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
             if (sc.s[g] >= h && sc.n[g] >= o.minSegmentSessions) alarm = true;
           }
         }
-        const segment = sc.n[best];
+        // ---- against the fit's reference: until production's is ready, then until each segment ends ----
+        // (a segment of these CUSUMs starts only before production's reference is ready, and one of
+        // production's only after: at most one start per mix and window, as the threshold counts)
+        let fitAlarm = false;
+        let fitStat = 0;
+        let fitBest = 0;
+        const f = sc.fit;
+        if (f) {
+          const Lf = sessions.map((x) => fitValue(x.n));
+          for (let g = 0; g < G; g++) {
+            if (!f.on[g]) continue;
+            if (ready && f.s[g] <= 0) {
+              f.on[g] = false;
+              continue;
+            }
+            if (Lf.length) {
+              const eps = o.mixes[g];
+              let llr = 0;
+              for (const L of Lf) llr += Math.log(1 - eps + eps * L);
+              f.s[g] += llr;
+              f.n[g] += Lf.length;
+              if (f.s[g] > 0 && f.since[g] === null) f.since[g] = t0;
+            }
+            if (f.s[g] <= 0) {
+              f.s[g] = 0;
+              f.n[g] = 0;
+              f.since[g] = null;
+              if (ready) f.on[g] = false;
+            }
+            if (f.s[g] > fitStat) {
+              fitStat = f.s[g];
+              fitBest = g;
+            }
+            if (f.s[g] >= h && f.n[g] >= o.minSegmentSessions) fitAlarm = true;
+          }
+        }
+        const useFit = fitStat > stat;
+        if (useFit) {
+          stat = fitStat;
+          best = fitBest;
+        }
+        const segment = useFit ? f!.n[best] : sc.n[best];
         const wasFiring = sc.firing;
-        if (alarm) {
+        if (alarm || fitAlarm) {
           sc.s.fill(0);
           sc.n.fill(0);
           sc.since.fill(null);
+          if (f) {
+            f.s.fill(0);
+            f.n.fill(0);
+            f.since.fill(null);
+            if (ready) f.on.fill(false);
+          }
           sc.lastAlarm = widx;
           if (!sc.firing) {
             sc.firing = true;
             sc.onset = start;
+            sc.by = alarm ? 'production' : 'fit';
           }
         } else if (sc.firing && sc.lastAlarm !== null && widx - sc.lastAlarm >= resolveWindows && stat < h / 2) {
           sc.firing = false;
@@ -488,8 +566,14 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         }
         for (const x of sessions) for (const c of x.clusters) sc.near[c] = (sc.near[c] ?? 0) + 1;
 
-        if (!ready) continue;
+        if (f && !f.on.some(Boolean)) sc.fit = null;
+        const fitRunning = !ready && !!sc.fit;
+        if (!ready && !fitRunning && !sc.firing && !wasFiring) continue;
         if (o.output === 'changes' && !sc.firing && !wasFiring) continue;
+        const fromFit = sc.firing ? sc.by === 'fit' : !ready;
+        const refText = fromFit
+          ? `the fit's statement of how sessions of tested intents score (no production reference yet)`
+          : `its production reference (${pct(refNovelLike)} of the reference's sessions look so)`;
         const nearTotal = Object.values(sc.near).reduce((a, b) => a + b, 0);
         const drivers: ClusterShare[] = Object.entries(sc.near)
           .sort((a, b) => b[1] - a[1])
@@ -510,11 +594,12 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
           effect: { name: 'novel_session_share', value: eps, lo: sc.firing ? o.mixes[0] : 0, hi: o.mixes[G - 1] },
           summary: sc.firing
             ? `sessions of ${scopeName(agent)} move onto topics the eval set does not test: whole sessions fall ` +
-              `far below the eval set (several distinct turns in its ${deepBands} deepest coverage bands) more often than in its production reference ` +
-              `(${pct(refNovelLike)} of the reference's sessions look so)` +
+              `far below the eval set (several distinct turns in its ${deepBands} deepest coverage bands) more often than ${fromFit ? 'allowed by ' : 'in '}${refText}` +
               (drivers.length ? `; nearest clusters of the deep turns: ${drivers.map((d) => `cluster ${d.cluster}${d.label ? ` "${d.label}"` : ''} (${pct(d.shareNow)})`).join(', ')}` : '') +
               `; evidence over ${segment} closed session(s)`
-            : `sessions of ${scopeName(agent)}: ${pct(refNovelLike)} of the reference's closed sessions look like topics the eval set does not test`,
+            : fromFit
+              ? `sessions of ${scopeName(agent)} are read against the fit's statement of how sessions of tested intents score, until a production reference is ready`
+              : `sessions of ${scopeName(agent)}: ${pct(refNovelLike)} of the reference's closed sessions look like topics the eval set does not test`,
           clusters: drivers,
         });
         trends.push({

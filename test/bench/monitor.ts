@@ -24,7 +24,7 @@ import { CoverageAssigner, loadCoverageModel, saveCoverageModel } from '../../sr
 import { backtest, composeEvaluators, createEvaluateWindow, DEFAULT_MONITOR, novelSessionRules, novelSessionsThreshold, scoreDetections, reportedThresholds } from '../../src/monitor/index.js';
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
-import { heldOutDeepOf } from '../../src/alert/runner.js';
+import { heldOutDeepOf, sessionReferenceOf } from '../../src/alert/runner.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 import { sessionStream, stream, type Cell, type SessionStreamSpec, type StreamSpec } from '../helpers/monitor-sim.js';
 import { betaRates } from '../helpers/monitor-sim.js';
@@ -66,6 +66,8 @@ const CAP_DAYS_ARG = args.has('session-cap-days') ? Number(args.get('session-cap
 const ESC_BETA = args.get('escalation-beta')?.split(',').map(Number) as [number, number] | undefined;
 /** --novel-sessions=off: the session runs without the novel_sessions rule (src/monitor/session-novel.ts; default on) */
 const NOVEL_SESSIONS = args.get('novel-sessions') !== 'off';
+/** --fit-sessions=off: novel_sessions without the model's fit-time session reference (it then waits for production history, as before it) */
+const FIT_SESSIONS = args.get('fit-sessions') !== 'off';
 let CAP_DAYS = Infinity;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -149,6 +151,7 @@ async function main() {
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
     ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
     ...(m.calibration.bands?.heldOut ? { heldOutDeep: heldOutDeepOf(m.calibration.bands.heldOut) } : {}),
+    ...(m.calibration.bands?.sessions && FIT_SESSIONS ? { sessionReference: sessionReferenceOf(m.calibration.bands.sessions) } : {}),
   };
   const baseCells = cellWeights(intentWeights(0, 0, 0));
   const pUncPre = baseCells.reduce((s, w, c) => s + (cells[c].uncovered ? w : 0), 0);
