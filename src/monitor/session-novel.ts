@@ -49,7 +49,7 @@ import { z } from 'zod';
 import { BAND_LEVELS } from '../coverage/bands.js';
 import { SESSION_GROUP_CAPS } from '../coverage/session-reference.js';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
-import type { ClusterShare, Finding, MonitorContext, SessionCell, TrendRow, WindowCounts } from './types.js';
+import type { ClusterShare, Finding, MonitorContext, SessionCell, SessionReferenceContext, TrendRow, WindowCounts } from './types.js';
 import { pct, scopeName } from './wording.js';
 
 export interface NovelSessionsOptions {
@@ -299,6 +299,30 @@ export function bettingUpper(values: readonly { x: number; c: number }[], W: num
   return best;
 }
 
+/** whether the model's fit-time session reference was computed for this rule's groups and caps */
+export function usableFitReference(sr: SessionReferenceContext, deepBands: number): boolean {
+  return (
+    sr.deepBands === deepBands && sr.caps.length === GROUPS && sr.caps.every((c, g) => c === CAPS[g]) && sr.groupShares.length === GROUPS &&
+    sr.novelShares.length === GROUPS && sr.shape.length > 0 && sr.shape.every((v) => v > 0) && sr.bound > 0 && sr.cap > 1
+  );
+}
+
+/**
+ * A closed session's e-value against the fit's session reference: min(Λ, W) / (bound · f(k)), Λ the
+ * working ratio of its distinct cells per group (capped) with the fit's p and q, k its distinct
+ * cells (src/coverage/session-reference.ts states E[min(Λ, W) / f(k)] ≤ bound for sessions of
+ * tested intents, whatever their length).
+ */
+export function fitSessionEvalue(sr: SessionReferenceContext, n: readonly number[]): number {
+  let l = 0;
+  let k = 0;
+  for (let g = 0; g < GROUPS; g++) {
+    l += Math.min(n[g], CAPS[g]) * Math.log(Math.max(sr.novelShares[g], 1e-9) / sr.groupShares[g]);
+    k += n[g];
+  }
+  return Math.min(sr.cap, Math.exp(l)) / (sr.bound * sr.shape[Math.min(sr.shape.length, Math.max(1, k)) - 1]);
+}
+
 /** the novel profile summed over the groups of cellGroup */
 export function groupProfile(q: readonly number[], deepBands: number): Counts {
   const out: Counts = new Array<number>(GROUPS).fill(0);
@@ -343,21 +367,7 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
       const qg = groupProfile(q, deepBands);
       // the fit's session reference (a model without it, or computed for other groups: none)
       const sr = ctx.sessionReference;
-      const fitRef =
-        sr && sr.deepBands === deepBands && sr.caps.length === GROUPS && sr.caps.every((c, g) => c === CAPS[g]) && sr.shape.length > 0 && sr.bound > 0 && sr.groupShares.length === GROUPS
-          ? { sr, logRatio: sr.groupShares.map((p, g) => Math.log(Math.max(sr.novelShares[g] ?? 0, 1e-9) / p)) }
-          : null;
-      /** a session's e-value against the fit's reference: min(Λ, W) / (bound · f(k)), k its distinct cells */
-      const fitValue = (n: Counts) => {
-        const { sr: r, logRatio } = fitRef!;
-        let l = 0;
-        let k = 0;
-        for (let g = 0; g < GROUPS; g++) {
-          l += Math.min(n[g], CAPS[g]) * logRatio[g];
-          k += n[g];
-        }
-        return Math.min(r.cap, Math.exp(l)) / (r.bound * r.shape[Math.min(r.shape.length, Math.max(1, k)) - 1]);
-      };
+      const fitRef = sr && usableFitReference(sr, deepBands) ? sr : null;
       const start = mine[0].start;
       const end = mine[0].end;
       const t0 = Date.parse(start);
@@ -494,7 +504,7 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         let fitBest = 0;
         const f = sc.fit;
         if (f) {
-          const Lf = sessions.map((x) => fitValue(x.n));
+          const Lf = sessions.map((x) => fitSessionEvalue(fitRef!, x.n));
           for (let g = 0; g < G; g++) {
             if (!f.on[g]) continue;
             if (ready && f.s[g] <= 0) {
