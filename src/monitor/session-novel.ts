@@ -40,10 +40,22 @@
  * rule fired and the blocks since its current evidence segment began (keeping at least half), as
  * the core rules' quarantines do.
  *
- * No fresh-deployment reference: with only the fit's per-request bound on the deep share (an
- * interval), the worst case of within-session dependence is every turn of a session in the same
- * band (Markov's inequality is then tight), and a session-level test against that worst case gains
- * nothing over the request-level novel_vs_calibrated rule (docs/monitor.md explains).
+ * Fresh deployment: the fit's session reference (src/coverage/session-reference.ts, the model's
+ * calibration.bands.sessions). With only the fit's per-request bound on the deep share, the worst
+ * case of within-session dependence is every turn of a session in the same band, and a session-level
+ * test against it gains nothing over novel_vs_calibrated. The fit states more: pseudo-sessions of
+ * m distinct held-out phrasings of one tested intent give E[min(Λ, W) / f(k)] ≤ bound for every m
+ * (k the session's distinct cells, f a shape over k; intents as the sampling units, the share of
+ * new phrasings bracketed). So until production's reference is ready a session's e-value is
+ * min(Λ_fit, W) / (bound · f(k)), Λ_fit with the fit's p, and one CUSUM per mix runs on it from
+ * the first window. When production's reference becomes ready those CUSUMs start no new segment:
+ * each runs on until its segment ends (falls to 0) and then stops, so every segment of either
+ * family starts in a window the threshold counts once (at most one start per mix and window), and
+ * the guarantee holds across the switch. An alarm resets both families; the finding says which
+ * reference it read. A model without the field (or computed for other groups): the rule waits
+ * for production history, as before. Measured (docs/monitor.md): honest, quiet, and powerful
+ * only for large shares of novel sessions (20%), not 5%: the bracket over new phrasings and the
+ * bound over lengths leave production's in-scope sessions at a fifth of the bound.
  */
 import { z } from 'zod';
 import { BAND_LEVELS } from '../coverage/bands.js';
