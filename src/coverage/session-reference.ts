@@ -155,31 +155,41 @@ export const SESSION_MAX_CELLS = 24;
 /** draws a (k, m, π) cell of the shape needs to count */
 const SHAPE_MIN = 100;
 
-/** m distinct members of `rows` (partial Fisher–Yates on a scratch copy) */
-function drawDistinct(rows: number[], m: number, r: () => number, scratch: number[]): number[] {
-  const n = rows.length;
-  for (let i = 0; i < n; i++) scratch[i] = rows[i];
+/**
+ * m distinct members of `perm`, left in perm[0 … k) (k = min(m, its length)): a partial
+ * Fisher–Yates shuffle in place, which draws a uniform k-subset whatever order perm is in, so the
+ * same array serves every draw without being copied.
+ */
+function drawDistinct(perm: number[], m: number, r: () => number): number {
+  const n = perm.length;
   const k = Math.min(m, n);
   for (let i = 0; i < k; i++) {
     const j = i + Math.floor(r() * (n - i));
-    const t = scratch[i];
-    scratch[i] = scratch[j];
-    scratch[j] = t;
+    const t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
   }
-  return scratch.slice(0, k);
+  return k;
 }
 
 /** distinct cells per group of a pseudo-session: its phrasings' (cluster, band, uncovered) */
-function sessionCounts(cluster: ArrayLike<number>, band: ArrayLike<number>, k: number, deepBands: number): number[] {
+function sessionCounts(cluster: ArrayLike<number>, band: ArrayLike<number>, k: number, deepBands: number, seen: Stamps): number[] {
   const n = new Array<number>(SESSION_GROUPS).fill(0);
+  const mark = ++seen.now;
   for (let a = 0; a < k; a++) {
-    let dup = false;
-    for (let b = 0; b < a && !dup; b++) dup = cluster[b] === cluster[a] && band[b] === band[a];
-    if (dup) continue;
+    const key = cluster[a] * 16 + band[a];
+    if (seen.at[key] === mark) continue;
+    seen.at[key] = mark;
     const g = sessionGroup(band[a], band[a] < BELOW, deepBands);
     if (g >= 0) n[g]++;
   }
   return n;
+}
+
+/** cells already counted in the current pseudo-session: at[cluster · 16 + band] === now */
+interface Stamps {
+  at: Int32Array;
+  now: number;
 }
 
 export function sessionReference(x: SessionReferenceInput): SessionReference {
@@ -187,19 +197,29 @@ export function sessionReference(x: SessionReferenceInput): SessionReference {
   const by: number[][] = Array.from({ length: x.regions }, () => []);
   for (let i = 0; i < n; i++) by[x.region[i]].push(i);
   const use = by.map((_, r) => r).filter((r) => by[r].length > 0);
-  const scratch = new Array<number>(n);
+  let maxCluster = 0;
+  for (let i = 0; i < n; i++) maxCluster = Math.max(maxCluster, x.cluster[i]);
+  const stamps: Stamps = { at: new Int32Array((maxCluster + 1) * 16), now: 0 };
+  /** each region's cases, shuffled in place by the draws */
+  const perms = new Map<number, number[]>();
+  const permOf = (reg: number) => {
+    let p = perms.get(reg);
+    if (!p) perms.set(reg, (p = by[reg].slice()));
+    return p;
+  };
   const bandSeen = Int8Array.from({ length: n }, (_, i) => x.bandOf(x.seen[i]));
   const bandNew = Int8Array.from({ length: n }, (_, i) => x.bandOf(x.fresh[i]));
   const cl = new Int32Array(Math.max(1, x.maxPhrasings, 8));
   const bd = new Int32Array(cl.length);
   /** one pseudo-session of m distinct phrasings of `rows`, each new with probability π: distinct cells per group */
-  const draw = (rows: number[], m: number, pi: number, r: () => number) => {
-    const pick = drawDistinct(rows, m, r, scratch);
-    pick.forEach((i, a) => {
+  const draw = (perm: number[], m: number, pi: number, r: () => number) => {
+    const k = drawDistinct(perm, m, r);
+    for (let a = 0; a < k; a++) {
+      const i = perm[a];
       cl[a] = x.cluster[i];
       bd[a] = r() < pi ? bandNew[i] : bandSeen[i];
-    });
-    return sessionCounts(cl, bd, pick.length, x.deepBands);
+    }
+    return sessionCounts(cl, bd, k, x.deepBands, stamps);
   };
 
   // ---- p: distinct cells per group over pseudo-sessions (π = ½, m = 1 … 8) ----
@@ -208,7 +228,7 @@ export function sessionReference(x: SessionReferenceInput): SessionReference {
   for (const reg of use)
     for (let m = 1; m <= 8; m++)
       for (let d = 0; d < Math.max(4, Math.ceil(x.draws / 8)); d++) {
-        const c = draw(by[reg], m, 0.5, rp);
+        const c = draw(permOf(reg), m, 0.5, rp);
         for (let g = 0; g < SESSION_GROUPS; g++) gsum[g] += c[g];
       }
   const cells = gsum.reduce((a, b) => a + b, 0);
@@ -226,7 +246,7 @@ export function sessionReference(x: SessionReferenceInput): SessionReference {
     for (let m = 1; m <= x.maxPhrasings; m++)
       for (let pj = 0; pj < PI.length; pj++)
         for (let d = 0; d < Math.max(4, Math.ceil(x.draws / 4)); d++) {
-          const c = draw(by[reg], m, PI[pj], rp);
+          const c = draw(permOf(reg), m, PI[pj], rp);
           shapeDraws.push({ k: kOf(c), m, pi: pj, l: logRatioOf(c, logRatio), w: by[reg].length / n });
         }
   const shapeFor = (W: number): number[] => {
@@ -254,20 +274,20 @@ export function sessionReference(x: SessionReferenceInput): SessionReference {
   const fams = use.map((reg) => [...new Set(by[reg].map((i) => x.family[i]))]);
   const rs = rng(x.seed + 1);
   /** [m − 1][π] → log Λ and distinct cells k of each draw */
-  const simulate = (rows: number[]): { l: Float64Array; k: Uint8Array }[][] =>
+  const simulate = (perm: number[]): { l: Float64Array; k: Uint8Array }[][] =>
     Array.from({ length: x.maxPhrasings }, (_, mi) =>
       PI.map((pi) => {
         const l = new Float64Array(x.draws);
         const k = new Uint8Array(x.draws);
         for (let d = 0; d < x.draws; d++) {
-          const c = draw(rows, mi + 1, pi, rs);
+          const c = draw(perm, mi + 1, pi, rs);
           l[d] = logRatioOf(c, logRatio);
           k[d] = kOf(c);
         }
         return { l, k };
       }),
     );
-  const whole = use.map((reg) => simulate(by[reg]));
+  const whole = use.map((reg) => simulate(by[reg].slice()));
   // delete-one-family: each region's sampling variance, families as the independent units
   const jack = use.map((reg, j) => (fams[j].length >= 2 ? fams[j].map((f) => simulate(by[reg].filter((i) => x.family[i] !== f))) : []));
 
@@ -284,12 +304,12 @@ export function sessionReference(x: SessionReferenceInput): SessionReference {
   for (const rows of novelBy.values())
     for (let m = 2; m <= Math.min(6, rows.length); m++)
       for (let d = 0; d < 20; d++) {
-        const pick = drawDistinct(rows, m, rn, scratch);
-        pick.forEach((s, a) => {
-          cl[a] = x.cluster[x.novelSample[s]];
-          bd[a] = x.bandOf(x.novelMargins[s]);
-        });
-        const c = sessionCounts(cl, bd, pick.length, x.deepBands);
+        const k = drawDistinct(rows, m, rn);
+        for (let a = 0; a < k; a++) {
+          cl[a] = x.cluster[x.novelSample[rows[a]]];
+          bd[a] = x.bandOf(x.novelMargins[rows[a]]);
+        }
+        const c = sessionCounts(cl, bd, k, x.deepBands, stamps);
         novelLogs.push({ l: logRatioOf(c, logRatio), k: kOf(c) });
       }
 
