@@ -32,7 +32,7 @@ import { MonitorStore, type AlertRow, type ClosedSessionRow } from '../store/mon
 import { AgentRowReader } from './agent-windows.js';
 import { VERSION_RULE, endedFinding, guardCandidates, markSent, type GuardSlice, type VersionGuard } from './version-guard.js';
 import type { Store } from '../store/store.js';
-import type { EvaluateWindow, Finding, MonitorContext, MonitorState } from '../monitor/types.js';
+import type { EvaluateWindow, Finding, MonitorContext, MonitorState, SessionReferenceContext } from '../monitor/types.js';
 
 export interface RunnerState {
   /** the detectors' state (null until the first evaluation) */
@@ -494,7 +494,11 @@ export function contextFromManifest(m: {
     targetFalseUncoveredRate: number;
     expectedRate: number;
     expectedRateInterval: [number, number];
-    bands?: { novel: number[]; heldOut?: { deepBands: number; deepShare: number; deepShareInterval: [number, number]; novelDeepShare: number } };
+    bands?: {
+      novel: number[];
+      heldOut?: { deepBands: number; deepShare: number; deepShareInterval: [number, number]; novelDeepShare: number };
+      sessions?: SessionReferenceContext;
+    };
   };
   clusters: { id: number; label: string; share: number }[];
 }): MonitorContext {
@@ -506,7 +510,13 @@ export function contextFromManifest(m: {
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
     ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
     ...(m.calibration.bands?.heldOut ? { heldOutDeep: heldOutDeepOf(m.calibration.bands.heldOut) } : {}),
+    ...(m.calibration.bands?.sessions ? { sessionReference: sessionReferenceOf(m.calibration.bands.sessions) } : {}),
   };
+}
+
+/** novel_sessions' fit-time reference from a model's calibration.bands.sessions. */
+export function sessionReferenceOf(s: SessionReferenceContext): SessionReferenceContext {
+  return { caps: s.caps, deepBands: s.deepBands, groupShares: s.groupShares, novelShares: s.novelShares, cap: s.cap, shape: s.shape, bound: s.bound };
 }
 
 /** The fixed reference of novel_vs_calibrated from a model's calibration.bands.heldOut. */

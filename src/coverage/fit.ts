@@ -28,7 +28,8 @@ import { ctfidfTerms } from './labels.js';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type CoverageModel, type ManifestDraft } from './model.js';
 import { quantile } from './vec.js';
 import { CALIBRATION_METHOD, modelVersion } from './version.js';
-import { BAND_LEVELS, bandEdges, bandShares, heldOutDeep, leaveRegionOutMargins, sampleByRegion } from './bands.js';
+import { BAND_LEVELS, bandEdges, bandOf, bandShares, heldOutDeep, leaveRegionOutMargins, sampleByRegion } from './bands.js';
+import { sessionReference, sessionReferenceMethod, SESSION_REFERENCE } from './session-reference.js';
 
 export interface FitOptions {
   k: number | 'auto';
@@ -358,6 +359,12 @@ export function buildCoverageModel(
       seen: margins.subarray(0, n), fresh: margins.subarray(n), family, region: caseRegion, regions: regionCount, edges, novel: novelShares,
       level: INTERVAL_LEVEL, designMix: HELD_OUT_DESIGN_MIX,
     });
+    // how sessions of a tested intent score on the monitor's novel_sessions statistic (session-reference.ts)
+    const sr = sessionReference({
+      seen: margins.subarray(0, n), fresh: margins.subarray(n), cluster: labels, family, region: caseRegion, regions: regionCount,
+      bandOf: (mg) => bandOf(mg, edges), deepBands: ho.deepBands, novel: novelShares, novelSample: sample, novelMargins: novel,
+      ...SESSION_REFERENCE, seed: opts.seed,
+    });
     bands = {
       levels: BAND_LEVELS.map((l) => (l === 'threshold' ? opts.targetRate : l)),
       edges,
@@ -378,6 +385,7 @@ export function buildCoverageModel(
           `of the new phrasings' (family-clustered variance plus the between-region variance, ${INTERVAL_LEVEL} central); deep bands chosen where ` +
           `${HELD_OUT_DESIGN_MIX} of traffic moving to the novel profile gives the most evidence against that upper end`,
       },
+      sessions: { ...sr, method: sessionReferenceMethod(sr, regions === 'tags' ? 'tag' : 'cluster') },
       novelCases: sample.length,
       method:
         `margin = coverage score − the threshold that decided it; band edges at levels ${BAND_LEVELS.join(', ')} of the eval cases' calibration margins (both scores of each case: seen and new phrasing); ` +

@@ -5,6 +5,7 @@
  * a version id edited by hand. Each rule is listed in docs/operations.md.
  */
 import { BAND_LEVELS, BANDS } from './bands.js';
+import { groupShares } from './session-reference.js';
 import type { CoverageModel } from './model.js';
 import { CALIBRATION_METHOD, modelVersion } from './version.js';
 
@@ -147,6 +148,19 @@ export function modelValueProblems(m: CoverageModel): string[] {
       let novelDeep = 0;
       for (let i = 0; i < Math.min(h.deepBands, BANDS); i++) novelDeep += b.novel[i];
       if (Math.abs(novelDeep - h.novelDeepShare) > 1e-6) out.push(`${at}.novelDeepShare ${h.novelDeepShare} is not the novel profile's share in its ${h.deepBands} deep band(s) (${novelDeep})`);
+    }
+    const ss = b.sessions;
+    if (ss) {
+      // the fit's session reference (session-reference.ts): the rule divides by bound · f(k)
+      const at = 'calibration.bands.sessions';
+      const sp = ss.groupShares.reduce((a, x) => a + x, 0);
+      if (Math.abs(sp - 1) > SUM_TOLERANCE) out.push(`${at}.groupShares sum to ${sp}, not 1`);
+      const q = groupShares(b.novel, ss.deepBands);
+      if (ss.novelShares.length !== q.length || ss.novelShares.some((x, g) => Math.abs(x - q[g]) > 1e-6)) out.push(`${at}.novelShares are not the novel profile summed over the band groups`);
+      if (ss.deepBands > thr) out.push(`${at}.deepBands ${ss.deepBands} reaches above the threshold's band (${thr})`);
+      if (h && ss.deepBands !== h.deepBands) out.push(`${at}.deepBands ${ss.deepBands} is not heldOut's (${h.deepBands})`);
+      if (ss.caps.length !== ss.groupShares.length) out.push(`${at}.caps and groupShares differ in length`);
+      if (ss.shape.some((x) => x < 1 / ss.cap)) out.push(`${at}.shape has a value below 1/cap (a normaliser no fit produces)`);
     }
   }
 

@@ -165,6 +165,28 @@ export const ManifestSchema = z.object({
             method: z.string(),
           })
           .optional(),
+        /**
+         * how closed sessions of tested intents score on the monitor's novel_sessions statistic
+         * (src/coverage/session-reference.ts): the fit-time reference of that rule until production's
+         * own is ready. Absent in models fitted before it: the rule then waits for production history.
+         */
+        sessions: z
+          .object({
+            caps: z.array(z.number().int().positive()).min(1).max(16),
+            deepBands: z.number().int().positive().lt(BANDS),
+            groupShares: z.array(z.number().positive().max(1)).min(1).max(16),
+            novelShares: z.array(z.number().nonnegative().max(1)).min(1).max(16),
+            cap: z.number().gt(1),
+            shape: z.array(z.number().positive()).min(1).max(64),
+            bound: z.number().positive(),
+            delta: z.number().gt(0).lt(0.5),
+            byPhrasings: z.array(z.object({ m: z.number().int().positive(), mean: z.number().nonnegative(), upper: z.number().nonnegative() })).max(1000),
+            novelMean: z.number().nonnegative(),
+            regions: z.number().int().nonnegative(),
+            draws: z.number().int().positive(),
+            method: z.string(),
+          })
+          .optional(),
       })
       .optional(),
   }),

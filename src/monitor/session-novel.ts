@@ -40,15 +40,28 @@
  * rule fired and the blocks since its current evidence segment began (keeping at least half), as
  * the core rules' quarantines do.
  *
- * No fresh-deployment reference: with only the fit's per-request bound on the deep share (an
- * interval), the worst case of within-session dependence is every turn of a session in the same
- * band (Markov's inequality is then tight), and a session-level test against that worst case gains
- * nothing over the request-level novel_vs_calibrated rule (docs/monitor.md explains).
+ * Fresh deployment: the fit's session reference (src/coverage/session-reference.ts, the model's
+ * calibration.bands.sessions). With only the fit's per-request bound on the deep share, the worst
+ * case of within-session dependence is every turn of a session in the same band, and a session-level
+ * test against it gains nothing over novel_vs_calibrated. The fit states more: pseudo-sessions of
+ * m distinct held-out phrasings of one tested intent give E[min(Λ, W) / f(k)] ≤ bound for every m
+ * (k the session's distinct cells, f a shape over k; intents as the sampling units, the share of
+ * new phrasings bracketed). So until production's reference is ready a session's e-value is
+ * min(Λ_fit, W) / (bound · f(k)), Λ_fit with the fit's p, and one CUSUM per mix runs on it from
+ * the first window. When production's reference becomes ready those CUSUMs start no new segment:
+ * each runs on until its segment ends (falls to 0) and then stops, so every segment of either
+ * family starts in a window the threshold counts once (at most one start per mix and window), and
+ * the guarantee holds across the switch. An alarm resets both families; the finding says which
+ * reference it read. A model without the field (or computed for other groups): the rule waits
+ * for production history, as before. Measured (docs/monitor.md): honest, quiet, and powerful
+ * only for large shares of novel sessions (20%), not 5%: the bracket over new phrasings and the
+ * bound over lengths leave production's in-scope sessions at a fifth of the bound.
  */
 import { z } from 'zod';
 import { BAND_LEVELS } from '../coverage/bands.js';
+import { SESSION_GROUP_CAPS } from '../coverage/session-reference.js';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
-import type { ClusterShare, Finding, MonitorContext, SessionCell, TrendRow, WindowCounts } from './types.js';
+import type { ClusterShare, Finding, MonitorContext, SessionCell, SessionReferenceContext, TrendRow, WindowCounts } from './types.js';
 import { pct, scopeName } from './wording.js';
 
 export interface NovelSessionsOptions {
@@ -128,8 +141,8 @@ export const NovelSessionsOptionsSchema = z
   .partial()
   .strict();
 
-/** distinct cells counted per group up to these caps: deepest bands, other uncovered, covered */
-const CAPS = [4, 4, 4, 4, 4, 6] as const;
+/** distinct cells counted per group up to these caps: deepest bands, other uncovered, covered (the fit's session reference uses the same) */
+const CAPS = SESSION_GROUP_CAPS;
 /** the band groups: the deepest bands, the other uncovered, covered near the threshold, covered well */
 export const GROUPS = CAPS.length;
 export type Counts = number[];
@@ -160,6 +173,14 @@ interface ScopeSlice {
   lastAlarm: number | null;
   /** the nearest clusters of recent deep cells (decayed counts; for the findings) */
   near: Record<string, number>;
+  /**
+   * the CUSUMs against the fit's session reference (per mix: statistic, sessions in the segment,
+   * segment start, still running), from the first window until production's reference is ready and
+   * then until each one's segment ends; null when they have ended (or never ran)
+   */
+  fit?: { s: number[]; n: number[]; since: (number | null)[]; on: boolean[] } | null;
+  /** the reference behind the current episode's first alarm */
+  by?: 'fit' | 'production';
 }
 
 export interface NovelSessionsState {
@@ -290,6 +311,30 @@ export function bettingUpper(values: readonly { x: number; c: number }[], W: num
   return best;
 }
 
+/** whether the model's fit-time session reference was computed for this rule's groups and caps */
+export function usableFitReference(sr: SessionReferenceContext, deepBands: number): boolean {
+  return (
+    sr.deepBands === deepBands && sr.caps.length === GROUPS && sr.caps.every((c, g) => c === CAPS[g]) && sr.groupShares.length === GROUPS &&
+    sr.novelShares.length === GROUPS && sr.shape.length > 0 && sr.shape.every((v) => v > 0) && sr.bound > 0 && sr.cap > 1
+  );
+}
+
+/**
+ * A closed session's e-value against the fit's session reference: min(Λ, W) / (bound · f(k)), Λ the
+ * working ratio of its distinct cells per group (capped) with the fit's p and q, k its distinct
+ * cells (src/coverage/session-reference.ts states E[min(Λ, W) / f(k)] ≤ bound for sessions of
+ * tested intents, whatever their length).
+ */
+export function fitSessionEvalue(sr: SessionReferenceContext, n: readonly number[]): number {
+  let l = 0;
+  let k = 0;
+  for (let g = 0; g < GROUPS; g++) {
+    l += Math.min(n[g], CAPS[g]) * Math.log(Math.max(sr.novelShares[g], 1e-9) / sr.groupShares[g]);
+    k += n[g];
+  }
+  return Math.min(sr.cap, Math.exp(l)) / (sr.bound * sr.shape[Math.min(sr.shape.length, Math.max(1, k)) - 1]);
+}
+
 /** the novel profile summed over the groups of cellGroup */
 export function groupProfile(q: readonly number[], deepBands: number): Counts {
   const out: Counts = new Array<number>(GROUPS).fill(0);
@@ -332,6 +377,9 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
 
       const deepBands = ctx.heldOutDeep?.deepBands ?? 3;
       const qg = groupProfile(q, deepBands);
+      // the fit's session reference (a model without it, or computed for other groups: none)
+      const sr = ctx.sessionReference;
+      const fitRef = sr && usableFitReference(sr, deepBands) ? sr : null;
       const start = mine[0].start;
       const end = mine[0].end;
       const t0 = Date.parse(start);
@@ -374,6 +422,10 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         const ws: WindowCounts[] = agent === '*' ? mine : mine.filter((w) => w.agent === agent);
         const prevScope = st.scopes[agent] ?? freshScope(key, G);
         const sc: ScopeSlice = { ...prevScope, s: prevScope.s.slice(), n: prevScope.n.slice(), since: prevScope.since.slice(), near: { ...prevScope.near } };
+        // a new scope starts against the fit's reference (when the model states one)
+        if (!st.scopes[agent] && fitRef) sc.fit = { s: new Array(G).fill(0), n: new Array(G).fill(0), since: new Array(G).fill(null), on: new Array(G).fill(true) };
+        if (sc.fit) sc.fit = { s: sc.fit.s.slice(), n: sc.fit.n.slice(), since: sc.fit.since.slice(), on: sc.fit.on.slice() };
+        if (!fitRef) sc.fit = null;
         st.scopes[agent] = sc;
         if (sc.cur && sc.cur.k !== key) {
           sc.blocks = [...sc.blocks, sc.cur];
@@ -456,16 +508,64 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
             if (sc.s[g] >= h && sc.n[g] >= o.minSegmentSessions) alarm = true;
           }
         }
-        const segment = sc.n[best];
+        // ---- against the fit's reference: until production's is ready, then until each segment ends ----
+        // (a segment of these CUSUMs starts only before production's reference is ready, and one of
+        // production's only after: at most one start per mix and window, as the threshold counts)
+        let fitAlarm = false;
+        let fitStat = 0;
+        let fitBest = 0;
+        const f = sc.fit;
+        if (f) {
+          const Lf = sessions.map((x) => fitSessionEvalue(fitRef!, x.n));
+          for (let g = 0; g < G; g++) {
+            if (!f.on[g]) continue;
+            if (ready && f.s[g] <= 0) {
+              f.on[g] = false;
+              continue;
+            }
+            if (Lf.length) {
+              const eps = o.mixes[g];
+              let llr = 0;
+              for (const L of Lf) llr += Math.log(1 - eps + eps * L);
+              f.s[g] += llr;
+              f.n[g] += Lf.length;
+              if (f.s[g] > 0 && f.since[g] === null) f.since[g] = t0;
+            }
+            if (f.s[g] <= 0) {
+              f.s[g] = 0;
+              f.n[g] = 0;
+              f.since[g] = null;
+              if (ready) f.on[g] = false;
+            }
+            if (f.s[g] > fitStat) {
+              fitStat = f.s[g];
+              fitBest = g;
+            }
+            if (f.s[g] >= h && f.n[g] >= o.minSegmentSessions) fitAlarm = true;
+          }
+        }
+        const useFit = fitStat > stat;
+        if (useFit) {
+          stat = fitStat;
+          best = fitBest;
+        }
+        const segment = useFit ? f!.n[best] : sc.n[best];
         const wasFiring = sc.firing;
-        if (alarm) {
+        if (alarm || fitAlarm) {
           sc.s.fill(0);
           sc.n.fill(0);
           sc.since.fill(null);
+          if (f) {
+            f.s.fill(0);
+            f.n.fill(0);
+            f.since.fill(null);
+            if (ready) f.on.fill(false);
+          }
           sc.lastAlarm = widx;
           if (!sc.firing) {
             sc.firing = true;
             sc.onset = start;
+            sc.by = alarm ? 'production' : 'fit';
           }
         } else if (sc.firing && sc.lastAlarm !== null && widx - sc.lastAlarm >= resolveWindows && stat < h / 2) {
           sc.firing = false;
@@ -488,8 +588,14 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         }
         for (const x of sessions) for (const c of x.clusters) sc.near[c] = (sc.near[c] ?? 0) + 1;
 
-        if (!ready) continue;
+        if (f && !f.on.some(Boolean)) sc.fit = null;
+        const fitRunning = !ready && !!sc.fit;
+        if (!ready && !fitRunning && !sc.firing && !wasFiring) continue;
         if (o.output === 'changes' && !sc.firing && !wasFiring) continue;
+        const fromFit = sc.firing ? sc.by === 'fit' : !ready;
+        const refText = fromFit
+          ? `the fit's statement of how sessions of tested intents score (no production reference yet)`
+          : `its production reference (${pct(refNovelLike)} of the reference's sessions look so)`;
         const nearTotal = Object.values(sc.near).reduce((a, b) => a + b, 0);
         const drivers: ClusterShare[] = Object.entries(sc.near)
           .sort((a, b) => b[1] - a[1])
@@ -510,11 +616,12 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
           effect: { name: 'novel_session_share', value: eps, lo: sc.firing ? o.mixes[0] : 0, hi: o.mixes[G - 1] },
           summary: sc.firing
             ? `sessions of ${scopeName(agent)} move onto topics the eval set does not test: whole sessions fall ` +
-              `far below the eval set (several distinct turns in its ${deepBands} deepest coverage bands) more often than in its production reference ` +
-              `(${pct(refNovelLike)} of the reference's sessions look so)` +
+              `far below the eval set (several distinct turns in its ${deepBands} deepest coverage bands) more often than ${fromFit ? 'allowed by ' : 'in '}${refText}` +
               (drivers.length ? `; nearest clusters of the deep turns: ${drivers.map((d) => `cluster ${d.cluster}${d.label ? ` "${d.label}"` : ''} (${pct(d.shareNow)})`).join(', ')}` : '') +
               `; evidence over ${segment} closed session(s)`
-            : `sessions of ${scopeName(agent)}: ${pct(refNovelLike)} of the reference's closed sessions look like topics the eval set does not test`,
+            : fromFit
+              ? `sessions of ${scopeName(agent)} are read against the fit's statement of how sessions of tested intents score, until a production reference is ready`
+              : `sessions of ${scopeName(agent)}: ${pct(refNovelLike)} of the reference's closed sessions look like topics the eval set does not test`,
           clusters: drivers,
         });
         trends.push({

@@ -115,6 +115,12 @@ export interface MonitorContext {
    * calibration.bands.heldOut): the fixed reference of novel_vs_calibrated; absent: that rule is off
    */
   heldOutDeep?: { deepBands: number; share: number; interval: [number, number]; novelShare: number };
+  /**
+   * how closed sessions of tested intents score on novel_sessions' statistic, stated at fit time
+   * (the model's calibration.bands.sessions, src/coverage/session-reference.ts): that rule's
+   * reference until production's own is ready; absent: the rule waits for production history
+   */
+  sessionReference?: SessionReferenceContext;
   /** what the eval set tests of conversation depth and tool chains (the model's agent.json); absent: the agent rules stay silent */
   agent?: AgentContext;
   /**
@@ -122,6 +128,22 @@ export interface MonitorContext {
    * does; cluster id → rate in [0, 1]); absent: the weighted_score rule is off
    */
   evalPassRates?: Record<number, number>;
+}
+
+/** The fit-time session reference as novel_sessions reads it (src/coverage/session-reference.ts). */
+export interface SessionReferenceContext {
+  /** the band groups' caps it was computed with */
+  caps: number[];
+  deepBands: number;
+  /** p and q per band group */
+  groupShares: number[];
+  novelShares: number[];
+  /** the cap W on a session's working ratio */
+  cap: number;
+  /** f(k) per number of distinct cells k = 1, 2, … (more: the last) */
+  shape: number[];
+  /** the upper bound on the mean of min(Λ, W) / f(k) over sessions of tested intents */
+  bound: number;
 }
 
 export interface AgentContext {

@@ -22,9 +22,11 @@ import path from 'node:path';
 import { BANDS } from '../../src/coverage/bands.js';
 import { CoverageAssigner, loadCoverageModel, saveCoverageModel } from '../../src/coverage/model.js';
 import { backtest, composeEvaluators, createEvaluateWindow, DEFAULT_MONITOR, novelSessionRules, novelSessionsThreshold, scoreDetections, reportedThresholds } from '../../src/monitor/index.js';
+import { DEFAULT_NOVEL_SESSIONS, fitSessionEvalue } from '../../src/monitor/session-novel.js';
+import { SESSION_GROUPS, sessionGroup } from '../../src/coverage/session-reference.js';
 import { klBernoulli } from '../../src/monitor/stats.js';
 import type { MonitorContext, RuleName, WindowCounts } from '../../src/monitor/types.js';
-import { heldOutDeepOf } from '../../src/alert/runner.js';
+import { heldOutDeepOf, sessionReferenceOf } from '../../src/alert/runner.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 import { sessionStream, stream, type Cell, type SessionStreamSpec, type StreamSpec } from '../helpers/monitor-sim.js';
 import { betaRates } from '../helpers/monitor-sim.js';
@@ -54,7 +56,7 @@ const SESSION_SEED = Number(args.get('session-seed') ?? 5);
 const SESSION_REPS = args.has('session-reps') ? Number(args.get('session-reps')) : null;
 /** --hour-correlation=bound|measured: the monitor's hourCorrelation option in the session runs (default: the monitor's default) */
 const HOUR_CORRELATION = args.get('hour-correlation') as 'bound' | 'measured' | undefined;
-/** --session-parts=noshift,shifts */
+/** --session-parts=noshift,shifts[,fitgrowth] */
 const SESSION_PARTS = (args.get('session-parts') ?? 'noshift,shifts').split(',');
 /** shift runs stop this many days after the change (default 2 at ≥ 5 requests/s, else the horizon) */
 const CAP_DAYS_ARG = args.has('session-cap-days') ? Number(args.get('session-cap-days')) : null;
@@ -66,6 +68,8 @@ const CAP_DAYS_ARG = args.has('session-cap-days') ? Number(args.get('session-cap
 const ESC_BETA = args.get('escalation-beta')?.split(',').map(Number) as [number, number] | undefined;
 /** --novel-sessions=off: the session runs without the novel_sessions rule (src/monitor/session-novel.ts; default on) */
 const NOVEL_SESSIONS = args.get('novel-sessions') !== 'off';
+/** --fit-sessions=off: novel_sessions without the model's fit-time session reference (it then waits for production history, as before it) */
+const FIT_SESSIONS = args.get('fit-sessions') !== 'off';
 let CAP_DAYS = Infinity;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
@@ -151,6 +155,7 @@ async function main() {
     labels: Object.fromEntries(m.clusters.map((c) => [c.id, c.label])),
     ...(m.calibration.bands ? { novelProfile: m.calibration.bands.novel } : {}),
     ...(m.calibration.bands?.heldOut ? { heldOutDeep: heldOutDeepOf(m.calibration.bands.heldOut) } : {}),
+    ...(m.calibration.bands?.sessions && FIT_SESSIONS ? { sessionReference: sessionReferenceOf(m.calibration.bands.sessions) } : {}),
   };
   const baseCells = cellWeights(intentWeights(0, 0, 0));
   const pUncPre = baseCells.reduce((s, w, c) => s + (cells[c].uncovered ? w : 0), 0);
@@ -410,6 +415,37 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
     novelSessionsRule: NOVEL_SESSIONS,
     volumes: {} as Record<string, unknown>,
   };
+  // --session-parts=fitgrowth: the fit session reference's e-values (novel_sessions' fresh-deployment
+  // mode) on 2 days of this generator's sessions at 1 request/s (seed 7): their mean and the
+  // log-growth per session of each mix, with 0%, 5%, 20% and 100% of sessions on the held-out intents
+  if (SESSION_PARTS.includes('fitgrowth') && ctx.sessionReference && ctx.heldOutDeep) {
+    const sr = ctx.sessionReference;
+    const deep = ctx.heldOutDeep.deepBands;
+    const growth: Record<string, unknown> = { reference: { bound: sr.bound, cap: sr.cap, groupShares: sr.groupShares, novelShares: sr.novelShares, shape: sr.shape } };
+    for (const novel of [0, 0.05, 0.2, 1]) {
+      const Ls: number[] = [];
+      for (const _ of sessionStream({
+        ...specFor(1, 2 * DAY, 7, { intentWeights: (t, agent) => weightsAt(t, agent, novel, null) }),
+        onSession: (x) => {
+          const n = new Array<number>(SESSION_GROUPS).fill(0);
+          for (const c of new Set(x.cells)) {
+            const g = sessionGroup(cells[c].band ?? -1, cells[c].uncovered, deep);
+            if (g >= 0) n[g]++;
+          }
+          Ls.push(fitSessionEvalue(sr, n));
+        },
+      })) {
+        /* the sessions only */
+      }
+      growth[String(novel)] = {
+        sessions: Ls.length,
+        meanEvalue: Math.round((Ls.reduce((a, b) => a + b, 0) / Ls.length) * 1000) / 1000,
+        growthPerSession: Object.fromEntries(DEFAULT_NOVEL_SESSIONS.mixes.map((e) => [e, Math.round((Ls.reduce((a, L) => a + Math.log(1 - e + e * L), 0) / Ls.length) * 1e5) / 1e5])),
+      };
+    }
+    out.fitSessionGrowth = growth;
+    console.error(JSON.stringify({ fitSessionGrowth: growth }));
+  }
   for (const rate of SESSION_RATES) {
     const res: Record<string, unknown> = {};
     if (SESSION_PARTS.includes('noshift')) {

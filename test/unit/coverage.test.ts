@@ -1095,6 +1095,24 @@ describe('coverage model on disk', () => {
       expect(contextFromManifest(loadCoverageModel(save()).manifest).heldOutDeep).toBeDefined();
     });
 
+    it('refuses an inconsistent session reference; a model without one (fitted before it) loads, and the monitor has no fit reference', () => {
+      let dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.sessions.groupShares[0] += 0.5));
+      refused(dir, /calibration\.bands\.sessions\.groupShares sum to 1\.(5|49)/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.sessions.novelShares[0] += 0.01));
+      refused(dir, /calibration\.bands\.sessions\.novelShares are not the novel profile summed/);
+      dir = save();
+      editManifest(dir, (m) => (m.calibration.bands.sessions.shape[0] = 1e-6));
+      refused(dir, /calibration\.bands\.sessions\.shape has a value below 1\/cap/);
+      dir = save();
+      editManifest(dir, (m) => delete m.calibration.bands.sessions);
+      const old = loadCoverageModel(dir);
+      expect(old.manifest.calibration.bands!.sessions).toBeUndefined();
+      expect(contextFromManifest(old.manifest).sessionReference).toBeUndefined();
+      expect(contextFromManifest(loadCoverageModel(save()).manifest).sessionReference?.bound).toBeGreaterThan(0);
+    });
+
     it('refuses a version id edited by hand (a copy passed off as a new model)', () => {
       const dir = save();
       editManifest(dir, (m) => (m.version = 'cm-000000000bad'));
