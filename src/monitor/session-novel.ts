@@ -355,6 +355,26 @@ const freshScope = (key: number, G: number): ScopeSlice => ({
   near: {},
 });
 
+/**
+ * One window of mix g's CUSUM: adds the window's sessions' Σ log(1 − ε + ε·L) (L their e-values),
+ * records the window a segment starts in, and floors at 0. True when the statistic is 0 after it
+ * (no segment open).
+ */
+function stepMixture(c: { s: number[]; n: number[]; since: (number | null)[] }, g: number, Ls: readonly number[], eps: number, t0: number): boolean {
+  if (Ls.length) {
+    let llr = 0;
+    for (const L of Ls) llr += Math.log(1 - eps + eps * L);
+    c.s[g] += llr;
+    c.n[g] += Ls.length;
+    if (c.s[g] > 0 && c.since[g] === null) c.since[g] = t0;
+  }
+  if (c.s[g] > 0) return false;
+  c.s[g] = 0;
+  c.n[g] = 0;
+  c.since[g] = null;
+  return true;
+}
+
 export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): RuleSet<NovelSessionsState> {
   const o: NovelSessionsOptions = { ...DEFAULT_NOVEL_SESSIONS, ...options };
   const G = o.mixes.length;
@@ -488,19 +508,7 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
           const Ls = sessions.map((x) => cappedRatio(summaryKey(x.n), logRatio, W) / C);
           nowNovelLike = Ls.filter((L) => L * C > 1).length;
           for (let g = 0; g < G; g++) {
-            const eps = o.mixes[g];
-            if (Ls.length) {
-              let llr = 0;
-              for (const L of Ls) llr += Math.log(1 - eps + eps * L);
-              sc.s[g] += llr;
-              sc.n[g] += Ls.length;
-              if (sc.s[g] > 0 && sc.since[g] === null) sc.since[g] = t0;
-            }
-            if (sc.s[g] <= 0) {
-              sc.s[g] = 0;
-              sc.n[g] = 0;
-              sc.since[g] = null;
-            }
+            stepMixture(sc, g, Ls, o.mixes[g], t0);
             if (sc.s[g] > stat) {
               stat = sc.s[g];
               best = g;
@@ -523,20 +531,7 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
               f.on[g] = false;
               continue;
             }
-            if (Lf.length) {
-              const eps = o.mixes[g];
-              let llr = 0;
-              for (const L of Lf) llr += Math.log(1 - eps + eps * L);
-              f.s[g] += llr;
-              f.n[g] += Lf.length;
-              if (f.s[g] > 0 && f.since[g] === null) f.since[g] = t0;
-            }
-            if (f.s[g] <= 0) {
-              f.s[g] = 0;
-              f.n[g] = 0;
-              f.since[g] = null;
-              if (ready) f.on[g] = false;
-            }
+            if (stepMixture(f, g, Lf, o.mixes[g], t0) && ready) f.on[g] = false;
             if (f.s[g] > fitStat) {
               fitStat = f.s[g];
               fitBest = g;

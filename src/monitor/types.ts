@@ -8,6 +8,8 @@
  *   state → durable checkpoint (after the outbox write)
  */
 
+import type { SessionReference } from '../coverage/session-reference.js';
+
 /** Counts of one eval cluster (or of the uncovered share inside it) in one window, for one agent. */
 export interface ClusterCounts {
   /** nearest eval cluster id; the uncovered rows are counted inside their nearest cluster too */
@@ -130,21 +132,12 @@ export interface MonitorContext {
   evalPassRates?: Record<number, number>;
 }
 
-/** The fit-time session reference as novel_sessions reads it (src/coverage/session-reference.ts). */
-export interface SessionReferenceContext {
-  /** the band groups' caps it was computed with */
-  caps: number[];
-  deepBands: number;
-  /** p and q per band group */
-  groupShares: number[];
-  novelShares: number[];
-  /** the cap W on a session's working ratio */
-  cap: number;
-  /** f(k) per number of distinct cells k = 1, 2, … (more: the last) */
-  shape: number[];
-  /** the upper bound on the mean of min(Λ, W) / f(k) over sessions of tested intents */
-  bound: number;
-}
+/**
+ * The fit-time session reference as novel_sessions reads it (src/coverage/session-reference.ts):
+ * the band groups' caps it was computed with, p and q per band group, the cap W, the shape f(k) and
+ * the bound on the mean of min(Λ, W) / f(k) over sessions of tested intents.
+ */
+export type SessionReferenceContext = Pick<SessionReference, 'caps' | 'deepBands' | 'groupShares' | 'novelShares' | 'cap' | 'shape' | 'bound'>;
 
 export interface AgentContext {
   /** eval cases that give a depth, and their share per depth band (1, 2-3, 4-7, 8+) */
