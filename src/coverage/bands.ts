@@ -12,7 +12,7 @@
  * or cluster without tags) is left out of the index, estimated at fit time (`novelProfile`).
  */
 import jstatPkg from 'jstat';
-import { dersimonianLaird, robustRate } from './calibrate.js';
+import { randomEffectsPool, robustRate } from './calibrate.js';
 import { dotAt, dotMany, rng } from './vec.js';
 
 const { jStat } = jstatPkg as unknown as { jStat: { normal: { inv(p: number, mean: number, sd: number): number } } };
@@ -217,15 +217,8 @@ export function heldOutDeep(x: HeldOutDeepInput): HeldOutDeep {
     // a region with no case in the bands: at least the binomial variance of half a case
     const v = rates.map((t, j) => Math.max(t.variance, (Math.max(t.rate, 0.5 / by[use[j]].length) * (1 - t.rate)) / by[use[j]].length));
     const y = rates.map((t) => t.rate);
-    const tau2 = dersimonianLaird(y, v);
-    let mean = 0;
-    let variance = 0;
-    use.forEach((r, j) => {
-      const w = by[r].length / n;
-      mean += w * y[j];
-      variance += w * w * (v[j] + tau2);
-    });
-    return { mean, sd: Math.sqrt(variance), tau: Math.sqrt(tau2) };
+    const p = randomEffectsPool(use.map((r) => by[r].length / n), y, v);
+    return { mean: p.mean, sd: Math.sqrt(p.variance), tau: Math.sqrt(p.tau2) };
   };
   let best: HeldOutDeep | null = null;
   let bestKl = -Infinity;

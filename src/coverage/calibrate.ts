@@ -365,6 +365,21 @@ export function dersimonianLaird(y: readonly number[], v: readonly number[]): nu
   return c > 0 ? Math.max(0, (q - (k - 1)) / c) : 0;
 }
 
+/**
+ * Regions' estimates y (within variances v) pooled with weights w (summing to 1): the weighted
+ * mean and its random-effects variance Σ w² (v + τ²), τ² by DerSimonian–Laird.
+ */
+export function randomEffectsPool(w: readonly number[], y: readonly number[], v: readonly number[]): { mean: number; variance: number; tau2: number } {
+  const tau2 = dersimonianLaird(y, v);
+  let mean = 0;
+  let variance = 0;
+  for (let j = 0; j < y.length; j++) {
+    mean += w[j] * y[j];
+    variance += w[j] * w[j] * (v[j] + tau2);
+  }
+  return { mean, variance, tau2 };
+}
+
 export interface FamilyRegionCalibration extends RegionCalibration {
   /** rate of eval cases scored against the others (a new phrasing of a family the eval set has) */
   rateSeen: number;
@@ -447,15 +462,8 @@ export function calibrateFamilies(
     // within: each region's cluster-robust variance (at least binomial with the median design effect when its rate is 0)
     const v = use.map((r) => Math.max(rates[r].variance, (medDeff * Math.max(rates[r].rate, 0.5 / by[r].length) * (1 - rates[r].rate)) / by[r].length));
     const y = use.map((r) => rates[r].rate);
-    const tau2 = dersimonianLaird(y, v);
-    let mean = 0;
-    let variance = 0;
-    use.forEach((r, j) => {
-      const wc = w[r] / wsum;
-      mean += wc * y[j];
-      variance += wc * wc * (v[j] + tau2);
-    });
-    return { mean, sd: Math.sqrt(variance), tau: Math.sqrt(tau2) };
+    const p = randomEffectsPool(use.map((r) => w[r] / wsum), y, v);
+    return { mean: p.mean, sd: Math.sqrt(p.variance), tau: Math.sqrt(p.tau2) };
   };
   const S = agg(seen);
   const F = agg(fresh);

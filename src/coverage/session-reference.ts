@@ -54,7 +54,7 @@
  * production's. The cap W is the rule's largest (1000).
  */
 import jstatPkg from 'jstat';
-import { dersimonianLaird } from './calibrate.js';
+import { randomEffectsPool } from './calibrate.js';
 import { BAND_LEVELS } from './bands.js';
 import { rng } from './vec.js';
 
@@ -338,14 +338,7 @@ export function sessionReference(x: SessionReferenceInput): SessionReference {
         const known = v.filter((a) => Number.isFinite(a)).sort((a, b) => a - b);
         const med = known.length ? known[Math.floor(known.length / 2)] : (W * W) / (4 * f[1] * f[1]);
         const vv = v.map((a) => Math.max(1e-12, Number.isFinite(a) ? a : med));
-        const tau2 = dersimonianLaird(y, vv);
-        let mean = 0;
-        let variance = 0;
-        use.forEach((reg, j) => {
-          const w = by[reg].length / n;
-          mean += w * y[j];
-          variance += w * w * (vv[j] + tau2);
-        });
+        const { mean, variance } = randomEffectsPool(use.map((reg) => by[reg].length / n), y, vv);
         const upper = mean + z * Math.sqrt(variance);
         if (upper > worst.upper) worst = { m: mi + 1, mean, upper };
       }
