@@ -5,6 +5,11 @@
 #   scripts/kafka.sh stop      stop the broker started by start
 #   scripts/kafka.sh status    exit 0 and print "running" when the broker answers on its port
 #   scripts/kafka.sh reset     stop and delete the broker's data (topics, offsets)
+#   scripts/kafka.sh acquire P start the broker if needed and record process P as one of its users
+#   scripts/kafka.sh release P forget user P; stop the broker when no live user is left and a user
+#                              started it (a broker started by hand is never stopped by release)
+# acquire/release let several test runs (other clones, other terminals) share the one broker this
+# cache holds: a run that ends or is killed no longer stops the broker under another run.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -72,7 +77,7 @@ start() {
   fi
   log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $LOGFILE)"
   setsid nohup java -Xms256m -Xmx${EVALGAP_KAFKA_HEAP:-512m} -XX:+UseG1GC $JAVA_LOG -cp "$CP" kafka.Kafka "$PROPS" \
-    >"$LOGFILE" 2>&1 < /dev/null &
+    >"$LOGFILE" 2>&1 < /dev/null 9>&- &
   echo $! > "$PIDFILE"
   local deadline=$((SECONDS + ${EVALGAP_KAFKA_START_TIMEOUT:-120}))
   until port_open "$KAFKA_PORT" && grep -q "Kafka Server started\|KafkaRaftServer.*started\|\[KafkaRaftServer nodeId=1\] Kafka Server started" "$LOGFILE"; do
@@ -98,11 +103,56 @@ status() {
   echo "stopped"; return 1
 }
 
+LEASES="$KAFKA_HOME/leases"
+STARTED_BY_LEASE="$KAFKA_HOME/started-by-lease"
+
+# run "$@" holding the lease lock (one acquire/release at a time, across processes)
+with_lock() {
+  mkdir -p "$LEASES"
+  exec 9>"$KAFKA_HOME/leases.lock"
+  flock 9
+  "$@"
+  local rc=$?
+  flock -u 9
+  return $rc
+}
+
+live_leases() {
+  local f pid n=0
+  for f in "$LEASES"/*; do
+    [ -e "$f" ] || continue
+    pid=${f##*/}
+    if kill -0 "$pid" 2>/dev/null; then n=$((n + 1)); else rm -f "$f"; fi
+  done
+  echo "$n"
+}
+
+acquire_locked() {
+  local user="$1"
+  if ! port_open "$KAFKA_PORT"; then
+    start
+    touch "$STARTED_BY_LEASE"
+  else
+    log "Kafka already running on 127.0.0.1:$KAFKA_PORT; sharing it"
+  fi
+  touch "$LEASES/$user"
+}
+
+release_locked() {
+  local user="$1" n
+  rm -f "$LEASES/$user"
+  n=$(live_leases)
+  if [ "$n" -gt 0 ]; then log "Kafka left running: $n other run(s) still use it"; return 0; fi
+  if [ -f "$STARTED_BY_LEASE" ]; then rm -f "$STARTED_BY_LEASE"; stop; fi
+}
+
 case "${1:-}" in
+  acquire) [[ "${2:-}" =~ ^[0-9]+$ ]] || die "usage: $0 acquire PID"; with_lock acquire_locked "$2" ;;
+  release) [[ "${2:-}" =~ ^[0-9]+$ ]] || die "usage: $0 release PID"; with_lock release_locked "$2" ;;
   install) install ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
   reset) stop; rm -rf "$DATA"; log "broker data removed" ;;
-  *) echo "usage: $0 install|start|stop|status|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|reset|acquire PID|release PID" >&2; exit 2 ;;
 esac

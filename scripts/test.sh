@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # npm test: install what is missing, start the services the integration tests use, run vitest.
-# A broker this script starts is stopped again at the end; one that was already running is left alone.
+# The broker is shared: this run records itself as a user (kafka.sh acquire) and, at the end or
+# when killed, releases it; the broker is stopped only when no other run uses it and a run (not a
+# person) started it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 bash scripts/setup.sh
-started=0
-if ! bash scripts/kafka.sh status >/dev/null 2>&1; then bash scripts/kafka.sh start; started=1; fi
-cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka.sh stop; fi; }
+bash scripts/kafka.sh acquire $$
+cleanup() { bash scripts/kafka.sh release $$; }
 trap cleanup EXIT
 # the tests and benchmarks are TypeScript too: type-check them with the sources (strict, no output)
 npx tsc -p tsconfig.check.json
