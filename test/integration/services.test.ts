@@ -1,5 +1,5 @@
 /** The real services: the broker started by scripts/kafka.sh, kafkajs against it, and the script's lifecycle. */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
@@ -53,5 +53,49 @@ describe('Kafka broker (KRaft, from Maven Central jars)', () => {
       expect(stop.status).toBe(0);
     }
     expect(run('status').stdout.trim()).toBe('stopped');
+  });
+
+  it('is shared by test runs through leases: a run that ends leaves it to the others; the last one stops it; a hand-started broker stays', () => {
+    const env = {
+      ...process.env,
+      EVALGAP_KAFKA_HOME: tmpDir('evalgap-kafka-lease-'),
+      EVALGAP_KAFKA_PORT: '19096',
+      EVALGAP_KAFKA_CONTROLLER_PORT: '19097',
+    };
+    const run = (...args: string[]) => spawnSync('bash', [KAFKA_SH, ...args], { env, encoding: 'utf8', timeout: capMs(150_000) });
+    const running = () => run('status').status === 0;
+    // stand-ins for test runs: a live process per running run, and the pid of a run that was
+    // killed without releasing (a process that has exited)
+    const users = [0, 1].map(() => spawn('sleep', ['600'], { stdio: 'ignore' }));
+    const [a, c] = users.map((u) => String(u.pid));
+    const b = spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim();
+    try {
+      expect(running()).toBe(false);
+      const first = run('acquire', a);
+      expect(first.status, first.stderr).toBe(0);
+      expect(first.stderr).toContain('Kafka ready on 127.0.0.1:19096');
+      expect(run('acquire', c).stderr).toContain('sharing it');
+      expect(run('acquire', b).status).toBe(0);
+      // run a ends (it started the broker): c still uses it; b's lease is stale
+      const rel = run('release', a);
+      expect(rel.status, rel.stderr).toBe(0);
+      expect(rel.stderr).toContain('1 other run(s) still use it');
+      expect(running()).toBe(true);
+      // c, the last live user, stops the broker a run started (b's stale lease does not keep it)
+      const last = run('release', c);
+      expect(last.status, last.stderr).toBe(0);
+      expect(last.stderr).toContain('stopping Kafka');
+      expect(running()).toBe(false);
+      // a broker started by hand is never stopped by a release
+      expect(run('start').status).toBe(0);
+      expect(run('acquire', a).stderr).toContain('sharing it');
+      expect(run('release', a).status).toBe(0);
+      expect(running()).toBe(true);
+      expect(run('acquire', 'x').status).not.toBe(0);
+    } finally {
+      for (const u of users) u.kill('SIGKILL');
+      run('stop');
+    }
+    expect(running()).toBe(false);
   });
 });
