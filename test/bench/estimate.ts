@@ -28,6 +28,8 @@
  * sub-groups (what the within-cluster term estimates) and the covered requests of intents with no
  * eval case in their cluster (held-out intents, neighbours' queries: what no count shows), and
  * `unrepresentedTerm`: the share of them the estimate's unrepresented term infers (û) and the sd it adds.
+ * `floors`: how close an estimator could come (the plain estimate's expected sampling error, one knowing the tagged
+ * lean exactly, the unrepresented requests alone) and the lean inside clusters as a slope against the fitted one.
  *
  * Plan: on `planDraws` of the draws, 200 new eval cases (drawn from the pool's covered queries of
  * the chosen cluster, passing with their intent's probability) are placed by the plan (Neyman over
