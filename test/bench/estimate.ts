@@ -28,6 +28,8 @@
  * sub-groups (what the within-cluster term estimates) and the covered requests of intents with no
  * eval case in their cluster (held-out intents, neighbours' queries: what no count shows), and
  * `unrepresentedTerm`: the share of them the estimate's unrepresented term infers (û) and the sd it adds.
+ * `floors`: how close an estimator could come (the plain estimate's expected sampling error, one knowing the tagged
+ * lean exactly, the unrepresented requests alone) and the lean inside clusters as a slope against the fitted one.
  *
  * Plan: on `planDraws` of the draws, 200 new eval cases (drawn from the pool's covered queries of
  * the chosen cluster, passing with their intent's probability) are placed by the plan (Neyman over
@@ -71,6 +73,12 @@ const dumpFile = args.get('dump');
 
 const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
 const sd = (x: number[]) => Math.sqrt(mean(x.map((v) => (v - mean(x)) ** 2)));
+const corr = (x: number[], y: number[]) => {
+  const mx = mean(x);
+  const my = mean(y);
+  const c = mean(x.map((v, i) => (v - mx) * (y[i] - my)));
+  return c / (sd(x) * sd(y));
+};
 
 async function main() {
   if (!hasBanking77()) {
@@ -207,7 +215,7 @@ async function main() {
     novelTopic: norm(mb.novel.slice(firstCoveredBand)),
   };
   for (const badBoost of badBoosts) {
-  const rows: { unrepShare: number; unrepSd: number; bandsTagged: number[]; bandsUntagged: number[]; deepUntaggedShare: number; coveredUntaggedShare: number; allEst: number; allInside: boolean; allWidth: number; allSlope: number; taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
+  const rows: { samplingFloor: number; insideSlope: number; unrepShare: number; unrepSd: number; bandsTagged: number[]; bandsUntagged: number[]; deepUntaggedShare: number; coveredUntaggedShare: number; allEst: number; allInside: boolean; allWidth: number; allSlope: number; taggedPart: number; untaggedPart: number; untaggedShare: number; insideSampling: boolean; samplingWidth: number; slope: number; correction: number; plainEst: number; knnOracle: number; knnObserved: number; heldCoveredShare: number; truthFitted: number; oracle: number; raw: number; est: number; truth: number; inside: boolean; width: number; untested: number }[] = [];
   const planRows: { plan: number; proportional: number; uniform: number; placed: Record<string, number> }[] = [];
   for (let d = 0; d < draws; d++) {
     const fail = new Map(cats.map((c) => [c, u() < badShare ? 0.3 + 0.4 * u() : beta(1, 15)]));
@@ -236,6 +244,8 @@ async function main() {
     // covered requests whose intent is one of the cluster's eval tags (a sub-group the within-cluster term sees), and their true pass rate
     const prodTagged = new Array<number>(k).fill(0);
     const prodTaggedTruth = new Array<number>(k).fill(0);
+    // covered requests per cluster and intent (for --dump: production's counts of each tagged sub-group)
+    const prodByTag = Array.from({ length: k }, () => new Map<string, number>());
     let covered = 0;
     let heldCovered = 0;
     let fittedSum = 0;
@@ -259,6 +269,7 @@ async function main() {
         prodTruthByCluster[poolCluster[q]] += passP(pool[q].intent);
         if (evalTags[poolCluster[q]].has(pool[q].intent)) {
           prodTagged[poolCluster[q]]++;
+          prodByTag[poolCluster[q]].set(pool[q].intent, (prodByTag[poolCluster[q]].get(pool[q].intent) ?? 0) + 1);
           prodTaggedTruth[poolCluster[q]] += passP(pool[q].intent);
         }
         truthSum += passP(pool[q].intent);
@@ -316,12 +327,29 @@ async function main() {
       untaggedPart += (prodTruthByCluster[c] - prodTaggedTruth[c] - (cov[c] - prodTagged[c]) * et) / covered;
       untaggedShare += (cov[c] - prodTagged[c]) / covered;
     }
+    // floors of the error (no estimator's output, numbers only the generator knows): the plain estimate's own sampling error
+    // in expectation (E|N(0, Var)| with Var = Σ_c w_c² Σ_t n_t r_t (1 − r_t) / n_c², the eval results' binomial variance at
+    // the true rates r_t of each cluster's sub-groups); and the realized lean inside clusters as a slope: taggedPart over
+    // Σ_c w_c τ_c² with τ_c² the variance of the cluster's sub-groups' TRUE rates (eval weights), the slope the
+    // within-cluster term would need
+    let samplingVar = 0;
+    let tau2True = 0;
+    for (let c = 0; c < k; c++) {
+      if (!cov[c] || !n[c]) continue;
+      const wc = cov[c] / covered;
+      const subs = [...sub[c].entries()].map(([t, x]) => ({ n: x.n, r: passP(t) }));
+      const mc = subs.reduce((a2, x) => a2 + x.n * x.r, 0) / n[c];
+      samplingVar += wc * wc * subs.reduce((a2, x) => a2 + x.n * x.r * (1 - x.r), 0) / (n[c] * n[c]);
+      tau2True += wc * subs.reduce((a2, x) => a2 + x.n * (x.r - mc) ** 2, 0) / n[c];
+    }
+    const samplingFloor = Math.sqrt((2 / Math.PI) * samplingVar);
+    const insideSlope = tau2True > 0 ? taggedPart / tau2True : 0;
     if (dumpFile) {
       // per cluster: the true pass rate of its covered production requests and of its eval cases
-      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, bandsTagged, bandsUntagged, covBandsTagged, ...(d === 0 ? { modelBands: m.calibration.bands } : {}), seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), coveredBands: covBands, evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)) }) + '\n');
+      fs.appendFileSync(dumpFile, JSON.stringify({ badBoost, draw: d, bandsTagged, bandsUntagged, covBandsTagged, ...(d === 0 ? { modelBands: m.calibration.bands } : {}), seed: d + 1, truth, raw: e.raw, oracle, counts: counts(), coveredBands: covBands, evalTrue: evalTrue.map((x, c) => (n[c] ? x / n[c] : null)), prodTrue: prodTruthByCluster.map((x, c) => (cov[c] ? x / cov[c] : null)), prodTagged, prodTaggedTrue: prodTaggedTruth.map((x, c) => (prodTagged[c] ? x / prodTagged[c] : null)), subTags: sub.map((m2) => [...m2.keys()]), subTrue: sub.map((m2) => [...m2.keys()].map(passP)), subProd: sub.map((m2, c) => [...m2.keys()].map((t) => prodByTag[c].get(t) ?? 0)) }) + '\n');
     }
     const nb = (x: number[]) => x.reduce((a2, b) => a2 + b, 0);
-    rows.push({ unrepShare: e.withinCluster?.unrepresented?.share ?? 0, unrepSd: e.withinCluster?.unrepresented?.sd ?? 0, bandsTagged, bandsUntagged, deepUntaggedShare: bandsUntagged[coveredBandCount - 1] / (bandsUntagged[coveredBandCount - 1] + bandsTagged[coveredBandCount - 1]), coveredUntaggedShare: nb(bandsUntagged) / (nb(bandsUntagged) + nb(bandsTagged)), allEst: eAll.estimate!, allInside: truth >= eAll.interval![0] && truth <= eAll.interval![1], allWidth: eAll.interval![1] - eAll.interval![0], allSlope: eAll.withinCluster?.slope ?? 0, taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
+    rows.push({ samplingFloor, insideSlope, unrepShare: e.withinCluster?.unrepresented?.share ?? 0, unrepSd: e.withinCluster?.unrepresented?.sd ?? 0, bandsTagged, bandsUntagged, deepUntaggedShare: bandsUntagged[coveredBandCount - 1] / (bandsUntagged[coveredBandCount - 1] + bandsTagged[coveredBandCount - 1]), coveredUntaggedShare: nb(bandsUntagged) / (nb(bandsUntagged) + nb(bandsTagged)), allEst: eAll.estimate!, allInside: truth >= eAll.interval![0] && truth <= eAll.interval![1], allWidth: eAll.interval![1] - eAll.interval![0], allSlope: eAll.withinCluster?.slope ?? 0, taggedPart, untaggedPart, untaggedShare, insideSampling: truth >= e.samplingInterval![0] && truth <= e.samplingInterval![1], samplingWidth: e.samplingInterval![1] - e.samplingInterval![0], slope: e.withinCluster?.slope ?? 0, correction: e.withinCluster?.correction ?? 0, plainEst: e.estimate! - (e.withinCluster?.correction ?? 0), knnOracle: knnOracleSum / covered, knnObserved: knnObservedSum / covered, heldCoveredShare: heldCovered / covered, truthFitted: fittedSum / (covered - heldCovered), oracle, raw: e.raw, est: e.estimate!, truth, inside: truth >= e.interval![0] && truth <= e.interval![1], width: e.interval![1] - e.interval![0], untested: e.untested });
 
     if (d < planDraws) {
       const withTraffic = e.clusters.map((c, i) => (c.covered > 0 ? i : -1)).filter((i) => i >= 0);
@@ -434,6 +462,22 @@ async function main() {
           sdEstimateError: sd(rows.map((r) => r.est - r.truth)),
           // the interval's implied standard deviation (width / 3.29)
           meanIntervalSd: mean(rows.map((r) => r.width / 3.29)),
+        },
+        // how close any estimator from these numbers can come (docs/estimate.md, "How far the targets are"): a third of the raw
+        // score's error (the target); the plain estimate's sampling error in expectation (analytic, from the true rates); an
+        // estimator with the observed results that knows production's lean among the tagged sub-groups exactly (plain +
+        // taggedPart); and one that also has no sampling error (|untaggedPart|: what no count shows)
+        floors: {
+          errorTarget: errRaw / 3,
+          samplingExpected: mean(rows.map((r) => r.samplingFloor)),
+          knownTaggedLean: mean(rows.map((r) => Math.abs(r.plainEst + r.taggedPart - r.truth))),
+          untaggedOnly: mean(rows.map((r) => Math.abs(r.untaggedPart))),
+          // the lean inside clusters as a slope (taggedPart / Σ w τ² at the true sub-group rates) against the fitted slope
+          // between clusters: mean, sd over the draws, and their correlation
+          insideSlopeMean: mean(rows.map((r) => r.insideSlope)),
+          insideSlopeSd: sd(rows.map((r) => r.insideSlope)),
+          fittedSlopeSd: sd(rows.map((r) => r.slope)),
+          slopeCorrelation: corr(rows.map((r) => r.slope), rows.map((r) => r.insideSlope)),
         },
         targets: { errorRatioAtLeast: 3, coverage90Within: [0.85, 0.95] },
         plan: {
