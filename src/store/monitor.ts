@@ -130,8 +130,8 @@ function toBucket(r: Raw): BucketRow {
 const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed, sum(uncovered_escalated) AS uncovered_escalated, ' + BAND_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ');
 
 export class MonitorStore {
-  /** per monitor, the checkpoint parts known to be stored (written or read by this instance) */
-  private readonly durableParts = new Map<string, Set<string>>();
+  /** per monitor, the parts the checkpoint this instance last wrote or read references (id → text; all stored) */
+  private readonly parts = new Map<string, Map<string, string>>();
   private readonly lastSaved = new Map<string, { seq: number; bytes: number; partBytes: number }>();
 
   constructor(readonly store: Store) {}
@@ -315,7 +315,8 @@ export class MonitorStore {
 
   /**
    * The latest checkpoint of a monitor (election group), its reference histories joined back in
-   * (src/store/checkpoint-parts.ts): the JSON text exactly as it was saved.
+   * (src/store/checkpoint-parts.ts): the JSON text exactly as it was saved. The parts this instance
+   * last wrote or read are not read again (their ids are checked to be stored).
    */
   async loadCheckpoint(monitor: string): Promise<Checkpoint | null> {
     const [r] = await this.store.query<{ seq: string; window_end: string; state: string }>(
@@ -325,18 +326,32 @@ export class MonitorStore {
     );
     if (!r) return null;
     const refs = partRefs(r.state);
-    const known = this.partsOf(monitor);
+    const cached = this.parts.get(monitor) ?? new Map<string, string>();
     const bodies = new Map<string, string>();
     if (refs.length) {
-      const rows = await this.store.query<{ monitor: string; state: string }>(
-        `SELECT monitor, any(state) AS state FROM ${this.store.t('monitor_checkpoints')}
-         WHERE monitor IN {keys:Array(String)} GROUP BY monitor`,
+      const prefix = partKey(monitor, '').length;
+      const stored = await this.store.query<{ monitor: string }>(
+        `SELECT DISTINCT monitor FROM ${this.store.t('monitor_checkpoints')} WHERE monitor IN {keys:Array(String)}`,
         { keys: refs.map((id) => partKey(monitor, id)) },
       );
-      for (const x of rows) bodies.set(x.monitor.slice(partKey(monitor, '').length), x.state);
-      for (const id of refs) if (bodies.has(id)) known.add(id);
+      for (const x of stored) {
+        const id = x.monitor.slice(prefix);
+        const body = cached.get(id);
+        if (body !== undefined) bodies.set(id, body);
+      }
+      const missing = stored.map((x) => x.monitor.slice(prefix)).filter((id) => !bodies.has(id));
+      if (missing.length) {
+        const rows = await this.store.query<{ monitor: string; state: string }>(
+          `SELECT monitor, any(state) AS state FROM ${this.store.t('monitor_checkpoints')}
+           WHERE monitor IN {keys:Array(String)} GROUP BY monitor`,
+          { keys: missing.map((id) => partKey(monitor, id)) },
+        );
+        for (const x of rows) bodies.set(x.monitor.slice(prefix), x.state);
+      }
     }
-    return { seq: Number(r.seq), windowEnd: fromChTime(r.window_end), state: joinCheckpoint(r.state, bodies) };
+    const state = joinCheckpoint(r.state, bodies);
+    this.parts.set(monitor, bodies);
+    return { seq: Number(r.seq), windowEnd: fromChTime(r.window_end), state };
   }
 
   /**
@@ -346,7 +361,7 @@ export class MonitorStore {
    */
   async saveCheckpoint(monitor: string, c: Checkpoint): Promise<void> {
     const { skeleton, parts } = splitCheckpoint(c.state);
-    const known = this.partsOf(monitor);
+    const known = this.parts.get(monitor) ?? new Map<string, string>();
     const fresh = parts.filter((p) => !known.has(p.id));
     if (fresh.length) {
       await this.store.client.insert({
@@ -363,8 +378,9 @@ export class MonitorStore {
       format: 'JSONEachRow',
       clickhouse_settings: { insert_deduplication_token: `${monitor}:${c.seq}` },
     });
-    for (const p of fresh) known.add(p.id);
-    this.lastSaved.set(monitor, { seq: c.seq, bytes: skeleton.length, partBytes: fresh.reduce((a, p) => a + p.body.length, 0) });
+    // the parts this checkpoint references, all stored now
+    this.parts.set(monitor, new Map(parts.map((p) => [p.id, p.body])));
+    this.lastSaved.set(monitor, { seq: c.seq, bytes: Buffer.byteLength(skeleton), partBytes: fresh.reduce((a, p) => a + Buffer.byteLength(p.body), 0) });
     if (fresh.length) await this.dropUnreferencedParts(monitor);
   }
 
@@ -385,23 +401,18 @@ export class MonitorStore {
     );
     if (!r || Number(r.seq) <= PART_GRACE_SEQ) return;
     const keep = partRefs(r.state).map((id) => partKey(monitor, id));
-    const known = this.partsOf(monitor);
-    for (const id of [...known]) if (!keep.includes(partKey(monitor, id))) known.delete(id);
     await this.store.client.command({
       query: `DELETE FROM ${this.store.t('monitor_checkpoints')}
               WHERE startsWith(monitor, {prefix:String}) AND monitor NOT IN {keep:Array(String)} AND seq < {before:UInt64}`,
       query_params: { prefix: partKey(monitor, ''), keep, before: String(Number(r.seq) - PART_GRACE_SEQ) },
     });
   }
-
-  private partsOf(monitor: string): Set<string> {
-    let s = this.durableParts.get(monitor);
-    if (!s) this.durableParts.set(monitor, (s = new Set()));
-    return s;
-  }
 }
 
-/** checkpoints (windows, half an hour at 30 s) a part outlives the last checkpoint that referenced it */
+/**
+ * a part the latest checkpoint does not reference is deleted only when first written at least this
+ * many checkpoints (windows: half an hour at 30 s) before it: what another leader wrote meanwhile stays
+ */
 export const PART_GRACE_SEQ = 60;
 
 /**

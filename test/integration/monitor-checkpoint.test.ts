@@ -64,7 +64,9 @@ describe('monitor checkpoint on the embedded engine', () => {
     await ms.saveCheckpoint('g1', { seq: 2, windowEnd: '2026-03-02T10:05:00.000Z', state: json });
     expect(ms.lastCheckpointWrite('g1')).toMatchObject({ seq: 2, partBytes: 0 });
     expect((await rows('g1')).filter((r) => r.monitor !== 'g1').length).toBe(parts.length);
-    // a new process (another leader) reads it back exactly
+    // the same instance reads it back exactly (the parts' text from memory), and a new process
+    // (another leader) from the store
+    expect(await ms.loadCheckpoint('g1')).toEqual({ seq: 2, windowEnd: '2026-03-02T10:05:00.000Z', state: json });
     const cp = await new MonitorStore(store).loadCheckpoint('g1');
     expect(cp).toEqual({ seq: 2, windowEnd: '2026-03-02T10:05:00.000Z', state: json });
   });
@@ -110,5 +112,7 @@ describe('monitor checkpoint on the embedded engine', () => {
     await ms.saveCheckpoint('g-miss', { seq: 1, windowEnd: '2026-03-02T00:00:30.000Z', state: json });
     await store.client.command({ query: `DELETE FROM ${store.t('monitor_checkpoints')} WHERE startsWith(monitor, 'g-miss/checkpoint-part/')` });
     await expect(new MonitorStore(store).loadCheckpoint('g-miss')).rejects.toThrow(/references a part that is not stored/);
+    // the instance that wrote them (and keeps their text) checks that they are still stored
+    await expect(ms.loadCheckpoint('g-miss')).rejects.toThrow(/references a part that is not stored/);
   });
 });
