@@ -401,6 +401,8 @@ export class MonitorStore {
     );
     if (!r || Number(r.seq) <= PART_GRACE_SEQ) return;
     const keep = partRefs(r.state).map((id) => partKey(monitor, id));
+    // (a latest checkpoint without references was not written by this release: leave the parts alone)
+    if (!keep.length) return;
     await this.store.client.command({
       query: `DELETE FROM ${this.store.t('monitor_checkpoints')}
               WHERE startsWith(monitor, {prefix:String}) AND monitor NOT IN {keep:Array(String)} AND seq < {before:UInt64}`,
