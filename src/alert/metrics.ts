@@ -23,6 +23,12 @@ export function createMonitorMetrics(opts: { registry?: Registry; defaultMetrics
     }),
     lag: new Gauge({ name: 'evalgap_monitor_lag_seconds', help: 'now minus the end of the last evaluated window', registers: r }),
     windows: new Counter({ name: 'evalgap_monitor_windows_evaluated_total', help: 'windows evaluated', registers: r }),
+    checkpointBytes: new Counter({
+      name: 'evalgap_monitor_checkpoint_bytes_total',
+      help: "JSON bytes of checkpoint written: each window's row (part=row) and the reference histories stored once (part=parts)",
+      labelNames: ['part'],
+      registers: r,
+    }),
     leader: new Gauge({ name: 'evalgap_monitor_leader', help: '1 while this instance is the elected evaluator', registers: r }),
     statistic: new Gauge({
       name: 'evalgap_detector_statistic',

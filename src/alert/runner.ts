@@ -151,6 +151,14 @@ export class MonitorRunner {
     return this.ticking;
   }
 
+  /** the bytes the last checkpoint wrote (its row, and the reference histories it stored: src/store/checkpoint-parts.ts) */
+  private countCheckpoint(name: string): void {
+    const w = this.ms.lastCheckpointWrite(name);
+    if (!w) return;
+    this.metrics.checkpointBytes.inc({ part: 'row' }, w.bytes);
+    if (w.partBytes) this.metrics.checkpointBytes.inc({ part: 'parts' }, w.partBytes);
+  }
+
   private leading(force?: boolean): boolean {
     return !this.stopped && (force === true || this.election.isLeader());
   }
@@ -280,6 +288,7 @@ export class MonitorRunner {
       state = { ...state, monitor: ev.state, log: decided.log, evaluated: keep };
       seq += 1;
       await this.ms.saveCheckpoint(name, { seq, windowEnd: we, state: JSON.stringify(state) });
+      this.countCheckpoint(name);
       cursor += W;
       savedEnd = cursor;
       result.evaluated += 1;
@@ -304,7 +313,10 @@ export class MonitorRunner {
     if ((savedEnd !== cursor || guardChanged) && this.leading(opts.force)) {
       // persist the start, and skipped empty windows (state unchanged), unless another leader moved on
       const last = await this.ms.loadCheckpoint(name);
-      if ((last?.seq ?? 0) === seq) await this.ms.saveCheckpoint(name, { seq: seq + 1, windowEnd: new Date(cursor).toISOString(), state: JSON.stringify(state) });
+      if ((last?.seq ?? 0) === seq) {
+        await this.ms.saveCheckpoint(name, { seq: seq + 1, windowEnd: new Date(cursor).toISOString(), state: JSON.stringify(state) });
+        this.countCheckpoint(name);
+      }
     }
     this.lastEnd = cursor;
     this.metrics.lag.set((this.clock().getTime() - cursor) / 1000);

@@ -3,6 +3,8 @@
  * alerts, trends and the durable checkpoint. Values always bound as query parameters.
  * coverage_5m is a SummingMergeTree: rows of one key may not be merged yet, so every read sums.
  */
+import { randomUUID } from 'node:crypto';
+import { joinCheckpoint, partRefs, splitCheckpoint } from './checkpoint-parts.js';
 import { BAND_COLUMNS, type Store } from './store.js';
 
 /** One aggregate row of coverage_5m, already summed over its key. */
@@ -128,6 +130,10 @@ function toBucket(r: Raw): BucketRow {
 const SUMS = 'sum(requests) AS requests, sum(uncovered) AS uncovered, sum(escalated) AS escalated, sum(refused) AS refused, sum(failed) AS failed, sum(uncovered_escalated) AS uncovered_escalated, ' + BAND_COLUMNS.map((c) => `sum(${c}) AS ${c}`).join(', ');
 
 export class MonitorStore {
+  /** per monitor, the parts the checkpoint this instance last wrote or read references (id → text; all stored) */
+  private readonly parts = new Map<string, Map<string, string>>();
+  private readonly lastSaved = new Map<string, { seq: number; bytes: number; partBytes: number }>();
+
   constructor(readonly store: Store) {}
 
   get database(): string {
@@ -307,24 +313,115 @@ export class MonitorStore {
     );
   }
 
+  /**
+   * The latest checkpoint of a monitor (election group), its reference histories joined back in
+   * (src/store/checkpoint-parts.ts): the JSON text exactly as it was saved. The parts this instance
+   * last wrote or read are not read again (their ids are checked to be stored).
+   */
   async loadCheckpoint(monitor: string): Promise<Checkpoint | null> {
     const [r] = await this.store.query<{ seq: string; window_end: string; state: string }>(
       `SELECT seq, window_end, state FROM ${this.store.t('monitor_checkpoints')}
        WHERE monitor = {m:String} ORDER BY seq DESC LIMIT 1`,
       { m: monitor },
     );
-    return r ? { seq: Number(r.seq), windowEnd: fromChTime(r.window_end), state: r.state } : null;
+    if (!r) return null;
+    const refs = partRefs(r.state);
+    const cached = this.parts.get(monitor) ?? new Map<string, string>();
+    const bodies = new Map<string, string>();
+    if (refs.length) {
+      const prefix = partKey(monitor, '').length;
+      const stored = await this.store.query<{ monitor: string }>(
+        `SELECT DISTINCT monitor FROM ${this.store.t('monitor_checkpoints')} WHERE monitor IN {keys:Array(String)}`,
+        { keys: refs.map((id) => partKey(monitor, id)) },
+      );
+      for (const x of stored) {
+        const id = x.monitor.slice(prefix);
+        const body = cached.get(id);
+        if (body !== undefined) bodies.set(id, body);
+      }
+      const missing = stored.map((x) => x.monitor.slice(prefix)).filter((id) => !bodies.has(id));
+      if (missing.length) {
+        const rows = await this.store.query<{ monitor: string; state: string }>(
+          `SELECT monitor, any(state) AS state FROM ${this.store.t('monitor_checkpoints')}
+           WHERE monitor IN {keys:Array(String)} GROUP BY monitor`,
+          { keys: missing.map((id) => partKey(monitor, id)) },
+        );
+        for (const x of rows) bodies.set(x.monitor.slice(prefix), x.state);
+      }
+    }
+    const state = joinCheckpoint(r.state, bodies);
+    this.parts.set(monitor, bodies);
+    return { seq: Number(r.seq), windowEnd: fromChTime(r.window_end), state };
   }
 
+  /**
+   * Saves a window's checkpoint: the reference histories that are not stored yet first (one row
+   * each, keyed by their content), then the checkpoint row with references to them. Parts no longer
+   * referenced by the latest durable checkpoint are deleted (dropUnreferencedParts).
+   */
   async saveCheckpoint(monitor: string, c: Checkpoint): Promise<void> {
+    const { skeleton, parts } = splitCheckpoint(c.state);
+    const known = this.parts.get(monitor) ?? new Map<string, string>();
+    const fresh = parts.filter((p) => !known.has(p.id));
+    if (fresh.length) {
+      await this.store.client.insert({
+        table: this.store.t('monitor_checkpoints'),
+        values: fresh.map((p) => ({ monitor: partKey(monitor, p.id), seq: c.seq, window_end: chTime(c.windowEnd), state: p.body })),
+        format: 'JSONEachRow',
+        // (a part deleted and needed again later must not be taken for a duplicate insert; seq: the first checkpoint to reference it)
+        clickhouse_settings: { insert_deduplication_token: `${monitor}:parts:${c.seq}:${randomUUID()}` },
+      });
+    }
     await this.store.client.insert({
       table: this.store.t('monitor_checkpoints'),
-      values: [{ monitor, seq: c.seq, window_end: chTime(c.windowEnd), state: c.state }],
+      values: [{ monitor, seq: c.seq, window_end: chTime(c.windowEnd), state: skeleton }],
       format: 'JSONEachRow',
       clickhouse_settings: { insert_deduplication_token: `${monitor}:${c.seq}` },
     });
+    // the parts this checkpoint references, all stored now
+    this.parts.set(monitor, new Map(parts.map((p) => [p.id, p.body])));
+    this.lastSaved.set(monitor, { seq: c.seq, bytes: Buffer.byteLength(skeleton), partBytes: fresh.reduce((a, p) => a + Buffer.byteLength(p.body), 0) });
+    if (fresh.length) await this.dropUnreferencedParts(monitor);
+  }
+
+  /** What the last saveCheckpoint of a monitor wrote: the checkpoint row's JSON bytes and the new parts' */
+  lastCheckpointWrite(monitor: string): { seq: number; bytes: number; partBytes: number } | null {
+    return this.lastSaved.get(monitor) ?? null;
+  }
+
+  /**
+   * Deletes the parts of a monitor that the latest durable checkpoint does not reference and that
+   * were first written by a checkpoint at least PART_GRACE_SEQ checkpoints before it (a leader that
+   * took over meanwhile saves checkpoints referencing what it loaded or wrote since).
+   */
+  async dropUnreferencedParts(monitor: string): Promise<void> {
+    const [r] = await this.store.query<{ seq: string; state: string }>(
+      `SELECT seq, state FROM ${this.store.t('monitor_checkpoints')} WHERE monitor = {m:String} ORDER BY seq DESC LIMIT 1`,
+      { m: monitor },
+    );
+    if (!r || Number(r.seq) <= PART_GRACE_SEQ) return;
+    const keep = partRefs(r.state).map((id) => partKey(monitor, id));
+    // (a latest checkpoint without references was not written by this release: leave the parts alone)
+    if (!keep.length) return;
+    await this.store.client.command({
+      query: `DELETE FROM ${this.store.t('monitor_checkpoints')}
+              WHERE startsWith(monitor, {prefix:String}) AND monitor NOT IN {keep:Array(String)} AND seq < {before:UInt64}`,
+      query_params: { prefix: partKey(monitor, ''), keep, before: String(Number(r.seq) - PART_GRACE_SEQ) },
+    });
   }
 }
+
+/**
+ * a part the latest checkpoint does not reference is deleted only when first written at least this
+ * many checkpoints (windows: half an hour at 30 s) before it: what another leader wrote meanwhile stays
+ */
+export const PART_GRACE_SEQ = 60;
+
+/**
+ * The row key of a checkpoint part: beside the monitor's own row in monitor_checkpoints (seq 0),
+ * never read as a checkpoint (those are read by their exact election group name).
+ */
+const partKey = (monitor: string, id: string) => `${monitor}/checkpoint-part/${id}`;
 
 /** SQL literal for display text only (never executed by evalgap). */
 function displayLiteral(s: string): string {

@@ -16,6 +16,8 @@
 import { loadConfig } from '../../src/config/index.js';
 import { loadEmbedder } from '../../src/embed/embedder.js';
 import { buildCoverageModel, dedupeCases, evalSetHash, DEFAULT_FIT } from '../../src/coverage/fit.js';
+import { createHash } from 'node:crypto';
+import { splitCheckpoint } from '../../src/store/checkpoint-parts.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,10 +72,43 @@ const ESC_BETA = args.get('escalation-beta')?.split(',').map(Number) as [number,
 const NOVEL_SESSIONS = args.get('novel-sessions') !== 'off';
 /** --fit-sessions=off: novel_sessions without the model's fit-time session reference (it then waits for production history, as before it) */
 const FIT_SESSIONS = args.get('fit-sessions') !== 'off';
+/**
+ * --state-bytes: in the session no-shift runs, the JSON size of the monitor's state (what the runner
+ * checkpoints after every window) at the end of each simulated day, by part, and how the store
+ * writes it (src/store/checkpoint-parts.ts: the window's row and the reference histories stored once)
+ * (`stateBytes`); the bytes written over the last simulated day, whole state every window against
+ * the window's row plus new parts (`checkpointBytesLastDay`); every alert of the run in full
+ * (`allAlerts`) and a hash of every finding (`findingsSha256`), to compare two runs' decisions
+ */
+const STATE_BYTES = args.has('state-bytes');
 let CAP_DAYS = Infinity;
 const AGENTS = ['support', 'sales'];
 const DAY = 86400_000;
 const START = Date.parse('2026-01-05T00:00:00.000Z');
+
+const jsonBytes = (x: unknown) => Buffer.byteLength(JSON.stringify(x) ?? '');
+/** a record's JSON bytes by key, the `scopes` maps' entries summed key by key over scopes (two levels) */
+function bytesByPart(x: unknown, depth = 2): Record<string, unknown> | number {
+  if (depth === 0 || x === null || typeof x !== 'object' || Array.isArray(x)) return jsonBytes(x);
+  if (Object.keys(x).length > 16) return { total: jsonBytes(x), count: Object.keys(x).length };
+  const out: Record<string, unknown> = { total: jsonBytes(x) };
+  for (const [k, v] of Object.entries(x as Record<string, unknown>)) {
+    if (k === 'scopes' && v && typeof v === 'object') {
+      const by: Record<string, number> = { total: jsonBytes(v), count: Object.keys(v).length };
+      for (const sc of Object.values(v as Record<string, unknown>))
+        if (sc && typeof sc === 'object') for (const [f, y] of Object.entries(sc as Record<string, unknown>)) by[f] = (by[f] ?? 0) + jsonBytes(y);
+      out[k] = by;
+    } else out[k] = bytesByPart(v, depth - 1);
+  }
+  return out;
+}
+
+/** the checkpoint's row (skeleton) and its parts, as the store writes a state (src/store/checkpoint-parts.ts) */
+function checkpointRow(json: string) {
+  const { skeleton, parts } = splitCheckpoint(json);
+  const b = Buffer.byteLength;
+  return { state: b(json), row: b(skeleton), parts: parts.length, partBytes: parts.reduce((a, p) => a + b(p.body), 0) };
+}
 
 async function main() {
   if (!hasBanking77()) {
@@ -456,11 +491,37 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
       // each alert as it fires
       const inner = evaluator();
       let day = 0;
+      const stateBytes: Record<string, unknown>[] = [];
+      // every finding of every window (statistics included), hashed: two runs decided alike iff equal
+      const findingsHash = createHash('sha256');
+      const written = new Set<string>();
+      const lastDay = { windows: 0, wholeState: 0, rows: 0, newParts: 0, partBytes: 0 };
       const evaluate: typeof inner = (st, win, c) => {
         const ev = inner(st, win, c);
+        if (STATE_BYTES) {
+          findingsHash.update(JSON.stringify(ev.findings));
+          // the last simulated day: bytes the checkpoint writes, window by window
+          if (win.length && Date.parse(win[0].start) >= START + (SESSION_DAYS - 1) * DAY) {
+            const json = JSON.stringify(ev.state);
+            const { skeleton, parts } = splitCheckpoint(json);
+            lastDay.windows++;
+            lastDay.wholeState += Buffer.byteLength(json);
+            lastDay.rows += Buffer.byteLength(skeleton);
+            for (const p of parts)
+              if (!written.has(p.id)) {
+                written.add(p.id);
+                lastDay.newParts++;
+                lastDay.partBytes += Buffer.byteLength(p.body);
+              }
+          }
+        }
         const t = win.length ? Date.parse(win[0].start) : START;
         for (const f of ev.findings) if (f.firing && f.onset === f.windowStart) console.error(JSON.stringify({ rate, alert: { rule: f.rule, agent: f.scope.agent, severity: f.severity, onset: f.onset } }));
-        if (t - START >= (day + 1) * DAY) console.error(JSON.stringify({ rate, days: ++day, requests, sessions }));
+        if (t - START >= (day + 1) * DAY) {
+          // (the state after the window that starts the new day, i.e. with the whole day before it)
+          if (STATE_BYTES) stateBytes.push({ day: day + 1, requests, sessions, bytes: bytesByPart(ev.state), checkpoint: checkpointRow(JSON.stringify(ev.state)) });
+          console.error(JSON.stringify({ rate, days: ++day, requests, sessions, ...(STATE_BYTES ? { stateBytes: (stateBytes[stateBytes.length - 1].bytes as { total: number }).total } : {}) }));
+        }
         return ev;
       };
       const escRates = ESC_BETA ? betaRates(Object.keys(ctx.evalShares).map(Number), ESC_BETA[0], ESC_BETA[1], 17) : null;
@@ -478,6 +539,14 @@ function sessionBench(w: { cells: Cell[]; F: number[][]; isHeld: boolean[]; phas
         alerts: r.alerts.slice(0, 12).map((al) => ({ rule: al.rule, agent: al.scope.agent, severity: al.severity, onset: al.onset, summary: al.summary })),
         // the thresholds of the last window: counted in data-bearing updates, and the clock count's
         thresholdsAtEnd: reportedThresholds(r.state),
+        ...(STATE_BYTES
+          ? {
+              stateBytes: [...stateBytes, { day: 'end', requests, sessions, bytes: bytesByPart(r.state), checkpoint: checkpointRow(JSON.stringify(r.state)) }],
+              checkpointBytesLastDay: { ...lastDay, written: lastDay.rows + lastDay.partBytes, ratio: Math.round((lastDay.wholeState / Math.max(1, lastDay.rows + lastDay.partBytes)) * 10) / 10 },
+              allAlerts: r.alerts,
+              findingsSha256: findingsHash.digest('hex'),
+            }
+          : {}),
         seconds: Math.round((performance.now() - t) / 100) / 10,
       };
       console.error(JSON.stringify({ rate, noShift: res.noShift }));
