@@ -26,6 +26,7 @@ import type { RuleSet, RuleSetEvaluation } from './compose.js';
 import type { AgentCell, AgentContext, AgentSessionCell, Finding, MonitorContext, RuleName, TrendRow, WindowCounts } from './types.js';
 import { DEPTH_BANDS, chainBigrams, chainKey } from '../coverage/agent.js';
 import { pct, scopeName, CI_LEVEL } from './wording.js';
+import { windowClock } from './clock.js';
 
 export interface AgentRulesOptions {
   /** false: the agent rules do not run */
@@ -465,12 +466,7 @@ export function createAgentRules(options: Partial<AgentRulesOptions> = {}): Rule
     const withCells = mine.filter((w) => (w.agentCells?.length ?? 0) > 0 || (w.agentSessions?.length ?? 0) > 0);
     if (withCells.length === 0 && Object.keys(st.scopes).length === 0) return { state: st, findings, trends, notices };
 
-    const start = mine[0].start;
-    const end = mine[0].end;
-    const t0 = Date.parse(start);
-    const windowMs = Math.max(1000, Date.parse(end) - t0);
-    const widx = Math.floor(t0 / windowMs);
-    const arlWindows = (o.arlDays * 86_400_000) / windowMs;
+    const { start, end, t0, windowMs, widx, arlWindows } = windowClock(mine[0], o.arlDays);
     const hourKey = Math.floor(t0 / 3_600_000);
     const hour = new Date(hourKey * 3_600_000).getUTCHours();
     const maxBlocks = Math.round(o.referenceDays * 24);

@@ -24,6 +24,7 @@ import { directionalMoments, novelScores } from './sandwich.js';
 import { addRuns, cloneRuns, emptyRuns, evalueDispersions, mergeRuns, runsDesignEffect, shareDispersion, tailFactors, type RunHistogram } from './session-evalue.js';
 import { rateReference, type RateReference } from './rate-reference.js';
 import { updateThresholds, type UpdateRateState } from './update-rates.js';
+import { windowClock } from './clock.js';
 
 export interface MonitorOptions {
   /** false-alarm guarantee of each rule, summed over all its scopes: average run length in days */
@@ -834,12 +835,7 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
     const prevFiring = new Set(o.output === 'changes' ? Object.keys(st.episodes).filter((k) => st.episodes[k].firing) : []);
     if (mine.length === 0) return { state: st, findings, trends, notices };
 
-    const start = mine[0].start;
-    const end = mine[0].end;
-    const t0 = Date.parse(start);
-    const windowMs = Math.max(1000, Date.parse(end) - t0);
-    const widx = Math.floor(t0 / windowMs);
-    const arlWindows = (o.arlDays * 86400000) / windowMs;
+    const { start, end, t0, windowMs, widx, arlWindows } = windowClock(mine[0], o.arlDays);
     const blockMs = o.blockMinutes * 60000;
     const bkey = Math.floor(t0 / blockMs);
     const hour = new Date(bkey * blockMs).getUTCHours();

@@ -26,6 +26,7 @@ import { z } from 'zod';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
 import type { ClusterShare, Finding, MonitorContext, TrendRow, WindowCounts } from './types.js';
 import { pct, scopeName } from './wording.js';
+import { windowClock } from './clock.js';
 
 export interface WeightedScoreOptions {
   /** off: the rule evaluates nothing */
@@ -156,12 +157,7 @@ export function weightedScoreRules(options: Partial<WeightedScoreOptions> = {}):
       const mine = windows.filter((w) => w.modelVersion === ctx.modelVersion);
       if (!mine.length) return { state: st, findings, trends, notices };
 
-      const start = mine[0].start;
-      const end = mine[0].end;
-      const t0 = Date.parse(start);
-      const windowMs = Math.max(1000, Date.parse(end) - t0);
-      const widx = Math.floor(t0 / windowMs);
-      const arlWindows = (o.arlDays * 86400000) / windowMs;
+      const { start, end, t0, windowMs, widx, arlWindows } = windowClock(mine[0], o.arlDays);
       const decay = Math.exp(-windowMs / (o.referenceDays * 86400000));
       const resolveWindows = Math.max(1, Math.round((o.resolveMinutes * 60000) / windowMs));
       const agents = [...new Set(mine.map((w) => w.agent))].sort();

@@ -63,6 +63,7 @@ import { SESSION_GROUP_CAPS } from '../coverage/session-reference.js';
 import type { RuleSet, RuleSetEvaluation } from './compose.js';
 import type { ClusterShare, Finding, MonitorContext, SessionCell, SessionReferenceContext, TrendRow, WindowCounts } from './types.js';
 import { pct, scopeName } from './wording.js';
+import { windowClock } from './clock.js';
 
 export interface NovelSessionsOptions {
   /** off: the rule evaluates nothing */
@@ -400,11 +401,7 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
       // the fit's session reference (a model without it, or computed for other groups: none)
       const sr = ctx.sessionReference;
       const fitRef = sr && usableFitReference(sr, deepBands) ? sr : null;
-      const start = mine[0].start;
-      const end = mine[0].end;
-      const t0 = Date.parse(start);
-      const windowMs = Math.max(1000, Date.parse(end) - t0);
-      const widx = Math.floor(t0 / windowMs);
+      const { start, end, t0, windowMs, widx, arlWindows } = windowClock(mine[0], o.arlDays);
       const blockMs = o.blockMinutes * 60000;
       const key = Math.floor(t0 / blockMs);
       const keepBlocks = Math.max(1, Math.round((o.referenceDays * 1440) / o.blockMinutes));
@@ -421,7 +418,6 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
         u.cur = null;
       }
       u.blocks = u.blocks.filter((b) => b[0] > key - Math.max(dayBlocks, keepBlocks));
-      const arlWindows = (o.arlDays * 86400000) / windowMs;
       let h = Math.log(arlWindows * S * G);
       const span = key - Math.max(u.first, key - Math.max(dayBlocks, keepBlocks));
       if (span >= dayBlocks) {
