@@ -45,7 +45,7 @@ import { BAND_LEVELS } from '../coverage/bands.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
-import type { UncoveredData } from '../store/gaps.js';
+import type { SessionEvidence, UncoveredData } from '../store/gaps.js';
 
 const { jStat } = jstatPkg as unknown as { jStat: { ibeta(x: number, a: number, b: number): number } };
 
@@ -288,6 +288,12 @@ export interface DiscoveryInput {
   clusterTraffic?: readonly { cluster: number; requests: number; uncovered: number }[];
   /** the upper end of the fit's expected uncovered rate (its interval); caps the baseline of clusterExcess */
   promisedRate?: number | null;
+  /**
+   * the covered turns of the sessions that hold an uncovered row, and per eval cluster its distinct
+   * session turns and uncovered ones (src/store/gaps.ts readSessionEvidence); absent or empty (no
+   * session ids): the session test does nothing
+   */
+  sessionEvidence?: SessionEvidence | null;
 }
 
 export interface DiscoveryResult {

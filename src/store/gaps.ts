@@ -132,6 +132,8 @@ export interface UncoveredData {
     coverage: number;
     /** coverage depth band (src/coverage/bands.ts); -1 or absent: a model without bands or an older row */
     band?: number;
+    /** the conversation the request belongs to; '' or absent: none (each request its own session) */
+    session_id?: string;
   }[];
   vectors: Float32Array;
   dim: number;
@@ -154,6 +156,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
     cluster: number;
     coverage: number;
     band: number;
+    session_id: string;
     scale: number;
     /** the int8 embedding as hex of (value + 128) bytes: 2 characters per component instead of up to 5 */
     emb: string;
@@ -162,7 +165,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
   const raw = await r.query<Raw>(
     `SELECT q.request_id AS request_id, toString(toUnixTimestamp64Milli(q.ts)) AS ts, q.agent AS agent, q.query AS query,
             q.query_redacted AS query_redacted, q.escalated AS escalated, q.outcome AS outcome, q.cluster AS cluster,
-            q.coverage AS coverage, q.coverage_band AS band, e.scale AS scale,
+            q.coverage AS coverage, q.coverage_band AS band, q.session_id AS session_id, e.scale AS scale,
             hex(arrayStringConcat(arrayMap(x -> char(toUInt8(toInt16(x) + 128)), e.embedding))) AS emb, e.request_id != '' AS has
      FROM ${r.t('requests')} AS q
      LEFT JOIN (
@@ -194,10 +197,54 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
       cluster: Number(x.cluster),
       coverage: Number(x.coverage),
       band: Number(x.band),
+      session_id: x.session_id,
     })),
     vectors,
     dim,
     missingEmbeddings: raw.length - kept.length,
+  };
+}
+
+/** A turn's text as gap discovery keys it (src/gaps/discover.ts phrasingKey): lower case, whitespace collapsed; redacted: the stored hash. */
+const TURN_KEY = `if(query_redacted = 1, query, trimBoth(replaceRegexpAll(lowerUTF8(query), '\\\\s+', ' ')))`;
+
+export interface SessionEvidence {
+  /** per session (id ≠ '') with an uncovered request in the window: its distinct covered turns (texts, retries once) */
+  coveredTurns: { session: string; covered: number }[];
+  /**
+   * per eval cluster: distinct turns of sessions (one per session and text) and the uncovered ones,
+   * over every request of the window that has a session id (the baseline of the sibling test)
+   */
+  clusterTurns: { cluster: number; turns: number; uncovered: number }[];
+}
+
+/**
+ * What the stored sessions say about the uncovered requests of a window: the covered turns of the
+ * sessions that hold an uncovered request, and per eval cluster how many of its distinct session
+ * turns miss. Requests without a session id take no part (both lists are then empty).
+ */
+export async function readSessionEvidence(r: StoreReader, w: Window): Promise<SessionEvidence> {
+  const q = where(w);
+  const [cov, cl] = await Promise.all([
+    r.query<{ session: string; covered_turns: string }>(
+      `SELECT session_id AS session, uniqExact(${TURN_KEY}) AS covered_turns
+       FROM ${r.t('requests')}
+       WHERE ${q.sql} AND covered = 1 AND session_id != ''
+         AND session_id IN (SELECT session_id FROM ${r.t('requests')} WHERE ${q.sql} AND covered = 0 AND session_id != '')
+       GROUP BY session_id`,
+      q.params,
+    ),
+    r.query<{ cluster: number; turns: string; uncovered: string }>(
+      `SELECT cluster, count() AS turns, countIf(turn_covered = 0) AS uncovered
+       FROM (SELECT cluster, session_id, ${TURN_KEY} AS turn_key, min(covered) AS turn_covered FROM ${r.t('requests')}
+             WHERE ${q.sql} AND session_id != '' GROUP BY cluster, session_id, turn_key)
+       GROUP BY cluster ORDER BY cluster`,
+      q.params,
+    ),
+  ]);
+  return {
+    coveredTurns: cov.map((x) => ({ session: x.session, covered: Number(x.covered_turns) })),
+    clusterTurns: cl.map((x) => ({ cluster: Number(x.cluster), turns: Number(x.turns), uncovered: Number(x.uncovered) })),
   };
 }
 

@@ -46,7 +46,7 @@ import { loadEmbedder } from '../../src/embed/embedder.js';
 import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type DiscoveryOptions } from '../../src/gaps/discover.js';
 import { discoverGaps } from '../../src/gaps/run.js';
 import { dequantizeInto, inCoveredSample, quantize, type EmbeddingRow } from '../../src/store/embeddings.js';
-import { readUncovered } from '../../src/store/gaps.js';
+import { readSessionEvidence, readUncovered } from '../../src/store/gaps.js';
 import { Store, type RequestRow } from '../../src/store/store.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 
@@ -457,6 +457,7 @@ async function main() {
       novelProfile,
       clusterTraffic: [...perCluster.values()],
       promisedRate,
+      sessionEvidence: await readSessionEvidence(store, { since: now - 7 * 86_400_000, until: now + 1000 }),
     };
     if (dumpDir) {
       fs.mkdirSync(dumpDir, { recursive: true });
