@@ -45,6 +45,7 @@ import { BAND_LEVELS } from '../coverage/bands.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
+import { pruneNearMissPhrasings } from './sessions.js';
 import type { SessionEvidence, UncoveredData } from '../store/gaps.js';
 
 const { jStat } = jstatPkg as unknown as { jStat: { ibeta(x: number, a: number, b: number): number } };
@@ -166,6 +167,14 @@ export interface DiscoveryOptions {
    * profile; without it nothing changes. false: the first pass only (the code before).
    */
   deepPass: boolean;
+  /**
+   * After every request has joined, a phrasing leaves its group (its requests go back to noise)
+   * when its sessions' other turns say it is a tested intent's near miss rather than part of the
+   * group: the Bayes factor of "misses like a tested cluster" against "misses like the group's
+   * other sessions" reaches this (./sessions.ts; a phrasing of the group's own topic leaves with
+   * probability ≤ 1 / this). Needs session ids; without them nothing changes. 0 turns it off.
+   */
+  sessionBayesFactor: number;
   seed: number;
 }
 
@@ -183,6 +192,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   excessAlpha: 0.5,
   splitGroups: true,
   deepPass: true,
+  sessionBayesFactor: 20,
   seed: 42,
 };
 
@@ -382,6 +392,12 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   }
   // a group of the deep pass that, with the rows it drew, sits no deeper than near misses is dropped
   if (k > deepFrom) for (const c of dropShallowGroups(membership, rows, deepFrom, k, bandLogRatios(input.novelProfile!))) counts[c] = 0;
+  // phrasings whose sessions say "near miss of a tested intent" leave their group
+  const pruned = pruneNearMissPhrasings(membership, rows, (i) => phrasingKey(rows[i]), input.sessionEvidence, opts.sessionBayesFactor);
+  if (pruned.rows > 0) {
+    counts.fill(0);
+    for (let i = 0; i < n; i++) if (membership[i] >= 0) counts[membership[i]]++;
+  }
   // groups that lost their members to others are dropped; renumber the rest
   const keep: number[] = [];
   const renum = new Int32Array(k).fill(-1);

@@ -209,42 +209,49 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
 const TURN_KEY = `if(query_redacted = 1, query, trimBoth(replaceRegexpAll(lowerUTF8(query), '\\\\s+', ' ')))`;
 
 export interface SessionEvidence {
-  /** per session (id ≠ '') with an uncovered request in the window: its distinct covered turns (texts, retries once) */
-  coveredTurns: { session: string; covered: number }[];
   /**
-   * per eval cluster: distinct turns of sessions (one per session and text) and the uncovered ones,
-   * over every request of the window that has a session id (the baseline of the sibling test)
+   * per session (id ≠ '') with an uncovered request in the window: the coverage depth band of each
+   * of its distinct covered turns (texts, retries once; src/coverage/bands.ts)
    */
-  clusterTurns: { cluster: number; turns: number; uncovered: number }[];
+  coveredTurns: { session: string; bands: number[] }[];
+  /**
+   * distinct turns of sessions (one per session and text) per coverage depth band, over every
+   * request of the window that has a session id and a band: what a typical turn looks like
+   */
+  turnBands: number[];
 }
 
 /**
  * What the stored sessions say about the uncovered requests of a window: the covered turns of the
- * sessions that hold an uncovered request, and per eval cluster how many of its distinct session
- * turns miss. Requests without a session id take no part (both lists are then empty).
+ * sessions that hold an uncovered request (their bands), and the band profile of all distinct
+ * session turns. Requests without a session id take no part (both are then empty).
  */
 export async function readSessionEvidence(r: StoreReader, w: Window): Promise<SessionEvidence> {
   const q = where(w);
-  const [cov, cl] = await Promise.all([
-    r.query<{ session: string; covered_turns: string }>(
-      `SELECT session_id AS session, uniqExact(${TURN_KEY}) AS covered_turns
-       FROM ${r.t('requests')}
-       WHERE ${q.sql} AND covered = 1 AND session_id != ''
-         AND session_id IN (SELECT session_id FROM ${r.t('requests')} WHERE ${q.sql} AND covered = 0 AND session_id != '')
-       GROUP BY session_id`,
+  const [cov, tb] = await Promise.all([
+    r.query<{ session: string; bands: number[] }>(
+      `SELECT session, groupArray(turn_band) AS bands
+       FROM (SELECT session_id AS session, ${TURN_KEY} AS turn_key, min(coverage_band) AS turn_band
+             FROM ${r.t('requests')}
+             WHERE ${q.sql} AND covered = 1 AND session_id != ''
+               AND session_id IN (SELECT session_id FROM ${r.t('requests')} WHERE ${q.sql} AND covered = 0 AND session_id != '')
+             GROUP BY session, turn_key)
+       GROUP BY session`,
       q.params,
     ),
-    r.query<{ cluster: number; turns: string; uncovered: string }>(
-      `SELECT cluster, count() AS turns, countIf(turn_covered = 0) AS uncovered
-       FROM (SELECT cluster, session_id, ${TURN_KEY} AS turn_key, min(covered) AS turn_covered FROM ${r.t('requests')}
-             WHERE ${q.sql} AND session_id != '' GROUP BY cluster, session_id, turn_key)
-       GROUP BY cluster ORDER BY cluster`,
+    r.query<{ band: number; turns: string }>(
+      `SELECT turn_band AS band, count() AS turns
+       FROM (SELECT session_id, ${TURN_KEY} AS turn_key, min(coverage_band) AS turn_band FROM ${r.t('requests')}
+             WHERE ${q.sql} AND session_id != '' AND coverage_band >= 0 GROUP BY session_id, turn_key)
+       GROUP BY band ORDER BY band`,
       q.params,
     ),
   ]);
+  const turnBands: number[] = [];
+  for (const x of tb) turnBands[Number(x.band)] = Number(x.turns);
   return {
-    coveredTurns: cov.map((x) => ({ session: x.session, covered: Number(x.covered_turns) })),
-    clusterTurns: cl.map((x) => ({ cluster: Number(x.cluster), turns: Number(x.turns), uncovered: Number(x.uncovered) })),
+    coveredTurns: cov.map((x) => ({ session: x.session, bands: x.bands.map(Number) })),
+    turnBands: Array.from(turnBands, (x) => x ?? 0),
   };
 }
 

@@ -1,0 +1,176 @@
+/**
+ * Session evidence for gap discovery (pure): the other turns of the sessions an uncovered phrasing
+ * appears in. A near miss of a tested intent sits in sessions whose other phrasings are almost all
+ * covered (they are phrasings of that tested intent, which misses at a tested cluster's rate); a
+ * new topic's sessions keep missing (their other phrasings are of the same untested intent). The
+ * store keeps every request with its session id and coverage, so this needs no embedding of the
+ * covered turns (src/store/gaps.ts readSessionEvidence).
+ *
+ * Counting. A session's turns are its distinct texts (normalised as gap discovery keys phrasings:
+ * retries of one text count once). For a phrasing p, its siblings are, over the sessions it
+ * appears in, the session's other distinct turns: n_p = Σ_s (turns_s − 1) and u_p = Σ_s
+ * (uncovered turns_s − 1). A session that changes intent dilutes the count towards the covered
+ * rate for both kinds alike.
+ *
+ * The test. Two models of p's sibling miss rate, each a beta-binomial:
+ *  - near miss: the rate of a tested cluster, r ~ Beta(a0, b0) fitted by the method of moments to
+ *    the clusters' own rates (uncovered distinct session turns / distinct session turns, clusters
+ *    with ≥ 20 turns; the binomial part of their spread removed);
+ *  - part of its group: the rate of the group's other sessions (those without p), r ~ Beta(U + ½,
+ *    N − U + ½) from their N siblings, U uncovered.
+ * The Bayes factor B = P(u_p | n_p, near miss) / P(u_p | n_p, group). A phrasing whose sessions
+ * say B ≥ `bayesFactor` leaves the group (its requests go back to noise). Under the "part of the
+ * group" model E[B] = 1, so by Markov's inequality a phrasing of the group's own topic leaves with
+ * probability ≤ 1 / bayesFactor (5% at the default 20), whatever its number of siblings; and few
+ * siblings cannot reach a large B (no sibling: B = 1). Simulated in test/unit/gap-sessions.test.ts.
+ * Without session ids (every request its own session) nothing changes.
+ */
+import jstatPkg from 'jstat';
+import { BANDS } from '../coverage/bands.js';
+import type { SessionEvidence } from '../store/gaps.js';
+
+const { jStat } = jstatPkg as unknown as { jStat: { gammaln(x: number): number } };
+
+/**
+ * The near-miss model: the band profile of a typical session turn (distinct session turns per
+ * band over the window, each band smoothed by half a turn). Null without any banded session turn.
+ */
+export function typicalTurnProfile(turnBands: readonly number[]): number[] | null {
+  const c = Array.from({ length: BANDS }, (_, b) => turnBands[b] ?? 0);
+  const total = c.reduce((s, x) => s + x, 0);
+  if (!(total > 0)) return null;
+  return c.map((x) => (x + 0.5) / (total + 0.5 * BANDS));
+}
+
+export interface SessionTurns {
+  /** per session: its distinct uncovered turns (phrasing key → band) */
+  uncovered: Map<string, Map<string, number>>;
+  /** per session: the bands of its distinct covered turns */
+  covered: Map<string, readonly number[]>;
+}
+
+export function sessionTurns(rows: readonly { session_id?: string; band?: number }[], keyOf: (i: number) => string, evidence: SessionEvidence): SessionTurns {
+  const uncovered = new Map<string, Map<string, number>>();
+  rows.forEach((r, i) => {
+    if (!r.session_id) return;
+    const s = uncovered.get(r.session_id) ?? new Map<string, number>();
+    const key = keyOf(i);
+    if (!s.has(key)) s.set(key, r.band ?? -1);
+    uncovered.set(r.session_id, s);
+  });
+  return { uncovered, covered: new Map(evidence.coveredTurns.map((x) => [x.session, x.bands])) };
+}
+
+/**
+ * Sibling turns over `sessions`, per band: each session's distinct turns but one, the first of its
+ * uncovered turns that is in `own` (the phrasing itself, or one of a group's phrasings); turns
+ * without a band are left out.
+ */
+export function siblingBands(sessions: Iterable<string>, own: ReadonlySet<string>, st: SessionTurns): number[] {
+  const c = new Array<number>(BANDS).fill(0);
+  const add = (b: number) => {
+    if (b >= 0 && b < BANDS) c[b]++;
+  };
+  for (const s of sessions) {
+    const un = st.uncovered.get(s);
+    if (!un) continue;
+    let skip: string | null = null;
+    for (const k of un.keys()) {
+      if (own.has(k)) {
+        skip = k;
+        break;
+      }
+    }
+    for (const [k, b] of un) if (k !== skip) add(b);
+    for (const b of st.covered.get(s) ?? []) add(b);
+  }
+  return c;
+}
+
+/**
+ * log of P(sibling bands | near miss) / P(sibling bands | the group's other sessions): a fixed
+ * categorical (`typical`) against a Dirichlet-multinomial whose parameters are the other
+ * sessions' sibling counts plus half a count per band (sequence probabilities; the multinomial
+ * coefficient cancels).
+ */
+export function logBayesFactor(own: readonly number[], typical: readonly number[], others: readonly number[]): number {
+  let near = 0;
+  let group = 0;
+  let a = 0;
+  let n = 0;
+  for (let b = 0; b < own.length; b++) {
+    const alpha = others[b] + 0.5;
+    near += own[b] * Math.log(typical[b]);
+    group += jStat.gammaln(alpha + own[b]) - jStat.gammaln(alpha);
+    a += alpha;
+    n += own[b];
+  }
+  group += jStat.gammaln(a) - jStat.gammaln(a + n);
+  return near - group;
+}
+
+/**
+ * Phrasings that leave their group because their sessions look like a tested intent's near misses
+ * (module comment). `membership` (per row: group or −1) is updated in place; returns the number of
+ * rows sent back to noise and the phrasings (keys) that left.
+ */
+export function pruneNearMissPhrasings(
+  membership: Int32Array,
+  rows: readonly { session_id?: string; band?: number }[],
+  keyOf: (i: number) => string,
+  evidence: SessionEvidence | null | undefined,
+  bayesFactor: number,
+): { rows: number; phrasings: string[] } {
+  const none = { rows: 0, phrasings: [] as string[] };
+  if (!evidence || !(bayesFactor > 1) || !Array.isArray(evidence.turnBands)) return none;
+  const typical = typicalTurnProfile(evidence.turnBands);
+  if (!typical) return none;
+  const st = sessionTurns(rows, keyOf, evidence);
+  if (st.uncovered.size === 0) return none;
+  // per group: its phrasings and the sessions of each
+  const groups = new Map<number, Map<string, Set<string>>>();
+  rows.forEach((r, i) => {
+    const c = membership[i];
+    if (c < 0) return;
+    const g = groups.get(c) ?? new Map<string, Set<string>>();
+    const key = keyOf(i);
+    const ss = g.get(key) ?? new Set<string>();
+    if (r.session_id) ss.add(r.session_id);
+    g.set(key, ss);
+    groups.set(c, g);
+  });
+  const leave = new Map<number, Set<string>>();
+  const lb = Math.log(bayesFactor);
+  for (const [c, phr] of groups) {
+    const all = new Set<string>();
+    for (const ss of phr.values()) for (const s of ss) all.add(s);
+    const keys = new Set(phr.keys());
+    for (const [key, ss] of phr) {
+      const own = siblingBands(ss, new Set([key]), st);
+      if (own.every((x) => x === 0)) continue;
+      const others = siblingBands(
+        [...all].filter((s) => !ss.has(s)),
+        keys,
+        st,
+      );
+      if (logBayesFactor(own, typical, others) >= lb) {
+        const l = leave.get(c) ?? new Set<string>();
+        l.add(key);
+        leave.set(c, l);
+      }
+    }
+  }
+  let moved = 0;
+  const left = new Set<string>();
+  for (let i = 0; i < membership.length; i++) {
+    const c = membership[i];
+    if (c < 0) continue;
+    const key = keyOf(i);
+    if (leave.get(c)?.has(key)) {
+      membership[i] = -1;
+      moved++;
+      left.add(key);
+    }
+  }
+  return { rows: moved, phrasings: [...left] };
+}
