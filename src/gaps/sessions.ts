@@ -142,23 +142,34 @@ export function pruneNearMissPhrasings(
   const leave = new Map<number, Set<string>>();
   const lb = Math.log(bayesFactor);
   for (const [c, phr] of groups) {
-    const all = new Set<string>();
-    for (const ss of phr.values()) for (const s of ss) all.add(s);
-    const keys = new Set(phr.keys());
-    for (const [key, ss] of phr) {
-      const own = siblingBands(ss, new Set([key]), st);
-      if (own.every((x) => x === 0)) continue;
-      const others = siblingBands(
-        [...all].filter((s) => !ss.has(s)),
-        keys,
-        st,
-      );
-      if (logBayesFactor(own, typical, others) >= lb) {
-        const l = leave.get(c) ?? new Set<string>();
-        l.add(key);
-        leave.set(c, l);
+    // one phrasing at a time, the strongest evidence first, each against the group as it stands
+    // (a near miss that left no longer makes the group's other sessions look like near misses)
+    const gone = new Set<string>();
+    for (;;) {
+      const all = new Set<string>();
+      for (const [key, ss] of phr) if (!gone.has(key)) for (const s of ss) all.add(s);
+      const keys = new Set([...phr.keys()].filter((k) => !gone.has(k)));
+      let best = lb;
+      let pick: string | null = null;
+      for (const key of keys) {
+        const ss = phr.get(key)!;
+        const own = siblingBands(ss, new Set([key]), st);
+        if (own.every((x) => x === 0)) continue;
+        const others = siblingBands(
+          [...all].filter((s) => !ss.has(s)),
+          keys,
+          st,
+        );
+        const b = logBayesFactor(own, typical, others);
+        if (b >= best) {
+          best = b;
+          pick = key;
+        }
       }
+      if (pick === null || keys.size <= 1) break;
+      gone.add(pick);
     }
+    if (gone.size) leave.set(c, gone);
   }
   let moved = 0;
   const left = new Set<string>();
