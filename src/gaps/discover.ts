@@ -12,6 +12,9 @@
  *    sit mostly just below the threshold. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
+ *    With session ids, a phrasing whose sessions' other turns look like a tested intent's (covered
+ *    well inside the threshold) rather than like the group's other sessions then leaves its group
+ *    (`sessionBayesFactor`, ./sessions.ts).
  * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
  *    last seen, trend (second half of the period against the first), the nearest eval cluster
  *    (most frequent among members), a label (class-based TF-IDF against the other groups and the
@@ -170,9 +173,10 @@ export interface DiscoveryOptions {
   /**
    * After every request has joined, a phrasing leaves its group (its requests go back to noise)
    * when its sessions' other turns say it is a tested intent's near miss rather than part of the
-   * group: the Bayes factor of "misses like a tested cluster" against "misses like the group's
-   * other sessions" reaches this (./sessions.ts; a phrasing of the group's own topic leaves with
-   * probability ≤ 1 / this). Needs session ids; without them nothing changes. 0 turns it off.
+   * group: the Bayes factor of "its siblings' depth bands are those of a typical session turn"
+   * against "those of the group's other sessions" reaches this (./sessions.ts; each test sends a
+   * phrasing of the group's own topic away with probability ≤ 1 / this). Needs session ids;
+   * without them nothing changes. 0 turns it off.
    */
   sessionBayesFactor: number;
   seed: number;
@@ -314,6 +318,11 @@ export interface DiscoveryResult {
   /** per row: cosine similarity to the centroid of its group (or of the nearest group, for noise) */
   similarity: Float32Array;
   params: { sample: number; minClusterSize: number; minSamples: number; groupsFound: number; noise: number };
+  /**
+   * the session test (`sessionBayesFactor`): whether it ran (false without session ids: the groups
+   * are those of the code before it), and the phrasings and requests it sent back to noise
+   */
+  sessions: { used: boolean; phrasings: number; requests: number };
   /** ms spent: HDBSCAN on the sample, joining every row to a group, describing the groups */
   timings: { cluster: number; join: number; describe: number };
 }
@@ -556,6 +565,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     membership,
     similarity,
     params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise },
+    sessions: { used: pruned.used, phrasings: pruned.phrasings.length, requests: pruned.rows },
     timings: { cluster: Math.round(t1 - t0), join: Math.round(t2 - t1), describe: Math.round(t3 - t2) },
   };
 }

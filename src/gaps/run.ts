@@ -122,6 +122,8 @@ export interface GapReport {
   grouped: number;
   missingEmbeddings: number;
   noise: number;
+  /** the session test: whether it ran (not without session ids) and what it sent back to noise */
+  sessions: DiscoveryResult['sessions'];
   gaps: Gap[];
   underTested: UnderTestedCluster[];
   byAgent: (Totals & { agent: string })[];
@@ -251,6 +253,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
     grouped: data.rows.length,
     missingEmbeddings: data.missingEmbeddings,
     noise: res.params.noise,
+    sessions: res.sessions,
     gaps: res.gaps,
     underTested: underTested(traffic),
     byAgent,

@@ -1,29 +1,33 @@
 /**
  * Session evidence for gap discovery (pure): the other turns of the sessions an uncovered phrasing
- * appears in. A near miss of a tested intent sits in sessions whose other phrasings are almost all
- * covered (they are phrasings of that tested intent, which misses at a tested cluster's rate); a
- * new topic's sessions keep missing (their other phrasings are of the same untested intent). The
- * store keeps every request with its session id and coverage, so this needs no embedding of the
- * covered turns (src/store/gaps.ts readSessionEvidence).
+ * appears in. A near miss of a tested intent sits in sessions whose other turns are that tested
+ * intent's other phrasings: covered, mostly well inside the threshold, like a typical turn. A new
+ * topic's sessions hold its other phrasings: they miss, or pass only just (they sit where the
+ * fit's novel-topic profile sits). The store keeps every request with its session id, coverage
+ * and depth band, so this needs no embedding of the covered turns (src/store/gaps.ts
+ * readSessionEvidence).
  *
  * Counting. A session's turns are its distinct texts (normalised as gap discovery keys phrasings:
- * retries of one text count once). For a phrasing p, its siblings are, over the sessions it
- * appears in, the session's other distinct turns: n_p = Σ_s (turns_s − 1) and u_p = Σ_s
- * (uncovered turns_s − 1). A session that changes intent dilutes the count towards the covered
- * rate for both kinds alike.
+ * retries of one text count once), each with its depth band (0–8, src/coverage/bands.ts; covered
+ * turns are bands 5–8). A phrasing's siblings are, over the sessions it appears in, each session's
+ * other distinct turns. A session that changes intent adds typical turns to either kind.
  *
- * The test. Two models of p's sibling miss rate, each a beta-binomial:
- *  - near miss: the rate of a tested cluster, r ~ Beta(a0, b0) fitted by the method of moments to
- *    the clusters' own rates (uncovered distinct session turns / distinct session turns, clusters
- *    with ≥ 20 turns; the binomial part of their spread removed);
- *  - part of its group: the rate of the group's other sessions (those without p), r ~ Beta(U + ½,
- *    N − U + ½) from their N siblings, U uncovered.
- * The Bayes factor B = P(u_p | n_p, near miss) / P(u_p | n_p, group). A phrasing whose sessions
- * say B ≥ `bayesFactor` leaves the group (its requests go back to noise). Under the "part of the
- * group" model E[B] = 1, so by Markov's inequality a phrasing of the group's own topic leaves with
- * probability ≤ 1 / bayesFactor (5% at the default 20), whatever its number of siblings; and few
- * siblings cannot reach a large B (no sibling: B = 1). Simulated in test/unit/gap-sessions.test.ts.
- * Without session ids (every request its own session) nothing changes.
+ * The test, per group and phrasing. Two models of the phrasing's sibling bands:
+ *  - near miss: each sibling is a typical session turn: the band profile of every distinct session
+ *    turn of the window (half a turn added per band);
+ *  - part of its group: the siblings look like those of the group's other sessions (the sessions
+ *    without this phrasing): a Dirichlet-multinomial whose parameters are those siblings' band
+ *    counts plus half a count per band.
+ * The Bayes factor B = P(siblings | near miss) / P(siblings | group). While some phrasing of a
+ * group has B ≥ `bayesFactor`, the one with the largest B leaves the group (its requests go back
+ * to noise) and the others are tested again against the group as it then stands. Under the
+ * "part of the group" model E[B] = 1, so by Markov's inequality each test sends a phrasing of the
+ * group's own topic away with probability ≤ 1 / bayesFactor (5% at the default 20), whatever its
+ * number of siblings; a phrasing without siblings has B = 1 and stays. Simulated in
+ * test/unit/gap-sessions.test.ts. The near-miss model ignores that intents differ (an intent
+ * with near misses tends to have lower-scoring covered phrasings than the typical turn); that
+ * lowers B for real near misses, so it errs towards keeping them, as before the test. Without
+ * session ids (every request its own session) nothing changes.
  */
 import jstatPkg from 'jstat';
 import { BANDS } from '../coverage/bands.js';
@@ -111,8 +115,9 @@ export function logBayesFactor(own: readonly number[], typical: readonly number[
 
 /**
  * Phrasings that leave their group because their sessions look like a tested intent's near misses
- * (module comment). `membership` (per row: group or −1) is updated in place; returns the number of
- * rows sent back to noise and the phrasings (keys) that left.
+ * (module comment). `membership` (per row: group or −1) is updated in place; returns whether the
+ * test ran (session ids and a typical-turn profile present), the number of rows sent back to
+ * noise and the phrasings (keys) that left.
  */
 export function pruneNearMissPhrasings(
   membership: Int32Array,
@@ -120,8 +125,8 @@ export function pruneNearMissPhrasings(
   keyOf: (i: number) => string,
   evidence: SessionEvidence | null | undefined,
   bayesFactor: number,
-): { rows: number; phrasings: string[] } {
-  const none = { rows: 0, phrasings: [] as string[] };
+): { used: boolean; rows: number; phrasings: string[] } {
+  const none = { used: false, rows: 0, phrasings: [] as string[] };
   if (!evidence || !(bayesFactor > 1) || !Array.isArray(evidence.turnBands)) return none;
   const typical = typicalTurnProfile(evidence.turnBands);
   if (!typical) return none;
@@ -183,5 +188,5 @@ export function pruneNearMissPhrasings(
       left.add(key);
     }
   }
-  return { rows: moved, phrasings: [...left] };
+  return { used: true, rows: moved, phrasings: [...left] };
 }

@@ -151,6 +151,8 @@ describe('discover with session evidence', () => {
     expect(inGroups(on.membership, 'near')).toBe(0);
     expect(inGroups(on.membership, 'topic')).toBe(inGroups(off.membership, 'topic'));
     expect(on.gaps.filter((g) => g.members > 0).length).toBe(off.gaps.filter((g) => g.members > 0).length);
+    expect(on.sessions).toEqual({ used: true, phrasings: 8, requests: 24 });
+    expect(off.sessions.used).toBe(false);
   });
 
   it('without session ids changes nothing: the same groups as with the session test off', () => {
@@ -158,6 +160,7 @@ describe('discover with session evidence', () => {
     const off = discover(input, { ...DEFAULT_DISCOVERY, sessionBayesFactor: 0 });
     const on = discover(input);
     expect(Array.from(on.membership)).toEqual(Array.from(off.membership));
+    expect(on.sessions).toEqual({ used: false, phrasings: 0, requests: 0 });
     expect(on.gaps.map((g) => [g.members, g.kind, g.priority])).toEqual(off.gaps.map((g) => [g.members, g.kind, g.priority]));
   });
 
