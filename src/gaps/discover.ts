@@ -48,7 +48,7 @@ import { BAND_LEVELS } from '../coverage/bands.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
-import { pruneNearMissPhrasings } from './sessions.js';
+import { pruneNearMissPhrasings, sessionTurns, sessionsSayNewTopic, typicalTurnProfile } from './sessions.js';
 import type { SessionEvidence, UncoveredData } from '../store/gaps.js';
 
 const { jStat } = jstatPkg as unknown as { jStat: { ibeta(x: number, a: number, b: number): number } };
@@ -440,6 +440,9 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   const half = (input.since + input.until) / 2;
   const excess = clusterExcess(input.clusterTraffic ?? [], n, distinctCount(rows), opts.excessAlpha, input.promisedRate ?? null);
   const logRatios = input.novelProfile && input.novelProfile.length > THIN_BAND ? bandLogRatios(input.novelProfile) : null;
+  const ev = opts.sessionBayesFactor > 1 && Array.isArray(input.sessionEvidence?.turnBands) ? input.sessionEvidence! : null;
+  const typical = ev ? typicalTurnProfile(ev.turnBands) : null;
+  const st = ev && typical ? sessionTurns(rows, (i) => phrasingKey(rows[i]), ev) : null;
   const groups: Omit<Gap, 'gapId' | 'status' | 'rank' | 'matchedSimilarity'>[] = [];
   for (let c = 0; c < g; c++) {
     const idx = members[c];
@@ -484,7 +487,12 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     const { depth, deepShare } = groupDepth([...phrasingBand.values()], logRatios);
     // thin: its cluster misses no more than tested clusters typically do (no excess of uncovered
     // requests), and its phrasings sit no deeper than in-scope near misses (depth ≤ 0)
-    const kind: GapKind = excess.get(nearest) === false && (depth === null || depth <= 0) ? 'thin' : 'topic';
+    // …and its sessions do not say "new topic" (./sessions.ts: its siblings sit where new topics do)
+    const thin =
+      excess.get(nearest) === false &&
+      (depth === null || depth <= 0) &&
+      !sessionsSayNewTopic(new Set(phrasingBand.keys()), new Set(idx.map((i) => rows[i].session_id ?? '').filter((x) => x)), st, typical, input.novelProfile, opts.sessionBayesFactor);
+    const kind: GapKind = thin ? 'thin' : 'topic';
     const novelty = depth === null ? 1 : 1 / (1 + Math.exp(-depth));
     groups.push({
       label: t.length ? t.slice(0, 3).join(' / ') : `(redacted text) near ${nearestLabel || `cluster ${nearest}`}`,

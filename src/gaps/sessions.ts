@@ -190,3 +190,38 @@ export function pruneNearMissPhrasings(
   }
   return { used: true, rows: moved, phrasings: [...left] };
 }
+
+/**
+ * log of P(siblings | some of them on a new topic) / P(siblings | near miss) for a whole group's
+ * sibling band counts: each sibling is, with probability w, a turn of a new topic (the fit's
+ * novel-topic band profile) and otherwise a typical turn, w uniform on [0, 1] (integrated on a
+ * 200-point grid), against w = 0. Under the near-miss model (w = 0) its expectation is 1, so it
+ * reaches log K with probability ≤ 1/K.
+ */
+export function newTopicLogBayesFactor(sib: readonly number[], typical: readonly number[], novel: readonly number[]): number {
+  const z = novel.reduce((a, x) => a + x, 0);
+  const ll = (w: number) => sib.reduce((a, c, b) => (c ? a + c * Math.log((w * novel[b]) / z + (1 - w) * typical[b]) : a), 0);
+  const l0 = ll(0);
+  const vals = Array.from({ length: 200 }, (_, k) => ll((k + 0.5) / 200));
+  const m = Math.max(...vals);
+  return m + Math.log(vals.reduce((a, v) => a + Math.exp(v - m), 0) / 200) - l0;
+}
+
+/**
+ * Whether a group's sessions say "new topic" (newTopicLogBayesFactor ≥ log bayesFactor) over the
+ * sibling turns of its sessions (`sessions`; one of the group's phrasings `keys` per session is
+ * the phrasing itself). False without session evidence or the novel-topic profile.
+ */
+export function sessionsSayNewTopic(
+  keys: ReadonlySet<string>,
+  sessions: Iterable<string>,
+  st: SessionTurns | null,
+  typical: readonly number[] | null,
+  novel: readonly number[] | null | undefined,
+  bayesFactor: number,
+): boolean {
+  if (!st || !typical || !novel || novel.length !== BANDS || !(bayesFactor > 1)) return false;
+  const sib = siblingBands(sessions, keys, st);
+  if (sib.every((x) => x === 0)) return false;
+  return newTopicLogBayesFactor(sib, typical, novel) >= Math.log(bayesFactor);
+}

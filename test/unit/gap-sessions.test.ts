@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import { BANDS } from '../../src/coverage/bands.js';
 import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
-import { logBayesFactor, pruneNearMissPhrasings, siblingBands, sessionTurns, typicalTurnProfile } from '../../src/gaps/sessions.js';
+import { logBayesFactor, newTopicLogBayesFactor, pruneNearMissPhrasings, siblingBands, sessionTurns, typicalTurnProfile } from '../../src/gaps/sessions.js';
 
 /** Marsaglia–Tsang gamma variate (shape a, scale 1) from a seeded uniform source */
 function gamma(a: number, r: () => number): number {
@@ -171,5 +171,63 @@ describe('discover with session evidence', () => {
     expect(pruneNearMissPhrasings(m.slice(), input.rows, key, { ...input.sessionEvidence!, turnBands: [] }, 20).rows).toBe(0);
     expect(pruneNearMissPhrasings(m.slice(), input.rows, key, input.sessionEvidence, 0).rows).toBe(0);
     expect(pruneNearMissPhrasings(m.slice(), input.rows, key, input.sessionEvidence, 20).rows).toBe(24);
+  });
+});
+
+describe('a group the kind rule calls thin, whose sessions say "new topic"', () => {
+  const typical = typicalTurnProfile(TYPICAL_COUNTS)!;
+
+  it('says "new topic" about near misses’ sessions with probability ≤ 1/20 (simulated), and about a new topic’s sessions once they have a few siblings', () => {
+    const r = rng(21);
+    for (const n of [1, 3, 10, 30, 100]) {
+      let wrong = 0;
+      for (let t = 0; t < 2000; t++) if (newTopicLogBayesFactor(multinomial(n, typical, r), typical, NOVEL) >= Math.log(20)) wrong++;
+      expect(wrong / 2000).toBeLessThanOrEqual(0.05);
+    }
+    let found = 0;
+    for (let t = 0; t < 500; t++) if (newTopicLogBayesFactor(multinomial(30, NOVEL, r), typical, NOVEL) >= Math.log(20)) found++;
+    expect(found / 500).toBeGreaterThan(0.95);
+  });
+
+  it('keeps such a group among the new topics; without session ids it is thin, as before', () => {
+    const build = (withSessions: boolean) => {
+      const r = rng(8);
+      const centre = unit(r);
+      const rows: UncoveredRow[] = [];
+      const vecs: Float32Array[] = [];
+      const covered: { session: string; bands: number[] }[] = [];
+      const t0 = Date.UTC(2026, 11, 1);
+      for (let s = 0; s < 40; s++) {
+        // a new topic next to tested cluster 1: just below the threshold (band 4), its sessions' other turns only just covered
+        rows.push({ request_id: `r${s}`, ts: t0 + s * 1000, agent: 'bot', query: `gift card balance zero ${s}`, query_redacted: 0, escalated: 0, outcome: 'ok', cluster: 1, coverage: 0.4, band: 4, session_id: withSessions ? `t${s}` : '' });
+        vecs.push(around(centre, 0.12, r));
+        covered.push({ session: `t${s}`, bands: [5, 5, 6] });
+      }
+      const vectors = new Float32Array(rows.length * DIM);
+      vecs.forEach((v, i) => vectors.set(v, i * DIM));
+      const input: DiscoveryInput = {
+        scope: '',
+        rows,
+        vectors,
+        dim: DIM,
+        totalRequests: 4000,
+        since: t0,
+        until: t0 + 7 * 86_400_000,
+        previous: [],
+        clusterLabels: new Map([[1, 'cards']]),
+        threshold: 0.8,
+        neighbours: 5,
+        novelProfile: NOVEL,
+        // cluster 1 misses no more than the others: no excess
+        clusterTraffic: [1, 2, 3, 4, 5].map((c) => ({ cluster: c, requests: 1000, uncovered: c === 1 ? 40 : 45 })),
+        sessionEvidence: withSessions ? { coveredTurns: covered, turnBands: TYPICAL_COUNTS } : { coveredTurns: [], turnBands: [] },
+      };
+      return input;
+    };
+    const plain = discover(build(false)).gaps.filter((g) => g.members > 0);
+    expect(plain.map((g) => g.kind)).toEqual(['thin']);
+    const sess = discover(build(true)).gaps.filter((g) => g.members > 0);
+    expect(sess.map((g) => g.kind)).toEqual(['topic']);
+    expect(discover(build(true), { ...DEFAULT_DISCOVERY, sessionBayesFactor: 0 }).gaps.filter((g) => g.members > 0).map((g) => g.kind)).toEqual(['thin']);
   });
 });
