@@ -27,7 +27,8 @@
  * reported per draw and as mean and worst draw (`beforeAndNow`), with the pure core's time of each
  * (same rows, interleaved before, now, now, before; `pureCoreTimeRatioNowOverBefore`) and why each held-out intent
  * that leads no topic gap missed (`missCauses`: unreachable, thin, merged, noise).
- * `--dump=DIR` writes each draw's uncovered rows, vectors and scoring inputs; `--replay=DIR` (with
+ * `--dump=DIR` writes each draw's uncovered rows (with their session ids), vectors and scoring inputs
+ * (the session evidence of src/store/gaps.ts readSessionEvidence included); `--replay=DIR` (with
  * `--only=NAME,…` to pick sweep entries by a part of their name) runs the sweep on them without
  * embedding, fitting or the store, for iterating on the pure core.
  * Then the time of one pass over 100,000 uncovered rows synthesised by resampling the real
