@@ -130,7 +130,7 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
     out.push(
       r.sessions.used
         ? `sessions: ${r.sessions.phrasings} phrasing(s) (${r.sessions.requests} requests) whose sessions read as a tested intent's near misses went back to noise`
-        : 'sessions: no session ids in this traffic, so no session evidence: groups as without it',
+        : 'sessions: no session evidence (no session ids or no depth bands in this traffic, or the test is off): groups as without it',
     );
   }
   const depth = (g: GapReport['gaps'][number]) => (g.depth === null ? '–' : g.depth.toFixed(2));

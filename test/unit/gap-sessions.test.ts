@@ -231,3 +231,19 @@ describe('a group the kind rule calls thin, whose sessions say "new topic"', () 
     expect(discover(build(true), { ...DEFAULT_DISCOVERY, sessionBayesFactor: 0 }).gaps.filter((g) => g.members > 0).map((g) => g.kind)).toEqual(['thin']);
   });
 });
+
+describe('evalgap gaps says whether session evidence was used', () => {
+  it('prints what the session test sent back to noise, or that there were no session ids', async () => {
+    const { formatGapReport } = await import('../../src/cli/gaps.js');
+    const base = {
+      scope: '', since: 0, until: 0, modelVersion: null, totals: { requests: 6, uncovered: 3, coverage: 0.5, riskCoverage: 1 },
+      grouped: 3, noise: 3, missingEmbeddings: 0, stored: false, underTested: [], byAgent: [], gaps: [],
+    };
+    expect(formatGapReport({ ...base, sessions: { used: true, phrasings: 2, requests: 7 } } as never)).toContain(
+      "sessions: 2 phrasing(s) (7 requests) whose sessions read as a tested intent's near misses went back to noise",
+    );
+    expect(formatGapReport({ ...base, sessions: { used: false, phrasings: 0, requests: 0 } } as never)).toContain(
+      'sessions: no session evidence (no session ids or no depth bands in this traffic, or the test is off): groups as without it',
+    );
+  });
+});
