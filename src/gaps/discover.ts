@@ -31,8 +31,9 @@
  *    fall 5/5/10/20/60% in the five bands below the threshold); without the profile, the share of
  *    phrasings deeper than the in-scope 2% level against its in-scope 40%. `kind`: 'thin' (near
  *    misses of a tested cluster, "thin coverage of cluster X") when the group's nearest cluster
- *    misses no more requests than tested clusters typically do (clusterExcess) and the group sits
- *    no deeper than in-scope near misses (depth ≤ 0); else 'topic'. Depth alone does not make a
+ *    misses no more requests than tested clusters typically do (clusterExcess), the group sits
+ *    no deeper than in-scope near misses (depth ≤ 0) and, with session ids, its sessions do not say
+ *    "new topic" (./sessions.ts sessionsSayNewTopic); else 'topic'. Depth alone does not make a
  *    group thin: a group's phrasings share its topic, so their bands are one piece of evidence,
  *    not one per phrasing, and an untested topic next to a tested one sits just below the
  *    threshold as near misses do; but a group deeper than near misses is never called thin.
@@ -303,8 +304,8 @@ export interface DiscoveryInput {
   /** the upper end of the fit's expected uncovered rate (its interval); caps the baseline of clusterExcess */
   promisedRate?: number | null;
   /**
-   * the covered turns of the sessions that hold an uncovered row, and per eval cluster its distinct
-   * session turns and uncovered ones (src/store/gaps.ts readSessionEvidence); absent or empty (no
+   * the bands of the covered turns of the sessions that hold an uncovered row, and the band profile
+   * of all distinct session turns (src/store/gaps.ts readSessionEvidence); absent or empty (no
    * session ids): the session test does nothing
    */
   sessionEvidence?: SessionEvidence | null;
