@@ -26,8 +26,12 @@
  * number of siblings; a phrasing without siblings has B = 1 and stays. Simulated in
  * test/unit/gap-sessions.test.ts. The near-miss model ignores that intents differ (an intent
  * with near misses tends to have lower-scoring covered phrasings than the typical turn); that
- * lowers B for real near misses, so it errs towards keeping them, as before the test. Without
- * session ids (every request its own session) nothing changes.
+ * lowers B for real near misses, so it errs towards keeping them, as before the test.
+ *
+ * The same siblings, over a whole group, can keep it a new topic when the kind rule would call it
+ * thin (sessionsSayNewTopic: a mixture of the fit's novel-topic profile and the typical turn
+ * against the typical turn alone). Without session ids (every request its own session) nothing
+ * changes.
  */
 import jstatPkg from 'jstat';
 import { BANDS } from '../coverage/bands.js';
