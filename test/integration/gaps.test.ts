@@ -332,6 +332,8 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     expect(gaps.stderr).toContain('the result is printed, not stored');
     expect(gaps.stdout).toContain('coverage gaps of all agents');
     expect(gaps.stdout).toMatch(/gap-[0-9a-f]{10}/);
+    // the sample traffic has session ids and depth bands: the session test ran, and the output says what it did
+    expect(gaps.stdout).toMatch(/sessions: \d+ phrasing\(s\) \(\d+ requests\) whose sessions read as a tested intent's near misses/);
     const out = path.join(dir, 'cli-cases.jsonl');
     const exp = await run('node', [cli, 'export-gaps', '--out', out, '--per-gap', '3', '--budget', '10', '--since', '1d'], { env });
     expect(exp.stderr).toContain('held by a running evalgap run');
