@@ -126,6 +126,13 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
       (r.missingEmbeddings ? `; ${r.missingEmbeddings} without a stored embedding skipped` : '') +
       (r.stored ? '' : '  (not stored)'),
   );
+  if (r.sessions) {
+    out.push(
+      r.sessions.used
+        ? `sessions: ${r.sessions.phrasings} phrasing(s) (${r.sessions.requests} requests) whose sessions read as a tested intent's near misses went back to noise`
+        : 'sessions: no session evidence (no session ids or no depth bands in this traffic, or the test is off): groups as without it',
+    );
+  }
   const depth = (g: GapReport['gaps'][number]) => (g.depth === null ? '–' : g.depth.toFixed(2));
   const section = (title: string, gs: GapReport['gaps'], near: string) => {
     out.push('', title);

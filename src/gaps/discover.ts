@@ -12,6 +12,9 @@
  *    sit mostly just below the threshold. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
  *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
+ *    With session ids, a phrasing whose sessions' other turns look like a tested intent's (covered
+ *    well inside the threshold) rather than like the group's other sessions then leaves its group
+ *    (`sessionBayesFactor`, ./sessions.ts).
  * 2. Per group: count, share of all traffic in scope, escalation/refusal/failure rates, first and
  *    last seen, trend (second half of the period against the first), the nearest eval cluster
  *    (most frequent among members), a label (class-based TF-IDF against the other groups and the
@@ -28,8 +31,9 @@
  *    fall 5/5/10/20/60% in the five bands below the threshold); without the profile, the share of
  *    phrasings deeper than the in-scope 2% level against its in-scope 40%. `kind`: 'thin' (near
  *    misses of a tested cluster, "thin coverage of cluster X") when the group's nearest cluster
- *    misses no more requests than tested clusters typically do (clusterExcess) and the group sits
- *    no deeper than in-scope near misses (depth ≤ 0); else 'topic'. Depth alone does not make a
+ *    misses no more requests than tested clusters typically do (clusterExcess), the group sits
+ *    no deeper than in-scope near misses (depth ≤ 0) and, with session ids, its sessions do not say
+ *    "new topic" (./sessions.ts sessionsSayNewTopic); else 'topic'. Depth alone does not make a
  *    group thin: a group's phrasings share its topic, so their bands are one piece of evidence,
  *    not one per phrasing, and an untested topic next to a tested one sits just below the
  *    threshold as near misses do; but a group deeper than near misses is never called thin.
@@ -45,7 +49,8 @@ import { BAND_LEVELS } from '../coverage/bands.js';
 import { ctfidfTerms } from '../coverage/labels.js';
 import { dotAt, gatherRows, normalizeRows, quantile, sampleIndices } from '../coverage/vec.js';
 import { hdbscan } from './hdbscan.js';
-import type { UncoveredData } from '../store/gaps.js';
+import { pruneNearMissPhrasings, sessionTurns, sessionsSayNewTopic, typicalTurnProfile } from './sessions.js';
+import type { SessionEvidence, UncoveredData } from '../store/gaps.js';
 
 const { jStat } = jstatPkg as unknown as { jStat: { ibeta(x: number, a: number, b: number): number } };
 
@@ -166,6 +171,15 @@ export interface DiscoveryOptions {
    * profile; without it nothing changes. false: the first pass only (the code before).
    */
   deepPass: boolean;
+  /**
+   * After every request has joined, a phrasing leaves its group (its requests go back to noise)
+   * when its sessions' other turns say it is a tested intent's near miss rather than part of the
+   * group: the Bayes factor of "its siblings' depth bands are those of a typical session turn"
+   * against "those of the group's other sessions" reaches this (./sessions.ts; each test sends a
+   * phrasing of the group's own topic away with probability ≤ 1 / this). Needs session ids;
+   * without them nothing changes. 0 turns it off.
+   */
+  sessionBayesFactor: number;
   seed: number;
 }
 
@@ -183,6 +197,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   excessAlpha: 0.5,
   splitGroups: true,
   deepPass: true,
+  sessionBayesFactor: 20,
   seed: 42,
 };
 
@@ -288,6 +303,12 @@ export interface DiscoveryInput {
   clusterTraffic?: readonly { cluster: number; requests: number; uncovered: number }[];
   /** the upper end of the fit's expected uncovered rate (its interval); caps the baseline of clusterExcess */
   promisedRate?: number | null;
+  /**
+   * the bands of the covered turns of the sessions that hold an uncovered row, and the band profile
+   * of all distinct session turns (src/store/gaps.ts readSessionEvidence); absent or empty (no
+   * session ids): the session test does nothing
+   */
+  sessionEvidence?: SessionEvidence | null;
 }
 
 export interface DiscoveryResult {
@@ -298,6 +319,11 @@ export interface DiscoveryResult {
   /** per row: cosine similarity to the centroid of its group (or of the nearest group, for noise) */
   similarity: Float32Array;
   params: { sample: number; minClusterSize: number; minSamples: number; groupsFound: number; noise: number };
+  /**
+   * the session test (`sessionBayesFactor`): whether it ran (false without session ids: the groups
+   * are those of the code before it), and the phrasings and requests it sent back to noise
+   */
+  sessions: { used: boolean; phrasings: number; requests: number };
   /** ms spent: HDBSCAN on the sample, joining every row to a group, describing the groups */
   timings: { cluster: number; join: number; describe: number };
 }
@@ -376,6 +402,12 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   }
   // a group of the deep pass that, with the rows it drew, sits no deeper than near misses is dropped
   if (k > deepFrom) for (const c of dropShallowGroups(membership, rows, deepFrom, k, bandLogRatios(input.novelProfile!))) counts[c] = 0;
+  // phrasings whose sessions say "near miss of a tested intent" leave their group
+  const pruned = pruneNearMissPhrasings(membership, rows, (i) => phrasingKey(rows[i]), input.sessionEvidence, opts.sessionBayesFactor);
+  if (pruned.rows > 0) {
+    counts.fill(0);
+    for (let i = 0; i < n; i++) if (membership[i] >= 0) counts[membership[i]]++;
+  }
   // groups that lost their members to others are dropped; renumber the rest
   const keep: number[] = [];
   const renum = new Int32Array(k).fill(-1);
@@ -409,6 +441,9 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
   const half = (input.since + input.until) / 2;
   const excess = clusterExcess(input.clusterTraffic ?? [], n, distinctCount(rows), opts.excessAlpha, input.promisedRate ?? null);
   const logRatios = input.novelProfile && input.novelProfile.length > THIN_BAND ? bandLogRatios(input.novelProfile) : null;
+  const ev = opts.sessionBayesFactor > 1 && Array.isArray(input.sessionEvidence?.turnBands) ? input.sessionEvidence! : null;
+  const typical = ev ? typicalTurnProfile(ev.turnBands) : null;
+  const st = ev && typical ? sessionTurns(rows, (i) => phrasingKey(rows[i]), ev) : null;
   const groups: Omit<Gap, 'gapId' | 'status' | 'rank' | 'matchedSimilarity'>[] = [];
   for (let c = 0; c < g; c++) {
     const idx = members[c];
@@ -453,7 +488,12 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     const { depth, deepShare } = groupDepth([...phrasingBand.values()], logRatios);
     // thin: its cluster misses no more than tested clusters typically do (no excess of uncovered
     // requests), and its phrasings sit no deeper than in-scope near misses (depth ≤ 0)
-    const kind: GapKind = excess.get(nearest) === false && (depth === null || depth <= 0) ? 'thin' : 'topic';
+    // …and its sessions do not say "new topic" (./sessions.ts: its siblings sit where new topics do)
+    const thin =
+      excess.get(nearest) === false &&
+      (depth === null || depth <= 0) &&
+      !sessionsSayNewTopic(new Set(phrasingBand.keys()), new Set(idx.map((i) => rows[i].session_id ?? '').filter((x) => x)), st, typical, input.novelProfile, opts.sessionBayesFactor);
+    const kind: GapKind = thin ? 'thin' : 'topic';
     const novelty = depth === null ? 1 : 1 / (1 + Math.exp(-depth));
     groups.push({
       label: t.length ? t.slice(0, 3).join(' / ') : `(redacted text) near ${nearestLabel || `cluster ${nearest}`}`,
@@ -534,6 +574,7 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     membership,
     similarity,
     params: { sample: sn, minClusterSize: mcs, minSamples: ms, groupsFound: k, noise },
+    sessions: { used: pruned.used, phrasings: pruned.phrasings.length, requests: pruned.rows },
     timings: { cluster: Math.round(t1 - t0), join: Math.round(t2 - t1), describe: Math.round(t3 - t2) },
   };
 }

@@ -19,6 +19,7 @@ import {
   readLatestGaps,
   readTotals,
   readUncovered,
+  readSessionEvidence,
   earlierTurns,
   requestContext,
   type GapRow,
@@ -121,6 +122,8 @@ export interface GapReport {
   grouped: number;
   missingEmbeddings: number;
   noise: number;
+  /** the session test: whether it ran (not without session ids) and what it sent back to noise */
+  sessions: DiscoveryResult['sessions'];
   gaps: Gap[];
   underTested: UnderTestedCluster[];
   byAgent: (Totals & { agent: string })[];
@@ -142,13 +145,14 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
   if (mv === 'latest') mv = (await latestModelVersion(store, base)) ?? '';
   if (mv === 'all') mv = '';
   const w = { ...base, modelVersion: mv || undefined };
-  const [totals, data, labels, prev, traffic, byAgent] = await Promise.all([
+  const [totals, data, labels, prev, traffic, byAgent, sessions] = await Promise.all([
     readTotals(store, w),
     readUncovered(store, w),
     clusterLabels(store, mv || undefined),
     previousGaps(store, scope, new Date(until - 30 * DAY_MS).toISOString().slice(0, 10)),
     mv ? clusterTraffic(store, { ...w, modelVersion: mv }) : Promise.resolve([]),
     coverageByAgent(store, w),
+    readSessionEvidence(store, w),
   ]);
   const t1 = performance.now();
   let threshold = opts.threshold;
@@ -172,6 +176,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
       threshold,
       neighbours: opts.neighbours ?? 5,
       clusterTraffic: traffic,
+      sessionEvidence: sessions,
       novelProfile: opts.novelProfile !== undefined ? opts.novelProfile : (facts?.novelProfile ?? null),
       promisedRate: opts.promisedRate !== undefined ? opts.promisedRate : (facts?.promisedRate ?? null),
     },
@@ -248,6 +253,7 @@ export async function discoverGaps(store: StoreReader, opts: DiscoverGapsOptions
     grouped: data.rows.length,
     missingEmbeddings: data.missingEmbeddings,
     noise: res.params.noise,
+    sessions: res.sessions,
     gaps: res.gaps,
     underTested: underTested(traffic),
     byAgent,

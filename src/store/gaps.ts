@@ -132,6 +132,8 @@ export interface UncoveredData {
     coverage: number;
     /** coverage depth band (src/coverage/bands.ts); -1 or absent: a model without bands or an older row */
     band?: number;
+    /** the conversation the request belongs to; '' or absent: none (each request its own session) */
+    session_id?: string;
   }[];
   vectors: Float32Array;
   dim: number;
@@ -154,6 +156,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
     cluster: number;
     coverage: number;
     band: number;
+    session_id: string;
     scale: number;
     /** the int8 embedding as hex of (value + 128) bytes: 2 characters per component instead of up to 5 */
     emb: string;
@@ -162,7 +165,7 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
   const raw = await r.query<Raw>(
     `SELECT q.request_id AS request_id, toString(toUnixTimestamp64Milli(q.ts)) AS ts, q.agent AS agent, q.query AS query,
             q.query_redacted AS query_redacted, q.escalated AS escalated, q.outcome AS outcome, q.cluster AS cluster,
-            q.coverage AS coverage, q.coverage_band AS band, e.scale AS scale,
+            q.coverage AS coverage, q.coverage_band AS band, q.session_id AS session_id, e.scale AS scale,
             hex(arrayStringConcat(arrayMap(x -> char(toUInt8(toInt16(x) + 128)), e.embedding))) AS emb, e.request_id != '' AS has
      FROM ${r.t('requests')} AS q
      LEFT JOIN (
@@ -194,10 +197,61 @@ export async function readUncovered(r: StoreReader, w: Window): Promise<Uncovere
       cluster: Number(x.cluster),
       coverage: Number(x.coverage),
       band: Number(x.band),
+      session_id: x.session_id,
     })),
     vectors,
     dim,
     missingEmbeddings: raw.length - kept.length,
+  };
+}
+
+/** A turn's text as gap discovery keys it (src/gaps/discover.ts phrasingKey): lower case, whitespace collapsed; redacted: the stored hash. */
+const TURN_KEY = `if(query_redacted = 1, query, trimBoth(replaceRegexpAll(lowerUTF8(query), '\\\\s+', ' ')))`;
+
+export interface SessionEvidence {
+  /**
+   * per session (id ≠ '') with an uncovered request in the window: the coverage depth band of each
+   * of its distinct covered turns (texts, retries once; src/coverage/bands.ts)
+   */
+  coveredTurns: { session: string; bands: number[] }[];
+  /**
+   * distinct turns of sessions (one per session and text) per coverage depth band, over every
+   * request of the window that has a session id and a band: what a typical turn looks like
+   */
+  turnBands: number[];
+}
+
+/**
+ * What the stored sessions say about the uncovered requests of a window: the covered turns of the
+ * sessions that hold an uncovered request (their bands), and the band profile of all distinct
+ * session turns. Requests without a session id take no part (both are then empty).
+ */
+export async function readSessionEvidence(r: StoreReader, w: Window): Promise<SessionEvidence> {
+  const q = where(w);
+  const [cov, tb] = await Promise.all([
+    r.query<{ session: string; bands: number[] }>(
+      `SELECT session, groupArray(turn_band) AS bands
+       FROM (SELECT session_id AS session, ${TURN_KEY} AS turn_key, min(coverage_band) AS turn_band
+             FROM ${r.t('requests')}
+             WHERE ${q.sql} AND covered = 1 AND session_id != ''
+               AND session_id IN (SELECT session_id FROM ${r.t('requests')} WHERE ${q.sql} AND covered = 0 AND session_id != '')
+             GROUP BY session, turn_key)
+       GROUP BY session`,
+      q.params,
+    ),
+    r.query<{ band: number; turns: string }>(
+      `SELECT turn_band AS band, count() AS turns
+       FROM (SELECT session_id, ${TURN_KEY} AS turn_key, min(coverage_band) AS turn_band FROM ${r.t('requests')}
+             WHERE ${q.sql} AND session_id != '' AND coverage_band >= 0 GROUP BY session_id, turn_key)
+       GROUP BY band ORDER BY band`,
+      q.params,
+    ),
+  ]);
+  const turnBands: number[] = [];
+  for (const x of tb) turnBands[Number(x.band)] = Number(x.turns);
+  return {
+    coveredTurns: cov.map((x) => ({ session: x.session, bands: x.bands.map(Number) })),
+    turnBands: Array.from(turnBands, (x) => x ?? 0),
   };
 }
 

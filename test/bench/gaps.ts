@@ -23,11 +23,12 @@
  *  - kmeansReference: plain k-means on the uncovered embeddings (k = the groups discovery found,
  *    and k = √(n/2)): share of held-out intents that lead a k-means group.
  * A sweep over grouping parameters (pure core, same rows) shows the trade-off of the defaults; two
- * of its entries, the defaults and the code before the second pass over the deep noise (`deepPass: false`), are
+ * of its entries, the defaults and the code before the session test (`sessionBayesFactor: 0`), are
  * reported per draw and as mean and worst draw (`beforeAndNow`), with the pure core's time of each
  * (same rows, interleaved before, now, now, before; `pureCoreTimeRatioNowOverBefore`) and why each held-out intent
  * that leads no topic gap missed (`missCauses`: unreachable, thin, merged, noise).
- * `--dump=DIR` writes each draw's uncovered rows, vectors and scoring inputs; `--replay=DIR` (with
+ * `--dump=DIR` writes each draw's uncovered rows (with their session ids), vectors and scoring inputs
+ * (the session evidence of src/store/gaps.ts readSessionEvidence included); `--replay=DIR` (with
  * `--only=NAME,…` to pick sweep entries by a part of their name) runs the sweep on them without
  * embedding, fitting or the store, for iterating on the pure core.
  * Then the time of one pass over 100,000 uncovered rows synthesised by resampling the real
@@ -46,7 +47,7 @@ import { loadEmbedder } from '../../src/embed/embedder.js';
 import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type DiscoveryOptions } from '../../src/gaps/discover.js';
 import { discoverGaps } from '../../src/gaps/run.js';
 import { dequantizeInto, inCoveredSample, quantize, type EmbeddingRow } from '../../src/store/embeddings.js';
-import { readUncovered } from '../../src/store/gaps.js';
+import { readSessionEvidence, readUncovered } from '../../src/store/gaps.js';
 import { Store, type RequestRow } from '../../src/store/store.js';
 import { BANKING77_MISSING, categories, hasBanking77, holdOut, loadBanking77 } from '../helpers/banking77.js';
 
@@ -142,16 +143,20 @@ function rankScore(labels: Int32Array, intents: string[], held: Set<string>, kin
   };
 }
 
-/** the sweep entry that is the code before the second pass over the deep noise */
-const BEFORE = 'before: no second pass over the deep noise (deepPass false)';
+/** the sweep entry that is the code before the session test (phrasings whose sessions say "near miss" leave their group) */
+const BEFORE = 'before: no session test (sessionBayesFactor 0)';
 const TARGET_KEYS = ['heldOutLeadTopic', 'heldOutLeadAny', 'top10HeldOut', 'nearMissInTopics', 'topicGaps', 'thinGaps'] as const;
 const pick = (x: ReturnType<typeof rankScore>) => Object.fromEntries(TARGET_KEYS.map((k) => [k, x[k]]));
 
 /** the sweep: grouping parameters tried on the same rows (pure core) */
 const CONFIGS: [string, Partial<DiscoveryOptions>][] = [
   ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
-  [BEFORE, { deepPass: false }],
-  ['earlier: neither the deep pass nor the split of groups', { deepPass: false, splitGroups: false }],
+  [BEFORE, { sessionBayesFactor: 0 }],
+  ['session test, Bayes factor 5', { sessionBayesFactor: 5 }],
+  ['session test, Bayes factor 10', { sessionBayesFactor: 10 }],
+  ['session test, Bayes factor 100', { sessionBayesFactor: 100 }],
+  ['no second pass over the deep noise (deepPass false), no session test', { deepPass: false, sessionBayesFactor: 0 }],
+  ['earlier: neither the deep pass nor the split of groups, no session test', { deepPass: false, splitGroups: false, sessionBayesFactor: 0 }],
   ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
   ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
   ['excessAlpha 0.05', { excessAlpha: 0.05 }],
@@ -457,6 +462,7 @@ async function main() {
       novelProfile,
       clusterTraffic: [...perCluster.values()],
       promisedRate,
+      sessionEvidence: await readSessionEvidence(store, { since: now - 7 * 86_400_000, until: now + 1000 }),
     };
     if (dumpDir) {
       fs.mkdirSync(dumpDir, { recursive: true });
@@ -478,7 +484,7 @@ async function main() {
     const timed = { before: 0, now: 0 };
     for (const w of ['before', 'now', 'now', 'before'] as const) {
       const t0 = performance.now();
-      discover(sweepInput, { ...DEFAULT_DISCOVERY, deepPass: w === 'now' });
+      discover(sweepInput, { ...DEFAULT_DISCOVERY, sessionBayesFactor: w === 'now' ? DEFAULT_DISCOVERY.sessionBayesFactor : 0 });
       timed[w] += (performance.now() - t0) / 2;
     }
     compare.push({

@@ -18,7 +18,8 @@ import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun, type Running } from '../../src/cli/run.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { formatGapReport } from '../../src/cli/gaps.js';
-import { readLatestGaps } from '../../src/store/gaps.js';
+import { readLatestGaps, readSessionEvidence } from '../../src/store/gaps.js';
+import { DEFAULT_DISCOVERY } from '../../src/gaps/discover.js';
 import { readQueryToken, RemoteReader } from '../../src/store/http-query.js';
 import { Store } from '../../src/store/store.js';
 import { fitSampleModel, groupCaughtUp, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
@@ -202,6 +203,43 @@ describe('gap discovery', () => {
     expect(all.cases.every((c) => c.gap_kind === latest.find((g) => g.gap_id === c.gap_id)!.kind)).toBe(true);
   });
 
+  it('reads the sessions’ evidence from the stored rows (covered turns of sessions that miss, the turn band profile), and the session test only sends phrasings back to noise', async () => {
+    const rows = await store.query<{ session_id: string; query: string; covered: number; band: number }>(
+      `SELECT session_id, query, covered, coverage_band AS band FROM ${store.t('requests')} ORDER BY ts, request_id`,
+    );
+    // the same counts, computed here from every stored row: distinct texts per session, retries once
+    const key = (q: string) => q.toLowerCase().replace(/\s+/g, ' ').trim();
+    const turns = new Map<string, Map<string, { covered: number; band: number }>>();
+    for (const r of rows) {
+      if (!r.session_id) continue;
+      const m = turns.get(r.session_id) ?? new Map();
+      const k = key(r.query);
+      const t = m.get(k);
+      m.set(k, t ? { covered: Math.min(t.covered, Number(r.covered)), band: Math.min(t.band, Number(r.band)) } : { covered: Number(r.covered), band: Number(r.band) });
+      turns.set(r.session_id, m);
+    }
+    const expected = new Map<string, number[]>();
+    const profile = new Array<number>(9).fill(0);
+    for (const [s, m] of turns) {
+      for (const t of m.values()) if (t.band >= 0) profile[t.band]++;
+      if ([...m.values()].some((t) => t.covered === 0)) expected.set(s, [...m.values()].filter((t) => t.covered === 1).map((t) => t.band).sort());
+    }
+    expect(expected.size).toBeGreaterThan(10);
+    const ev = await readSessionEvidence(store, { since: 0, until: Date.now() + 60_000 });
+    expect(new Map(ev.coveredTurns.map((x) => [x.session, [...x.bands].sort()]))).toEqual(new Map([...expected].filter(([, b]) => b.length > 0)));
+    expect(ev.turnBands).toEqual(profile.slice(0, ev.turnBands.length));
+    expect(profile.slice(ev.turnBands.length).every((x) => x === 0)).toBe(true);
+    // the running instance's read-only reader gives the same evidence
+    const reader = new RemoteReader(running.service.port, cfg.clickhouse.database, readQueryToken(cfg.clickhouse.path));
+    expect(await readSessionEvidence(reader, { since: 0, until: Date.now() + 60_000 })).toEqual(ev);
+    // with the session test, a gap only loses members (phrasings sent back to noise), never gains any
+    const off = await discoverGaps(store, { write: false, discovery: { sessionBayesFactor: 0 } });
+    const on = await discoverGaps(store, { write: false, discovery: { sessionBayesFactor: DEFAULT_DISCOVERY.sessionBayesFactor } });
+    const grouped = (r: typeof on) => r.gaps.filter((g) => g.status !== 'closed').reduce((a, g) => a + g.members, 0);
+    expect(grouped(on)).toBeLessThanOrEqual(grouped(off));
+    expect(on.noise - off.noise).toBe(grouped(off) - grouped(on));
+  });
+
   it('runs per agent too, and the views answer plain SQL', async () => {
     const r = await discoverGaps(store, { agent: 'support-bot' });
     expect(r.scope).toBe('support-bot');
@@ -294,6 +332,8 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     expect(gaps.stderr).toContain('the result is printed, not stored');
     expect(gaps.stdout).toContain('coverage gaps of all agents');
     expect(gaps.stdout).toMatch(/gap-[0-9a-f]{10}/);
+    // the sample traffic has session ids and depth bands: the session test ran, and the output says what it did
+    expect(gaps.stdout).toMatch(/sessions: \d+ phrasing\(s\) \(\d+ requests\) whose sessions read as a tested intent's near misses/);
     const out = path.join(dir, 'cli-cases.jsonl');
     const exp = await run('node', [cli, 'export-gaps', '--out', out, '--per-gap', '3', '--budget', '10', '--since', '1d'], { env });
     expect(exp.stderr).toContain('held by a running evalgap run');
