@@ -221,13 +221,25 @@ export interface SessionEvidence {
   turnBands: number[];
 }
 
+/** sessions the typical turn's band profile is read from at most (about): a hash sample of whole sessions beyond */
+export const TYPICAL_TURN_SESSIONS = 100_000;
+
 /**
  * What the stored sessions say about the uncovered requests of a window: the covered turns of the
  * sessions that hold an uncovered request (their bands), and the band profile of all distinct
- * session turns. Requests without a session id take no part (both are then empty).
+ * session turns. Requests without a session id take no part (both are then empty). The profile is
+ * read from at most about `maxSessions` sessions (a sample of whole sessions by id hash beyond).
  */
-export async function readSessionEvidence(r: StoreReader, w: Window): Promise<SessionEvidence> {
+export async function readSessionEvidence(r: StoreReader, w: Window, maxSessions = TYPICAL_TURN_SESSIONS): Promise<SessionEvidence> {
   const q = where(w);
+  // the typical turn's profile from at most about TYPICAL_TURN_SESSIONS sessions: beyond, a sample
+  // of whole sessions by the hash of their id (a profile of 9 shares needs no more, and a week at
+  // a flood would otherwise group tens of millions of turns in memory)
+  const [u] = await r.query<{ n: string }>(
+    `SELECT uniq(session_id) AS n FROM ${r.t('requests')} WHERE ${q.sql} AND session_id != '' AND coverage_band >= 0`,
+    q.params,
+  );
+  const mod = Math.max(1, Math.ceil(Number(u?.n ?? 0) / Math.max(1, maxSessions)));
   const [cov, tb] = await Promise.all([
     r.query<{ session: string; bands: number[] }>(
       `SELECT session, groupArray(turn_band) AS bands
@@ -242,9 +254,10 @@ export async function readSessionEvidence(r: StoreReader, w: Window): Promise<Se
     r.query<{ band: number; turns: string }>(
       `SELECT turn_band AS band, count() AS turns
        FROM (SELECT session_id, ${TURN_KEY} AS turn_key, min(coverage_band) AS turn_band FROM ${r.t('requests')}
-             WHERE ${q.sql} AND session_id != '' AND coverage_band >= 0 GROUP BY session_id, turn_key)
+             WHERE ${q.sql} AND session_id != '' AND coverage_band >= 0 AND cityHash64(session_id) % {mod:UInt64} = 0
+             GROUP BY session_id, turn_key)
        GROUP BY band ORDER BY band`,
-      q.params,
+      { ...q.params, mod: String(mod) },
     ),
   ]);
   const turnBands: number[] = [];

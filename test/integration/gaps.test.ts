@@ -229,6 +229,13 @@ describe('gap discovery', () => {
     expect(new Map(ev.coveredTurns.map((x) => [x.session, [...x.bands].sort()]))).toEqual(new Map([...expected].filter(([, b]) => b.length > 0)));
     expect(ev.turnBands).toEqual(profile.slice(0, ev.turnBands.length));
     expect(profile.slice(ev.turnBands.length).every((x) => x === 0)).toBe(true);
+    // beyond maxSessions sessions the profile is read from a hash sample of whole sessions (bounded
+    // work at any volume); the covered turns of the sessions that miss are read whole
+    const sampled = await readSessionEvidence(store, { since: 0, until: Date.now() + 60_000 }, 3);
+    expect(sampled.coveredTurns).toEqual(ev.coveredTurns);
+    const sum = (xs: number[]) => xs.reduce((a, x) => a + x, 0);
+    expect(sum(sampled.turnBands)).toBeLessThan(sum(ev.turnBands));
+    expect(sampled.turnBands.every((x, b) => x <= (ev.turnBands[b] ?? 0))).toBe(true);
     // the running instance's read-only reader gives the same evidence
     const reader = new RemoteReader(running.service.port, cfg.clickhouse.database, readQueryToken(cfg.clickhouse.path));
     expect(await readSessionEvidence(reader, { since: 0, until: Date.now() + 60_000 })).toEqual(ev);
