@@ -1,8 +1,10 @@
 /**
  * The synthetic banded world of the novel_sessions unit tests (test/unit/monitor-novel-sessions,
- * monitor-fresh-sessions): K clusters of B coverage bands each, NOVEL novel intents.
+ * monitor-fresh-sessions, monitor-checkpoint): K clusters of B coverage bands each, NOVEL novel
+ * intents, and the coverage model's context for it (bandedContext).
  */
 import type { Cell } from './monitor-sim.js';
+import type { MonitorContext } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 
 export const K = 12;
@@ -52,4 +54,21 @@ export function bandedWorld(seed = 11) {
     return [...w.map((x) => ((1 - novel) * x) / s), ...Array.from({ length: NOVEL }, () => novel / NOVEL)];
   };
   return { cells, intentCells, weights, novelProfile };
+}
+
+/**
+ * The coverage model's context for the banded world: an honest, wide calibrated interval, equal eval
+ * shares, and the fit's novel-topic profile somewhat off the true one (the fit cannot know it exactly).
+ */
+export function bandedContext(over: Partial<MonitorContext> = {}): MonitorContext {
+  return {
+    modelVersion: 'm1',
+    calibratedRate: 0.055,
+    calibratedRateInterval: [0.02, 0.12],
+    evalShares: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, 1 / K])),
+    labels: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, `topic ${i}`])),
+    novelProfile: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15],
+    heldOutDeep: { deepBands: 3, share: 0.01, interval: [0.005, 0.016], novelShare: 0.3 },
+    ...over,
+  };
 }

@@ -13,19 +13,11 @@ import { chTime, MonitorStore, PART_GRACE_SEQ } from '../../src/store/monitor.js
 import { Store } from '../../src/store/store.js';
 import { testConfig, tmpDir } from '../helpers/fixtures.js';
 import { sessionStream } from '../helpers/monitor-sim.js';
-import { B, bandedWorld, K } from '../helpers/banded-world.js';
+import { B, bandedContext, bandedWorld } from '../helpers/banded-world.js';
 
 const START = '2026-03-02T00:00:00.000Z';
 const world = bandedWorld();
-const ctx: MonitorContext = {
-  modelVersion: 'm1',
-  calibratedRate: 0.055,
-  calibratedRateInterval: [0.02, 0.12],
-  evalShares: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, 1 / K])),
-  labels: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, `topic ${i}`])),
-  novelProfile: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15],
-  heldOutDeep: { deepBands: 3, share: 0.01, interval: [0.005, 0.016], novelShare: 0.3 },
-};
+const ctx: MonitorContext = bandedContext();
 
 /** the runner's checkpoint text after 10 hours of session traffic (core rules and novel_sessions) */
 function runnerState(): string {

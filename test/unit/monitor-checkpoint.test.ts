@@ -11,20 +11,12 @@ import { composeEvaluators, createEvaluateWindow, novelSessionRules } from '../.
 import type { EvaluateWindow, MonitorContext, MonitorState, WindowCounts } from '../../src/monitor/types.js';
 import { joinCheckpoint, PART_MIN_BYTES, partRefs, splitCheckpoint } from '../../src/store/checkpoint-parts.js';
 import { sessionStream } from '../helpers/monitor-sim.js';
-import { B, bandedWorld, K } from '../helpers/banded-world.js';
+import { B, bandedContext, bandedWorld } from '../helpers/banded-world.js';
 
 const DAY = 86400_000;
 const START = '2026-03-02T00:00:00.000Z';
 const world = bandedWorld();
-const ctx: MonitorContext = {
-  modelVersion: 'm1',
-  calibratedRate: 0.055,
-  calibratedRateInterval: [0.02, 0.12],
-  evalShares: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, 1 / K])),
-  labels: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, `topic ${i}`])),
-  novelProfile: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15],
-  heldOutDeep: { deepBands: 3, share: 0.01, interval: [0.005, 0.016], novelShare: 0.3 },
-};
+const ctx: MonitorContext = bandedContext();
 const evaluator = (): EvaluateWindow => composeEvaluators(createEvaluateWindow({}), [novelSessionRules({})]);
 
 /** 30 hours at 0.3 requests/s in 5-minute windows; after a day, 20% of traffic on novel intents (so that rules fire) */

@@ -25,7 +25,7 @@ import { rng } from '../../src/monitor/stats.js';
 import { fitSessionEvalue, novelSessionRules, usableFitReference, type NovelSessionsOptions } from '../../src/monitor/session-novel.js';
 import { SESSION_GROUPS, sessionGroup, sessionReference, SESSION_REFERENCE } from '../../src/coverage/session-reference.js';
 import { sessionStream, type SessionStreamSpec } from '../helpers/monitor-sim.js';
-import { B, bandedWorld, K, NOVEL } from '../helpers/banded-world.js';
+import { B, bandedContext, bandedWorld, K, NOVEL } from '../helpers/banded-world.js';
 
 const DAY = 86400_000;
 const START = '2026-03-02T00:00:00.000Z';
@@ -68,15 +68,7 @@ function fitReference(seed = 5): SessionReferenceContext {
 }
 
 const sessionRef = fitReference();
-const baseCtx: MonitorContext = {
-  modelVersion: 'm1',
-  calibratedRate: 0.055,
-  calibratedRateInterval: [0.02, 0.12],
-  evalShares: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, 1 / K])),
-  labels: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, `topic ${i}`])),
-  novelProfile: NOVEL_PROFILE,
-  heldOutDeep: { deepBands: 3, share: 0.01, interval: [0.005, 0.016], novelShare: 0.3 },
-};
+const baseCtx: MonitorContext = bandedContext({ novelProfile: NOVEL_PROFILE });
 const fitCtx: MonitorContext = { ...baseCtx, sessionReference: sessionRef };
 
 const noCore: EvaluateWindow = (_s, _w, c) => ({ state: { version: 1, modelVersion: c.modelVersion }, findings: [], trends: [], notices: [] });

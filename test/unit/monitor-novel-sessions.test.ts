@@ -12,22 +12,13 @@ import type { EvaluateWindow, MonitorContext, SessionCell } from '../../src/moni
 import { rng } from '../../src/monitor/stats.js';
 import { bettingUpper, cappedRatio, empiricalBernsteinUpper, groupProfile, novelSessionRules, sessionSummaries, summaryKey, type NovelSessionsOptions } from '../../src/monitor/session-novel.js';
 import { sessionStream, type SessionStreamSpec } from '../helpers/monitor-sim.js';
-import { B, bandedWorld, K, NOVEL } from '../helpers/banded-world.js';
+import { B, bandedContext, bandedWorld, K, NOVEL } from '../helpers/banded-world.js';
 
 const DAY = 86400_000;
 const START = '2026-03-02T00:00:00.000Z';
 
 const world = bandedWorld();
-const ctx: MonitorContext = {
-  modelVersion: 'm1',
-  calibratedRate: 0.055,
-  calibratedRateInterval: [0.02, 0.12],
-  evalShares: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, 1 / K])),
-  labels: Object.fromEntries(Array.from({ length: K }, (_, i) => [i, `topic ${i}`])),
-  // the fit's novel-topic profile: somewhat off the true one (the fit cannot know it exactly)
-  novelProfile: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15],
-  heldOutDeep: { deepBands: 3, share: 0.01, interval: [0.005, 0.016], novelShare: 0.3 },
-};
+const ctx: MonitorContext = bandedContext();
 
 /** the rule alone (a core that finds nothing), so that the test measures this rule only */
 const noCore: EvaluateWindow = (_s, _w, c) => ({ state: { version: 1, modelVersion: c.modelVersion }, findings: [], trends: [], notices: [] });
