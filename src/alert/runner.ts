@@ -312,8 +312,7 @@ export class MonitorRunner {
     }
     if ((savedEnd !== cursor || guardChanged) && this.leading(opts.force)) {
       // persist the start, and skipped empty windows (state unchanged), unless another leader moved on
-      const last = await this.ms.loadCheckpoint(name);
-      if ((last?.seq ?? 0) === seq) {
+      if ((await this.ms.checkpointSeq(name)) === seq) {
         await this.ms.saveCheckpoint(name, { seq: seq + 1, windowEnd: new Date(cursor).toISOString(), state: JSON.stringify(state) });
         this.countCheckpoint(name);
       }

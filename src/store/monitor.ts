@@ -354,6 +354,15 @@ export class MonitorStore {
     return { seq: Number(r.seq), windowEnd: fromChTime(r.window_end), state };
   }
 
+  /** The seq of a monitor's latest checkpoint (0: none), without reading its state or parts. */
+  async checkpointSeq(monitor: string): Promise<number> {
+    const [r] = await this.store.query<{ seq: string }>(
+      `SELECT max(seq) AS seq FROM ${this.store.t('monitor_checkpoints')} WHERE monitor = {m:String}`,
+      { m: monitor },
+    );
+    return Number(r?.seq ?? 0);
+  }
+
   /**
    * Saves a window's checkpoint: the reference histories that are not stored yet first (one row
    * each, keyed by their content), then the checkpoint row with references to them. Parts no longer
