@@ -5,8 +5,10 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-export EVALGAP_KAFKA_PORT="${EVALGAP_FAULTS_KAFKA_PORT:-19092}"
-export EVALGAP_KAFKA_CONTROLLER_PORT="${EVALGAP_FAULTS_CONTROLLER_PORT:-19093}"
+# free ports unless set: two fault runs at once (two clones' CI) each get their own broker
+export EVALGAP_KAFKA_PORT="${EVALGAP_FAULTS_KAFKA_PORT:-$(free_port)}"
+export EVALGAP_KAFKA_CONTROLLER_PORT="${EVALGAP_FAULTS_CONTROLLER_PORT:-$(free_port)}"
+[ "$EVALGAP_KAFKA_PORT" != "$EVALGAP_KAFKA_CONTROLLER_PORT" ] || EVALGAP_KAFKA_CONTROLLER_PORT=$(free_port)
 [ "$EVALGAP_KAFKA_PORT" != 9092 ] || die "the fault suite must not use port 9092"
 export EVALGAP_KAFKA_HOME="$(mktemp -d "${TMPDIR:-/tmp}/evalgap-faults-kafka.XXXXXX")"
 export EVALGAP_KAFKA_BROKERS="127.0.0.1:$EVALGAP_KAFKA_PORT"

@@ -11,3 +11,5 @@ KAFKA_CONTROLLER_PORT="${EVALGAP_KAFKA_CONTROLLER_PORT:-9093}"
 log() { printf '[evalgap] %s\n' "$*" >&2; }
 die() { printf '[evalgap] error: %s\n' "$*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now (the kernel's choice for port 0)
+free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }

@@ -1,5 +1,6 @@
 /** The real services: the broker started by scripts/kafka.sh, kafkajs against it, and the script's lifecycle. */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
@@ -7,6 +8,25 @@ import { ensureTopics, produceJson } from '../../src/ingest/kafka.js';
 import { readTopic, testKafka, tmpDir, uniqueName, capMs } from '../helpers/fixtures.js';
 
 const KAFKA_SH = path.join(PACKAGE_ROOT, 'scripts', 'kafka.sh');
+
+/** A port nothing on 127.0.0.1 listens on now, so two test runs never share a test broker's port. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function twoFreePorts(): Promise<[number, number]> {
+  const a = await freePort();
+  let b = await freePort();
+  while (b === a) b = await freePort();
+  return [a, b];
+}
 
 describe('Kafka broker (KRaft, from Maven Central jars)', () => {
   it('is running and reports healthy', () => {
@@ -30,22 +50,23 @@ describe('Kafka broker (KRaft, from Maven Central jars)', () => {
     expect(new Set(got.map((m) => m.partition)).size).toBe(2);
   });
 
-  it('starts, reports health and stops a second broker on other ports', () => {
+  it('starts, reports health and stops a second broker on other ports', async () => {
+    const [port, controller] = await twoFreePorts();
     const env = {
       ...process.env,
       EVALGAP_KAFKA_HOME: tmpDir('evalgap-kafka-'),
-      EVALGAP_KAFKA_PORT: '19092',
-      EVALGAP_KAFKA_CONTROLLER_PORT: '19093',
+      EVALGAP_KAFKA_PORT: String(port),
+      EVALGAP_KAFKA_CONTROLLER_PORT: String(controller),
     };
     const run = (cmd: string) => spawnSync('bash', [KAFKA_SH, cmd], { env, encoding: 'utf8', timeout: capMs(150_000) });
     expect(run('status').status).toBe(1);
     try {
       const start = run('start');
       expect(start.status, start.stderr).toBe(0);
-      expect(start.stderr).toContain('Kafka ready on 127.0.0.1:19092');
+      expect(start.stderr).toContain(`Kafka ready on 127.0.0.1:${port}`);
       const status = run('status');
       expect(status.status).toBe(0);
-      expect(status.stdout).toContain('running on 127.0.0.1:19092');
+      expect(status.stdout).toContain(`running on 127.0.0.1:${port}`);
       // starting again is a no-op
       expect(run('start').stderr).toContain('already running');
     } finally {
@@ -55,12 +76,13 @@ describe('Kafka broker (KRaft, from Maven Central jars)', () => {
     expect(run('status').stdout.trim()).toBe('stopped');
   });
 
-  it('is shared by test runs through leases: a run that ends leaves it to the others; the last one stops it; a hand-started broker stays', () => {
+  it('is shared by test runs through leases: a run that ends leaves it to the others; the last one stops it; a hand-started broker stays', async () => {
+    const [port, controller] = await twoFreePorts();
     const env = {
       ...process.env,
       EVALGAP_KAFKA_HOME: tmpDir('evalgap-kafka-lease-'),
-      EVALGAP_KAFKA_PORT: '19096',
-      EVALGAP_KAFKA_CONTROLLER_PORT: '19097',
+      EVALGAP_KAFKA_PORT: String(port),
+      EVALGAP_KAFKA_CONTROLLER_PORT: String(controller),
     };
     const run = (...args: string[]) => spawnSync('bash', [KAFKA_SH, ...args], { env, encoding: 'utf8', timeout: capMs(150_000) });
     const running = () => run('status').status === 0;
@@ -73,7 +95,7 @@ describe('Kafka broker (KRaft, from Maven Central jars)', () => {
       expect(running()).toBe(false);
       const first = run('acquire', a);
       expect(first.status, first.stderr).toBe(0);
-      expect(first.stderr).toContain('Kafka ready on 127.0.0.1:19096');
+      expect(first.stderr).toContain(`Kafka ready on 127.0.0.1:${port}`);
       expect(run('acquire', c).stderr).toContain('sharing it');
       expect(run('acquire', b).status).toBe(0);
       // run a ends (it started the broker): c still uses it; b's lease is stale
