@@ -26,7 +26,9 @@ trap 'kill $RUN 2>/dev/null || true' EXIT
 stored=0
 until [ "$stored" -ge "$N" ]; do
   sleep 10
-  stored=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^evalgap_rows_stored_total/ {s += $2} END {print int(s)}')
+  kill -0 "$RUN" 2>/dev/null || { echo "evalgap run exited before storing every row" >&2; exit 1; }
+  # the metrics endpoint may not listen yet (a slow or loaded machine): count that as 0 stored
+  stored=$({ curl -s "http://127.0.0.1:$PORT/metrics" || true; } | awk '/^evalgap_rows_stored_total/ {s += $2} END {print int(s)}')
   echo "stored $stored of $N" >&2
 done
 kill -TERM $RUN
