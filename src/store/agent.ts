@@ -86,10 +86,16 @@ export async function toolChains(s: StoreReader, w: Window, limit = 10): Promise
     `SELECT verdict, count() AS n FROM ${s.t('tool_chain_coverage')} WHERE ${f.sql} GROUP BY verdict`,
     f.params,
   );
+  // a chain's requests fall in several clusters, and the first step no case of the cluster takes
+  // (the missing bigram) can differ between them: report the one most of its requests miss (ties:
+  // the larger string), not whichever row the engine reads first
   const untested = await s.query<{ chain: string; missing: string; requests: string; failed: string; escalated: string; examples: string[] }>(
-    `SELECT chain, any(missing_bigram) AS missing, count() AS requests, countIf(outcome = 'failed') AS failed,
-            countIf(escalated = 1) AS escalated, groupUniqArray(3)(query) AS examples
-     FROM ${s.t('tool_chain_coverage')} WHERE ${f.sql} AND verdict = 'untested'
+    `SELECT chain, argMax(m, (n, m)) AS missing, sum(n) AS requests, sum(f) AS failed, sum(e) AS escalated,
+            arraySlice(arrayDistinct(arrayFlatten(groupArray(ex))), 1, 3) AS examples
+     FROM (SELECT chain, missing_bigram AS m, count() AS n, countIf(outcome = 'failed') AS f,
+                  countIf(escalated = 1) AS e, groupUniqArray(3)(query) AS ex
+           FROM ${s.t('tool_chain_coverage')} WHERE ${f.sql} AND verdict = 'untested'
+           GROUP BY chain, m)
      GROUP BY chain ORDER BY requests DESC, chain LIMIT {limit:UInt32}`,
     { ...f.params, limit },
   );
