@@ -180,6 +180,25 @@ export interface DiscoveryOptions {
    * without them nothing changes. 0 turns it off.
    */
   sessionBayesFactor: number;
+  /**
+   * A request joins its most similar group only when that group's centroid is at least as similar
+   * to it as the eval set is: its coverage score, the mean cosine to its nearest eval cases. A
+   * request nearer the tested cases than the group is better described as a near miss of those
+   * cases than as a phrasing of the group's topic, so it stays noise. A loose group (a low member
+   * cutoff) otherwise draws the near misses of every tested intent around it. No parameter: the
+   * two similarities are the ones the coverage model and the join already compute. false: every
+   * request that passes the group's cutoff joins (the code before).
+   */
+  nearerThanEvalSet: boolean;
+  /**
+   * A group is kept when, after every request has joined and the session test, it still holds at
+   * least the minimum cluster size of distinct phrasings: the minimum that made it a group. A group
+   * left with a few phrasings asked many times is what section 1 of docs/gaps.md says is not
+   * evidence of a topic (repeated near misses). Only with `distinctPhrasings` (without it the
+   * minimum counts requests). false: a group is kept with min(minClusterSize, 3) requests (the
+   * code before).
+   */
+  keepByPhrasings: boolean;
   seed: number;
 }
 
@@ -198,6 +217,8 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   splitGroups: true,
   deepPass: true,
   sessionBayesFactor: 20,
+  nearerThanEvalSet: true,
+  keepByPhrasings: true,
   seed: 42,
 };
 
@@ -395,7 +416,8 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
       }
     }
     similarity[i] = bc < 0 ? 0 : best;
-    if (bc >= 0 && best >= cutoff[bc]) {
+    // …and, with `nearerThanEvalSet`, only when the group is at least as similar to it as the eval set is
+    if (bc >= 0 && best >= cutoff[bc] && !(opts.nearerThanEvalSet && best < rows[i].coverage)) {
       membership[i] = bc;
       counts[bc]++;
     }
@@ -408,11 +430,14 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     counts.fill(0);
     for (let i = 0; i < n; i++) if (membership[i] >= 0) counts[membership[i]]++;
   }
-  // groups that lost their members to others are dropped; renumber the rest
+  // groups left with fewer distinct phrasings than the minimum cluster size (`keepByPhrasings`; or
+  // with fewer than min(mcs, 3) requests) are dropped; renumber the rest
   const keep: number[] = [];
   const renum = new Int32Array(k).fill(-1);
+  const phr = Array.from({ length: k }, () => new Set<string>());
+  for (let i = 0; i < n; i++) if (membership[i] >= 0) phr[membership[i]].add(phrasingKey(rows[i]));
   for (let c = 0; c < k; c++) {
-    if (counts[c] >= Math.min(mcs, 3)) {
+    if (opts.keepByPhrasings && opts.distinctPhrasings ? phr[c].size >= mcs : counts[c] >= Math.min(mcs, 3)) {
       renum[c] = keep.length;
       keep.push(c);
     }
