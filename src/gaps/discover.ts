@@ -190,15 +190,6 @@ export interface DiscoveryOptions {
    * request that passes the group's cutoff joins (the code before).
    */
   nearerThanEvalSet: boolean;
-  /**
-   * A group is kept when, after every request has joined and the session test, it still holds at
-   * least the minimum cluster size of distinct phrasings: the minimum that made it a group. A group
-   * left with a few phrasings asked many times is what section 1 of docs/gaps.md says is not
-   * evidence of a topic (repeated near misses). Only with `distinctPhrasings` (without it the
-   * minimum counts requests). false: a group is kept with min(minClusterSize, 3) requests (the
-   * code before).
-   */
-  keepByPhrasings: boolean;
   seed: number;
 }
 
@@ -218,7 +209,6 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   deepPass: true,
   sessionBayesFactor: 20,
   nearerThanEvalSet: true,
-  keepByPhrasings: true,
   seed: 42,
 };
 
@@ -430,14 +420,11 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
     counts.fill(0);
     for (let i = 0; i < n; i++) if (membership[i] >= 0) counts[membership[i]]++;
   }
-  // groups left with fewer distinct phrasings than the minimum cluster size (`keepByPhrasings`; or
-  // with fewer than min(mcs, 3) requests) are dropped; renumber the rest
+  // groups that lost their members to others are dropped; renumber the rest
   const keep: number[] = [];
   const renum = new Int32Array(k).fill(-1);
-  const phr = Array.from({ length: k }, () => new Set<string>());
-  for (let i = 0; i < n; i++) if (membership[i] >= 0) phr[membership[i]].add(phrasingKey(rows[i]));
   for (let c = 0; c < k; c++) {
-    if (opts.keepByPhrasings && opts.distinctPhrasings ? phr[c].size >= mcs : counts[c] >= Math.min(mcs, 3)) {
+    if (counts[c] >= Math.min(mcs, 3)) {
       renum[c] = keep.length;
       keep.push(c);
     }

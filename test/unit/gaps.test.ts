@@ -731,35 +731,6 @@ describe('joining a group: only requests nearer the group than the eval set', ()
   });
 });
 
-describe('a group keeps only with the minimum cluster size of distinct phrasings', () => {
-  it('drops a group left with two phrasings asked many times once the others went nearer the eval set; keeps a topic', () => {
-    const r = rng(11);
-    const [cA, cB] = [unit(r), unit(r)];
-    const rows: UncoveredRow[] = [];
-    const vecs: Float32Array[] = [];
-    const push = (text: string, v: Float32Array, coverage: number, times: number) => {
-      for (let k = 0; k < times; k++) {
-        rows.push({ request_id: `r-${rows.length}`, ts: 0, agent: 'bot', query: text, query_redacted: 0, escalated: 0, outcome: 'ok', cluster: 0, coverage });
-        vecs.push(v);
-      }
-    };
-    // five phrasings make a group; three of them sit nearer the eval set than the group, the other two are asked 10 times each
-    for (let p = 0; p < 5; p++) push(`near miss ${p}`, around(cA, 0.05, r), p < 2 ? 0.3 : 0.999, p < 2 ? 10 : 1);
-    for (let p = 0; p < 20; p++) push(`topic ${p}`, around(cB, 0.1, r), 0.3, 1);
-    for (let p = 0; p < 30; p++) push(`scattered ${p}`, unit(r), 0.2, 1);
-    const vectors = new Float32Array(rows.length * DIM);
-    vecs.forEach((v, i) => vectors.set(v, i * DIM));
-    const input: DiscoveryInput = { scope: '', rows, vectors, dim: DIM, totalRequests: rows.length * 10, since: 0, until: 1, previous: [], clusterLabels: new Map(), threshold: 0.8, neighbours: 5 };
-    const inGroup = (res: ReturnType<typeof discover>, prefix: string) => rows.filter((x, i) => x.query.startsWith(prefix) && res.membership[i] >= 0).length;
-    const before = discover(input, { ...DEFAULT_DISCOVERY, keepByPhrasings: false });
-    const now = discover(input);
-    expect(inGroup(before, 'near miss')).toBe(20);
-    expect(inGroup(now, 'near miss')).toBe(0);
-    expect(inGroup(now, 'topic')).toBe(inGroup(before, 'topic'));
-    expect(inGroup(now, 'topic')).toBeGreaterThanOrEqual(18);
-  });
-});
-
 describe('what gap discovery keeps', () => {
   it('int8 embeddings keep cosine similarities within 0.005', () => {
     const r = rng(11);
