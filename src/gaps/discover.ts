@@ -11,7 +11,8 @@
  *    on their own (`deepPass`): a diffuse new topic is as sparse as the near misses around it, which
  *    sit mostly just below the threshold. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
- *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
+ *    similarities) and is at least the request's coverage score (`nearerThanEvalSet`: a request
+ *    nearer the eval set than the group is a near miss); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
  *    With session ids, a phrasing whose sessions' other turns look like a tested intent's (covered
  *    well inside the threshold) rather than like the group's other sessions then leaves its group
  *    (`sessionBayesFactor`, ./sessions.ts).
