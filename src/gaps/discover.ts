@@ -11,7 +11,8 @@
  *    on their own (`deepPass`): a diffuse new topic is as sparse as the near misses around it, which
  *    sit mostly just below the threshold. Every uncovered request then joins the group whose centroid is most similar, if that
  *    similarity reaches the group's cutoff (the `memberQuantile` quantile of its sampled members'
- *    similarities); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
+ *    similarities) and is at least the request's coverage score (`nearerThanEvalSet`: a request
+ *    nearer the eval set than the group is a near miss); otherwise it stays noise. So the pass is O(sample² + n·groups), not O(n²).
  *    With session ids, a phrasing whose sessions' other turns look like a tested intent's (covered
  *    well inside the threshold) rather than like the group's other sessions then leaves its group
  *    (`sessionBayesFactor`, ./sessions.ts).
@@ -180,6 +181,16 @@ export interface DiscoveryOptions {
    * without them nothing changes. 0 turns it off.
    */
   sessionBayesFactor: number;
+  /**
+   * A request joins its most similar group only when that group's centroid is at least as similar
+   * to it as the eval set is: its coverage score, the mean cosine to its nearest eval cases. A
+   * request nearer the tested cases than the group is better described as a near miss of those
+   * cases than as a phrasing of the group's topic, so it stays noise. A loose group (a low member
+   * cutoff) otherwise draws the near misses of every tested intent around it. No parameter: the
+   * two similarities are the ones the coverage model and the join already compute. false: every
+   * request that passes the group's cutoff joins (the code before).
+   */
+  nearerThanEvalSet: boolean;
   seed: number;
 }
 
@@ -198,6 +209,7 @@ export const DEFAULT_DISCOVERY: DiscoveryOptions = {
   splitGroups: true,
   deepPass: true,
   sessionBayesFactor: 20,
+  nearerThanEvalSet: true,
   seed: 42,
 };
 
@@ -395,7 +407,8 @@ export function discover(input: DiscoveryInput, opts: DiscoveryOptions = DEFAULT
       }
     }
     similarity[i] = bc < 0 ? 0 : best;
-    if (bc >= 0 && best >= cutoff[bc]) {
+    // …and, with `nearerThanEvalSet`, only when the group is at least as similar to it as the eval set is
+    if (bc >= 0 && best >= cutoff[bc] && !(opts.nearerThanEvalSet && best < rows[i].coverage)) {
       membership[i] = bc;
       counts[bc]++;
     }

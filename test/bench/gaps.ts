@@ -23,7 +23,7 @@
  *  - kmeansReference: plain k-means on the uncovered embeddings (k = the groups discovery found,
  *    and k = √(n/2)): share of held-out intents that lead a k-means group.
  * A sweep over grouping parameters (pure core, same rows) shows the trade-off of the defaults; two
- * of its entries, the defaults and the code before the session test (`sessionBayesFactor: 0`), are
+ * of its entries, the defaults and the code before the join rule (`nearerThanEvalSet: false`), are
  * reported per draw and as mean and worst draw (`beforeAndNow`), with the pure core's time of each
  * (same rows, interleaved before, now, now, before; `pureCoreTimeRatioNowOverBefore`) and why each held-out intent
  * that leads no topic gap missed (`missCauses`: unreachable, thin, merged, noise).
@@ -143,20 +143,22 @@ function rankScore(labels: Int32Array, intents: string[], held: Set<string>, kin
   };
 }
 
-/** the sweep entry that is the code before the session test (phrasings whose sessions say "near miss" leave their group) */
-const BEFORE = 'before: no session test (sessionBayesFactor 0)';
+/** the sweep entry that is the code before the join rule (a request joins a group only when nearer it than the eval set) */
+const BEFORE = 'before: every request that passes a group’s cutoff joins it (nearerThanEvalSet false)';
 const TARGET_KEYS = ['heldOutLeadTopic', 'heldOutLeadAny', 'top10HeldOut', 'nearMissInTopics', 'topicGaps', 'thinGaps'] as const;
 const pick = (x: ReturnType<typeof rankScore>) => Object.fromEntries(TARGET_KEYS.map((k) => [k, x[k]]));
 
 /** the sweep: grouping parameters tried on the same rows (pure core) */
 const CONFIGS: [string, Partial<DiscoveryOptions>][] = [
   ['default (auto: mcs 5-10, minSamples ≤ 5)', {}],
-  [BEFORE, { sessionBayesFactor: 0 }],
+  [BEFORE, { nearerThanEvalSet: false }],
+  ['no session test (sessionBayesFactor 0), nearerThanEvalSet false', { sessionBayesFactor: 0, nearerThanEvalSet: false }],
   ['session test, Bayes factor 5', { sessionBayesFactor: 5 }],
   ['session test, Bayes factor 10', { sessionBayesFactor: 10 }],
   ['session test, Bayes factor 100', { sessionBayesFactor: 100 }],
-  ['no second pass over the deep noise (deepPass false), no session test', { deepPass: false, sessionBayesFactor: 0 }],
-  ['earlier: neither the deep pass nor the split of groups, no session test', { deepPass: false, splitGroups: false, sessionBayesFactor: 0 }],
+  ['no second pass over the deep noise (deepPass false), no session test, nearerThanEvalSet false', { deepPass: false, sessionBayesFactor: 0, nearerThanEvalSet: false }],
+  ['earlier: neither the deep pass nor the split of groups, no session test, nearerThanEvalSet false', { deepPass: false, splitGroups: false, sessionBayesFactor: 0, nearerThanEvalSet: false }],
+  ['no second pass over the deep noise (deepPass false)', { deepPass: false }],
   ['requests, not distinct phrasings (distinctPhrasings false)', { distinctPhrasings: false }],
   ['mcs 5, ms 2', { minClusterSize: 5, minSamples: 2 }],
   ['excessAlpha 0.05', { excessAlpha: 0.05 }],

@@ -523,9 +523,10 @@ function diffuseAmongNearMisses(seed: number, diffuseBand?: number) {
   const rows: UncoveredRow[] = [];
   const vecs: Float32Array[] = [];
   const truth: string[] = [];
+  // coverage scores as the bands say: the diffuse topics (deep bands) far from the eval set, the near misses just below the threshold
   const push = (name: string, text: string, v: Float32Array, band: number, cluster: number, times = 1) => {
     for (let k = 0; k < times; k++) {
-      rows.push({ request_id: `${name}-${rows.length}`, ts: 0, agent: 'bot', query: text, query_redacted: 0, escalated: 0, outcome: 'ok', cluster, coverage: 0.5, band });
+      rows.push({ request_id: `${name}-${rows.length}`, ts: 0, agent: 'bot', query: text, query_redacted: 0, escalated: 0, outcome: 'ok', cluster, coverage: band <= 2 ? 0.2 : 0.75, band });
       vecs.push(v);
       truth.push(name);
     }
@@ -567,14 +568,18 @@ describe('second pass over the deep noise', () => {
   });
 
   it('finds diffuse new topics the first pass leaves as noise among near misses as sparse as they are, without drawing more near misses into them', () => {
+    // the deep pass measured as it was added, every request that passes a group's cutoff joining it
+    // (nearerThanEvalSet false); `joinRule`: with the join rule of the default options
     let leadNow = 0;
     let leadBefore = 0;
-    const share = { now: [0, 0], before: [0, 0] };
+    let leadJoinRule = 0;
+    const share = { now: [0, 0], before: [0, 0], joinRule: [0, 0] };
     for (let seed = 1; seed <= 12; seed++) {
       const { input, truth } = diffuseAmongNearMisses(seed);
       for (const [w, res] of [
-        ['now', discover(input)],
-        ['before', discover(input, { ...DEFAULT_DISCOVERY, deepPass: false })],
+        ['now', discover(input, { ...DEFAULT_DISCOVERY, nearerThanEvalSet: false })],
+        ['before', discover(input, { ...DEFAULT_DISCOVERY, deepPass: false, nearerThanEvalSet: false })],
+        ['joinRule', discover(input)],
       ] as const) {
         const majority = res.gaps.map((_, gi) => {
           const m = new Map<string, number>();
@@ -583,7 +588,8 @@ describe('second pass over the deep noise', () => {
         });
         const led = ['diffuse-c', 'diffuse-d'].filter((t) => res.gaps.some((g, gi) => majority[gi] === t && g.kind === 'topic')).length;
         if (w === 'now') leadNow += led;
-        else leadBefore += led;
+        else if (w === 'before') leadBefore += led;
+        else leadJoinRule += led;
         truth.forEach((t, i) => {
           const g = res.membership[i];
           if (g < 0 || !majority[g]?.startsWith('diffuse')) return;
@@ -597,6 +603,10 @@ describe('second pass over the deep noise', () => {
     // the groups they lead hold more of their rows and a smaller share of near misses (42 of 146 rows against 36 of 90)
     expect(share.now[1]).toBeGreaterThan(share.before[1]);
     expect(share.now[0] / share.now[1]).toBeLessThan(share.before[0] / share.before[1]);
+    // near misses just below the threshold are nearer the eval set than the diffuse groups: with the
+    // join rule they stay noise, and the diffuse topics lead their groups (19 of 24; 9 near-miss rows of 267)
+    expect(leadJoinRule).toBeGreaterThanOrEqual(leadNow);
+    expect(share.joinRule[0] / share.joinRule[1]).toBeLessThan(share.now[0] / share.now[1] / 2);
   });
 
   it('drops a group of the deep pass that, with the requests that joined it, sits no deeper than near misses; leaves the first pass’s groups alone', () => {
@@ -633,6 +643,91 @@ describe('second pass over the deep noise', () => {
       const noProfile = { ...deepInput, novelProfile: null };
       expect(Array.from(discover(noProfile).membership)).toEqual(Array.from(discover(noProfile, { ...DEFAULT_DISCOVERY, deepPass: false }).membership));
     }
+  });
+});
+
+/**
+ * A loose new topic among the near misses of tested intents around it. The coverage scores are
+ * computed as the coverage model does (mean cosine to the 5 nearest eval cases): four tested
+ * intents with 20 eval cases each; the topic's 40 phrasings (asked once or twice) spread around a
+ * direction of their own; each tested intent has 3 near-miss phrasings (fewer than the minimum
+ * cluster size, so they form no group of their own), asked 6 times each, that lean towards the
+ * topic but sit nearer their own intent's cases.
+ */
+function looseTopicAmongNearMisses(seed: number) {
+  const r = rng(seed);
+  const cT = unit(r);
+  // tested intents next to the topic (cosine about 0.7 to its direction)
+  const tested = Array.from({ length: 4 }, () => {
+    const u = unit(r);
+    return normalizeRows(Float32Array.from(cT, (x, d) => x + u[d]), DIM);
+  });
+  const cases = tested.flatMap((c) => Array.from({ length: 20 }, () => around(c, 0.1, r)));
+  const coverage = (v: Float32Array) => {
+    const sims = cases.map((e) => e.reduce((a, x, d) => a + x * v[d], 0)).sort((a, b) => b - a);
+    return sims.slice(0, 5).reduce((a, b) => a + b, 0) / 5;
+  };
+  const rows: UncoveredRow[] = [];
+  const vecs: Float32Array[] = [];
+  const truth: string[] = [];
+  const push = (name: string, text: string, v: Float32Array, times: number) => {
+    for (let k = 0; k < times; k++) {
+      rows.push({ request_id: `${name}-${rows.length}`, ts: 0, agent: 'bot', query: text, query_redacted: 0, escalated: 0, outcome: 'ok', cluster: 0, coverage: coverage(v) });
+      vecs.push(v);
+      truth.push(name);
+    }
+  };
+  for (let p = 0; p < 40; p++) push('topic', `topic question ${p}`, around(cT, 0.25, r), 1 + (p % 2));
+  tested.forEach((c, t) => {
+    for (let p = 0; p < 3; p++) {
+      const v = normalizeRows(Float32Array.from(c, (x, d) => x + 0.3 * cT[d] + (r() * 2 - 1) * 0.1), DIM);
+      push('near', `near miss ${t} ${p}`, v, 6);
+    }
+  });
+  const vectors = new Float32Array(rows.length * DIM);
+  vecs.forEach((v, i) => vectors.set(v, i * DIM));
+  const input: DiscoveryInput = {
+    scope: '',
+    rows,
+    vectors,
+    dim: DIM,
+    totalRequests: rows.length * 10,
+    since: 0,
+    until: 7 * 86_400_000,
+    previous: [],
+    clusterLabels: new Map(),
+    threshold: 0.8,
+    neighbours: 5,
+  };
+  return { input, truth };
+}
+
+describe('joining a group: only requests nearer the group than the eval set', () => {
+  it('keeps the near misses of tested intents out of a loose new topic that draws them by its cutoff, and keeps the topic', () => {
+    const tally = { now: { near: 0, topic: 0 }, before: { near: 0, topic: 0 } };
+    let topicRows = 0;
+    for (let seed = 1; seed <= 8; seed++) {
+      const { input, truth } = looseTopicAmongNearMisses(seed);
+      topicRows += truth.filter((t) => t === 'topic').length;
+      for (const [w, res] of [
+        ['now', discover(input)],
+        ['before', discover(input, { ...DEFAULT_DISCOVERY, nearerThanEvalSet: false })],
+      ] as const) {
+        // the topic's group: the one most of its rows joined
+        const votes = new Map<number, number>();
+        truth.forEach((t, i) => t === 'topic' && res.membership[i] >= 0 && votes.set(res.membership[i], (votes.get(res.membership[i]) ?? 0) + 1));
+        const g = [...votes].sort((a, b) => b[1] - a[1])[0]?.[0] ?? -2;
+        truth.forEach((t, i) => {
+          if (res.membership[i] === g) tally[w][t as 'near' | 'topic']++;
+        });
+      }
+    }
+    // before: the topic's group draws more near-miss rows than it has of its own, by its cutoff (372 against 223)
+    expect(tally.before.near).toBeGreaterThan(tally.before.topic);
+    // now: none of them joins, and the topic keeps ≥ 90% of the rows it had (all 223)
+    expect(tally.now.near).toBe(0);
+    expect(tally.now.topic).toBeGreaterThanOrEqual(0.9 * tally.before.topic);
+    expect(tally.before.topic).toBeGreaterThan(0.4 * topicRows);
   });
 });
 
