@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { normalizeRows, rng } from '../../src/coverage/vec.js';
 import { BANDS } from '../../src/coverage/bands.js';
 import { DEFAULT_DISCOVERY, discover, type DiscoveryInput, type UncoveredRow } from '../../src/gaps/discover.js';
+import { discoveryInput } from '../helpers/gaps.js';
 import { logBayesFactor, newTopicLogBayesFactor, pruneNearMissPhrasings, siblingBands, sessionTurns, typicalTurnProfile } from '../../src/gaps/sessions.js';
 
 /** Marsaglia–Tsang gamma variate (shape a, scale 1) from a seeded uniform source */
@@ -121,22 +122,13 @@ function world(withSessions: boolean) {
     }
   }
   for (let i = 0; i < 40; i++) push(`scattered ${i} zebra${i}`, unit(r), `z${i}`, 4, 'noise');
-  const vectors = new Float32Array(rows.length * DIM);
-  vecs.forEach((v, i) => vectors.set(v, i * DIM));
-  const input: DiscoveryInput = {
-    scope: '',
-    rows,
-    vectors,
-    dim: DIM,
+  const input = discoveryInput(rows, vecs, DIM, {
     totalRequests: rows.length * 20,
     since: t0,
     until: t0 + 7 * 86_400_000,
-    previous: [],
     clusterLabels: new Map([[1, 'cards']]),
-    threshold: 0.8,
-    neighbours: 5,
     sessionEvidence: withSessions ? { coveredTurns: covered, turnBands: TYPICAL_COUNTS } : { coveredTurns: [], turnBands: [] },
-  };
+  });
   return { input, truth };
 }
 
@@ -203,25 +195,16 @@ describe('a group the kind rule calls thin, whose sessions say "new topic"', () 
         vecs.push(around(centre, 0.12, r));
         covered.push({ session: `t${s}`, bands: [5, 5, 6] });
       }
-      const vectors = new Float32Array(rows.length * DIM);
-      vecs.forEach((v, i) => vectors.set(v, i * DIM));
-      const input: DiscoveryInput = {
-        scope: '',
-        rows,
-        vectors,
-        dim: DIM,
+      const input = discoveryInput(rows, vecs, DIM, {
         totalRequests: 4000,
         since: t0,
         until: t0 + 7 * 86_400_000,
-        previous: [],
         clusterLabels: new Map([[1, 'cards']]),
-        threshold: 0.8,
-        neighbours: 5,
         novelProfile: NOVEL,
         // cluster 1 misses no more than the others: no excess
         clusterTraffic: [1, 2, 3, 4, 5].map((c) => ({ cluster: c, requests: 1000, uncovered: c === 1 ? 40 : 45 })),
         sessionEvidence: withSessions ? { coveredTurns: covered, turnBands: TYPICAL_COUNTS } : { coveredTurns: [], turnBands: [] },
-      };
+      });
       return input;
     };
     const plain = discover(build(false)).gaps.filter((g) => g.members > 0);

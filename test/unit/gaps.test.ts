@@ -19,6 +19,7 @@ import {
   type UncoveredRow,
 } from '../../src/gaps/discover.js';
 import { hdbscan } from '../../src/gaps/hdbscan.js';
+import { discoveryInput } from '../helpers/gaps.js';
 import { allocate } from '../../src/gaps/run.js';
 import { embeddingsFor, processMessages } from '../../src/ingest/process.js';
 import { underTested, wilson } from '../../src/gaps/undertested.js';
@@ -110,25 +111,15 @@ function traffic(topics: Topic[], noise: number, seed: number, centres?: Float32
       coverage: 0.2,
     });
   }
-  const vectors = new Float32Array(rows.length * DIM);
-  vecs.forEach((v, i) => vectors.set(v, i * DIM));
-  const input: DiscoveryInput = {
-    scope: '',
-    rows,
-    vectors,
-    dim: DIM,
-    totalRequests: rows.length * 10,
+  const input = discoveryInput(rows, vecs, DIM, {
     since: t0,
     until: t0 + 7 * 86_400_000,
-    previous: [],
     clusterLabels: new Map([
       [0, 'cards'],
       [1, 'transfers'],
       [2, 'fees'],
     ]),
-    threshold: 0.8,
-    neighbours: 5,
-  };
+  });
   return { input, truth, centres: cs };
 }
 
@@ -271,9 +262,7 @@ describe('discover', () => {
         for (let i = 0; i < 30; i++) add(name, around(centres[t], 0.2, r));
       });
       for (let i = 0; i < 40; i++) add('noise', unit(r));
-      const vectors = new Float32Array(rows.length * DIM);
-      vecs.forEach((v, i) => vectors.set(v, i * DIM));
-      const input: DiscoveryInput = { scope: '', rows, vectors, dim: DIM, totalRequests: rows.length * 10, since: 0, until: 7 * 86_400_000, previous: [], clusterLabels: new Map(), threshold: 0.8, neighbours: 5 };
+      const input = discoveryInput(rows, vecs, DIM);
       const leads = (res: ReturnType<typeof discover>) =>
         res.gaps.map((_, g) => {
           const names = truth.filter((_, i) => res.membership[i] === g);
@@ -367,23 +356,13 @@ function nearMissAndTopic(seed: number) {
     const band = p % 3;
     for (let k = 0; k < 1 + (p % 2); k++) push('novel', `crypto wallet staking question ${p}`, v, band, 0, 1);
   }
-  const vectors = new Float32Array(rows.length * DIM);
-  vecs.forEach((v, i) => vectors.set(v, i * DIM));
-  const input: DiscoveryInput = {
-    scope: '',
-    rows,
-    vectors,
-    dim: DIM,
-    totalRequests: rows.length * 10,
+  const input = discoveryInput(rows, vecs, DIM, {
     since: t0,
     until: t0 + 7 * 86_400_000,
-    previous: [],
     clusterLabels: new Map([
       [0, 'cards'],
       [1, 'transfers'],
     ]),
-    threshold: 0.8,
-    neighbours: 5,
     novelProfile: NOVEL_PROFILE,
     // every request of the period per eval cluster: cluster 0 (cards) misses 5% like the others;
     // cluster 1 carries the new topic's misses on top
@@ -394,7 +373,7 @@ function nearMissAndTopic(seed: number) {
       { cluster: 3, requests: 1000, uncovered: 60 },
       { cluster: 4, requests: 800, uncovered: 35 },
     ],
-  };
+  });
   return { input, truth };
 }
 
@@ -537,22 +516,9 @@ function diffuseAmongNearMisses(seed: number, diffuseBand?: number) {
   for (let p = 0; p < 30; p++) push('diffuse-c', `gamma question ${p}`, around(cC, 0.6, r), diffuseBand ?? p % 3, 3);
   for (let p = 0; p < 30; p++) push('diffuse-d', `delta question ${p}`, around(cD, 0.6, r), diffuseBand ?? p % 3, 4);
   for (let p = 0; p < 400; p++) push('near', `near miss ${p}`, unit(r), p % 10 === 0 ? 3 : 4, 0, 3);
-  const vectors = new Float32Array(rows.length * DIM);
-  vecs.forEach((v, i) => vectors.set(v, i * DIM));
-  const input: DiscoveryInput = {
-    scope: '',
-    rows,
-    vectors,
-    dim: DIM,
-    totalRequests: rows.length * 10,
-    since: 0,
-    until: 7 * 86_400_000,
-    previous: [],
-    clusterLabels: new Map(),
-    threshold: 0.8,
-    neighbours: 5,
+  const input = discoveryInput(rows, vecs, DIM, {
     novelProfile: NOVEL_PROFILE,
-  };
+  });
   return { input, truth };
 }
 
@@ -684,21 +650,7 @@ function looseTopicAmongNearMisses(seed: number) {
       push('near', `near miss ${t} ${p}`, v, 6);
     }
   });
-  const vectors = new Float32Array(rows.length * DIM);
-  vecs.forEach((v, i) => vectors.set(v, i * DIM));
-  const input: DiscoveryInput = {
-    scope: '',
-    rows,
-    vectors,
-    dim: DIM,
-    totalRequests: rows.length * 10,
-    since: 0,
-    until: 7 * 86_400_000,
-    previous: [],
-    clusterLabels: new Map(),
-    threshold: 0.8,
-    neighbours: 5,
-  };
+  const input = discoveryInput(rows, vecs, DIM);
   return { input, truth };
 }
 
