@@ -1,5 +1,6 @@
 /** Shared set-up for integration tests: the real model, the real broker, temp folders. */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
@@ -10,6 +11,18 @@ import { loadEmbedder, type Embedder } from '../../src/embed/embedder.js';
 import { sampleEvalSet } from '../../src/cli/sample-data.js';
 
 export const BROKERS = (process.env.EVALGAP_KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
+
+/** A TCP port nothing on 127.0.0.1 listens on now (the kernel's choice for port 0). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
 
 export function tmpDir(prefix = 'evalgap-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));

@@ -8,7 +8,6 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SpanStatusCode, context, trace } from '@opentelemetry/api';
@@ -23,7 +22,7 @@ import { OtlpBridge } from '../../src/ingest/otlp-bridge.js';
 import { Store } from '../../src/store/store.js';
 import { sampleEvalSet } from '../../src/cli/sample-data.js';
 import type { Config } from '../../src/config/index.js';
-import { BROKERS, fitSampleModel, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+import { BROKERS, fitSampleModel, freePort, realEmbedder, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const built = spawnSync('bash', [path.join(ROOT, 'scripts/otelcol.sh'), 'path'], { encoding: 'utf8' });
@@ -37,17 +36,6 @@ let store: Store;
 let assigner: CoverageAssigner;
 const logger = createLogger('silent');
 const kafka = testKafka();
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-    s.on('error', reject);
-  });
-}
 
 async function startCollector(topic: string, encoding: 'otlp_proto' | 'otlp_json'): Promise<{ proc: ChildProcess; url: string }> {
   const port = await freePort();

@@ -1,26 +1,14 @@
 /** The real services: the broker started by scripts/kafka.sh, kafkajs against it, and the script's lifecycle. */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { ensureTopics, produceJson } from '../../src/ingest/kafka.js';
-import { readTopic, testKafka, tmpDir, uniqueName, capMs } from '../helpers/fixtures.js';
+import { freePort, readTopic, testKafka, tmpDir, uniqueName, capMs } from '../helpers/fixtures.js';
 
 const KAFKA_SH = path.join(PACKAGE_ROOT, 'scripts', 'kafka.sh');
 
-/** A port nothing on 127.0.0.1 listens on now, so two test runs never share a test broker's port. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
+/** Two distinct free ports, so two test runs never share a test broker's port. */
 async function twoFreePorts(): Promise<[number, number]> {
   const a = await freePort();
   let b = await freePort();
