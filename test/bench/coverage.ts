@@ -23,7 +23,10 @@
  *   the stated interval bounds the long-run rate, and 40 test queries of an intent move in steps
  *   of 2.5 points;
  * - AUROC held-out vs fitted intents, of the coverage score and of the score minus the query's
- *   threshold, and the share of held-out intents' queries marked uncovered.
+ *   threshold, and the share of held-out intents' queries marked uncovered;
+ * - the deep-band statement (novel_vs_calibrated's reference): the fit's, and (`deepBandByLevel`)
+ *   the statement at every number of deep bands 1–4, forced, against the share of the fitted
+ *   intents' test queries there (why the fit keeps to 3 or 4: src/coverage/bands.ts MIN_DEEP_LEVEL).
  * Then a full fit (embedding included) of all 10,003 train queries: time (a figure of this machine
  * and its load), peak RSS, the calibration step's time, and the calibration's cost in one thread
  * before (one scoring pass) and now (the families and a second pass), interleaved on the same index.
@@ -34,6 +37,7 @@ import { loadEmbedder } from '../../src/embed/embedder.js';
 import {
   buildCoverageModel,
   calibrationRegions,
+  INTERVAL_LEVEL,
   clusterForFit,
   dedupeCases,
   DEFAULT_FIT,
@@ -42,7 +46,8 @@ import {
   indexParams,
   type FitOptions,
 } from '../../src/coverage/fit.js';
-import { calibrateMondrian, nearestRow, phrasingFamilies, type Calibration } from '../../src/coverage/calibrate.js';
+import { calibrateFamilies, calibrateMondrian, nearestRow, phrasingFamilies, type Calibration } from '../../src/coverage/calibrate.js';
+import { BAND_LEVELS, deepBandStatement } from '../../src/coverage/bands.js';
 import { clusterEmbeddings } from '../../src/coverage/cluster.js';
 import { CoverageIndex } from '../../src/coverage/index.js';
 import type { EvalCase } from '../../src/coverage/evalset.js';
@@ -162,6 +167,16 @@ function judge(
   };
 }
 
+/** the deep-band statement at one forced number of bands against the fitted intents' test queries */
+interface DeepLevel {
+  deepBands: number;
+  /** the in-scope margin level the bands stop at */
+  level: number;
+  stated: number;
+  interval: [number, number];
+  realised: number;
+}
+
 /** the held-out deep-band share of one fitted model against the fitted intents' test queries */
 interface DeepJudged {
   deepBands: number;
@@ -191,6 +206,7 @@ async function main() {
 
   const results: Record<string, Judged[]> = {};
   const deepResults: Record<string, DeepJudged[]> = {};
+  const deepLevels: Record<string, DeepLevel[][]> = {};
   const push = (key: string, j: Judged) => (results[key] ??= []).push(j);
   const perDraw: Record<string, unknown>[] = [];
   const fitMs: number[] = [];
@@ -267,6 +283,27 @@ async function main() {
           });
           deep = { deepBands: ho.deepBands, realised: x / n, stated: ho.deepShare, interval: ho.deepShareInterval, inside: x / n >= ho.deepShareInterval[0] && x / n <= ho.deepShareInterval[1], heldOutIntents: hx / hn, novelProfile: ho.novelDeepShare };
           (deepResults[`${split}.${mode}`] ??= []).push(deep);
+          // the same statement at every number of deep bands the fit could state (bands.ts
+          // MIN_DEEP_LEVEL keeps the fit from the ones below the 1% level): the cases' margins
+          // against their regions' thresholds, exactly as the fit computes them
+          const cal = calibrateFamilies({ seen, fresh, family, region: cr.region, regions: cr.count }, opts.targetRate, {
+            minRegion: opts.minClusterCases, level: INTERVAL_LEVEL, newShare: opts.newPhrasingShare ?? DEFAULT_FIT.newPhrasingShare,
+          });
+          const ms = Float64Array.from(seen, (v, i) => v - cal.regions[cr.region[i]].threshold);
+          const mf = Float64Array.from(fresh, (v, i) => v - cal.regions[cr.region[i]].threshold);
+          const levels: DeepLevel[] = [];
+          for (let dd = 1; dd <= BAND_LEVELS.indexOf('threshold'); dd++) {
+            const st = deepBandStatement({ seen: ms, fresh: mf, family, region: cr.region, regions: cr.count, edges: c.bands!.edges, novel: c.bands!.novel, level: INTERVAL_LEVEL }, dd);
+            let dn = 0;
+            let dx = 0;
+            test.forEach((r, i) => {
+              if (held.has(r.category)) return;
+              dn++;
+              dx += a.band![i] < dd ? 1 : 0;
+            });
+            levels.push({ deepBands: dd, level: BAND_LEVELS[dd - 1] as number, stated: st.deepShare, interval: st.deepShareInterval, realised: dx / dn });
+          }
+          (deepLevels[`${split}.${mode}`] ??= []).push(levels);
         }
         row[mode] = {
           k: manifest.params.k, families: c.phrasing?.families, looseRegions: c.looseRegions?.length ?? 0, now: brief(now), before: brief(before),
@@ -316,6 +353,21 @@ async function main() {
       heldOutIntentsDeepShare: r4(mean(js.map((j) => j.heldOutIntents))),
       novelProfileDeepShare: r4(mean(js.map((j) => j.novelProfile))),
     };
+
+  // the statement at each number of deep bands: realised / stated, and how often above the upper end
+  const byLevel: Record<string, unknown> = {};
+  for (const [key, fits] of Object.entries(deepLevels))
+    byLevel[key] = fits[0].map((_, j) => {
+      const at = fits.map((f) => f[j]);
+      const ratio = at.map((l) => l.realised / l.stated);
+      return {
+        deepBands: at[0].deepBands,
+        belowLevel: at[0].level,
+        realisedOverStated: { min: r4(Math.min(...ratio)), max: r4(Math.max(...ratio)) },
+        aboveUpperEnd: `${at.filter((l) => l.realised > l.interval[1]).length} of ${at.length} fits`,
+        each: at.map((l) => ({ stated: r4(l.stated), interval: l.interval.map(r4), realised: r4(l.realised) })),
+      };
+    });
 
   let full: Record<string, unknown> | undefined;
   if (fullFit) {
@@ -382,6 +434,7 @@ async function main() {
         settings: { nearDuplicateCosine: DEFAULT_FIT.nearDuplicateCosine, minClusterCases: DEFAULT_FIT.minClusterCases, newPhrasingShare: DEFAULT_FIT.newPhrasingShare },
         calibration,
         deepBand,
+        deepBandByLevel: byLevel,
         buildMsMean: Math.round(mean(fitMs)),
         perDraw,
         ...(full ? { fullFit: full } : {}),
