@@ -225,10 +225,12 @@ async function alertArrives(ctx: DemoContext): Promise<void> {
   // only a monitor that makes no progress at all hits this: 10 minutes, or more on a machine that ingested slowly
   const cap = Math.max(600_000, 200 * ctx.ingestSeconds * 1000);
   try {
-    // the story's alert is the untested topics' (uncovered_*); the agent rules (depth_mix, …) may fire first
+    // the story's alert is the untested topics' (uncovered_*, or novel_vs_calibrated where the fit
+    // puts them in its deep bands); the agent rules (depth_mix, …) may fire first
     const isFiring = (r: (typeof got)[number]) => (r.body as { kind?: string }).kind === 'firing';
     const ruleOf = (r: (typeof got)[number]) => (r.body as { alert?: { rule?: string } }).alert?.rule ?? '';
-    const uncovered = () => got.find((r) => isFiring(r) && ruleOf(r).startsWith('uncovered'));
+    const isStory = (rule: string) => rule.startsWith('uncovered') || rule === 'novel_vs_calibrated';
+    const uncovered = () => got.find((r) => isFiring(r) && isStory(ruleOf(r)));
     const firing = () => uncovered() ?? got.find(isFiring);
     let done = false;
     while (!uncovered() && !done) {
@@ -246,7 +248,7 @@ async function alertArrives(ctx: DemoContext): Promise<void> {
     for (const c of (a.clusters ?? []).slice(0, 3)) {
       say(`     ${c.label ?? ''}${c.shareNow !== undefined ? ` (now ${pct(c.shareNow)})` : ''}: ${(c.examples ?? []).slice(0, 2).map((e) => JSON.stringify(e)).join(', ')}`);
     }
-    for (const o of got.filter((r) => isFiring(r) && r !== f && !ruleOf(r).startsWith('uncovered')).slice(0, 3)) {
+    for (const o of got.filter((r) => isFiring(r) && r !== f && !isStory(ruleOf(r))).slice(0, 3)) {
       const x = (o.body as { alert: { rule: string; agent: string; severity: string; summary: string } }).alert;
       say(`   also ${x.severity.toUpperCase()} ${x.rule} (agent ${x.agent}): ${x.summary}`);
     }
