@@ -150,6 +150,21 @@ export function sampleByRegion(region: Int32Array, regions: number, max: number,
 }
 
 /**
+ * The deep bands reach at least this level of the eval cases' margins (bands 0–2, below the 1%
+ * level; `deepBands` ≥ 3). Below it the statement rests on the eval set's few oddest phrasings
+ * (20–90 cases), and there the family-left-out share stops standing for production's new
+ * phrasings. The calibration bench (deepBandByLevel): on CLINC150 the fitted intents' unseen test
+ * queries put 0.79–1.43× the fit's estimate below the 0.25% level and 1.16–1.40× below 0.5%
+ * (above the interval's upper end in 1 of 4 fits, the fit with which `novel_vs_calibrated` fired
+ * falsely), against 0.84–1.04× below 1% and 0.69–0.75× below 2% (never above); on Banking77 at
+ * most 0.92× at any level (docs/calibration.md, step 5). Statistical width cannot fix this (a
+ * Bonferroni level over the choices or a Beta upper end still fall short): it is a model error of
+ * the extreme tail, so the statement keeps out of it. The choice costs little evidence: the novel
+ * profile is spread over the deep bands, not piled in the first.
+ */
+export const MIN_DEEP_LEVEL = 0.01;
+
+/**
  * The deep-band share of in-scope traffic the fit can vouch for, for the monitor's fixed-reference
  * novel-topic rule (`novel_vs_calibrated`, docs/monitor.md "No blind day").
  *
@@ -169,38 +184,9 @@ export function sampleByRegion(region: Int32Array, regions: number, max: number,
  * bands are those where novel topics are many times more common than new phrasings of tested ones,
  * among the choices that reach at least the `MIN_DEEP_LEVEL` level (see there).
  */
-/**
- * The deep bands reach at least this level of the eval cases' margins (bands 0–2, below the 1%
- * level; `deepBands` ≥ 3). Below it the statement rests on the eval set's few oddest phrasings
- * (20–90 cases), and there the family-left-out share stops standing for production's new
- * phrasings. The calibration bench (deepBandByLevel): on CLINC150 the fitted intents' unseen test
- * queries put 0.79–1.43× the fit's estimate below the 0.25% level and 1.16–1.40× below 0.5%
- * (above the interval's upper end in 1 of 4 fits, the fit with which `novel_vs_calibrated` fired
- * falsely), against 0.84–1.04× below 1% and 0.69–0.75× below 2% (never above); on Banking77 at
- * most 0.92× at any level (docs/calibration.md, step 5). Statistical width cannot fix this (a
- * Bonferroni level over the choices or a Beta upper end still fall short): it is a model error of
- * the extreme tail, so the statement keeps out of it. The choice costs little evidence: the novel
- * profile is spread over the deep bands, not piled in the first.
- */
-export const MIN_DEEP_LEVEL = 0.01;
-
-export interface HeldOutDeep {
-  /** the deepest bands counted (bands 0 … deepBands − 1) */
-  deepBands: number;
-  /** share of new phrasings (family left out) in those bands, region-weighted */
-  deepShare: number;
-  /** from the lower bound of the seen phrasings' share to the upper bound of the new phrasings' */
-  deepShareInterval: [number, number];
-  /** the same share for seen phrasings (near-duplicates left out) */
-  deepShareSeen: number;
-  /** between-region standard deviation of the new phrasings' deep share */
-  betweenRegionSd: number;
-  /** the novel-topic profile's share in those bands */
-  novelDeepShare: number;
+export interface HeldOutDeep extends DeepBandStatement {
   /** band profile of the new phrasings (each band smoothed by half a count) */
   profile: number[];
-  /** regions with cases */
-  regions: number;
 }
 
 export interface HeldOutDeepInput {
@@ -222,12 +208,19 @@ export interface HeldOutDeepInput {
 
 /** The deep-band statement for one choice of `d` bands, without the choice's evidence. */
 export interface DeepBandStatement {
+  /** the deepest bands counted (bands 0 … deepBands − 1) */
   deepBands: number;
+  /** share of new phrasings (family left out) in those bands, region-weighted */
   deepShare: number;
+  /** from the lower bound of the seen phrasings' share to the upper bound of the new phrasings' */
   deepShareInterval: [number, number];
+  /** the same share for seen phrasings (near-duplicates left out) */
   deepShareSeen: number;
+  /** between-region standard deviation of the new phrasings' deep share */
   betweenRegionSd: number;
+  /** the novel-topic profile's share in those bands */
   novelDeepShare: number;
+  /** regions with cases */
   regions: number;
 }
 
