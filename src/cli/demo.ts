@@ -230,10 +230,10 @@ async function alertArrives(ctx: DemoContext): Promise<void> {
     const isFiring = (r: (typeof got)[number]) => (r.body as { kind?: string }).kind === 'firing';
     const ruleOf = (r: (typeof got)[number]) => (r.body as { alert?: { rule?: string } }).alert?.rule ?? '';
     const isStory = (rule: string) => rule.startsWith('uncovered') || rule === 'novel_vs_calibrated';
-    const uncovered = () => got.find((r) => isFiring(r) && isStory(ruleOf(r)));
-    const firing = () => uncovered() ?? got.find(isFiring);
+    const story = () => got.find((r) => isFiring(r) && isStory(ruleOf(r)));
+    const firing = () => story() ?? got.find(isFiring);
     let done = false;
-    while (!uncovered() && !done) {
+    while (!story() && !done) {
       if (Date.now() - t0 > cap) throw new Error(`the monitor made no progress for ${Math.round(cap / 1000)} s (see evalgap monitor --status)`);
       await new Promise((r) => setTimeout(r, 250));
       const cp = await ms.loadCheckpoint(mc.electionGroup).catch(() => null);
