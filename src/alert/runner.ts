@@ -32,6 +32,7 @@ import { MonitorStore, type AlertRow, type ClosedSessionRow } from '../store/mon
 import { AgentRowReader } from './agent-windows.js';
 import { VERSION_RULE, endedFinding, guardCandidates, markSent, type GuardSlice, type VersionGuard } from './version-guard.js';
 import type { Store } from '../store/store.js';
+import { belowDeepFloor } from '../coverage/bands.js';
 import type { EvaluateWindow, Finding, MonitorContext, MonitorState, SessionReferenceContext } from '../monitor/types.js';
 
 export interface RunnerState {
@@ -530,7 +531,16 @@ export function sessionReferenceOf(s: SessionReferenceContext): SessionReference
   return { caps: s.caps, deepBands: s.deepBands, groupShares: s.groupShares, novelShares: s.novelShares, cap: s.cap, shape: s.shape, bound: s.bound };
 }
 
-/** The fixed reference of novel_vs_calibrated from a model's calibration.bands.heldOut. */
+/**
+ * The fixed reference of novel_vs_calibrated from a model's calibration.bands.heldOut (marked
+ * `belowFloor` when the statement predates the deep bands' 1% floor: src/coverage/bands.ts).
+ */
 export function heldOutDeepOf(h: { deepBands: number; deepShare: number; deepShareInterval: [number, number]; novelDeepShare: number }): NonNullable<MonitorContext['heldOutDeep']> {
-  return { deepBands: h.deepBands, share: h.deepShare, interval: h.deepShareInterval, novelShare: h.novelDeepShare };
+  return {
+    deepBands: h.deepBands,
+    share: h.deepShare,
+    interval: h.deepShareInterval,
+    novelShare: h.novelDeepShare,
+    ...(belowDeepFloor(h.deepBands) ? { belowFloor: true } : {}),
+  };
 }

@@ -1,5 +1,6 @@
 /** Plain-text tables and summaries for the terminal. */
 import type { Manifest } from '../coverage/model.js';
+import { belowDeepFloor, MIN_DEEP_BANDS, MIN_DEEP_LEVEL } from '../coverage/bands.js';
 
 const SHORT_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
@@ -112,13 +113,26 @@ export function modelSummary(m: Manifest): string {
   return head.join('\n') + table(['cluster', 'label', 'size', 'share', 'expected uncovered [interval]', 'tags', 'example'], rows, 40) + foot;
 }
 
+/** The warning for a model whose deep-band statement predates the 1% floor (src/coverage/bands.ts). */
+export function deepFloorWarning(deepBands: number): string {
+  return (
+    `warning: this model states the in-scope share of only the ${deepBands} deepest coverage band(s), below the ${MIN_DEEP_LEVEL * 100}% level ` +
+    `(fitted before evalgap's deep bands reached ${MIN_DEEP_BANDS} bands). That far tail rests on the eval set's few oddest phrasings and was measured false on a second dataset, ` +
+    `so the monitor does not use it: novel_vs_calibrated stays silent and novel_sessions waits for production history. Refit the eval set (evalgap fit) to restore both.`
+  );
+}
+
 /**
- * Warnings about a model's calibration for `fit` and `inspect`: regions whose threshold sits far
- * below the others' (a novel topic landing there passes as covered more easily).
+ * Warnings about a model's calibration for `fit` and `inspect`: a deep-band statement from before
+ * the 1% floor (the monitor does not use it), and regions whose threshold sits far below the
+ * others' (a novel topic landing there passes as covered more easily).
  */
 export function calibrationWarnings(m: Manifest): string[] {
+  const out: string[] = [];
+  const h = m.calibration.bands?.heldOut;
+  if (h && belowDeepFloor(h.deepBands)) out.push(deepFloorWarning(h.deepBands));
   const loose = m.calibration.looseRegions ?? [];
-  if (loose.length === 0) return [];
+  if (loose.length === 0) return out;
   const byTag = m.calibration.regions === 'tags';
   const names = loose
     .slice(0, 8)
@@ -126,6 +140,7 @@ export function calibrationWarnings(m: Manifest): string[] {
   const own = (byTag ? (m.calibration.tagRegions ?? []) : m.clusters).filter((r) => r.ownThreshold && r.threshold !== null).map((r) => r.threshold as number).sort((a, b) => a - b);
   const median = own.length ? own[Math.floor(own.length / 2)] : NaN;
   return [
+    ...out,
     `warning: ${loose.length} ${byTag ? 'tag' : 'cluster'} region(s) have a threshold far below the others' (median ${median.toFixed(4)}): ` +
       names.join(', ') +
       (loose.length > 8 ? `, +${loose.length - 8} more` : '') +

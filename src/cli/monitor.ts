@@ -16,7 +16,7 @@ import { runBacktest } from '../alert/backtest.js';
 import { evalMismatch, formatMismatch } from '../alert/status.js';
 import { MonitorStore } from '../store/monitor.js';
 import { Store } from '../store/store.js';
-import { escapeControl } from './format.js';
+import { deepFloorWarning, escapeControl } from './format.js';
 import { createEvaluator, novelSessionRules, weightedScoreRules } from '../monitor/index.js';
 import { evalPassRates } from '../estimate/run.js';
 import { evalgapPayload } from '../alert/payload.js';
@@ -29,6 +29,7 @@ import { loadAgentProfile } from '../coverage/agent.js';
  */
 export function monitorContext(dir: string, model: ReturnType<typeof loadCoverageModel>, logger?: Logger): MonitorContext {
   const ctx = contextFromManifest(model.manifest);
+  if (ctx.heldOutDeep?.belowFloor) logger?.warn({ model: model.manifest.version }, deepFloorWarning(ctx.heldOutDeep.deepBands).replace(/^warning: /, ''));
   try {
     const p = loadAgentProfile(dir, model);
     if (p) ctx.agent = agentContextOf(p);
@@ -215,6 +216,7 @@ export async function monitorBacktest(cfg: Config, mc: MonitorConfig, modelDir: 
   const store = await Store.open(cfg.clickhouse);
   try {
     const ctx = await withPassRates(store, monitorContext(resolveModelDir(modelDir), model));
+    if (ctx.heldOutDeep?.belowFloor) console.error(deepFloorWarning(ctx.heldOutDeep.deepBands));
     const r = await runBacktest(new MonitorStore(store), createEvaluator(mc.rules, ruleSets(mc)), ctx, mc, from, to, store);
     if (json) {
       return JSON.stringify({ ...r, notifications: r.notifications.map((n) => evalgapPayload(n)) }, null, 2);

@@ -164,6 +164,22 @@ export function sampleByRegion(region: Int32Array, regions: number, max: number,
  */
 export const MIN_DEEP_LEVEL = 0.01;
 
+/** The fewest deep bands whose upper edge reaches `MIN_DEEP_LEVEL` (the edge above band d − 1 is level d − 1): 3. */
+export const MIN_DEEP_BANDS = Math.min(
+  BAND_LEVELS.indexOf('threshold'),
+  BAND_LEVELS.findIndex((l) => l !== 'threshold' && l >= MIN_DEEP_LEVEL) + 1,
+);
+
+/**
+ * A deep-band statement of a model fitted before the `MIN_DEEP_LEVEL` floor (evalgap before
+ * 2026-12-07 could state 1 or 2 bands). Such a model still loads; the monitor does not rely on the
+ * statement (`novel_vs_calibrated` stays silent, `novel_sessions` waits for production's own
+ * reference), and `fit`/`inspect`/`monitor` say so, until the eval set is refitted.
+ */
+export function belowDeepFloor(deepBands: number): boolean {
+  return deepBands < MIN_DEEP_BANDS;
+}
+
 /**
  * The deep-band share of in-scope traffic the fit can vouch for, for the monitor's fixed-reference
  * novel-topic rule (`novel_vs_calibrated`, docs/monitor.md "No blind day").
@@ -263,9 +279,7 @@ export function heldOutDeep(x: HeldOutDeepInput): HeldOutDeep {
   const thr = BAND_LEVELS.indexOf('threshold');
   let best: HeldOutDeep | null = null;
   let bestKl = -Infinity;
-  // the fewest bands whose upper edge is at least MIN_DEEP_LEVEL (the edge below band d is level d − 1)
-  const minDeep = Math.min(thr, BAND_LEVELS.findIndex((l) => l !== 'threshold' && l >= MIN_DEEP_LEVEL) + 1);
-  for (let d = minDeep; d <= thr; d++) {
+  for (let d = MIN_DEEP_BANDS; d <= thr; d++) {
     const st = deepBandStatement(x, d);
     const hi = st.deepShareInterval[1];
     // evidence per request against the upper end when in-scope traffic sits at the estimate and a

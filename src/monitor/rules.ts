@@ -1228,7 +1228,8 @@ export function createEvaluateWindow(options: Partial<MonitorOptions> = {}) {
       // share's and the bands'); with session ids it waits until minSessions have closed (until
       // then a long session of one deep query would read as many), without them it uses the
       // windows' dispersion as the other fixed-rate rules do.
-      const hd = ctx.heldOutDeep && ctx.heldOutDeep.deepBands > 0 ? ctx.heldOutDeep : null;
+      // (a statement from before the deep bands' 1% floor is not relied on: MonitorContext.heldOutDeep)
+      const hd = ctx.heldOutDeep && ctx.heldOutDeep.deepBands > 0 && !ctx.heldOutDeep.belowFloor ? ctx.heldOutDeep : null;
       const pDeepBase = hd ? Math.min(0.999, Math.max(1e-4, hd.interval[1])) : 0;
       const pDeep = Math.min(0.999, Math.max(pDeepBase, sc.deepFact ?? 0));
       const phiDeep: Dispersion | null =

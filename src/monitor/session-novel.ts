@@ -400,7 +400,8 @@ export function novelSessionRules(options: Partial<NovelSessionsOptions> = {}): 
       const qg = groupProfile(q, deepBands);
       // the fit's session reference (a model without it, or computed for other groups: none)
       const sr = ctx.sessionReference;
-      const fitRef = sr && usableFitReference(sr, deepBands) ? sr : null;
+      // (nor one resting on a deep-band statement from before the 1% floor: MonitorContext.heldOutDeep)
+      const fitRef = sr && !ctx.heldOutDeep?.belowFloor && usableFitReference(sr, deepBands) ? sr : null;
       const { start, end, t0, windowMs, widx, arlWindows } = windowClock(mine[0], o.arlDays);
       const blockMs = o.blockMinutes * 60000;
       const key = Math.floor(t0 / blockMs);

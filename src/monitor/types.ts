@@ -114,9 +114,13 @@ export interface MonitorContext {
   novelProfile?: number[];
   /**
    * the deep-band share of new phrasings of tested intents with its interval (the model's
-   * calibration.bands.heldOut): the fixed reference of novel_vs_calibrated; absent: that rule is off
+   * calibration.bands.heldOut): the fixed reference of novel_vs_calibrated; absent: that rule is off.
+   * `belowFloor`: a statement fitted before the deep bands' 1% floor (fewer than 3 bands, resting
+   * on the eval set's few oddest phrasings, measured false on a second dataset): novel_vs_calibrated
+   * stays off and novel_sessions does not use the fit's session reference; `deepBands` still groups
+   * novel_sessions' production evidence, so state saved before stays comparable
    */
-  heldOutDeep?: { deepBands: number; share: number; interval: [number, number]; novelShare: number };
+  heldOutDeep?: { deepBands: number; share: number; interval: [number, number]; novelShare: number; belowFloor?: boolean };
   /**
    * how closed sessions of tested intents score on novel_sessions' statistic, stated at fit time
    * (the model's calibration.bands.sessions, src/coverage/session-reference.ts): that rule's

@@ -10,11 +10,15 @@
  * the first request, the rule fires from it before production's reference is ready; a model
  * without the field still loads and the rule then waits for production history.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBacktest } from '../../src/alert/backtest.js';
 import { contextFromManifest } from '../../src/alert/runner.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
+import { calibrationWarnings } from '../../src/cli/format.js';
+import { monitorContext } from '../../src/cli/monitor.js';
+import { groupShares } from '../../src/coverage/session-reference.js';
 import { CoverageAssigner, loadCoverageModel, ManifestSchema, type Manifest } from '../../src/coverage/model.js';
 import { composeEvaluators, createEvaluateWindow, novelSessionRules, type EvaluateWindow } from '../../src/monitor/index.js';
 import { rng } from '../../src/monitor/stats.js';
@@ -159,6 +163,31 @@ describe('novel_sessions on the backtest path (real engine and model)', () => {
     delete old.calibration.bands!.sessions;
     expect(ManifestSchema.safeParse(old).success).toBe(true);
     expect(contextFromManifest(old).sessionReference).toBeUndefined();
+  });
+
+  it('a model whose deep-band statement predates the 1% floor (2 bands) still loads; the monitor does not rely on it and fit/inspect/monitor warn', () => {
+    const pre = tmpDir('prefloor');
+    fs.cpSync(modelDir, pre, { recursive: true });
+    const m = JSON.parse(fs.readFileSync(path.join(pre, 'manifest.json'), 'utf8')) as Manifest;
+    const b = m.calibration.bands!;
+    expect(b.heldOut!.deepBands).toBeGreaterThanOrEqual(3);
+    // as evalgap before 2026-12-07 could write it: the same fit, the 2 deepest bands stated
+    b.heldOut!.deepBands = 2;
+    b.heldOut!.novelDeepShare = b.novel[0] + b.novel[1];
+    b.sessions!.deepBands = 2;
+    b.sessions!.novelShares = groupShares(b.novel, 2);
+    fs.writeFileSync(path.join(pre, 'manifest.json'), JSON.stringify(m, null, 2));
+    const loaded = loadCoverageModel(pre);
+    const ctx = contextFromManifest(loaded.manifest);
+    expect(ctx.heldOutDeep?.belowFloor).toBe(true);
+    expect(ctx.heldOutDeep?.deepBands).toBe(2);
+    expect(contextFromManifest(manifest).heldOutDeep?.belowFloor).toBeUndefined();
+    expect(calibrationWarnings(loaded.manifest).join('\n')).toMatch(/only the 2 deepest coverage band\(s\), below the 1% level.*novel_vs_calibrated stays silent.*Refit/);
+    expect(calibrationWarnings(manifest).join('\n')).not.toMatch(/deepest coverage band/);
+    const warned: string[] = [];
+    const logger = { warn: (_o: unknown, msg: string) => warned.push(msg) } as unknown as Parameters<typeof monitorContext>[2];
+    monitorContext(pre, loaded, logger);
+    expect(warned.some((w) => /novel_sessions waits for production history/.test(w))).toBe(true);
   });
 
   it('fresh deployment, a third of the sessions on untested topics from the first request: the rule reads them against the fit reference first (any alert before 24 hours says so)', async () => {

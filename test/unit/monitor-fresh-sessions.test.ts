@@ -129,6 +129,9 @@ describe('novel_sessions from the fit reference (fresh deployment)', () => {
       // without the fit reference (a model fitted before it): today's behaviour, nothing within the day
       const old = run(spec(seed, 0.5, 1, 0.2), baseCtx);
       expect(old.alerts).toEqual([]);
+      // a model whose deep-band statement predates the 1% floor: its fit reference is not used either
+      const pre = run(spec(seed, 0.5, 1, 0.2), { ...fitCtx, heldOutDeep: { ...fitCtx.heldOutDeep!, belowFloor: true } });
+      expect(pre.alerts).toEqual([]);
       const st = (old.state as { sets?: { novel_sessions?: { scopes: Record<string, { fit?: unknown }> } } }).sets?.novel_sessions;
       expect(st?.scopes['*'].fit ?? null).toBeNull();
     }

@@ -9,6 +9,7 @@ import { backtest } from '../../src/monitor/index.js';
 import type { MonitorContext } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 import { sessionStream, type Cell, type SessionStreamSpec } from '../helpers/monitor-sim.js';
+import { heldOutDeepOf } from '../../src/alert/runner.js';
 
 const K = 12;
 const B = 9;
@@ -133,5 +134,17 @@ describe('novel_vs_calibrated: no blind day', () => {
     expect(r.alerts.filter((a) => a.rule === 'novel_vs_calibrated')).toEqual([]);
     const ev = backtest(sessionStream(spec(1, 0.5, 0.1, 0.05)), ctxOld);
     expect(ev.alerts.every((a) => a.rule !== 'novel_vs_calibrated')).toBe(true);
+  }, 600_000);
+
+  it('a statement from before the deep bands\' 1% floor (fewer than 3 bands) is marked and not relied on: the rule that fires on the same stream with it trusted stays silent', () => {
+    const stated = { deepShare: heldOutDeep.share, deepShareInterval: heldOutDeep.interval, novelDeepShare: heldOutDeep.novelShare };
+    expect(heldOutDeepOf({ ...stated, deepBands: 2 }).belowFloor).toBe(true);
+    expect(heldOutDeepOf({ ...stated, deepBands: 1 }).belowFloor).toBe(true);
+    expect(heldOutDeepOf({ ...stated, deepBands: 3 }).belowFloor).toBeUndefined();
+    expect(heldOutDeepOf({ ...stated, deepBands: 4 }).belowFloor).toBeUndefined();
+    const s = spec(1, 0.5, 2, 0.05);
+    expect(run(s, ctx).alerts.some((a) => a.rule === 'novel_vs_calibrated')).toBe(true);
+    const r = run(s, { ...ctx, heldOutDeep: { ...heldOutDeep, belowFloor: true } });
+    expect(r.alerts.filter((a) => a.rule === 'novel_vs_calibrated')).toEqual([]);
   }, 600_000);
 });
