@@ -60,7 +60,7 @@ export interface RunnerDeps {
   clock?: () => Date;
   /** for tests: replace the HTTP POST of the dispatcher */
   post?: ConstructorParameters<typeof Dispatcher>[2]['post'];
-  /** election session timeout (ms); default 10 s */
+  /** session timeout (ms) of the election's and the dispatchers' consumer groups; default 10 s and 30 s (the CLI passes EVALGAP_SESSION_TIMEOUT_MS) */
   sessionTimeoutMs?: number;
   /** a new leader waits this long (ms) before evaluating, so that a rebalance still under way (e.g. monitors starting together) settles first; default 3 s */
   settleMs?: number;
@@ -113,7 +113,7 @@ export class MonitorRunner {
     const c = deps.config;
     this.election = new Election(deps.kafka, { topic: c.controlTopic, group: c.electionGroup, sessionTimeoutMs: deps.sessionTimeoutMs }, deps.logger);
     this.outbox = new Outbox(deps.kafka, c.alertsTopic);
-    this.dispatcher = new Dispatcher(deps.kafka, c.receivers, { topic: c.alertsTopic, groupPrefix: c.dispatchGroupPrefix, post: deps.post }, deps.logger, this.metrics);
+    this.dispatcher = new Dispatcher(deps.kafka, c.receivers, { topic: c.alertsTopic, groupPrefix: c.dispatchGroupPrefix, post: deps.post, sessionTimeoutMs: deps.sessionTimeoutMs }, deps.logger, this.metrics);
     const settle = deps.settleMs ?? 3_000;
     this.election.onChange((leader) => {
       this.metrics.leader.set(leader ? 1 : 0);

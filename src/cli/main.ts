@@ -21,9 +21,9 @@ import { UserError } from './errors.js';
 import { progressReporter } from './progress.js';
 import { registerEstimateCommands } from './estimate-commands.js';
 
-const intArg = (name: string, min: number) => (v: string) => {
+const intArg = (name: string, min: number, max = Infinity) => (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}${max < Infinity ? ` and ≤ ${max}` : ''}`);
   return n;
 };
 const rateArg = (v: string) => {
@@ -65,7 +65,7 @@ export function buildProgram(): Command {
     .name('evalgap')
     .description(
       'Measures where production LLM-agent traffic leaves the ground your eval set covers.\n' +
-        'Settings come from EVALGAP_* environment variables (docs/configuration.md) or the flags below.\n' +
+        'Settings come from EVALGAP_* environment variables (docs/configuration.md); some commands take flags that override them (see each command\'s --help).\n' +
         `Docs: README.md and docs/ in ${PACKAGE_ROOT} (docs/README.md lists the pages).`,
     )
     .version(JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version)
@@ -77,7 +77,7 @@ export function buildProgram(): Command {
     .argument('[evalset]', 'eval set: JSONL (one case per line) or CSV with a header (none with --add)')
     .option('--text-field <name>', 'field or column holding the query text', 'query')
     .option('--k <n|auto>', 'number of clusters, or auto (chosen by silhouette)', 'auto')
-    .option('--out <dir>', 'model folder (default: models/coverage/<version>)')
+    .option('--out <dir>', 'model folder (default: <models dir>/coverage/<version>, EVALGAP_MODELS_DIR)')
     .option('--seed <n>', 'random seed (same seed, same model)', intArg('--seed', 0), DEFAULT_FIT.seed)
     .option('--restarts <n>', 'k-means restarts', intArg('--restarts', 1), DEFAULT_FIT.restarts)
     .option('--neighbours <n>', 'eval cases averaged by the coverage score', intArg('--neighbours', 1), DEFAULT_FIT.neighbours)
@@ -177,7 +177,7 @@ export function buildProgram(): Command {
       const embedder = await loadThreadedEmbedder(cfg.embed);
       if (embedder.modelChecksum !== model.manifest.embedding.checksum) {
         await embedder.close();
-        loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision } });
+        loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, maxTokens: embedder.maxTokens } });
       }
       const name = file === '-' ? 'stdin' : file;
       const { text: content, invalid } = readTextInput(file, 'queries file');
@@ -488,7 +488,7 @@ export function buildProgram(): Command {
       .command('export-gaps')
       .description('write candidate eval cases from the coverage gaps (JSONL that evalgap fit reads), deduplicated, stratified by priority')
       .requiredOption('--out <file>', 'JSONL file to write')
-      .option('--per-gap <n>', 'cases per gap at most (≤ 25, the examples kept per gap)', intArg('--per-gap', 1), 10)
+      .option('--per-gap <n>', 'cases per gap at most (≤ 25, the examples kept per gap)', intArg('--per-gap', 1, 25), 10)
       .option('--budget <n>', 'cases in all at most, shared across gaps by priority', intArg('--budget', 1))
       .option('--since <when>', 'start of the period: a duration back from now (7d, 24h) or an ISO-8601 date (no zone: UTC)', '7d')
       .option('--until <when>', 'end of the period, as --since (default: now)')

@@ -107,6 +107,8 @@ export async function startMonitor(
     ctx: ctxNow,
     config: mc,
     metrics,
+    // EVALGAP_SESSION_TIMEOUT_MS: the election's and the dispatchers' consumer groups too
+    sessionTimeoutMs: cfg.ingest.sessionTimeoutMs,
     ...(mc.guard ? { guard: new VersionGuard(store, mc.guard, store.database) } : {}),
   });
   logger.info({ monitor: describeMonitorConfig(mc), model: model.manifest.version }, 'starting monitor');

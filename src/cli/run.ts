@@ -70,7 +70,7 @@ export async function startRun(
   let model: ModelWatcher;
   try {
     model = new ModelWatcher(modelPath, {
-      expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision },
+      expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, maxTokens: embedder.maxTokens },
       logger,
       pollMs: modelPollMs,
       metrics,

@@ -46,7 +46,12 @@ export const ConfigSchema = z.object({
         password: z.string(),
       })
       .optional(),
-  }),
+  })
+    // a CA bundle without TLS would change nothing: refused rather than ignored
+    .refine((k) => !k.sslCa || k.ssl, {
+      message: 'EVALGAP_KAFKA_SSL_CA_FILE is set but TLS to the brokers is off: set EVALGAP_KAFKA_SSL=true as well (or drop the CA file)',
+      path: ['sslCa'],
+    }),
   clickhouse: z
     .object({
       /** http(s)://host:port of a ClickHouse server; when absent the embedded engine (chdb) is used. */
@@ -74,7 +79,16 @@ export const ConfigSchema = z.object({
       cert: z.string().optional(),
       key: z.string().optional(),
     })
-    .strict(),
+    .strict()
+    // TLS files change nothing unless they are used: refused rather than ignored
+    .refine((c) => !c.cert === !c.key, {
+      message: 'a client certificate needs its key and a key its certificate: set EVALGAP_CLICKHOUSE_CERT_FILE and EVALGAP_CLICKHOUSE_KEY_FILE together',
+      path: ['cert'],
+    })
+    .refine((c) => !(c.caCert || c.cert || c.key) || /^https:\/\//i.test(c.url ?? ''), {
+      message: 'EVALGAP_CLICKHOUSE_CA_FILE, _CERT_FILE and _KEY_FILE are for TLS to a server: they need an https:// EVALGAP_CLICKHOUSE_URL',
+      path: ['caCert'],
+    }),
   embed: z.object({
     modelsDir: z.string().min(1),
     model: z.string().min(1),

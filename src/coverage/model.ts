@@ -252,7 +252,7 @@ export function saveCoverageModel(dir: string, draft: ManifestDraft, m: Omit<Cov
 
 export interface LoadOptions {
   /** refuse a model fitted with another embedding model */
-  expectEmbedding?: { model: string; checksum: string; precision?: string };
+  expectEmbedding?: { model: string; checksum: string; precision?: string; maxTokens?: number };
 }
 
 export function loadCoverageModel(dir: string, opts: LoadOptions = {}): CoverageModel {
@@ -323,6 +323,13 @@ export function loadCoverageModel(dir: string, opts: LoadOptions = {}): Coverage
         (e.precision && e.precision !== manifest.embedding.precision
           ? ` (it was fitted with ${manifest.embedding.precision} embeddings, these are ${e.precision}: or set EVALGAP_EMBED_PRECISION=${manifest.embedding.precision})`
           : ''),
+    );
+  }
+  // the same graph truncating texts elsewhere embeds long queries otherwise than the fit did
+  if (e?.maxTokens !== undefined && e.maxTokens !== manifest.embedding.maxTokens) {
+    throw new ModelLoadError(
+      `coverage model ${manifest.version} was fitted with texts cut at ${manifest.embedding.maxTokens} tokens but this process cuts them at ${e.maxTokens}: ` +
+        `long queries would be embedded otherwise than its eval cases were; set EVALGAP_EMBED_MAX_TOKENS=${manifest.embedding.maxTokens} or run evalgap fit again`,
     );
   }
   const model = { manifest, centroids, embeddings, labels, cases };

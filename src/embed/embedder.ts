@@ -76,12 +76,12 @@ export function modelFile(modelsDir: string, model: string, precision: Precision
  * loading it: what a coverage model must have been fitted with (`evalgap deploy` checks it as
  * `evalgap run` does).
  */
-export function installedEmbedding(opts: Pick<EmbedderOptions, 'modelsDir' | 'model' | 'precision'>): { model: string; checksum: string; precision: Precision } {
+export function installedEmbedding(opts: Pick<EmbedderOptions, 'modelsDir' | 'model' | 'precision' | 'maxTokens'>): { model: string; checksum: string; precision: Precision; maxTokens: number } {
   const onnx = modelFile(opts.modelsDir, opts.model, opts.precision);
   if (!fs.existsSync(onnx)) {
     throw new ModelNotInstalledError(`embedding model "${opts.model}" (${opts.precision}) is not installed in ${opts.modelsDir} (run: npm run setup)`);
   }
-  return { model: opts.model, checksum: fileChecksum(onnx), precision: opts.precision };
+  return { model: opts.model, checksum: fileChecksum(onnx), precision: opts.precision, maxTokens: opts.maxTokens };
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */

@@ -138,7 +138,7 @@ export const MonitorOptionsSchema = z
     warmupSessions: z.number().int().nonnegative(),
     minSessions: z.number().int().positive(),
     calibratedLargeRatio: z.number().gt(1),
-    blockMinutes: z.number().int().positive().refine((m) => 1440 % m === 0 && m <= 60, 'must divide an hour or equal it (5, 10, 15, 20, 30, 60)'),
+    blockMinutes: z.number().int().positive().refine((m) => 60 % m === 0, 'must divide an hour or equal it (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)'),
     minRequests: z.number().int().nonnegative(),
     minEvents: z.number().int().nonnegative(),
     ratios: z.array(z.number().gt(1)).min(1),

@@ -6,6 +6,7 @@
  */
 import { createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
 import fs from 'node:fs';
+import tls from 'node:tls';
 import type { Config } from '../config/index.js';
 
 export const CLICKHOUSE_SETTINGS: ClickHouseSettings = {
@@ -30,6 +31,18 @@ export interface StoreClient {
   location: string;
 }
 
+/**
+ * The client's TLS options from the PEM files (config validation makes sure they come with an
+ * https:// URL, and a certificate with its key). A client certificate without a CA file: the
+ * server's certificate is checked against Node's bundled root CAs, as https:// does without any
+ * TLS option (the client takes a CA whenever it takes a certificate).
+ */
+export function tlsOptions(cfg: Pick<Config['clickhouse'], 'caCert' | 'cert' | 'key'>): { tls?: { ca_cert: Buffer; cert?: Buffer; key?: Buffer } } {
+  if (cfg.cert && cfg.key) return { tls: { ca_cert: Buffer.from(cfg.caCert ?? tls.rootCertificates.join('\n')), cert: Buffer.from(cfg.cert), key: Buffer.from(cfg.key) } };
+  if (cfg.caCert) return { tls: { ca_cert: Buffer.from(cfg.caCert) } };
+  return {};
+}
+
 /** `extra`: settings every query of this client carries, after the common ones (e.g. read-only limits). */
 export async function createStoreClient(cfg: Config['clickhouse'], extra: ClickHouseSettings = {}): Promise<StoreClient> {
   if (cfg.url) {
@@ -39,9 +52,7 @@ export async function createStoreClient(cfg: Config['clickhouse'], extra: ClickH
       password: cfg.password,
       clickhouse_settings: { ...CLICKHOUSE_SETTINGS, ...extra },
       request_timeout: 60_000,
-      ...(cfg.caCert
-        ? { tls: cfg.cert && cfg.key ? { ca_cert: Buffer.from(cfg.caCert), cert: Buffer.from(cfg.cert), key: Buffer.from(cfg.key) } : { ca_cert: Buffer.from(cfg.caCert) } }
-        : {}),
+      ...tlsOptions(cfg),
     });
     const u = new URL(cfg.url);
     u.username = '';

@@ -1,8 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, PACKAGE_ROOT, loadConfig, maskUrl, redactConfig } from '../../src/config/index.js';
+import { tlsOptions } from '../../src/store/client.js';
 
 describe('loadConfig', () => {
   it('uses documented defaults for an empty environment', () => {
@@ -241,5 +243,31 @@ describe('issue 8: secrets, schemes, ports, files', () => {
     const printed = JSON.stringify(redactConfig(c));
     expect(printed).not.toContain('from-file');
     expect(printed).not.toContain('kafka-secret');
+  });
+
+  it('refuses TLS files that would change nothing: a Kafka CA without TLS, a certificate without its key, TLS files without an https server', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-'));
+    const w = (n: string, v: string) => {
+      fs.writeFileSync(path.join(dir, n), v);
+      return path.join(dir, n);
+    };
+    expect(() => loadConfig({ EVALGAP_KAFKA_SSL_CA_FILE: w('kca.pem', 'KCA') })).toThrow(/kafka\.sslCa: EVALGAP_KAFKA_SSL_CA_FILE is set but TLS to the brokers is off/);
+    expect(loadConfig({ EVALGAP_KAFKA_SSL: 'true', EVALGAP_KAFKA_SSL_CA_FILE: w('kca.pem', 'KCA') }).kafka.sslCa).toBe('KCA');
+    const url = { EVALGAP_CLICKHOUSE_URL: 'https://ch:8443' };
+    expect(() => loadConfig({ ...url, EVALGAP_CLICKHOUSE_CERT_FILE: w('c.pem', 'C') })).toThrow(/clickhouse\.cert: a client certificate needs its key/);
+    expect(() => loadConfig({ ...url, EVALGAP_CLICKHOUSE_KEY_FILE: w('k.pem', 'K') })).toThrow(/a client certificate needs its key/);
+    expect(() => loadConfig({ EVALGAP_CLICKHOUSE_CA_FILE: w('ca.pem', 'CA') })).toThrow(/need an https:\/\/ EVALGAP_CLICKHOUSE_URL/);
+    expect(() => loadConfig({ EVALGAP_CLICKHOUSE_URL: 'http://ch:8123', EVALGAP_CLICKHOUSE_CA_FILE: w('ca.pem', 'CA') })).toThrow(/need an https:\/\//);
+    // a client certificate with the public CAs (no CA file) is accepted: the client then checks the server against Node's root CAs
+    const c = loadConfig({ ...url, EVALGAP_CLICKHOUSE_CERT_FILE: w('c.pem', 'C'), EVALGAP_CLICKHOUSE_KEY_FILE: w('k.pem', 'K') });
+    expect(c.clickhouse).toMatchObject({ cert: 'C', key: 'K' });
+    expect(c.clickhouse.caCert).toBeUndefined();
+    // and the client gets them: the certificate and key, with Node's root CAs; a CA file alone; nothing
+    const t = tlsOptions(c.clickhouse).tls!;
+    expect([t.cert?.toString(), t.key?.toString()]).toEqual(['C', 'K']);
+    expect(t.ca_cert.toString()).toBe(tls.rootCertificates.join('\n'));
+    expect(tlsOptions({ caCert: 'CA', cert: 'C', key: 'K' }).tls!.ca_cert.toString()).toBe('CA');
+    expect(tlsOptions({ caCert: 'CA' })).toEqual({ tls: { ca_cert: Buffer.from('CA') } });
+    expect(tlsOptions({})).toEqual({});
   });
 });

@@ -969,6 +969,15 @@ describe('coverage model on disk', () => {
     );
   });
 
+  it('refuses a model fitted with texts cut at another token length (EVALGAP_EMBED_MAX_TOKENS), and accepts the same one', () => {
+    const dir = save();
+    const same = { model: EMB.model, checksum: EMB.checksum, precision: 'int8' };
+    expect(() => loadCoverageModel(dir, { expectEmbedding: { ...same, maxTokens: 256 } })).toThrow(
+      /fitted with texts cut at 128 tokens but this process cuts them at 256.*set EVALGAP_EMBED_MAX_TOKENS=128 or run evalgap fit again/,
+    );
+    expect(loadCoverageModel(dir, { expectEmbedding: { ...same, maxTokens: 128 } }).manifest.version).toBe(built.draft.version);
+  });
+
   describe('hostile values whose checksums agree', () => {
     /** rewrite an array file and record its new checksum, as a hostile model would */
     const rewrite = (dir: string, name: string, edit: (buf: Buffer) => void) => {
