@@ -246,11 +246,76 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
   return parsed.data;
 }
 
+/** The environment variable behind each setting (the base object of loadConfig), for error messages. */
+export const VARIABLE_OF: Readonly<Record<string, string>> = {
+  'kafka.brokers': 'EVALGAP_KAFKA_BROKERS',
+  'kafka.clientId': 'EVALGAP_KAFKA_CLIENT_ID',
+  'kafka.topic': 'EVALGAP_TOPIC',
+  'kafka.dlqTopic': 'EVALGAP_DLQ_TOPIC',
+  'kafka.group': 'EVALGAP_GROUP',
+  'kafka.ssl': 'EVALGAP_KAFKA_SSL',
+  'kafka.sslCa': 'EVALGAP_KAFKA_SSL_CA_FILE',
+  'kafka.sasl.mechanism': 'EVALGAP_KAFKA_SASL_MECHANISM',
+  'kafka.sasl.username': 'EVALGAP_KAFKA_SASL_USERNAME',
+  'kafka.sasl.password': 'EVALGAP_KAFKA_SASL_PASSWORD',
+  'clickhouse.url': 'EVALGAP_CLICKHOUSE_URL',
+  'clickhouse.path': 'EVALGAP_DATA_DIR',
+  'clickhouse.database': 'EVALGAP_CLICKHOUSE_DATABASE',
+  'clickhouse.username': 'EVALGAP_CLICKHOUSE_USER',
+  'clickhouse.password': 'EVALGAP_CLICKHOUSE_PASSWORD',
+  'clickhouse.retentionDays': 'EVALGAP_RETENTION_DAYS',
+  'clickhouse.caCert': 'EVALGAP_CLICKHOUSE_CA_FILE',
+  'clickhouse.cert': 'EVALGAP_CLICKHOUSE_CERT_FILE',
+  'clickhouse.key': 'EVALGAP_CLICKHOUSE_KEY_FILE',
+  'embed.modelsDir': 'EVALGAP_MODELS_DIR',
+  'embed.model': 'EVALGAP_EMBED_MODEL',
+  'embed.precision': 'EVALGAP_EMBED_PRECISION',
+  'embed.batchSize': 'EVALGAP_EMBED_BATCH',
+  'embed.threads': 'EVALGAP_EMBED_THREADS',
+  'embed.maxTokens': 'EVALGAP_EMBED_MAX_TOKENS',
+  'ingest.redactText': 'EVALGAP_REDACT_TEXT',
+  'ingest.metricsPort': 'EVALGAP_METRICS_PORT',
+  'ingest.maxBatchMessages': 'EVALGAP_MAX_BATCH',
+  'ingest.redactKey': 'EVALGAP_REDACT_KEY',
+  'ingest.maxMessageBytes': 'EVALGAP_MAX_MESSAGE_BYTES',
+  'ingest.maxDepth': 'EVALGAP_MAX_DEPTH',
+  'ingest.maxFutureHours': 'EVALGAP_MAX_FUTURE_HOURS',
+  'ingest.stallSeconds': 'EVALGAP_STALL_SECONDS',
+  'ingest.lagIntervalSeconds': 'EVALGAP_LAG_INTERVAL_SECONDS',
+  'ingest.sessionTimeoutMs': 'EVALGAP_SESSION_TIMEOUT_MS',
+  'otlp.topic': 'EVALGAP_OTLP_TOPIC',
+  'otlp.encoding': 'EVALGAP_OTLP_ENCODING',
+  'otlp.graceMs': 'EVALGAP_OTLP_GRACE_MS',
+  'otlp.maxHoldMs': 'EVALGAP_OTLP_MAX_HOLD_MS',
+  'otlp.idleMs': 'EVALGAP_OTLP_IDLE_MS',
+  'otlp.escalatedAttribute': 'EVALGAP_OTLP_ESCALATED_ATTRIBUTE',
+  'logLevel': 'EVALGAP_LOG_LEVEL',
+  'query.timeoutSeconds': 'EVALGAP_QUERY_TIMEOUT_SECONDS',
+  'query.maxMemoryBytes': 'EVALGAP_QUERY_MAX_MEMORY_BYTES',
+  'query.maxResultRows': 'EVALGAP_QUERY_MAX_RESULT_ROWS',
+  'query.maxResultBytes': 'EVALGAP_QUERY_MAX_RESULT_BYTES',
+  'query.queue': 'EVALGAP_QUERY_QUEUE',
+};
+
+/** The variable that sets a config path (an array element's is its array's), if any. */
+export function variableOf(p: readonly (string | number)[]): string | undefined {
+  for (let n = p.length; n > 0; n--) {
+    const v = VARIABLE_OF[p.slice(0, n).join('.')];
+    if (v) return v;
+  }
+  return undefined;
+}
+
 export class ConfigError extends Error {
   constructor(readonly zodError: z.ZodError) {
     super(
       'invalid configuration:\n' +
-        zodError.issues.map((i) => `  - ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n'),
+        zodError.issues
+          .map((i) => {
+            const v = variableOf(i.path);
+            return `  - ${i.path.join('.') || '(root)'}: ${i.message}${v && !i.message.includes(v) ? ` (set by ${v}, or the command's flag for it)` : ''}`;
+          })
+          .join('\n'),
     );
     this.name = 'ConfigError';
   }

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, PACKAGE_ROOT, loadConfig, maskUrl, redactConfig } from '../../src/config/index.js';
+import { ConfigError, PACKAGE_ROOT, VARIABLE_OF, loadConfig, maskUrl, redactConfig } from '../../src/config/index.js';
 import { tlsOptions } from '../../src/store/client.js';
 
 describe('loadConfig', () => {
@@ -243,6 +243,33 @@ describe('issue 8: secrets, schemes, ports, files', () => {
     const printed = JSON.stringify(redactConfig(c));
     expect(printed).not.toContain('from-file');
     expect(printed).not.toContain('kafka-secret');
+  });
+
+  it('names the variable behind every setting in its errors, and the table of variables matches what loadConfig reads', () => {
+    expect(() => loadConfig({ EVALGAP_RETENTION_DAYS: '1.5' })).toThrow(/clickhouse\.retentionDays: .* \(set by EVALGAP_RETENTION_DAYS, or the command's flag for it\)/);
+    expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: '127.0.0.1:99999' })).toThrow(/kafka\.brokers\.0: port must be 1-65535 \(set by EVALGAP_KAFKA_BROKERS/);
+    // every entry: a probe value either lands at the entry's path or is refused with the variable named
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-'));
+    const probe = path.join(dir, 'probe.pem');
+    fs.writeFileSync(probe, 'probe-value');
+    const at = (c: unknown, p: string) => p.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], c);
+    for (const [p, v] of Object.entries(VARIABLE_OF)) {
+      const env: Record<string, string> = { [v]: v.endsWith('_FILE') ? probe : 'probe-value' };
+      // the SASL settings only exist with a user; TLS files with TLS on
+      if (v.includes('SASL') && !v.endsWith('USERNAME')) env.EVALGAP_KAFKA_SASL_USERNAME = 'u';
+      let landed: unknown;
+      try {
+        landed = at(loadConfig(env), p);
+      } catch (e) {
+        expect((e as Error).message, `${p} ← ${v}`).toContain(v);
+        continue;
+      }
+      expect(landed, `${p} ← ${v}`).toBe('probe-value');
+    }
+    // and every variable loadConfig reads (e('…') / file('…') in its source) is in the table
+    const src = fs.readFileSync(path.join(PACKAGE_ROOT, 'src', 'config', 'index.ts'), 'utf8');
+    const read = [...src.matchAll(/\b(e|file)\('(EVALGAP_\w+)'\)/g)].map((m) => m[2] + (m[1] === 'file' ? '_FILE' : ''));
+    expect(new Set(read)).toEqual(new Set(Object.values(VARIABLE_OF)));
   });
 
   it('refuses TLS files that would change nothing: a Kafka CA without TLS, a certificate without its key, TLS files without an https server', () => {
