@@ -1,14 +1,11 @@
 /** The flags of `evalgap results`, `estimate` and `plan` (the work is in ./estimate.ts, loaded when one runs). */
 import { Command, InvalidArgumentError } from 'commander';
 import type { Config } from '../config/index.js';
+import { parseTimeArg, TIME_FORMS } from './period.js';
 
-/** A duration ago (30m, 12h, 7d, 2w) or a date. */
+/** A `--since`/`--until` value (src/cli/period.ts). */
 export function parseSince(s: string, now = new Date()): Date {
-  const m = /^(\d+(?:\.\d+)?)\s*([smhdw])$/.exec(s.trim());
-  if (m) return new Date(now.getTime() - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w']);
-  const d = new Date(s);
-  if (Number.isNaN(d.getTime())) throw new Error(`expected a duration like 7d, 12h, 30m, or a date; got "${s}"`);
-  return d;
+  return parseTimeArg(s, '--since', now);
 }
 
 type ConfigFrom = (opts: Record<string, unknown>) => Config;
@@ -17,7 +14,7 @@ const timeArg = (name: string) => (v: string) => {
   try {
     parseSince(v);
   } catch {
-    throw new InvalidArgumentError(`${name} must be a duration ago (30m, 12h, 7d, 2w) or a date`);
+    throw new InvalidArgumentError(`${name} must be ${TIME_FORMS}`);
   }
   return v;
 };

@@ -72,36 +72,7 @@ export async function openReader(cfg: Config, opts: { readOnly?: boolean } = {})
   }
 }
 
-const DURATION = /^(\d+(?:\.\d+)?)\s*([mhdw])$/;
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
-
-/**
- * A `--since`/`--until` value: a duration back from `now` (30m, 12h, 7d, 2w) or an ISO-8601 date
- * or date-time (2024-05-01, 2024-05-01T12:00, 2024-05-01T12:00:00+02:00; without a zone: UTC).
- */
-export function parseTimeArg(v: string, flag: string, now = new Date()): Date {
-  const s = v.trim();
-  const m = DURATION.exec(s);
-  if (m && Number(m[1]) > 0) {
-    return new Date(now.getTime() - Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w']);
-  }
-  const iso = ISO_DATE.exec(s);
-  if (iso) {
-    const d = new Date(s.length === 10 || iso[1] ? s : `${s.replace(' ', 'T')}Z`);
-    if (!Number.isNaN(d.getTime())) return d;
-  }
-  throw new InvalidArgumentError(`${flag} expects a duration back from now (7d, 24h, 90m, 2w) or an ISO-8601 date (2024-05-01, 2024-05-01T12:00Z); got "${v}"`);
-}
-
-/** The period of `--since`/`--until` (until defaults to now); since must come before until. */
-export function parsePeriod(since: string, until: string | undefined, now = new Date()): { since: Date; until: Date } {
-  const u = until === undefined ? now : parseTimeArg(until, '--until', now);
-  const from = parseTimeArg(since, '--since', now);
-  if (from.getTime() >= u.getTime()) {
-    throw new InvalidArgumentError(`--since (${from.toISOString()}) must be before --until (${u.toISOString()})`);
-  }
-  return { since: from, until: u };
-}
+export { parsePeriod, parseTimeArg } from './period.js';
 
 const day = (iso: string | number) => new Date(iso).toISOString().slice(0, 16).replace('T', ' ');
 

@@ -2,6 +2,7 @@
  * `evalgap report`: reads the store (src/store/report.ts), the coverage model folder and, for the
  * map, embeds a sample of stored queries; renders one self-contained HTML file (src/report).
  */
+import { parseTimeArg } from './period.js';
 import fs from 'node:fs';
 import { depthCoverage, sessionSummary, toolChains } from '../store/agent.js';
 import { createRequire } from 'node:module';
@@ -47,16 +48,9 @@ export interface ReportOptions {
 
 const STEPS = [10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 
-/** Parse "7d", "12h", "30m", or an ISO date, into the start of the period. */
+/** The start of the period of `--since` (src/cli/period.ts). */
 export function parseSince(s: string, now = new Date()): Date {
-  const m = /^(\d+(?:\.\d+)?)\s*([smhdw])$/.exec(s.trim());
-  if (m) {
-    const unit = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w'];
-    return new Date(now.getTime() - Number(m[1]) * unit * 1000);
-  }
-  const d = new Date(s);
-  if (Number.isNaN(d.getTime())) throw new Error(`--since must be a duration like 7d, 12h, 30m, or a date; got "${s}"`);
-  return d;
+  return parseTimeArg(s, '--since', now);
 }
 
 /** The inlined charting library: Chart.js's UMD build from node_modules. */

@@ -394,7 +394,7 @@ export function pickK(parts: readonly { k: number; silhouette: number }[], sn: n
   for (const s of scores) if (s.silhouette > best.silhouette + 0.005) best = s;
   return {
     k: best.k,
-    criterion: `max mean cosine silhouette over k in [${scores[0].k}, ${scores[scores.length - 1].k}] on a seeded sample of ${sn} cases`,
+    criterion: `max mean cosine silhouette (within 0.005: the smaller k) over k in [${scores[0].k}, ${scores[scores.length - 1].k}] on a seeded sample of ${sn} cases`,
     scores,
   };
 }

@@ -318,7 +318,7 @@ describe('clustering', () => {
     const b = sampleBlobs(orthoCenters(3, dim, 210), dim, 30, 0.08, 211);
     const choice = chooseK(b.x, b.n, dim, 42, 50, 4);
     expect(choice.scores.map((s) => s.k)).toEqual([2, 3, 4]);
-    expect(choice.criterion).toBe('max mean cosine silhouette over k in [2, 4] on a seeded sample of 50 cases');
+    expect(choice.criterion).toBe('max mean cosine silhouette (within 0.005: the smaller k) over k in [2, 4] on a seeded sample of 50 cases');
     expect(choice.k).toBe(3);
   });
 

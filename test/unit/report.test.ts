@@ -4,6 +4,8 @@ import { renderReport } from '../../src/report/html.js';
 import { pcaMap } from '../../src/report/pca.js';
 import type { ReportData } from '../../src/report/types.js';
 import { parseSince } from '../../src/cli/report.js';
+import { parseSince as parseSinceEstimate } from '../../src/cli/estimate-commands.js';
+import { parsePeriod } from '../../src/cli/gaps.js';
 
 function data(over: Partial<ReportData> = {}): ReportData {
   return {
@@ -143,6 +145,15 @@ describe('parseSince', () => {
     expect(parseSince('12h', now).toISOString()).toBe('2026-01-09T12:00:00.000Z');
     expect(parseSince('30m', now).toISOString()).toBe('2026-01-09T23:30:00.000Z');
     expect(parseSince('2026-01-01', now).toISOString()).toBe('2026-01-01T00:00:00.000Z');
-    expect(() => parseSince('soon', now)).toThrow(/duration like 7d/);
+    expect(() => parseSince('soon', now)).toThrow(/--since expects a duration back from now/);
+  });
+  it('is the one parser of every period flag: seconds too, and a date-time without a zone is UTC whatever the machine\'s zone', () => {
+    expect(parseSince('45s', now).toISOString()).toBe('2026-01-09T23:59:15.000Z');
+    expect(parseSince('2026-01-01T12:00', now).toISOString()).toBe('2026-01-01T12:00:00.000Z');
+    expect(parseSince('2026-01-01T12:00+02:00', now).toISOString()).toBe('2026-01-01T10:00:00.000Z');
+    expect(parseSinceEstimate('2026-01-01T12:00', now).toISOString()).toBe('2026-01-01T12:00:00.000Z');
+    expect(parsePeriod('45s', undefined, now).since.toISOString()).toBe('2026-01-09T23:59:15.000Z');
+    // a free-form date Date() would read in the local zone is refused
+    expect(() => parseSince('Jan 1 2026', now)).toThrow(/ISO-8601/);
   });
 });
