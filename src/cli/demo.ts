@@ -17,7 +17,7 @@ import { createLogger } from '../config/logger.js';
 import { addFitOptions, mergeCases } from '../coverage/extend.js';
 import { DEFAULT_FIT, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, saveCoverageModel, type Manifest } from '../coverage/model.js';
-import type { Embedder } from '../embed/embedder.js';
+import { embeddingOf, type Embedder } from '../embed/embedder.js';
 import { loadThreadedEmbedder, type ThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka, produceJson } from '../ingest/kafka.js';
 import { deployModel, resolveModelDir } from '../ingest/model-watch.js';
@@ -147,7 +147,7 @@ async function fitAndDeploy(ctx: DemoContext): Promise<void> {
   // each case's conversation depth (turn 1 or 2) and the tools its topic expects: agent.json
   saveAgentFile(modelDir, manifest.version, loadCoverageModel(modelDir).cases.map((c, i) => ({ id: c.id, turn: 1 + (i % 2), tools: TOPIC_TOOLS[c.tags[0] ?? ''] ?? [] })));
   ctx.models.push(manifest);
-  deployModel(modelDir, ctx.current, { expectEmbedding: { model: ctx.embedder.modelName, checksum: ctx.embedder.modelChecksum, precision: ctx.embedder.precision, maxTokens: ctx.embedder.maxTokens } });
+  deployModel(modelDir, ctx.current, { expectEmbedding: embeddingOf(ctx.embedder) });
   const rel = (p: string) => path.relative(process.cwd(), p);
   say(`   evalgap fit ${rel(evalFile)} --out ${rel(modelDir)}`);
   say(`   evalgap deploy ${rel(modelDir)} --current ${rel(ctx.current)}\n`);
@@ -350,7 +350,7 @@ async function refitAndRedeploy(ctx: DemoContext): Promise<void> {
   ctx.models.push(m);
   say(`   ${base.manifest.version} (${base.cases.length} cases) + ${merged.added} new → ${m.version} (${m.evalSet.uniqueCases} cases, k=${m.params.k})`);
   const t0 = Date.now();
-  deployModel(modelDir, ctx.current, { expectEmbedding: { model: ctx.embedder.modelName, checksum: ctx.embedder.modelChecksum, precision: ctx.embedder.precision, maxTokens: ctx.embedder.maxTokens } });
+  deployModel(modelDir, ctx.current, { expectEmbedding: embeddingOf(ctx.embedder) });
   while (ctx.running!.model.current().version !== m.version && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
   const now = ctx.running!.model.current().version;
   if (now !== m.version) throw new Error(`the consumer did not switch to ${m.version} (still ${now})`);

@@ -1,12 +1,9 @@
 /** The flags of `evalgap results`, `estimate` and `plan` (the work is in ./estimate.ts, loaded when one runs). */
 import { Command, InvalidArgumentError } from 'commander';
 import type { Config } from '../config/index.js';
-import { parseTimeArg, TIME_FORMS } from './period.js';
+import { parseSince, TIME_FORMS } from './period.js';
 
-/** A `--since`/`--until` value (src/cli/period.ts). */
-export function parseSince(s: string, now = new Date()): Date {
-  return parseTimeArg(s, '--since', now);
-}
+export { parseSince } from './period.js';
 
 type ConfigFrom = (opts: Record<string, unknown>) => Config;
 

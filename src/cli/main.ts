@@ -10,7 +10,7 @@ import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../
 import { EvalSetError } from '../coverage/evalset.js';
 import { DEFAULT_FIT, FitError, fitCoverageModel } from '../coverage/fit.js';
 import { loadCoverageModel, ModelLoadError, saveCoverageModel } from '../coverage/model.js';
-import { installedEmbedding, ModelNotInstalledError } from '../embed/embedder.js';
+import { embeddingOf, installedEmbedding, ModelNotInstalledError } from '../embed/embedder.js';
 import { isValidSecret, loadGuardConfig, loadMonitorConfig, MonitorConfigError } from '../alert/config.js';
 import { fitInput } from './fit-input.js';
 import { saveAgentFile } from '../coverage/agent.js';
@@ -177,7 +177,7 @@ export function buildProgram(): Command {
       const embedder = await loadThreadedEmbedder(cfg.embed);
       if (embedder.modelChecksum !== model.manifest.embedding.checksum) {
         await embedder.close();
-        loadCoverageModel(opts.model, { expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, maxTokens: embedder.maxTokens } });
+        loadCoverageModel(opts.model, { expectEmbedding: embeddingOf(embedder) });
       }
       const name = file === '-' ? 'stdin' : file;
       const { text: content, invalid } = readTextInput(file, 'queries file');

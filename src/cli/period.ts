@@ -25,6 +25,11 @@ export function parseTimeArg(v: string, flag: string, now = new Date()): Date {
   throw new InvalidArgumentError(`${flag} expects ${TIME_FORMS}; got "${v}"`);
 }
 
+/** A `--since` value (the start of a period). */
+export function parseSince(s: string, now = new Date()): Date {
+  return parseTimeArg(s, '--since', now);
+}
+
 /** The period of `--since`/`--until` (until defaults to now); since must come before until. */
 export function parsePeriod(since: string, until: string | undefined, now = new Date()): { since: Date; until: Date } {
   const u = until === undefined ? now : parseTimeArg(until, '--until', now);

@@ -2,7 +2,6 @@
  * `evalgap report`: reads the store (src/store/report.ts), the coverage model folder and, for the
  * map, embeds a sample of stored queries; renders one self-contained HTML file (src/report).
  */
-import { parseTimeArg } from './period.js';
 import fs from 'node:fs';
 import { depthCoverage, sessionSummary, toolChains } from '../store/agent.js';
 import { createRequire } from 'node:module';
@@ -48,10 +47,7 @@ export interface ReportOptions {
 
 const STEPS = [10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 
-/** The start of the period of `--since` (src/cli/period.ts). */
-export function parseSince(s: string, now = new Date()): Date {
-  return parseTimeArg(s, '--since', now);
-}
+export { parseSince } from './period.js';
 
 /** The inlined charting library: Chart.js's UMD build from node_modules. */
 export function chartJsSource(): string {

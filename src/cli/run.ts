@@ -1,6 +1,7 @@
 /** Wiring for `evalgap run`: config → embedder, coverage model (hot-reloaded), store, Kafka → IngestService. */
 import type { Logger } from 'pino';
 import { maskUrl, redactConfig, type Config } from '../config/index.js';
+import { embeddingOf } from '../embed/embedder.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
 import { OtlpBridge, createOtlpBridgeMetrics } from '../ingest/otlp-bridge.js';
@@ -70,7 +71,7 @@ export async function startRun(
   let model: ModelWatcher;
   try {
     model = new ModelWatcher(modelPath, {
-      expectEmbedding: { model: embedder.modelName, checksum: embedder.modelChecksum, precision: embedder.precision, maxTokens: embedder.maxTokens },
+      expectEmbedding: embeddingOf(embedder),
       logger,
       pollMs: modelPollMs,
       metrics,

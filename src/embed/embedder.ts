@@ -84,6 +84,11 @@ export function installedEmbedding(opts: Pick<EmbedderOptions, 'modelsDir' | 'mo
   return { model: opts.model, checksum: fileChecksum(onnx), precision: opts.precision, maxTokens: opts.maxTokens };
 }
 
+/** What a coverage model must have been fitted with to be used by this loaded embedder (LoadOptions.expectEmbedding). */
+export function embeddingOf(e: Pick<Embedder, 'modelName' | 'modelChecksum' | 'precision' | 'maxTokens'>): { model: string; checksum: string; precision: Precision; maxTokens: number } {
+  return { model: e.modelName, checksum: e.modelChecksum, precision: e.precision, maxTokens: e.maxTokens };
+}
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export async function loadEmbedder(opts: EmbedderOptions): Promise<Embedder> {
   const onnx = modelFile(opts.modelsDir, opts.model, opts.precision);
