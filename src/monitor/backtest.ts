@@ -3,7 +3,7 @@
  * Pure: the caller (evalgap monitor --backtest) reads the windows from the store.
  */
 import { createEvaluateWindow, type MonitorOptions } from './rules.js';
-import type { EvaluateWindow, MonitorContext, MonitorState, RuleName, Scope, TrendRow, Effect, Severity } from './types.js';
+import type { EvaluateWindow, MonitorContext, MonitorState, RuleName, Scope, TrendRow, Effect, Severity, WindowCounts } from './types.js';
 
 export interface BacktestAlert {
   rule: RuleName;
@@ -42,11 +42,8 @@ export interface BacktestOptions {
   skipInfo?: boolean;
 }
 
-/**
- * Replays `windows` (each item: every agent's counts of one closed window, in time order) and
- * returns the alerts that would have fired, with onset, statistic and resolution time.
- */
-export function backtest(windows: Iterable<import('./types.js').WindowCounts[]>, ctx: MonitorContext, opts: BacktestOptions = {}): BacktestResult {
+/** One replay's accumulator, shared by backtest and backtestAsync: windows in, alerts out. */
+function replay(ctx: MonitorContext, opts: BacktestOptions): { push(w: WindowCounts[]): void; result(): BacktestResult } {
   const evaluate = opts.evaluate ?? createEvaluateWindow({ output: opts.trends ? 'all' : 'changes', ...opts.monitor });
   let state = opts.state ?? null;
   const open = new Map<string, BacktestAlert>();
@@ -54,37 +51,73 @@ export function backtest(windows: Iterable<import('./types.js').WindowCounts[]>,
   const notices: string[] = [];
   const trends: TrendRow[] = [];
   let count = 0;
-  for (const w of windows) {
-    if (w.length === 0) continue;
-    count++;
-    const r = evaluate(state, w, ctx);
-    state = r.state;
-    notices.push(...r.notices.map((n) => `${w[0].start}: ${n}`));
-    if (opts.trends) trends.push(...r.trends);
-    for (const f of r.findings) {
-      if (opts.skipInfo && f.severity === 'info') continue;
-      const key = `${f.rule}|${f.scope.agent}|${f.scope.cluster ?? ''}`;
-      const a = open.get(key);
-      if (f.firing && !a) {
-        const alert: BacktestAlert = {
-          rule: f.rule,
-          scope: f.scope,
-          severity: f.severity,
-          onset: f.onset ?? f.windowStart,
-          statistic: f.statistic,
-          threshold: f.threshold,
-          effect: f.effect,
-          summary: f.summary,
-          clusters: f.clusters.map((c) => c.cluster),
-          resolvedAt: null,
-        };
-        open.set(key, alert);
-        alerts.push(alert);
-      } else if (!f.firing && a) {
-        a.resolvedAt = f.windowEnd;
-        open.delete(key);
+  return {
+    push(w) {
+      if (w.length === 0) return;
+      count++;
+      const r = evaluate(state, w, ctx);
+      state = r.state;
+      notices.push(...r.notices.map((n) => `${w[0].start}: ${n}`));
+      if (opts.trends) trends.push(...r.trends);
+      for (const f of r.findings) {
+        if (opts.skipInfo && f.severity === 'info') continue;
+        const key = `${f.rule}|${f.scope.agent}|${f.scope.cluster ?? ''}`;
+        const a = open.get(key);
+        if (f.firing && !a) {
+          const alert: BacktestAlert = {
+            rule: f.rule,
+            scope: f.scope,
+            severity: f.severity,
+            onset: f.onset ?? f.windowStart,
+            statistic: f.statistic,
+            threshold: f.threshold,
+            effect: f.effect,
+            summary: f.summary,
+            clusters: f.clusters.map((c) => c.cluster),
+            resolvedAt: null,
+          };
+          open.set(key, alert);
+          alerts.push(alert);
+        } else if (!f.firing && a) {
+          a.resolvedAt = f.windowEnd;
+          open.delete(key);
+        }
       }
+    },
+    result: () => ({ windows: count, alerts, notices, state, ...(opts.trends ? { trends } : {}) }),
+  };
+}
+
+/**
+ * Replays `windows` (each item: every agent's counts of one closed window, in time order) and
+ * returns the alerts that would have fired, with onset, statistic and resolution time.
+ */
+export function backtest(windows: Iterable<WindowCounts[]>, ctx: MonitorContext, opts: BacktestOptions = {}): BacktestResult {
+  const r = replay(ctx, opts);
+  for (const w of windows) r.push(w);
+  return r.result();
+}
+
+/**
+ * The same replay, handing the event loop a turn (setImmediate) whenever `yieldMs` of work has
+ * passed since the last one (default 250 ms): weeks of windows take minutes, and a process that
+ * also answers messages (a test runner's, a server's) must not go silent that long. The result is
+ * the same as backtest's: when it yields changes nothing the replay computes.
+ */
+export async function backtestAsync(
+  windows: Iterable<WindowCounts[]> | AsyncIterable<WindowCounts[]>,
+  ctx: MonitorContext,
+  opts: BacktestOptions & { yieldMs?: number } = {},
+): Promise<BacktestResult> {
+  const r = replay(ctx, opts);
+  const every = opts.yieldMs ?? 250;
+  let last = performance.now();
+  for await (const w of windows) {
+    r.push(w);
+    if (performance.now() - last >= every) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      last = performance.now();
     }
   }
-  return { windows: count, alerts, notices, state, ...(opts.trends ? { trends } : {}) };
+  return r.result();
 }

@@ -8,7 +8,7 @@ import type { EvaluateWindow } from './types.js';
 export const evaluateWindow: EvaluateWindow = defaultEvaluate;
 export { createEvaluateWindow, DEFAULT_MONITOR, MonitorOptionsSchema, type MonitorOptions } from './rules.js';
 export { reportedThresholds, clockThresholds, type UpdateThresholds } from './update-rates.js';
-export { backtest, type BacktestAlert, type BacktestOptions, type BacktestResult } from './backtest.js';
+export { backtest, backtestAsync, type BacktestAlert, type BacktestOptions, type BacktestResult } from './backtest.js';
 export { BernoulliCusum, DirichletMultinomialCusum, sequentialLogBayesFactors, type Verdict } from './detectors.js';
 export * from './scoring.js';
 export type * from './types.js';

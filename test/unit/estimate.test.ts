@@ -8,6 +8,7 @@ import { neymanAllocation, proportionalAllocation, stratifiedVariance, uniformAl
 import { estimateScore, heterogeneity, type ClusterCounts } from '../../src/estimate/poststratify.js';
 import { planCases } from '../../src/estimate/plan.js';
 import { matchResults, parseResults } from '../../src/estimate/results.js';
+import { breather } from '../helpers/breathe.js';
 
 function sampler(seed: number) {
   const g = gammaRandom.factory({ seed });
@@ -296,10 +297,12 @@ describe('the assumption term: heterogeneity within clusters', () => {
    * them alike (the tilt model's assumption). 40 clusters of 1–3 sub-groups of 12 eval cases,
    * a fifth of the sub-groups failing 30–70%, 5,000 requests.
    */
-  function tiltWorlds(lambda: number, worlds: number, seed: number) {
+  async function tiltWorlds(lambda: number, worlds: number, seed: number) {
+    const breathe = breather();
     const u = (gammaRandom.factory({ seed }).PRNG as unknown as { normalized: () => number }).normalized;
     const out: { truth: number; raw: number; tilt: number; off: number; inTilt: boolean; inOff: boolean; width: number }[] = [];
     for (let w = 0; w < worlds; w++) {
+      await breathe();
       const cs: ClusterCounts[] = [];
       const groups: { c: number; p: number; wt: number }[] = [];
       for (let c = 0; c < 40; c++) {
@@ -344,9 +347,9 @@ describe('the assumption term: heterogeneity within clusters', () => {
     };
   }
 
-  it('the tilt term: near-nominal coverage whether production leans on failing sub-groups or not, and closer than plain post-stratification when it does', { timeout: 600_000 }, () => {
-    const lean = tiltWorlds(-3, 150, 41);
-    const none = tiltWorlds(0, 150, 42);
+  it('the tilt term: near-nominal coverage whether production leans on failing sub-groups or not, and closer than plain post-stratification when it does', { timeout: 600_000 }, async () => {
+    const lean = await tiltWorlds(-3, 150, 41);
+    const none = await tiltWorlds(0, 150, 42);
     if (process.env.EVALGAP_TEST_PRINT) console.log({ lean, none });
     // measured: 94.0% and 92.7%; plain post-stratification 5.3% and 84.7%
     for (const x of [lean, none]) {
@@ -367,12 +370,14 @@ describe('the assumption term: heterogeneity within clusters', () => {
    * cluster's eval pass rate, so they dilute the slope fitted across clusters. Each covered request lands in the
    * deepest depth band with probability 0.75 when the eval represents it, 0.25 when not.
    */
-  function unrepresentedWorlds(lambda: number, worlds: number, seed: number, unrepShare: number) {
+  async function unrepresentedWorlds(lambda: number, worlds: number, seed: number, unrepShare: number) {
+    const breathe = breather();
     const u = (gammaRandom.factory({ seed }).PRNG as unknown as { normalized: () => number }).normalized;
     const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
     const rate = () => (u() < 0.2 ? 0.3 + 0.4 * u() : 0.85 + 0.14 * u());
     const out: { truth: number; raw: number; deep: number; all: number; inDeep: boolean; inAll: boolean; slopeDeep: number; slopeAll: number; shareTrue: number; shareHat: number; width: number }[] = [];
     for (let w = 0; w < worlds; w++) {
+      await breathe();
       const cs: ClusterCounts[] = [];
       const groups: { c: number; p: number; wt: number; represented: boolean }[] = [];
       for (let c = 0; c < 40; c++) {
@@ -447,11 +452,11 @@ describe('the assumption term: heterogeneity within clusters', () => {
   }
 
   // the worlds with unrepresented traffic, computed once for the two tests below
-  let unrepresentedCache: { lean: ReturnType<typeof unrepresentedWorlds>; none: ReturnType<typeof unrepresentedWorlds> } | null = null;
-  const unrepresentedRuns = () => (unrepresentedCache ??= { lean: unrepresentedWorlds(-3, 150, 51, 0.3), none: unrepresentedWorlds(0, 150, 52, 0.3) });
+  let unrepresentedCache: { lean: Awaited<ReturnType<typeof unrepresentedWorlds>>; none: Awaited<ReturnType<typeof unrepresentedWorlds>> } | null = null;
+  const unrepresentedRuns = async () => (unrepresentedCache ??= { lean: await unrepresentedWorlds(-3, 150, 51, 0.3), none: await unrepresentedWorlds(0, 150, 52, 0.3) });
 
-  it('fits the lean on the deepest band: closer to production\'s lean than a slope on all covered requests, which the traffic the eval does not represent dilutes', { timeout: 600_000 }, () => {
-    const { lean, none } = unrepresentedRuns();
+  it('fits the lean on the deepest band: closer to production\'s lean than a slope on all covered requests, which the traffic the eval does not represent dilutes', { timeout: 600_000 }, async () => {
+    const { lean, none } = await unrepresentedRuns();
     if (process.env.EVALGAP_TEST_PRINT) console.log({ lean, none });
     // measured: slope −2.93 on the deepest band against −2.45 on all covered requests (true λ = −3); the estimate's
     // bias +2.5 points against +3.5, its error 4.3 against 5.0 (raw 13.0)
@@ -465,8 +470,8 @@ describe('the assumption term: heterogeneity within clusters', () => {
     // traffic, 20 topics) vary more than anything the interval counts, and no count the estimate reads sizes them
   });
 
-  it('the unrepresented term: sized from the shallow bands\' diluted lean, it widens the interval where production leans (worlds with 30% unrepresented traffic)', { timeout: 600_000 }, () => {
-    const { lean, none } = unrepresentedRuns();
+  it('the unrepresented term: sized from the shallow bands\' diluted lean, it widens the interval where production leans (worlds with 30% unrepresented traffic)', { timeout: 600_000 }, async () => {
+    const { lean, none } = await unrepresentedRuns();
     // û from the dilution of the shallower bands' slope: 19% of covered traffic where production leans (true 30%: the
     // deepest band's own unrepresented requests, 12.5% of it here, dilute the deep slope too, so û falls short)
     expect(lean.shareHat).toBeGreaterThan(0.4 * lean.shareTrue);

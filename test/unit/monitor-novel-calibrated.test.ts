@@ -5,7 +5,7 @@
  * are found from the first windows; session-correlated traffic without a shift does not alarm.
  */
 import { describe, expect, it } from 'vitest';
-import { backtest } from '../../src/monitor/index.js';
+import { backtestAsync } from '../../src/monitor/index.js';
 import type { MonitorContext } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 import { sessionStream, type Cell, type SessionStreamSpec } from '../helpers/monitor-sim.js';
@@ -94,17 +94,17 @@ function spec(seed: number, rate: number, days: number, novel: number, over: Par
 }
 
 /** runs a stream; returns the alerts and, per window start, the requests emitted before it */
-function run(s: SessionStreamSpec, c: MonitorContext) {
+async function run(s: SessionStreamSpec, c: MonitorContext) {
   const before = new Map<number, number>();
   let total = 0;
-  const res = backtest(sessionStream({ ...s, onWindow: (t, n) => (before.set(t, total), (total += n)) }), c);
+  const res = await backtestAsync(sessionStream({ ...s, onWindow: (t, n) => (before.set(t, total), (total += n)) }), c);
   return { alerts: res.alerts, requestsBefore: (iso: string) => before.get(Date.parse(iso)) ?? NaN, total };
 }
 
 describe('novel_vs_calibrated: no blind day', () => {
-  it('a fresh deployment with 5% novel traffic from the first request is found within a bounded number of requests (0.5 requests/s)', () => {
+  it('a fresh deployment with 5% novel traffic from the first request is found within a bounded number of requests (0.5 requests/s)', async () => {
     for (const seed of [1, 2]) {
-      const r = run(spec(seed, 0.5, 2, 0.05), ctx);
+      const r = await run(spec(seed, 0.5, 2, 0.05), ctx);
       const hit = r.alerts.find((a) => a.rule === 'novel_vs_calibrated');
       expect(hit, `seed ${seed}: ${r.alerts.map((a) => a.rule).join(', ')}`).toBeDefined();
       // the oracle-free bound: h / KL(p1 ‖ upper end) ≈ 14 / 0.0047 ≈ 3,000 requests, times the
@@ -123,28 +123,28 @@ describe('novel_vs_calibrated: no blind day', () => {
   }, 600_000);
 
   for (const seed of [1, 2]) {
-    it(`14 days of session-correlated traffic with no shift at 0.05 requests/s raise no novel_vs_calibrated alert (seed ${seed})`, () => {
-      const r = run(spec(seed, 0.05, 14, 0), ctx);
+    it(`14 days of session-correlated traffic with no shift at 0.05 requests/s raise no novel_vs_calibrated alert (seed ${seed})`, async () => {
+      const r = await run(spec(seed, 0.05, 14, 0), ctx);
       expect(r.alerts.filter((a) => a.rule === 'novel_vs_calibrated').map((a) => `${a.scope.agent} ${a.onset} ${a.summary}`)).toEqual([]);
     }, 600_000);
   }
 
-  it('a model without the held-out deep-band share (fitted before it): the rule is off, nothing fails', () => {
-    const r = run(spec(1, 0.5, 1, 0.05), ctxOld);
+  it('a model without the held-out deep-band share (fitted before it): the rule is off, nothing fails', async () => {
+    const r = await run(spec(1, 0.5, 1, 0.05), ctxOld);
     expect(r.alerts.filter((a) => a.rule === 'novel_vs_calibrated')).toEqual([]);
-    const ev = backtest(sessionStream(spec(1, 0.5, 0.1, 0.05)), ctxOld);
+    const ev = await backtestAsync(sessionStream(spec(1, 0.5, 0.1, 0.05)), ctxOld);
     expect(ev.alerts.every((a) => a.rule !== 'novel_vs_calibrated')).toBe(true);
   }, 600_000);
 
-  it('a statement from before the deep bands\' 1% floor (fewer than 3 bands) is marked and not relied on: the rule that fires on the same stream with it trusted stays silent', () => {
+  it('a statement from before the deep bands\' 1% floor (fewer than 3 bands) is marked and not relied on: the rule that fires on the same stream with it trusted stays silent', async () => {
     const stated = { deepShare: heldOutDeep.share, deepShareInterval: heldOutDeep.interval, novelDeepShare: heldOutDeep.novelShare };
     expect(heldOutDeepOf({ ...stated, deepBands: 2 }).belowFloor).toBe(true);
     expect(heldOutDeepOf({ ...stated, deepBands: 1 }).belowFloor).toBe(true);
     expect(heldOutDeepOf({ ...stated, deepBands: 3 }).belowFloor).toBeUndefined();
     expect(heldOutDeepOf({ ...stated, deepBands: 4 }).belowFloor).toBeUndefined();
     const s = spec(1, 0.5, 2, 0.05);
-    expect(run(s, ctx).alerts.some((a) => a.rule === 'novel_vs_calibrated')).toBe(true);
-    const r = run(s, { ...ctx, heldOutDeep: { ...heldOutDeep, belowFloor: true } });
+    expect((await run(s, ctx)).alerts.some((a) => a.rule === 'novel_vs_calibrated')).toBe(true);
+    const r = await run(s, { ...ctx, heldOutDeep: { ...heldOutDeep, belowFloor: true } });
     expect(r.alerts.filter((a) => a.rule === 'novel_vs_calibrated')).toEqual([]);
   }, 600_000);
 });

@@ -7,7 +7,7 @@
  * are checked by simulation.
  */
 import { describe, expect, it } from 'vitest';
-import { backtest, composeEvaluators } from '../../src/monitor/index.js';
+import { backtestAsync, composeEvaluators } from '../../src/monitor/index.js';
 import type { EvaluateWindow, MonitorContext, SessionCell } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 import { bettingUpper, cappedRatio, empiricalBernsteinUpper, groupProfile, novelSessionRules, sessionSummaries, summaryKey, type NovelSessionsOptions } from '../../src/monitor/session-novel.js';
@@ -41,17 +41,17 @@ function spec(seed: number, rate: number, days: number, novelFrom: number | null
   };
 }
 
-function run(s: SessionStreamSpec, o: Partial<NovelSessionsOptions> = {}) {
+async function run(s: SessionStreamSpec, o: Partial<NovelSessionsOptions> = {}) {
   const before = new Map<number, number>();
   let total = 0;
-  const res = backtest(sessionStream({ ...s, onWindow: (t, n) => (before.set(t, total), (total += n)) }), ctx, { evaluate: evaluator(o) });
+  const res = await backtestAsync(sessionStream({ ...s, onWindow: (t, n) => (before.set(t, total), (total += n)) }), ctx, { evaluate: evaluator(o) });
   return { alerts: res.alerts.filter((a) => a.rule === 'novel_sessions'), requestsBefore: (iso: string) => before.get(Date.parse(iso)) ?? NaN, state: res.state };
 }
 
 describe('novel_sessions: whole sessions as observations', () => {
   for (const seed of [1, 2]) {
-    it(`14 days of session-correlated traffic with no shift at 0.05 requests/s raise no alert (seed ${seed})`, () => {
-      const r = run(spec(seed, 0.05, 14, null));
+    it(`14 days of session-correlated traffic with no shift at 0.05 requests/s raise no alert (seed ${seed})`, async () => {
+      const r = await run(spec(seed, 0.05, 14, null));
       expect(r.alerts.map((a) => `${a.scope.agent} ${a.onset} ${a.summary}`)).toEqual([]);
       // the rule did run: it had a reference and a threshold
       const st = (r.state as { sets?: { novel_sessions?: { h?: number; scopes: Record<string, unknown> } } }).sets?.novel_sessions;
@@ -60,9 +60,9 @@ describe('novel_sessions: whole sessions as observations', () => {
     }, 600_000);
   }
 
-  it('5% of traffic moving to novel topics after a 3-day history is found within a day at 0.5 requests/s, nothing before the change', () => {
+  it('5% of traffic moving to novel topics after a 3-day history is found within a day at 0.5 requests/s, nothing before the change', async () => {
     for (const seed of [3, 4]) {
-      const r = run(spec(seed, 0.5, 4, 3 * DAY + 3 * 3600_000));
+      const r = await run(spec(seed, 0.5, 4, 3 * DAY + 3 * 3600_000));
       const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
       expect(r.alerts.filter((a) => Date.parse(a.onset) < change)).toEqual([]);
       const hit = r.alerts.find((a) => Date.parse(a.onset) >= change);
@@ -73,14 +73,14 @@ describe('novel_sessions: whole sessions as observations', () => {
     }
   }, 600_000);
 
-  it('disabled: the same shift raises nothing', () => {
-    const r = run(spec(3, 0.5, 4, 3 * DAY + 3 * 3600_000), { enabled: false });
+  it('disabled: the same shift raises nothing', async () => {
+    const r = await run(spec(3, 0.5, 4, 3 * DAY + 3 * 3600_000), { enabled: false });
     expect(r.alerts).toEqual([]);
   }, 600_000);
 
-  it('a model without a novel-topic profile: the rule is off, nothing fails', () => {
+  it('a model without a novel-topic profile: the rule is off, nothing fails', async () => {
     const { novelProfile: _drop, ...old } = ctx;
-    const res = backtest(sessionStream(spec(1, 0.5, 0.5, 0)), old, { evaluate: evaluator() });
+    const res = await backtestAsync(sessionStream(spec(1, 0.5, 0.5, 0)), old, { evaluate: evaluator() });
     expect(res.alerts).toEqual([]);
   }, 600_000);
 });

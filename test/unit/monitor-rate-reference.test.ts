@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import gammaRandom from '@stdlib/random-base-gamma';
-import { backtest } from '../../src/monitor/index.js';
+import { backtestAsync } from '../../src/monitor/index.js';
 import { generalizedQ, rateReference, solveTau2, tau2Moments, tau2Upper } from '../../src/monitor/rate-reference.js';
 import { rng } from '../../src/monitor/stats.js';
 import type { MonitorContext } from '../../src/monitor/types.js';
@@ -207,25 +207,25 @@ describe('escalation rules on clusters that genuinely escalate at different rate
   // half the clusters at 2%, half at 15%: borrowing toward the pool (8.5%) would read the 15%
   // clusters as a rise if the spread were not measured
   const esc = (c: Cell) => (c.cluster % 2 ? 0.15 : 0.02);
-  it('0.05 requests/s, 14 days × 2 seeds: no escalation-family alert', () => {
+  it('0.05 requests/s, 14 days × 2 seeds: no escalation-family alert', async () => {
     const fired: string[] = [];
     for (const seed of [1, 2]) {
-      const res = backtest(sessionStream(spec(seed, { escalation: esc })), ctx);
+      const res = await backtestAsync(sessionStream(spec(seed, { escalation: esc })), ctx);
       fired.push(...res.alerts.filter((a) => ESC_RULES.has(a.rule)).map((a) => `${a.rule} ${a.scope.agent} ${a.scope.cluster} ${a.onset}`));
     }
     expect(fired).toEqual([]);
   }, 600_000);
-  it('0.05 requests/s, 14 days: a thin cluster alone at 15% and another at 10%, the rest at 5%: no escalation-family alert', () => {
+  it('0.05 requests/s, 14 days: a thin cluster alone at 15% and another at 10%, the rest at 5%: no escalation-family alert', async () => {
     const lone = (c: Cell) => (c.cluster === 0 ? 0.15 : c.cluster === 1 ? 0.1 : 0.05);
     const fired: string[] = [];
     for (const seed of [1, 2]) {
-      const res = backtest(sessionStream(spec(seed, { escalation: lone })), ctx);
+      const res = await backtestAsync(sessionStream(spec(seed, { escalation: lone })), ctx);
       fired.push(...res.alerts.filter((a) => ESC_RULES.has(a.rule)).map((a) => `${a.rule} ${a.scope.agent} ${a.scope.cluster} ${a.onset}`));
     }
     expect(fired).toEqual([]);
   }, 600_000);
-  it('0.5 requests/s, 7 days: no escalation-family alert', () => {
-    const res = backtest(sessionStream(spec(3, { escalation: esc, ratePerSecond: 0.5, durationMs: 7 * DAY })), ctx);
+  it('0.5 requests/s, 7 days: no escalation-family alert', async () => {
+    const res = await backtestAsync(sessionStream(spec(3, { escalation: esc, ratePerSecond: 0.5, durationMs: 7 * DAY })), ctx);
     expect(res.alerts.filter((a) => ESC_RULES.has(a.rule)).map((a) => `${a.rule} ${a.scope.agent} ${a.scope.cluster} ${a.onset}`)).toEqual([]);
   }, 600_000);
 });
@@ -234,10 +234,10 @@ describe('escalation 5% → 20% in a thin cluster at 0.05 requests/s (issue 17: 
   // cluster 0 is about 1% of traffic: ~130 requests and ~6 escalations in a 3-day reference. Against
   // its own reference alone the evidence is capped near R·KL, below the rule's threshold; borrowing
   // from the 39 clusters escalating at 5% lifts the cap.
-  it('is found within 6 days of the change, with no alert before it', () => {
+  it('is found within 6 days of the change, with no alert before it', async () => {
     const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
     for (const seed of [4, 5]) {
-      const res = backtest(sessionStream(spec(seed, { durationMs: 9 * DAY, escalation: (c, t) => (t >= change && c.cluster === 0 ? 0.2 : 0.05) })), ctx);
+      const res = await backtestAsync(sessionStream(spec(seed, { durationMs: 9 * DAY, escalation: (c, t) => (t >= change && c.cluster === 0 ? 0.2 : 0.05) })), ctx);
       const before = res.alerts.filter((a) => Date.parse(a.onset) < change && a.rule !== 'eval_mismatch');
       const hit = res.alerts.find((a) => a.rule === 'escalation' && a.scope.cluster === 0 && Date.parse(a.onset) >= change);
       expect(before.map((a) => `${a.rule} ${a.onset}`)).toEqual([]);

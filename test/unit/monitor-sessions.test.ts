@@ -4,7 +4,7 @@
  * (the false-alarm storm of issue 17); measured as a design effect from closed sessions it does not.
  */
 import { describe, expect, it } from 'vitest';
-import { backtest, createEvaluateWindow } from '../../src/monitor/index.js';
+import { backtest, backtestAsync, createEvaluateWindow } from '../../src/monitor/index.js';
 import type { MonitorContext, MonitorState, TrendRow, WindowCounts } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 import { sessionStream, type Cell, type SessionStreamSpec } from '../helpers/monitor-sim.js';
@@ -75,16 +75,16 @@ function spec(seed: number, over: Partial<SessionStreamSpec> = {}): SessionStrea
 }
 
 describe('sessions at a trickle (0.05 requests/s)', () => {
-  it('14 days of session-correlated traffic with no shift raise no alert (two seeds); counted as independent requests they do', () => {
+  it('14 days of session-correlated traffic with no shift raise no alert (two seeds); counted as independent requests they do', async () => {
     let withSessions = 0;
     let without = 0;
     const fired: string[] = [];
     for (const seed of [1, 2]) {
-      const a = backtest(sessionStream(spec(seed)), ctx);
+      const a = await backtestAsync(sessionStream(spec(seed)), ctx);
       withSessions += a.alerts.length;
       fired.push(...a.alerts.map((x) => `${x.rule} ${x.scope.agent} ${x.onset}`));
       // the same traffic without session ids: today's behaviour (requests as independent evidence)
-      const b = backtest(sessionStream(spec(seed, { sessionIds: false })), ctx);
+      const b = await backtestAsync(sessionStream(spec(seed, { sessionIds: false })), ctx);
       without += b.alerts.filter((x) => x.rule !== 'uncovered_vs_calibrated').length;
       if (b.alerts.length) expect(b.alerts[0].summary).toContain('No session ids');
     }
@@ -94,11 +94,11 @@ describe('sessions at a trickle (0.05 requests/s)', () => {
     expect(without).toBeGreaterThan(2);
   }, 600_000);
 
-  it('a real shift is still found at a trickle: one cluster tripled from day 4 (about 8% → 21% of traffic)', () => {
+  it('a real shift is still found at a trickle: one cluster tripled from day 4 (about 8% → 21% of traffic)', async () => {
     const change = Date.parse(START) + 4 * DAY;
     const target = 5;
     const shifted = tripledFrom(change, target);
-    const res = backtest(sessionStream(spec(4, { durationMs: 10 * DAY, intentWeights: shifted })), ctx);
+    const res = await backtestAsync(sessionStream(spec(4, { durationMs: 10 * DAY, intentWeights: shifted })), ctx);
     const before = res.alerts.filter((a) => Date.parse(a.onset) < change);
     const hit = res.alerts.find((a) => a.rule === 'cluster_mix' && Date.parse(a.onset) >= change && a.clusters[0] === target);
     expect(before).toEqual([]);
@@ -139,10 +139,10 @@ describe('a small cluster tripled at 0.5 requests/s (issue 17: not found within 
     return w.map((v) => v / s);
   };
   const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
-  const run = (seed: number, shifted: boolean) => {
+  const run = async (seed: number, shifted: boolean) => {
     let since = 0;
     let found: number | null = null;
-    const res = backtest(
+    const res = await backtestAsync(
       sessionStream(
         spec(seed, {
           durationMs: 6 * DAY,
@@ -158,14 +158,14 @@ describe('a small cluster tripled at 0.5 requests/s (issue 17: not found within 
     for (const a of res.alerts) if (found === null && a.rule === 'cluster_mix' && Date.parse(a.onset) >= change && a.clusters[0] === small) found = Date.parse(a.onset);
     return { res, found, since };
   };
-  it('is found within a day of the change (about 43,000 requests); the same stream without the shift raises nothing', () => {
+  it('is found within a day of the change (about 43,000 requests); the same stream without the shift raises nothing', async () => {
     for (const seed of [6, 7]) {
-      const { res, found } = run(seed, true);
+      const { res, found } = await run(seed, true);
       expect(res.alerts.filter((a) => Date.parse(a.onset) < change)).toEqual([]);
       expect(found).not.toBeNull();
       expect(found! - change).toBeLessThan(DAY);
     }
-    expect(run(6, false).res.alerts).toEqual([]);
+    expect((await run(6, false)).res.alerts).toEqual([]);
   }, 600_000);
 });
 
@@ -176,16 +176,16 @@ describe('cluster_mix at 0.5 requests/s: a few long sessions in one agent at its
   // alternative's e-value dispersion (session-evalue.ts), seed 1 fired cluster_mix for "sales" on day 4.
   const at05 = (seed: number, over: Partial<SessionStreamSpec> = {}) => spec(seed, { durationMs: 5 * DAY, ratePerSecond: 0.5, windowSeconds: 300, ...over });
 
-  it('5 days without a shift raise no alert', () => {
-    const res = backtest(sessionStream(at05(1)), ctx);
+  it('5 days without a shift raise no alert', async () => {
+    const res = await backtestAsync(sessionStream(at05(1)), ctx);
     expect(res.alerts.map((a) => `${a.rule} ${a.scope.agent} ${a.onset}`)).toEqual([]);
   }, 600_000);
 
-  it('a cluster tripled after a 3-day history is still found within half a day', () => {
+  it('a cluster tripled after a 3-day history is still found within half a day', async () => {
     const change = Date.parse(START) + 3 * DAY + 3 * 3600_000;
     const target = 5;
     const shifted = tripledFrom(change, target);
-    const res = backtest(sessionStream(at05(1, { intentWeights: shifted })), ctx);
+    const res = await backtestAsync(sessionStream(at05(1, { intentWeights: shifted })), ctx);
     expect(res.alerts.filter((a) => Date.parse(a.onset) < change)).toEqual([]);
     const hit = res.alerts.find((a) => a.rule === 'cluster_mix' && Date.parse(a.onset) >= change && a.clusters[0] === target);
     expect(hit).toBeDefined();
@@ -206,7 +206,7 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     const s = w.reduce((a, b) => a + b, 0);
     return w.map((v) => v / s);
   };
-  it('the tripled cluster\'s share reference stays at its level before the change, two days on', () => {
+  it('the tripled cluster\'s share reference stays at its level before the change, two days on', async () => {
     const inner = createEvaluateWindow();
     const rows: TrendRow[] = [];
     const evaluate: typeof inner = (st, w, c) => {
@@ -214,7 +214,7 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
       for (const t of r.trends) if (t.rule === 'cluster_mix' && t.agent === '*' && t.cluster === small) rows.push(t);
       return { ...r, trends: [] };
     };
-    const res = backtest(sessionStream(spec(8, { durationMs: 6 * DAY + 12 * 3600_000, intentWeights: weights })), ctx, { evaluate });
+    const res = await backtestAsync(sessionStream(spec(8, { durationMs: 6 * DAY + 12 * 3600_000, intentWeights: weights })), ctx, { evaluate });
     // (not found at this volume within the run: the quarantine is what is measured, not a detection)
     expect(res.alerts.filter((a) => a.rule === 'cluster_mix' && a.clusters[0] === small)).toEqual([]);
     const mean = (from: number, to: number) => {
@@ -257,7 +257,7 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     expect(JSON.stringify(b)).toMatch(/"hsq":/);
   }, 600_000);
 
-  it('with hourCorrelation measured, the reference noise charged to its share segment is smaller when closed sessions say how they spread over clock hours; at the default bound it is not', () => {
+  it('with hourCorrelation measured, the reference noise charged to its share segment is smaller when closed sessions say how they spread over clock hours; at the default bound it is not', async () => {
     // The reference's noise over a segment of many hours charges the covariance of adjacent hour
     // cells; only sessions straddling an hour carry it. Without the sessions' hours (hourSq absent)
     // it is charged at its bound ρ = 1; with them at the measured bound (about 0.04 here: sessions
@@ -266,7 +266,7 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
     const strip = function* (g: Generator<WindowCounts[]>) {
       for (const ws of g) yield ws.map((w) => (w.closedSessions ? { ...w, closedSessions: w.closedSessions.map(({ hourSq: _, ...c }) => c) } : w));
     };
-    const stats = (hours: boolean, hourCorrelation: 'bound' | 'measured' = 'measured') => {
+    const stats = async (hours: boolean, hourCorrelation: 'bound' | 'measured' = 'measured') => {
       const inner = createEvaluateWindow({ hourCorrelation });
       const out = new Map<string, number>();
       const evaluate: typeof inner = (st, w, c) => {
@@ -275,18 +275,18 @@ describe('cluster_mix: a cluster\'s evidence segment stays out of its share refe
         return { ...r, trends: [] };
       };
       const g = sessionStream(spec(8, { durationMs: 6 * DAY + 12 * 3600_000, intentWeights: weights }));
-      backtest(hours ? g : strip(g), ctx, { evaluate });
+      await backtestAsync(hours ? g : strip(g), ctx, { evaluate });
       return out;
     };
-    const measured = stats(true);
-    const bound = stats(false);
+    const measured = await stats(true);
+    const bound = await stats(false);
     // never a larger divisor
     for (const [w, v] of bound) expect(measured.get(w)!).toBeGreaterThanOrEqual(v - 1e-9);
     // at the longest segment after the change the divisor is at least a fifth smaller
     const last = [...bound].filter(([w]) => Date.parse(w) >= change).sort((a, b) => b[1] - a[1])[0];
     expect(measured.get(last[0])! / last[1]).toBeGreaterThan(1.2);
     // at the default (hourCorrelation 'bound') the sessions' hours change nothing: ρ = 1 either way
-    const dflt = stats(true, 'bound');
+    const dflt = await stats(true, 'bound');
     expect(dflt.size).toBe(bound.size);
     for (const [w, v] of bound) expect(dflt.get(w)!).toBeCloseTo(v, 9);
   }, 600_000);

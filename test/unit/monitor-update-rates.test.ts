@@ -10,6 +10,7 @@ import { updateThresholds, type UpdateRateState } from '../../src/monitor/update
 import type { MonitorContext, MonitorState, WindowCounts } from '../../src/monitor/types.js';
 import { rng } from '../../src/monitor/stats.js';
 import { sessionStream, type Cell, type SessionStreamSpec } from '../helpers/monitor-sim.js';
+import { breather } from '../helpers/breathe.js';
 
 const DAY = 86400_000;
 const START = '2026-03-02T00:00:00.000Z';
@@ -81,11 +82,13 @@ const clock = clockThresholds({
 });
 
 describe('thresholds in data-bearing updates at 0.05 requests/s', () => {
-  it("a thin cluster's share and rate detectors run below the clock count's threshold once a day of history exists, and at it before", () => {
+  it("a thin cluster's share and rate detectors run below the clock count's threshold once a day of history exists, and at it before", async () => {
+    const breathe = breather();
     const evaluate = createEvaluateWindow();
     let state: MonitorState | null = null;
     const seen: { t: number; mix: number; rate: number }[] = [];
     for (const win of sessionStream(spec(3))) {
+      await breathe();
       if (win.length === 0) continue;
       const ev = evaluate(state, win, ctx);
       state = ev.state;
@@ -121,10 +124,10 @@ describe('thresholds in data-bearing updates at 0.05 requests/s', () => {
     let state: MonitorState | null = null;
     const alerts: string[] = [];
     const per = new Map<string, number>();
-    let i = 0;
+    const breathe = breather();
     for (const win of sessionStream(spec(5, { durationMs: 14 * DAY }))) {
-      // (a long synchronous loop starves the test runner's messages: yield now and then)
-      if (++i % 2000 === 0) await new Promise((r) => setImmediate(r));
+      // (a long synchronous loop starves the test runner's messages: test/helpers/breathe.ts)
+      await breathe();
       if (win.length === 0) continue;
       const ev = evaluate(state, win, ctx);
       state = ev.state;

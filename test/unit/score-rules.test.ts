@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { createEvaluator, weightedScoreRules } from '../../src/monitor/index.js';
 import { betFor, windowLogE } from '../../src/monitor/score-rules.js';
 import type { MonitorContext, MonitorState, SessionCell, WindowCounts } from '../../src/monitor/types.js';
+import { breather } from '../helpers/breathe.js';
 
 const PASS = [0.95, 0.9, 0.92, 0.5, 0.97];
 const BASE = [0.3, 0.25, 0.2, 0.05, 0.2];
@@ -56,12 +57,14 @@ function window(i: number, shares: number[], u: () => number, sessions = 25, tur
 }
 
 /** run `days` of windows; the mix moves to `shifted` from window `shiftAt`; the windows where weighted_score fired */
-function run(seed: number, days: number, shifted: number[] | null, shiftAt: number, opts = {}) {
+async function run(seed: number, days: number, shifted: number[] | null, shiftAt: number, opts = {}) {
+  const breathe = breather();
   const evaluate = createEvaluator({}, [weightedScoreRules(opts)]);
   const u = rng(seed);
   let state: MonitorState | null = null;
   const fired: number[] = [];
   for (let i = 0; i < days * 288; i++) {
+    await breathe();
     const out = evaluate(state, [window(i, shifted && i >= shiftAt ? shifted : BASE, u)], ctx);
     state = out.state;
     if (out.findings.some((f) => f.rule === 'weighted_score' && f.firing && f.onset === f.windowStart)) fired.push(i);
@@ -80,10 +83,10 @@ describe('weighted_score rule', () => {
     expect(windowLogE([{ n: 100, y: 0.5 }], 0.88, eta)).toBeGreaterThan(0);
   });
 
-  it('fires on a mix shift toward the failing cluster (score −9 points), within hours, naming the cluster', () => {
+  it('fires on a mix shift toward the failing cluster (score −9 points), within hours, naming the cluster', async () => {
     const shifted = [0.1, 0.25, 0.2, 0.25, 0.2];
     for (const seed of [1, 2]) {
-      const { fired } = run(seed, 3, shifted, 2 * 288);
+      const { fired } = await run(seed, 3, shifted, 2 * 288);
       expect(fired.length).toBeGreaterThan(0);
       expect(fired[0]).toBeGreaterThanOrEqual(2 * 288);
       expect(fired[0] - 2 * 288).toBeLessThan(24); // within 2 hours of 5-minute windows
@@ -105,25 +108,27 @@ describe('weighted_score rule', () => {
     expect(summary).toContain('fell by more than 3.0 points');
   });
 
-  it('stays silent on a fall smaller than the set amount, and on unshifted session traffic', () => {
+  it('stays silent on a fall smaller than the set amount, and on unshifted session traffic', async () => {
     // −1.1 points (cluster 3 from 5% to 7.5%): below the 3-point drop
     const small = [0.275, 0.25, 0.2, 0.075, 0.2];
     for (const seed of [4, 5, 6]) {
-      expect(run(seed, 4, null, 0).fired).toEqual([]);
-      expect(run(seed, 4, small, 2 * 288).fired).toEqual([]);
+      expect((await run(seed, 4, null, 0)).fired).toEqual([]);
+      expect((await run(seed, 4, small, 2 * 288)).fired).toEqual([]);
     }
   });
 
-  it('sessions are the unit: long sessions in one cluster need the design effect (a test that can fail)', () => {
+  it('sessions are the unit: long sessions in one cluster need the design effect (a test that can fail)', async () => {
     // sessions of 30 turns on average, all in one cluster: without the design effect (maxDispersion 1) the
     // per-request evidence is overstated and unshifted traffic alarms
-    const alarms = (opts: object) => {
+    const alarms = async (opts: object) => {
+      const breathe = breather();
       let n = 0;
       for (const seed of [7, 8, 9]) {
         const evaluate = createEvaluator({}, [weightedScoreRules(opts)]);
         const u = rng(seed);
         let state: MonitorState | null = null;
         for (let i = 0; i < 4 * 288; i++) {
+          await breathe();
           const out = evaluate(state, [window(i, BASE, u, 4, 30)], ctx);
           state = out.state;
           n += out.findings.filter((f) => f.rule === 'weighted_score' && f.firing && f.onset === f.windowStart).length;
@@ -131,17 +136,17 @@ describe('weighted_score rule', () => {
       }
       return n;
     };
-    expect(alarms({})).toBe(0);
-    expect(alarms({ maxDispersion: 1 })).toBeGreaterThan(0);
+    expect(await alarms({})).toBe(0);
+    expect(await alarms({ maxDispersion: 1 })).toBeGreaterThan(0);
   });
 
-  it('is off without eval pass rates, and restarts with a new model version', () => {
+  it('is off without eval pass rates, and restarts with a new model version', async () => {
     const evaluate = createEvaluator({}, [weightedScoreRules()]);
     const u = rng(10);
     const { evalPassRates: _drop, ...bare } = ctx;
     const out = evaluate(null, [window(0, BASE, u)], bare);
     expect(out.findings.filter((f) => f.rule === 'weighted_score')).toEqual([]);
-    const { state } = run(11, 2, null, 0);
+    const { state } = await run(11, 2, null, 0);
     const next = createEvaluator({}, [weightedScoreRules()])(state, [window(600, BASE, u)], { ...ctx, modelVersion: 'm2' });
     const slice = (next.state as unknown as { sets: { weighted_score: { modelVersion: string; scopes: Record<string, { refMs: number }> } } }).sets.weighted_score;
     expect(slice.modelVersion).toBe('m2');
