@@ -156,98 +156,11 @@ export type ConfigOverrides = DeepPartial<z.input<typeof ConfigSchema>>;
 
 type Env = Record<string, string | undefined>;
 
-/** Build the config from environment variables, then apply overrides (e.g. CLI flags). */
-export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
-  const plain = (k: string) => (env[k] === undefined || env[k] === '' ? undefined : env[k]);
-  /** KEY, or the content of the file named by KEY_FILE (trailing newline dropped) */
-  const fromFile = (k: string, trim = true) => {
-    const f = plain(`${k}_FILE`);
-    if (f === undefined) return undefined;
-    try {
-      const v = fs.readFileSync(f, 'utf8');
-      return trim ? v.replace(/\r?\n$/, '') : v;
-    } catch (err) {
-      throw new ConfigError(
-        new z.ZodError([{ code: 'custom', path: [`${k}_FILE`], message: `cannot read ${f}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]),
-      );
-    }
-  };
-  const e = (k: string) => plain(k) ?? (k.endsWith('_FILE') ? undefined : fromFile(k));
-  const file = (k: string) => fromFile(k, false);
-  const saslUser = e('EVALGAP_KAFKA_SASL_USERNAME');
-  const base = {
-    kafka: {
-      brokers: e('EVALGAP_KAFKA_BROKERS') ?? '127.0.0.1:9092',
-      clientId: e('EVALGAP_KAFKA_CLIENT_ID') ?? 'evalgap',
-      topic: e('EVALGAP_TOPIC') ?? 'evalgap.requests',
-      dlqTopic: e('EVALGAP_DLQ_TOPIC') ?? 'evalgap.requests.dlq',
-      group: e('EVALGAP_GROUP') ?? 'evalgap',
-      ssl: e('EVALGAP_KAFKA_SSL') ?? false,
-      sslCa: file('EVALGAP_KAFKA_SSL_CA'),
-      sasl: saslUser
-        ? {
-            mechanism: e('EVALGAP_KAFKA_SASL_MECHANISM') ?? 'scram-sha-512',
-            username: saslUser,
-            password: e('EVALGAP_KAFKA_SASL_PASSWORD') ?? '',
-          }
-        : undefined,
-    },
-    clickhouse: {
-      url: e('EVALGAP_CLICKHOUSE_URL'),
-      path: e('EVALGAP_DATA_DIR') ?? path.join(PACKAGE_ROOT, '.evalgap', 'chdb'),
-      database: e('EVALGAP_CLICKHOUSE_DATABASE') ?? 'evalgap',
-      username: e('EVALGAP_CLICKHOUSE_USER') ?? 'default',
-      password: e('EVALGAP_CLICKHOUSE_PASSWORD') ?? '',
-      retentionDays: e('EVALGAP_RETENTION_DAYS') ?? 90,
-      caCert: file('EVALGAP_CLICKHOUSE_CA'),
-      cert: file('EVALGAP_CLICKHOUSE_CERT'),
-      key: file('EVALGAP_CLICKHOUSE_KEY'),
-    },
-    embed: {
-      modelsDir: e('EVALGAP_MODELS_DIR') ?? path.join(PACKAGE_ROOT, 'models'),
-      model: e('EVALGAP_EMBED_MODEL') ?? 'all-MiniLM-L6-v2',
-      precision: e('EVALGAP_EMBED_PRECISION') ?? 'int8',
-      batchSize: e('EVALGAP_EMBED_BATCH') ?? 8,
-      threads: e('EVALGAP_EMBED_THREADS') ?? 0,
-      maxTokens: e('EVALGAP_EMBED_MAX_TOKENS') ?? 256,
-    },
-    ingest: {
-      redactText: e('EVALGAP_REDACT_TEXT') ?? false,
-      metricsPort: e('EVALGAP_METRICS_PORT') ?? 9464,
-      maxBatchMessages: e('EVALGAP_MAX_BATCH') ?? 2000,
-      redactKey: e('EVALGAP_REDACT_KEY'),
-      maxMessageBytes: e('EVALGAP_MAX_MESSAGE_BYTES') ?? 1_048_576,
-      maxDepth: e('EVALGAP_MAX_DEPTH') ?? 32,
-      maxFutureHours: e('EVALGAP_MAX_FUTURE_HOURS') ?? 24,
-      stallSeconds: e('EVALGAP_STALL_SECONDS') ?? 120,
-      lagIntervalSeconds: e('EVALGAP_LAG_INTERVAL_SECONDS') ?? 10,
-      sessionTimeoutMs: e('EVALGAP_SESSION_TIMEOUT_MS') ?? 30_000,
-    },
-    otlp: {
-      topic: e('EVALGAP_OTLP_TOPIC') ?? 'otlp_spans',
-      encoding: e('EVALGAP_OTLP_ENCODING') ?? 'auto',
-      graceMs: e('EVALGAP_OTLP_GRACE_MS') ?? 5000,
-      maxHoldMs: e('EVALGAP_OTLP_MAX_HOLD_MS') ?? 300_000,
-      idleMs: e('EVALGAP_OTLP_IDLE_MS') ?? 5000,
-      escalatedAttribute: e('EVALGAP_OTLP_ESCALATED_ATTRIBUTE') ?? 'evalgap.escalated',
-    },
-    logLevel: e('EVALGAP_LOG_LEVEL') ?? 'info',
-    query: {
-      timeoutSeconds: e('EVALGAP_QUERY_TIMEOUT_SECONDS') ?? 30,
-      maxMemoryBytes: e('EVALGAP_QUERY_MAX_MEMORY_BYTES') ?? 1024 * 1_048_576,
-      maxResultRows: e('EVALGAP_QUERY_MAX_RESULT_ROWS') ?? 1_000_000,
-      maxResultBytes: e('EVALGAP_QUERY_MAX_RESULT_BYTES') ?? 256 * 1_048_576,
-      queue: e('EVALGAP_QUERY_QUEUE') ?? 4,
-    },
-  };
-  const merged = deepMerge(base, overrides as Record<string, unknown>);
-  const parsed = ConfigSchema.safeParse(merged);
-  if (!parsed.success) throw new ConfigError(parsed.error);
-  return parsed.data;
-}
-
-/** The environment variable behind each setting (the base object of loadConfig), for error messages. */
-export const VARIABLE_OF: Readonly<Record<string, string>> = {
+/**
+ * The environment variable behind each setting: loadConfig reads each setting from its variable here,
+ * and error messages name it. A `_FILE` variable names a file whose content is the value.
+ */
+const VARIABLES = {
   'kafka.brokers': 'EVALGAP_KAFKA_BROKERS',
   'kafka.clientId': 'EVALGAP_KAFKA_CLIENT_ID',
   'kafka.topic': 'EVALGAP_TOPIC',
@@ -295,7 +208,102 @@ export const VARIABLE_OF: Readonly<Record<string, string>> = {
   'query.maxResultRows': 'EVALGAP_QUERY_MAX_RESULT_ROWS',
   'query.maxResultBytes': 'EVALGAP_QUERY_MAX_RESULT_BYTES',
   'query.queue': 'EVALGAP_QUERY_QUEUE',
-};
+} as const;
+export const VARIABLE_OF: Readonly<Record<string, string>> = VARIABLES;
+
+/** Build the config from environment variables, then apply overrides (e.g. CLI flags). */
+export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
+  const plain = (k: string) => (env[k] === undefined || env[k] === '' ? undefined : env[k]);
+  /** KEY, or the content of the file named by KEY_FILE (trailing newline dropped) */
+  const fromFile = (k: string, trim = true) => {
+    const f = plain(`${k}_FILE`);
+    if (f === undefined) return undefined;
+    try {
+      const v = fs.readFileSync(f, 'utf8');
+      return trim ? v.replace(/\r?\n$/, '') : v;
+    } catch (err) {
+      throw new ConfigError(
+        new z.ZodError([{ code: 'custom', path: [`${k}_FILE`], message: `cannot read ${f}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]),
+      );
+    }
+  };
+  const e = (k: string) => plain(k) ?? (k.endsWith('_FILE') ? undefined : fromFile(k));
+  /** the setting at path p from its variable (VARIABLES) */
+  const v = (p: keyof typeof VARIABLES) => e(VARIABLES[p]);
+  /** the content of the file its `_FILE` variable names, as it is (PEM) */
+  const pem = (p: keyof typeof VARIABLES) => fromFile(VARIABLES[p].replace(/_FILE$/, ''), false);
+  const saslUser = v('kafka.sasl.username');
+  const base = {
+    kafka: {
+      brokers: v('kafka.brokers') ?? '127.0.0.1:9092',
+      clientId: v('kafka.clientId') ?? 'evalgap',
+      topic: v('kafka.topic') ?? 'evalgap.requests',
+      dlqTopic: v('kafka.dlqTopic') ?? 'evalgap.requests.dlq',
+      group: v('kafka.group') ?? 'evalgap',
+      ssl: v('kafka.ssl') ?? false,
+      sslCa: pem('kafka.sslCa'),
+      sasl: saslUser
+        ? {
+            mechanism: v('kafka.sasl.mechanism') ?? 'scram-sha-512',
+            username: saslUser,
+            password: v('kafka.sasl.password') ?? '',
+          }
+        : undefined,
+    },
+    clickhouse: {
+      url: v('clickhouse.url'),
+      path: v('clickhouse.path') ?? path.join(PACKAGE_ROOT, '.evalgap', 'chdb'),
+      database: v('clickhouse.database') ?? 'evalgap',
+      username: v('clickhouse.username') ?? 'default',
+      password: v('clickhouse.password') ?? '',
+      retentionDays: v('clickhouse.retentionDays') ?? 90,
+      caCert: pem('clickhouse.caCert'),
+      cert: pem('clickhouse.cert'),
+      key: pem('clickhouse.key'),
+    },
+    embed: {
+      modelsDir: v('embed.modelsDir') ?? path.join(PACKAGE_ROOT, 'models'),
+      model: v('embed.model') ?? 'all-MiniLM-L6-v2',
+      precision: v('embed.precision') ?? 'int8',
+      batchSize: v('embed.batchSize') ?? 8,
+      threads: v('embed.threads') ?? 0,
+      maxTokens: v('embed.maxTokens') ?? 256,
+    },
+    ingest: {
+      redactText: v('ingest.redactText') ?? false,
+      metricsPort: v('ingest.metricsPort') ?? 9464,
+      maxBatchMessages: v('ingest.maxBatchMessages') ?? 2000,
+      redactKey: v('ingest.redactKey'),
+      maxMessageBytes: v('ingest.maxMessageBytes') ?? 1_048_576,
+      maxDepth: v('ingest.maxDepth') ?? 32,
+      maxFutureHours: v('ingest.maxFutureHours') ?? 24,
+      stallSeconds: v('ingest.stallSeconds') ?? 120,
+      lagIntervalSeconds: v('ingest.lagIntervalSeconds') ?? 10,
+      sessionTimeoutMs: v('ingest.sessionTimeoutMs') ?? 30_000,
+    },
+    otlp: {
+      topic: v('otlp.topic') ?? 'otlp_spans',
+      encoding: v('otlp.encoding') ?? 'auto',
+      graceMs: v('otlp.graceMs') ?? 5000,
+      maxHoldMs: v('otlp.maxHoldMs') ?? 300_000,
+      idleMs: v('otlp.idleMs') ?? 5000,
+      escalatedAttribute: v('otlp.escalatedAttribute') ?? 'evalgap.escalated',
+    },
+    logLevel: v('logLevel') ?? 'info',
+    query: {
+      timeoutSeconds: v('query.timeoutSeconds') ?? 30,
+      maxMemoryBytes: v('query.maxMemoryBytes') ?? 1024 * 1_048_576,
+      maxResultRows: v('query.maxResultRows') ?? 1_000_000,
+      maxResultBytes: v('query.maxResultBytes') ?? 256 * 1_048_576,
+      queue: v('query.queue') ?? 4,
+    },
+  };
+  const merged = deepMerge(base, overrides as Record<string, unknown>);
+  const parsed = ConfigSchema.safeParse(merged);
+  if (!parsed.success) throw new ConfigError(parsed.error);
+  return parsed.data;
+}
+
 
 /** The variable that sets a config path (an array element's is its array's), if any. */
 export function variableOf(p: readonly (string | number)[]): string | undefined {

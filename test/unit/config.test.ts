@@ -266,10 +266,14 @@ describe('issue 8: secrets, schemes, ports, files', () => {
       }
       expect(landed, `${p} ← ${v}`).toBe('probe-value');
     }
-    // and every variable loadConfig reads (e('…') / file('…') in its source) is in the table
+    // and loadConfig reads every setting through the table (v('path'), pem('path') for a file's
+    // content: exactly the _FILE variables), every entry of it, and no variable by name
     const src = fs.readFileSync(path.join(PACKAGE_ROOT, 'src', 'config', 'index.ts'), 'utf8');
-    const read = [...src.matchAll(/\b(e|file)\('(EVALGAP_\w+)'\)/g)].map((m) => m[2] + (m[1] === 'file' ? '_FILE' : ''));
-    expect(new Set(read)).toEqual(new Set(Object.values(VARIABLE_OF)));
+    const body = src.slice(src.indexOf('export function loadConfig('), src.indexOf('const merged = deepMerge'));
+    const read = [...body.matchAll(/\b(v|pem)\('([\w.]+)'\)/g)];
+    expect(new Set(read.map((m) => m[2]))).toEqual(new Set(Object.keys(VARIABLE_OF)));
+    for (const [, how, p] of read) expect(how === 'pem', p).toBe(VARIABLE_OF[p].endsWith('_FILE'));
+    expect(body.match(/'EVALGAP_\w+'/g) ?? []).toEqual([]);
   });
 
   it('refuses TLS files that would change nothing: a Kafka CA without TLS, a certificate without its key, TLS files without an https server', () => {
