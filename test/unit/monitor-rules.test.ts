@@ -4,7 +4,7 @@
  * alerts, the eval-set mismatch is reported only when it changes, model changes restart references.
  */
 import { describe, expect, it } from 'vitest';
-import { backtest, createEvaluateWindow, evaluateWindow, MonitorOptionsSchema } from '../../src/monitor/index.js';
+import { backtest, backtestAsync, createEvaluateWindow, evaluateWindow, MonitorOptionsSchema } from '../../src/monitor/index.js';
 import type { MonitorContext, MonitorState, WindowCounts } from '../../src/monitor/types.js';
 import { dailyCycle, stream, syntheticCells, type StreamSpec } from '../helpers/monitor-sim.js';
 
@@ -186,6 +186,42 @@ describe('evaluateWindow on shifted traffic', () => {
     const tiny: WindowCounts = { ...last[0], agent: 'tiny', clusters: [{ cluster: 0, requests: 30, uncovered: 30, escalated: 30, refused: 0, failed: 0 }] };
     const res = backtest([...windows.slice(0, -1), [...last, tiny]], ctx, opts);
     expect(res.alerts.filter((a) => a.scope.agent === 'tiny')).toEqual([]);
+  });
+});
+
+describe('backtestAsync', () => {
+  it('replays to the same result as backtest, from a synchronous or an asynchronous source, handing the event loop turns as it goes', async () => {
+    const shifted = base.map((p, i) => (i === 3 ? 3 * p : p));
+    const cyc2 = dailyCycle(shifted, 0.4);
+    const changeAt = Date.parse(START) + 2 * DAY;
+    const s = spec({ days: 3, weights: (t) => cells.weights(t >= changeAt ? cyc2(t) : cycle(t)) });
+    const sync = backtest(stream(s), ctx, opts);
+    expect(sync.alerts.some((a) => a.rule === 'cluster_mix')).toBe(true);
+    // a macrotask chain that counts the turns the replay gives it
+    let turns = 0;
+    let done = false;
+    const tick = () => {
+      turns++;
+      if (!done) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const fromSync = await backtestAsync(stream(s), ctx, { ...opts, yieldMs: 0 });
+    const during = turns;
+    const fromAsync = await backtestAsync(
+      (async function* () {
+        for (const w of stream(s)) yield w;
+      })(),
+      ctx,
+      opts,
+    );
+    done = true;
+    for (const r of [fromSync, fromAsync]) {
+      expect(r.windows).toBe(sync.windows);
+      expect(r.alerts).toEqual(sync.alerts);
+      expect(JSON.stringify(r.state)).toBe(JSON.stringify(sync.state));
+    }
+    // yieldMs 0: a turn after every window (288 of them)
+    expect(during).toBeGreaterThanOrEqual(sync.windows - 1);
   });
 });
 
