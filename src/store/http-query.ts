@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
 import { z } from 'zod';
+import { browserRefusal } from '../config/http-guard.js';
 import type { Config } from '../config/index.js';
 import type { StoreReader } from './gaps.js';
 import { ReadOnlyQueries, type QueryLimits, type RunningQuery } from './read-only.js';
@@ -49,12 +50,6 @@ export interface QueryEndpoint {
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
-
-/** The `Host` a client of this socket must send: the bound loopback address and port. */
-function boundHost(req: http.IncomingMessage): string {
-  const a = req.socket.localAddress ?? '';
-  return `${a.includes(':') ? `[${a}]` : a}:${req.socket.localPort}`;
-}
 
 export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): QueryEndpoint {
   const token = randomBytes(32).toString('base64url');
@@ -108,12 +103,8 @@ export function queryEndpoint(cfg: Config['clickhouse'], limits: QueryLimits): Q
       if (cfg.url || (req.url ?? '').split('?')[0] !== '/query') return false;
       if (closed) return reply(res, 503, { error: 'evalgap run is stopping' });
       // browsers and DNS-rebinding pages: refused before anything else is read
-      if (req.headers.host !== boundHost(req)) {
-        return reply(res, 403, { error: `refused: the Host header must be ${boundHost(req)}` });
-      }
-      if (req.headers.origin !== undefined) return reply(res, 403, { error: 'refused: requests from web pages (with an Origin header) are not served' });
-      const site = req.headers['sec-fetch-site'];
-      if (site !== undefined && site !== 'none') return reply(res, 403, { error: 'refused: requests from web pages (Sec-Fetch-Site) are not served' });
+      const refused = browserRefusal(req);
+      if (refused) return reply(res, 403, { error: refused });
       if (req.method !== 'POST') {
         return reply(res, 405, { error: 'POST a JSON body {"query": "...", "params": {...}}' }, { allow: 'POST' });
       }

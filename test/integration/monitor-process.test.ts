@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import readline from 'node:readline';
 import { describe, expect, it } from 'vitest';
@@ -156,6 +157,17 @@ describe('evalgap monitor processes', () => {
       expect(metrics).toMatch(/evalgap_alert_deliveries_total\{receiver="local",result="delivered"\} [1-9]/);
       expect(metrics).toMatch(/evalgap_monitor_lag_seconds \d/);
       expect(metrics).toMatch(/evalgap_monitor_leader 1/);
+      // a page in a browser (a DNS-rebinding one sends its own Host) reads nothing from this port
+      for (const headers of [{ host: `rebind.example:${metricsPort}` }, { origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }] as Record<string, string>[]) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = http.get(`http://127.0.0.1:${metricsPort}/metrics`, { headers }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('error', reject);
+        });
+        expect(status, JSON.stringify(headers)).toBe(403);
+      }
     } finally {
       second.child.kill('SIGTERM');
       expect(await second.exited).toBe(0);

@@ -185,6 +185,21 @@ describe('POST /query serves only evalgap, not browsers', () => {
     expect((await ask('SELECT 1', { 'sec-fetch-site': 'none' })).status).toBe(200);
   });
 
+  it('the other routes of the port (/metrics, /healthz, /readyz) refuse pages the same way; Prometheus, curl and localhost get them', async () => {
+    const port = running.service.port;
+    const get = (route: string, headers: Record<string, string> = {}) => request(`http://127.0.0.1:${port}${route}`, { method: 'GET', headers });
+    for (const route of ['/metrics', '/healthz', '/readyz']) {
+      // (/readyz may say 503 for its own reasons: what matters is that it answers)
+      expect((await get(route)).status, route).not.toBe(403);
+      expect((await get(route, { host: `localhost:${port}` })).status, route).not.toBe(403);
+      if (route === '/metrics') expect((await get(route, { host: `localhost:${port}` })).status).toBe(200);
+      const pageLike: Record<string, string>[] = [{ host: `rebind.example:${port}` }, { host: '127.0.0.1' }, { origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-origin' }];
+      for (const h of pageLike) {
+        expect((await get(route, h)).status, `${route} ${JSON.stringify(h)}`).toBe(403);
+      }
+    }
+  });
+
   it('415 for a body that is not JSON (the content types a page can send without a preflight)', async () => {
     for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', '']) {
       const r = await request(url, { headers: { 'content-type': type, authorization: `Bearer ${token}` }, body: JSON.stringify({ query: 'SELECT 1' }) });
@@ -192,7 +207,7 @@ describe('POST /query serves only evalgap, not browsers', () => {
     }
   });
 
-  it.skipIf(!hasChromium)('a cross-origin page and a DNS-rebinding page in headless Chromium can neither write a file nor read a row', async () => {
+  it.skipIf(!hasChromium)('a cross-origin page and a DNS-rebinding page in headless Chromium can neither write a file nor read a row, the metrics or the health', async () => {
     const port = running.service.port;
     const files = ['a', 'b', 'c', 'd'].map((x) => path.join(dir, `browser-${x}.txt`));
     const q = (f: string) => JSON.stringify({ query: `SELECT 'pwned' INTO OUTFILE '${f}'` });
@@ -261,6 +276,19 @@ async function attempt(name, fn) { try { window.results.push({ name, ok: true, t
       for (const r of rebound) {
         expect(r.status).toBe(403);
         expect(r.text).not.toContain('rows');
+      }
+      // nor can it read the metrics or the health of the instance
+      const pages = await p2.evaluate(async () => {
+        const out: { status: number; text: string }[] = [];
+        for (const route of ['/metrics', '/healthz', '/readyz']) {
+          const r = await fetch(route);
+          out.push({ status: r.status, text: await r.text() });
+        }
+        return out;
+      });
+      for (const r of pages) {
+        expect(r.status).toBe(403);
+        expect(r.text).not.toMatch(/evalgap_|"status"/);
       }
     } finally {
       await browser.close();
