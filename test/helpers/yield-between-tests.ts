@@ -34,6 +34,6 @@ afterEach(async () => {
   await new Promise<void>((resolve) => setTimeout(resolve, 5));
   if (heldMs > HELD_WARN_MS) {
     const name = expect.getState().currentTestName ?? '(unknown test)';
-    console.warn(`[event loop] "${name}" held the worker's event loop for ${(heldMs / 1000).toFixed(1)} s without a turn: let its loop await breathe() (test/helpers/breathe.ts)`);
+    console.warn(`[event loop] "${name}" held the worker's event loop for ${(heldMs / 1000).toFixed(1)} s without a turn (unless on purpose, a long loop there should await breathe(): test/helpers/breathe.ts)`);
   }
 });
