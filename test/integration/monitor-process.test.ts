@@ -208,7 +208,7 @@ describe('evalgap monitor processes', () => {
     expect(bad.out).toMatch(/cannot read monitor config/);
   });
 
-  it('evalgap receive verifies signatures and rejects a forged one', async () => {
+  it('evalgap receive verifies signatures and rejects a forged one, and anything from a web page', async () => {
     const { newSecret } = await import('../../src/alert/config.js');
     const { signRequest } = await import('../../src/alert/webhook.js');
     const secret = newSecret();
@@ -222,9 +222,14 @@ describe('evalgap monitor processes', () => {
       expect((await fetch(url, { method: 'POST', headers: ok.headers, body })).status).toBe(200);
       const forged = signRequest(newSecret(), 'al_2.firing', body);
       expect((await fetch(url, { method: 'POST', headers: forged.headers, body })).status).toBe(401);
+      // a web page gets nothing, even with a valid signature (Origin, Sec-Fetch-Site, a rebinding Host)
+      const fromPage = signRequest(secret, 'al_3.firing', body);
+      expect((await fetch(url, { method: 'POST', headers: { ...fromPage.headers, origin: 'http://evil.example' }, body })).status).toBe(403);
+      expect((await fetch(url, { method: 'POST', headers: { ...fromPage.headers, 'sec-fetch-site': 'cross-site' }, body })).status).toBe(403);
       await waitFor(async () => out.includes('al_1.firing  verified'), 5_000, 'the printed alert');
       expect(out).toContain('FIRING uncovered_share agent=*: hello');
       expect(out).not.toContain('al_2.firing');
+      expect(out).not.toContain('al_3.firing');
     } finally {
       c.kill('SIGTERM');
     }
