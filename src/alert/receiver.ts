@@ -1,12 +1,13 @@
 /**
  * A small local webhook receiver (`evalgap receive`): verifies each delivery's Standard Webhooks
  * signature with the `standardwebhooks` package (rejecting a bad signature or a timestamp outside
- * the 5-minute tolerance with 401; a request from a web page with 403 before its body is read), dedupes on webhook-id, and keeps what it accepted. It is what
- * a receiver of evalgap alerts looks like, and what the demo and the tests deliver to.
+ * the 5-minute tolerance with 401; a request from a web page with 403, before its body is read),
+ * dedupes on webhook-id, and keeps what it accepted. It is what a receiver of evalgap alerts looks
+ * like, and what the demo and the tests deliver to.
  */
 import http from 'node:http';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
-import { browserRefusal } from '../config/http-guard.js';
+import { refuseBrowserRequest } from '../config/http-guard.js';
 
 export interface Received {
   id: string;
@@ -46,14 +47,9 @@ export class WebhookReceiver {
   async start(port = 0): Promise<void> {
     this.server = http.createServer((req, res) => {
       // a web page (or a DNS-rebinding one) gets nothing, before the body is read (src/config/http-guard.ts)
-      const refused = browserRefusal(req, { allowLocalhost: true });
-      if (refused) {
+      if (refuseBrowserRequest(req, res, { allowLocalhost: true })) {
         this.requests += 1;
         this.rejected += 1;
-        res.statusCode = 403;
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ error: refused }));
-        req.resume();
         return;
       }
       const chunks: Buffer[] = [];

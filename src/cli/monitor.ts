@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { browserRefusal } from '../config/http-guard.js';
+import { refuseBrowserRequest } from '../config/http-guard.js';
 import type { Config } from '../config/index.js';
 import { loadCoverageModel } from '../coverage/model.js';
 import { createKafka } from '../ingest/kafka.js';
@@ -119,12 +119,7 @@ export async function startMonitor(
   if (opts.metricsPort !== undefined && opts.metricsPort >= 0) {
     server = http.createServer(async (req, res) => {
       // pages in a browser (and DNS-rebinding ones) get nothing (src/config/http-guard.ts)
-      const refused = browserRefusal(req, { allowLocalhost: true });
-      if (refused) {
-        res.statusCode = 403;
-        res.end(`${refused}\n`);
-        return;
-      }
+      if (refuseBrowserRequest(req, res, { allowLocalhost: true })) return;
       if (req.url === '/metrics') {
         res.setHeader('content-type', metrics.registry.contentType);
         res.end(await metrics.registry.metrics());

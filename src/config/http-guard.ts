@@ -1,6 +1,6 @@
 /**
  * Requests from web pages, refused on every route of evalgap's loopback HTTP servers (`run`'s and
- * `monitor`'s metrics ports): a page in a browser on the same machine can reach 127.0.0.1, and a
+ * `monitor`'s metrics ports, `evalgap receive`): a page in a browser on the same machine can reach 127.0.0.1, and a
  * DNS-rebinding page can even read the answers as its own origin. Such a request is told by
  * - a `Host` other than the address and port the socket is bound to (a rebinding page sends its
  *   own name; `localhost:<port>` is accepted where `allowLocalhost`, since no page can rebind it);
@@ -27,4 +27,18 @@ export function browserRefusal(req: http.IncomingMessage, opts: { allowLocalhost
   const site = req.headers['sec-fetch-site'];
   if (site !== undefined && site !== 'none') return 'refused: requests from web pages (Sec-Fetch-Site) are not served';
   return null;
+}
+
+/**
+ * Answers 403 (JSON `{"error": …}`) to a browser-originated request, leaving its body unread, and
+ * returns true; returns false for any other request, untouched.
+ */
+export function refuseBrowserRequest(req: http.IncomingMessage, res: http.ServerResponse, opts: { allowLocalhost?: boolean } = {}): boolean {
+  const refused = browserRefusal(req, opts);
+  if (!refused) return false;
+  res.statusCode = 403;
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ error: refused }));
+  req.resume();
+  return true;
 }

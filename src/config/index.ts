@@ -227,9 +227,8 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
       );
     }
   };
-  const e = (k: string) => plain(k) ?? (k.endsWith('_FILE') ? undefined : fromFile(k));
-  /** the setting at path p from its variable (VARIABLES) */
-  const v = (p: keyof typeof VARIABLES) => e(VARIABLES[p]);
+  /** the setting at path p from its variable (VARIABLES), or the file its `_FILE` twin names */
+  const v = (p: keyof typeof VARIABLES) => plain(VARIABLES[p]) ?? fromFile(VARIABLES[p]);
   /** the content of the file its `_FILE` variable names, as it is (PEM) */
   const pem = (p: keyof typeof VARIABLES) => fromFile(VARIABLES[p].replace(/_FILE$/, ''), false);
   const saslUser = v('kafka.sasl.username');

@@ -17,7 +17,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
-import { browserRefusal } from '../config/http-guard.js';
+import { refuseBrowserRequest } from '../config/http-guard.js';
 import { maskUrl, type Config } from '../config/index.js';
 import type { CoverageAssigner } from '../coverage/model.js';
 import type { AssignerSource } from './model-watch.js';
@@ -618,12 +618,7 @@ export class IngestService {
     this.server = http.createServer(async (req, res) => {
       if (await this.deps.queries?.handle(req, res)) return;
       // pages in a browser (and DNS-rebinding ones) get nothing from any route
-      const refused = browserRefusal(req, { allowLocalhost: true });
-      if (refused) {
-        res.statusCode = 403;
-        res.end(`${refused}\n`);
-        return;
-      }
+      if (refuseBrowserRequest(req, res, { allowLocalhost: true })) return;
       if (req.url === '/metrics') {
         res.setHeader('content-type', this.metrics.registry.contentType);
         res.end(await this.metrics.registry.metrics());

@@ -2,6 +2,7 @@
  * Backtest: replay stored windows through the same rules and list the alerts that would have fired.
  * Pure: the caller (evalgap monitor --backtest) reads the windows from the store.
  */
+import { breather } from '../config/breathe.js';
 import { createEvaluateWindow, type MonitorOptions } from './rules.js';
 import type { EvaluateWindow, MonitorContext, MonitorState, RuleName, Scope, TrendRow, Effect, Severity, WindowCounts } from './types.js';
 
@@ -99,8 +100,8 @@ export function backtest(windows: Iterable<WindowCounts[]>, ctx: MonitorContext,
 }
 
 /**
- * The same replay, handing the event loop a turn (setImmediate) whenever `yieldMs` of work has
- * passed since the last one (default 250 ms): weeks of windows take minutes, and a process that
+ * The same replay, handing the event loop a turn whenever `yieldMs` of work has passed since the
+ * last one (default 250 ms; src/config/breathe.ts): weeks of windows take minutes, and a process that
  * also answers messages (a test runner's, a server's) must not go silent that long. The result is
  * the same as backtest's: when it yields changes nothing the replay computes.
  */
@@ -110,14 +111,10 @@ export async function backtestAsync(
   opts: BacktestOptions & { yieldMs?: number } = {},
 ): Promise<BacktestResult> {
   const r = replay(ctx, opts);
-  const every = opts.yieldMs ?? 250;
-  let last = performance.now();
+  const breathe = breather(opts.yieldMs);
   for await (const w of windows) {
     r.push(w);
-    if (performance.now() - last >= every) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      last = performance.now();
-    }
+    await breathe();
   }
   return r.result();
 }
