@@ -1,6 +1,6 @@
 /**
  * `evalgap monitor`: the I/O around the pure detectors. While this instance is the elected leader
- * (src/alert/election.ts), each closed window is evaluated once, in order:
+ * (src/ingest/election.ts), each closed window is evaluated once, in order:
  *
  *   1. read the window's counts from coverage_5m, plus late rows of earlier windows (windows.ts)
  *   2. evaluate (the injected EvaluateWindow: detectors, pure)
@@ -23,7 +23,7 @@ import type { Logger } from 'pino';
 import { rowsSql, type Notification } from './alert.js';
 import type { MonitorConfig } from './config.js';
 import { Dispatcher } from './dispatcher.js';
-import { Election } from './election.js';
+import { Election } from '../ingest/election.js';
 import { candidates, dedup, inhibit, pipeline, type NotificationLog, type NotifyContext, type Stage } from './lifecycle.js';
 import { createMonitorMetrics, type MonitorMetrics } from './metrics.js';
 import { Outbox } from './outbox.js';

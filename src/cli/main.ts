@@ -220,7 +220,7 @@ export function buildProgram(): Command {
     .option('--partitions <n>', 'partitions when evalgap creates the topic', intArg('--partitions', 1), 1)
     .option('--monitor', 'also run the monitor (alerts) in this process; see evalgap monitor')
     .option('--monitor-config <file>', 'monitor config file (JSON: rules, receivers) for --monitor (EVALGAP_MONITOR_CONFIG)')
-    .option('--gaps-every <duration>', 'discover and store coverage gaps (last 7 days, all agents and each agent) this often; off to disable', (v: string) => (v === 'off' ? v : (parseDuration(v), v)), '1h')
+    .option('--gaps-every <duration>', 'discover and store coverage gaps (last 7 days, all agents and each agent) this often, on one instance of the consumer group (elected through Kafka); off to disable', (v: string) => (v === 'off' ? v : (parseDuration(v), v)), '1h')
     .addOption(new Option('--input <kind>', 'native: request logs in evalgap\'s JSON on --topic; otlp: also OpenTelemetry traces from the Collector\'s Kafka exporter (EVALGAP_OTLP_TOPIC, default otlp_spans), assembled into user turns and written to --topic').choices(['native', 'otlp']).default('native'))
     .option('--otlp-topic <name>', 'the Collector Kafka exporter\'s trace topic for --input otlp (EVALGAP_OTLP_TOPIC, default otlp_spans)')
     .action(async (opts) => {

@@ -4,6 +4,7 @@ import { maskUrl, redactConfig, type Config } from '../config/index.js';
 import { embeddingOf } from '../embed/embedder.js';
 import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { createKafka } from '../ingest/kafka.js';
+import { Election } from '../ingest/election.js';
 import { OtlpBridge, createOtlpBridgeMetrics } from '../ingest/otlp-bridge.js';
 import { clusterRows, ModelWatcher, resolveModelDir } from '../ingest/model-watch.js';
 import { loadAgentProfile } from '../coverage/agent.js';
@@ -23,6 +24,8 @@ export interface Running {
   stop: () => Promise<void>;
   /** periodic gap discovery, when `gapsEveryMs` > 0 */
   gaps?: DiscoverySchedule;
+  /** whether this instance is the one of its consumer group that runs the periodic gap discovery */
+  gapsLeader?: () => boolean;
   /** OpenTelemetry traces in, with `input: 'otlp'` */
   otlp?: OtlpBridge;
 }
@@ -136,16 +139,35 @@ export async function startRun(
   }
   // evalgap sql / gaps / export-gaps find this instance's read-only POST /query (and its token) through the data folder
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port, queries.token);
-  const gaps = extra.gapsEveryMs ? scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger, modelsDir: cfg.embed.modelsDir }) : undefined;
+  // periodic gap discovery: one instance of the consumer group runs it (elected through Kafka), not every one
+  let gapsElection: Election | undefined;
+  let gaps: DiscoverySchedule | undefined;
+  if (extra.gapsEveryMs) {
+    gapsElection = new Election(
+      kafka,
+      { topic: gapsControlTopic(ingestOpts.topic), group: `${ingestOpts.group}.gaps`, roles: { leader: 'elected: this instance runs the periodic gap discovery', standby: 'another instance runs the periodic gap discovery' } },
+      logger,
+    );
+    const election = gapsElection;
+    try {
+      await election.start();
+    } catch (e) {
+      // discovery is not worth refusing to ingest for: this instance stays out of it and says so
+      logger.warn({ err: oneLine(e) }, 'gap discovery election could not start; this instance will not run periodic gap discovery');
+    }
+    gaps = scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger, modelsDir: cfg.embed.modelsDir, leads: () => election.isLeader() });
+  }
   return {
     service,
     store,
     model,
     gaps,
+    gapsLeader: gapsElection ? () => gapsElection!.isLeader() : undefined,
     otlp,
     stop: async () => {
       await otlp?.stop();
       model.close();
+      await gapsElection?.stop().catch(() => {});
       await gaps?.stop();
       unadvertise();
       // a query in progress is killed first: it must not hold the HTTP server (or the stop) open
@@ -156,6 +178,9 @@ export async function startRun(
     },
   };
 }
+
+/** the one-partition topic on which the instances of a consumer group elect their gap discoverer */
+export const gapsControlTopic = (requestsTopic: string) => `${requestsTopic}.gaps-control`;
 
 function oneLine(e: unknown): string {
   const err = e as Error & { cause?: Error };

@@ -334,6 +334,19 @@ export async function previousGaps(r: StoreReader, scope: string, fromDay: strin
   return rows.map((x) => ({ gap_id: x.gap_id, status: x.status, kind: x.kind === 'thin' ? 'thin' : 'topic', label: x.label, centroid: Float32Array.from(x.centroid) }));
 }
 
+/**
+ * When the latest stored discovery of a scope was made (ms since the epoch; null: none stored, or
+ * none that found a gap). Periodic discovery reads it to skip a round another instance just did.
+ */
+export async function latestDiscoveryAt(r: StoreReader, scope: string): Promise<number | null> {
+  const rows = await r.query<{ at: string | null }>(
+    `SELECT if(count() = 0, NULL, toUnixTimestamp64Milli(max(version))) AS at FROM ${r.t('coverage_gaps')} WHERE scope = {scope:String}`,
+    { scope },
+  );
+  const at = rows[0]?.at;
+  return at === null || at === undefined ? null : Number(at);
+}
+
 /** One row of {db}.coverage_gaps as read back. */
 export interface GapRow {
   scope: string;

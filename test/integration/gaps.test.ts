@@ -18,7 +18,7 @@ import { produceJson } from '../../src/ingest/kafka.js';
 import { startRun, type Running } from '../../src/cli/run.js';
 import { sampleTraffic } from '../../src/cli/sample-data.js';
 import { formatGapReport } from '../../src/cli/gaps.js';
-import { readLatestGaps, readSessionEvidence } from '../../src/store/gaps.js';
+import { latestDiscoveryAt, readLatestGaps, readSessionEvidence } from '../../src/store/gaps.js';
 import { DEFAULT_DISCOVERY } from '../../src/gaps/discover.js';
 import { readQueryToken, RemoteReader } from '../../src/store/http-query.js';
 import { Store } from '../../src/store/store.js';
@@ -281,6 +281,30 @@ describe('gap discovery', () => {
     await sched.stop();
     const scopes = await store.query<{ scope: string }>(`SELECT DISTINCT scope FROM ${store.t('coverage_gaps')} ORDER BY scope`);
     expect(scopes.map((x) => x.scope)).toEqual(['', 'checkout-assistant', 'support-bot']);
+  });
+
+  it('the periodic discovery runs only where the election says so, and skips a scope whose discovery was just stored', async () => {
+    const runs = async () => (await store.query<{ n: number }>(`SELECT uniqExact(run_id) AS n FROM ${store.t('coverage_gaps')}`))[0].n;
+    const before = Number(await runs());
+    const stored = await latestDiscoveryAt(store, '');
+    expect(stored).not.toBeNull();
+    // a standby instance runs nothing
+    const standby = scheduleDiscovery(store, { everyMs: 3_600_000, logger: createLogger('silent'), leads: () => false });
+    await standby.runOnce();
+    await standby.stop();
+    expect(Number(await runs())).toBe(before);
+    // the leader, just after the pass above was stored (a handover): every scope is fresh, skipped
+    const leader = scheduleDiscovery(store, { everyMs: 3_600_000, logger: createLogger('silent'), leads: () => true });
+    await leader.runOnce();
+    expect(Number(await runs())).toBe(before);
+    await leader.stop();
+    // once the stored discovery is older than half the interval, it runs again, every scope
+    const later = scheduleDiscovery(store, { everyMs: 3_600_000, freshMs: 1, logger: createLogger('silent'), leads: () => true });
+    await later.runOnce();
+    await later.stop();
+    expect(Number(await runs())).toBe(before + 3);
+    expect(await latestDiscoveryAt(store, '')).toBeGreaterThan(stored!);
+    expect(await latestDiscoveryAt(store, 'no-such-agent')).toBeNull();
   });
 
   it('exports candidate eval cases evalgap fit reads, tagged with gap ids, deduplicated, stratified by priority', async () => {

@@ -1,20 +1,24 @@
 /**
- * Leader election through Kafka, no home-made lock: every monitor joins one consumer group on a
- * one-partition control topic; the member the group coordinator assigns partition 0 evaluates.
+ * Leader election through Kafka, no home-made lock: every member (the monitors of one election
+ * group; the `run` instances of one consumer group, for periodic gap discovery) joins one consumer
+ * group on a one-partition control topic; the member the group coordinator assigns partition 0 leads.
  * A member that stops leaves the group (a rebalance hands the partition on at once); one that dies
  * is dropped after the session timeout. Leadership is withdrawn as soon as a rebalance starts.
  * Two members can briefly both believe they lead (a paused process whose session expired): the
- * runner re-reads the durable checkpoint before each window, and every notification carries a
- * deterministic id, so such an overlap can repeat a delivery's id but never invent a new alert.
+ * monitor's runner re-reads the durable checkpoint before each window, and every notification
+ * carries a deterministic id, so such an overlap can repeat a delivery's id but never invent a new
+ * alert; gap discovery skips a round when a recent discovery is already stored.
  */
 import type { Consumer, Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
-import { ensureTopics } from '../ingest/kafka.js';
+import { ensureTopics } from './kafka.js';
 
 export interface ElectionOptions {
   topic: string;
   group: string;
   sessionTimeoutMs?: number;
+  /** what the leader does, for the log lines (default: the monitor's) */
+  roles?: { leader: string; standby: string };
 }
 
 export class Election {
@@ -40,7 +44,7 @@ export class Election {
   private set(leader: boolean): void {
     if (leader === this.leader) return;
     this.leader = leader;
-    this.logger.info({ group: this.opts.group, memberId: this.memberId }, leader ? 'elected: this monitor evaluates' : 'not the evaluator (standby)');
+    this.logger.info({ group: this.opts.group, memberId: this.memberId }, leader ? (this.opts.roles?.leader ?? 'elected: this monitor evaluates') : (this.opts.roles?.standby ?? 'not the evaluator (standby)'));
     for (const l of this.listeners) l(leader);
   }
 
