@@ -38,6 +38,7 @@ import { byTopic, demoTotals, gapTopics } from '../store/demo.js';
 import { newSecret, parseMonitorConfig } from '../alert/config.js';
 import { WebhookReceiver, type Received } from '../alert/receiver.js';
 import { sampleEvalSet, sampleTraffic, SURPRISE_TOPICS } from './sample-data.js';
+import { UserError } from './errors.js';
 import { rng } from '../coverage/vec.js';
 import { ALL, RateComparison } from '../compare/detector.js';
 import { CompareStore } from '../store/compare.js';
@@ -503,11 +504,47 @@ async function report(ctx: DemoContext): Promise<string> {
   return out;
 }
 
-export async function runDemo(base: Config, dir = path.join(PACKAGE_ROOT, '.evalgap', 'demo')): Promise<void> {
-  const stamp = Date.now().toString(36);
-  // replace only what the demo itself writes there
-  for (const f of ['evalset.jsonl', 'model', 'models', 'chdb', 'gap-cases.jsonl', 'report.html', 'canary.json']) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+/** the file that marks a folder as the demo's own (written before anything else of the demo) */
+export const DEMO_MARKER = '.evalgap-demo';
+/** what the demo writes in its folder, replaced on each run */
+const DEMO_FILES = ['evalset.jsonl', 'model', 'models', 'chdb', 'gap-cases.jsonl', 'report.html', 'canary.json'];
+export const DEFAULT_DEMO_DIR = path.join(PACKAGE_ROOT, '.evalgap', 'demo');
+
+/**
+ * Makes `dir` ready for a demo run: an absent or empty folder, or one an earlier demo run marked as
+ * its own, has the demo's files of the last run removed; any other folder is refused with a
+ * UserError before anything in it is touched (the demo writes evalset.jsonl, models/, report.html,
+ * … the very names a user's own project has). The default folder is also taken when it holds
+ * only the demo's files (a run of a release before the marker).
+ */
+export function prepareDemoDir(dir: string): void {
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new UserError(`${dir} is a file, not a folder: give the demo an empty or new folder with --dir`);
+    if (code !== 'ENOENT') throw e;
+  }
+  const ours =
+    entries.length === 0 ||
+    entries.includes(DEMO_MARKER) ||
+    (path.resolve(dir) === DEFAULT_DEMO_DIR && entries.every((f) => DEMO_FILES.includes(f)));
+  if (!ours) {
+    throw new UserError(
+      `${dir} is not empty and no earlier demo run made it (it has no ${DEMO_MARKER}): the demo replaces evalset.jsonl, models/, chdb/, ` +
+        `report.html and more there, so it leaves the folder alone; give an empty or new folder with --dir`,
+    );
+  }
   fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, DEMO_MARKER), 'written by `evalgap demo`: this folder is the demo\'s, and each run replaces what it wrote here\n');
+  // replace only what the demo itself writes there
+  for (const f of DEMO_FILES) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+}
+
+export async function runDemo(base: Config, dir = DEFAULT_DEMO_DIR): Promise<void> {
+  const stamp = Date.now().toString(36);
+  prepareDemoDir(dir);
   const cfg: Config = {
     ...base,
     kafka: { ...base.kafka, topic: `evalgap.demo.${stamp}`, dlqTopic: `evalgap.demo.${stamp}.dlq`, group: `evalgap-demo-${stamp}` },
