@@ -77,7 +77,8 @@ export function buildProgram(): Command {
     .argument('[evalset]', 'eval set: JSONL (one case per line) or CSV with a header (none with --add)')
     .option('--text-field <name>', 'field or column holding the query text', 'query')
     .option('--k <n|auto>', 'number of clusters, or auto (chosen by silhouette)', 'auto')
-    .option('--out <dir>', 'model folder (default: <models dir>/coverage/<version>, EVALGAP_MODELS_DIR)')
+    .option('--out <dir>', 'model folder, new or empty (default: <models dir>/coverage/<version>, EVALGAP_MODELS_DIR); a folder holding a model is refused, a symlink too')
+    .option('--force', 'with --out: replace the coverage model already in that folder')
     .option('--seed <n>', 'random seed (same seed, same model)', intArg('--seed', 0), DEFAULT_FIT.seed)
     .option('--restarts <n>', 'k-means restarts', intArg('--restarts', 1), DEFAULT_FIT.restarts)
     .option('--neighbours <n>', 'eval cases averaged by the coverage score', intArg('--neighbours', 1), DEFAULT_FIT.neighbours)
@@ -105,6 +106,7 @@ export function buildProgram(): Command {
       if (opts.k !== 'auto' && !(Number.isInteger(Number(opts.k)) && Number(opts.k) >= 1)) {
         throw new InvalidArgumentError('--k must be a positive integer or auto');
       }
+      if (opts.out) checkFitOut(opts.out, Boolean(opts.force));
       const input = fitInput(file, opts, cmd);
       const k: number | 'auto' = opts.k === 'auto' ? 'auto' : Number(opts.k);
       const embedder = await loadThreadedEmbedder(cfg.embed);
@@ -648,6 +650,32 @@ const FILE_ERRORS: Record<string, string> = {
   EPERM: 'operation not permitted',
   EEXIST: 'already exists',
 };
+
+/**
+ * `fit --out`: a model folder is a version, never rewritten in place (rolling back is deploying the
+ * old folder, and a running consumer may be watching it); a symlink is a deployed pointer
+ * (`current`), which `evalgap deploy` moves.
+ */
+function checkFitOut(out: string, force: boolean): void {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(out);
+  } catch {
+    return; // a new folder
+  }
+  if (st.isSymbolicLink()) {
+    throw new UserError(`--out ${out} is a symlink (a deployed pointer such as current): fit into a new folder, then \`evalgap deploy\` it`);
+  }
+  if (st.isDirectory() && fs.existsSync(path.join(out, 'manifest.json')) && !force) {
+    let version = '';
+    try {
+      version = ` (${String((JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { version?: unknown }).version)})`;
+    } catch {
+      /* unreadable: still refused */
+    }
+    throw new UserError(`--out ${out} already holds a coverage model${version}: fit into a new folder (a model folder is a version; rolling back is deploying the old one), or give --force to replace it`);
+  }
+}
 
 const KNOWN_ERRORS = [UserError, ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
 

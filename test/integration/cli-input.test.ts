@@ -103,6 +103,29 @@ describe('file arguments', () => {
   });
 });
 
+describe('fit --out', () => {
+  it('refuses a folder that holds a model, and a symlink, before embedding anything; --force replaces', () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const before = fs.readFileSync(path.join(model, 'manifest.json'), 'utf8');
+    const again = evalgap('fit', path.join(dir, 'evalset.jsonl'), '--out', model, '--k', '6');
+    expect(again.status).toBe(2);
+    expect(again.stderr).toMatch(/already holds a coverage model \(cm-[0-9a-f]+\).*--force/);
+    expect(again.stderr).not.toMatch(STACK);
+    expect(fs.readFileSync(path.join(model, 'manifest.json'), 'utf8')).toBe(before);
+    const link = path.join(dir, 'current');
+    fs.symlinkSync(model, link);
+    const viaLink = evalgap('fit', path.join(dir, 'evalset.jsonl'), '--out', link, '--force');
+    expect(viaLink.status).toBe(2);
+    expect(viaLink.stderr).toMatch(/is a symlink.*evalgap deploy/);
+    expect(fs.readFileSync(path.join(model, 'manifest.json'), 'utf8')).toBe(before);
+    // --force passes the check: what fails then is the (missing) eval set, not the folder
+    const forced = evalgap('fit', path.join(dir, 'no-such.jsonl'), '--out', model, '--force');
+    expect(forced.status).not.toBe(0);
+    expect(forced.stderr).not.toMatch(/already holds/);
+    expect(forced.stderr).toMatch(/no-such\.jsonl/);
+  });
+});
+
 describe('evalgap gaps --since/--until', () => {
   it('takes durations or ISO-8601 dates for both ends of the period', () => {
     const data = path.join(dir, 'gaps-data');
