@@ -86,9 +86,13 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
     `coverage gaps ${r.scope ? `of agent ${r.scope}` : 'of all agents'}, ${day(r.since)} → ${day(r.until)} UTC` +
       (r.modelVersion ? `, coverage model ${r.modelVersion}` : ', all coverage models'),
   );
+  // no requests is not full coverage: a typo in --agent or --model-version must not read as "100% covered"
   out.push(
-    `traffic: ${r.totals.requests} requests, ${r.totals.uncovered} uncovered; coverage ${pct(r.totals.coverage)} of traffic, ` +
-      `${pct(r.totals.riskCoverage)} of escalated/refused/failed requests`,
+    r.totals.requests === 0
+      ? `traffic: no stored requests match this period${r.scope ? `, agent ${r.scope}` : ''}${r.modelVersion ? ` and coverage model ${r.modelVersion}` : ''}: ` +
+          `coverage unknown (see what is stored: evalgap sql "SELECT agent, model_version, count() AS requests, max(ts) AS last FROM evalgap.requests GROUP BY agent, model_version")`
+      : `traffic: ${r.totals.requests} requests, ${r.totals.uncovered} uncovered; coverage ${pct(r.totals.coverage)} of traffic, ` +
+          (r.totals.bad ? `${pct(r.totals.riskCoverage)} of escalated/refused/failed requests` : 'no escalated, refused or failed requests'),
   );
   const topics = open.filter((g) => g.kind === 'topic');
   const thin = open.filter((g) => g.kind === 'thin');

@@ -18,6 +18,8 @@ import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { calibrationWarnings, escapeControl, modelSummary } from './format.js';
 import { checkInputFile, checkOutputFile, readTextInput, utf8Warning } from './input.js';
 import { UserError } from './errors.js';
+import { StoreUnavailableError } from '../store/store.js';
+import { DeployError } from '../ingest/model-watch.js';
 import { progressReporter } from './progress.js';
 import { registerEstimateCommands } from './estimate-commands.js';
 
@@ -329,13 +331,24 @@ export function buildProgram(): Command {
   program
     .command('receive')
     .description('a local webhook receiver that verifies Standard Webhooks signatures and prints each alert (for trying alerts out)')
-    .option('--port <n>', 'port on 127.0.0.1', intArg('--port', 0), 8787)
+    .option('--port <n>', 'port on 127.0.0.1 (0: any free port)', intArg('--port', 0, 65535), 8787)
     .option('--secret <whsec>', 'the shared secret (prefer --secret-env or --secret-file)')
     .option('--secret-env <name>', 'environment variable holding the secret')
     .option('--secret-file <file>', 'file holding the secret')
     .action(async (opts) => {
-      const secret = opts.secret ?? (opts.secretEnv ? process.env[opts.secretEnv] : undefined) ?? (opts.secretFile ? (checkInputFile(opts.secretFile, '--secret-file'), fs.readFileSync(opts.secretFile, 'utf8').trim()) : undefined);
-      if (!secret || !isValidSecret(secret)) throw new InvalidArgumentError('give the webhook secret (whsec_… base64) with --secret, --secret-env or --secret-file');
+      let secret: string | undefined;
+      let from = '';
+      if (opts.secret !== undefined) [secret, from] = [opts.secret, '--secret'];
+      else if (opts.secretEnv) {
+        secret = process.env[opts.secretEnv];
+        from = `the variable ${opts.secretEnv}`;
+        if (secret === undefined) throw new InvalidArgumentError(`--secret-env ${opts.secretEnv}: that variable is not set`);
+      } else if (opts.secretFile) {
+        checkInputFile(opts.secretFile, '--secret-file');
+        [secret, from] = [fs.readFileSync(opts.secretFile, 'utf8').trim(), opts.secretFile];
+      }
+      if (secret === undefined) throw new InvalidArgumentError('give the webhook secret (whsec_… base64) with --secret, --secret-env or --secret-file');
+      if (!isValidSecret(secret)) throw new InvalidArgumentError(`the secret in ${from} is not a webhook secret: expected whsec_ followed by base64 (as evalgap's monitor config holds)`);
       const { WebhookReceiver } = await import('../alert/receiver.js');
       const r = new WebhookReceiver({
         secret,
@@ -350,7 +363,14 @@ export function buildProgram(): Command {
           } else if (b.text) console.log(escapeControl(`  ${b.text}`));
         },
       });
-      await r.start(opts.port);
+      try {
+        await r.start(opts.port);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EADDRINUSE') throw new UserError(`port ${opts.port} on 127.0.0.1 is in use (another receive?): give another --port, or 0 for any free one`);
+        if (code === 'EACCES') throw new UserError(`port ${opts.port} on 127.0.0.1 may not be opened by this user: give another --port`);
+        throw e;
+      }
       console.log(`listening on ${r.url} (signatures verified with standardwebhooks; duplicates by webhook-id ignored)`);
       const stop = async () => {
         await r.stop();
@@ -395,7 +415,13 @@ export function buildProgram(): Command {
         throw new InvalidArgumentError((e as Error).message);
       }
       const modelPath = opts.model ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
-      const store = await Store.open(cfg.clickhouse);
+      if (opts.model !== undefined && !fs.existsSync(opts.model)) throw new InvalidArgumentError(`--model ${opts.model}: no such coverage model folder`);
+      // the report needs the folder itself (it may store a gap discovery): a running evalgap run holding it is said at once
+      const { findRunningInstance } = await import('../store/http-query.js');
+      if (!cfg.clickhouse.url && findRunningInstance(cfg.clickhouse.path)) throw lockedFolderError(cfg, new Error('locked'));
+      const store = await Store.open(cfg.clickhouse).catch((e: unknown) => {
+        throw lockedFolderError(cfg, e);
+      });
       const embedder = opts.mapSample > 0 ? await loadThreadedEmbedder(cfg.embed) : null;
       try {
         const d = await writeReport(store, opts.out, { since, sinceText: opts.since, modelPath, embedder, mapSample: opts.mapSample });
@@ -411,7 +437,7 @@ export function buildProgram(): Command {
 
   program
     .command('produce')
-    .description('publish request logs from a JSONL file (one JSON object per line) to the request topic')
+    .description('publish request logs from a JSONL file (one JSON object per line) to the request topic, keyed by session_id where a line has one')
     .argument('<file>', 'JSONL file of request logs')
     .option('--brokers <list>', 'Kafka brokers (EVALGAP_KAFKA_BROKERS)')
     .option('--topic <name>', 'topic (EVALGAP_TOPIC)')
@@ -424,8 +450,17 @@ export function buildProgram(): Command {
       const lines = text.split(/\r?\n/).filter((l) => l.trim());
       const kafka = createKafka(cfg.kafka);
       const producer = kafka.producer();
-      await producer.connect();
-      await produceJson(producer, cfg.kafka.topic, lines);
+      try {
+        await producer.connect();
+        await produceJson(producer, cfg.kafka.topic, lines, sessionKey);
+      } catch (e) {
+        await producer.disconnect().catch(() => {});
+        if ((e as Error)?.name?.startsWith('KafkaJS')) {
+          const cause = (e as { cause?: Error }).cause?.message;
+          throw new UserError(`cannot publish to Kafka at ${cfg.kafka.brokers.join(',')}: ${(e as Error).message}${cause && cause !== (e as Error).message ? ` (${cause})` : ''}`);
+        }
+        throw e;
+      }
       await producer.disconnect();
       console.log(`published ${lines.length} message(s) to ${cfg.kafka.topic}`);
     });
@@ -677,7 +712,30 @@ function checkFitOut(out: string, force: boolean): void {
   }
 }
 
-const KNOWN_ERRORS = [UserError, ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
+/**
+ * `produce`'s message key: the session id when the line has one, so that a session's turns keep
+ * their order on a topic of several partitions (docs/message-contract.md); otherwise none (the
+ * producer spreads the lines). A line that is not JSON is published as it is, keyless (the consumer
+ * dead-letters it with its reason).
+ */
+export function sessionKey(line: unknown): string | undefined {
+  if (typeof line !== 'string') return undefined;
+  try {
+    const v = JSON.parse(line) as { session_id?: unknown };
+    return typeof v?.session_id === 'string' && v.session_id.length > 0 ? v.session_id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The embedded engine's "locked" error of a command that needs the folder itself (not a read through a running instance). */
+function lockedFolderError(cfg: ReturnType<typeof configFrom>, e: unknown): unknown {
+  const text = `${String((e as Error)?.message)} ${String((e as { cause?: Error })?.cause?.message ?? '')}`;
+  if (cfg.clickhouse.url || !/lock|Failed to create connection|only one active data directory/i.test(text)) return e;
+  return new UserError(`the data folder ${cfg.clickhouse.path} is in use by another process (a running evalgap run?): stop it, or point this command at a ClickHouse server that both use`);
+}
+
+const KNOWN_ERRORS = [UserError, StoreUnavailableError, DeployError, ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];
 
 export async function main(argv = process.argv): Promise<void> {
   try {

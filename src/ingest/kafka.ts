@@ -102,14 +102,14 @@ export async function produceJson(
   producer: Producer,
   topic: string,
   values: unknown[],
-  key?: (v: unknown, i: number) => string,
+  key?: (v: unknown, i: number) => string | undefined,
   chunk = 500,
 ): Promise<void> {
   for (let i = 0; i < values.length; i += chunk) {
     await producer.send({
       topic,
       messages: values.slice(i, i + chunk).map((v, j) => ({
-        key: key ? key(v, i + j) : null,
+        key: key ? (key(v, i + j) ?? null) : null,
         value: typeof v === 'string' || Buffer.isBuffer(v) ? (v as string | Buffer) : JSON.stringify(v),
       })),
     });

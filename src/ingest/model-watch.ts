@@ -221,6 +221,14 @@ export class ModelWatcher implements AssignerSource {
   }
 }
 
+/** deploy cannot repoint `current` (a user's folder or file is in its place) */
+export class DeployError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DeployError';
+  }
+}
+
 /**
  * Deploy a model: point `current` (a symlink) at `modelDir`, atomically (a new symlink renamed
  * over the old one), after the checks a running `evalgap run` applies before swapping it in: it
@@ -234,7 +242,7 @@ export function deployModel(modelDir: string, current: string, opts: LoadOptions
   fs.mkdirSync(parent, { recursive: true });
   const st = fs.lstatSync(current, { throwIfNoEntry: false });
   if (st && !st.isSymbolicLink()) {
-    throw new Error(`${current} exists and is not a symlink; deploy repoints a symlink (move that folder away first)`);
+    throw new DeployError(`${current} exists and is not a symlink but a ${st.isDirectory() ? 'folder' : 'file'}; deploy repoints a symlink (move it away first, or give another --current)`);
   }
   const target = path.relative(parent, path.resolve(modelDir)) || '.';
   const tmp = path.join(parent, `.${path.basename(current)}.${process.pid}.${Date.now()}`);

@@ -4,7 +4,7 @@
  * Settings whose defaults differ between chdb and a server are set explicitly here, so the
  * same SQL returns the same shapes from both.
  */
-import { createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
 import fs from 'node:fs';
 import tls from 'node:tls';
 import type { Config } from '../config/index.js';
@@ -52,6 +52,9 @@ export async function createStoreClient(cfg: Config['clickhouse'], extra: ClickH
       password: cfg.password,
       clickhouse_settings: { ...CLICKHOUSE_SETTINGS, ...extra },
       request_timeout: 60_000,
+      // a failed request reaches the caller as an error, with its cause; the client's own warning
+      // dump of it (stack and connection ids on stderr) would only repeat it
+      log: { level: ClickHouseLogLevel.ERROR },
       ...tlsOptions(cfg),
     });
     const u = new URL(cfg.url);

@@ -159,6 +159,14 @@ export function aggToken(topic: string, partition: number, from: bigint, to: big
   return `agg:${topic}:${partition}:${from}:${to}`;
 }
 
+/** The ClickHouse server (or the embedded engine) did not answer when the store was opened. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
 export class Store {
   private constructor(
     readonly client: ClickHouseClient,
@@ -174,7 +182,7 @@ export class Store {
     const ping = await sc.client.ping();
     if (!ping.success) {
       await sc.client.close();
-      throw new Error(`ClickHouse at ${sc.location} did not answer: ${String(ping.error?.message ?? ping.error)}`);
+      throw new StoreUnavailableError(`ClickHouse at ${sc.location} did not answer: ${String(ping.error?.message ?? ping.error)}`);
     }
     if (opts.migrate !== false) await store.migrate();
     return store;

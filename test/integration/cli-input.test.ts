@@ -165,5 +165,111 @@ describe('evalgap sql while evalgap run holds the data folder', () => {
     expect(r.stdout).toMatch(/answer\n-+\n42/);
     expect(r.stderr).toContain('is held by a running evalgap run');
     expect(r.stderr).not.toMatch(/Cannot lock|DB::Exception|Code: 76/);
+    // the report needs the folder itself: one line saying who holds it
+    const rep = await evalgapAsync('report', '--out', path.join(dir, 'held.html'), '--map-sample', '0', '--data-dir', data);
+    expect(rep.status, rep.stderr).toBe(2);
+    expect(rep.stderr).toMatch(/^evalgap: the data folder .*run-data is in use by another process \(a running evalgap run\?\)/);
+    expect(rep.stderr).not.toMatch(STACK);
+  });
+});
+
+describe('what a user gets wrong, or what is down: one line saying what, no stack trace (fresh-user audit)', () => {
+  const oneLine = (r: { status: number | null; stderr: string }, re: RegExp) => {
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(re);
+    expect(r.stderr).not.toMatch(STACK);
+    expect(r.stderr).not.toMatch(/\[WARN\]/);
+  };
+
+  it('a ClickHouse server that does not answer', async () => {
+    for (const cmd of [['sql', 'SELECT 1'], ['gaps'], ['report', '--out', path.join(dir, 'r.html'), '--map-sample', '0']]) {
+      oneLine(await evalgapAsync(...cmd, '--clickhouse-url', 'http://127.0.0.1:1'), /^evalgap: ClickHouse at http:\/\/127\.0\.0\.1:1\/ did not answer: .*ECONNREFUSED/);
+    }
+  });
+
+  it('a broker that does not answer, for produce', async () => {
+    const f = path.join(dir, 'requests.jsonl');
+    fs.writeFileSync(f, '{"request_id":"a","ts":"2026-01-01T00:00:00Z","query":"hi"}\n');
+    oneLine(await evalgapAsync('produce', f, '--brokers', '127.0.0.1:1'), /^evalgap: cannot publish to Kafka at 127\.0\.0\.1:1: /);
+  });
+
+  it('deploy onto a folder, report with a --model that is not there, receive with a bad secret or a busy port', async () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const folder = path.join(dir, 'not-a-link');
+    fs.mkdirSync(folder, { recursive: true });
+    oneLine(evalgap('deploy', model, '--current', folder), /^evalgap: .*not-a-link exists and is not a symlink but a folder; deploy repoints a symlink/);
+    const r = evalgap('report', '--out', path.join(dir, 'r.html'), '--model', path.join(dir, 'typo'), '--data-dir', path.join(dir, 'report-data'));
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/--model .*typo: no such coverage model folder/);
+    expect(fs.existsSync(path.join(dir, 'r.html'))).toBe(false);
+    const bad = evalgap('receive', '--port', '0', '--secret', 'foo');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/the secret in --secret is not a webhook secret/);
+    const unset = evalgap('receive', '--port', '0', '--secret-env', 'EVALGAP_TEST_NO_SUCH_VARIABLE');
+    expect(unset.stderr).toMatch(/EVALGAP_TEST_NO_SUCH_VARIABLE: that variable is not set/);
+    const range = evalgap('receive', '--port', '99999', '--secret', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+    expect(range.status).not.toBe(0);
+    expect(range.stderr).not.toMatch(STACK);
+    const net = await import('node:net');
+    const busy = net.createServer();
+    await new Promise<void>((res) => busy.listen(0, '127.0.0.1', () => res()));
+    try {
+      const port = (busy.address() as { port: number }).port;
+      oneLine(await evalgapAsync('receive', '--port', String(port), '--secret', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'), new RegExp(`^evalgap: port ${port} on 127\\.0\\.0\\.1 is in use`));
+    } finally {
+      busy.close();
+    }
+  });
+
+  it('gaps over no matching requests says so instead of "coverage 100%"', () => {
+    const r = evalgap('gaps', '--agent', 'nobody', '--data-dir', path.join(dir, 'gaps-empty'), '--no-store');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/no stored requests match this period, agent nobody: coverage unknown/);
+    expect(r.stdout).not.toMatch(/100\.0% of traffic/);
+  });
+});
+
+describe('evalgap produce', () => {
+  it("keys each line by its session id, so a session's turns stay on one partition, in order", async () => {
+    const { ensureTopics } = await import('../../src/ingest/kafka.js');
+    const { testKafka } = await import('../helpers/fixtures.js');
+    const kafka = testKafka();
+    const topic = uniqueName('evalgap.test.produce');
+    await ensureTopics(kafka, [{ topic, numPartitions: 4 }]);
+    const lines = Array.from({ length: 48 }, (_, i) => JSON.stringify({ request_id: `p${i}`, ts: '2026-01-01T00:00:00Z', query: `q${i}`, session_id: `s${i % 8}`, turn: Math.floor(i / 8) + 1 }));
+    lines.push(JSON.stringify({ request_id: 'lone', ts: '2026-01-01T00:00:00Z', query: 'no session' }), 'not json');
+    const f = path.join(dir, 'sessions.jsonl');
+    fs.writeFileSync(f, lines.join('\n') + '\n');
+    const r = await evalgapAsync('produce', f, '--topic', topic);
+    expect(r.status, r.stderr).toBe(0);
+    const got: { partition: number; key: string | null; value: string }[] = [];
+    const consumer = kafka.consumer({ groupId: uniqueName('g') });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ partition, message }) => void got.push({ partition, key: message.key?.toString() ?? null, value: message.value!.toString() }) });
+    try {
+      const { waitFor } = await import('../helpers/fixtures.js');
+      await waitFor(async () => got.length === lines.length, 60_000, 'every line to be read back');
+    } finally {
+      await consumer.disconnect();
+    }
+    const bySession = new Map<string, { partitions: Set<number>; turns: number[] }>();
+    for (const m of got) {
+      if (m.key === null) continue;
+      const v = JSON.parse(m.value) as { session_id: string; turn: number };
+      expect(m.key).toBe(v.session_id);
+      const s = bySession.get(m.key) ?? { partitions: new Set(), turns: [] };
+      s.partitions.add(m.partition);
+      s.turns.push(v.turn);
+      bySession.set(m.key, s);
+    }
+    expect(bySession.size).toBe(8);
+    for (const s of bySession.values()) {
+      expect(s.partitions.size).toBe(1);
+      expect(s.turns).toEqual([1, 2, 3, 4, 5, 6]);
+    }
+    // the sessions spread over the partitions, and lines without a session go unkeyed
+    expect(new Set(got.filter((m) => m.key).map((m) => m.partition)).size).toBeGreaterThan(1);
+    expect(got.filter((m) => m.key === null).map((m) => m.value).sort()).toEqual([lines[48], 'not json'].sort());
   });
 });
