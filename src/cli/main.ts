@@ -627,7 +627,8 @@ export function buildProgram(): Command {
         'run one read-only SELECT against the store (embedded or server); while evalgap run holds the ' +
           'embedded data folder, the query goes to its POST /query endpoint instead (said on stderr). ' +
           "The engine's parser checks it first: no INTO OUTFILE, FORMAT or SETTINGS, no functions that read " +
-          'files or the network; time, memory and result size are limited (EVALGAP_QUERY_*, docs/security.md)',
+          'files or the network; time, memory and result size are limited (EVALGAP_QUERY_*, docs/security.md). ' +
+          'A query that starts with "-" (a -- comment) goes after --: evalgap sql -- "-- note\nSELECT 1"',
       )
       .argument('<query>', 'SQL, e.g. "SELECT * FROM evalgap.latest_gaps"; bind values with {name:Type} and --param')
       .option('--format <format>', 'table, json or jsonl', formatArg(['table', 'json', 'jsonl']), 'table')
@@ -683,7 +684,7 @@ const FILE_ERRORS: Record<string, string> = {
   ENOENT: 'no such file or directory',
   EACCES: 'permission denied',
   EPERM: 'operation not permitted',
-  EEXIST: 'already exists',
+  EEXIST: 'exists, and is not the folder expected there (a file?)',
 };
 
 /**

@@ -11,11 +11,21 @@ import { z } from 'zod';
 /** The package root: two levels up from src/config or dist/config. */
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-const boolish = z
-  .union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no', ''])])
-  .transform((v) => v === true || v === '1' || v === 'true' || v === 'yes');
+const BOOL_WORDS = ['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off', ''];
+const boolish = z.preprocess(
+  (v) => (typeof v === 'string' && BOOL_WORDS.includes(v.trim().toLowerCase()) ? ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase()) : v),
+  z.boolean({ invalid_type_error: 'expected one of true, false, 1, 0, yes, no, on, off (any case)' }),
+);
 
-const intish = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/**
+ * An integer setting: a number, or a string of decimal digits (blanks around it allowed). Not
+ * `z.coerce.number`, which reads a blank value as 0 and "0x10" as 16.
+ */
+const intish = (min: number, max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*[-+]?\d+\s*$/.test(v) ? Number(v) : v),
+    z.number({ invalid_type_error: 'expected a whole number in decimal digits' }).int().min(min).max(max),
+  );
 
 export const ConfigSchema = z.object({
   kafka: z.object({

@@ -205,8 +205,8 @@ describe('what a user gets wrong, or what is down: one line saying what, no stac
     const bad = evalgap('receive', '--port', '0', '--secret', 'foo');
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/the secret in --secret is not a webhook secret/);
-    const unset = evalgap('receive', '--port', '0', '--secret-env', 'EVALGAP_TEST_NO_SUCH_VARIABLE');
-    expect(unset.stderr).toMatch(/EVALGAP_TEST_NO_SUCH_VARIABLE: that variable is not set/);
+    const unset = evalgap('receive', '--port', '0', '--secret-env', 'NO_SUCH_WEBHOOK_SECRET_VAR');
+    expect(unset.stderr).toMatch(/NO_SUCH_WEBHOOK_SECRET_VAR: that variable is not set/);
     const range = evalgap('receive', '--port', '99999', '--secret', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
     expect(range.status).not.toBe(0);
     expect(range.stderr).not.toMatch(STACK);

@@ -102,6 +102,26 @@ describe('loadConfig', () => {
     expect(loadConfig({ EVALGAP_REDACT_TEXT: v, EVALGAP_REDACT_KEY: 'k'.repeat(32) }).ingest.redactText).toBe(expected);
   });
 
+  it.each([
+    ['TRUE', true],
+    [' On ', true],
+    ['off', false],
+    ['No', false],
+  ])('EVALGAP_KAFKA_SSL=%j → %s (any case, blanks trimmed)', (v, expected) => {
+    expect(loadConfig({ EVALGAP_KAFKA_SSL: v }).kafka.ssl).toBe(expected);
+  });
+
+  it('refuses a boolean or a whole number it would have to guess, naming what it takes', () => {
+    expect(() => loadConfig({ EVALGAP_KAFKA_SSL: 'maybe' })).toThrow(/kafka\.ssl: expected one of true, false, 1, 0, yes, no, on, off/);
+    // z.coerce.number read a blank as 0 (one thread per core) and hex as a number
+    for (const v of [' ', '0x10', '1e3', '8.5', 'eight']) {
+      expect(() => loadConfig({ EVALGAP_EMBED_BATCH: v }), v).toThrow(/embed\.batchSize: expected a whole number in decimal digits/);
+    }
+    expect(() => loadConfig({ EVALGAP_EMBED_THREADS: ' ' })).toThrow(/embed\.threads: expected a whole number/);
+    expect(loadConfig({ EVALGAP_EMBED_BATCH: ' 16 ' }).embed.batchSize).toBe(16);
+    expect(() => loadConfig({ EVALGAP_RETENTION_DAYS: '0' })).toThrow(/retentionDays: Number must be greater than or equal to 1/);
+  });
+
   it('treats empty-string variables as unset', () => {
     const c = loadConfig({ EVALGAP_TOPIC: '', EVALGAP_EMBED_BATCH: '' });
     expect(c.kafka.topic).toBe('evalgap.requests');
