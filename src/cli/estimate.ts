@@ -4,12 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/index.js';
 import { loadCoverageModel } from '../coverage/model.js';
+import { normalizeRows } from '../coverage/vec.js';
+import { DEFAULT_DISCOVERY, diverseExamples } from '../gaps/discover.js';
 import { discoverGaps } from '../gaps/run.js';
 import { matchResults, parseResults } from '../estimate/results.js';
 import { computeEstimate, computePlan, EstimateError, storeWeightedScores, type EstimateQuery, type EstimateReport, type PlanReport } from '../estimate/run.js';
 import type { Estimate } from '../estimate/poststratify.js';
 import { insertEvalResults, type EvalResultRow } from '../store/estimate.js';
-import { canWrite } from '../store/gaps.js';
+import { canWrite, readUncovered, type StoreReader } from '../store/gaps.js';
 import { Store } from '../store/store.js';
 import { UserError } from './errors.js';
 import { pct, table } from './format.js';
@@ -52,7 +54,11 @@ export async function resultsCommand(
     source,
   }));
   const store = await Store.open(cfg.clickhouse).catch((e: Error) => {
-    throw new UserError(`cannot open the store to write results (${e.message}); stop the evalgap run holding it, or use a ClickHouse server`);
+    throw new UserError(
+      cfg.clickhouse.url
+        ? `cannot open the store to write results (${e.message})`
+        : `cannot open the store to write results (${e.message}); stop the evalgap run holding it, or use a ClickHouse server`,
+    );
   });
   try {
     const m = model.manifest;
@@ -217,7 +223,74 @@ export async function estimateCommand(cfg: Config, opts: WindowOpts & { format: 
 
 const se = (x: number) => (Number.isFinite(x) ? pct(x, 2) : 'unbounded (untested traffic has no case)');
 
-export function formatPlan(p: PlanReport): string {
+/** A plan as the CLI shows it: with the untested stratum's examples, and why a planned stratum has none. */
+export interface PlanView extends PlanReport {
+  /** per planned stratum (`kind:id`) that got no example query: why (empty when no example was asked for) */
+  noExamples: Map<string, string>;
+  /** uncovered requests left out of the untested stratum's examples because their text is redacted */
+  untestedRedacted: number;
+}
+
+const where = (x: { kind: string; id: string }) => (x.kind === 'cluster' ? `cluster ${x.id}` : x.kind === 'gap' ? `gap ${x.id}` : 'untested');
+
+/**
+ * Example queries of the untested stratum (uncovered traffic no stored gap groups): the period's
+ * uncovered requests of the plan's coverage model, picked as gap discovery picks a gap's examples
+ * (medoid, then farthest-first; near-duplicates and repeated texts skipped); redacted ones skipped
+ * and counted.
+ */
+async function untestedExamples(r: StoreReader, rep: PlanReport['report'], n: number): Promise<{ examples: string[]; redacted: number; reason: string }> {
+  const d = await readUncovered(r, { since: rep.since, until: rep.until, agent: rep.agent || undefined, modelVersion: rep.modelVersion });
+  const plain = d.rows.flatMap((x, i) => (x.query_redacted ? [] : [i]));
+  const redacted = d.rows.length - plain.length;
+  if (!plain.length) {
+    const why = [
+      redacted ? `its ${redacted} request(s) are stored with redacted text` : '',
+      d.missingEmbeddings ? `${d.missingEmbeddings} request(s) have no stored embedding (ingested before migration 5)` : '',
+    ].filter(Boolean);
+    return { examples: [], redacted, reason: why.join('; ') || 'the period has no uncovered request of this coverage model' };
+  }
+  const centroid = new Float32Array(d.dim);
+  for (const i of plain) for (let k = 0; k < d.dim; k++) centroid[k] += d.vectors[i * d.dim + k];
+  normalizeRows(centroid, d.dim);
+  const idx = diverseExamples(d.vectors, d.dim, plain, centroid, d.rows, { examples: n, nearDuplicate: DEFAULT_DISCOVERY.nearDuplicate, seed: DEFAULT_DISCOVERY.seed });
+  return { examples: idx.map((i) => d.rows[i].query), redacted, reason: '' };
+}
+
+/**
+ * The plan's examples completed (the untested stratum's, read here) and each planned stratum
+ * without one explained. A cluster's examples are its covered requests whose text is not redacted
+ * and a gap's its stored representatives less the redacted ones, so when either has none, its text
+ * is redacted.
+ */
+async function planView(r: StoreReader, p: PlanReport, n: number): Promise<PlanView> {
+  const view: PlanView = { ...p, noExamples: new Map(), untestedRedacted: 0 };
+  if (n === 0) return view;
+  for (const x of p.plan.items) {
+    if (x.cases === 0) continue;
+    const key = `${x.kind}:${x.id}`;
+    if (x.kind === 'uncovered') {
+      const u = await untestedExamples(r, p.report, Math.min(n, x.cases));
+      view.examples.set(key, u.examples);
+      view.untestedRedacted = u.redacted;
+      if (!u.examples.length) view.noExamples.set(key, u.reason);
+    } else if (!(p.examples.get(key) ?? []).length) {
+      view.noExamples.set(key, x.kind === 'cluster' ? "its requests' text is stored redacted" : 'its stored examples are redacted');
+    }
+  }
+  return view;
+}
+
+/** No stratum with traffic: nothing to plan, said in one line (exit 2) instead of a plan for nothing. */
+function refuseEmptyPlan(p: PlanReport): void {
+  if (p.plan.items.some((x) => x.weight > 0)) return;
+  const e = p.report.estimate;
+  const period = `${day(p.report.since)} → ${day(p.report.until)} UTC${p.report.agent ? `, agent ${p.report.agent}` : ''}, coverage model ${p.report.modelVersion}`;
+  if (e.requests === 0) throw new UserError(`your eval says ${pct(e.raw)}; no production traffic in this period to plan eval cases for (${period})`);
+  throw new UserError(`your eval says ${pct(e.raw)}; no covered production traffic in this period to plan over with --covered-only (${period}; its ${e.requests} request(s) are all untested: drop --covered-only to plan cases for them)`);
+}
+
+export function formatPlan(p: PlanView): string {
   const out: string[] = [];
   const { plan } = p;
   out.push(headline(p.report.estimate));
@@ -232,7 +305,7 @@ export function formatPlan(p: PlanReport): string {
     table(
       ['where', 'label', 'share', 'σ', 'has', 'add', 'pass rate / escalation'],
       items.map((x) => [
-        x.kind === 'cluster' ? `cluster ${x.id}` : x.kind === 'gap' ? `gap ${x.id}` : 'untested',
+        where(x),
         x.label,
         pct(x.weight),
         x.sigma.toFixed(2),
@@ -248,11 +321,29 @@ export function formatPlan(p: PlanReport): string {
     out.push('');
     out.push('production queries to start from:');
     for (const x of withEx) {
-      out.push(`  ${x.kind} ${x.id} (${x.label}):`);
+      out.push(`  ${where(x)} (${x.label}):`);
       for (const e of p.examples.get(`${x.kind}:${x.id}`)!) out.push(`    - ${e.length > 100 ? e.slice(0, 99) + '…' : e}`);
+      if (x.kind === 'uncovered' && p.untestedRedacted) out.push(`    (${p.untestedRedacted} uncovered request(s) with redacted text skipped)`);
     }
-  } else if (items.length) out.push('', 'no example queries (the stored text is redacted, or the period has none)');
+  }
+  const without = items.filter((x) => p.noExamples.has(`${x.kind}:${x.id}`));
+  if (without.length) {
+    out.push('');
+    out.push('no example queries for:');
+    for (const x of without) out.push(`  ${where(x)} (${x.label}): ${p.noExamples.get(`${x.kind}:${x.id}`)}`);
+  }
   return out.join('\n') + '\n';
+}
+
+/** "wrote N …": when fewer than the plan places, why. */
+function shortfall(p: PlanView, written: number): string {
+  const planned = p.plan.items.reduce((s, x) => s + x.cases, 0);
+  if (written >= planned) return '';
+  const missing = p.plan.items.filter((x) => x.cases > 0 && p.noExamples.has(`${x.kind}:${x.id}`));
+  const explained = missing.reduce((s, x) => s + x.cases, 0);
+  const why = missing.map((x) => `${where(x)}: ${p.noExamples.get(`${x.kind}:${x.id}`)}`);
+  if (planned - written > explained) why.push('fewer distinct production queries than planned cases: repeats and near-duplicates are dropped');
+  return `; no candidate for ${planned - written} of the ${planned} planned case(s) (${why.join('; ')})`;
 }
 
 export async function planCommand(
@@ -260,14 +351,32 @@ export async function planCommand(
   opts: WindowOpts & { budget: number; coveredOnly: boolean; examples: number; format: 'table' | 'json'; out?: string },
 ): Promise<void> {
   await withReader(cfg, async (o) => {
-    const p = await computePlan(o.reader, { ...query(opts), budget: opts.budget, coveredOnly: opts.coveredOnly, examples: opts.out ? Math.max(opts.examples, opts.budget) : opts.examples });
+    const n = opts.out ? Math.max(opts.examples, opts.budget) : opts.examples;
+    const computed = await computePlan(o.reader, { ...query(opts), budget: opts.budget, coveredOnly: opts.coveredOnly, examples: n });
+    refuseEmptyPlan(computed);
+    const p = await planView(o.reader, computed, n);
     if (opts.out) {
-      const n = writePlanCases(p, opts.out);
-      console.error(`wrote ${n} candidate case(s) to ${opts.out} (production queries of the planned clusters and gaps; review and label them)`);
+      const written = writePlanCases(p, opts.out);
+      console.error(`wrote ${written} candidate case(s) to ${opts.out} (production queries of the planned strata; review and label them)${shortfall(p, written)}`);
     }
     if (opts.format === 'json') {
       const finite = (x: number) => (Number.isFinite(x) ? x : null); // JSON has no Infinity
-      console.log(JSON.stringify({ ...p.plan, seBefore: finite(p.plan.seBefore), seAfter: finite(p.plan.seAfter), headline: headline(p.report.estimate), examples: Object.fromEntries(p.examples), gapsFrom: p.gapsFrom }, null, 2));
+      console.log(
+        JSON.stringify(
+          {
+            ...p.plan,
+            seBefore: finite(p.plan.seBefore),
+            seAfter: finite(p.plan.seAfter),
+            headline: headline(p.report.estimate),
+            examples: Object.fromEntries(p.examples),
+            noExamples: Object.fromEntries(p.noExamples),
+            untestedRedacted: p.untestedRedacted,
+            gapsFrom: p.gapsFrom,
+          },
+          null,
+          2,
+        ),
+      );
     } else process.stdout.write(formatPlan(p));
   });
 }
@@ -296,15 +405,17 @@ export async function exportGapsPlanCommand(cfg: Config, opts: WindowOpts & { bu
       modelsDir: cfg.embed.modelsDir,
     });
     // export-gaps' --model-version all: the plan reweights one model's clusters, the latest one's
-    const p = await computePlan(o.reader, { ...query({ ...opts, modelVersion: opts.modelVersion === 'all' ? 'latest' : opts.modelVersion }), budget: opts.budget, examples: opts.budget });
+    const computed = await computePlan(o.reader, { ...query({ ...opts, modelVersion: opts.modelVersion === 'all' ? 'latest' : opts.modelVersion }), budget: opts.budget, examples: opts.budget });
+    refuseEmptyPlan(computed);
+    const p = await planView(o.reader, computed, opts.budget);
     const n = writePlanCases(p, opts.out);
     console.log(headline(p.report.estimate));
     console.log(
       `wrote ${n} candidate eval case(s) of a plan for ${opts.budget} to ${opts.out} (Neyman allocation over the clusters and the untested gaps` +
-        `${p.gapsFrom ? `, gap discovery of ${p.gapsFrom}` : ''}; fewer when the period has fewer distinct queries or the text is redacted)`,
+        `${p.gapsFrom ? `, gap discovery of ${p.gapsFrom}` : ''})${shortfall(p, n)}`,
     );
     for (const x of p.plan.items.filter((i) => i.cases > 0).sort((a, b) => b.cases - a.cases)) {
-      console.log(`  ${x.kind === 'cluster' ? `cluster ${x.id}` : x.kind === 'gap' ? `gap ${x.id}` : 'untested'}  ${x.label}  ${x.cases} case(s)`);
+      console.log(`  ${where(x)}  ${x.label}  ${x.cases} case(s)`);
     }
     if (n) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
   });
@@ -322,7 +433,14 @@ export function planCases(p: PlanReport): { id: string; query: string; tags: str
       if (seen.has(key)) continue;
       seen.add(key);
       n++;
-      out.push({ id: `plan-${x.kind}-${x.id}-${n}`, query: q, tags: [x.kind === 'gap' ? x.id : x.label], plan_kind: x.kind, plan_target: x.id, plan_label: x.label });
+      out.push({
+        id: x.kind === 'uncovered' ? `plan-untested-${n}` : `plan-${x.kind}-${x.id}-${n}`,
+        query: q,
+        tags: [x.kind === 'gap' ? x.id : x.kind === 'uncovered' ? 'untested' : x.label],
+        plan_kind: x.kind,
+        plan_target: x.id,
+        plan_label: x.label,
+      });
     }
   }
   return out;

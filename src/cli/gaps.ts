@@ -90,7 +90,7 @@ export function formatGapReport(r: GapReport, examples = 3, top = Infinity): str
   out.push(
     r.totals.requests === 0
       ? `traffic: no stored requests match this period${r.scope ? `, agent ${r.scope}` : ''}${r.modelVersion ? ` and coverage model ${r.modelVersion}` : ''}: ` +
-          `coverage unknown (see what is stored: evalgap sql "SELECT agent, model_version, count() AS requests, max(ts) AS last FROM evalgap.requests GROUP BY agent, model_version")`
+          `coverage unknown (check --since, --agent and --model-version against what is stored)`
       : `traffic: ${r.totals.requests} requests, ${r.totals.uncovered} uncovered; coverage ${pct(r.totals.coverage)} of traffic, ` +
           (r.totals.bad ? `${pct(r.totals.riskCoverage)} of escalated/refused/failed requests` : 'no escalated, refused or failed requests'),
   );

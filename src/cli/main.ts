@@ -176,7 +176,14 @@ export function buildProgram(): Command {
       const { parseQueryLine, scoreQueries } = await import('../coverage/score.js');
       if (file !== '-' && !fs.existsSync(file)) throw new EvalSetError(`queries file ${file} does not exist`);
       checkInputFile(file, 'queries file');
-      if (opts.out) checkOutputFile(opts.out, '--out');
+      if (opts.out) {
+        checkOutputFile(opts.out, '--out');
+        const same = (a: string, b: string) => {
+          const [x, y] = [fs.statSync(a, { throwIfNoEntry: false }), fs.statSync(b, { throwIfNoEntry: false })];
+          return path.resolve(a) === path.resolve(b) || (x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino);
+        };
+        if (file !== '-' && same(file, opts.out)) throw new InvalidArgumentError(`--out ${opts.out} is the queries file itself: the scores would replace the queries; give another file`);
+      }
       const model = loadCoverageModel(opts.model);
       const embedder = await loadThreadedEmbedder(cfg.embed);
       if (embedder.modelChecksum !== model.manifest.embedding.checksum) {

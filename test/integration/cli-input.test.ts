@@ -221,6 +221,16 @@ describe('what a user gets wrong, or what is down: one line saying what, no stac
     }
   });
 
+  it('score --out refuses the queries file itself, leaving it as it was', () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const q = path.join(dir, 'queries.jsonl');
+    fs.writeFileSync(q, '{"query":"where is my parcel"}\n');
+    const r = evalgap('score', q, '--model', model, '--out', q);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/is the queries file itself/);
+    expect(fs.readFileSync(q, 'utf8')).toBe('{"query":"where is my parcel"}\n');
+  });
+
   it('gaps over no matching requests says so instead of "coverage 100%"', () => {
     const r = evalgap('gaps', '--agent', 'nobody', '--data-dir', path.join(dir, 'gaps-empty'), '--no-store');
     expect(r.status, r.stderr).toBe(0);

@@ -47,12 +47,12 @@ async function withStore<T>(fn: (s: Store) => Promise<T>): Promise<T> {
   }
 }
 
-async function stream(topic: string, values: unknown[], redactText: boolean) {
+async function stream(topic: string, values: unknown[], redactText: boolean, base: Config = cfg) {
   const group = uniqueName('g');
   const c: Config = {
-    ...cfg,
-    kafka: { ...cfg.kafka, topic, dlqTopic: `${topic}.dlq`, group },
-    ingest: { ...cfg.ingest, metricsPort: -1, redactText, redactKey: redactText ? 'k'.repeat(32) : undefined },
+    ...base,
+    kafka: { ...base.kafka, topic, dlqTopic: `${topic}.dlq`, group },
+    ingest: { ...base.ingest, metricsPort: -1, redactText, redactKey: redactText ? 'k'.repeat(32) : undefined },
   };
   const p = kafka.producer();
   await p.connect();
@@ -244,6 +244,32 @@ describe('evalgap plan', () => {
     expect(all.items.find((x: { kind: string }) => x.kind === 'uncovered').cases).toBeGreaterThan(0);
   });
 
+  it('without a stored gap: the untested stratum takes its examples and candidate cases from the period\'s uncovered requests', async () => {
+    const f = path.join(dir, 'plan-untested.jsonl');
+    const out = await cli('plan', '--budget', '30', '--since', '1d', '--out', f);
+    if (process.env.EVALGAP_TEST_PRINT) console.log(out.stdout, out.stderr);
+    const j = JSON.parse((await cli('plan', '--budget', '30', '--since', '1d', '--format', 'json')).stdout);
+    const untested = j.items.find((x: { kind: string }) => x.kind === 'uncovered');
+    expect(untested.cases).toBeGreaterThan(0);
+    expect(j.examples['uncovered:'].length).toBeGreaterThan(0);
+    expect(j.noExamples['uncovered:']).toBeUndefined();
+    expect(out.stdout).toMatch(/\n {2}untested \(untested traffic[^\n]*\n {4}- /);
+    const lines = fs.readFileSync(f, 'utf8');
+    expect(parseEvalSet(lines, 'jsonl').errors).toEqual([]);
+    const cases = lines.trim().split('\n').map((l) => JSON.parse(l) as { id: string; query: string; tags: string[]; plan_kind: string });
+    const mine = cases.filter((c) => c.plan_kind === 'uncovered');
+    expect(mine.length).toBeGreaterThan(0);
+    expect(mine.length).toBeLessThanOrEqual(untested.cases);
+    expect(mine[0].tags).toEqual(['untested']);
+    expect(new Set(mine.map((c) => c.query.toLowerCase().replace(/\s+/g, ' ').trim())).size).toBe(mine.length);
+    expect(out.stderr).toContain(`wrote ${cases.length} candidate case(s)`);
+    // each is the text of an uncovered, unredacted request of the period
+    const texts = new Set(
+      (await withStore((s) => s.query<{ q: string }>(`SELECT query AS q FROM ${s.t('requests')} WHERE covered = 0 AND query_redacted = 0 AND ts >= now() - INTERVAL 1 DAY`))).map((x) => x.q),
+    );
+    for (const c of mine) expect(texts.has(c.query)).toBe(true);
+  });
+
   it('with stored gaps: each gap is a stratum of its own (σ = 0.5, no cases), with its examples', async () => {
     await cli('gaps', '--since', '1d');
     const out = await cli('plan', '--budget', '40', '--since', '1d');
@@ -297,6 +323,52 @@ describe('evalgap plan', () => {
     expect(out.stdout).toContain('plan for 10 new eval case(s)');
     expect(out.stdout).toContain('no example queries');
     expect(out.stdout).not.toMatch(/[0-9a-f]{64}/);
+  });
+});
+
+describe('evalgap plan on a second store: eval results, no traffic, then only redacted traffic', () => {
+  const emptyEnv = () => ({ ...env, EVALGAP_DATA_DIR: path.join(dir, 'empty-chdb') });
+  const run = (...args: string[]) => exec('node', [CLI, ...args], { env: emptyEnv(), maxBuffer: 1 << 24 });
+
+  it('without traffic: says so in one line and exits 2 instead of printing a plan for nothing; estimate says there is no covered traffic', async () => {
+    const f = path.join(dir, 'results-empty.jsonl');
+    fs.writeFileSync(f, loadCoverageModel(path.join(dir, 'model')).cases.map((c) => JSON.stringify({ id: c.id, passed: passes(c.id) })).join('\n') + '\n');
+    await run('results', f, '--model', path.join(dir, 'model'));
+    expect((await run('estimate', '--since', '1d', '--no-store')).stdout).toContain('no covered production traffic in this period');
+    const out = path.join(dir, 'plan-empty.jsonl');
+    for (const args of [['plan', '--budget', '10', '--since', '1d'], ['plan', '--budget', '10', '--since', '1d', '--format', 'json', '--out', out], ['export-gaps', '--plan', '--budget', '10', '--since', '1d', '--out', out]]) {
+      const e = await run(...args).then(
+        () => {
+          throw new Error(`expected evalgap ${args.join(' ')} to fail`);
+        },
+        (x: { code: number; stderr: string; stdout: string }) => x,
+      );
+      expect(e.code).toBe(2);
+      expect(e.stdout).not.toContain('plan for 10');
+      expect(e.stderr.trim().split('\n').filter((l) => l.startsWith('evalgap: '))).toEqual([expect.stringContaining('no production traffic in this period to plan eval cases for')]);
+    }
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('with only redacted traffic and no gap stored: each planned stratum without an example says why, and --out says why it wrote none', async () => {
+    const topic = uniqueName('evalgap.test.estimate.redacted-untested');
+    const values = sampleTraffic(40, { seed: 33, surpriseShare: 0.5, idPrefix: `${topic}-r`, start: Date.now() - 3_600_000 }).map(({ topic_hint: _t, ...m }) => m);
+    await stream(topic, values, true, testConfig(path.join(dir, 'empty-chdb')));
+    const f = path.join(dir, 'plan-redacted.jsonl');
+    const out = await run('plan', '--budget', '10', '--since', '1d', '--out', f);
+    if (process.env.EVALGAP_TEST_PRINT) console.log(out.stdout, out.stderr);
+    const j = JSON.parse((await run('plan', '--budget', '10', '--since', '1d', '--format', 'json')).stdout);
+    const untested = j.items.find((x: { kind: string }) => x.kind === 'uncovered');
+    expect(untested.cases).toBeGreaterThan(0);
+    expect(j.noExamples['uncovered:']).toMatch(/^its \d+ request\(s\) are stored with redacted text$/);
+    expect(out.stdout).toContain('no example queries for:');
+    expect(out.stdout).toMatch(/\n {2}untested \(untested traffic[^\n]*\): its \d+ request\(s\) are stored with redacted text\n/);
+    expect(out.stdout).not.toContain('the period has none');
+    expect(out.stdout).not.toMatch(/[0-9a-f]{64}/);
+    expect(out.stderr).toContain(`wrote 0 candidate case(s) to ${f}`);
+    expect(out.stderr).toContain('no candidate for 10 of the 10 planned case(s) (');
+    expect(out.stderr).toMatch(/untested: its \d+ request\(s\) are stored with redacted text/);
+    expect(fs.readFileSync(f, 'utf8')).toBe('');
   });
 });
 
