@@ -38,7 +38,8 @@ export const ConfigSchema = z.object({
             z
               .string()
               .regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port')
-              .refine((b) => Number(b.split(':')[1]) >= 1 && Number(b.split(':')[1]) <= 65535, 'port must be 1-65535'),
+              // (only of what has the shape: "nohost" gets one error, not two)
+              .refine((b) => !/^[^\s:]+:\d{1,5}$/.test(b) || (Number(b.split(':')[1]) >= 1 && Number(b.split(':')[1]) <= 65535), 'port must be 1-65535'),
           )
           .min(1),
       ),
@@ -224,12 +225,15 @@ export const VARIABLE_OF: Readonly<Record<string, string>> = VARIABLES;
 /** Build the config from environment variables, then apply overrides (e.g. CLI flags). */
 export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
   const plain = (k: string) => (env[k] === undefined || env[k] === '' ? undefined : env[k]);
+  /** the variables whose value came from the file their `_FILE` twin names (an error then names that one) */
+  const viaFile = new Set<string>();
   /** KEY, or the content of the file named by KEY_FILE (trailing newline dropped) */
   const fromFile = (k: string, trim = true) => {
     const f = plain(`${k}_FILE`);
     if (f === undefined) return undefined;
     try {
       const v = fs.readFileSync(f, 'utf8');
+      viaFile.add(k);
       return trim ? v.replace(/\r?\n$/, '') : v;
     } catch (err) {
       throw new ConfigError(
@@ -309,7 +313,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
   };
   const merged = deepMerge(base, overrides as Record<string, unknown>);
   const parsed = ConfigSchema.safeParse(merged);
-  if (!parsed.success) throw new ConfigError(parsed.error);
+  if (!parsed.success) throw new ConfigError(parsed.error, viaFile);
   return parsed.data;
 }
 
@@ -324,12 +328,14 @@ export function variableOf(p: readonly (string | number)[]): string | undefined 
 }
 
 export class ConfigError extends Error {
-  constructor(readonly zodError: z.ZodError) {
+  /** `viaFile`: variables whose value was read from the file their `_FILE` twin names */
+  constructor(readonly zodError: z.ZodError, viaFile: ReadonlySet<string> = new Set()) {
     super(
       'invalid configuration:\n' +
         zodError.issues
           .map((i) => {
-            const v = variableOf(i.path);
+            const named = variableOf(i.path);
+            const v = named && viaFile.has(named) ? `${named}_FILE` : named;
             return `  - ${i.path.join('.') || '(root)'}: ${i.message}${v && !i.message.includes(v) ? ` (set by ${v}, or the command's flag for it)` : ''}`;
           })
           .join('\n'),

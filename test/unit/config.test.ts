@@ -120,6 +120,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ EVALGAP_EMBED_THREADS: ' ' })).toThrow(/embed\.threads: expected a whole number/);
     expect(loadConfig({ EVALGAP_EMBED_BATCH: ' 16 ' }).embed.batchSize).toBe(16);
     expect(() => loadConfig({ EVALGAP_RETENTION_DAYS: '0' })).toThrow(/retentionDays: Number must be greater than or equal to 1/);
+    // a value read from a _FILE variable: the error names that variable, not the plain one (which is not set)
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-')), 'days');
+    fs.writeFileSync(f, 'abc\n');
+    expect(() => loadConfig({ EVALGAP_RETENTION_DAYS_FILE: f })).toThrow(/retentionDays: expected a whole number in decimal digits \(set by EVALGAP_RETENTION_DAYS_FILE, or/);
   });
 
   it('treats empty-string variables as unset', () => {
@@ -268,6 +272,8 @@ describe('issue 8: secrets, schemes, ports, files', () => {
   it('names the variable behind every setting in its errors, and the table of variables matches what loadConfig reads', () => {
     expect(() => loadConfig({ EVALGAP_RETENTION_DAYS: '1.5' })).toThrow(/clickhouse\.retentionDays: .* \(set by EVALGAP_RETENTION_DAYS, or the command's flag for it\)/);
     expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: '127.0.0.1:99999' })).toThrow(/kafka\.brokers\.0: port must be 1-65535 \(set by EVALGAP_KAFKA_BROKERS/);
+    // a broker without a port is one mistake, said once
+    expect(() => loadConfig({ EVALGAP_KAFKA_BROKERS: 'nohost' })).toThrow(/^invalid configuration:\n  - kafka\.brokers\.0: expected host:port \(set by EVALGAP_KAFKA_BROKERS, or the command's flag for it\)$/);
     // every entry: a probe value either lands at the entry's path or is refused with the variable named
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evalgap-cfg-'));
     const probe = path.join(dir, 'probe.pem');
