@@ -27,7 +27,11 @@ export async function agentCoverageCommand(cfg: Config, o: AgentCoverageOptions)
     if (o.session) {
       const turns = await sessionTurns(r, o.session);
       if (o.format === 'json') console.log(JSON.stringify({ session: o.session, turns }, null, 2));
-      else if (!turns.length) console.log(`no turns of session ${o.session}`);
+      else if (!turns.length) {
+        // a mistyped session id is not an empty session: said on stderr, exit 2 (JSON keeps its empty list)
+        console.error(`evalgap: no stored turns of session ${o.session}`);
+        process.exitCode = 2;
+      }
       else {
         console.log(`session ${o.session}: ${turns.length} turn(s)`);
         console.log(table(['turn', 'ts', 'covered', 'cluster', 'tools', 'outcome', 'query'], turns.map((t) => [t.turn, t.ts, Number(t.covered) ? 'yes' : 'NO', t.cluster, t.tools.join(' → '), t.outcome, t.query]), 80));

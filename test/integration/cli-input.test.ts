@@ -231,6 +231,12 @@ describe('what a user gets wrong, or what is down: one line saying what, no stac
     expect(fs.readFileSync(q, 'utf8')).toBe('{"query":"where is my parcel"}\n');
   });
 
+  it('agent-coverage of a session that is not stored exits 2', () => {
+    const r = evalgap('agent-coverage', '--session', 'no-such-session', '--data-dir', path.join(dir, 'gaps-empty'));
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/^evalgap: no stored turns of session no-such-session/);
+  });
+
   it('gaps over no matching requests says so instead of "coverage 100%"', () => {
     const r = evalgap('gaps', '--agent', 'nobody', '--data-dir', path.join(dir, 'gaps-empty'), '--no-store');
     expect(r.status, r.stderr).toBe(0);
