@@ -18,6 +18,7 @@ import { loadThreadedEmbedder } from '../embed/threaded.js';
 import { calibrationWarnings, escapeControl, modelSummary } from './format.js';
 import { checkInputFile, checkOutputFile, readTextInput, utf8Warning } from './input.js';
 import { UserError } from './errors.js';
+import { openOwnStore } from './open-store.js';
 import { StoreUnavailableError } from '../store/store.js';
 import { DeployError } from '../ingest/model-watch.js';
 import { progressReporter } from './progress.js';
@@ -423,12 +424,8 @@ export function buildProgram(): Command {
       }
       const modelPath = opts.model ?? path.join(cfg.embed.modelsDir, 'coverage', 'current');
       if (opts.model !== undefined && !fs.existsSync(opts.model)) throw new InvalidArgumentError(`--model ${opts.model}: no such coverage model folder`);
-      // the report needs the folder itself (it may store a gap discovery): a running evalgap run holding it is said at once
-      const { findRunningInstance } = await import('../store/http-query.js');
-      if (!cfg.clickhouse.url && findRunningInstance(cfg.clickhouse.path)) throw lockedFolderError(cfg, new Error('locked'));
-      const store = await Store.open(cfg.clickhouse).catch((e: unknown) => {
-        throw lockedFolderError(cfg, e);
-      });
+      // the report needs the folder itself (it may store a gap discovery): a process holding it is said in one line
+      const store = await openOwnStore(cfg, (m) => new UserError(m));
       const embedder = opts.mapSample > 0 ? await loadThreadedEmbedder(cfg.embed) : null;
       try {
         const d = await writeReport(store, opts.out, { since, sinceText: opts.since, modelPath, embedder, mapSample: opts.mapSample });
@@ -734,13 +731,6 @@ export function sessionKey(line: unknown): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The embedded engine's "locked" error of a command that needs the folder itself (not a read through a running instance). */
-function lockedFolderError(cfg: ReturnType<typeof configFrom>, e: unknown): unknown {
-  const text = `${String((e as Error)?.message)} ${String((e as { cause?: Error })?.cause?.message ?? '')}`;
-  if (cfg.clickhouse.url || !/lock|Failed to create connection|only one active data directory/i.test(text)) return e;
-  return new UserError(`the data folder ${cfg.clickhouse.path} is in use by another process (a running evalgap run?): stop it, or point this command at a ClickHouse server that both use`);
 }
 
 const KNOWN_ERRORS = [UserError, StoreUnavailableError, DeployError, ConfigError, MonitorConfigError, EvalSetError, FitError, ModelLoadError, ModelNotInstalledError, InvalidArgumentError];

@@ -17,6 +17,8 @@ import { runBacktest } from '../alert/backtest.js';
 import { evalMismatch, formatMismatch } from '../alert/status.js';
 import { MonitorStore } from '../store/monitor.js';
 import { Store } from '../store/store.js';
+import { UserError } from './errors.js';
+import { openOwnStore } from './open-store.js';
 import { deepFloorWarning, escapeControl } from './format.js';
 import { createEvaluator, novelSessionRules, weightedScoreRules } from '../monitor/index.js';
 import { evalPassRates } from '../estimate/run.js';
@@ -73,7 +75,7 @@ export async function startMonitor(
   // a model deployed while the monitor runs (a `current` symlink or pointer file repointed):
   // its context is read when the target changes, and the detectors restart their references
   const ownStore = !opts.store;
-  const store = opts.store ?? (await Store.open(cfg.clickhouse));
+  const store = opts.store ?? (await openOwnStore(cfg, (m) => new UserError(m)));
   let cached = { dir: resolveModelDir(modelDir), ctx: await withPassRates(store, monitorContext(resolveModelDir(modelDir), model, logger), logger), loaded: Date.now() };
   // eval results loaded later (evalgap results) reach the weighted_score rule within RATES_REFRESH_MS
   const RATES_REFRESH_MS = 600_000;
@@ -113,7 +115,8 @@ export async function startMonitor(
     ...(mc.guard ? { guard: new VersionGuard(store, mc.guard, store.database) } : {}),
   });
   logger.info({ monitor: describeMonitorConfig(mc), model: model.manifest.version }, 'starting monitor');
-  await runner.start();
+  // the metrics port is bound before the monitor joins its Kafka groups: a port in use stops it with
+  // one line, having joined nothing
   let server: http.Server | null = null;
   let port = 0;
   if (opts.metricsPort !== undefined && opts.metricsPort >= 0) {
@@ -131,15 +134,30 @@ export async function startMonitor(
         res.end('not found\n');
       }
     });
-    port = await new Promise<number>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.listen(opts.metricsPort, '127.0.0.1', () => {
-        const a = server!.address();
-        resolve(typeof a === 'object' && a ? a.port : 0);
+    try {
+      port = await new Promise<number>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(opts.metricsPort, '127.0.0.1', () => {
+          const a = server!.address();
+          resolve(typeof a === 'object' && a ? a.port : 0);
+        });
       });
-    });
+    } catch (e) {
+      if (ownStore) await store.close().catch(() => {});
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') throw new UserError(`the monitor's metrics port ${opts.metricsPort} on 127.0.0.1 is in use: give another --metrics-port, or -1 for none`);
+      throw e;
+    }
   }
-  logger.info({ metricsPort: port, controlTopic: mc.controlTopic, alertsTopic: mc.alertsTopic, receivers: mc.receivers.map((r) => r.name) }, 'evalgap monitor started');
+  try {
+    await runner.start();
+  } catch (e) {
+    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+    if (ownStore) await store.close().catch(() => {});
+    throw e;
+  }
+  // with run --monitor the series are served on run's metrics port (its registry), not here
+  logger.info({ metricsPort: server ? port : opts.registry ? "evalgap run's" : 'none', controlTopic: mc.controlTopic, alertsTopic: mc.alertsTopic, receivers: mc.receivers.map((r) => r.name) }, 'evalgap monitor started');
   return {
     runner,
     store,
@@ -196,7 +214,7 @@ export async function monitorOnce(cfg: Config, mc: MonitorConfig, modelDir: stri
 
 export async function monitorStatus(cfg: Config, modelDir: string, days = 7): Promise<string> {
   const model = loadCoverageModel(modelDir);
-  const store = await Store.open(cfg.clickhouse);
+  const store = await openOwnStore(cfg, (m) => new UserError(m));
   try {
     const ms = new MonitorStore(store);
     const to = new Date();
@@ -218,7 +236,7 @@ export async function monitorStatus(cfg: Config, modelDir: string, days = 7): Pr
 
 export async function monitorBacktest(cfg: Config, mc: MonitorConfig, modelDir: string, from: string, to: string, json: boolean): Promise<string> {
   const model = loadCoverageModel(modelDir);
-  const store = await Store.open(cfg.clickhouse);
+  const store = await openOwnStore(cfg, (m) => new UserError(m));
   try {
     const ctx = await withPassRates(store, monitorContext(resolveModelDir(modelDir), model));
     if (ctx.heldOutDeep?.belowFloor) console.error(deepFloorWarning(ctx.heldOutDeep.deepBands));

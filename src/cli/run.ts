@@ -15,6 +15,7 @@ import { createIngestMetrics } from '../ingest/metrics.js';
 import { Store } from '../store/store.js';
 import { advertiseQueryEndpoint, queryEndpoint } from '../store/http-query.js';
 import { scheduleDiscovery, type DiscoverySchedule } from '../gaps/schedule.js';
+import { openOwnStore } from './open-store.js';
 
 export interface Running {
   service: IngestService;
@@ -55,9 +56,9 @@ export async function startRun(
   // embedding runs in a worker thread: inference would otherwise hold this event loop for seconds
   const embedder = await loadThreadedEmbedder(cfg.embed);
   const where = cfg.clickhouse.url ? maskUrl(cfg.clickhouse.url) : cfg.clickhouse.path;
-  const store = await Store.open(cfg.clickhouse).catch(async (e) => {
+  const store = await openOwnStore(cfg, (m, cause) => new StartupError(m, { cause })).catch(async (e) => {
     await embedder.close();
-    throw new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
+    throw e instanceof StartupError ? e : new StartupError(`cannot open ClickHouse at ${where}: ${oneLine(e)}`, { cause: e });
   });
   const ingestOpts = ingestOptionsFrom(cfg, ingestOver);
   const metrics = createIngestMetrics(ingestOpts.metricsPort >= 0);

@@ -168,8 +168,18 @@ describe('evalgap sql while evalgap run holds the data folder', () => {
     // the report needs the folder itself: one line saying who holds it
     const rep = await evalgapAsync('report', '--out', path.join(dir, 'held.html'), '--map-sample', '0', '--data-dir', data);
     expect(rep.status, rep.stderr).toBe(2);
-    expect(rep.stderr).toMatch(/^evalgap: the data folder .*run-data is in use by another process \(a running evalgap run\?\)/);
+    expect(rep.stderr).toMatch(/^evalgap: the data folder .*run-data is held by a running evalgap run \(pid \d+\): the embedded engine serves one process per folder/);
     expect(rep.stderr).not.toMatch(STACK);
+    // and so do the monitor's commands that need it, and a second run
+    const st = await evalgapAsync('monitor', '--model', model, '--status', '--data-dir', data);
+    expect(st.status, st.stderr).toBe(2);
+    expect(st.stderr).toMatch(/^evalgap: the data folder .*run-data is held by a running evalgap run \(pid \d+\)/);
+    expect(st.stderr).not.toMatch(/Cannot lock|DB::Exception|Code: 76/);
+    expect(st.stderr).not.toMatch(STACK);
+    const second = await evalgapAsync('run', '--model', model, '--metrics-port', '0', '--data-dir', data, '--topic', uniqueName('evalgap.test.cli2'), '--group', uniqueName('g'));
+    expect(second.status).toBe(1);
+    expect(second.stderr).toMatch(/evalgap: the data folder .*run-data is held by a running evalgap run \(pid \d+\)/);
+    expect(second.stderr).not.toMatch(/Cannot lock|DB::Exception|Code: 76/);
   });
 });
 
@@ -216,6 +226,11 @@ describe('what a user gets wrong, or what is down: one line saying what, no stac
     try {
       const port = (busy.address() as { port: number }).port;
       oneLine(await evalgapAsync('receive', '--port', String(port), '--secret', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'), new RegExp(`^evalgap: port ${port} on 127\\.0\\.0\\.1 is in use`));
+      // the monitor binds its metrics port before it joins any Kafka group
+      oneLine(
+        await evalgapAsync('monitor', '--model', model, '--metrics-port', String(port), '--data-dir', path.join(dir, 'monitor-port-data')),
+        new RegExp(`^evalgap: the monitor's metrics port ${port} on 127\\.0\\.0\\.1 is in use`, 'm'),
+      );
     } finally {
       busy.close();
     }
