@@ -511,11 +511,12 @@ const DEMO_FILES = ['evalset.jsonl', 'model', 'models', 'chdb', 'gap-cases.jsonl
 export const DEFAULT_DEMO_DIR = path.join(PACKAGE_ROOT, '.evalgap', 'demo');
 
 /**
- * Makes `dir` ready for a demo run: an absent or empty folder, or one an earlier demo run marked as
- * its own, has the demo's files of the last run removed; any other folder is refused with a
- * UserError before anything in it is touched (the demo writes evalset.jsonl, models/, report.html,
- * … the very names a user's own project has). The default folder is also taken when it holds
- * only the demo's files (a run of a release before the marker).
+ * Makes `dir` ready for a demo run: a folder an earlier demo run marked as its own has the demo's
+ * files of the last run removed (nothing else); a new folder, or one holding none of the names the
+ * demo writes, is marked and used (its other files stay). A folder that holds one of those names
+ * (evalset.jsonl, models/, report.html, … the very names a user's own project has) and no marker
+ * is refused with a UserError before anything in it is touched. The default folder is also taken
+ * when it holds only the demo's files (a run of a release before the marker).
  */
 export function prepareDemoDir(dir: string): void {
   let entries: string[] = [];
@@ -526,14 +527,15 @@ export function prepareDemoDir(dir: string): void {
     if (code === 'ENOTDIR') throw new UserError(`${dir} is a file, not a folder: give the demo an empty or new folder with --dir`);
     if (code !== 'ENOENT') throw e;
   }
+  const clashes = entries.filter((f) => DEMO_FILES.includes(f));
   const ours =
-    entries.length === 0 ||
+    clashes.length === 0 ||
     entries.includes(DEMO_MARKER) ||
     (path.resolve(dir) === DEFAULT_DEMO_DIR && entries.every((f) => DEMO_FILES.includes(f)));
   if (!ours) {
     throw new UserError(
-      `${dir} is not empty and no earlier demo run made it (it has no ${DEMO_MARKER}): the demo replaces evalset.jsonl, models/, chdb/, ` +
-        `report.html and more there, so it leaves the folder alone; give an empty or new folder with --dir`,
+      `${dir} holds ${clashes.join(', ')} and no earlier demo run made it (it has no ${DEMO_MARKER}): the demo replaces those names ` +
+        `on each run, so it leaves the folder alone; give an empty or new folder with --dir`,
     );
   }
   fs.mkdirSync(dir, { recursive: true });

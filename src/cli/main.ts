@@ -647,7 +647,7 @@ export function buildProgram(): Command {
   program
     .command('demo')
     .description('end to end on bundled sample data: services, Kafka, model, ClickHouse')
-    .option('--dir <dir>', "folder of the demo's eval set, coverage models and embedded ClickHouse data, replaced on each run; a folder that is not empty and that no earlier demo made is refused", '.evalgap/demo')
+    .option('--dir <dir>', "folder of the demo's eval set, coverage models and embedded ClickHouse data, replaced on each run; a folder no earlier demo made that holds one of those names is refused", '.evalgap/demo')
     .action(async (opts) => {
       const { runDemo } = await import('./demo.js');
       await runDemo(configFrom(opts), path.resolve(opts.dir));

@@ -16,7 +16,7 @@ describe('the demo folder', () => {
     fs.writeFileSync(path.join(d, 'evalset.jsonl'), 'mine\n');
     fs.writeFileSync(path.join(d, 'report.html'), 'mine');
     expect(() => prepareDemoDir(d)).toThrow(UserError);
-    expect(() => prepareDemoDir(d)).toThrow(/not empty and no earlier demo run made it/);
+    expect(() => prepareDemoDir(d)).toThrow(/holds evalset\.jsonl, models, report\.html and no earlier demo run made it/);
     expect(fs.readFileSync(path.join(d, 'evalset.jsonl'), 'utf8')).toBe('mine\n');
     expect(fs.existsSync(path.join(d, 'models', 'coverage', 'v1', 'manifest.json'))).toBe(true);
     expect(fs.existsSync(path.join(d, 'report.html'))).toBe(true);
@@ -38,6 +38,11 @@ describe('the demo folder', () => {
     const empty = tmp();
     prepareDemoDir(empty);
     expect(fs.readdirSync(empty)).toEqual([DEMO_MARKER]);
+    // a folder with only other files: taken, its files left alone
+    const other = tmp();
+    fs.writeFileSync(path.join(other, 'keep.txt'), 'mine');
+    prepareDemoDir(other);
+    expect(fs.readdirSync(other).sort()).toEqual([DEMO_MARKER, 'keep.txt'].sort());
   });
 
   it('refuses a file given as the folder', () => {
