@@ -142,6 +142,7 @@ export async function startRun(
   const unadvertise = advertiseQueryEndpoint(cfg.clickhouse, service.port, queries.token);
   // periodic gap discovery: one instance of the consumer group runs it (elected through Kafka), not every one
   let gapsElection: Election | undefined;
+  let electionStarted: Promise<void> = Promise.resolve();
   let gaps: DiscoverySchedule | undefined;
   if (extra.gapsEveryMs) {
     gapsElection = new Election(
@@ -150,12 +151,12 @@ export async function startRun(
       logger,
     );
     const election = gapsElection;
-    try {
-      await election.start();
-    } catch (e) {
-      // discovery is not worth refusing to ingest for: this instance stays out of it and says so
+    // joined in the background: startRun returns (and the caller installs its signal handlers) without
+    // waiting for a group to form; until elected this instance runs no pass. Discovery is not worth
+    // refusing to ingest for: if the election cannot start, this instance stays out of it and says so.
+    electionStarted = election.start().catch((e: unknown) => {
       logger.warn({ err: oneLine(e) }, 'gap discovery election could not start; this instance will not run periodic gap discovery');
-    }
+    });
     gaps = scheduleDiscovery(store, { everyMs: extra.gapsEveryMs, logger, modelsDir: cfg.embed.modelsDir, leads: () => election.isLeader() });
   }
   return {
@@ -168,6 +169,8 @@ export async function startRun(
     stop: async () => {
       await otlp?.stop();
       model.close();
+      // a join still in progress is given a few seconds, then the election is left either way
+      await Promise.race([electionStarted, new Promise((r) => setTimeout(r, 5_000).unref())]);
       await gapsElection?.stop().catch(() => {});
       await gaps?.stop();
       unadvertise();
