@@ -3,7 +3,7 @@
  * evalgap: where production traffic has left the ground the eval set covers.
  * Commands are thin: parse flags, load config, call the stage modules, print.
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfig, PACKAGE_ROOT, type ConfigOverrides } from '../config/index.js';
@@ -72,7 +72,11 @@ export function buildProgram(): Command {
         `Docs: README.md and docs/ in ${PACKAGE_ROOT} (docs/README.md lists the pages).`,
     )
     .version(JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version)
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // commander's own usage errors (unknown option, bad option value, missing argument) are thrown
+    // to main(), which exits 2 as for every other usage error; --help and --version still exit 0.
+    // Set before the commands are added: each inherits it.
+    .exitOverride();
 
   program
     .command('fit')
@@ -739,6 +743,12 @@ export async function main(argv = process.argv): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
+    if (e instanceof CommanderError && !(e instanceof InvalidArgumentError)) {
+      // from exitOverride: commander has printed its message (and the usage) already. An
+      // InvalidArgumentError thrown by an action itself is printed below, as every usage error.
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
     if ((e as Error)?.name === 'StartupError') {
       console.error(`evalgap: ${(e as Error).message}`);
       process.exit(1); // the embedding worker or kafkajs timers must not keep the process up

@@ -49,6 +49,27 @@ beforeAll(() => {
 });
 
 describe('file arguments', () => {
+  it('every usage error exits 2, whether commander or the command finds it; --help and --version exit 0', () => {
+    const data = path.join(dir, 'usage-data'); // never opened: each call fails on its arguments first
+    for (const args of [
+      ['estimate', '--since', 'bogus'],
+      ['plan', '--budget', '5', '--since', 'bogus'],
+      ['gaps', '--since', 'bogus', '--data-dir', data],
+      ['report', '--since', 'bogus', '--data-dir', data],
+      ['agent-coverage', '--since', 'bogus'],
+      ['gaps', '--no-such-option'],
+      ['gaps', '--examples', 'abc'],
+      ['no-such-command'],
+      [],
+    ]) {
+      const r = evalgap(...args);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).not.toMatch(STACK);
+    }
+    expect(fs.existsSync(data)).toBe(false);
+    for (const args of [['--help'], ['--version'], ['gaps', '--help']]) expect(evalgap(...args).status, args.join(' ')).toBe(0);
+  });
+
   it('fit and score given a directory: a clear one-line error, no stack trace', () => {
     expect(fit.status, fit.stderr).toBe(0);
     for (const args of [

@@ -63,7 +63,7 @@ describe('evalgap fit / inspect (CLI)', () => {
     const m2 = JSON.parse(fs.readFileSync(path.join(out2, 'manifest.json'), 'utf8'));
     expect(m2.calibration.regions).toBe('clusters');
     expect(m2.calibration.nearDuplicateCosine).toBe(1);
-    expect(evalgap('fit', file, '--near-duplicate-cosine', '0').status).toBe(1);
+    expect(evalgap('fit', file, '--near-duplicate-cosine', '0').status).toBe(2);
   });
 
   it('score writes one result per input line, reports bad lines in place, and agrees with the model', () => {
