@@ -135,8 +135,24 @@ function fromZod(where: string, e: z.ZodError): MonitorConfigError {
   );
 }
 
-/** Validate a parsed config object and resolve the receivers' secrets. */
-export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd()): MonitorConfig {
+const NAME_KEYS = ['controlTopic', 'electionGroup', 'alertsTopic', 'dispatchGroupPrefix'] as const;
+
+/**
+ * The monitor's Kafka names for the deployment whose consumer group is `group` (EVALGAP_GROUP):
+ * one deployment's monitors elect among themselves and deliver only their own alerts, so a second
+ * deployment on the same broker (another group) has its own. For the default group `evalgap` they
+ * are the names of earlier releases. Characters a topic name cannot hold become `_`.
+ */
+export function monitorNames(group: string): Pick<MonitorFileConfig, (typeof NAME_KEYS)[number]> {
+  const t = group.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200);
+  return { controlTopic: `${t}.monitor.control`, electionGroup: `${group}-monitor`, alertsTopic: `${t}.alerts`, dispatchGroupPrefix: `${group}-dispatch` };
+}
+
+/**
+ * Validate a parsed config object and resolve the receivers' secrets. With `group` (the ingest
+ * consumer group), the Kafka names the file does not set are derived from it (`monitorNames`).
+ */
+export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd(), group?: string): MonitorConfig {
   if (raw && typeof raw === 'object' && 'windowMinutes' in raw) {
     // the key of earlier versions (5-minute windows): say what replaced it rather than "unrecognized"
     throw new MonitorConfigError(`invalid monitor config ${where}:\n  - windowMinutes: replaced by windowSeconds (default 30); e.g. "windowSeconds": ${Number((raw as { windowMinutes: unknown }).windowMinutes) * 60 || 300}`);
@@ -164,6 +180,11 @@ export function parseMonitorConfig(raw: unknown, env: Record<string, string | un
     return { ...rest, secret: value };
   });
   const { guard, ...rest } = p.data;
+  if (group !== undefined) {
+    const derived = monitorNames(group);
+    const given = raw && typeof raw === 'object' ? (raw as Record<string, unknown>) : {};
+    for (const k of NAME_KEYS) if (given[k] === undefined) rest[k] = derived[k];
+  }
   if (guard === undefined) return { ...rest, receivers };
   return { ...rest, receivers, guard: typeof guard === 'string' ? loadGuardConfig(path.resolve(baseDir, guard)) : parseGuard(guard, `${where} (guard)`) };
 }
@@ -185,16 +206,19 @@ export function loadGuardConfig(file: string): GuardConfig {
   return parseGuard(raw, file);
 }
 
-/** Read and validate a JSON config file; no file → all defaults, no receivers. */
-export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env): MonitorConfig {
-  if (!file) return parseMonitorConfig({}, env, '(defaults)');
+/**
+ * Read and validate a JSON config file; no file → all defaults, no receivers. `group`: the
+ * deployment's consumer group, from which the Kafka names the file leaves out are derived.
+ */
+export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env, group?: string): MonitorConfig {
+  if (!file) return parseMonitorConfig({}, env, '(defaults)', process.cwd(), group);
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new MonitorConfigError(`cannot read monitor config ${file}: ${(e as Error).message}`);
   }
-  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)));
+  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)), group);
 }
 
 export function isValidSecret(s: string): boolean {

@@ -245,7 +245,7 @@ export function buildProgram(): Command {
       const { startRun } = await import('./run.js');
       const logger = createLogger(cfg.logLevel);
       // a bad monitor config fails before anything starts
-      const mc = opts.monitor ? loadMonitorConfig(opts.monitorConfig ?? process.env.EVALGAP_MONITOR_CONFIG) : null;
+      const mc = opts.monitor ? loadMonitorConfig(opts.monitorConfig ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, cfg.kafka.group) : null;
       let monitor: Awaited<ReturnType<typeof import('./monitor.js').startMonitor>> | null = null;
       let stopping = false;
       let running: Awaited<ReturnType<typeof startRun>> | null = null;
@@ -294,6 +294,7 @@ export function buildProgram(): Command {
     .option('--once', 'evaluate the windows closed now, wait for the receivers to acknowledge, and exit')
     .option('--status', 'print the eval-set mismatch (production vs eval share per cluster) and the firing alerts, and exit')
     .option('--status-days <n>', 'period of --status, in days', intArg('--status-days', 1), 7)
+    .option('--group <id>', "the consumer group of the deployment's run (EVALGAP_GROUP): the monitor's election group, control and alerts topics and dispatch groups derive from it unless the config names them (docs/alerts.md)")
     .option('--backtest', 'replay stored aggregates and closed sessions through the detectors and print what would have fired (needs --from, --to)')
     .option('--from <time>', 'backtest start (ISO-8601)')
     .option('--to <time>', 'backtest end (ISO-8601, exclusive)')
@@ -304,7 +305,7 @@ export function buildProgram(): Command {
     .option('--metrics-port <n>', 'port of /metrics and /healthz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0), 9465)
     .action(async (opts) => {
       const cfg = configFrom({ ...opts, metricsPort: undefined });
-      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG);
+      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, cfg.kafka.group);
       if (opts.guard) mc.guard = loadGuardConfig(opts.guard);
       const { createLogger } = await import('../config/logger.js');
       const logger = createLogger(cfg.logLevel);

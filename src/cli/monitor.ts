@@ -157,7 +157,7 @@ export async function startMonitor(
     throw e;
   }
   // with run --monitor the series are served on run's metrics port (its registry), not here
-  logger.info({ metricsPort: server ? port : opts.registry ? "evalgap run's" : 'none', controlTopic: mc.controlTopic, alertsTopic: mc.alertsTopic, receivers: mc.receivers.map((r) => r.name) }, 'evalgap monitor started');
+  logger.info({ metricsPort: server ? port : opts.registry ? "evalgap run's" : 'none', electionGroup: mc.electionGroup, controlTopic: mc.controlTopic, alertsTopic: mc.alertsTopic, receivers: mc.receivers.map((r) => r.name) }, 'evalgap monitor started');
   return {
     runner,
     store,

@@ -156,7 +156,7 @@ describe('evalgap monitor processes', () => {
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toMatch(/evalgap_alert_deliveries_total\{receiver="local",result="delivered"\} [1-9]/);
       expect(metrics).toMatch(/evalgap_monitor_lag_seconds \d/);
-      expect(metrics).toMatch(/evalgap_monitor_leader 1/);
+      expect(metrics).toMatch(/^evalgap_monitor_leader 1$/m);
       // a page in a browser (a DNS-rebinding one sends its own Host) reads nothing from this port
       for (const headers of [{ host: `rebind.example:${metricsPort}` }, { origin: 'http://evil.example' }, { 'sec-fetch-site': 'cross-site' }] as Record<string, string>[]) {
         const status = await new Promise<number>((resolve, reject) => {
@@ -232,6 +232,40 @@ describe('evalgap monitor processes', () => {
       expect(out).not.toContain('al_3.firing');
     } finally {
       c.kill('SIGTERM');
+    }
+  });
+
+  it('two deployments on one broker, no names in their configs: each has its own election and outbox (from its group); two instances of one deployment still share theirs', async () => {
+    const dir = tmpDir();
+    const modelDir = path.join(dir, 'model');
+    await fitSampleModel(modelDir);
+    const ga = uniqueName('deploy-a');
+    const gb = uniqueName('deploy-b');
+    // the sample line, not the HELP line ("1 while this instance is the elected evaluator")
+    const leader = async (port: number | undefined) => /^evalgap_monitor_leader 1$/m.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+    const procs = [
+      start(['monitor', '--model', modelDir, '--metrics-port', '0', '--group', ga], { EVALGAP_DATA_DIR: path.join(dir, 'a1'), EVALGAP_LOG_LEVEL: 'info' }, 'evalgap monitor started'),
+      start(['monitor', '--model', modelDir, '--metrics-port', '0'], { EVALGAP_DATA_DIR: path.join(dir, 'a2'), EVALGAP_GROUP: ga, EVALGAP_LOG_LEVEL: 'info' }, 'evalgap monitor started'),
+      start(['monitor', '--model', modelDir, '--metrics-port', '0', '--group', gb], { EVALGAP_DATA_DIR: path.join(dir, 'b'), EVALGAP_LOG_LEVEL: 'info' }, 'evalgap monitor started'),
+    ];
+    try {
+      const started = (await Promise.all(procs.map((p) => p.started))) as { metricsPort?: number; electionGroup?: string; alertsTopic?: string; controlTopic?: string }[];
+      expect(started.map((s) => s.electionGroup)).toEqual([`${ga}-monitor`, `${ga}-monitor`, `${gb}-monitor`]);
+      expect(started.map((s) => s.alertsTopic)).toEqual([`${ga}.alerts`, `${ga}.alerts`, `${gb}.alerts`]);
+      expect(started.map((s) => s.controlTopic)).toEqual([`${ga}.monitor.control`, `${ga}.monitor.control`, `${gb}.monitor.control`]);
+      // deployment b leads on its own, and a settles on one leader of its two instances (the first
+      // to join leads until the second's join reaches it at a heartbeat)
+      const leadersOfA = async () => [await leader(started[0].metricsPort), await leader(started[1].metricsPort)].filter(Boolean).length;
+      await waitFor(async () => (await leader(started[2].metricsPort)) && (await leadersOfA()) === 1, 120_000, 'one leader in each deployment');
+      // and stays so, for as long as we look
+      for (let i = 0; i < 5; i++) {
+        expect(await leadersOfA()).toBe(1);
+        expect(await leader(started[2].metricsPort)).toBe(true);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    } finally {
+      for (const p of procs) p.child.kill('SIGTERM');
+      for (const p of procs) expect(await p.exited).toBe(0);
     }
   });
 });

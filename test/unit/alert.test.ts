@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
 import { alertId, type Notification } from '../../src/alert/alert.js';
-import { loadMonitorConfig, newSecret, parseMonitorConfig, type ResolvedReceiver } from '../../src/alert/config.js';
+import { loadMonitorConfig, newSecret, parseMonitorConfig, type MonitorConfig, type ResolvedReceiver } from '../../src/alert/config.js';
 import { deliver, type DispatchContext } from '../../src/alert/dispatcher.js';
 import { decide, type LifecycleOptions, type NotificationLog } from '../../src/alert/lifecycle.js';
 import { createMonitorMetrics } from '../../src/alert/metrics.js';
@@ -47,6 +47,18 @@ async function step(findings: Finding[], log: NotificationLog, i: number, opts =
 }
 
 describe('monitor config', () => {
+  it("derives the monitor's Kafka names from the deployment's consumer group unless the config names them", () => {
+    const legacy = { controlTopic: 'evalgap.monitor.control', electionGroup: 'evalgap-monitor', alertsTopic: 'evalgap.alerts', dispatchGroupPrefix: 'evalgap-dispatch' };
+    const pick = (c: MonitorConfig) => ({ controlTopic: c.controlTopic, electionGroup: c.electionGroup, alertsTopic: c.alertsTopic, dispatchGroupPrefix: c.dispatchGroupPrefix });
+    // the default group gives the names of earlier releases
+    expect(pick(loadMonitorConfig(undefined, {}, 'evalgap'))).toEqual(legacy);
+    expect(pick(loadMonitorConfig(undefined, {}))).toEqual(legacy);
+    expect(pick(loadMonitorConfig(undefined, {}, 'team-b'))).toEqual({ controlTopic: 'team-b.monitor.control', electionGroup: 'team-b-monitor', alertsTopic: 'team-b.alerts', dispatchGroupPrefix: 'team-b-dispatch' });
+    // what the file names stays; a group that is no topic name gives topic-safe names
+    const c = parseMonitorConfig({ alertsTopic: 'ops.alerts' }, {}, 'x', process.cwd(), 'team b/eu');
+    expect(pick(c)).toEqual({ controlTopic: 'team_b_eu.monitor.control', electionGroup: 'team b/eu-monitor', alertsTopic: 'ops.alerts', dispatchGroupPrefix: 'team b/eu-dispatch' });
+  });
+
   it('defaults without a file and names the bad key of a bad file', () => {
     const d = loadMonitorConfig(undefined);
     expect(d.windowSeconds).toBe(30);
