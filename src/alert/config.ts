@@ -152,14 +152,16 @@ export function monitorNames(group: string): Pick<MonitorFileConfig, (typeof NAM
  * Validate a parsed config object and resolve the receivers' secrets. With `group` (the ingest
  * consumer group), the Kafka names the file does not set are derived from it (`monitorNames`).
  */
-export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd(), group?: string): MonitorConfig {
+export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd(), group?: string, secrets = true): MonitorConfig {
   if (raw && typeof raw === 'object' && 'windowMinutes' in raw) {
     // the key of earlier versions (5-minute windows): say what replaced it rather than "unrecognized"
     throw new MonitorConfigError(`invalid monitor config ${where}:\n  - windowMinutes: replaced by windowSeconds (default 30); e.g. "windowSeconds": ${Number((raw as { windowMinutes: unknown }).windowMinutes) * 60 || 300}`);
   }
   const p = MonitorFileSchema.safeParse(raw ?? {});
   if (!p.success) throw fromZod(where, p.error);
-  const receivers = p.data.receivers.map((r, i) => {
+  // secrets = false (monitor --status, --backtest: nothing is delivered): the receivers are
+  // validated as written but their secrets are not read, and none is kept
+  const receivers = !secrets ? [] : p.data.receivers.map((r, i) => {
     const { secret, secretEnv, secretFile, ...rest } = r;
     let value = secret;
     if (secretEnv !== undefined) {
@@ -210,15 +212,15 @@ export function loadGuardConfig(file: string): GuardConfig {
  * Read and validate a JSON config file; no file → all defaults, no receivers. `group`: the
  * deployment's consumer group, from which the Kafka names the file leaves out are derived.
  */
-export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env, group?: string): MonitorConfig {
-  if (!file) return parseMonitorConfig({}, env, '(defaults)', process.cwd(), group);
+export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env, group?: string, secrets = true): MonitorConfig {
+  if (!file) return parseMonitorConfig({}, env, '(defaults)', process.cwd(), group, secrets);
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new MonitorConfigError(`cannot read monitor config ${file}: ${(e as Error).message}`);
   }
-  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)), group);
+  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)), group, secrets);
 }
 
 export function isValidSecret(s: string): boolean {

@@ -303,9 +303,20 @@ export function buildProgram(): Command {
     .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
     .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')
     .option('--metrics-port <n>', 'port of /metrics and /healthz on 127.0.0.1 (0: any free port)', intArg('--metrics-port', 0), 9465)
-    .action(async (opts) => {
+    .action(async (opts, cmd: Command) => {
+      // one mode at a time, and no option of another mode: a forgotten --backtest must not start a
+      // live monitor that delivers to the receivers
+      const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+      const modes = ['status', 'backtest', 'once'].filter((k) => opts[k]);
+      if (modes.length > 1) throw new InvalidArgumentError(`--${modes.join(' and --')} are separate modes: give one`);
+      const stray = [
+        ...(opts.backtest ? [] : (['from', 'to', 'json'] as const).filter(given).map((k) => `--${k} is an option of --backtest`)),
+        ...(opts.status || !given('statusDays') ? [] : ['--status-days is an option of --status']),
+      ];
+      if (stray.length) throw new InvalidArgumentError(`${stray.join('; ')}; without it the monitor would start evaluating and delivering`);
       const cfg = configFrom({ ...opts, metricsPort: undefined });
-      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, cfg.kafka.group);
+      // --status and --backtest deliver nothing: they do not need the receivers' secrets
+      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, cfg.kafka.group, !(opts.status || opts.backtest));
       if (opts.guard) mc.guard = loadGuardConfig(opts.guard);
       const { createLogger } = await import('../config/logger.js');
       const logger = createLogger(cfg.logLevel);
@@ -319,7 +330,10 @@ export function buildProgram(): Command {
           if (typeof v !== 'string' || Number.isNaN(Date.parse(v))) throw new InvalidArgumentError(`--backtest needs ${name} as an ISO-8601 time`);
           return new Date(v).toISOString();
         };
-        console.log(await m.monitorBacktest(cfg, mc, opts.model, t(opts.from, '--from'), t(opts.to, '--to'), Boolean(opts.json)));
+        const from = t(opts.from, '--from');
+        const to = t(opts.to, '--to');
+        if (!(from < to)) throw new InvalidArgumentError(`--from (${from}) must be before --to (${to})`);
+        console.log(await m.monitorBacktest(cfg, mc, opts.model, from, to, Boolean(opts.json)));
         return;
       }
       if (opts.once) {
@@ -516,16 +530,10 @@ export function buildProgram(): Command {
       .option('--session <id>', "print one session's turns in order instead")
       .option('--format <format>', 'table or json', formatArg(['table', 'json']), 'table'),
   ).action(async (opts) => {
-    const { parseSince } = await import('./report.js');
+    const { parsePeriod } = await import('./period.js');
     const { agentCoverageCommand } = await import('./agent.js');
-    let since: Date;
-    let until: Date;
-    try {
-      since = parseSince(opts.since);
-      until = opts.until ? parseSince(opts.until) : new Date();
-    } catch (e) {
-      throw new InvalidArgumentError((e as Error).message.replace('--since', '--since/--until'));
-    }
+    // the one period parser (src/cli/period.ts): names the flag at fault, refuses a reversed period
+    const { since, until } = parsePeriod(opts.since, opts.until);
     await agentCoverageCommand(configFrom(opts), { since, until, agent: opts.agent, format: opts.format, top: opts.top, session: opts.session });
   });
 

@@ -57,6 +57,7 @@ describe('file arguments', () => {
       ['gaps', '--since', 'bogus', '--data-dir', data],
       ['report', '--since', 'bogus', '--data-dir', data],
       ['agent-coverage', '--since', 'bogus'],
+      ['agent-coverage', '--since', '1d', '--until', '2d'], // a reversed period
       ['gaps', '--no-such-option'],
       ['gaps', '--examples', 'abc'],
       ['no-such-command'],

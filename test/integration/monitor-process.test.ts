@@ -268,4 +268,49 @@ describe('evalgap monitor processes', () => {
       for (const p of procs) expect(await p.exited).toBe(0);
     }
   });
+
+  it('monitor refuses options of a mode it was not given (never starts a live monitor for them) and a reversed backtest; --status and --backtest do not need the receivers\' secrets', async () => {
+    const dir = tmpDir();
+    const modelDir = path.join(dir, 'model');
+    await fitSampleModel(modelDir);
+    const cfgFile = path.join(dir, 'monitor.json');
+    fs.writeFileSync(cfgFile, JSON.stringify({ receivers: [{ name: 'ops', url: 'http://127.0.0.1:9/', secretEnv: 'MONITOR_TEST_UNSET_SECRET_VAR' }] }));
+    const env: NodeJS.ProcessEnv = { ...process.env, EVALGAP_DATA_DIR: path.join(dir, 'data'), EVALGAP_GROUP: uniqueName('g'), EVALGAP_LOG_LEVEL: 'warn' };
+    delete env.MONITOR_TEST_UNSET_SECRET_VAR;
+    const cli = (args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const c = spawn(process.execPath, [CLI, 'monitor', '--model', modelDir, '--config', cfgFile, '--metrics-port', '0', ...args], { env });
+        let out = '';
+        c.stdout.on('data', (d) => (out += d));
+        c.stderr.on('data', (d) => (out += d));
+        // a live monitor would run until stopped: it must never get that far
+        const live = setTimeout(() => c.kill('SIGKILL'), 60_000);
+        c.on('exit', (code) => {
+          clearTimeout(live);
+          resolve({ code, out });
+        });
+      });
+    for (const [args, msg] of [
+      [['--from', '2026-12-07T00:00:00Z', '--to', '2026-12-08T00:00:00Z', '--json'], /--from is an option of --backtest; --to is an option of --backtest; --json is an option of --backtest/],
+      [['--status-days', '3'], /--status-days is an option of --status/],
+      [['--status', '--backtest'], /--status and --backtest are separate modes/],
+      [['--backtest', '--from', '2026-12-08T00:00:00Z', '--to', '2026-12-07T00:00:00Z'], /--from \(2026-12-08T00:00:00\.000Z\) must be before --to/],
+    ] as [string[], RegExp][]) {
+      const r = await cli(args);
+      expect(r.code, `${args.join(' ')}: ${r.out}`).toBe(2);
+      expect(r.out).toMatch(msg);
+      expect(r.out).not.toMatch(/monitor started|elected/);
+    }
+    // the receiver's secret variable is unset: delivery would need it, these modes do not
+    const st = await cli(['--status', '--status-days', '2']);
+    expect(st.code, st.out).toBe(0);
+    expect(st.out).toMatch(/eval-set mismatch/);
+    const bt = await cli(['--backtest', '--from', '2026-12-07T00:00:00Z', '--to', '2026-12-08T00:00:00Z']);
+    expect(bt.code, bt.out).toBe(0);
+    expect(bt.out).toMatch(/backtest 2026-12-07T00:00:00\.000Z/);
+    // a live monitor still needs it
+    const live = await cli(['--once']);
+    expect(live.code).toBe(2);
+    expect(live.out).toMatch(/MONITOR_TEST_UNSET_SECRET_VAR is not set/);
+  });
 });
