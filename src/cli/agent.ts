@@ -7,6 +7,7 @@ import type { Config } from '../config/index.js';
 import { depthCoverage, sessionSummary, sessionTurns, toolChains } from '../store/agent.js';
 import { openReader } from './gaps.js';
 import { table } from './format.js';
+import { untestedDepthNote } from '../report/depth-note.js';
 
 export interface AgentCoverageOptions {
   since: Date;
@@ -52,11 +53,8 @@ export async function agentCoverageCommand(cfg: Config, o: AgentCoverageOptions)
         ['turn', 'production', 'uncovered', 'vs all turns', 'eval cases'],
         depth.rows.map((x) => [x.band, `${pct(x.share)} (${x.requests})`, x.requests ? pct(x.uncoveredShare) : '-', x.requests && overall ? `${(x.uncoveredShare / overall).toFixed(1)}×` : '-', x.evalShare === null ? 'unknown' : pct(x.evalShare)]),
       ));
-      const untestedDepth = depth.rows.filter((x) => x.evalShare === 0 && x.requests > 0);
-      if (untestedDepth.length) {
-        const share = untestedDepth.reduce((a, x) => a + x.share, 0);
-        console.log(`The eval set has no case at turn ${untestedDepth.map((x) => x.band).join(', ')}: ${pct(share)} of production traffic is there.`);
-      }
+      const note = untestedDepthNote(depth.rows, depth.evalCases);
+      if (note) console.log(note);
     }
     const v = chains.verdicts;
     const withTools = Object.entries(v).filter(([k]) => k !== 'none').reduce((a, [, n]) => a + n, 0);

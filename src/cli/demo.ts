@@ -27,6 +27,7 @@ import { formatGapReport } from './gaps.js';
 import { modelSummary, pct, table } from './format.js';
 import { readAgentFile, saveAgentFile } from '../coverage/agent.js';
 import { depthCoverage, toolChains } from '../store/agent.js';
+import { untestedDepthNote } from '../report/depth-note.js';
 import { writeReport } from './report.js';
 import { headline } from './estimate.js';
 import { computeEstimate, storeWeightedScores } from '../estimate/run.js';
@@ -288,8 +289,8 @@ async function showAgentCoverage(ctx: DemoContext): Promise<void> {
     ['turn', 'production', 'uncovered', 'eval cases'],
     depth.rows.map((r) => [r.band, `${pct(r.share)} (${r.requests})`, r.requests ? pct(r.uncoveredShare) : '-', r.evalShare === null ? 'unknown' : pct(r.evalShare)]),
   )));
-  const beyond = depth.rows.filter((r) => r.evalShare === 0 && r.requests > 0);
-  if (beyond.length) say(`   the eval set has no case at turn ${beyond.map((r) => r.band).join(', ')}: ${pct(beyond.reduce((a, r) => a + r.share, 0))} of production traffic is there`);
+  const beyond = untestedDepthNote(depth.rows, depth.evalCases);
+  if (beyond) say(`   ${beyond}`);
   for (const c of chains.untested) say(`   untested tool chain: ${c.chain} (${c.requests} requests, ${pct(c.failureRate)} failed or escalated; first untested step ${c.missingBigram})`);
 }
 

@@ -335,6 +335,7 @@ async function agentSection(store: Store, since: number, until: number): Promise
   if (!depth.withTurn && !withTools && !sessions.sessions) return null;
   return {
     depth: depth.rows.map((r) => ({ band: r.band, requests: r.requests, share: r.share, uncoveredShare: r.uncoveredShare, evalShare: r.evalShare })),
+    evalCases: depth.evalCases,
     withTurn: depth.withTurn,
     total: depth.total,
     chainVerdicts: chains.verdicts,

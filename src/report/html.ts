@@ -3,6 +3,7 @@
  * inlined, no request to any network. Pure: data and the library's source in, HTML out.
  */
 import type { ReportData, ReportGap, ReportVersionComparison } from './types.js';
+import { untestedDepthNote } from './depth-note.js';
 
 const esc = (s: unknown): string =>
   String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -92,10 +93,8 @@ function agentSection(d: ReportData): string {
   const depthRows = a.depth
     .map((r) => `<tr><td>${esc(r.band)}</td><td class="num">${r.requests}</td><td class="num">${pct(r.share)}</td><td class="num">${r.requests ? pct(r.uncoveredShare) : '–'}</td><td class="num">${r.evalShare === null ? 'unknown' : pct(r.evalShare)}</td></tr>`)
     .join('');
-  const untestedDepth = a.depth.filter((r) => r.evalShare === 0 && r.requests > 0);
-  const depthNote = untestedDepth.length
-    ? `<p class="note"><b>The eval set has no case at turn ${untestedDepth.map((r) => esc(r.band)).join(', ')}</b>: ${pct(untestedDepth.reduce((x, r) => x + r.share, 0))} of production traffic is there.</p>`
-    : '';
+  const note = untestedDepthNote(a.depth, a.evalCases);
+  const depthNote = note ? `<p class="note"><b>${esc(note)}</b></p>` : '';
   const verdicts = Object.entries(a.chainVerdicts).filter(([k]) => k !== 'none');
   const chains = a.untestedChains.length
     ? `<table id="untested-chains"><thead><tr><th>untested tool chain</th><th>requests</th><th>failed or escalated</th><th>first untested step</th><th>example</th></tr></thead><tbody>${a.untestedChains

@@ -87,6 +87,8 @@ export interface ReportVersionComparison {
 
 export interface AgentSection {
   depth: { band: string; requests: number; share: number; uncoveredShare: number; evalShare: number | null }[];
+  /** eval cases that give a depth (the depth profile's cases) */
+  evalCases: number;
   /** requests that carry a turn index, of all in the period */
   withTurn: number;
   total: number;

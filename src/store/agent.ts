@@ -34,7 +34,7 @@ export interface DepthRow {
 }
 
 /** Production traffic by conversation depth band (requests that carry a turn), with the eval set's profile. */
-export async function depthCoverage(s: StoreReader, w: Window): Promise<{ rows: DepthRow[]; withTurn: number; total: number }> {
+export async function depthCoverage(s: StoreReader, w: Window): Promise<{ rows: DepthRow[]; withTurn: number; total: number; evalCases: number }> {
   const f = filter(w);
   const rows = await s.query<{ depth_band: number; requests: string; uncovered: string }>(
     `SELECT toUInt8(multiIf(turn <= 1, 0, turn <= 3, 1, turn <= 7, 2, 3)) AS depth_band, count() AS requests, countIf(covered = 0) AS uncovered
@@ -57,6 +57,8 @@ export async function depthCoverage(s: StoreReader, w: Window): Promise<{ rows: 
   return {
     withTurn,
     total: Number(tot?.total ?? 0),
+    /** eval cases that give a depth (`turn` or `turns`), over the period's model versions */
+    evalCases,
     rows: DEPTH_BANDS.map((band, i) => {
       const r = rows.find((x) => Number(x.depth_band) === i);
       const n = Number(r?.requests ?? 0);

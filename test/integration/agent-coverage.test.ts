@@ -137,7 +137,7 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     expect(out.sessions.deepestTurn).toBe(12);
     // the table view says it in words
     const table = await run('node', [CLI, 'agent-coverage', '--since', since, '--until', until, '--data-dir', cfg.clickhouse.path]);
-    expect(table.stdout).toMatch(/The eval set has no case at turn 4-7, 8\+: \d+\.\d% of production traffic is there/);
+    expect(table.stdout).toMatch(/No eval case that gives its depth \(\d+ give `turn` or `turns`; cases without either are not counted\) is at turn 4-7, 8\+: \d+\.\d% of production traffic is there/);
     expect(table.stdout).toContain('search_kb → escalate_human → create_ticket');
     // export-gaps: a case deep in a conversation comes with the session's earlier turns, and fit reads its depth
     const gapStore = await Store.open(cfg.clickhouse, { migrate: false });
@@ -167,6 +167,6 @@ describe('conversation depth, tool chains and sessions against the eval set', ()
     const page = fs.readFileSync(html, 'utf8');
     expect(page).toContain('id="agent-coverage"');
     expect(page).toContain('search_kb → escalate_human → create_ticket');
-    expect(page).toMatch(/The eval set has no case at turn 4-7, 8\+<\/b>/);
+    expect(page).toMatch(/No eval case that gives its depth \(\d+ give `turn` or `turns`; cases without either are not counted\) is at turn 4-7, 8\+: \d+\.\d% of production traffic is there\.<\/b>/);
   });
 });

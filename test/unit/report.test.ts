@@ -105,13 +105,13 @@ describe('the conversations and tool chains section', () => {
         { band: '4-7', requests: 30, share: 0.3, uncoveredShare: 0.3, evalShare: 0 },
         { band: '8+', requests: 10, share: 0.1, uncoveredShare: 0.4, evalShare: 0 },
       ],
-      withTurn: 100, total: 120,
+      evalCases: 25, withTurn: 100, total: 120,
       chainVerdicts: { exact: 50, untested: 12, none: 38 },
       untestedChains: [{ chain: 'search → <script>', requests: 12, failureRate: 0.25, missingBigram: 'search→<script>', example: 'where is <b>it</b>' }],
       sessions: { sessions: 30, leftCoverage: 9, firstUncoveredByBand: [2, 3, 3, 1], deepestTurn: 11 },
     } }), '');
     expect(html).toContain('id="agent-coverage"');
-    expect(html).toContain('The eval set has no case at turn 4-7, 8+</b>: 40.0% of production traffic');
+    expect(html).toContain('No eval case that gives its depth (25 give `turn` or `turns`; cases without either are not counted) is at turn 4-7, 8+: 40.0% of production traffic is there.</b>');
     expect(html).toContain('search → &lt;script&gt;');
     expect(html).not.toContain('search → <script>');
     expect(html).toContain('Tool chains: exact 50, untested 12');
