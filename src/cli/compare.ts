@@ -140,7 +140,7 @@ export function formatCompare(r: CompareReport): string {
   const lines = [
     `compare ${r.candidate} (candidate) with ${r.baseline} (baseline), ${r.period.since} to ${r.period.until}${r.agent ? `, agent ${r.agent}` : ''}, coverage model ${r.model_version}`,
     `units: sessions (requests without a session id count alone); baseline ${res.overall.units.baseline} units / ${res.overall.requests.baseline} requests, candidate ${res.overall.units.candidate} / ${res.overall.requests.candidate}`,
-    `slow: ${r.slow.ms === null ? 'no latency recorded, not compared' : `latency above ${r.slow.ms.toFixed(0)} ms (${r.slow.source})`}`,
+    `slow: ${r.slow.ms === null ? 'no latency recorded, not compared' : !r.outcomes.includes('slow') ? 'not compared (--outcomes)' : `latency above ${r.slow.ms.toFixed(0)} ms (${r.slow.source})`}`,
     `intervals: anytime-valid (valid however often you look); ${res.tests} tests share α = ${res.alpha} (Bonferroni: ${res.alphaPerTest.toExponential(2)} each)`,
     '',
     table(['segment', 'label', 'units b/c', 'outcome', 'baseline', 'candidate', 'diff (pp)', 'ratio', 'verdict'], rows, 40),

@@ -147,6 +147,8 @@ describe('evalgap compare', () => {
     expect(t.status).toBe(0);
     expect(t.stdout).toMatch(/anytime-valid/);
     expect(t.stdout).toMatch(/escalated .* worse/);
+    // latency was recorded but slow is not among the outcomes asked for
+    expect(t.stdout).toMatch(/^slow: not compared \(--outcomes\)$/m);
     const missing = run('--baseline', 'v1', '--candidate', 'v9');
     expect(missing.status).not.toBe(0);
     expect(missing.stderr).toMatch(/no requests of version "v9".*versions seen \(most requests first\): v1 \(\d+\), v2 \(\d+\), s2 \(300\), '' \(no version\)/);
