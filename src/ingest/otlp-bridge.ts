@@ -181,14 +181,14 @@ export class OtlpBridge {
         if (!isRunning() || isStale()) break;
         const decoded = decodeOtlpTraces(m.value, this.opts.encoding, this.opts.maxMessageBytes);
         if (!decoded.ok) {
-          this.metrics.dropped.inc({ reason: 'bad_payload' });
+          out.count.dropped('bad_payload');
           out.dead(m.value ?? Buffer.alloc(0), decoded.reason, batch.topic, batch.partition, m.offset);
         } else {
-          this.metrics.spans.inc(decoded.spans.length);
+          out.count.spans += decoded.spans.length;
           const lateBefore = state.assembler.lateSpans;
           for (const c of state.assembler.push(BigInt(m.offset), decoded.spans, Date.now())) this.emit(out, c, batch.partition);
           const late = state.assembler.lateSpans - lateBefore;
-          if (late) this.metrics.dropped.inc({ reason: 'late_span' }, late);
+          if (late) out.count.dropped('late_span', late);
         }
         last = m.offset;
       }
@@ -211,16 +211,16 @@ export class OtlpBridge {
 
   private emit(out: Outbox, c: ReturnType<PartitionAssembler['push']>[number], partition: number): void {
     if (c.kind === 'incomplete') {
-      this.metrics.dropped.inc({ reason: 'incomplete_trace' });
+      out.count.dropped('incomplete_trace');
       out.deadTrace(c.traceId, c.spans, c.reason, this.opts.sourceTopic, partition);
       return;
     }
     const turn = turnFromTrace(c.spans, { escalatedAttribute: this.opts.escalatedAttribute });
     if (!turn.ok) {
-      this.metrics.dropped.inc({ reason: 'no_user_message' });
+      out.count.dropped('no_user_message');
       return;
     }
-    this.metrics.turns.inc();
+    out.count.turns++;
     out.turn(turn.message.session_id ?? c.traceId, JSON.stringify(turn.message));
   }
 
@@ -239,6 +239,7 @@ export class OtlpBridge {
       throw e;
     }
     state.committed = `${point.offset}|${point.metadata}`;
+    this.counted(out);
     this.metrics.open.set([...this.parts.values()].reduce((n, s) => n + s.assembler.openTraces, 0));
   }
 
@@ -253,7 +254,7 @@ export class OtlpBridge {
         const out = new Outbox(this.opts);
         for (const c of state.assembler.flushIdle(Date.now())) this.emit(out, c, partition);
         const point = state.assembler.commitPoint();
-        if (out.empty() && `${point.offset}|${point.metadata}` === state.committed) return;
+        if (out.empty() && `${point.offset}|${point.metadata}` === state.committed) return this.counted(out);
         await this.commit(state, out, this.opts.sourceTopic, partition);
       });
       state.chain = run.catch(() => {});
@@ -266,6 +267,17 @@ export class OtlpBridge {
         this.consumer?.seek({ topic: this.opts.sourceTopic, partition, offset: await this.committedOffset(partition) });
       }
     }
+  }
+
+  /**
+   * The counters move only for what a committed transaction wrote: a transaction that fails is
+   * aborted and its batch read again, and would otherwise be counted twice.
+   */
+  private counted(out: Outbox): void {
+    const c = out.count;
+    if (c.spans) this.metrics.spans.inc(c.spans);
+    if (c.turns) this.metrics.turns.inc(c.turns);
+    for (const [reason, n] of c.drops) this.metrics.dropped.inc({ reason }, n);
   }
 
   private async committedOffset(partition: number): Promise<string> {
@@ -285,6 +297,15 @@ export class OtlpBridge {
 class Outbox {
   private turns: Out['messages'] = [];
   private dlq: Out['messages'] = [];
+  /** what this transaction's metrics will count once it commits */
+  readonly count = {
+    spans: 0,
+    turns: 0,
+    drops: new Map<string, number>(),
+    dropped(reason: string, n = 1): void {
+      this.drops.set(reason, (this.drops.get(reason) ?? 0) + n);
+    },
+  };
 
   constructor(private readonly opts: OtlpBridgeOptions) {}
 
