@@ -32,9 +32,9 @@ export function registerEstimateCommands(
   program
     .command('results')
     .description('store an eval run\'s per-case results (JSONL: {"id", "passed"} or {"id", "score"}, optional "scores": {metric: 0–1}) against a coverage model\'s cases, for evalgap estimate')
-    .argument('<file>', 'JSONL file of results, one case per line, matched to the model\'s cases by "id"')
+    .argument('<file>', 'JSONL file of results, one case per line, matched to the model\'s cases by "id" (- reads standard input)')
     .requiredOption('--model <dir>', 'the coverage model whose eval set was run (from evalgap fit)')
-    .option('--run-id <id>', 'eval run id (default: run-<sha256 of the file, 12 hex>; the same file again replaces its rows)')
+    .option('--run-id <id>', "eval run id (default: run-<sha256 of the file, 12 hex>). A run is replaced whole: another file under the same run id and model replaces all of the run's results, and the same file again changes nothing")
     .option('--allow-bad-lines', 'store the good results even when some lines are malformed or name no case (they are still listed)')
     .option('--clickhouse-url <url>', 'ClickHouse server URL; default: embedded engine (EVALGAP_CLICKHOUSE_URL)')
     .option('--data-dir <dir>', 'embedded ClickHouse data folder (EVALGAP_DATA_DIR)')

@@ -10,11 +10,12 @@ import { discoverGaps } from '../gaps/run.js';
 import { matchResults, parseResults } from '../estimate/results.js';
 import { computeEstimate, computePlan, EstimateError, storeWeightedScores, type EstimateQuery, type EstimateReport, type PlanReport } from '../estimate/run.js';
 import type { Estimate } from '../estimate/poststratify.js';
-import { insertEvalResults, type EvalResultRow } from '../store/estimate.js';
+import { storeEvalLoad } from '../store/estimate.js';
 import { canWrite, readUncovered, type StoreReader } from '../store/gaps.js';
 import { Store } from '../store/store.js';
 import { UserError } from './errors.js';
-import { pct, table } from './format.js';
+import { escapeControl, pct, table } from './format.js';
+import { readTextInput, utf8Warning } from './input.js';
 import { openReader } from './gaps.js';
 
 export async function resultsCommand(
@@ -22,36 +23,37 @@ export async function resultsCommand(
   file: string,
   opts: { model: string; runId?: string; allowBadLines?: boolean },
 ): Promise<void> {
-  if (!fs.existsSync(file)) throw new UserError(`results file ${file} does not exist`);
+  const { text: content, bytes, invalid } = readTextInput(file, 'results file');
+  const warning = utf8Warning(file === '-' ? 'stdin' : file, invalid);
+  if (warning) console.error(warning);
   const model = loadCoverageModel(opts.model);
-  const content = fs.readFileSync(file, 'utf8');
   const { results, errors } = parseResults(content);
   const { matched, unmatched } = matchResults(results, model.cases, model.labels);
-  for (const e of errors.slice(0, 20)) console.error(`${file}:${e.line}: ${e.reason}`);
+  for (const e of errors.slice(0, 20)) console.error(escapeControl(`${file}:${e.line}: ${e.reason}`));
   if (errors.length > 20) console.error(`… and ${errors.length - 20} more bad line(s)`);
   if (unmatched.length) {
     console.error(
-      `${unmatched.length} result(s) name no case of coverage model ${model.manifest.version}: ` +
-        unmatched.slice(0, 5).map((u) => `"${u.id}" (line ${u.line})`).join(', ') + (unmatched.length > 5 ? ', …' : ''),
+      escapeControl(
+        `${unmatched.length} result(s) name no case of coverage model ${model.manifest.version}: ` +
+          unmatched.slice(0, 5).map((u) => `"${u.id}" (line ${u.line})`).join(', ') + (unmatched.length > 5 ? ', …' : ''),
+      ),
     );
   }
   if ((errors.length || unmatched.length) && !opts.allowBadLines) {
     throw new UserError(`nothing stored: fix the lines above, or pass --allow-bad-lines to store the ${matched.length} good result(s)`);
   }
   if (!matched.length) throw new UserError(`no result in ${file} matches a case of coverage model ${model.manifest.version} (cases are matched by "id")`);
-  const runId = opts.runId ?? `run-${createHash('sha256').update(content).digest('hex').slice(0, 12)}`;
-  const source = path.basename(file);
-  const rows: EvalResultRow[] = matched.map((m) => ({
-    model_version: model.manifest.version,
-    run_id: runId,
+  // the file's bytes identify it: the default run id, and the load id that makes the same file again a no-op
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  const runId = opts.runId ?? `run-${digest.slice(0, 12)}`;
+  const rows = matched.map((m) => ({
     case_id: m.id,
     cluster: m.cluster,
     tags: m.tags,
-    passed: m.passed === null ? null : m.passed ? 1 : 0,
+    passed: m.passed === null ? null : m.passed ? (1 as const) : (0 as const),
     score: m.score,
     scores: m.scores,
     value: m.value,
-    source,
   }));
   const store = await Store.open(cfg.clickhouse).catch((e: Error) => {
     throw new UserError(
@@ -60,10 +62,11 @@ export async function resultsCommand(
         : `cannot open the store to write results (${e.message}); stop the evalgap run holding it, or use a ClickHouse server`,
     );
   });
+  let stored: Awaited<ReturnType<typeof storeEvalLoad>>;
   try {
     const m = model.manifest;
     await store.registerClusters(m.clusters.map((c) => ({ model_version: m.version, cluster: c.id, label: c.label, size: c.size, share: c.share, examples: c.examples })));
-    await insertEvalResults(store, rows, `results:${m.version}:${runId}:${createHash('sha256').update(content).digest('hex').slice(0, 16)}`);
+    stored = await storeEvalLoad(store, { modelVersion: m.version, runId, loadId: digest.slice(0, 16), source: file === '-' ? 'stdin' : path.basename(file), rows });
   } finally {
     await store.close();
   }
@@ -72,10 +75,13 @@ export async function resultsCommand(
   const mean = withValue.length ? withValue.reduce((s, m) => s + m.value!, 0) / withValue.length : null;
   const casesWith = new Set(matched.map((m) => m.id)).size;
   console.log(
-    `stored ${matched.length} result(s) as eval run ${runId} of coverage model ${model.manifest.version}` +
+    (stored.unchanged
+      ? `eval run ${runId} of coverage model ${model.manifest.version} already holds these ${matched.length} result(s) (the same file): nothing changed`
+      : `stored ${matched.length} result(s) as eval run ${runId} of coverage model ${model.manifest.version}`) +
       (mean !== null ? `: eval score ${pct(mean)} over ${withValue.length} case(s)` : '') +
       (metrics.length ? `; metrics: ${metrics.join(', ')}` : '') +
-      `; ${model.cases.length - casesWith} of the model's ${model.cases.length} cases have no result`,
+      `; ${model.cases.length - casesWith} of the model's ${model.cases.length} cases have no result` +
+      (stored.replaced !== null ? `; they replace the run's previous ${stored.replaced} result(s), which are no longer read` : ''),
   );
 }
 
@@ -356,7 +362,7 @@ export async function planCommand(
     refuseEmptyPlan(computed);
     const p = await planView(o.reader, computed, n);
     if (opts.out) {
-      const written = writePlanCases(p, opts.out);
+      const written = writePlanCases(p, opts.out).length;
       console.error(`wrote ${written} candidate case(s) to ${opts.out} (production queries of the planned strata; review and label them)${shortfall(p, written)}`);
     }
     if (opts.format === 'json') {
@@ -381,12 +387,12 @@ export async function planCommand(
   });
 }
 
-/** Write a plan's candidate cases (planCases) as JSONL that evalgap fit reads; returns how many (plan --out, export-gaps --plan). */
-export function writePlanCases(p: PlanReport, file: string): number {
+/** Write a plan's candidate cases (planCases) as JSONL that evalgap fit reads; returns them (plan --out, export-gaps --plan). */
+export function writePlanCases(p: PlanReport, file: string): ReturnType<typeof planCases> {
   const lines = planCases(p);
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   fs.writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + (lines.length ? '\n' : ''));
-  return lines.length;
+  return lines;
 }
 
 /**
@@ -408,14 +414,21 @@ export async function exportGapsPlanCommand(cfg: Config, opts: WindowOpts & { bu
     const computed = await computePlan(o.reader, { ...query({ ...opts, modelVersion: opts.modelVersion === 'all' ? 'latest' : opts.modelVersion }), budget: opts.budget, examples: opts.budget });
     refuseEmptyPlan(computed);
     const p = await planView(o.reader, computed, opts.budget);
-    const n = writePlanCases(p, opts.out);
+    const lines = writePlanCases(p, opts.out);
+    const n = lines.length;
     console.log(headline(p.report.estimate));
     console.log(
       `wrote ${n} candidate eval case(s) of a plan for ${opts.budget} to ${opts.out} (Neyman allocation over the clusters and the untested gaps` +
         `${p.gapsFrom ? `, gap discovery of ${p.gapsFrom}` : ''})${shortfall(p, n)}`,
     );
+    // per stratum: what was written (these add up to the line above), beside what the plan placed there
+    const written = new Map<string, number>();
+    for (const l of lines) written.set(`${l.plan_kind}:${l.plan_target}`, (written.get(`${l.plan_kind}:${l.plan_target}`) ?? 0) + 1);
     for (const x of p.plan.items.filter((i) => i.cases > 0).sort((a, b) => b.cases - a.cases)) {
-      console.log(`  ${where(x)}  ${x.label}  ${x.cases} case(s)`);
+      const key = `${x.kind}:${x.id}`;
+      const w = written.get(key) ?? 0;
+      const why = w < x.cases && p.noExamples.has(key) ? `: ${p.noExamples.get(key)}` : '';
+      console.log(`  ${where(x)}  ${x.label}  wrote ${w} case(s), planned ${x.cases}${why}`);
     }
     if (n) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
   });

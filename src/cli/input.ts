@@ -1,9 +1,10 @@
 /**
- * Reading the files the CLI is given: a clear one-line error for a missing path or a directory,
- * and a warning (how many invalid sequences, on which lines) for text that is not valid UTF-8.
+ * Reading the files the CLI is given: a clear one-line error for a missing path, a directory or a
+ * file too large to read, and a warning (how many invalid sequences, on which lines) for text that
+ * is not valid UTF-8.
  */
 import fs from 'node:fs';
-import { isUtf8 } from 'node:buffer';
+import { constants as bufferConstants, isUtf8 } from 'node:buffer';
 import { UserError } from './errors.js';
 import { escapeControl } from './format.js';
 
@@ -17,15 +18,38 @@ export interface InvalidUtf8 {
 export interface TextInput {
   /** the file's text, decoded as UTF-8 (a leading byte-order mark removed) */
   text: string;
+  /** the file's bytes as read */
+  bytes: Buffer;
   invalid: InvalidUtf8 | null;
 }
 
-/** Throw a UserError unless `file` names something readable as a file ('-' is standard input). */
+/**
+ * The largest input read, in bytes: the longest string Node.js can hold (512 MiB less 24 bytes on
+ * 64-bit). UTF-8 text never decodes to more UTF-16 units than it has bytes, so a file within it
+ * always decodes.
+ */
+export const MAX_INPUT_BYTES: number = bufferConstants.MAX_STRING_LENGTH;
+
+const size = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB (${n} bytes)`;
+
+function tooLarge(what: string, file: string, bytes: number | null): UserError {
+  return new UserError(
+    `${what} ${file === '-' ? '(standard input)' : file} is too large to read: ${bytes === null ? 'more than the limit' : size(bytes)}; ` +
+      `the limit is ${size(MAX_INPUT_BYTES)}, the longest text Node.js can hold`,
+  );
+}
+
+/**
+ * Throw a UserError unless `file` names something readable as a file ('-' is standard input): it
+ * must exist, not be a directory, and (a regular file) be no larger than MAX_INPUT_BYTES, checked
+ * by its size before anything is read.
+ */
 export function checkInputFile(file: string, what: string): void {
   if (file === '-') return;
   const st = fs.statSync(file, { throwIfNoEntry: false });
   if (!st) throw new UserError(`${what} ${file} does not exist`);
   if (st.isDirectory()) throw new UserError(`${what} ${file} is a directory; give a file`);
+  if (st.isFile() && st.size > MAX_INPUT_BYTES) throw tooLarge(what, file, st.size);
 }
 
 /** Throw a UserError when an output path is a directory or its folder does not exist. */
@@ -59,10 +83,21 @@ export function invalidUtf8(buf: Buffer): InvalidUtf8 | null {
   return { sequences, lines };
 }
 
+/**
+ * A file's text (checkInputFile first). Standard input, a pipe or a file that grew since its size
+ * was checked is measured once read: over MAX_INPUT_BYTES it is the same one-line error, not a crash.
+ */
 export function readTextInput(file: string, what: string): TextInput {
   checkInputFile(file, what);
-  const buf = fs.readFileSync(file === '-' ? 0 : file);
-  return { text: buf.toString('utf8').replace(/^\uFEFF/, ''), invalid: invalidUtf8(buf) };
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file === '-' ? 0 : file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_FS_FILE_TOO_LARGE') throw tooLarge(what, file, null);
+    throw e;
+  }
+  if (buf.length > MAX_INPUT_BYTES) throw tooLarge(what, file, buf.length);
+  return { text: buf.toString('utf8').replace(/^\uFEFF/, ''), bytes: buf, invalid: invalidUtf8(buf) };
 }
 
 /** The warning printed for input that is not valid UTF-8 (null when it is). */

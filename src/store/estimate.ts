@@ -1,13 +1,19 @@
 /**
- * The estimate stage's reads and writes: eval results per case (migration 15), production traffic
- * per cluster, and the daily production-weighted score (migration 16). Values are always bound as
- * query parameters; only the store's table names are interpolated.
+ * The estimate stage's reads and writes: eval results per case (migration 15; loads, migration 20),
+ * production traffic per cluster, and the daily production-weighted score (migration 16). Values are
+ * always bound as query parameters; only the store's table names are interpolated.
+ *
+ * An eval run is replaced whole: each load of a (model version, run id) writes its rows under a load
+ * id, then commits one row in eval_loads; the run reads as its latest committed load only (view
+ * latest_eval_results), so a second file under the same run id never mixes with the first, and a
+ * load that stopped before its commit is never read.
  */
+import { createHash } from 'node:crypto';
 import { BANDS } from '../coverage/bands.js';
 import type { StoreReader, StoreWriter, Window } from './gaps.js';
 import type { Store } from './store.js';
 
-/** One row of {db}.eval_results as inserted. */
+/** One row of {db}.eval_results as inserted (its load_id is set by storeEvalLoad). */
 export interface EvalResultRow {
   model_version: string;
   run_id: string;
@@ -21,9 +27,68 @@ export interface EvalResultRow {
   source: string;
 }
 
-/** Insert with deduplication tokens derived from `token`: repeating the same import is a no-op. */
-export async function insertEvalResults(w: Store, rows: EvalResultRow[], token: string): Promise<void> {
+export interface EvalLoad {
+  modelVersion: string;
+  runId: string;
+  /** identifies the load's content (the same file gives the same id) */
+  loadId: string;
+  /** the results file */
+  source: string;
+  rows: Omit<EvalResultRow, 'model_version' | 'run_id' | 'source'>[];
+}
+
+/** The committed load a run reads as (null: no committed load). */
+export async function currentEvalLoad(r: StoreReader, modelVersion: string, runId: string): Promise<{ load_id: string; cases: number } | null> {
+  const rows = await r.query<{ cur: string; n: string }>(
+    `SELECT argMax(load_id, (loaded_at, load_id)) AS cur, argMax(cases, (loaded_at, load_id)) AS n
+     FROM ${r.t('eval_loads')} FINAL WHERE model_version = {v:String} AND run_id = {run:String}
+     HAVING count() > 0`,
+    { v: modelVersion, run: runId },
+  );
+  return rows.length ? { load_id: rows[0].cur, cases: Number(rows[0].n) } : null;
+}
+
+/**
+ * Store one load of an eval run, replacing whatever the run held: its rows first (under its load
+ * id), then its commit in eval_loads, after checking every row is there. Until the commit, readers
+ * see the run as it was; after it, exactly this load's rows. When the run already reads as this very
+ * load (the same file again), nothing is written.
+ */
+export async function storeEvalLoad(w: Store, load: EvalLoad): Promise<{ unchanged: boolean; replaced: number | null }> {
+  const key = { v: load.modelVersion, run: load.runId, load: load.loadId };
+  const current = await currentEvalLoad(w, load.modelVersion, load.runId);
+  if (current?.load_id === load.loadId && current.cases === load.rows.length) return { unchanged: true, replaced: null };
+  const rows = load.rows.map((x) => ({ model_version: load.modelVersion, run_id: load.runId, load_id: load.loadId, ...x, source: load.source }));
+  const token = `results:${load.modelVersion}:${load.runId}:${load.loadId}`;
   for (let i = 0; i < rows.length; i += 10_000) await w.insertJson('eval_results', rows.slice(i, i + 10_000), `${token}:${i}`);
+  const [n] = await w.query<{ n: string }>(
+    `SELECT count() AS n FROM ${w.t('eval_results')} FINAL WHERE model_version = {v:String} AND run_id = {run:String} AND load_id = {load:String}`,
+    key,
+  );
+  if (Number(n?.n ?? 0) !== rows.length) {
+    throw new Error(`eval run ${load.runId}: ${n?.n ?? 0} of the ${rows.length} rows of load ${load.loadId} are stored; not committed (the run reads as before)`);
+  }
+  await w.insertJson('eval_loads', [{ model_version: load.modelVersion, run_id: load.runId, load_id: load.loadId, cases: rows.length, source: load.source }]);
+  return { unchanged: false, replaced: current && current.load_id !== load.loadId ? current.cases : null };
+}
+
+/**
+ * Store rows already keyed by model version and run id: each run among them as one load (storeEvalLoad)
+ * whose id derives from `token`, so repeating the same import is a no-op and another replaces the run.
+ */
+export async function insertEvalResults(w: Store, rows: EvalResultRow[], token: string): Promise<void> {
+  const runs = new Map<string, EvalResultRow[]>();
+  for (const x of rows) {
+    const k = JSON.stringify([x.model_version, x.run_id]);
+    const run = runs.get(k);
+    if (run) run.push(x);
+    else runs.set(k, [x]);
+  }
+  const loadId = createHash('sha256').update(token).digest('hex').slice(0, 16);
+  for (const run of runs.values()) {
+    const { model_version, run_id, source } = run[0];
+    await storeEvalLoad(w, { modelVersion: model_version, runId: run_id, loadId, source, rows: run.map(({ model_version: _m, run_id: _r, source: _s, ...x }) => x) });
+  }
 }
 
 export interface EvalRunInfo {
@@ -31,24 +96,28 @@ export interface EvalRunInfo {
   cases: number;
   /** mean of passed/score (null: per-metric scores only) */
   mean: number | null;
+  /** when the run's current load was committed */
   stored_at: string;
 }
 
-/** The eval runs stored for a coverage model version, latest first. */
+/** The eval runs stored for a coverage model version (each as its latest load), latest load first. */
 export async function listEvalRuns(r: StoreReader, modelVersion: string): Promise<EvalRunInfo[]> {
-  const rows = await r.query<{ run_id: string; cases: string; mean: number | null; stored_at: string }>(
-    `SELECT run_id, count() AS cases, avgOrNull(value) AS mean, max(stored_at) AS stored_at
-     FROM ${r.t('eval_results')} FINAL WHERE model_version = {v:String}
-     GROUP BY run_id ORDER BY stored_at DESC, run_id`,
+  const rows = await r.query<{ run_id: string; cases: string; mean: number | null; committed: string }>(
+    `SELECT e.run_id AS run_id, count() AS cases, avgOrNull(e.value) AS mean, toString(any(l.loaded_at)) AS committed
+     FROM ${r.t('latest_eval_results')} AS e
+     INNER JOIN (SELECT run_id, max(loaded_at) AS loaded_at FROM ${r.t('eval_loads')} FINAL WHERE model_version = {v:String} GROUP BY run_id) AS l
+       ON l.run_id = e.run_id
+     WHERE e.model_version = {v:String}
+     GROUP BY e.run_id ORDER BY committed DESC, run_id`,
     { v: modelVersion },
   );
-  return rows.map((x) => ({ run_id: x.run_id, cases: Number(x.cases), mean: x.mean === null ? null : Number(x.mean), stored_at: x.stored_at }));
+  return rows.map((x) => ({ run_id: x.run_id, cases: Number(x.cases), mean: x.mean === null ? null : Number(x.mean), stored_at: x.committed }));
 }
 
 /** Model versions that have eval results, latest first. */
 export async function modelsWithResults(r: StoreReader): Promise<string[]> {
   const rows = await r.query<{ v: string }>(
-    `SELECT model_version AS v FROM ${r.t('eval_results')} GROUP BY v ORDER BY max(stored_at) DESC`,
+    `SELECT model_version AS v FROM ${r.t('eval_loads')} FINAL GROUP BY v ORDER BY max(loaded_at) DESC`,
   );
   return rows.map((x) => x.v);
 }
@@ -66,7 +135,7 @@ export async function evalResultsByCluster(
   const value = metric ? `scores[{metric:String}]` : 'value';
   const cond = metric ? ` AND mapContains(scores, {metric:String})` : ' AND value IS NOT NULL';
   const rows = await r.query<{ cluster: number; g: string; n: string; s: number }>(
-    `SELECT cluster, if(empty(tags), '', tags[1]) AS g, count() AS n, sum(${value}) AS s FROM ${r.t('eval_results')} FINAL
+    `SELECT cluster, if(empty(tags), '', tags[1]) AS g, count() AS n, sum(${value}) AS s FROM ${r.t('latest_eval_results')}
      WHERE model_version = {v:String} AND run_id = {run:String}${cond} GROUP BY cluster, g ORDER BY cluster, g`,
     { v: modelVersion, run: runId, ...(metric ? { metric } : {}) },
   );
@@ -84,7 +153,7 @@ export async function evalResultsByCluster(
 /** Metric names present in an eval run. */
 export async function evalRunMetrics(r: StoreReader, modelVersion: string, runId: string): Promise<string[]> {
   const rows = await r.query<{ m: string }>(
-    `SELECT DISTINCT arrayJoin(mapKeys(scores)) AS m FROM ${r.t('eval_results')} FINAL
+    `SELECT DISTINCT arrayJoin(mapKeys(scores)) AS m FROM ${r.t('latest_eval_results')}
      WHERE model_version = {v:String} AND run_id = {run:String} ORDER BY m`,
     { v: modelVersion, run: runId },
   );
@@ -246,7 +315,7 @@ export async function readWeightedScores(r: StoreReader, agent: string, sinceDay
 /** Each cluster's most frequent eval tag in one eval run (its group, toward which small clusters shrink). */
 export async function clusterGroups(r: StoreReader, modelVersion: string, runId: string): Promise<Map<number, string>> {
   const rows = await r.query<{ cluster: number; g: string }>(
-    `SELECT cluster, topK(1)(tag)[1] AS g FROM ${r.t('eval_results')} FINAL ARRAY JOIN tags AS tag
+    `SELECT cluster, topK(1)(tag)[1] AS g FROM ${r.t('latest_eval_results')} ARRAY JOIN tags AS tag
      WHERE model_version = {v:String} AND run_id = {run:String} GROUP BY cluster`,
     { v: modelVersion, run: runId },
   );

@@ -1,4 +1,5 @@
 import { BANDS } from '../coverage/bands.js';
+import { ESTIMATE_MIGRATIONS } from './estimate-migrations.js';
 import { MONITOR_MIGRATIONS } from './monitor-migrations.js';
 
 /**
@@ -507,4 +508,6 @@ export const MIGRATIONS: Migration[] = [
        GROUP BY session_id, agent, model_version`,
     ],
   },
+  // 20: eval runs replaced whole (src/store/estimate-migrations.ts)
+  ...ESTIMATE_MIGRATIONS,
 ];

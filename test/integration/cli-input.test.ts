@@ -326,3 +326,49 @@ describe('evalgap produce', () => {
     expect(got.filter((m) => m.key === null).map((m) => m.value).sort()).toEqual([lines[48], 'not json'].sort());
   });
 });
+
+describe('evalgap results reads its file as the other commands do (new-user audit)', () => {
+  it('a directory: one line, exit 2, no stack trace', () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const r = evalgap('results', dir, '--model', model, '--data-dir', path.join(dir, 'results-data'));
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).toBe(`evalgap: results file ${dir} is a directory; give a file\n`);
+  });
+
+  it('a file over the longest text Node.js holds (a sparse 600 MiB file): results, score, produce and fit say it is too large, with the limit, and exit 2', async () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const { constants } = await import('node:buffer');
+    const big = path.join(dir, 'big.jsonl');
+    fs.writeFileSync(big, '');
+    fs.truncateSync(big, 600 * 2 ** 20); // sparse: no disk used, nothing written
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB \\(${n} bytes\\)`;
+    for (const [what, args] of [
+      ['results file', ['results', big, '--model', model, '--data-dir', path.join(dir, 'results-data')]],
+      ['queries file', ['score', big, '--model', model]],
+      ['request log file', ['produce', big, '--brokers', '127.0.0.1:1']],
+      ['eval set', ['fit', big, '--out', path.join(dir, 'never-big')]],
+    ] as const) {
+      const r = evalgap(...args);
+      expect(r.status, `${args[0]}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(
+        new RegExp(`^evalgap: ${what} ${big.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is too large to read: ${mib(600 * 2 ** 20)}; the limit is ${mib(constants.MAX_STRING_LENGTH)}, the longest text Node.js can hold\n$`),
+      );
+    }
+    fs.rmSync(big);
+  });
+
+  it('a file that is not valid UTF-8: stored with the same warning fit, score and produce print', async () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const { loadCoverageModel } = await import('../../src/coverage/model.js');
+    const [a, b] = loadCoverageModel(model).cases;
+    const f = path.join(dir, 'results-latin1.jsonl');
+    fs.writeFileSync(
+      f,
+      Buffer.concat([Buffer.from(`{"id":${JSON.stringify(a.id)},"passed":true}\n{"id":${JSON.stringify(b.id)},"passed":false,"note":"caf`), Buffer.from([0xe9]), Buffer.from('"}\n')]),
+    );
+    const r = evalgap('results', f, '--model', model, '--data-dir', path.join(dir, 'results-data'));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain('results-latin1.jsonl is not valid UTF-8: 1 invalid byte sequence(s) on line 2;');
+    expect(r.stdout).toContain('stored 2 result(s)');
+  });
+});

@@ -386,3 +386,133 @@ describe('evalgap report', () => {
     expect(html).toMatch(/your eval says \d+\.\d%; on this traffic it would be/);
   });
 });
+
+describe('evalgap results: a run id loaded again with another file replaces the whole run (new-user audit)', () => {
+  const modelDir = () => path.join(dir, 'model');
+  const evalOf = async (run: string, e: NodeJS.ProcessEnv = env) =>
+    JSON.parse((await exec('node', [CLI, 'estimate', '--since', '1d', '--run-id', run, '--format', 'json', '--no-store'], { env: e, maxBuffer: 1 << 24 })).stdout).estimate as { raw: number; evalCases: number };
+  const viewRows = async (run: string) =>
+    JSON.parse((await cli('sql', `SELECT count() AS n, sum(value) AS s FROM evalgap.latest_eval_results WHERE run_id = '${run}'`, '--format', 'json')).stdout)[0] as { n: string; s: number };
+  const writeResults = (name: string, cases: { id: string }[], passed: (id: string) => boolean) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, cases.map((c) => JSON.stringify({ id: c.id, passed: passed(c.id) })).join('\n') + '\n');
+    return f;
+  };
+
+  it("estimate, plan, report, the monitor's pass rates and the view latest_eval_results read only the new file; the same file again changes nothing", async () => {
+    const { evalPassRates } = await import('../../src/estimate/run.js');
+    const m = loadCoverageModel(modelDir());
+    const ids = m.manifest.clusters.map((c) => c.id);
+    const all = writeResults('reuse-all-passed.jsonl', m.cases, () => true);
+    const ten = writeResults('reuse-ten-failed.jsonl', m.cases.slice(0, 10), () => false);
+    await cli('results', all, '--model', modelDir(), '--run-id', 'reused');
+    expect(await evalOf('reused')).toMatchObject({ raw: 1, evalCases: m.cases.length });
+    const ratesBefore = (await withStore((s) => evalPassRates(s, m.manifest.version, ids)))!;
+    const out = await cli('results', ten, '--model', modelDir(), '--run-id', 'reused');
+    expect(out.stdout).toContain(`stored 10 result(s) as eval run reused of coverage model ${m.manifest.version}: eval score 0.0% over 10 case(s)`);
+    expect(out.stdout).toContain(`they replace the run's previous ${m.cases.length} result(s)`);
+    expect(await evalOf('reused')).toMatchObject({ raw: 0, evalCases: 10 });
+    expect(await viewRows('reused')).toEqual({ n: '10', s: 0 });
+    const plan = JSON.parse((await cli('plan', '--budget', '10', '--since', '1d', '--run-id', 'reused', '--covered-only', '--format', 'json')).stdout);
+    expect(plan.headline).toMatch(/^your eval says 0\.0%/);
+    // the latest loaded run is the default one: the report and the monitor's weighted_score rule read it
+    const rep = await withStore((s) => writeReport(s, path.join(dir, 'report-reused.html'), { since: parseSince('1d'), sinceText: '1d', modelPath: modelDir(), embedder: null, mapSample: 0 }));
+    expect(rep.productionScore).toMatchObject({ runId: 'reused', raw: 0 });
+    const ratesAfter = (await withStore((s) => evalPassRates(s, m.manifest.version, ids)))!;
+    for (const c of ids) expect(ratesAfter[c]).toBeLessThan(ratesBefore[c]);
+    // the same file again: nothing written, nothing changed
+    const loads = () => withStore((s) => s.query<{ n: string }>(`SELECT count() AS n FROM ${s.t('eval_loads')} FINAL WHERE run_id = 'reused'`));
+    const before = await loads();
+    const again = await cli('results', ten, '--model', modelDir(), '--run-id', 'reused');
+    expect(again.stdout).toContain('already holds these 10 result(s) (the same file): nothing changed');
+    expect(await loads()).toEqual(before);
+    expect(await evalOf('reused')).toMatchObject({ raw: 0, evalCases: 10 });
+    // and the first file again replaces the second
+    await cli('results', all, '--model', modelDir(), '--run-id', 'reused');
+    expect(await evalOf('reused')).toMatchObject({ raw: 1, evalCases: m.cases.length });
+    expect(await viewRows('reused')).toEqual({ n: String(m.cases.length), s: m.cases.length });
+  });
+
+  it('a load stopped before its commit (a crash) is never read; the same file loaded again completes it', async () => {
+    const { createHash } = await import('node:crypto');
+    const m = loadCoverageModel(modelDir());
+    const twenty = writeResults('reuse-twenty-failed.jsonl', m.cases.slice(0, 20), () => false);
+    const loadId = createHash('sha256').update(fs.readFileSync(twenty)).digest('hex').slice(0, 16);
+    // what a crash after the load's first rows leaves: 5 of its 20 rows stored, no commit
+    await withStore((s) =>
+      s.insertJson(
+        'eval_results',
+        m.cases.slice(0, 5).map((c) => ({ model_version: m.manifest.version, run_id: 'reused', load_id: loadId, case_id: c.id, cluster: m.labels[m.cases.indexOf(c)], tags: c.tags, passed: 0, score: null, scores: {}, value: 0, source: 'reuse-twenty-failed.jsonl' })),
+      ),
+    );
+    expect(await evalOf('reused')).toMatchObject({ raw: 1, evalCases: m.cases.length });
+    expect(await viewRows('reused')).toEqual({ n: String(m.cases.length), s: m.cases.length });
+    const out = await cli('results', twenty, '--model', modelDir(), '--run-id', 'reused');
+    expect(out.stdout).toContain('stored 20 result(s) as eval run reused');
+    expect(await evalOf('reused')).toMatchObject({ raw: 0, evalCases: 20 });
+    expect(await viewRows('reused')).toEqual({ n: '20', s: 0 });
+  });
+
+  it('a store written before migration 20 reads its runs as they were stored, and another file replaces such a run whole', async () => {
+    const { MIGRATIONS } = await import('../../src/store/migrations.js');
+    const m = loadCoverageModel(modelDir());
+    const legacy = path.join(dir, 'legacy-chdb');
+    const old = await Store.open(testConfig(legacy).clickhouse, { migrate: false });
+    try {
+      await old.migrate(MIGRATIONS.filter((x) => x.version < 20));
+      // rows as evalgap results stored them before: no load id, no eval_loads
+      await old.insertJson(
+        'eval_results',
+        m.cases.map((c, i) => ({ model_version: m.manifest.version, run_id: 'before', case_id: c.id, cluster: m.labels[i], tags: c.tags, passed: passes(c.id) ? 1 : 0, score: null, scores: {}, value: passes(c.id) ? 1 : 0, source: 'old.jsonl' })),
+      );
+    } finally {
+      await old.close();
+    }
+    const lenv = { ...env, EVALGAP_DATA_DIR: legacy };
+    const raw = m.cases.filter((c) => passes(c.id)).length / m.cases.length;
+    const e = await evalOf('before', lenv);
+    expect(e.evalCases).toBe(m.cases.length);
+    expect(e.raw).toBeCloseTo(raw, 9);
+    const ten = writeResults('legacy-ten-failed.jsonl', m.cases.slice(0, 10), () => false);
+    await exec('node', [CLI, 'results', ten, '--model', modelDir(), '--run-id', 'before'], { env: lenv });
+    expect(await evalOf('before', lenv)).toMatchObject({ raw: 0, evalCases: 10 });
+  });
+});
+
+describe('export-gaps --plan: the per-stratum lines agree with what was written (new-user audit)', () => {
+  it('on redacted traffic: "wrote 0", and each stratum says it wrote 0 of what was planned', async () => {
+    const f = path.join(dir, 'export-plan-redacted.jsonl');
+    const out = await exec('node', [CLI, 'export-gaps', '--plan', '--budget', '10', '--since', '1d', '--out', f], { env: { ...env, EVALGAP_DATA_DIR: path.join(dir, 'empty-chdb') }, maxBuffer: 1 << 24 });
+    if (process.env.EVALGAP_TEST_PRINT) console.log(out.stdout);
+    expect(out.stdout).toContain(`wrote 0 candidate eval case(s) of a plan for 10 to ${f}`);
+    const lines = out.stdout.split('\n').filter((l) => /^ {2}(gap|cluster|untested)\b/.test(l));
+    expect(lines.length).toBeGreaterThan(0);
+    let planned = 0;
+    for (const l of lines) {
+      const x = l.match(/ wrote (\d+) case\(s\), planned (\d+)/);
+      expect(x, l).not.toBeNull();
+      expect(Number(x![1])).toBe(0);
+      planned += Number(x![2]);
+    }
+    expect(planned).toBe(10);
+    expect(fs.readFileSync(f, 'utf8')).toBe('');
+  });
+
+  it('on plain traffic: the per-stratum counts add up to the cases written, each within its allocation', async () => {
+    const f = path.join(dir, 'export-plan-lines.jsonl');
+    const out = await cli('export-gaps', '--plan', '--budget', '25', '--since', '1d', '--out', f);
+    const n = Number(out.stdout.match(/wrote (\d+) candidate eval case\(s\)/)![1]);
+    const cases = fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { plan_kind: string; plan_target: string });
+    expect(cases).toHaveLength(n);
+    const lines = [...out.stdout.matchAll(/^ {2}(gap (\S+)|cluster (\d+)|untested) .* wrote (\d+) case\(s\), planned (\d+)/gm)];
+    expect(lines.length).toBeGreaterThan(1);
+    let sum = 0;
+    for (const x of lines) {
+      const [kind, target] = x[2] !== undefined ? ['gap', x[2]] : x[3] !== undefined ? ['cluster', x[3]] : ['uncovered', ''];
+      expect(Number(x[4])).toBe(cases.filter((c) => c.plan_kind === kind && c.plan_target === target).length);
+      expect(Number(x[4])).toBeLessThanOrEqual(Number(x[5]));
+      sum += Number(x[4]);
+    }
+    expect(sum).toBe(n);
+  });
+});
