@@ -430,7 +430,7 @@ export async function exportGapsPlanCommand(cfg: Config, opts: WindowOpts & { bu
       const why = w < x.cases && p.noExamples.has(key) ? `: ${p.noExamples.get(key)}` : '';
       console.log(`  ${where(x)}  ${x.label}  wrote ${w} case(s), planned ${x.cases}${why}`);
     }
-    if (n) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
+    if (n) console.log(`review them, then: evalgap fit --add ${opts.out} --model <your model folder> --out <a new model folder>, and evalgap deploy it (docs/coverage-model.md)`);
   });
 }
 

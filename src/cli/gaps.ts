@@ -247,7 +247,7 @@ export async function exportGapsCommand(
         (res.redactedSkipped ? `; ${res.redactedSkipped} redacted request(s) skipped (their text is not stored)` : ''),
     );
     for (const a of res.allocation) console.log(`  ${a.gap_id}  ${a.kind === 'thin' ? 'thin coverage' : 'new topic    '}  priority ${a.priority.toFixed(0)}  ${a.cases} case(s)`);
-    if (res.cases.length) console.log(`review them, then: evalgap fit <your eval set + ${path.basename(opts.out)}>`);
+    if (res.cases.length) console.log(`review them, then: evalgap fit --add ${opts.out} --model <your model folder> --out <a new model folder>, and evalgap deploy it (docs/coverage-model.md)`);
   } finally {
     await o.close();
   }

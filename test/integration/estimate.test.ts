@@ -304,6 +304,8 @@ describe('evalgap plan', () => {
     await cli('plan', '--budget', '25', '--since', '1d', '--out', viaPlan);
     const out = await cli('export-gaps', '--plan', '--budget', '25', '--since', '1d', '--out', viaExport);
     expect(out.stdout).toContain('candidate eval case(s) of a plan for 25');
+    // the next step as the docs give it (coverage-model.md): fit --add onto the model, then deploy
+    expect(out.stdout).toContain(`review them, then: evalgap fit --add ${viaExport} --model <your model folder> --out <a new model folder>, and evalgap deploy it`);
     const lines = fs.readFileSync(viaExport, 'utf8');
     const parsed = parseEvalSet(lines, 'jsonl');
     expect(parsed.errors).toEqual([]);

@@ -373,6 +373,7 @@ describe('read-only SQL while evalgap run holds the data folder', () => {
     // at most the budget, and at most 3 per gap
     expect(Number(wrote![1])).toBeGreaterThan(0);
     expect(Number(wrote![1])).toBeLessThanOrEqual(Math.min(10, 3 * Number(wrote![2])));
+    expect(exp.stdout).toContain(`review them, then: evalgap fit --add ${out} --model <your model folder>`);
     const parsed = parseEvalSet(fs.readFileSync(out, 'utf8'), 'jsonl');
     expect(parsed.errors).toEqual([]);
     expect(parsed.cases).toHaveLength(Number(wrote![1]));
