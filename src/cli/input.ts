@@ -97,7 +97,35 @@ export function readTextInput(file: string, what: string): TextInput {
     throw e;
   }
   if (buf.length > MAX_INPUT_BYTES) throw tooLarge(what, file, buf.length);
+  const utf16 = utf16Of(buf);
+  if (utf16) {
+    throw new UserError(
+      `${what} ${file === '-' ? '(standard input)' : file} is UTF-16 (${utf16}), not UTF-8: re-encode it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8) and give it again`,
+    );
+  }
   return { text: buf.toString('utf8').replace(/^\uFEFF/, ''), bytes: buf, invalid: invalidUtf8(buf) };
+}
+
+/**
+ * Whether the bytes are UTF-16 text (what Windows tools often save): a UTF-16 byte-order mark, or,
+ * without one, a NUL in every other byte of the first kilobyte (text mostly of ASCII characters),
+ * which no UTF-8 text of evalgap's kind has. Read as UTF-8 it would be one bad line per line.
+ */
+export function utf16Of(buf: Buffer): string | null {
+  if (buf.length >= 2 && buf[0] === 0xff && buf[1] === 0xfe) return 'little-endian, with a byte-order mark';
+  if (buf.length >= 2 && buf[0] === 0xfe && buf[1] === 0xff) return 'big-endian, with a byte-order mark';
+  const n = Math.min(buf.length, 1024) & ~1;
+  if (n < 8) return null;
+  let even = 0;
+  let odd = 0;
+  for (let i = 0; i < n; i += 2) {
+    if (buf[i] === 0) even++;
+    if (buf[i + 1] === 0) odd++;
+  }
+  const pairs = n / 2;
+  if (odd >= 0.9 * pairs && even === 0) return 'little-endian';
+  if (even >= 0.9 * pairs && odd === 0) return 'big-endian';
+  return null;
 }
 
 /** The warning printed for input that is not valid UTF-8 (null when it is). */

@@ -96,6 +96,23 @@ describe('file arguments', () => {
     }
   });
 
+  it('a UTF-16 file (with or without a byte-order mark) is one line naming the encoding, exit 2, for every reader', () => {
+    expect(fit.status, fit.stderr).toBe(0);
+    const lines = '{"id": "u1", "query": "where is my card", "request_id": "r1", "ts": "2026-01-01T00:00:00Z", "passed": true}\n';
+    const withBom = path.join(dir, 'utf16-bom.jsonl');
+    const noBom = path.join(dir, 'utf16.jsonl');
+    fs.writeFileSync(withBom, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(lines, 'utf16le')]));
+    fs.writeFileSync(noBom, Buffer.from(lines, 'utf16le'));
+    for (const f of [withBom, noBom]) {
+      for (const args of [['fit', f, '--out', path.join(dir, 'utf16-model')], ['score', f, '--model', model], ['produce', f], ['results', f, '--model', model]]) {
+        const r = evalgap(...args);
+        expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+        expect(r.stderr).toMatch(/^evalgap: .* is UTF-16 \((little-endian|little-endian, with a byte-order mark)\), not UTF-8: re-encode it as UTF-8/);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      }
+    }
+  });
+
   it('non-UTF-8 eval sets and score input are read with a warning: how many invalid sequences, on which lines', () => {
     expect(fit.status, fit.stderr).toBe(0);
     expect(fit.stderr).toContain('evalset.jsonl is not valid UTF-8: 3 invalid byte sequence(s) on lines 3, 5;');
