@@ -148,20 +148,24 @@ export function monitorNames(group: string): Pick<MonitorFileConfig, (typeof NAM
   return { controlTopic: `${t}.monitor.control`, electionGroup: `${group}-monitor`, alertsTopic: `${t}.alerts`, dispatchGroupPrefix: `${group}-dispatch` };
 }
 
-/**
- * Validate a parsed config object and resolve the receivers' secrets. With `group` (the ingest
- * consumer group), the Kafka names the file does not set are derived from it (`monitorNames`).
- */
-export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd(), group?: string, secrets = true): MonitorConfig {
+/** What a monitor config is read for, beyond the file itself. */
+export interface MonitorConfigUse {
+  /** the deployment's consumer group (EVALGAP_GROUP): the Kafka names the file does not set derive from it (`monitorNames`) */
+  group?: string;
+  /** resolve the receivers' secrets (default); false for --status and --backtest, which deliver nothing: no receiver is kept */
+  secrets?: boolean;
+}
+
+/** Validate a parsed config object and resolve the receivers' secrets. */
+export function parseMonitorConfig(raw: unknown, env: Record<string, string | undefined> = process.env, where = '', baseDir = process.cwd(), use: MonitorConfigUse = {}): MonitorConfig {
   if (raw && typeof raw === 'object' && 'windowMinutes' in raw) {
     // the key of earlier versions (5-minute windows): say what replaced it rather than "unrecognized"
     throw new MonitorConfigError(`invalid monitor config ${where}:\n  - windowMinutes: replaced by windowSeconds (default 30); e.g. "windowSeconds": ${Number((raw as { windowMinutes: unknown }).windowMinutes) * 60 || 300}`);
   }
   const p = MonitorFileSchema.safeParse(raw ?? {});
   if (!p.success) throw fromZod(where, p.error);
-  // secrets = false (monitor --status, --backtest: nothing is delivered): the receivers are
-  // validated as written but their secrets are not read, and none is kept
-  const receivers = !secrets ? [] : p.data.receivers.map((r, i) => {
+  // without secrets (nothing is delivered) the receivers are validated as written, not kept
+  const receivers = use.secrets === false ? [] : p.data.receivers.map((r, i) => {
     const { secret, secretEnv, secretFile, ...rest } = r;
     let value = secret;
     if (secretEnv !== undefined) {
@@ -182,8 +186,8 @@ export function parseMonitorConfig(raw: unknown, env: Record<string, string | un
     return { ...rest, secret: value };
   });
   const { guard, ...rest } = p.data;
-  if (group !== undefined) {
-    const derived = monitorNames(group);
+  if (use.group !== undefined) {
+    const derived = monitorNames(use.group);
     const given = raw && typeof raw === 'object' ? (raw as Record<string, unknown>) : {};
     for (const k of NAME_KEYS) if (given[k] === undefined) rest[k] = derived[k];
   }
@@ -208,19 +212,16 @@ export function loadGuardConfig(file: string): GuardConfig {
   return parseGuard(raw, file);
 }
 
-/**
- * Read and validate a JSON config file; no file → all defaults, no receivers. `group`: the
- * deployment's consumer group, from which the Kafka names the file leaves out are derived.
- */
-export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env, group?: string, secrets = true): MonitorConfig {
-  if (!file) return parseMonitorConfig({}, env, '(defaults)', process.cwd(), group, secrets);
+/** Read and validate a JSON config file; no file → all defaults, no receivers. */
+export function loadMonitorConfig(file: string | undefined, env: Record<string, string | undefined> = process.env, use: MonitorConfigUse = {}): MonitorConfig {
+  if (!file) return parseMonitorConfig({}, env, '(defaults)', process.cwd(), use);
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new MonitorConfigError(`cannot read monitor config ${file}: ${(e as Error).message}`);
   }
-  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)), group, secrets);
+  return parseMonitorConfig(raw, env, file, path.dirname(path.resolve(file)), use);
 }
 
 export function isValidSecret(s: string): boolean {

@@ -245,7 +245,7 @@ export function buildProgram(): Command {
       const { startRun } = await import('./run.js');
       const logger = createLogger(cfg.logLevel);
       // a bad monitor config fails before anything starts
-      const mc = opts.monitor ? loadMonitorConfig(opts.monitorConfig ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, cfg.kafka.group) : null;
+      const mc = opts.monitor ? loadMonitorConfig(opts.monitorConfig ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, { group: cfg.kafka.group }) : null;
       let monitor: Awaited<ReturnType<typeof import('./monitor.js').startMonitor>> | null = null;
       let stopping = false;
       let running: Awaited<ReturnType<typeof startRun>> | null = null;
@@ -316,7 +316,7 @@ export function buildProgram(): Command {
       if (stray.length) throw new InvalidArgumentError(`${stray.join('; ')}; without it the monitor would start evaluating and delivering`);
       const cfg = configFrom({ ...opts, metricsPort: undefined });
       // --status and --backtest deliver nothing: they do not need the receivers' secrets
-      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, cfg.kafka.group, !(opts.status || opts.backtest));
+      const mc = loadMonitorConfig(opts.config ?? process.env.EVALGAP_MONITOR_CONFIG, process.env, { group: cfg.kafka.group, secrets: !(opts.status || opts.backtest) });
       if (opts.guard) mc.guard = loadGuardConfig(opts.guard);
       const { createLogger } = await import('../config/logger.js');
       const logger = createLogger(cfg.logLevel);

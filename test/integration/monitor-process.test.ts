@@ -51,6 +51,21 @@ function start(args: string[], env: Record<string, string>, startedMsg: string):
   return { child, started, exited, logs };
 }
 
+/** The CLI to its exit: exit code and stdout + stderr; killed after `killAfterMs` if given. */
+function runCli(args: string[], env: NodeJS.ProcessEnv, killAfterMs?: number): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [CLI, ...args], { env });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (out += d));
+    const kill = killAfterMs === undefined ? undefined : setTimeout(() => c.kill('SIGKILL'), killAfterMs);
+    c.on('exit', (code) => {
+      clearTimeout(kill);
+      resolve({ code, out });
+    });
+  });
+}
+
 function writeConfig(dir: string, name: string, url: string, secret: string): { file: string; cfg: Record<string, unknown> } {
   const secretFile = path.join(dir, `${name}.secret`);
   fs.writeFileSync(secretFile, secret + '\n');
@@ -185,14 +200,7 @@ describe('evalgap monitor processes', () => {
     }
 
     // --status and --backtest read the same store
-    const cli = (args: string[]) =>
-      new Promise<{ code: number | null; out: string }>((resolve) => {
-        const c = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, EVALGAP_DATA_DIR: env.EVALGAP_DATA_DIR, EVALGAP_LOG_LEVEL: 'warn' } });
-        let out = '';
-        c.stdout.on('data', (d) => (out += d));
-        c.stderr.on('data', (d) => (out += d));
-        c.on('exit', (code) => resolve({ code, out }));
-      });
+    const cli = (args: string[]) => runCli(args, { ...process.env, EVALGAP_DATA_DIR: env.EVALGAP_DATA_DIR, EVALGAP_LOG_LEVEL: 'warn' });
     const st = await cli(['monitor', '--model', modelDir, '--config', c2.file, '--status', '--status-days', '1']);
     expect(st.code).toBe(0);
     expect(st.out).toMatch(/eval-set mismatch: production share per eval cluster/);
@@ -277,19 +285,8 @@ describe('evalgap monitor processes', () => {
     fs.writeFileSync(cfgFile, JSON.stringify({ receivers: [{ name: 'ops', url: 'http://127.0.0.1:9/', secretEnv: 'MONITOR_TEST_UNSET_SECRET_VAR' }] }));
     const env: NodeJS.ProcessEnv = { ...process.env, EVALGAP_DATA_DIR: path.join(dir, 'data'), EVALGAP_GROUP: uniqueName('g'), EVALGAP_LOG_LEVEL: 'warn' };
     delete env.MONITOR_TEST_UNSET_SECRET_VAR;
-    const cli = (args: string[]) =>
-      new Promise<{ code: number | null; out: string }>((resolve) => {
-        const c = spawn(process.execPath, [CLI, 'monitor', '--model', modelDir, '--config', cfgFile, '--metrics-port', '0', ...args], { env });
-        let out = '';
-        c.stdout.on('data', (d) => (out += d));
-        c.stderr.on('data', (d) => (out += d));
-        // a live monitor would run until stopped: it must never get that far
-        const live = setTimeout(() => c.kill('SIGKILL'), 60_000);
-        c.on('exit', (code) => {
-          clearTimeout(live);
-          resolve({ code, out });
-        });
-      });
+    // a live monitor would run until stopped: it must never get that far
+    const cli = (args: string[]) => runCli(['monitor', '--model', modelDir, '--config', cfgFile, '--metrics-port', '0', ...args], env, 60_000);
     for (const [args, msg] of [
       [['--from', '2026-12-07T00:00:00Z', '--to', '2026-12-08T00:00:00Z', '--json'], /--from is an option of --backtest; --to is an option of --backtest; --json is an option of --backtest/],
       [['--status-days', '3'], /--status-days is an option of --status/],

@@ -51,11 +51,11 @@ describe('monitor config', () => {
     const legacy = { controlTopic: 'evalgap.monitor.control', electionGroup: 'evalgap-monitor', alertsTopic: 'evalgap.alerts', dispatchGroupPrefix: 'evalgap-dispatch' };
     const pick = (c: MonitorConfig) => ({ controlTopic: c.controlTopic, electionGroup: c.electionGroup, alertsTopic: c.alertsTopic, dispatchGroupPrefix: c.dispatchGroupPrefix });
     // the default group gives the names of earlier releases
-    expect(pick(loadMonitorConfig(undefined, {}, 'evalgap'))).toEqual(legacy);
+    expect(pick(loadMonitorConfig(undefined, {}, { group: 'evalgap' }))).toEqual(legacy);
     expect(pick(loadMonitorConfig(undefined, {}))).toEqual(legacy);
-    expect(pick(loadMonitorConfig(undefined, {}, 'team-b'))).toEqual({ controlTopic: 'team-b.monitor.control', electionGroup: 'team-b-monitor', alertsTopic: 'team-b.alerts', dispatchGroupPrefix: 'team-b-dispatch' });
+    expect(pick(loadMonitorConfig(undefined, {}, { group: 'team-b' }))).toEqual({ controlTopic: 'team-b.monitor.control', electionGroup: 'team-b-monitor', alertsTopic: 'team-b.alerts', dispatchGroupPrefix: 'team-b-dispatch' });
     // what the file names stays; a group that is no topic name gives topic-safe names
-    const c = parseMonitorConfig({ alertsTopic: 'ops.alerts' }, {}, 'x', process.cwd(), 'team b/eu');
+    const c = parseMonitorConfig({ alertsTopic: 'ops.alerts' }, {}, 'x', process.cwd(), { group: 'team b/eu' });
     expect(pick(c)).toEqual({ controlTopic: 'team_b_eu.monitor.control', electionGroup: 'team b/eu-monitor', alertsTopic: 'ops.alerts', dispatchGroupPrefix: 'team b/eu-dispatch' });
   });
 
