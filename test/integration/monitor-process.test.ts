@@ -15,7 +15,7 @@ import { PACKAGE_ROOT } from '../../src/config/index.js';
 import { ensureTopics, produceJson } from '../../src/ingest/kafka.js';
 import { MonitorStore } from '../../src/store/monitor.js';
 import { Store } from '../../src/store/store.js';
-import { fitSampleModel, readTopic, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
+import { capMs, fitSampleModel, readTopic, testConfig, testKafka, tmpDir, uniqueName, waitFor } from '../helpers/fixtures.js';
 import { startReceiver, T0, MIN, traffic, type Payload } from '../helpers/monitor.js';
 
 const NEW_TOPICS = /gdpr|personal data|purchase history|account data|gift card|store credit|e-gift/i;
@@ -285,8 +285,8 @@ describe('evalgap monitor processes', () => {
     fs.writeFileSync(cfgFile, JSON.stringify({ receivers: [{ name: 'ops', url: 'http://127.0.0.1:9/', secretEnv: 'MONITOR_TEST_UNSET_SECRET_VAR' }] }));
     const env: NodeJS.ProcessEnv = { ...process.env, EVALGAP_DATA_DIR: path.join(dir, 'data'), EVALGAP_GROUP: uniqueName('g'), EVALGAP_LOG_LEVEL: 'warn' };
     delete env.MONITOR_TEST_UNSET_SECRET_VAR;
-    // a live monitor would run until stopped: it must never get that far
-    const cli = (args: string[]) => runCli(['monitor', '--model', modelDir, '--config', cfgFile, '--metrics-port', '0', ...args], env, 60_000);
+    // a live monitor would run until stopped: it must never get that far (the cap only ends a broken run)
+    const cli = (args: string[]) => runCli(['monitor', '--model', modelDir, '--config', cfgFile, '--metrics-port', '0', ...args], env, capMs(120_000));
     for (const [args, msg] of [
       [['--from', '2026-12-07T00:00:00Z', '--to', '2026-12-08T00:00:00Z', '--json'], /--from is an option of --backtest; --to is an option of --backtest; --json is an option of --backtest/],
       [['--status-days', '3'], /--status-days is an option of --status/],
